@@ -1,0 +1,38 @@
+"""Command-line entry point: ``gateway <command> ...``.
+
+Each command group lives in its own module with a ``register(subparsers)`` function
+that adds its parser and sets ``func`` (called with the parsed args, returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from gateway.errors import GatewayError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the top-level parser with every command group registered."""
+    from gateway.cli import demo, keys
+
+    parser = argparse.ArgumentParser(prog="gateway", description="Referral gateway for cross-border anti-trafficking referrals.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (demo, keys):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GatewayError as exc:
+        print(f"gateway: error: [{exc.code}] {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

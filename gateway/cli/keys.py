@@ -1,0 +1,385 @@
+"""``gateway keys ...``: agency key files, the directory draft, signing and verifying it.
+
+Operator tooling: reads and writes files, never prompts (passphrases come from an
+environment variable or a file, so it runs unattended in CI). See docs/keys.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable
+
+from gateway import keyfile
+from gateway.canonical import strict_loads
+from gateway.clock import format_ts, parse_ts, utcnow
+from gateway.directory import AGENCY_ID, KID, Directory, load_directory, parse_document, sign_directory
+from gateway.errors import DirectoryError, KeyFileError, MalformedDirectoryError, UnknownAgencyError
+from gateway.keyfile import KeyPair
+
+DEFAULT_VALID_DAYS = 365
+DEFAULT_AUTHORITY_VALID_DAYS = 5 * 365
+DEFAULT_OVERLAP_DAYS = 30
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    """Add the ``keys`` command group."""
+    keys = sub.add_parser(
+        "keys", help="key files and directory tooling",
+        description="Agency key files, the directory draft, signing and verifying it (see docs/keys.md).",
+    )
+    cmds = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+
+    p = cmds.add_parser("generate", help="generate a signing and an encryption key for an agency")
+    p.add_argument("--agency", required=True, help="agency id, e.g. NE-ANLTP-TIM")
+    p.add_argument("--out", required=True, type=Path, help="key directory to create or fill (must hold no keys)")
+    p.add_argument("--valid-days", type=_positive, default=DEFAULT_VALID_DAYS)
+    _passphrase_options(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = cmds.add_parser("rotate", help="add new key(s) valid from now; cut the old ones to end after the overlap")
+    p.add_argument("--key-dir", required=True, type=Path)
+    p.add_argument("--use", required=True, choices=("sig", "enc", "both"))
+    p.add_argument("--overlap-days", type=_non_negative, default=DEFAULT_OVERLAP_DAYS)
+    p.add_argument("--valid-days", type=_positive, default=DEFAULT_VALID_DAYS)
+    _passphrase_options(p)
+    p.set_defaults(func=cmd_rotate)
+
+    p = cmds.add_parser("export", help="print the public entries of a key directory as JSON")
+    p.add_argument("--key-dir", required=True, type=Path)
+    _passphrase_options(p)
+    p.set_defaults(func=cmd_export)
+
+    p = cmds.add_parser("revoke", help="add a revocation to an unsigned directory draft")
+    p.add_argument("--draft", required=True, type=Path)
+    p.add_argument("--kid", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--at", type=_timestamp, help="revocation time (default: now)")
+    p.set_defaults(func=cmd_revoke)
+
+    p = cmds.add_parser("add-keys", help="merge an agency's public.json into a directory draft")
+    p.add_argument("--draft", required=True, type=Path)
+    p.add_argument("--agency", required=True)
+    p.add_argument("--public", required=True, type=Path, help="public.json written by generate/rotate")
+    p.set_defaults(func=cmd_add_keys)
+
+    p = cmds.add_parser("sign-directory", help="sign a directory draft with the authority key")
+    p.add_argument("--draft", required=True, type=Path)
+    p.add_argument("--authority-key", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    _passphrase_options(p)
+    p.set_defaults(func=cmd_sign_directory)
+
+    p = cmds.add_parser("verify-directory", help="verify a signed directory and list key status")
+    p.add_argument("--directory", required=True, type=Path)
+    p.add_argument("--authority-pub", required=True, type=Path)
+    p.add_argument("--at", type=_timestamp, help="time to evaluate key status at (default: now)")
+    p.set_defaults(func=cmd_verify_directory)
+
+    p = cmds.add_parser("authority-generate", help="generate a directory authority signing key")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--name", default="DIRECTORY-AUTHORITY", help="authority name as written in the directory")
+    p.add_argument("--valid-days", type=_positive, default=DEFAULT_AUTHORITY_VALID_DAYS)
+    _passphrase_options(p)
+    p.set_defaults(func=cmd_authority_generate)
+
+    p = cmds.add_parser("demo-directory", help="DEMO ONLY: write the demo directory from public demo keys")
+    p.add_argument("--out", required=True, type=Path)
+    p.set_defaults(func=cmd_demo_directory)
+
+
+# --- agency key directories -------------------------------------------------------------
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Generate one sig and one enc key; write ``<kid>.key`` files and ``public.json``."""
+    if not AGENCY_ID.match(args.agency):
+        raise MalformedDirectoryError(f"--agency: {args.agency!r} is not an agency id like NE-ANLTP-TIM")
+    passphrase = _passphrase(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if any(out.glob(f"*{keyfile.KEY_SUFFIX}")):
+        raise KeyFileError(f"{out} already holds key files; use 'gateway keys rotate' to add keys")
+    pairs = list(keyfile.generate_agency_keys(args.agency, not_before=utcnow(), valid_days=args.valid_days))
+    for pair in pairs:
+        keyfile.write_key_file(keyfile.key_path(out, pair), pair, passphrase, limits=keyfile.DEFAULT_LIMITS)
+    _write_public(out, args.agency, pairs)
+    for pair in pairs:
+        print(f"{pair.use} {pair.kid} {args.agency} valid {_period(pair)}")
+    print(f"wrote {len(pairs)} key files and {out / keyfile.PUBLIC_FILE}")
+    return 0
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    """New key(s) valid from now; current keys of that use are cut to end at now + overlap."""
+    passphrase = _passphrase(args)
+    pairs = keyfile.read_key_dir(args.key_dir, passphrase)
+    agency_id = _single_agency(pairs, args.key_dir)
+    now = utcnow()
+    cut = now + timedelta(days=args.overlap_days)
+    uses = ("sig", "enc") if args.use == "both" else (args.use,)
+    new = [
+        keyfile.generate_key(agency_id, use, not_before=now, not_after=now + timedelta(days=args.valid_days))
+        for use in uses
+    ]
+    shortened = [
+        keyfile.shorten(p, cut) for p in pairs if p.use in uses and p.valid_at(now) and p.not_after > cut
+    ]
+    # New keys first: if anything fails later the old keys are still intact.
+    for pair in new + shortened:
+        keyfile.write_key_file(keyfile.key_path(args.key_dir, pair), pair, passphrase, limits=keyfile.DEFAULT_LIMITS)
+    by_kid = {p.kid: p for p in pairs} | {p.kid: p for p in shortened} | {p.kid: p for p in new}
+    _write_public(args.key_dir, agency_id, list(by_kid.values()))
+    for pair in new:
+        print(f"new {pair.use} {pair.kid} valid {_period(pair)}")
+    for pair in shortened:
+        print(f"old {pair.use} {pair.kid} now ends {format_ts(pair.not_after)}")
+    print(f"updated {args.key_dir / keyfile.PUBLIC_FILE}; add it to the directory draft with 'gateway keys add-keys'")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Print the public entries of every key in the directory."""
+    pairs = keyfile.read_key_dir(args.key_dir, _passphrase(args))
+    agency_id = _single_agency(pairs, args.key_dir)
+    print(json.dumps(keyfile.public_document(agency_id, pairs), indent=2))
+    return 0
+
+
+def _write_public(key_dir: Path, agency_id: str, pairs: list[KeyPair]) -> None:
+    _write_text(key_dir / keyfile.PUBLIC_FILE, json.dumps(keyfile.public_document(agency_id, pairs), indent=2) + "\n")
+
+
+def _single_agency(pairs: list[KeyPair], key_dir: Path) -> str:
+    agencies = sorted({p.agency_id for p in pairs})
+    if len(agencies) != 1:
+        raise KeyFileError(f"{key_dir} holds keys of several agencies ({', '.join(agencies)}); keep one per directory")
+    return agencies[0]
+
+
+# --- the directory draft ----------------------------------------------------------------
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    """Add a revocation for a key listed in the draft and bump the serial."""
+    draft = _read_draft(args.draft)
+    kid = args.kid
+    if not KID.match(kid):
+        raise MalformedDirectoryError(f"--kid: {kid!r} is not a key id (32 lowercase hex digits)")
+    owners = [a["id"] for a in draft["agencies"] for k in a["keys"] if k.get("kid") == kid]
+    if not owners:
+        raise DirectoryError(f"key {kid} is not listed under any agency in {args.draft}")
+    if any(r.get("kid") == kid for r in draft["revocations"]):
+        raise DirectoryError(f"key {kid} is already revoked in {args.draft}")
+    now = utcnow()
+    draft["revocations"].append({"kid": kid, "revoked_at": format_ts(args.at or now), "reason": args.reason})
+    _bump(draft, now)
+    _write_draft(args.draft, draft)
+    print(f"revoked {kid} of {owners[0]}; draft serial is now {draft['serial']} (sign it to publish)")
+    return 0
+
+
+def cmd_add_keys(args: argparse.Namespace) -> int:
+    """Merge exported public entries into an agency's keys (same kid: replaced) and bump the serial."""
+    draft = _read_draft(args.draft)
+    public = _read_json(args.public, DirectoryError)
+    if not isinstance(public, dict) or set(public) != {"format", "agency", "keys"} or public["format"] != keyfile.PUBLIC_FORMAT:
+        raise MalformedDirectoryError(f"{args.public}: not a {keyfile.PUBLIC_FORMAT} document (write it with 'gateway keys export')")
+    if public["agency"] != args.agency:
+        # Guards against merging one agency's keys into another agency's entry.
+        raise DirectoryError(f"{args.public} holds keys of {public['agency']!r}, not of {args.agency!r}")
+    agency = next((a for a in draft["agencies"] if a.get("id") == args.agency), None)
+    if agency is None:
+        raise UnknownAgencyError(f"agency {args.agency!r} is not in {args.draft}; add its entry to the draft first")
+    entries = public["keys"]
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise MalformedDirectoryError(f"{args.public}: keys must be an array of objects")
+    others = {k.get("kid"): a["id"] for a in draft["agencies"] if a is not agency for k in a["keys"]}
+    for entry in entries:
+        if entry.get("kid") in others:
+            raise DirectoryError(f"key {entry.get('kid')} already belongs to {others[entry.get('kid')]}")
+    incoming = {e.get("kid") for e in entries}
+    agency["keys"] = [k for k in agency["keys"] if k.get("kid") not in incoming] + entries
+    _bump(draft, utcnow())
+    _write_draft(args.draft, draft)
+    print(f"merged {len(entries)} key(s) into {args.agency}; draft serial is now {draft['serial']} (sign it to publish)")
+    return 0
+
+
+def _read_draft(path: Path) -> dict[str, Any]:
+    draft = _read_json(path, DirectoryError)
+    if isinstance(draft, dict) and set(draft) == {"directory", "signature"}:
+        raise MalformedDirectoryError(f"{path} is a signed directory; pass the draft (its inner 'directory' object)")
+    parse_document(draft)  # refuse to edit something we could not sign
+    return draft
+
+
+def _write_draft(path: Path, draft: dict[str, Any]) -> None:
+    parse_document(draft)  # never leave an unsignable draft behind
+    _write_text(path, json.dumps(draft, indent=2, ensure_ascii=False) + "\n")
+
+
+def _bump(draft: dict[str, Any], now: datetime) -> None:
+    draft["serial"] += 1
+    draft["issued"] = format_ts(now)
+
+
+# --- signing and verifying --------------------------------------------------------------
+
+
+def cmd_sign_directory(args: argparse.Namespace) -> int:
+    """Sign a draft with the authority key and write the signed directory."""
+    draft = _read_draft(args.draft)
+    authority = keyfile.read_key_file(args.authority_key, _passphrase(args))
+    now = utcnow()
+    if not authority.valid_at(now):
+        raise KeyFileError(f"authority key {authority.kid} is not valid now (valid {_period(authority)})")
+    if authority.agency_id != draft["authority"]:
+        raise KeyFileError(f"authority key belongs to {authority.agency_id!r} but the draft names {draft['authority']!r}")
+    signed = sign_directory(draft, authority.signing_key())
+    _write_bytes(args.out, signed)
+    print(f"signed directory serial {draft['serial']} with authority key {authority.kid} -> {args.out}")
+    return 0
+
+
+def cmd_verify_directory(args: argparse.Namespace) -> int:
+    """Verify a signed directory against a pinned authority key; print each key's status."""
+    name, public_key = keyfile.parse_authority_public(
+        _read_bytes(args.authority_pub, KeyFileError), source=str(args.authority_pub)
+    )
+    directory = load_directory(_read_bytes(args.directory, DirectoryError), [public_key])
+    at = args.at or utcnow()
+    demo = " DEMO (keys are public, never use for real referrals)" if directory.demo else ""
+    print(f"directory {args.directory}: authority {directory.authority}, serial {directory.serial}, "
+          f"issued {format_ts(directory.issued)}{demo}")
+    print(f"signature OK (authority {name}); key status at {format_ts(at)}:")
+    for line in status_lines(directory, at):
+        print(line)
+    return 0
+
+
+def status_lines(directory: Directory, at: datetime) -> list[str]:
+    """Agencies, their key ids and each key's status at ``at``, one line each."""
+    lines = []
+    listed = set()
+    for agency in directory.agencies.values():
+        lines.append(f"{agency.id}  {agency.name}")
+        for record in agency.keys:
+            listed.add(record.kid)
+            status = directory.key_status(record.kid, at=at)
+            if status == "expired" and at < record.not_before:
+                status = "not_yet_valid"
+            lines.append(f"  {record.use} {record.kid} {status:<13} "
+                         f"{format_ts(record.not_before)} .. {format_ts(record.not_after)}")
+    for kid, revocation in directory.revocations.items():
+        if kid not in listed:
+            lines.append(f"revoked (not listed under an agency): {kid} since {format_ts(revocation.revoked_at)}")
+    return lines
+
+
+def cmd_authority_generate(args: argparse.Namespace) -> int:
+    """Generate the authority's Ed25519 key file and ``authority.pub.json``."""
+    passphrase = _passphrase(args)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    now = utcnow()
+    pair = keyfile.generate_key(args.name, "sig", not_before=now, not_after=now + timedelta(days=args.valid_days))
+    path = keyfile.key_path(out, pair)
+    keyfile.write_key_file(path, pair, passphrase, limits=keyfile.DEFAULT_LIMITS)
+    pub = out / "authority.pub.json"
+    _write_text(pub, json.dumps(keyfile.authority_public_document(args.name, pair.public_key), indent=2) + "\n")
+    print(f"authority {args.name} key {pair.kid} valid {_period(pair)}")
+    print(f"private key: {path} (keep offline); trust anchor for gateways: {pub}")
+    return 0
+
+
+def cmd_demo_directory(args: argparse.Namespace) -> int:
+    """DEMO ONLY: write the signed demo directory and its authority key (both from public seeds)."""
+    from gateway.demo_identities import demo_directory_files
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, data in demo_directory_files().items():
+        _write_bytes(args.out / name, data)
+        print(f"wrote {args.out / name}")
+    return 0
+
+
+# --- small helpers ----------------------------------------------------------------------
+
+
+def _passphrase_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--passphrase-env", metavar="VAR", help="read the key-file passphrase from this environment variable")
+    group.add_argument("--passphrase-file", metavar="FILE", type=Path, help="read the key-file passphrase from this file (mode 0600)")
+
+
+def _passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.passphrase_env:
+        value = os.environ.get(args.passphrase_env, "")
+        if not value:
+            raise KeyFileError(f"environment variable {args.passphrase_env} is not set or empty")
+        return value.encode("utf-8")
+    if args.passphrase_file:
+        value = keyfile.read_private_file(args.passphrase_file).rstrip(b"\r\n")
+        if not value:
+            raise KeyFileError(f"passphrase file {args.passphrase_file} is empty")
+        return value
+    return None
+
+
+def _read_bytes(path: Path, error: Callable[[str], Exception]) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise error(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_json(path: Path, error: Callable[[str], Exception]) -> Any:
+    try:
+        return strict_loads(_read_bytes(path, error))
+    except ValueError as exc:
+        raise error(f"{path}: not valid JSON ({exc})") from None
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a public (non-secret) file atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise DirectoryError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def _period(pair: KeyPair) -> str:
+    return f"{format_ts(pair.not_before)} .. {format_ts(pair.not_after)}"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return value
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        return parse_ts(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None

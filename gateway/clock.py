@@ -1,0 +1,27 @@
+"""Timestamps on the wire: RFC 3339, UTC, whole seconds, ``Z`` suffix."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+_TS = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
+
+
+def utcnow() -> datetime:
+    """Return the current time in UTC, truncated to whole seconds."""
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def format_ts(moment: datetime) -> str:
+    """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: timestamps must be timezone-aware")
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(text: str) -> datetime:
+    """Parse ``YYYY-MM-DDTHH:MM:SSZ`` strictly; raise ValueError on anything else."""
+    if not isinstance(text, str) or not _TS.match(text):
+        raise ValueError("timestamp must look like YYYY-MM-DDTHH:MM:SSZ")
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
