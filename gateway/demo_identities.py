@@ -29,6 +29,7 @@ from nacl.signing import SigningKey
 from gateway.b64 import b64url_encode
 from gateway.directory import AGENCY_ID, FORMAT, sign_directory
 from gateway.keyfile import authority_public_document
+from gateway.schema import MESSAGE_TYPES, PURPOSES
 from gateway.keys import AgencyIdentity, key_id
 
 SEED_PREFIX = b"referral-gateway demo key v1|"
@@ -38,11 +39,6 @@ NOT_AFTER = "2030-12-31T23:59:59Z"
 ISSUED = "2026-01-01T00:00:00Z"
 SERIAL = 1
 
-MESSAGE_TYPES = (
-    "referral.request", "referral.response", "safety_assessment.result", "family_tracing.result",
-    "return.plan", "return.arrival", "case.followup", "case.closure", "consent.withdrawal", "receipt",
-)
-PURPOSES = ("assistance", "safety_assessment", "family_tracing", "assisted_return", "reintegration_handover")
 # The risk evaluation is done by the other country's authorities, so IOM missions are
 # not addressed for the safety_assessment purpose; they coordinate return and handover.
 _IOM_PURPOSES = ("assistance", "family_tracing", "assisted_return", "reintegration_handover")
