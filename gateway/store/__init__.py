@@ -1,0 +1,113 @@
+"""Durable state of the gateway: outbox, inbox, replay guard, cases, audit entries.
+
+Use :func:`open_store` with a URL; code against :class:`Store`. Backends: ``sqlite``
+(embedded default). PostgreSQL is planned (``gateway/store/postgres.py``, asyncpg) and
+must pass the same conformance suite, ``tests/store_conformance.py``. See docs/store.md.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+from urllib.parse import parse_qsl, unquote
+
+from gateway.store.base import (
+    INCOMING_RANK,
+    INCOMING_STATUSES,
+    OUTGOING_RANK,
+    OUTGOING_STATUSES,
+    AuditEntry,
+    AuditRecord,
+    Case,
+    Direction,
+    IncomingMessage,
+    IncomingStatus,
+    InboxRecord,
+    MessageConflictError,
+    MessageNotFoundError,
+    OutboxRecord,
+    OutgoingMessage,
+    OutgoingStatus,
+    SchemaVersionError,
+    StatusChange,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedStoreURLError,
+    incoming_moves_forward,
+    outgoing_moves_forward,
+)
+from gateway.store.sqlite import SQLiteStore
+
+__all__ = [
+    "INCOMING_RANK",
+    "INCOMING_STATUSES",
+    "OUTGOING_RANK",
+    "OUTGOING_STATUSES",
+    "AuditEntry",
+    "AuditRecord",
+    "Case",
+    "Direction",
+    "IncomingMessage",
+    "IncomingStatus",
+    "InboxRecord",
+    "MessageConflictError",
+    "MessageNotFoundError",
+    "OutboxRecord",
+    "OutgoingMessage",
+    "OutgoingStatus",
+    "SQLiteStore",
+    "SchemaVersionError",
+    "StatusChange",
+    "Store",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnsupportedStoreURLError",
+    "incoming_moves_forward",
+    "open_store",
+    "outgoing_moves_forward",
+]
+
+_SQLITE_OPTIONS = {"mode", "busy_timeout_ms"}
+
+
+async def open_store(url: str, *, clock: Callable[[], datetime] | None = None) -> Store:
+    """Open the store named by ``url``.
+
+    * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's
+      convention: the path is everything after ``sqlite:///``). Options as a query:
+      ``?mode=ro`` opens read-only, ``?busy_timeout_ms=5000`` bounds waits for the lock.
+    * ``postgresql://...``: not implemented yet (raises UnsupportedStoreURLError).
+
+    ``clock`` supplies "now" where a method's ``at`` is optional; default: UTC wall clock.
+    """
+    # Error messages name the scheme only: a database URL may carry a password.
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme == "sqlite":
+        if not url.startswith("sqlite:///"):
+            raise UnsupportedStoreURLError(
+                "sqlite store URL must be sqlite:///path/to/file.db (an in-memory database "
+                "is not supported: WAL and durability need a file)"
+            )
+        raw_path, _, query = url[len("sqlite:///") :].partition("?")
+        path = unquote(raw_path)
+        if not path:
+            raise UnsupportedStoreURLError("sqlite store URL has no file path")
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
+        unknown = set(options) - _SQLITE_OPTIONS
+        if unknown:
+            raise UnsupportedStoreURLError(f"unknown sqlite store URL options: {sorted(unknown)}")
+        mode = options.get("mode", "rw")
+        if mode not in {"rw", "ro"}:
+            raise UnsupportedStoreURLError("sqlite store URL option mode must be 'rw' or 'ro'")
+        try:
+            busy_timeout_ms = int(options.get("busy_timeout_ms", "5000"))
+        except ValueError:
+            raise UnsupportedStoreURLError("sqlite store URL option busy_timeout_ms must be an integer") from None
+        return await SQLiteStore.open(path, read_only=mode == "ro", busy_timeout_ms=busy_timeout_ms, clock=clock)
+    if scheme in {"postgresql", "postgres"}:
+        raise UnsupportedStoreURLError(
+            "the PostgreSQL store is not implemented yet (planned: gateway/store/postgres.py on asyncpg); "
+            "use sqlite:///path/to/gateway.db for now"
+        )
+    raise UnsupportedStoreURLError(f"unsupported store URL scheme {scheme!r}; expected sqlite or postgresql")

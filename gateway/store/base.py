@@ -1,0 +1,377 @@
+"""The store interface: rows as frozen dataclasses, the ``Store`` protocol, store errors.
+
+Every backend (``sqlite.py`` now, PostgreSQL later) implements :class:`Store` and runs the
+same conformance suite (``tests/store_conformance.py``). The status-order rules are pure
+functions here so that every backend decides "forward or stale?" the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Literal, NamedTuple, Protocol, get_args, runtime_checkable
+
+from gateway.errors import GatewayError
+
+# --- errors ------------------------------------------------------------------------------
+
+
+class StoreError(GatewayError):
+    """The store refused or failed an operation; the subclass says why."""
+
+    code = "store_error"
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot take the operation now (disk full, read-only, locked too long,
+    closed, unreachable). Nothing was written; the caller may answer 503 and retry later."""
+
+    code = "store_unavailable"
+
+
+class MessageConflictError(StoreError):
+    """A message id is already stored with different content (not an idempotent retry)."""
+
+    code = "message_conflict"
+
+
+class MessageNotFoundError(StoreError):
+    """No stored message has this id."""
+
+    code = "message_not_found"
+
+
+class SchemaVersionError(StoreError):
+    """The database schema is newer than this code understands (opened by a newer release)."""
+
+    code = "schema_version"
+
+
+class UnsupportedStoreURLError(StoreError):
+    """The store URL names a backend that does not exist (or does not exist yet)."""
+
+    code = "unsupported_store_url"
+
+
+# --- status vocabulary and order ----------------------------------------------------------
+
+OutgoingStatus = Literal[
+    "queued", "sent", "delivered", "read", "accepted", "declined", "more_info_requested", "failed"
+]
+IncomingStatus = Literal["received", "read", "responded"]
+Direction = Literal["outgoing", "incoming"]
+
+OUTGOING_STATUSES: frozenset[str] = frozenset(get_args(OutgoingStatus))
+INCOMING_STATUSES: frozenset[str] = frozenset(get_args(IncomingStatus))
+
+#: Rank of each outgoing status; a transition is applied only if it raises the rank.
+#: Receipts can arrive out of order (``delivered`` after ``read``) and the broker confirm
+#: can be processed after the recipient's first receipt, so anything not strictly later
+#: is stale and ignored. Equal ranks are alternatives, not steps: ``sent``/``failed`` are
+#: the two publish outcomes, ``accepted``/``declined`` the two final decisions; the first
+#: one recorded wins. ``failed`` only means *we* gave up publishing: a later receipt proves
+#: the message arrived after all, so it moves forward. ``more_info_requested`` may still
+#: be followed by a decision.
+OUTGOING_RANK: dict[str, int] = {
+    "queued": 0,
+    "sent": 1,
+    "failed": 1,
+    "delivered": 2,
+    "read": 3,
+    "more_info_requested": 4,
+    "accepted": 5,
+    "declined": 5,
+}
+INCOMING_RANK: dict[str, int] = {"received": 0, "read": 1, "responded": 2}
+
+
+def outgoing_moves_forward(current: str, new: str) -> bool:
+    """True if an outgoing message in status ``current`` may move to ``new``."""
+    return OUTGOING_RANK[new] > OUTGOING_RANK[current]
+
+
+def incoming_moves_forward(current: str, new: str) -> bool:
+    """True if an incoming message in status ``current`` may move to ``new``."""
+    return INCOMING_RANK[new] > INCOMING_RANK[current]
+
+
+# --- value checks (parse once at the edge) -----------------------------------------------
+
+
+def require_aware(name: str, moment: datetime) -> datetime:
+    """Return ``moment`` in UTC; raise ValueError for naive datetimes."""
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+    return moment.astimezone(timezone.utc)
+
+
+def require_message_id(name: str, value: str) -> str:
+    """Message ids are canonical (lower-case, hyphenated) UUID strings."""
+    try:
+        ok = isinstance(value, str) and str(uuid.UUID(value)) == value
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be a lower-case hyphenated UUID string")
+    return value
+
+
+def require_status(name: str, value: str, allowed: frozenset[str]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {sorted(allowed)}, not {value!r}")
+    return value
+
+
+#: Reason codes only (``broker_nack``, ``amqp.timeout``): free text could carry personal data.
+ERROR_CODE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
+
+
+def require_error_code(name: str, value: str) -> str:
+    if not isinstance(value, str) or not ERROR_CODE.match(value):
+        raise ValueError(f"{name} must be a reason code matching {ERROR_CODE.pattern}")
+    return value
+
+
+def _require_text(name: str, value: str | None, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+
+
+def _utc_fields(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None:
+            object.__setattr__(obj, name, require_aware(name, value))
+
+
+# --- rows --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """An envelope to publish: what the API stores in the outbox before answering 202."""
+
+    message_id: str
+    case_ref: str
+    recipient: str
+    message_type: str
+    envelope: bytes = field(repr=False)  # already signed and encrypted
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        require_message_id("message_id", self.message_id)
+        for name in ("case_ref", "recipient", "message_type"):
+            _require_text(name, getattr(self, name))
+        if not isinstance(self.envelope, bytes) or not self.envelope:
+            raise ValueError("envelope must be non-empty bytes")
+        _utc_fields(self, "created_at")
+
+
+@dataclass(frozen=True)
+class OutboxRecord:
+    """An outbox row as stored: the message plus its delivery state."""
+
+    message_id: str
+    case_ref: str
+    recipient: str
+    message_type: str
+    envelope: bytes = field(repr=False)
+    status: OutgoingStatus
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None  # a reason code, never a free-text message with data in it
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A received envelope, still encrypted: what the consumer stores before acking."""
+
+    message_id: str
+    sender: str
+    message_type: str
+    case_ref: str
+    envelope: bytes = field(repr=False)
+    received_at: datetime
+
+    def __post_init__(self) -> None:
+        require_message_id("message_id", self.message_id)
+        for name in ("sender", "message_type", "case_ref"):
+            _require_text(name, getattr(self, name))
+        if not isinstance(self.envelope, bytes) or not self.envelope:
+            raise ValueError("envelope must be non-empty bytes")
+        _utc_fields(self, "received_at")
+
+
+@dataclass(frozen=True)
+class InboxRecord:
+    """An inbox row as stored."""
+
+    message_id: str
+    sender: str
+    message_type: str
+    case_ref: str
+    envelope: bytes = field(repr=False)
+    received_at: datetime
+    status: IncomingStatus
+    updated_at: datetime
+
+
+class StatusChange(NamedTuple):
+    """One recorded transition; compares equal to a plain ``(status, at)`` tuple."""
+
+    status: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Case:
+    """Minimal state per case pseudonym (no personal data lives here)."""
+
+    case_ref: str
+    counterpart_agency: str
+    state: str
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("case_ref", "counterpart_agency", "state"):
+            _require_text(name, getattr(self, name))
+        _utc_fields(self, "updated_at")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """An audit event to append. ``detail_json`` is stored verbatim (the audit log decides
+    its canonical form, because its hash covers those bytes)."""
+
+    at: datetime
+    event_type: str
+    actor: str
+    case_ref: str | None = None
+    message_id: str | None = None
+    detail_json: str = "{}"
+    entry_hash: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _require_text("event_type", self.event_type)
+        _require_text("actor", self.actor)
+        _require_text("case_ref", self.case_ref, optional=True)
+        _require_text("message_id", self.message_id, optional=True)
+        try:
+            json.loads(self.detail_json)
+        except (TypeError, ValueError):
+            raise ValueError("detail_json must be a JSON text") from None
+        if self.entry_hash is not None and not isinstance(self.entry_hash, bytes):
+            raise ValueError("entry_hash must be bytes or None")
+        _utc_fields(self, "at")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """A stored audit entry with its sequence number (1, 2, 3, ... in append order, no gaps)."""
+
+    seq: int
+    at: datetime
+    event_type: str
+    actor: str
+    case_ref: str | None
+    message_id: str | None
+    detail_json: str
+    entry_hash: bytes | None = field(repr=False)
+
+
+# --- the interface -----------------------------------------------------------------------
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Durable state of one gateway. Every method is a single transaction: when it returns,
+    the change is durable; when it raises, nothing was changed.
+
+    Methods that move a status return True if the transition was applied and False if it
+    was stale (not forward) and therefore ignored; they raise MessageNotFoundError for an
+    unknown id. Times are aware datetimes and come back in UTC.
+    """
+
+    # outbox
+    async def add_outgoing(self, msg: OutgoingMessage) -> None:
+        """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
+        id and content; MessageConflictError if the id is stored with other content."""
+
+    async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
+        """Queued messages with ``next_attempt_at <= now``, oldest (``created_at``) first."""
+
+    async def mark_sent(self, message_id: str, at: datetime) -> bool:
+        """The broker confirmed the publish: ``queued`` -> ``sent``; counts one attempt."""
+
+    async def mark_retry(
+        self, message_id: str, next_attempt_at: datetime, error_code: str, *, at: datetime | None = None
+    ) -> bool:
+        """A publish attempt failed; stay ``queued``, due again at ``next_attempt_at``.
+        Counts one attempt. Ignored (False) unless the message is still ``queued``."""
+
+    async def mark_failed(self, message_id: str, error_code: str, *, at: datetime | None = None) -> bool:
+        """Give up publishing: ``queued`` -> ``failed``; counts one attempt."""
+
+    async def set_status(self, message_id: str, status: OutgoingStatus, at: datetime) -> bool:
+        """Apply a business receipt (``delivered``, ``read``, ``accepted``, ...) if it moves
+        the message forward in :data:`OUTGOING_RANK`; stale receipts are ignored."""
+
+    async def get_outgoing(self, message_id: str) -> OutboxRecord | None: ...
+
+    async def status_trail(self, message_id: str, *, direction: Direction = "outgoing") -> list[StatusChange]:
+        """Every applied transition of one message, in the order applied (first: ``queued``
+        or ``received``). Empty for an unknown id."""
+
+    # inbox
+    async def add_incoming(self, msg: IncomingMessage) -> bool:
+        """Store ``msg`` unless its id is already in the inbox. True if stored now, False if
+        the id was already there (the first copy wins; it is never overwritten). Atomic:
+        of any number of concurrent calls for one id, exactly one returns True."""
+
+    async def list_incoming(
+        self, limit: int, offset: int = 0, status: IncomingStatus | None = None
+    ) -> list[InboxRecord]:
+        """Inbox rows oldest (``received_at``) first, ties in arrival order. New arrivals
+        append at the end, so offset pages stay stable while messages come in."""
+
+    async def get_incoming(self, message_id: str) -> InboxRecord | None: ...
+
+    async def set_incoming_status(self, message_id: str, status: IncomingStatus, at: datetime) -> bool:
+        """Move an inbox row forward (``received`` -> ``read`` -> ``responded``)."""
+
+    # replay guard
+    async def remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
+        """Record an envelope id until ``expires_at``. False if it was already recorded
+        (check and insert are one atomic step)."""
+
+    async def prune_seen(self, now: datetime) -> int:
+        """Forget ids whose ``expires_at`` is before ``now``; return how many."""
+
+    # cases
+    async def upsert_case(self, case: Case) -> None:
+        """Insert or replace the state of ``case.case_ref``."""
+
+    async def get_case(self, case_ref: str) -> Case | None: ...
+
+    # audit (append-only: there is deliberately no update or delete)
+    async def append_audit(self, entry: AuditEntry) -> int:
+        """Append ``entry``; return its seq. Seqs are 1, 2, 3, ... with no gaps and never
+        reused, and an entry is visible only once every lower seq is: a Merkle log can use
+        ``seq - 1`` as the leaf index and never sees an entry appear behind its tree."""
+
+    async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
+        """Entries with ``seq >= from_seq`` in seq order, at most ``limit``."""
+
+    # lifecycle
+    async def ping(self) -> bool:
+        """True if the database answers a trivial query now; never raises (for /readyz)."""
+
+    async def close(self) -> None:
+        """Finish queued work and close. Later calls raise StoreUnavailableError."""

@@ -1,0 +1,661 @@
+"""The embedded default store: one SQLite file in WAL mode, ``synchronous=FULL``.
+
+All sqlite3 work runs on ONE dedicated worker thread (a single-thread executor owned by
+the store), never on the event loop. Each public method is one function run on that
+thread and one transaction, so statements of two coroutines can never interleave inside
+one transaction: atomicity follows from the structure, with no asyncio lock to forget.
+(aiosqlite also uses one thread per connection, but forwards each *statement* separately,
+so a read-modify-write would need an extra asyncio lock around every transaction and one
+thread hop per statement instead of one per operation.)
+
+Durability: a method returns only after COMMIT, and with WAL + ``synchronous=FULL`` COMMIT
+returns only after the WAL has been fsynced. See docs/store.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from gateway.store.base import (
+    INCOMING_STATUSES,
+    OUTGOING_STATUSES,
+    AuditEntry,
+    AuditRecord,
+    Case,
+    Direction,
+    IncomingMessage,
+    InboxRecord,
+    MessageConflictError,
+    MessageNotFoundError,
+    OutboxRecord,
+    OutgoingMessage,
+    SchemaVersionError,
+    StatusChange,
+    StoreError,
+    StoreUnavailableError,
+    incoming_moves_forward,
+    outgoing_moves_forward,
+    require_aware,
+    require_error_code,
+    require_message_id,
+    require_status,
+)
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT_MS = 5_000
+
+# --- schema ------------------------------------------------------------------------------
+# Versioned with PRAGMA user_version, which SQLite changes inside the migration's own
+# transaction: a migration is applied completely or not at all. Append new versions;
+# never edit a released one. The DDL lives here rather than in a .sql file so that it
+# ships with the module without package-data configuration.
+
+_OUT = ", ".join(f"'{s}'" for s in sorted(OUTGOING_STATUSES))
+_IN = ", ".join(f"'{s}'" for s in sorted(INCOMING_STATUSES))
+
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            f"""
+            CREATE TABLE outbox (
+                message_id      TEXT PRIMARY KEY,
+                case_ref        TEXT NOT NULL,
+                recipient       TEXT NOT NULL,
+                message_type    TEXT NOT NULL,
+                envelope        BLOB NOT NULL,
+                status          TEXT NOT NULL CHECK (status IN ({_OUT})),
+                attempts        INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+                next_attempt_at TEXT NOT NULL,
+                last_error      TEXT,
+                created_at      TEXT NOT NULL,
+                updated_at      TEXT NOT NULL
+            )""",
+            "CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE status = 'queued'",
+            f"""
+            CREATE TABLE inbox (
+                message_id   TEXT PRIMARY KEY,
+                sender       TEXT NOT NULL,
+                message_type TEXT NOT NULL,
+                case_ref     TEXT NOT NULL,
+                envelope     BLOB NOT NULL,
+                received_at  TEXT NOT NULL,
+                status       TEXT NOT NULL CHECK (status IN ({_IN})),
+                updated_at   TEXT NOT NULL
+            )""",
+            "CREATE INDEX inbox_by_arrival ON inbox (received_at)",
+            "CREATE INDEX inbox_by_status ON inbox (status, received_at)",
+            # One row per applied status transition, pointing at exactly one message.
+            """
+            CREATE TABLE message_events (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                outbox_id  TEXT REFERENCES outbox (message_id) ON DELETE CASCADE,
+                inbox_id   TEXT REFERENCES inbox (message_id) ON DELETE CASCADE,
+                status     TEXT NOT NULL,
+                at         TEXT NOT NULL,
+                error_code TEXT,
+                CHECK ((outbox_id IS NULL) <> (inbox_id IS NULL))
+            )""",
+            "CREATE INDEX message_events_outbox ON message_events (outbox_id, id) WHERE outbox_id IS NOT NULL",
+            "CREATE INDEX message_events_inbox ON message_events (inbox_id, id) WHERE inbox_id IS NOT NULL",
+            """
+            CREATE TABLE seen_message_ids (
+                message_id TEXT PRIMARY KEY,
+                expires_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX seen_by_expiry ON seen_message_ids (expires_at)",
+            """
+            CREATE TABLE cases (
+                case_ref           TEXT PRIMARY KEY,
+                counterpart_agency TEXT NOT NULL,
+                state              TEXT NOT NULL,
+                updated_at         TEXT NOT NULL
+            )""",
+            # AUTOINCREMENT: a seq is never reused, even after a failed or rolled-back append.
+            """
+            CREATE TABLE audit_entries (
+                seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+                at          TEXT NOT NULL,
+                event_type  TEXT NOT NULL,
+                actor       TEXT NOT NULL,
+                case_ref    TEXT,
+                message_id  TEXT,
+                detail_json TEXT NOT NULL,
+                entry_hash  BLOB
+            )""",
+            # Append-only in the database too, not only by the absence of a method.
+            """
+            CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries
+            BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END""",
+            """
+            CREATE TRIGGER audit_entries_no_delete BEFORE DELETE ON audit_entries
+            BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END""",
+        ),
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+# --- errors ------------------------------------------------------------------------------
+
+# Primary result codes that mean "cannot write now", not "this request is wrong".
+_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_NOMEM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL,
+    sqlite3.SQLITE_PERM,
+}
+
+
+def map_sqlite_error(exc: sqlite3.Error, where: str) -> StoreError:
+    """Translate a sqlite3 error into the store hierarchy (StoreUnavailableError -> 503)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    if code is not None and code & 0xFF in _UNAVAILABLE:
+        return StoreUnavailableError(f"sqlite store {where} unavailable: {name}: {exc}")
+    return StoreError(f"sqlite store {where} failed: {name}: {exc}")
+
+
+# --- time --------------------------------------------------------------------------------
+# Fixed-width UTC text sorts in time order, so comparisons and ORDER BY work on it directly.
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime(_TS_FORMAT)
+
+
+def _dt(text: str) -> datetime:
+    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check_page(limit: int, offset: int = 0) -> None:
+    if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
+        raise ValueError("limit and offset must be non-negative integers")
+
+
+# --- row conversion ----------------------------------------------------------------------
+
+
+def _outbox(row: sqlite3.Row) -> OutboxRecord:
+    return OutboxRecord(
+        message_id=row["message_id"],
+        case_ref=row["case_ref"],
+        recipient=row["recipient"],
+        message_type=row["message_type"],
+        envelope=bytes(row["envelope"]),
+        status=row["status"],
+        attempts=row["attempts"],
+        next_attempt_at=_dt(row["next_attempt_at"]),
+        last_error=row["last_error"],
+        created_at=_dt(row["created_at"]),
+        updated_at=_dt(row["updated_at"]),
+    )
+
+
+def _inbox(row: sqlite3.Row) -> InboxRecord:
+    return InboxRecord(
+        message_id=row["message_id"],
+        sender=row["sender"],
+        message_type=row["message_type"],
+        case_ref=row["case_ref"],
+        envelope=bytes(row["envelope"]),
+        received_at=_dt(row["received_at"]),
+        status=row["status"],
+        updated_at=_dt(row["updated_at"]),
+    )
+
+
+def _audit(row: sqlite3.Row) -> AuditRecord:
+    digest = row["entry_hash"]
+    return AuditRecord(
+        seq=row["seq"],
+        at=_dt(row["at"]),
+        event_type=row["event_type"],
+        actor=row["actor"],
+        case_ref=row["case_ref"],
+        message_id=row["message_id"],
+        detail_json=row["detail_json"],
+        entry_hash=None if digest is None else bytes(digest),
+    )
+
+
+# --- connection setup (runs on the worker thread) ----------------------------------------
+
+
+def _connect(path: Path, read_only: bool, busy_timeout_ms: int) -> sqlite3.Connection:
+    if not read_only:
+        # The file holds case pseudonyms and the audit log: owner-only from the first byte.
+        # SQLite gives the -wal and -shm files the same permissions.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass  # an existing database (or another process created it a moment ago)
+    uri = f"{path.absolute().as_uri()}?mode={'ro' if read_only else 'rw'}"
+    # isolation_level=None: the sqlite3 module never opens transactions behind our back;
+    # every transaction below is an explicit BEGIN ... COMMIT.
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if not read_only:
+            mode = _enable_wal(conn, busy_timeout_ms)
+            if mode != "wal":
+                raise StoreError(f"sqlite store {path}: could not enable WAL (journal_mode={mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        _migrate(conn, path, read_only)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> str:
+    # Switching the journal mode needs an exclusive lock and SQLite may answer SQLITE_BUSY
+    # at once, without the busy handler, when two processes open a new file together.
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]).lower()
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"sqlite store {path} has schema version {current}; this release understands up to {SCHEMA_VERSION}"
+        )
+    if current == SCHEMA_VERSION:
+        return
+    if read_only:
+        raise StoreError(f"sqlite store {path} needs schema migration {current} -> {SCHEMA_VERSION} but is read-only")
+    for version, statements in MIGRATIONS:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            if conn.execute("PRAGMA user_version").fetchone()[0] < version:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``fn`` in one write transaction. BEGIN IMMEDIATE takes the write lock up front,
+    so a read-modify-write never fails half-way with SQLITE_BUSY on lock upgrade."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+# --- the store ---------------------------------------------------------------------------
+
+
+class SQLiteStore:
+    """:class:`gateway.store.base.Store` on one SQLite file. Create with :meth:`open`."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
+        self._path = path
+        self._executor = executor
+        self._conn = conn
+        self._clock = clock
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        clock: Callable[[], datetime] | None = None,
+    ) -> SQLiteStore:
+        """Open (creating and migrating if needed) the database file at ``path``."""
+        path = Path(path)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, _guarded, str(path), _connect, path, read_only, busy_timeout_ms)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(path, executor, conn, clock or _utcnow)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._closed:
+            raise StoreUnavailableError(f"sqlite store {self._path} is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _guarded, str(self._path), fn, self._conn, *args)
+
+    async def _in_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._call(_write, fn)
+
+    # --- outbox ---------------------------------------------------------------------------
+
+    async def add_outgoing(self, msg: OutgoingMessage) -> None:
+        if not isinstance(msg, OutgoingMessage):
+            raise TypeError("add_outgoing takes an OutgoingMessage")
+        at = _ts(msg.created_at)
+
+        def run(conn: sqlite3.Connection) -> None:
+            row = conn.execute(
+                "SELECT case_ref, recipient, message_type, envelope FROM outbox WHERE message_id = ?",
+                (msg.message_id,),
+            ).fetchone()
+            if row is not None:
+                if (row[0], row[1], row[2], bytes(row[3])) == (msg.case_ref, msg.recipient, msg.message_type, msg.envelope):
+                    return  # the same request again (client retry): already queued
+                raise MessageConflictError(f"outbox already holds message {msg.message_id} with different content")
+            conn.execute(
+                "INSERT INTO outbox (message_id, case_ref, recipient, message_type, envelope, status, attempts,"
+                " next_attempt_at, last_error, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, 'queued', 0, ?, NULL, ?, ?)",
+                (msg.message_id, msg.case_ref, msg.recipient, msg.message_type, msg.envelope, at, at, at),
+            )
+            conn.execute(
+                "INSERT INTO message_events (outbox_id, status, at) VALUES (?, 'queued', ?)", (msg.message_id, at)
+            )
+
+        await self._in_write(run)
+
+    async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
+        cutoff = _ts(require_aware("now", now))
+        _check_page(limit)
+
+        def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
+            rows = conn.execute(
+                "SELECT * FROM outbox WHERE status = 'queued' AND next_attempt_at <= ?"
+                " ORDER BY created_at, rowid LIMIT ?",
+                (cutoff, limit),
+            ).fetchall()
+            return [_outbox(r) for r in rows]
+
+        return await self._call(run)
+
+    async def _move_outgoing(
+        self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False
+    ) -> bool:
+        require_message_id("message_id", message_id)
+        require_status("status", status, OUTGOING_STATUSES)
+        when = _ts(require_aware("at", at))
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT status FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise MessageNotFoundError(f"no outgoing message {message_id}")
+            if not outgoing_moves_forward(row[0], status):
+                return False
+            conn.execute(
+                "UPDATE outbox SET status = ?, updated_at = ?, attempts = attempts + ?,"
+                " last_error = COALESCE(?, last_error) WHERE message_id = ?",
+                (status, when, 1 if attempt else 0, error_code, message_id),
+            )
+            conn.execute(
+                "INSERT INTO message_events (outbox_id, status, at, error_code) VALUES (?, ?, ?, ?)",
+                (message_id, status, when, error_code),
+            )
+            return True
+
+        return await self._in_write(run)
+
+    async def mark_sent(self, message_id: str, at: datetime) -> bool:
+        return await self._move_outgoing(message_id, "sent", at, attempt=True)
+
+    async def mark_failed(self, message_id: str, error_code: str, *, at: datetime | None = None) -> bool:
+        require_error_code("error_code", error_code)
+        return await self._move_outgoing(message_id, "failed", at or self._clock(), error_code=error_code, attempt=True)
+
+    async def set_status(self, message_id: str, status: str, at: datetime) -> bool:
+        return await self._move_outgoing(message_id, status, at)
+
+    async def mark_retry(
+        self, message_id: str, next_attempt_at: datetime, error_code: str, *, at: datetime | None = None
+    ) -> bool:
+        require_message_id("message_id", message_id)
+        require_error_code("error_code", error_code)
+        due = _ts(require_aware("next_attempt_at", next_attempt_at))
+        when = _ts(require_aware("at", at or self._clock()))
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT status FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise MessageNotFoundError(f"no outgoing message {message_id}")
+            if row[0] != "queued":
+                return False  # confirmed or given up meanwhile: a late failure report is stale
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?, updated_at = ?"
+                " WHERE message_id = ?",
+                (due, error_code, when, message_id),
+            )
+            return True
+
+        return await self._in_write(run)
+
+    async def get_outgoing(self, message_id: str) -> OutboxRecord | None:
+        def run(conn: sqlite3.Connection) -> OutboxRecord | None:
+            row = conn.execute("SELECT * FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+            return None if row is None else _outbox(row)
+
+        return await self._call(run)
+
+    async def status_trail(self, message_id: str, *, direction: Direction = "outgoing") -> list[StatusChange]:
+        column = {"outgoing": "outbox_id", "incoming": "inbox_id"}.get(direction)
+        if column is None:
+            raise ValueError("direction must be 'outgoing' or 'incoming'")
+
+        def run(conn: sqlite3.Connection) -> list[StatusChange]:
+            rows = conn.execute(
+                f"SELECT status, at FROM message_events WHERE {column} = ? ORDER BY id", (message_id,)
+            ).fetchall()
+            return [StatusChange(r[0], _dt(r[1])) for r in rows]
+
+        return await self._call(run)
+
+    # --- inbox ----------------------------------------------------------------------------
+
+    async def add_incoming(self, msg: IncomingMessage) -> bool:
+        if not isinstance(msg, IncomingMessage):
+            raise TypeError("add_incoming takes an IncomingMessage")
+        at = _ts(msg.received_at)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            # One statement decides "new or duplicate" under the write lock: atomic across
+            # coroutines, threads and processes alike.
+            cur = conn.execute(
+                "INSERT INTO inbox (message_id, sender, message_type, case_ref, envelope, received_at, status, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'received', ?) ON CONFLICT (message_id) DO NOTHING",
+                (msg.message_id, msg.sender, msg.message_type, msg.case_ref, msg.envelope, at, at),
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.execute("INSERT INTO message_events (inbox_id, status, at) VALUES (?, 'received', ?)", (msg.message_id, at))
+            return True
+
+        return await self._in_write(run)
+
+    async def list_incoming(self, limit: int, offset: int = 0, status: str | None = None) -> list[InboxRecord]:
+        _check_page(limit, offset)
+        if status is not None:
+            require_status("status", status, INCOMING_STATUSES)
+
+        def run(conn: sqlite3.Connection) -> list[InboxRecord]:
+            where, args = ("WHERE status = ?", [status]) if status is not None else ("", [])
+            rows = conn.execute(
+                f"SELECT * FROM inbox {where} ORDER BY received_at, rowid LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
+            return [_inbox(r) for r in rows]
+
+        return await self._call(run)
+
+    async def get_incoming(self, message_id: str) -> InboxRecord | None:
+        def run(conn: sqlite3.Connection) -> InboxRecord | None:
+            row = conn.execute("SELECT * FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
+            return None if row is None else _inbox(row)
+
+        return await self._call(run)
+
+    async def set_incoming_status(self, message_id: str, status: str, at: datetime) -> bool:
+        require_message_id("message_id", message_id)
+        require_status("status", status, INCOMING_STATUSES)
+        when = _ts(require_aware("at", at))
+
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT status FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise MessageNotFoundError(f"no incoming message {message_id}")
+            if not incoming_moves_forward(row[0], status):
+                return False
+            conn.execute("UPDATE inbox SET status = ?, updated_at = ? WHERE message_id = ?", (status, when, message_id))
+            conn.execute("INSERT INTO message_events (inbox_id, status, at) VALUES (?, ?, ?)", (message_id, status, when))
+            return True
+
+        return await self._in_write(run)
+
+    # --- replay guard ---------------------------------------------------------------------
+
+    async def remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
+        require_message_id("message_id", message_id)
+        until = _ts(require_aware("expires_at", expires_at))
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO seen_message_ids (message_id, expires_at) VALUES (?, ?) ON CONFLICT (message_id) DO NOTHING",
+                (message_id, until),
+            )
+            return cur.rowcount == 1
+
+        return await self._in_write(run)
+
+    async def prune_seen(self, now: datetime) -> int:
+        cutoff = _ts(require_aware("now", now))
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM seen_message_ids WHERE expires_at < ?", (cutoff,)).rowcount
+
+        return await self._in_write(run)
+
+    # --- cases ----------------------------------------------------------------------------
+
+    async def upsert_case(self, case: Case) -> None:
+        if not isinstance(case, Case):
+            raise TypeError("upsert_case takes a Case")
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO cases (case_ref, counterpart_agency, state, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (case_ref) DO UPDATE SET counterpart_agency = excluded.counterpart_agency,"
+                " state = excluded.state, updated_at = excluded.updated_at",
+                (case.case_ref, case.counterpart_agency, case.state, _ts(case.updated_at)),
+            )
+
+        await self._in_write(run)
+
+    async def get_case(self, case_ref: str) -> Case | None:
+        def run(conn: sqlite3.Connection) -> Case | None:
+            row = conn.execute("SELECT * FROM cases WHERE case_ref = ?", (case_ref,)).fetchone()
+            if row is None:
+                return None
+            return Case(row["case_ref"], row["counterpart_agency"], row["state"], _dt(row["updated_at"]))
+
+        return await self._call(run)
+
+    # --- audit ----------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> int:
+        if not isinstance(entry, AuditEntry):
+            raise TypeError("append_audit takes an AuditEntry")
+
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json, entry_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _ts(entry.at),
+                    entry.event_type,
+                    entry.actor,
+                    entry.case_ref,
+                    entry.message_id,
+                    entry.detail_json,
+                    entry.entry_hash,
+                ),
+            )
+            return int(cur.lastrowid)
+
+        return await self._in_write(run)
+
+    async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
+        _check_page(limit)
+        if not isinstance(from_seq, int):
+            raise ValueError("from_seq must be an integer")
+
+        def run(conn: sqlite3.Connection) -> list[AuditRecord]:
+            rows = conn.execute(
+                "SELECT * FROM audit_entries WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+            ).fetchall()
+            return [_audit(r) for r in rows]
+
+        return await self._call(run)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        if self._closed:
+            return False
+        try:
+            return await asyncio.wait_for(self._call(lambda conn: conn.execute("SELECT 1").fetchone()[0] == 1), timeout)
+        except Exception:
+            return False
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True  # refuse new work; work already queued runs first (FIFO)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._conn.close)
+        finally:
+            self._executor.shutdown(wait=False)
+
+
+def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:
+    """Run on the worker thread; sqlite3 errors leave it only as StoreError."""
+    try:
+        return fn(*args)
+    except sqlite3.Error as exc:
+        raise map_sqlite_error(exc, where) from exc
+    except OSError as exc:  # creating the file: missing directory, no permission, disk full
+        raise StoreUnavailableError(f"sqlite store {where} unavailable: {exc.strerror}") from exc

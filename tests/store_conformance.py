@@ -1,0 +1,521 @@
+"""The store conformance suite: behaviour every backend must have, written against the
+``Store`` interface only (the idea of Trillian's storage/testonly).
+
+A backend runs it by subclassing :class:`StoreConformance` in its own test module
+(``from .store_conformance import StoreConformance``) and providing one fixture, ``harness``, that returns a :class:`StoreHarness` for a fresh,
+empty database::
+
+    class TestSQLiteStore(StoreConformance):
+        @pytest.fixture
+        def harness(self, tmp_path):
+            return SQLiteHarness(tmp_path / "gateway.db")
+
+Nothing here may import a backend module or peek at SQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import AsyncIterator, Protocol
+
+import pytest
+
+from gateway.store import (
+    INCOMING_RANK,
+    OUTGOING_RANK,
+    AuditEntry,
+    Case,
+    IncomingMessage,
+    MessageConflictError,
+    MessageNotFoundError,
+    OutgoingMessage,
+    Store,
+    StoreUnavailableError,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+WAT = timezone(timedelta(hours=1))  # West Africa Time: inputs need not be in UTC
+
+
+class StoreHarness(Protocol):
+    """What a backend provides to run the suite."""
+
+    async def open(self) -> Store:
+        """Open a store on this harness's database (same data every call: used to reopen)."""
+
+    async def open_read_only(self) -> Store:
+        """Open the same database so that reads work and every write fails."""
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def outgoing(created_at: datetime = T0, *, message_id: str | None = None, envelope: bytes = b"sealed-envelope") -> OutgoingMessage:
+    return OutgoingMessage(
+        message_id=message_id or new_id(),
+        case_ref="case-7f3a9c01",
+        recipient="NG-NAPTIP",
+        message_type="referral.request",
+        envelope=envelope,
+        created_at=created_at,
+    )
+
+
+def incoming(received_at: datetime = T0, *, message_id: str | None = None, envelope: bytes = b"sealed-envelope") -> IncomingMessage:
+    return IncomingMessage(
+        message_id=message_id or new_id(),
+        sender="NE-ANLTP",
+        message_type="referral.request",
+        case_ref="case-7f3a9c01",
+        envelope=envelope,
+        received_at=received_at,
+    )
+
+
+def audit(n: int = 0, **overrides: object) -> AuditEntry:
+    fields: dict[str, object] = dict(
+        at=T0 + timedelta(seconds=n),
+        event_type="message.sent",
+        actor="worker",
+        case_ref="case-7f3a9c01",
+        message_id=new_id(),
+        detail_json=f'{{"n":{n}}}',
+        entry_hash=bytes([n % 256]) * 32,
+    )
+    fields.update(overrides)
+    return AuditEntry(**fields)  # type: ignore[arg-type]
+
+
+async def _reach_outgoing(store: Store, message_id: str, status: str) -> None:
+    """Bring a freshly queued message to ``status`` by the shortest legal path."""
+    if status == "queued":
+        return
+    if status == "sent":
+        assert await store.mark_sent(message_id, T0)
+    elif status == "failed":
+        assert await store.mark_failed(message_id, "broker_unreachable", at=T0)
+    else:
+        assert await store.set_status(message_id, status, T0)  # type: ignore[arg-type]
+
+
+class StoreConformance:
+    """Subclass as ``Test<Backend>Store`` and provide a ``harness`` fixture."""
+
+    @pytest.fixture
+    async def store(self, harness: StoreHarness) -> AsyncIterator[Store]:
+        store = await harness.open()
+        yield store
+        await store.close()
+
+    # --- outbox ---------------------------------------------------------------------------
+
+    async def test_add_and_get_outgoing_round_trips(self, store: Store) -> None:
+        msg = outgoing(T0.astimezone(WAT), envelope=bytes(range(256)))
+        assert await store.add_outgoing(msg) is None
+        row = await store.get_outgoing(msg.message_id)
+        assert row is not None
+        assert (row.message_id, row.case_ref, row.recipient, row.message_type) == (
+            msg.message_id, msg.case_ref, msg.recipient, msg.message_type,
+        )
+        assert row.envelope == bytes(range(256))
+        assert (row.status, row.attempts, row.last_error) == ("queued", 0, None)
+        assert row.created_at == row.next_attempt_at == row.updated_at == T0
+        assert row.created_at.utcoffset() == timedelta(0)  # comes back in UTC, microseconds kept
+        assert await store.get_outgoing(new_id()) is None
+
+    async def test_due_outgoing_is_queued_and_due_oldest_first(self, store: Store) -> None:
+        newest, oldest, middle = outgoing(T0 + timedelta(seconds=2)), outgoing(T0), outgoing(T0 + timedelta(seconds=1))
+        sent, failed, later = outgoing(T0), outgoing(T0), outgoing(T0 + timedelta(hours=1))
+        for msg in (newest, oldest, middle, sent, failed, later):
+            await store.add_outgoing(msg)
+        await store.mark_sent(sent.message_id, T0)
+        await store.mark_failed(failed.message_id, "rejected_by_broker", at=T0)
+
+        now = T0 + timedelta(minutes=1)
+        due = await store.due_outgoing(now, limit=10)
+        assert [r.message_id for r in due] == [oldest.message_id, middle.message_id, newest.message_id]
+        assert [r.message_id for r in await store.due_outgoing(now, limit=2)] == [oldest.message_id, middle.message_id]
+        assert await store.due_outgoing(T0 - timedelta(seconds=1), limit=10) == []
+        assert later.message_id in {r.message_id for r in await store.due_outgoing(T0 + timedelta(hours=2), 10)}
+
+    async def test_mark_sent_leaves_the_queue(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        at = T0 + timedelta(seconds=3)
+        assert await store.mark_sent(msg.message_id, at) is True
+        row = await store.get_outgoing(msg.message_id)
+        assert (row.status, row.attempts, row.updated_at) == ("sent", 1, at)
+        assert await store.due_outgoing(T0 + timedelta(days=1), 10) == []
+        assert await store.mark_sent(msg.message_id, at) is False  # a second confirm is stale
+        assert await store.status_trail(msg.message_id) == [("queued", T0), ("sent", at)]
+
+    async def test_mark_retry_backs_off_and_counts_attempts(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        retry_at = T0 + timedelta(seconds=30)
+        assert await store.mark_retry(msg.message_id, retry_at, "broker_unreachable", at=T0 + timedelta(seconds=1))
+        assert await store.mark_retry(msg.message_id, retry_at + timedelta(seconds=60), "confirm_timeout", at=retry_at)
+        row = await store.get_outgoing(msg.message_id)
+        assert (row.status, row.attempts, row.last_error) == ("queued", 2, "confirm_timeout")
+        assert row.next_attempt_at == retry_at + timedelta(seconds=60)
+        assert await store.due_outgoing(retry_at + timedelta(seconds=59), 10) == []
+        assert [r.message_id for r in await store.due_outgoing(retry_at + timedelta(seconds=60), 10)] == [msg.message_id]
+        assert await store.mark_sent(msg.message_id, retry_at + timedelta(seconds=61))
+        assert (await store.get_outgoing(msg.message_id)).attempts == 3
+        # A retry does not change the status, so the trail shows none.
+        assert [s for s, _ in await store.status_trail(msg.message_id)] == ["queued", "sent"]
+
+    async def test_late_retry_after_confirm_is_ignored(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        await store.mark_sent(msg.message_id, T0)
+        assert await store.mark_retry(msg.message_id, T0 + timedelta(seconds=5), "confirm_timeout") is False
+        row = await store.get_outgoing(msg.message_id)
+        assert (row.status, row.attempts, row.last_error) == ("sent", 1, None)
+        assert await store.due_outgoing(T0 + timedelta(days=1), 10) == []
+
+    async def test_mark_failed_gives_up(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        assert await store.mark_failed(msg.message_id, "max_attempts", at=T0 + timedelta(hours=1))
+        row = await store.get_outgoing(msg.message_id)
+        assert (row.status, row.last_error, row.attempts) == ("failed", "max_attempts", 1)
+        assert await store.due_outgoing(T0 + timedelta(days=1), 10) == []
+        assert await store.mark_sent(msg.message_id, T0 + timedelta(hours=2)) is False
+        assert await store.mark_retry(msg.message_id, T0, "late") is False
+        assert await store.status_trail(msg.message_id) == [("queued", T0), ("failed", T0 + timedelta(hours=1))]
+
+    async def test_error_codes_must_be_reason_codes(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        with pytest.raises(ValueError):
+            await store.mark_failed(msg.message_id, "Connection refused by host for Amina B.")
+        with pytest.raises(ValueError):
+            await store.mark_retry(msg.message_id, T0, "")
+        assert (await store.get_outgoing(msg.message_id)).status == "queued"
+
+    async def test_add_outgoing_is_idempotent(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        await store.add_outgoing(msg)
+        # Same content with a later created_at (a client retrying the POST) is still a no-op.
+        await store.add_outgoing(outgoing(T0 + timedelta(seconds=9), message_id=msg.message_id))
+        assert len(await store.due_outgoing(T0 + timedelta(days=1), 10)) == 1
+        assert await store.status_trail(msg.message_id) == [("queued", T0)]
+        # ...and never resets a message that already moved on.
+        await store.mark_sent(msg.message_id, T0 + timedelta(seconds=1))
+        await store.add_outgoing(msg)
+        assert (await store.get_outgoing(msg.message_id)).status == "sent"
+        assert await store.due_outgoing(T0 + timedelta(days=1), 10) == []
+
+    async def test_add_outgoing_conflict_raises_and_keeps_the_first(self, store: Store) -> None:
+        msg = outgoing(envelope=b"first")
+        await store.add_outgoing(msg)
+        with pytest.raises(MessageConflictError):
+            await store.add_outgoing(outgoing(message_id=msg.message_id, envelope=b"second"))
+        assert (await store.get_outgoing(msg.message_id)).envelope == b"first"
+
+    async def test_unknown_message_ids_raise(self, store: Store) -> None:
+        unknown = new_id()
+        with pytest.raises(MessageNotFoundError):
+            await store.mark_sent(unknown, T0)
+        with pytest.raises(MessageNotFoundError):
+            await store.mark_retry(unknown, T0, "broker_unreachable")
+        with pytest.raises(MessageNotFoundError):
+            await store.mark_failed(unknown, "max_attempts")
+        with pytest.raises(MessageNotFoundError):
+            await store.set_status(unknown, "delivered", T0)
+        with pytest.raises(MessageNotFoundError):
+            await store.set_incoming_status(unknown, "read", T0)
+        assert await store.status_trail(unknown) == []
+
+    async def test_naive_datetimes_are_refused(self, store: Store) -> None:
+        with pytest.raises(ValueError):
+            outgoing(datetime(2025, 1, 1))
+        with pytest.raises(ValueError):
+            await store.due_outgoing(datetime(2025, 1, 1), 10)
+        with pytest.raises(ValueError):
+            await store.remember_message_id(new_id(), datetime(2025, 1, 1))
+
+    # --- status order ---------------------------------------------------------------------
+
+    async def test_status_never_goes_backwards_and_trail_records_transitions(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        t = [T0 + timedelta(seconds=i) for i in range(10)]
+        assert await store.mark_sent(msg.message_id, t[1])
+        assert await store.set_status(msg.message_id, "read", t[2])
+        assert await store.set_status(msg.message_id, "delivered", t[3]) is False  # late receipt
+        assert (await store.get_outgoing(msg.message_id)).status == "read"
+        assert await store.set_status(msg.message_id, "more_info_requested", t[4])
+        assert await store.set_status(msg.message_id, "accepted", t[5])
+        assert await store.set_status(msg.message_id, "declined", t[6]) is False  # first decision wins
+        assert await store.set_status(msg.message_id, "queued", t[7]) is False
+        row = await store.get_outgoing(msg.message_id)
+        assert (row.status, row.updated_at) == ("accepted", t[5])
+        assert await store.status_trail(msg.message_id) == [
+            ("queued", T0), ("sent", t[1]), ("read", t[2]), ("more_info_requested", t[4]), ("accepted", t[5]),
+        ]
+
+    async def test_receipt_before_broker_confirm(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        assert await store.set_status(msg.message_id, "delivered", T0 + timedelta(seconds=1))
+        assert await store.mark_sent(msg.message_id, T0 + timedelta(seconds=2)) is False
+        assert (await store.get_outgoing(msg.message_id)).status == "delivered"
+        assert await store.due_outgoing(T0 + timedelta(days=1), 10) == []  # never republished
+
+    async def test_outgoing_order_every_pair(self, store: Store) -> None:
+        for current in OUTGOING_RANK:
+            for new in OUTGOING_RANK:
+                msg = outgoing()
+                await store.add_outgoing(msg)
+                await _reach_outgoing(store, msg.message_id, current)
+                applied = await store.set_status(msg.message_id, new, T0 + timedelta(seconds=1))  # type: ignore[arg-type]
+                assert applied is (OUTGOING_RANK[new] > OUTGOING_RANK[current]), (current, new)
+                expected = new if applied else current
+                assert (await store.get_outgoing(msg.message_id)).status == expected, (current, new)
+
+    async def test_incoming_order_every_pair(self, store: Store) -> None:
+        for current in INCOMING_RANK:
+            for new in INCOMING_RANK:
+                msg = incoming()
+                assert await store.add_incoming(msg)
+                if current != "received":
+                    assert await store.set_incoming_status(msg.message_id, current, T0)  # type: ignore[arg-type]
+                applied = await store.set_incoming_status(msg.message_id, new, T0 + timedelta(seconds=1))  # type: ignore[arg-type]
+                assert applied is (INCOMING_RANK[new] > INCOMING_RANK[current]), (current, new)
+                expected = new if applied else current
+                assert (await store.get_incoming(msg.message_id)).status == expected, (current, new)
+
+    # --- inbox ----------------------------------------------------------------------------
+
+    async def test_add_incoming_dedups_and_keeps_the_first_copy(self, store: Store) -> None:
+        msg = incoming(envelope=b"first copy")
+        assert await store.add_incoming(msg) is True
+        assert await store.add_incoming(msg) is False
+        assert await store.add_incoming(incoming(T0 + timedelta(seconds=5), message_id=msg.message_id, envelope=b"other")) is False
+        row = await store.get_incoming(msg.message_id)
+        assert (row.envelope, row.received_at, row.status, row.sender) == (b"first copy", T0, "received", "NE-ANLTP")
+        assert len(await store.list_incoming(limit=10)) == 1
+        assert await store.status_trail(msg.message_id, direction="incoming") == [("received", T0)]
+        assert await store.get_incoming(new_id()) is None
+
+    async def test_concurrent_add_incoming_same_id_exactly_one_wins(self, store: Store) -> None:
+        message_id = new_id()
+        copies = [incoming(message_id=message_id, envelope=f"copy {i}".encode()) for i in range(50)]
+        results = await asyncio.gather(*(store.add_incoming(c) for c in copies))
+        assert results.count(True) == 1
+        assert results.count(False) == 49
+        rows = await store.list_incoming(limit=100)
+        assert [r.message_id for r in rows] == [message_id]
+        assert rows[0].envelope == copies[results.index(True)].envelope
+
+    async def test_thousand_distinct_ids_make_a_thousand_rows(self, store: Store) -> None:
+        msgs = [incoming(T0 + timedelta(microseconds=i)) for i in range(1000)]
+        assert await asyncio.gather(*(store.add_incoming(m) for m in msgs)) == [True] * 1000
+        rows = await store.list_incoming(limit=5000)
+        assert len(rows) == 1000
+        assert {r.message_id for r in rows} == {m.message_id for m in msgs}
+
+    async def test_list_incoming_order_paging_and_status_filter(self, store: Store) -> None:
+        late, early, tie_a, tie_b = (
+            incoming(T0 + timedelta(seconds=5)), incoming(T0), incoming(T0 + timedelta(seconds=1)), incoming(T0 + timedelta(seconds=1)),
+        )
+        for msg in (late, early, tie_a, tie_b):
+            await store.add_incoming(msg)
+        expected = [early.message_id, tie_a.message_id, tie_b.message_id, late.message_id]
+        assert [r.message_id for r in await store.list_incoming(limit=10)] == expected
+        assert [r.message_id for r in await store.list_incoming(limit=2, offset=1)] == expected[1:3]
+        assert await store.list_incoming(limit=10, offset=4) == []
+        await store.set_incoming_status(tie_a.message_id, "read", T0 + timedelta(minutes=1))
+        assert [r.message_id for r in await store.list_incoming(10, status="read")] == [tie_a.message_id]
+        assert [r.message_id for r in await store.list_incoming(10, status="received")] == [
+            early.message_id, tie_b.message_id, late.message_id,
+        ]
+        assert await store.list_incoming(10, status="responded") == []
+
+    async def test_incoming_status_moves_forward_with_trail(self, store: Store) -> None:
+        msg = incoming()
+        await store.add_incoming(msg)
+        t1, t2 = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
+        assert await store.set_incoming_status(msg.message_id, "read", t1)
+        assert await store.set_incoming_status(msg.message_id, "responded", t2)
+        assert await store.set_incoming_status(msg.message_id, "read", t2) is False
+        row = await store.get_incoming(msg.message_id)
+        assert (row.status, row.updated_at) == ("responded", t2)
+        assert await store.status_trail(msg.message_id, direction="incoming") == [
+            ("received", T0), ("read", t1), ("responded", t2),
+        ]
+        assert await store.status_trail(msg.message_id) == []  # not an outgoing message
+
+    # --- replay guard ---------------------------------------------------------------------
+
+    async def test_replay_guard_remembers_until_pruned(self, store: Store) -> None:
+        a, b, c = new_id(), new_id(), new_id()
+        assert await store.remember_message_id(a, T0 + timedelta(days=1)) is True
+        assert await store.remember_message_id(a, T0 + timedelta(days=9)) is False
+        assert await store.remember_message_id(b, T0 + timedelta(days=2)) is True
+        assert await store.remember_message_id(c, T0 + timedelta(days=3)) is True
+        assert await store.prune_seen(T0) == 0
+        assert await store.prune_seen(T0 + timedelta(days=2)) == 1  # expires_at < now only: b stays
+        assert await store.remember_message_id(a, T0 + timedelta(days=9)) is True  # forgotten after pruning
+        assert await store.remember_message_id(b, T0 + timedelta(days=9)) is False
+        assert await store.prune_seen(T0 + timedelta(days=30)) == 3
+        assert await store.prune_seen(T0 + timedelta(days=30)) == 0
+
+    async def test_replay_guard_is_atomic(self, store: Store) -> None:
+        message_id = new_id()
+        results = await asyncio.gather(*(store.remember_message_id(message_id, T0) for _ in range(50)))
+        assert results.count(True) == 1
+
+    async def test_replay_guard_is_separate_from_inbox_dedup(self, store: Store) -> None:
+        # Decision (docs/store.md): the inbox is the permanent dedup of stored messages; the
+        # guard is a separate, prunable set for the envelope layer.
+        msg = incoming()
+        assert await store.add_incoming(msg)
+        assert await store.remember_message_id(msg.message_id, T0) is True
+        await store.prune_seen(T0 + timedelta(days=1))
+        assert await store.add_incoming(msg) is False  # pruning never re-opens the inbox
+
+    # --- cases ----------------------------------------------------------------------------
+
+    async def test_upsert_and_get_case(self, store: Store) -> None:
+        assert await store.get_case("case-7f3a9c01") is None
+        await store.upsert_case(Case("case-7f3a9c01", "NG-NAPTIP", "referred", T0))
+        assert await store.get_case("case-7f3a9c01") == Case("case-7f3a9c01", "NG-NAPTIP", "referred", T0)
+        later = T0 + timedelta(days=1)
+        await store.upsert_case(Case("case-7f3a9c01", "NG-NAPTIP", "accepted", later.astimezone(WAT)))
+        assert await store.get_case("case-7f3a9c01") == Case("case-7f3a9c01", "NG-NAPTIP", "accepted", later)
+        assert await store.get_case("case-00000000") is None
+
+    # --- audit ----------------------------------------------------------------------------
+
+    async def test_audit_appends_in_seq_order_and_round_trips(self, store: Store) -> None:
+        entries = [audit(i) for i in range(5)] + [audit(5, case_ref=None, message_id=None, entry_hash=None)]
+        seqs = [await store.append_audit(e) for e in entries]
+        assert seqs == [1, 2, 3, 4, 5, 6]  # contiguous from 1: the Merkle leaf index is seq - 1
+        records = await store.read_audit(0, 100)
+        assert [r.seq for r in records] == seqs
+        for entry, record in zip(entries, records):
+            assert (record.at, record.event_type, record.actor, record.case_ref, record.message_id) == (
+                entry.at, entry.event_type, entry.actor, entry.case_ref, entry.message_id,
+            )
+            assert (record.detail_json, record.entry_hash) == (entry.detail_json, entry.entry_hash)
+        assert [r.seq for r in await store.read_audit(seqs[2], 2)] == seqs[2:4]
+        assert await store.read_audit(seqs[-1] + 1, 10) == []
+
+    async def test_concurrent_audit_appends_get_distinct_ordered_seqs(self, store: Store) -> None:
+        seqs = await asyncio.gather(*(store.append_audit(audit(i)) for i in range(100)))
+        assert sorted(seqs) == list(range(1, 101))
+        records = await store.read_audit(1, 1000)
+        assert [r.seq for r in records] == list(range(1, 101))
+        by_seq = {r.seq: r.detail_json for r in records}
+        assert [by_seq[s] for s in seqs] == [f'{{"n":{i}}}' for i in range(100)]
+
+    async def test_audit_is_append_only(self, store: Store) -> None:
+        audit_methods = {name for name in dir(store) if "audit" in name and not name.startswith("_")}
+        assert audit_methods == {"append_audit", "read_audit"}
+
+    # --- durability and failure -----------------------------------------------------------
+
+    async def test_data_survives_close_and_reopen(self, harness: StoreHarness) -> None:
+        store = await harness.open()
+        out, inc, seen = outgoing(), incoming(), new_id()
+        await store.add_outgoing(out)
+        await store.mark_sent(out.message_id, T0 + timedelta(seconds=1))
+        await store.add_incoming(inc)
+        await store.remember_message_id(seen, T0 + timedelta(days=1))
+        await store.upsert_case(Case("case-7f3a9c01", "NG-NAPTIP", "referred", T0))
+        seq = await store.append_audit(audit(1))
+        await store.close()
+
+        store = await harness.open()
+        try:
+            assert (await store.get_outgoing(out.message_id)).status == "sent"
+            assert [s for s, _ in await store.status_trail(out.message_id)] == ["queued", "sent"]
+            assert (await store.get_incoming(inc.message_id)).envelope == inc.envelope
+            assert await store.add_incoming(inc) is False
+            assert await store.remember_message_id(seen, T0) is False
+            assert (await store.get_case("case-7f3a9c01")).state == "referred"
+            assert [r.seq for r in await store.read_audit(seq, 10)] == [seq]
+            assert await store.append_audit(audit(2)) == seq + 1
+        finally:
+            await store.close()
+
+    async def test_closed_store_is_unavailable(self, harness: StoreHarness) -> None:
+        store = await harness.open()
+        assert await store.ping() is True
+        await store.close()
+        assert await store.ping() is False
+        with pytest.raises(StoreUnavailableError):
+            await store.add_incoming(incoming())
+        await store.close()  # idempotent
+
+    async def test_read_only_database_refuses_writes_without_crashing(self, harness: StoreHarness) -> None:
+        store = await harness.open()
+        existing = outgoing()
+        await store.add_outgoing(existing)
+        await store.close()
+
+        ro = await harness.open_read_only()
+        try:
+            assert (await ro.get_outgoing(existing.message_id)).status == "queued"
+            writes = [
+                ro.add_outgoing(outgoing()),
+                ro.mark_sent(existing.message_id, T0),
+                ro.mark_retry(existing.message_id, T0, "broker_unreachable"),
+                ro.set_status(existing.message_id, "delivered", T0),
+                ro.add_incoming(incoming()),
+                ro.remember_message_id(new_id(), T0),
+                ro.prune_seen(T0 + timedelta(days=999)),
+                ro.upsert_case(Case("case-7f3a9c01", "NG-NAPTIP", "referred", T0)),
+                ro.append_audit(audit(1)),
+            ]
+            for write in writes:
+                with pytest.raises(StoreUnavailableError):
+                    await write
+            assert await ro.ping() is True  # still answers reads
+        finally:
+            await ro.close()
+
+        store = await harness.open()
+        try:
+            row = await store.get_outgoing(existing.message_id)
+            assert (row.status, row.attempts) == ("queued", 0)
+            assert await store.list_incoming(10) == []
+            assert await store.read_audit(0, 10) == []
+        finally:
+            await store.close()
+
+    async def test_event_loop_keeps_running_during_a_large_batch(self, store: Store) -> None:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not stop.is_set():
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        tick = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        envelope = b"x" * 64 * 1024
+        started, written = time.perf_counter(), 0
+        # Write until the batch has taken at least 0.6 s: work done on the loop thread would
+        # then show up as a gap of at least that long.
+        while time.perf_counter() - started < 0.6 and written < 20_000:
+            await store.add_incoming(incoming(envelope=envelope))
+            written += 1
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await tick
+        assert len(await store.list_incoming(limit=written + 1)) == written
+        assert max(gaps) < 0.25, f"event loop stalled {max(gaps):.3f}s during a {elapsed:.2f}s batch"
+        assert len(gaps) >= 20

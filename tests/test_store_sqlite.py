@@ -1,0 +1,246 @@
+"""SQLite store: the shared conformance suite, plus what only SQLite has (pragmas, file
+permissions, lock timeouts, the worker thread)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from .store_conformance import T0, StoreConformance, audit, incoming, outgoing
+
+from gateway.errors import GatewayError
+from gateway.store import (
+    SchemaVersionError,
+    SQLiteStore,
+    Store,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedStoreURLError,
+    open_store,
+)
+from gateway.store.sqlite import SCHEMA_VERSION
+
+
+class SQLiteHarness:
+    def __init__(self, path: Path, **options: str) -> None:
+        self.path = path
+        self.query = "&".join(f"{k}={v}" for k, v in options.items())
+
+    def url(self, *extra: str) -> str:
+        query = "&".join(q for q in (self.query, *extra) if q)
+        return f"sqlite:///{self.path}" + (f"?{query}" if query else "")
+
+    async def open(self) -> Store:
+        return await open_store(self.url())
+
+    async def open_read_only(self) -> Store:
+        return await open_store(self.url("mode=ro"))
+
+
+class TestSQLiteStore(StoreConformance):
+    @pytest.fixture
+    def harness(self, tmp_path: Path) -> SQLiteHarness:
+        return SQLiteHarness(tmp_path / "gateway.db")
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path):
+    store = await SQLiteStore.open(tmp_path / "gateway.db")
+    yield store
+    await store.close()
+
+
+def _on_worker(store: SQLiteStore, fn):
+    return store._call(fn)  # backend-specific tests may look inside
+
+
+# --- settings ------------------------------------------------------------------------------
+
+
+async def test_durability_pragmas(sqlite_store: SQLiteStore) -> None:
+    def pragmas(conn: sqlite3.Connection) -> tuple:
+        return tuple(
+            conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "user_version")
+        )
+
+    # synchronous: 2 = FULL (the WAL is fsynced at every commit).
+    assert await _on_worker(sqlite_store, pragmas) == ("wal", 2, 1, 5000, SCHEMA_VERSION)
+    assert isinstance(sqlite_store, Store)
+
+
+async def test_all_sqlite_work_runs_on_one_worker_thread(sqlite_store: SQLiteStore) -> None:
+    idents = await asyncio.gather(*(_on_worker(sqlite_store, lambda conn: threading.get_ident()) for _ in range(20)))
+    assert len(set(idents)) == 1
+    assert idents[0] != threading.get_ident()
+
+
+async def test_new_database_file_is_owner_only(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "gateway.db")
+    await store.add_incoming(incoming())
+    for name in ("gateway.db", "gateway.db-wal", "gateway.db-shm"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+    await store.close()
+
+
+async def test_foreign_keys_hold_events_to_messages(sqlite_store: SQLiteStore) -> None:
+    def orphan_event(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO message_events (outbox_id, status, at) VALUES ('nope', 'sent', 'x')")
+
+    with pytest.raises(StoreError):
+        await _on_worker(sqlite_store, orphan_event)
+
+
+async def test_audit_rows_cannot_be_changed_even_with_sql(sqlite_store: SQLiteStore) -> None:
+    seq = await sqlite_store.append_audit(audit(1))
+    for sql in ("UPDATE audit_entries SET actor = 'mallory'", "DELETE FROM audit_entries"):
+        with pytest.raises(StoreError, match="append-only"):
+            await _on_worker(sqlite_store, lambda conn, sql=sql: conn.execute(sql))
+    assert [r.actor for r in await sqlite_store.read_audit(seq, 10)] == ["worker"]
+
+
+# --- failure modes -------------------------------------------------------------------------
+
+
+async def test_disk_full_is_unavailable_and_writes_nothing(sqlite_store: SQLiteStore) -> None:
+    # max_page_count makes SQLite report SQLITE_FULL exactly as a full disk would.
+    await _on_worker(sqlite_store, lambda conn: conn.execute("PRAGMA max_page_count = 1"))
+    big = incoming(envelope=b"x" * 256 * 1024)
+    with pytest.raises(StoreUnavailableError, match="SQLITE_FULL"):
+        await sqlite_store.add_incoming(big)
+    assert await sqlite_store.get_incoming(big.message_id) is None
+    with pytest.raises(StoreUnavailableError):
+        await sqlite_store.append_audit(audit(1, detail_json='"' + "x" * 256 * 1024 + '"'))
+    await _on_worker(sqlite_store, lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
+    assert await sqlite_store.add_incoming(big) is True
+    assert await sqlite_store.append_audit(audit(2)) == 1  # the failed append left no gap
+
+
+async def test_locked_too_long_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    store = await open_store(f"sqlite:///{path}?busy_timeout_ms=100")
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreUnavailableError, match="SQLITE_BUSY"):
+            await asyncio.wait_for(store.add_outgoing(outgoing()), timeout=5)
+        assert await store.ping() is True  # readers are not blocked in WAL mode
+        other.execute("ROLLBACK")
+        await store.add_outgoing(outgoing())
+    finally:
+        other.close()
+        await store.close()
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
+async def test_read_only_file_permissions_are_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "gateway.db"
+    path.parent.mkdir()
+    store = await SQLiteStore.open(path)
+    await store.close()
+    path.chmod(0o444)
+    path.parent.chmod(0o555)
+    try:
+        with pytest.raises(StoreUnavailableError):
+            store = await SQLiteStore.open(path)
+            await store.add_incoming(incoming())
+    finally:
+        path.parent.chmod(0o755)
+        path.chmod(0o644)
+
+
+def test_sqlite_error_mapping() -> None:
+    from gateway.store.sqlite import map_sqlite_error
+
+    def error(code: int) -> sqlite3.OperationalError:
+        exc = sqlite3.OperationalError("boom")
+        exc.sqlite_errorcode = code
+        exc.sqlite_errorname = "X"
+        return exc
+
+    assert isinstance(map_sqlite_error(error(sqlite3.SQLITE_FULL), "t"), StoreUnavailableError)
+    assert isinstance(map_sqlite_error(error(sqlite3.SQLITE_READONLY_DBMOVED), "t"), StoreUnavailableError)
+    assert isinstance(map_sqlite_error(error(sqlite3.SQLITE_IOERR_FSYNC), "t"), StoreUnavailableError)
+    corrupt = map_sqlite_error(error(sqlite3.SQLITE_CORRUPT), "t")
+    assert isinstance(corrupt, StoreError) and not isinstance(corrupt, StoreUnavailableError)
+    assert isinstance(corrupt, GatewayError)
+
+
+# --- schema versions -----------------------------------------------------------------------
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    await (await SQLiteStore.open(path)).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaVersionError):
+        await SQLiteStore.open(path)
+
+
+async def test_read_only_open_of_an_unmigrated_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    sqlite3.connect(path).close()
+    with pytest.raises(StoreError, match="read-only"):
+        await SQLiteStore.open(path, read_only=True)
+
+
+async def test_concurrent_first_opens_migrate_once(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.db"
+    stores = await asyncio.gather(*(SQLiteStore.open(path) for _ in range(4)))
+    try:
+        assert await stores[0].add_incoming(incoming()) is True
+    finally:
+        for store in stores:
+            await store.close()
+
+
+# --- URLs ----------------------------------------------------------------------------------
+
+
+async def test_relative_sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var").mkdir()
+    store = await open_store("sqlite:///var/gw.db")  # three slashes: relative, as in SQLAlchemy
+    await store.close()
+    assert (tmp_path / "var" / "gw.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url, match",
+    [
+        ("postgresql://gw:secret@db/gateway", "not implemented yet"),
+        ("postgres://gw:secret@db/gateway", "not implemented yet"),
+        ("sqlite://:memory:", "in-memory"),
+        ("sqlite:///", "no file path"),
+        ("sqlite:///x.db?journal=off", "unknown"),
+        ("sqlite:///x.db?mode=rwc", "mode"),
+        ("mysql://db/gateway", "unsupported"),
+    ],
+)
+async def test_bad_store_urls(url: str, match: str) -> None:
+    with pytest.raises(UnsupportedStoreURLError, match=match) as info:
+        await open_store(url)
+    assert "secret" not in str(info.value)
+
+
+async def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(StoreUnavailableError):
+        await open_store(f"sqlite:///{tmp_path}/missing/gw.db")
+
+
+async def test_clock_fills_optional_times(tmp_path: Path) -> None:
+    later = T0 + timedelta(hours=3)
+    store = await open_store(f"sqlite:///{tmp_path}/gw.db", clock=lambda: later)
+    try:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        await store.mark_failed(msg.message_id, "max_attempts")
+        assert (await store.get_outgoing(msg.message_id)).updated_at == later
+    finally:
+        await store.close()
