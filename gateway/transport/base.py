@@ -1,0 +1,422 @@
+"""The transport interface: what the gateway service needs from a message broker.
+
+Two implementations keep the same semantics (one conformance suite runs against both):
+``memory.MemoryTransport`` (in-process stand-in for the demo and unit tests) and
+``amqp.AmqpTransport`` (RabbitMQ via aio-pika). Bodies are opaque envelope bytes:
+already signed and encrypted, so the transport never parses, logs or inspects them.
+
+Guarantees both implementations give:
+
+* ``publish`` returns only once the broker has taken responsibility for the message
+  (publisher confirm; routed to the recipient's durable inbox). Unknown recipients raise.
+* Delivery is at-least-once: a message is removed from an inbox only when the handler
+  returned ``Disposition.ACK``. Receivers must de-duplicate by ``message_id``.
+* A message that keeps failing (handler raises or requeues) is dead-lettered to the
+  recipient's quarantine queue after ``TransportConfig.delivery_limit`` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol, runtime_checkable
+
+import structlog
+
+from gateway.errors import GatewayError
+
+log = structlog.get_logger("gateway.transport")
+
+#: Agency ids become routing keys, queue names and broker user names, so they are
+#: restricted to characters with no meaning in topic routing (no ``.``, ``*``, ``#``).
+AGENCY_ID_RE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{0,62}$")
+#: Quarantine reason codes are machine-readable (``GatewayError.code`` style).
+REASON_CODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+#: Quarantine details are short, non-personal explanations (the caller guarantees it).
+MAX_DETAIL_CHARS = 500
+
+#: Transport-owned headers. Application headers may not start with ``x-``.
+H_SENDER = "x-sender"
+H_RECIPIENT = "x-recipient"
+H_QUARANTINE_REASON = "x-quarantine-reason"
+H_QUARANTINE_DETAIL = "x-quarantine-detail"
+H_ORIGINAL_RECIPIENT = "x-original-recipient"
+RESERVED_HEADER_PREFIX = "x-"
+
+#: Reason used when a handler returns ``Disposition.QUARANTINE`` without calling
+#: ``Transport.quarantine`` itself (which lets it give a specific reason).
+HANDLER_REJECTED = "handler_rejected"
+#: Reason the broker gives when a message exceeded the delivery limit.
+DELIVERY_LIMIT = "delivery_limit"
+
+
+# --- errors ---------------------------------------------------------------------------
+
+
+class TransportError(GatewayError):
+    """The message transport failed; the subclass says how."""
+
+    code = "transport_error"
+
+
+class TransportUnavailableError(TransportError):
+    """The broker cannot be reached, or did not confirm in time. Retrying later is safe
+    (a message may then arrive twice; receivers de-duplicate by message id)."""
+
+    code = "transport_unavailable"
+
+
+class UnroutableMessageError(TransportError):
+    """The broker has no inbox for the recipient agency; the message was not stored."""
+
+    code = "unroutable"
+
+
+class PublishRejectedError(TransportError):
+    """The broker refused to store the message (e.g. the inbox is full: reject-publish)."""
+
+    code = "publish_rejected"
+
+
+class TopologyError(TransportError):
+    """An exchange or queue the gateway needs does not exist or cannot be declared."""
+
+    code = "topology_error"
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def check_agency_id(agency_id: str, what: str = "agency id") -> str:
+    if not isinstance(agency_id, str) or not AGENCY_ID_RE.match(agency_id):
+        raise ValueError(f"{what} {agency_id!r} must match {AGENCY_ID_RE.pattern}")
+    return agency_id
+
+
+def _frozen_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(headers))
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """What the service publishes. ``body`` is the sealed envelope (no plaintext)."""
+
+    message_id: str
+    sender: str
+    recipient: str
+    body: bytes
+    #: Non-personal metadata only (message type, schema version). Keys must not start
+    #: with ``x-`` (reserved for the transport and the broker).
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.message_id:
+            raise ValueError("message_id must not be empty")
+        check_agency_id(self.sender, "sender")
+        check_agency_id(self.recipient, "recipient")
+        if not isinstance(self.body, bytes | bytearray | memoryview):
+            raise TypeError("body must be bytes")
+        for key, value in self.headers.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"header {key!r}: keys and values must be str")
+            if key.lower().startswith(RESERVED_HEADER_PREFIX):
+                raise ValueError(f"header {key!r}: the 'x-' prefix is reserved for the transport")
+        object.__setattr__(self, "body", bytes(self.body))
+        object.__setattr__(self, "headers", _frozen_headers(self.headers))
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message handed to a consumer's handler."""
+
+    message_id: str
+    sender: str
+    recipient: str
+    body: bytes = field(repr=False)
+    headers: Mapping[str, str]
+    #: True if the broker delivered this message before (to this or another consumer)
+    #: without it being acked: the handler may already have stored it.
+    redelivered: bool
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", _frozen_headers(self.headers))
+
+
+@dataclass(frozen=True)
+class QuarantinedMessage:
+    """One entry of an agency's quarantine queue, for the admin CLI. The body is not
+    included (it is opaque ciphertext); ``size`` says how large it is."""
+
+    message_id: str
+    sender: str
+    recipient: str
+    reason_code: str
+    detail: str
+    size: int
+    headers: Mapping[str, str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "headers", _frozen_headers(self.headers))
+
+
+class Disposition(enum.Enum):
+    """What the handler decided about a delivery."""
+
+    #: Durably stored (or deliberately discarded): remove from the inbox.
+    ACK = "ack"
+    #: Could not process now (e.g. store down): give it back for a later redelivery.
+    REQUEUE = "requeue"
+    #: Never processable: move to the quarantine queue (reason ``handler_rejected``).
+    #: For a specific reason call ``Transport.quarantine(...)`` and return ``ACK``.
+    QUARANTINE = "quarantine"
+
+
+Handler = Callable[[Delivery], Awaitable[Disposition]]
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Names and limits of the transport. Defaults match ``deploy/rabbitmq``."""
+
+    exchange: str = "referrals"
+    dead_letter_exchange: str = "referrals.dlx"
+    inbox_prefix: str = "inbox."
+    quarantine_prefix: str = "quarantine."
+    #: The agency this gateway runs for: whose quarantine ``list_quarantine`` and
+    #: ``redrive`` work on, and whose inbox/quarantine ``start`` declares or checks.
+    agency_id: str | None = None
+    #: Further agencies whose inbox/quarantine queues ``start`` declares (demo, tests).
+    #: In production the topology comes from deploy/rabbitmq/definitions.json.
+    agencies: tuple[str, ...] = ()
+    #: True: declare exchanges/queues (idempotent; needs ``configure`` permission).
+    #: False: passive declares only check they exist (needs no permission at all).
+    declare_topology: bool = True
+    #: Upper bound of unacked deliveries (and concurrent handler calls) per consumer.
+    prefetch: int = 32
+    #: A message returned (requeued, handler raised, consumer died) more than this many
+    #: times is dead-lettered to quarantine instead of looping forever (quorum queues).
+    delivery_limit: int = 20
+    #: Delay before a failed delivery is returned: ``initial * 2**deliveries``, capped.
+    #: Keeps a store outage from burning the delivery limit in milliseconds.
+    requeue_backoff_initial: float = 0.5
+    requeue_backoff_max: float = 30.0
+    connect_timeout: float = 5.0
+    #: Longest ``publish``/``quarantine`` waits for the broker's confirm before raising
+    #: ``TransportUnavailableError`` (the outbox retries).
+    publish_timeout: float = 5.0
+    #: Seconds between reconnection attempts of the robust connection.
+    reconnect_interval: float = 2.0
+    #: ``stop_consuming`` lets running handlers finish for this long, then cancels them
+    #: (their messages are redelivered).
+    stop_grace: float = 5.0
+    #: ``redrive`` gives up after looking at this many quarantined messages.
+    redrive_scan_limit: int = 10_000
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "agencies", tuple(self.agencies))
+        for agency in self.agencies:
+            check_agency_id(agency)
+        if self.agency_id is not None:
+            check_agency_id(self.agency_id)
+        if self.prefetch < 1:
+            raise ValueError("prefetch must be at least 1")
+        if self.delivery_limit < 1:
+            raise ValueError("delivery_limit must be at least 1")
+        for name in ("connect_timeout", "publish_timeout", "reconnect_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if not self.exchange or not self.dead_letter_exchange or self.exchange == self.dead_letter_exchange:
+            raise ValueError("exchange and dead_letter_exchange must be distinct, non-empty names")
+
+    def inbox(self, agency_id: str) -> str:
+        return self.inbox_prefix + check_agency_id(agency_id)
+
+    def quarantine_queue(self, agency_id: str) -> str:
+        return self.quarantine_prefix + check_agency_id(agency_id)
+
+    def topology_agencies(self) -> tuple[str, ...]:
+        """Agencies whose queues ``start`` declares (or checks), in a stable order."""
+        agencies = list(self.agencies)
+        if self.agency_id is not None and self.agency_id not in agencies:
+            agencies.append(self.agency_id)
+        return tuple(agencies)
+
+    def own_agency(self) -> str:
+        if self.agency_id is None:
+            raise TransportError("TransportConfig.agency_id is not set: whose quarantine?")
+        return self.agency_id
+
+    def requeue_delay(self, previous_deliveries: int) -> float:
+        if self.requeue_backoff_initial <= 0:
+            return 0.0
+        exponent = min(max(previous_deliveries, 0), 30)
+        return min(self.requeue_backoff_initial * (2**exponent), self.requeue_backoff_max)
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """A durable, acknowledged message transport between agency gateways."""
+
+    async def start(self) -> None:
+        """Connect and declare (or check) the topology; idempotent."""
+
+    async def close(self) -> None:
+        """Stop consuming and disconnect."""
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        """Return once the broker confirmed it stored the message in the recipient's
+        inbox. Raises ``UnroutableMessageError`` (no such inbox),
+        ``PublishRejectedError`` or ``TransportUnavailableError``."""
+
+    async def consume(self, agency_id: str, handler: Handler) -> None:
+        """Start delivering ``inbox.<agency_id>`` to ``handler``; returns once consuming.
+
+        Up to ``prefetch`` handler calls run concurrently. ``ACK`` removes the message,
+        ``REQUEUE`` returns it, ``QUARANTINE`` moves it to quarantine; a handler that
+        raises has its message returned (never lost)."""
+
+    async def quarantine(self, delivery: Delivery, reason_code: str, detail: str) -> None:
+        """Store the delivery in its recipient's quarantine queue with a reason (confirmed).
+        The caller then acks the delivery (returns ``ACK``)."""
+
+    async def stop_consuming(self) -> None:
+        """Stop delivering; unacked messages go back to their inbox for redelivery."""
+
+    async def is_healthy(self) -> bool:
+        """Connected and able to publish (for ``/readyz``)."""
+
+    async def list_quarantine(self, limit: int) -> list[QuarantinedMessage]:
+        """Up to ``limit`` messages of this agency's quarantine, without removing any."""
+
+    async def redrive(self, message_id: str) -> bool:
+        """Move one quarantined message back to its original recipient's inbox.
+        False if no quarantined message has this id."""
+
+
+# --- shared deciders and helpers ---------------------------------------------------------
+
+
+def check_quarantine_reason(reason_code: str, detail: str) -> None:
+    if not REASON_CODE_RE.match(reason_code):
+        raise ValueError(f"reason_code {reason_code!r} must match {REASON_CODE_RE.pattern}")
+    if len(detail) > MAX_DETAIL_CHARS:
+        raise ValueError(f"quarantine detail longer than {MAX_DETAIL_CHARS} characters")
+
+
+def wire_headers(message: OutgoingMessage) -> dict[str, str]:
+    """Headers as sent on the wire: application headers plus sender and recipient."""
+    return {**message.headers, H_SENDER: message.sender, H_RECIPIENT: message.recipient}
+
+
+def application_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
+    """The application's headers: drop transport/broker ``x-`` headers and non-strings."""
+    return {
+        str(k): v
+        for k, v in (headers or {}).items()
+        if isinstance(v, str) and not str(k).lower().startswith(RESERVED_HEADER_PREFIX)
+    }
+
+
+def quarantine_wire_headers(delivery: Delivery, reason_code: str, detail: str) -> dict[str, str]:
+    return {
+        **application_headers(delivery.headers),
+        H_SENDER: delivery.sender,
+        H_RECIPIENT: delivery.recipient,
+        H_ORIGINAL_RECIPIENT: delivery.recipient,
+        H_QUARANTINE_REASON: reason_code,
+        H_QUARANTINE_DETAIL: detail,
+    }
+
+
+def header_text(value: Any) -> str:
+    """A header value as text (AMQP may hand us bytes or nothing)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def describe_quarantined(
+    message_id: str, headers: Mapping[str, Any], routing_key: str, size: int
+) -> QuarantinedMessage:
+    """Decide what a quarantine entry is: quarantined by a gateway (our headers) or
+    dead-lettered by the broker (``x-death``: ``delivery_limit``, ``rejected``, ...)."""
+    reason = header_text(headers.get(H_QUARANTINE_REASON))
+    detail = header_text(headers.get(H_QUARANTINE_DETAIL))
+    recipient = header_text(headers.get(H_ORIGINAL_RECIPIENT) or headers.get(H_RECIPIENT))
+    deaths = headers.get("x-death")
+    if not reason and isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
+        death = deaths[0]
+        reason = header_text(death.get("reason"))
+        detail = f"dead-lettered by the broker from {header_text(death.get('queue'))}"
+        keys = death.get("routing-keys") or []
+        if not recipient and keys:
+            recipient = header_text(keys[0])
+    return QuarantinedMessage(
+        message_id=message_id,
+        sender=header_text(headers.get(H_SENDER)),
+        recipient=recipient or routing_key,
+        reason_code=reason or "unknown",
+        detail=detail,
+        size=size,
+        headers=application_headers(headers),
+    )
+
+
+def redrive_wire_headers(headers: Mapping[str, Any], recipient: str) -> dict[str, str]:
+    """Headers of a re-driven message: the original ones, without quarantine marks."""
+    return {
+        **application_headers(headers),
+        H_SENDER: header_text(headers.get(H_SENDER)),
+        H_RECIPIENT: recipient,
+    }
+
+
+async def settle(
+    transport: Transport,
+    handler: Handler,
+    delivery: Delivery,
+    *,
+    previous_deliveries: int,
+    config: TransportConfig,
+) -> bool:
+    """Run the handler and decide the outcome: True = ack, False = return to the inbox.
+
+    Shared by every transport, so the mapping from handler result to broker action is
+    the same everywhere. Logs ids and codes only: never the body, and never exception
+    text from outside the gateway's own hierarchy (it may quote the payload).
+    """
+    bound = log.bind(message_id=delivery.message_id, sender=delivery.sender, recipient=delivery.recipient)
+    try:
+        disposition = await handler(delivery)
+    except asyncio.CancelledError:
+        raise
+    except GatewayError as exc:
+        bound.warning("transport.handler_failed", error=type(exc).__name__, code=exc.code, reason=str(exc))
+        disposition = None
+    except Exception as exc:  # noqa: BLE001 - any handler bug: requeue, never lose
+        bound.error("transport.handler_failed", error=type(exc).__name__)
+        disposition = None
+
+    if disposition is Disposition.ACK:
+        return True
+    if disposition is Disposition.QUARANTINE:
+        try:
+            await transport.quarantine(delivery, HANDLER_REJECTED, "handler returned QUARANTINE")
+        except TransportError as exc:
+            bound.warning("transport.quarantine_failed", code=exc.code)
+        else:
+            return True
+    elif disposition is not Disposition.REQUEUE and disposition is not None:
+        bound.error("transport.handler_bad_result", result=type(disposition).__name__)
+
+    delay = config.requeue_delay(previous_deliveries)
+    if delay:
+        # The message stays unacked (and counts against prefetch) while we wait: natural
+        # back-pressure while e.g. the store is down.
+        await asyncio.sleep(delay)
+    bound.info("transport.requeued", previous_deliveries=previous_deliveries)
+    return False
