@@ -12,9 +12,34 @@ class DuplicateKeyError(ValueError):
     """A JSON object has the same member name twice."""
 
 
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
 def canonical_bytes(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of a JSON value."""
+    if _stdlib_agrees(value):
+        # For strings, safe integers, booleans, null and BMP-only member names, the stdlib
+        # encoder with these options emits exactly RFC 8785 (same escapes, same order),
+        # and is ~10x faster than the reference encoder; tests check the two agree.
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return rfc8785.dumps(value)
+
+
+def _stdlib_agrees(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER
+    if kind is dict:
+        # Python sorts names by code point, RFC 8785 by UTF-16 unit: equal within the BMP.
+        return all(
+            type(k) is str and (k.isascii() or max(k) < "\U00010000") and _stdlib_agrees(v)
+            for k, v in value.items()
+        )
+    if kind is list:
+        return all(_stdlib_agrees(v) for v in value)
+    return False  # floats and anything else: the reference encoder decides (or refuses)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
@@ -122,6 +123,37 @@ def _validator(message_type: str) -> Draft202012Validator:
     return Draft202012Validator(load_schema(message_type), registry=_registry(), format_checker=_FORMATS)
 
 
+def _calendar_date(value: str) -> bool:
+    try:
+        _is_calendar_date(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _calendar_date_time(value: str) -> bool:
+    try:
+        _is_calendar_date_time(value)
+    except ValueError:
+        return False
+    return True
+
+
+@cache
+def _fast_validator(message_type: str) -> jsonschema_rs.Draft202012Validator:
+    # The Rust engine answers "valid?" ~100x faster; the Python engine above explains
+    # failures (paths, rules, our own messages). Same schemas, same format rules: only
+    # date and date-time are checked (uuid shape is enforced by `pattern`).
+    registry = jsonschema_rs.Registry(list(_schemas().items()))
+    return jsonschema_rs.Draft202012Validator(
+        load_schema(message_type),
+        registry=registry,
+        validate_formats=True,
+        formats={"date": _calendar_date, "date-time": _calendar_date_time, "uuid": lambda _: True},
+        offline=True,
+    )
+
+
 def _check_type(message_type: str) -> None:
     if message_type not in MESSAGE_TYPES:
         raise SchemaInvalidError(
@@ -136,6 +168,8 @@ def _check_type(message_type: str) -> None:
 def find_violations(message_type: str, payload: object) -> list[Violation]:
     """Every rule the payload breaks, sorted by path and deduplicated (empty when valid)."""
     _check_type(message_type)
+    if _fast_validator(message_type).is_valid(payload):
+        return []
     validator = _validator(message_type)
     found = set()
     for error in validator.iter_errors(payload):
@@ -144,6 +178,9 @@ def find_violations(message_type: str, payload: object) -> list[Violation]:
             list(_violations(error, validator, payload))
             or [Violation(json_path(error.absolute_path), error.validator or "false", "breaks a schema rule")]
         )
+    if not found:
+        # The engines disagree; refusing is the safe side (and tests keep them in step).
+        found.add(Violation("$", "schema", "breaks a schema rule"))
     return sorted(found, key=lambda v: (_path_key(v.path), v.rule, v.message))
 
 

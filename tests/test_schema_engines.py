@@ -1,0 +1,70 @@
+"""The fast (Rust) and explaining (Python) validators must agree on every payload."""
+
+from __future__ import annotations
+
+import copy
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway import schema
+from gateway.schema import example_message_type, example_names
+
+EXAMPLES = [(example_message_type(n), n) for n in example_names()]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 200) | st.sampled_from(
+        ["", "x", "NG", "NE", "female", "minor", "2026-02-30", "2026-03-04", "2026-03-04T10:00:00Z",
+         "self", "assistance", "family_tracing", "00000000-0000-4000-8000-000000000001", "unknown"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "type", "years", "minor"]), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _agree(message_type: str, payload: object) -> None:
+    fast = schema._fast_validator(message_type).is_valid(payload)
+    slow = schema._validator(message_type).is_valid(payload)
+    assert fast == slow
+    assert (schema.find_violations(message_type, payload) == []) == fast
+
+
+def test_engines_agree_on_every_example() -> None:
+    for message_type, name in EXAMPLES:
+        payload = _load(name)
+        _agree(message_type, payload)
+        assert schema.find_violations(message_type, payload) == []
+
+
+def _load(name: str) -> dict:
+    import json
+
+    return json.loads((schema.SCHEMA_DIR / "examples" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _paths(v, prefix + (i,))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_engines_agree_on_mutated_examples(data) -> None:
+    message_type, name = data.draw(st.sampled_from(EXAMPLES))
+    payload = copy.deepcopy(_load(name))
+    path = data.draw(st.sampled_from([p for p in _paths(payload) if p]))
+    parent = payload
+    for part in path[:-1]:
+        parent = parent[part]
+    op = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    if op == "replace":
+        parent[path[-1]] = data.draw(json_values)
+    elif op == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(st.sampled_from(["extra", "narrative", "names", "exploitation", "x"]))] = data.draw(json_values)
+    _agree(message_type, payload)
