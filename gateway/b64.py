@@ -16,7 +16,7 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(text: str) -> bytes:
     """Decode unpadded base64url; reject padding, other alphabets and non-canonical forms."""
-    if not isinstance(text, str) or not _ALPHABET.match(text) or len(text) % 4 == 1:
+    if not isinstance(text, str) or not _ALPHABET.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not unpadded base64url")
     try:
         data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -22,6 +22,6 @@ def format_ts(moment: datetime) -> str:
 
 def parse_ts(text: str) -> datetime:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ`` strictly; raise ValueError on anything else."""
-    if not isinstance(text, str) or not _TS.match(text):
+    if not isinstance(text, str) or not _TS.fullmatch(text):
         raise ValueError("timestamp must look like YYYY-MM-DDTHH:MM:SSZ")
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)

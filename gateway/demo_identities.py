@@ -80,7 +80,7 @@ def demo_seed(name: str, use: str) -> bytes:
 
 def demo_identity(agency_id: str) -> AgencyIdentity:
     """DEMO ONLY, PUBLIC KEYS: the deterministic identity of a demo agency (anyone can derive it)."""
-    if not isinstance(agency_id, str) or not AGENCY_ID.match(agency_id):
+    if not isinstance(agency_id, str) or not AGENCY_ID.fullmatch(agency_id):
         raise ValueError(f"not an agency id: {agency_id!r}")
     return AgencyIdentity.create(
         agency_id, SigningKey(demo_seed(agency_id, "sig")), PrivateKey(demo_seed(agency_id, "enc"))

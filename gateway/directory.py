@@ -312,7 +312,7 @@ def _text(value: Any, path: str) -> str:
 
 
 def _match(value: Any, pattern: re.Pattern[str], path: str) -> str:
-    if not isinstance(value, str) or not pattern.match(value):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
         raise MalformedDirectoryError(f"{path}: must match {pattern.pattern}")
     return value
 

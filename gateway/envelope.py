@@ -58,7 +58,8 @@ SIGNATURE_BYTES = 64
 SEAL_OVERHEAD = 48
 
 CASE_REF = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+#: Random (version 4, RFC 9562 variant) UUID in lowercase: ids carry no time or host information.
+UUID_TEXT = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
 _REQUIRED = ("id", "type", "schema", "sender", "recipient", "created", "expires", "sig_kid", "enc_kid", "case")
 _OPTIONAL = ("in_reply_to",)
@@ -280,7 +281,7 @@ def _check_header(raw: Any) -> Header:
     _members(raw, set(_REQUIRED), set(_OPTIONAL), "$.header")
     if not all(isinstance(v, str) for v in raw.values()):
         raise MalformedEnvelopeError("$.header: every member must be a string")
-    _field(raw["id"], UUID_TEXT, "$.header.id", "a lowercase UUID")
+    _field(raw["id"], UUID_TEXT, "$.header.id", "a lowercase version-4 UUID")
     if raw["type"] not in MESSAGE_TYPES:
         raise MalformedEnvelopeError(f"$.header.type: unknown message type; expected one of {list(MESSAGE_TYPES)}")
     if raw["schema"] != SCHEMA_VERSION:
@@ -291,7 +292,7 @@ def _check_header(raw: Any) -> Header:
     _field(raw["enc_kid"], KID, "$.header.enc_kid", "a key id (32 hex digits)")
     _field(raw["case"], CASE_REF, "$.header.case", "a case pseudonym (8-64 of A-Z a-z 0-9 . _ -)")
     if "in_reply_to" in raw:
-        _field(raw["in_reply_to"], UUID_TEXT, "$.header.in_reply_to", "a lowercase UUID")
+        _field(raw["in_reply_to"], UUID_TEXT, "$.header.in_reply_to", "a lowercase version-4 UUID")
     try:
         created, expires = parse_ts(raw["created"]), parse_ts(raw["expires"])
     except ValueError as exc:
@@ -398,7 +399,7 @@ def _members(value: Any, required: set[str], optional: set[str], path: str) -> N
     if extra:
         # Only identifier-like names are echoed: a name with spaces could be someone's name,
         # and error text ends up in logs and quarantine records.
-        shown = sorted(k for k in extra if _SAFE_NAME.match(k))
+        shown = sorted(k for k in extra if _SAFE_NAME.fullmatch(k))
         hidden = len(extra) - len(shown)
         raise MalformedEnvelopeError(
             f"{path}: unexpected member(s) {shown}" + (f" and {hidden} not shown" if hidden else "")
@@ -406,7 +407,7 @@ def _members(value: Any, required: set[str], optional: set[str], path: str) -> N
 
 
 def _field(value: str, pattern: re.Pattern[str], path: str, what: str) -> None:
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise MalformedEnvelopeError(f"{path}: must be {what}")
 
 

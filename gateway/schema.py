@@ -197,7 +197,7 @@ def json_path(parts: Iterable[str | int]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif _IDENTIFIER.match(part):
+        elif _IDENTIFIER.fullmatch(part):
             out += f".{part}"
         else:
             out += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"

@@ -317,6 +317,11 @@ def test_non_object_payload_is_malformed(world: World) -> None:
         (lambda d: _edit(d, lambda doc: doc["header"].update(schema="2")), "header.schema"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(sender="naptip")), "header.sender"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(case="x")), "header.case"),
+        (lambda d: _edit(d, lambda doc: doc["header"].update(case=doc["header"]["case"] + "\n")), "header.case"),
+        (lambda d: _edit(d, lambda doc: doc["header"].update(sender="NE-ANLTP-TIM\n")), "header.sender"),
+        (lambda d: _edit(d, lambda doc: doc["header"].update(id="3f0c2a9e-5b7d-1c1e-8f6a-1d2e3f4a5b6c")), "header.id"),
+        (lambda d: _edit(d, lambda doc: doc["header"].update(sig_kid=doc["header"]["sig_kid"].upper())), "sig_kid"),
+        (lambda d: b"\xef\xbb\xbf" + d, "JSON"),  # byte order mark
         (lambda d: _edit(d, lambda doc: doc["header"].update(created="2026-11-23 12:00")), "created"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(expires=doc["header"]["created"])), "expires"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(sig_kid=7)), "string"),

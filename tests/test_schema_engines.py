@@ -68,3 +68,11 @@ def test_engines_agree_on_mutated_examples(data) -> None:
     elif isinstance(parent, dict):
         parent[data.draw(st.sampled_from(["extra", "narrative", "names", "exploitation", "x"]))] = data.draw(json_values)
     _agree(message_type, payload)
+
+
+def test_trailing_newline_breaks_anchored_patterns() -> None:
+    # ECMA-262 `$` (the JSON Schema dialect, and the fast engine) does not match before a
+    # final newline; Python's `re` does. The payload must be refused either way.
+    payload = _load("referral.request")
+    payload["person"]["languages"] = ["en\n"]
+    assert schema.find_violations("referral.request", payload) != []

@@ -96,7 +96,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Generate one sig and one enc key; write ``<kid>.key`` files and ``public.json``."""
-    if not AGENCY_ID.match(args.agency):
+    if not AGENCY_ID.fullmatch(args.agency):
         raise MalformedDirectoryError(f"--agency: {args.agency!r} is not an agency id like NE-ANLTP-TIM")
     passphrase = _passphrase(args)
     out: Path = args.out
@@ -167,7 +167,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     """Add a revocation for a key listed in the draft and bump the serial."""
     draft = _read_draft(args.draft)
     kid = args.kid
-    if not KID.match(kid):
+    if not KID.fullmatch(kid):
         raise MalformedDirectoryError(f"--kid: {kid!r} is not a key id (32 lowercase hex digits)")
     owners = [a["id"] for a in draft["agencies"] for k in a["keys"] if k.get("kid") == kid]
     if not owners:

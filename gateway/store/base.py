@@ -130,7 +130,7 @@ ERROR_CODE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 
 
 def require_error_code(name: str, value: str) -> str:
-    if not isinstance(value, str) or not ERROR_CODE.match(value):
+    if not isinstance(value, str) or not ERROR_CODE.fullmatch(value):
         raise ValueError(f"{name} must be a reason code matching {ERROR_CODE.pattern}")
     return value
 

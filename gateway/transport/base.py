@@ -92,7 +92,7 @@ class TopologyError(TransportError):
 
 
 def check_agency_id(agency_id: str, what: str = "agency id") -> str:
-    if not isinstance(agency_id, str) or not AGENCY_ID_RE.match(agency_id):
+    if not isinstance(agency_id, str) or not AGENCY_ID_RE.fullmatch(agency_id):
         raise ValueError(f"{what} {agency_id!r} must match {AGENCY_ID_RE.pattern}")
     return agency_id
 
@@ -301,7 +301,7 @@ class Transport(Protocol):
 
 
 def check_quarantine_reason(reason_code: str, detail: str) -> None:
-    if not REASON_CODE_RE.match(reason_code):
+    if not REASON_CODE_RE.fullmatch(reason_code):
         raise ValueError(f"reason_code {reason_code!r} must match {REASON_CODE_RE.pattern}")
     if len(detail) > MAX_DETAIL_CHARS:
         raise ValueError(f"quarantine detail longer than {MAX_DETAIL_CHARS} characters")

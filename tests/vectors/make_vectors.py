@@ -16,6 +16,7 @@ from gateway.b64 import b64url_decode, b64url_encode
 from gateway.canonical import canonical_bytes
 from gateway.clock import format_ts
 from gateway.envelope import envelope_signing_input, payload_signing_input, seal
+from gateway.keys import key_id
 
 from tests.envelope_world import NOW, build_world, example_payload, forge, header_for
 
@@ -60,6 +61,39 @@ def main() -> None:
                            seal_to=PrivateKey(b"\x07" * 32).public_key).decode()},
         {"name": "opened one second after expiry", "code": "expired_message",
          "now": format_ts(header.expires + timedelta(seconds=1)), "envelope": wire.decode()},
+        {"name": "signed by a key the directory revoked", "code": "key_revoked", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001", sig_kid=key_id(bytes(world.revoked_sig.verify_key))),
+                           p, signer=world.revoked_sig, seal_to=seal_to).decode()},
+        {"name": "signed by a key that expired in 2024", "code": "key_expired", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001", sig_kid=key_id(bytes(world.expired_sig.verify_key))),
+                           p, signer=world.expired_sig, seal_to=seal_to).decode()},
+        {"name": "sender not in the directory", "code": "unknown_sender", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001", sender="XX-OUTSIDER",
+                                      sig_kid=world.outsider.signing_kid),
+                           p, signer=world.outsider.signing_key, seal_to=seal_to).decode()},
+        {"name": "addressed to ML-DNPEF", "code": "wrong_recipient", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001", recipient="ML-DNPEF"),
+                           p, signer=sender.signing_key, seal_to=seal_to).decode()},
+        {"name": "created 5 minutes and 1 second after now", "code": "clock_skew", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001",
+                                      created=format_ts(NOW + timedelta(minutes=5, seconds=1))),
+                           p, signer=sender.signing_key, seal_to=seal_to).decode()},
+        {"name": "lifetime of 30 days and 1 second", "code": "malformed", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001",
+                                      expires=format_ts(NOW + timedelta(days=30, seconds=1))),
+                           p, signer=sender.signing_key, seal_to=seal_to).decode()},
+        {"name": "second delivery of the main envelope (replay)", "code": "replayed_message", "now": format_ts(NOW),
+         "replay_of_main": True, "envelope": wire.decode()},
+        {"name": "payload not in RFC 8785 form", "code": "malformed", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001"), json.dumps(payload, indent=1).encode(),
+                           signer=sender.signing_key, seal_to=seal_to).decode()},
+        {"name": "payload breaks the referral.request schema", "code": "schema_invalid", "now": format_ts(NOW),
+         "envelope": forge(header_for(world, case="ne-ng-vectorcase0001"), canonical_bytes(dict(payload, urgency="whenever")),
+                           signer=sender.signing_key, seal_to=seal_to).decode()},
+        {"name": "agency id with a trailing newline", "code": "malformed", "now": format_ts(NOW),
+         "envelope": doc(lambda d: d["header"].update(sender="NE-ANLTP-TIM\n"))},
+        {"name": "version-1 UUID as message id", "code": "malformed", "now": format_ts(NOW),
+         "envelope": doc(lambda d: d["header"].update(id="3f0c2a9e-5b7d-1c1e-8f6a-1d2e3f4a5b6c"))},
         {"name": "padded base64url signature", "code": "malformed", "now": format_ts(NOW),
          "envelope": doc(lambda d: d.update(signature=d["signature"] + "=="))},
         {"name": "unknown header member", "code": "malformed", "now": format_ts(NOW),
