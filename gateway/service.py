@@ -1,0 +1,417 @@
+"""The gateway service: wires envelope + directory + store + transport.
+
+Sending: ``submit`` validates, seals and stores the envelope in the outbox, then returns
+(the API answers 202). The outbox publisher publishes due messages until the broker
+confirms, with backoff; a message whose envelope expired is marked failed.
+
+Receiving: ``handle_delivery`` verifies, decrypts and validates each delivery, stores the
+still-encrypted envelope in the inbox (deduplicated by message id) and only then acks.
+Anything that fails verification goes to quarantine with a reason code. Every stored
+message that is not itself a receipt is answered with a signed ``receipt`` (delivered),
+and later ``read``; receipts and responses move the sender's outbox status forward.
+
+Nothing here logs, audits or raises with personal data: ids, codes and agency ids only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+import structlog
+
+from gateway.clock import format_ts, utcnow
+from gateway.directory import Directory
+from gateway.envelope import Header, OpenedMessage, open_sealed, parse_envelope, seal
+from gateway.errors import EnvelopeError, GatewayError
+from gateway.keys import AgencyIdentity
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+from gateway.store import (
+    AuditEntry,
+    Case,
+    IncomingMessage,
+    MessageConflictError,
+    MessageNotFoundError,
+    OutgoingMessage,
+    Store,
+)
+from gateway.transport import (
+    Delivery,
+    Disposition,
+    OutgoingMessage as WireMessage,
+    Transport,
+    TransportError,
+)
+
+log = structlog.get_logger("gateway.service")
+
+#: referral.response decisions → the sender-side status they produce.
+DECISION_STATUS = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
+SYSTEM = "system"
+
+
+class ReferenceError_(GatewayError):
+    """A receipt or response refers to a message we did not send to its sender."""
+
+    code = "reference_mismatch"
+
+
+class NotFoundError(GatewayError):
+    """No message with this id exists here (or not in the requested direction)."""
+
+    code = "not_found"
+
+
+class ConflictError(GatewayError):
+    """The request conflicts with the message's state (e.g. responding to a receipt)."""
+
+    code = "conflict"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who caused an action: an API user (name, role) or the gateway itself."""
+
+    name: str
+    role: str = SYSTEM
+
+
+SYSTEM_ACTOR = Actor(SYSTEM, SYSTEM)
+
+
+def derived_message_id(*parts: str) -> str:
+    """A version-4-shaped UUID derived from ``parts``: the same inputs always give the same id.
+
+    Receipts get derived ids so that re-processing a redelivered message re-creates the
+    same receipt id, which the outbox then recognises instead of sending a second receipt.
+    """
+    digest = bytearray(hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x40
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+class Gateway:
+    """One agency's gateway: send, receive, read, respond; outbox publishing in the background."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        identity: AgencyIdentity,
+        directory: Directory,
+        store: Store,
+        transport: Transport,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.directory = directory
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.agency_id = identity.agency_id
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._transport_ready = asyncio.Event()
+        self._stopping = False
+        self._describe_metrics()
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the outbox publisher and (in the background, retrying) the transport and consumer."""
+        self._stopping = False
+        self._tasks.append(asyncio.create_task(self._connect_and_consume(), name="gateway-connect"))
+        self._tasks.append(asyncio.create_task(self._outbox_loop(), name="gateway-outbox"))
+
+    async def stop(self) -> None:
+        """Stop consuming and publishing; unacked deliveries return to the broker."""
+        self._stopping = True
+        self._wake.set()
+        try:
+            await self.transport.stop_consuming()
+        except TransportError:
+            pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.transport.close()
+
+    async def _connect_and_consume(self) -> None:
+        delay = self.settings.retry_initial_seconds
+        while not self._stopping:
+            try:
+                await self.transport.start()
+                await self.transport.consume(self.agency_id, self.handle_delivery)
+            except TransportError as exc:
+                # The API keeps accepting referrals into the outbox while the broker is away.
+                log.warning("transport.connect_failed", agency_id=self.agency_id, error=exc.code, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+                continue
+            self._transport_ready.set()
+            self._wake.set()
+            log.info("gateway.consuming", agency_id=self.agency_id)
+            return
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the transport is connected and consuming."""
+        await asyncio.wait_for(self._transport_ready.wait(), timeout)
+
+    @property
+    def transport_ready(self) -> bool:
+        """True once the transport has connected and the consumer runs."""
+        return self._transport_ready.is_set()
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def submit(
+        self,
+        message_type: str,
+        payload: dict[str, Any],
+        *,
+        recipient: str,
+        case_ref: str,
+        actor: Actor,
+        in_reply_to: str | None = None,
+        message_id: str | None = None,
+    ) -> Header:
+        """Validate, seal and store a message in the outbox; it is published in the background."""
+        now = self.clock()
+        header, envelope = seal(
+            payload, message_type=message_type, sender=self.identity, recipient=recipient,
+            directory=self.directory, case_ref=case_ref, now=now,
+            lifetime=timedelta(days=self.settings.message_lifetime_days),
+            in_reply_to=in_reply_to, message_id=message_id,
+        )
+        await self.store.add_outgoing(
+            OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now)
+        )
+        await self._audit("message.created", actor, header, {"type": message_type, "recipient": recipient})
+        self.metrics.inc("messages_submitted_total", type=message_type)
+        log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
+        self._wake.set()
+        return header
+
+    async def publish_due(self) -> int:
+        """Publish every due outbox message once; return how many the broker confirmed."""
+        now = self.clock()
+        due = await self.store.due_outgoing(now, self.settings.outbox_batch)
+        if not due:
+            return 0
+        results = await asyncio.gather(*(self._publish_one(record, now) for record in due))
+        return sum(results)
+
+    async def _publish_one(self, record: Any, now: datetime) -> bool:
+        header, _, _ = parse_envelope(record.envelope)
+        if now > header.expires:
+            await self.store.mark_failed(record.message_id, "expired", at=now)
+            await self._audit("message.failed", SYSTEM_ACTOR, header, {"reason": "expired"})
+            self.metrics.inc("publish_failures_total", reason="expired")
+            return False
+        try:
+            await self.transport.publish(WireMessage(
+                message_id=record.message_id, sender=self.agency_id, recipient=record.recipient,
+                body=record.envelope, headers={"type": record.message_type, "schema": header.schema},
+            ))
+        except TransportError as exc:
+            delay = min(self.settings.retry_initial_seconds * 2 ** record.attempts, self.settings.retry_max_seconds)
+            await self.store.mark_retry(record.message_id, now + timedelta(seconds=delay), exc.code, at=now)
+            self.metrics.inc("publish_failures_total", reason=exc.code)
+            log.warning("message.publish_retry", message_id=record.message_id, error=exc.code,
+                        attempts=record.attempts + 1, retry_in=delay)
+            return False
+        if await self.store.mark_sent(record.message_id, self.clock()):
+            await self._audit("message.sent", SYSTEM_ACTOR, header, {"attempts": record.attempts + 1})
+        self.metrics.inc("messages_published_total", type=record.message_type)
+        return True
+
+    async def _outbox_loop(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                sent = await self.publish_due()
+            except GatewayError as exc:  # store unavailable: try again on the next tick
+                log.warning("outbox.pass_failed", error=exc.code)
+                sent = 0
+            if sent:
+                continue  # there may be more due right away
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_seconds)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- receiving --------------------------------------------------------------------
+
+    async def handle_delivery(self, delivery: Delivery) -> Disposition:
+        """Verify, store and acknowledge one delivery; quarantine what fails verification."""
+        now = self.clock()
+        try:
+            header, _, _ = parse_envelope(delivery.body)
+        except EnvelopeError as exc:
+            return await self._quarantine(delivery, exc, None)
+        existing = await self.store.get_incoming(header.id)
+        if existing is not None:
+            # Redelivery after a crash or a lost ack: the application saw it once already.
+            opened = self._open_stored(existing.envelope, existing.received_at)
+            await self._after_store(opened, existing.received_at)
+            self.metrics.inc("duplicates_total")
+            log.info("message.duplicate", message_id=header.id, sender=header.sender)
+            return Disposition.ACK
+        try:
+            opened = open_sealed(delivery.body, recipient=self.identity, directory=self.directory,
+                                 replay_guard=None, now=now)
+            await self._check_reference(opened)
+        except (EnvelopeError, ReferenceError_) as exc:
+            return await self._quarantine(delivery, exc, header)
+        stored = await self.store.add_incoming(IncomingMessage(
+            header.id, header.sender, header.type, header.case, delivery.body, now,
+        ))
+        if not stored:  # a concurrent copy won the race
+            self.metrics.inc("duplicates_total")
+            return Disposition.ACK
+        await self._audit("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender})
+        self.metrics.inc("messages_received_total", type=header.type)
+        log.info("message.received", message_id=header.id, type=header.type, sender=header.sender, case=header.case)
+        await self._after_store(opened, now)
+        return Disposition.ACK
+
+    def _open_stored(self, envelope: bytes, received_at: datetime) -> OpenedMessage:
+        # Checks are re-run as of the moment we accepted the message: it was valid then,
+        # and expiry of the envelope or of a key since must not make stored data unreadable.
+        return open_sealed(envelope, recipient=self.identity, directory=self.directory,
+                           replay_guard=None, now=received_at)
+
+    async def _check_reference(self, opened: OpenedMessage) -> None:
+        header, payload = opened.header, opened.payload
+        if header.type == "receipt":
+            referenced = payload["message_id"]
+        elif header.type == "referral.response":
+            referenced = payload["request_message_id"]
+        else:
+            return
+        if header.in_reply_to != referenced:
+            raise ReferenceError_(f"{header.type} {header.id}: in_reply_to does not match the payload reference")
+        original = await self.store.get_outgoing(referenced)
+        if original is None or original.recipient != header.sender:
+            raise ReferenceError_(f"{header.type} {header.id} refers to a message we did not send to {header.sender}")
+        if header.type == "referral.response" and original.message_type != "referral.request":
+            raise ReferenceError_(f"referral.response {header.id} does not answer a referral.request")
+
+    async def _after_store(self, opened: OpenedMessage, received_at: datetime) -> None:
+        """Effects of a stored message; idempotent, so a redelivery can safely re-run them."""
+        header, payload = opened.header, opened.payload
+        if header.type == "receipt":
+            await self._apply_status(payload["message_id"], payload["status"], header)
+            return
+        if header.type == "referral.response":
+            await self._apply_status(payload["request_message_id"], DECISION_STATUS[payload["decision"]], header)
+        await self.store.upsert_case(Case(header.case, header.sender, f"received:{header.type}", received_at))
+        await self._ensure_receipt(header, "delivered", received_at)
+
+    async def _apply_status(self, message_id: str, status: str, header: Header) -> None:
+        try:
+            applied = await self.store.set_status(message_id, status, self.clock())
+        except MessageNotFoundError:
+            return  # checked in _check_reference; only a deleted row could get here
+        if applied:
+            await self._audit("message.status", SYSTEM_ACTOR, header, {"of": message_id, "status": status})
+            log.info("message.status", message_id=message_id, status=status, via=header.id)
+
+    async def _ensure_receipt(self, about: Header, status: str, at: datetime) -> None:
+        receipt_id = derived_message_id("receipt", about.id, status, self.agency_id)
+        if await self.store.get_outgoing(receipt_id) is not None:
+            return
+        payload = {"message_id": about.id, "status": status, "status_at": format_ts(at)}
+        try:
+            await self.submit("receipt", payload, recipient=about.sender, case_ref=about.case,
+                              actor=SYSTEM_ACTOR, in_reply_to=about.id, message_id=receipt_id)
+        except MessageConflictError:
+            pass  # a concurrent redelivery queued the same receipt first
+
+    async def _quarantine(self, delivery: Delivery, exc: GatewayError, header: Header | None) -> Disposition:
+        # Error texts carry ids, codes and JSON paths only (see gateway/errors.py).
+        detail = str(exc)[:400]
+        await self.transport.quarantine(delivery, exc.code, detail)
+        await self.store.append_audit(AuditEntry(
+            at=self.clock(), event_type="message.quarantined", actor=SYSTEM,
+            case_ref=header.case if header else None,
+            message_id=header.id if header else None,
+            detail_json=json.dumps({"reason": exc.code, "sender": delivery.sender or None}, sort_keys=True),
+        ))
+        self.metrics.inc("messages_quarantined_total", reason=exc.code)
+        log.warning("message.quarantined", message_id=delivery.message_id, reason=exc.code, sender=delivery.sender)
+        return Disposition.ACK
+
+    # --- reading and responding ---------------------------------------------------------
+
+    async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[Any]:
+        """Inbox rows (metadata only, still encrypted), oldest first."""
+        return await self.store.list_incoming(limit, offset, status)
+
+    async def read_incoming(self, message_id: str, *, actor: Actor, purpose: str) -> OpenedMessage:
+        """Decrypt a received message for a user; audited with the user and the purpose."""
+        record = await self.store.get_incoming(message_id)
+        if record is None:
+            raise NotFoundError(f"no received message {message_id}")
+        opened = self._open_stored(record.envelope, record.received_at)
+        await self._audit("message.read", actor, opened.header, {"purpose": purpose, "role": actor.role})
+        await self.store.set_incoming_status(message_id, "read", self.clock())
+        if opened.header.type != "receipt":
+            await self._ensure_receipt(opened.header, "read", self.clock())
+        return opened
+
+    async def respond(self, message_id: str, answer: dict[str, Any], *, actor: Actor) -> Header:
+        """Answer a received referral.request (accepted / declined / more information needed)."""
+        record = await self.store.get_incoming(message_id)
+        if record is None:
+            raise NotFoundError(f"no received message {message_id}")
+        if record.message_type != "referral.request":
+            raise ConflictError(f"message {message_id} is a {record.message_type}, not a referral.request")
+        payload = dict(answer, request_message_id=message_id)
+        header = await self.submit("referral.response", payload, recipient=record.sender, case_ref=record.case_ref,
+                                   actor=actor, in_reply_to=message_id)
+        await self.store.set_incoming_status(message_id, "responded", self.clock())
+        return header
+
+    async def outgoing_status(self, message_id: str) -> tuple[Any, list[Any]]:
+        """The outbox record of a sent message and its status trail."""
+        record = await self.store.get_outgoing(message_id)
+        if record is None:
+            raise NotFoundError(f"no sent message {message_id}")
+        return record, await self.store.status_trail(message_id)
+
+    # --- audit and metrics -----------------------------------------------------------------
+
+    async def _audit(self, event: str, actor: Actor, header: Header, detail: dict[str, Any]) -> None:
+        await self.store.append_audit(AuditEntry(
+            at=self.clock(), event_type=event, actor=actor.name, case_ref=header.case, message_id=header.id,
+            detail_json=json.dumps(detail, sort_keys=True),
+        ))
+
+    async def audit_event(self, event: str, actor: Actor, detail: dict[str, Any]) -> None:
+        """Append an audit entry that is not about one message (e.g. an authentication failure)."""
+        await self.store.append_audit(AuditEntry(
+            at=self.clock(), event_type=event, actor=actor.name, detail_json=json.dumps(detail, sort_keys=True),
+        ))
+
+    def _describe_metrics(self) -> None:
+        for name, text in (
+            ("messages_submitted_total", "Messages accepted into the outbox, by type"),
+            ("messages_published_total", "Outbox messages confirmed by the broker, by type"),
+            ("publish_failures_total", "Failed publish attempts, by reason code"),
+            ("messages_received_total", "Verified messages stored in the inbox, by type"),
+            ("messages_quarantined_total", "Deliveries sent to quarantine, by reason code"),
+            ("duplicates_total", "Redelivered messages recognised by id and not delivered again"),
+        ):
+            self.metrics.describe(name, text)

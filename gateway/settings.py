@@ -1,0 +1,175 @@
+"""One typed settings object for a gateway: a TOML file, overridden by environment variables.
+
+Every setting has one place: ``Settings``. Nothing else in the service reads
+``os.environ``. Environment variables are ``GATEWAY_<FIELD>`` (upper case), plus the
+conventional ``AMQP_URL``; they override the file, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from gateway.errors import GatewayError
+
+ROLES = ("caseworker", "supervisor", "auditor", "admin")
+
+
+class SettingsError(GatewayError):
+    """The configuration is missing something or has a wrong value."""
+
+    code = "settings_error"
+
+
+@dataclass(frozen=True)
+class User:
+    """An API user: a name for the audit log, a role, and the SHA-256 of their bearer token."""
+
+    name: str
+    role: str
+    token_sha256: str
+
+    def matches(self, token: str) -> bool:
+        """True if ``token`` is this user's token (constant-time comparison)."""
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        return hmac.compare_digest(digest, self.token_sha256)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one agency's gateway needs to run."""
+
+    agency_id: str
+    #: Folder of this agency's private key files (``gateway keys generate``).
+    key_dir: Path | None = None
+    #: Passphrase of the key files, if they are encrypted. Set it with the environment
+    #: variable GATEWAY_KEY_PASSPHRASE rather than in the file; it is never printed.
+    key_passphrase: str | None = field(default=None, repr=False)
+    #: Use the public demo identity of ``agency_id`` instead of key files (demo only).
+    demo_keys: bool = False
+    directory_path: Path = Path("keys/demo/directory.json")
+    authority_key_path: Path = Path("keys/demo/authority.pub.json")
+    #: A demo directory (``"demo": true``) is refused unless this is set.
+    allow_demo_directory: bool = False
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: ``amqp`` for RabbitMQ; ``memory`` only inside one process (demo, tests).
+    transport: str = "amqp"
+    #: Declare exchanges and queues at start-up (needs configure permission); production
+    #: brokers import deploy/rabbitmq/definitions.json and set this false.
+    declare_topology: bool = True
+    exchange: str = "referrals"
+    #: Prepended to queue names (``inbox.<ID>``, ``quarantine.<ID>``); tests use a unique one.
+    queue_prefix: str = ""
+    prefetch: int = 32
+    store_url: str = "sqlite:///var/gateway.db"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    #: HMAC secret for case pseudonyms (32+ bytes, hex). Keep it as secret as the keys.
+    pseudonym_secret_hex: str | None = None
+    message_lifetime_days: int = 7
+    #: Outbox retry backoff: first delay and cap, in seconds.
+    retry_initial_seconds: float = 1.0
+    retry_max_seconds: float = 60.0
+    #: How often the outbox looks for due messages when nothing wakes it.
+    outbox_poll_seconds: float = 1.0
+    outbox_batch: int = 64
+    users: tuple[User, ...] = ()
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for user in self.users:
+            if user.role not in ROLES:
+                raise SettingsError(f"users: role {user.role!r} of {user.name!r} must be one of {list(ROLES)}")
+            if len(user.token_sha256) != 64:
+                raise SettingsError(f"users: token_sha256 of {user.name!r} must be 64 hex digits")
+        if self.transport not in ("amqp", "memory"):
+            raise SettingsError("transport must be 'amqp' or 'memory'")
+        if not self.demo_keys and self.key_dir is None:
+            raise SettingsError("key_dir is required (or demo_keys = true for the demo)")
+
+    @property
+    def pseudonym_secret(self) -> bytes:
+        """The pseudonym HMAC secret as bytes."""
+        if not self.pseudonym_secret_hex:
+            raise SettingsError("pseudonym_secret_hex is not set")
+        secret = bytes.fromhex(self.pseudonym_secret_hex)
+        if len(secret) < 32:
+            raise SettingsError("pseudonym_secret_hex must be at least 32 bytes (64 hex digits)")
+        return secret
+
+
+_PATH_FIELDS = {"key_dir", "directory_path", "authority_key_path"}
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from an optional TOML file and the environment (env wins)."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read settings file {path}: {exc}") from None
+    base = Path(path).resolve().parent if path is not None else Path.cwd()
+    known = {f.name: f for f in fields(Settings)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {sorted(unknown)} in {path}")
+    values: dict[str, Any] = dict(raw)
+    for name in known:
+        env_name = "AMQP_URL" if name == "amqp_url" and "AMQP_URL" in environ else f"GATEWAY_{name.upper()}"
+        if env_name in environ and name != "users":
+            values[name] = environ[env_name]
+    if "agency_id" not in values:
+        raise SettingsError("agency_id is required (settings file or GATEWAY_AGENCY_ID)")
+    values["users"] = tuple(_user(u) for u in values.get("users", ()))
+    for name, value in list(values.items()):
+        values[name] = _coerce(name, value, base)
+    return Settings(**values)
+
+
+def _user(entry: Any) -> User:
+    if not isinstance(entry, Mapping) or set(entry) != {"name", "role", "token_sha256"}:
+        raise SettingsError("each [[users]] entry needs exactly name, role and token_sha256")
+    return User(str(entry["name"]), str(entry["role"]), str(entry["token_sha256"]).lower())
+
+
+def _coerce(name: str, value: Any, base: Path) -> Any:
+    default = next(f for f in fields(Settings) if f.name == name).default
+    if name in _PATH_FIELDS:
+        if value is None:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else base / p
+    if isinstance(default, bool) or name in {"demo_keys", "allow_demo_directory", "declare_topology"}:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in {"1", "true", "yes"}:
+            return True
+        if str(value).lower() in {"0", "false", "no"}:
+            return False
+        raise SettingsError(f"{name} must be true or false")
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name} must be an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name} must be a number") from None
+    return value
+
+
+def with_overrides(settings: Settings, **changes: Any) -> Settings:
+    """Return a copy of ``settings`` with some fields changed (tests, demo)."""
+    return replace(settings, **changes)
+
+
+__all__ = ["ROLES", "Settings", "SettingsError", "User", "load_settings", "with_overrides"]

@@ -1,0 +1,114 @@
+"""The service on the in-process broker: submit, deliver, receipts, read, respond, quarantine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gateway import errors
+from gateway.schema import load_example
+from gateway.service import Actor, ConflictError, NotFoundError, derived_message_id
+from gateway.transport import Delivery
+
+from .gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
+
+WORKER = Actor("amina.caseworker", "caseworker")
+OFFICER = Actor("officer.ng", "caseworker")
+
+
+async def _status(gw, message_id):
+    record, _ = await gw.outgoing_status(message_id)
+    return record.status
+
+
+async def test_referral_round_trip_with_receipts_and_acceptance(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-servicecase01", actor=WORKER)
+        assert await _status(ne, header.id) in {"queued", "sent", "delivered"}
+
+        async def delivered():
+            return await _status(ne, header.id) == "delivered"
+        await eventually(delivered)
+
+        inbox = await ng.list_inbox()
+        assert [r.message_id for r in inbox] == [header.id]
+        opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
+        assert opened.payload == load_example("referral.request")
+
+        async def read():
+            return await _status(ne, header.id) == "read"
+        await eventually(read)
+
+        await ng.respond(header.id, {"decision": "accepted", "accepted_purposes": ["safety_assessment"]}, actor=OFFICER)
+
+        async def accepted():
+            return await _status(ne, header.id) == "accepted"
+        await eventually(accepted)
+        _, trail = await ne.outgoing_status(header.id)
+        assert [s for s, _ in trail] == ["queued", "sent", "delivered", "read", "accepted"]
+
+
+async def test_redelivered_message_is_delivered_once(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-servicecase02", actor=WORKER)
+
+        async def delivered():
+            return await _status(ne, header.id) == "delivered"
+        await eventually(delivered)
+        record = await ne.store.get_outgoing(header.id)
+        again = Delivery(header.id, NIGER, NIGERIA, record.envelope, {}, True)
+        assert (await ng.handle_delivery(again)).name == "ACK"
+        assert len(await ng.list_inbox()) == 1
+        receipt_id = derived_message_id("receipt", header.id, "delivered", NIGERIA)
+        assert (await ng.store.get_outgoing(receipt_id)) is not None
+        assert ng.metrics.value("duplicates_total") == 1
+
+
+async def test_tampered_delivery_is_quarantined_and_audited(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-servicecase03", actor=WORKER)
+        record = await ne.store.get_outgoing(header.id)
+        doc = json.loads(record.envelope)
+        doc["header"]["case"] = "ne-ng-othercase0003"
+        forged = Delivery(header.id, NIGER, NIGERIA, json.dumps(doc).encode(), {}, False)
+        await ng.handle_delivery(forged)
+        quarantined = await ng.transport.list_quarantine(10)
+        assert [(q.message_id, q.reason_code) for q in quarantined] == [(header.id, "bad_signature")]
+        audit = await ng.store.read_audit(1, 100)
+        assert any(a.event_type == "message.quarantined" and "bad_signature" in a.detail_json for a in audit)
+
+
+async def test_receipt_for_a_message_never_sent_is_quarantined(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        fake_id = "5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4"
+        header = await ng.submit("receipt", {"message_id": fake_id, "status": "delivered",
+                                             "status_at": "2026-11-23T12:00:00Z"},
+                                 recipient=NIGER, case_ref="ne-ng-servicecase04", actor=OFFICER, in_reply_to=fake_id)
+
+        async def quarantined():
+            return any(q.message_id == header.id for q in await ne.transport.list_quarantine(10))
+        await eventually(quarantined)
+        assert (await ne.transport.list_quarantine(10))[0].reason_code == "reference_mismatch"
+
+
+async def test_read_and_respond_errors(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        with pytest.raises(NotFoundError):
+            await ng.read_incoming("5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4", actor=OFFICER, purpose="x")
+        with pytest.raises(NotFoundError):
+            await ng.respond("5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4", {"decision": "accepted"}, actor=OFFICER)
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-servicecase05", actor=WORKER)
+
+        async def receipt_at_ne():
+            return bool(await ne.list_inbox())
+        await eventually(receipt_at_ne)
+        receipt = (await ne.list_inbox())[0]
+        with pytest.raises(ConflictError):
+            await ne.respond(receipt.message_id, {"decision": "accepted", "accepted_purposes": ["assistance"]}, actor=WORKER)
+        with pytest.raises(errors.SchemaInvalidError):
+            await ng.respond(header.id, {"decision": "accepted"}, actor=OFFICER)  # accepted_purposes missing
