@@ -167,9 +167,15 @@ def _coerce(name: str, value: Any, base: Path) -> Any:
     return value
 
 
+def load_amqp_url(environ: Mapping[str, str] | None = None) -> str:
+    """The broker URL from AMQP_URL (or GATEWAY_AMQP_URL), else the default local broker."""
+    environ = os.environ if environ is None else environ
+    return environ.get("AMQP_URL") or environ.get("GATEWAY_AMQP_URL") or Settings.amqp_url
+
+
 def with_overrides(settings: Settings, **changes: Any) -> Settings:
     """Return a copy of ``settings`` with some fields changed (tests, demo)."""
     return replace(settings, **changes)
 
 
-__all__ = ["ROLES", "Settings", "SettingsError", "User", "load_settings", "with_overrides"]
+__all__ = ["ROLES", "Settings", "SettingsError", "User", "load_amqp_url", "load_settings", "with_overrides"]

@@ -15,11 +15,11 @@ from gateway.errors import GatewayError
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every command group registered."""
-    from gateway.cli import demo, keys
+    from gateway.cli import demo, keys, quarantine, serve
 
     parser = argparse.ArgumentParser(prog="gateway", description="Referral gateway for cross-border anti-trafficking referrals.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, keys):
+    for module in (demo, serve, keys, quarantine):
         module.register(sub)
     return parser
 
