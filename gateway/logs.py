@@ -17,7 +17,9 @@ def configure_logging(level: str = "info") -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=max(numeric, logging.WARNING), format="%(message)s")
+    # Libraries (aio-pika, aiohttp) log through stdlib logging: warnings and up only.
+    logging.basicConfig(handlers=[_CurrentStderr()], level=max(numeric, logging.WARNING), format="%(message)s",
+                        force=True)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -27,6 +29,19 @@ def configure_logging(level: str = "info") -> None:
             structlog.processors.JSONRenderer(sort_keys=True),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve sys.stderr at each use, not once: it may be replaced (tests, daemons).
+        logger_factory=lambda *_: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that always writes to the current ``sys.stderr``."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+        pass

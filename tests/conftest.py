@@ -7,6 +7,7 @@ import socket
 from urllib.parse import urlparse
 
 import pytest
+import structlog
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -41,3 +42,10 @@ def amqp_url() -> str:
 def postgres_dsn() -> str:
     """DSN of the real PostgreSQL; fails under CI=true if unreachable, skips otherwise."""
     return _require("PostgreSQL", POSTGRES_DSN, 5432)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging_config():
+    """Undo any structlog configuration a test made (the CLI configures logging globally)."""
+    yield
+    structlog.reset_defaults()

@@ -1,26 +1,34 @@
-"""``gateway demo``: two demo agencies exchange a referral, offline, step by step.
+"""``gateway demo``: two agencies' gateways in one process exchange a referral over HTTP.
 
-Until the gateway service lands this runs the cryptographic round trip in one process:
-build → validate → sign/encrypt at ANLTP-TIM (Niger) → relay check → verify/decrypt/
-validate at NAPTIP (Nigeria) → signed response and receipt back. It prints ids, types,
-sizes and check results, never the person's data.
+ANLTP-TIM (Niger) submits a referral through its HTTP API; NAPTIP (Nigeria) lists its
+inbox, reads the referral (audited with a purpose) and accepts it; the demo prints the
+sender's status trail. RabbitMQ at AMQP_URL is used when reachable, otherwise an
+in-process broker stand-in; the demo says which. It prints ids, codes and field names,
+never the person's data.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import hashlib
 import json
-from datetime import timedelta
+import secrets
+import tempfile
+import uuid
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
-from gateway import errors
-from gateway.b64 import b64url_decode
-from gateway.clock import format_ts, utcnow
-from gateway.demo_identities import demo_identity
-from gateway.directory import Directory, load_directory
-from gateway.envelope import MemoryReplayGuard, open_sealed, seal, verify_origin
-from gateway.pseudonym import case_pseudonym
+from aiohttp import ClientSession, web
+from yarl import URL
+
+from gateway.bootstrap import open_gateway
+from gateway.logs import configure_logging
 from gateway.schema import load_example
+from gateway.service import Gateway
+from gateway.settings import Settings, User, load_amqp_url
+from gateway.transport import MemoryBroker, OutgoingMessage
 
 DEMO_KEYS = Path(__file__).resolve().parents[2] / "keys" / "demo"
 SENDER, RECIPIENT = "NE-ANLTP-TIM", "NG-NAPTIP"
@@ -28,79 +36,201 @@ SENDER, RECIPIENT = "NE-ANLTP-TIM", "NG-NAPTIP"
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``demo`` command."""
-    parser = sub.add_parser("demo", help="run the two-agency demo (offline round trip)")
-    parser.add_argument("--keys-dir", type=Path, default=DEMO_KEYS, help="folder with directory.json and authority.pub.json")
+    parser = sub.add_parser("demo", help="two demo gateways exchange a referral (RabbitMQ if reachable)")
+    parser.add_argument("--memory", action="store_true", help="use the in-process broker even if RabbitMQ is reachable")
     parser.set_defaults(func=run)
-
-
-def load_demo_directory(keys_dir: Path) -> Directory:
-    """Load the demo directory, verifying its signature with the demo authority key."""
-    authority = json.loads((keys_dir / "authority.pub.json").read_text(encoding="utf-8"))
-    return load_directory((keys_dir / "directory.json").read_bytes(), [b64url_decode(authority["public_key"])])
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print what happened at each step."""
+    configure_logging("error")  # the demo narrates on stdout; JSON errors would go to stderr
+    return asyncio.run(_demo(force_memory=args.memory))
+
+
+async def _broker_reachable(url: str) -> bool:
+    parsed = URL(url)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parsed.host, parsed.port or 5672), 2)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    return True
+
+
+async def _demo(*, force_memory: bool) -> int:
     say = _Printer()
-    directory = load_demo_directory(args.keys_dir)
-    say.step(f"Directory {directory.authority} serial {directory.serial} verified: "
-             f"{len(directory.agencies)} agencies ({', '.join(sorted(directory.agencies))})")
-    niger, nigeria = demo_identity(SENDER), demo_identity(RECIPIENT)
-    now = utcnow()
-    # Demo-only secret: a real agency keeps its pseudonym secret in its key store.
-    case_ref = case_pseudonym(b"demo pseudonym secret for NE-ANLTP-TIM only!", "NE-ZINDER-2026-0142", "NE", "NG")
+    amqp_url = load_amqp_url()
+    use_amqp = not force_memory and await _broker_reachable(amqp_url)
+    run_id = uuid.uuid4().hex[:8]
+    if use_amqp:
+        say.step(f"Broker: RabbitMQ at {URL(amqp_url).host}:{URL(amqp_url).port or 5672} "
+                 f"(exchange demo-{run_id}, removed afterwards)")
+    else:
+        why = "--memory given" if force_memory else f"RabbitMQ not reachable at {URL(amqp_url).host}"
+        say.step(f"Broker: in-process stand-in ({why}); same semantics, nothing leaves this process")
+    broker = None if use_amqp else MemoryBroker()
+    tokens = {agency: secrets.token_urlsafe(24) for agency in (SENDER, RECIPIENT)}
 
-    referral = load_example("referral.request")
-    header, wire = seal(referral, message_type="referral.request", sender=niger, recipient=RECIPIENT,
-                        directory=directory, case_ref=case_ref, now=now)
-    say.step(f"{SENDER} sealed {header.type} {header.id} for {RECIPIENT}: purposes {referral['purposes']}, "
-             f"case {header.case}, {len(wire)} bytes on the wire, expires {format_ts(header.expires)}")
-    say.detail(f"signed with key {header.sig_kid}, encrypted to key {header.enc_kid}")
-
-    relayed = verify_origin(wire, directory, now=now)
-    say.step(f"Relay checked origin without decrypting: sender {relayed.sender}, outer signature valid")
-
-    naptip_guard = MemoryReplayGuard()
-    opened = open_sealed(wire, recipient=nigeria, directory=directory, replay_guard=naptip_guard, now=now)
-    say.step(f"{RECIPIENT} opened {opened.header.id}: signatures, keys, times, replay and schema checks passed; "
-             f"{len(opened.payload)} top-level fields, {len(opened.payload_bytes)} payload bytes")
-
-    for label, attempt in (
-        ("replayed copy", lambda: open_sealed(wire, recipient=nigeria, directory=directory,
-                                              replay_guard=naptip_guard, now=now)),
-        ("tampered copy", lambda: open_sealed(_tamper(wire), recipient=nigeria, directory=directory,
-                                              replay_guard=MemoryReplayGuard(), now=now)),
-        ("copy opened by ML-DNPEF", lambda: open_sealed(wire, recipient=demo_identity("ML-DNPEF"),
-                                                        directory=directory, replay_guard=None, now=now)),
-    ):
-        try:
-            attempt()
-        except errors.EnvelopeError as exc:
-            say.step(f"{label} rejected: [{exc.code}] {exc}")
-        else:  # pragma: no cover - would be a security bug
-            raise SystemExit(f"demo failure: {label} was accepted")
-
-    later = now + timedelta(seconds=1)
-    receipt = dict(load_example("receipt"), message_id=header.id)
-    _, receipt_wire = seal(receipt, message_type="receipt", sender=nigeria, recipient=SENDER, directory=directory,
-                           case_ref=case_ref, now=later, in_reply_to=header.id)
-    response = dict(load_example("referral.response"), request_message_id=header.id)
-    _, response_wire = seal(response, message_type="referral.response", sender=nigeria, recipient=SENDER,
-                            directory=directory, case_ref=case_ref, now=later, in_reply_to=header.id)
-    niger_guard = MemoryReplayGuard()
-    for wire_back in (receipt_wire, response_wire):
-        back = open_sealed(wire_back, recipient=niger, directory=directory, replay_guard=niger_guard, now=later)
-        state = back.payload.get("status") or back.payload.get("decision")
-        say.step(f"{SENDER} received {back.header.type} from {back.header.sender} "
-                 f"in reply to {back.header.in_reply_to}: {state}")
-    say.step("Done: referral delivered, verified, answered; no personal data was printed or put in a header.")
+    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
+        async with AsyncExitStack() as stack:
+            gateways: dict[str, Gateway] = {}
+            urls: dict[str, str] = {}
+            if use_amqp:  # registered first so it runs last, after the gateways stopped
+                stack.push_async_callback(_cleanup_amqp, amqp_url, run_id, gateways)
+            for agency in (SENDER, RECIPIENT):
+                settings = _settings(agency, Path(tmp), tokens[agency], use_amqp, amqp_url, run_id)
+                gw = await open_gateway(settings, broker=broker)
+                stack.push_async_callback(gw.store.close)
+                await gw.start()
+                stack.push_async_callback(gw.stop)
+                await gw.wait_ready(30)
+                urls[agency] = await _serve(stack, gw, settings)
+                gateways[agency] = gw
+                say.step(f"Gateway {agency} running: API {urls[agency]}, store {Path(tmp).name}/{agency}.db")
+            session = await stack.enter_async_context(ClientSession())
+            await _exchange(say, session, urls, tokens, gateways)
+    say.step("Done. The referral crossed the border signed and encrypted; no personal data was printed, "
+             "logged or put in a header.")
     return 0
 
 
-def _tamper(wire: bytes) -> bytes:
-    doc = json.loads(wire)
-    doc["header"]["recipient"] = "NG-IOM"
-    return json.dumps(doc).encode()
+def _settings(agency: str, tmp: Path, token: str, use_amqp: bool, amqp_url: str, run_id: str) -> Settings:
+    role = "caseworker"
+    return Settings(
+        agency_id=agency,
+        demo_keys=True,
+        directory_path=DEMO_KEYS / "directory.json",
+        authority_key_path=DEMO_KEYS / "authority.pub.json",
+        allow_demo_directory=True,
+        transport="amqp" if use_amqp else "memory",
+        amqp_url=amqp_url,
+        exchange=f"demo-{run_id}",
+        queue_prefix=f"demo-{run_id}.",
+        store_url=f"sqlite:///{tmp / (agency + '.db')}",
+        http_port=0,
+        # Demo-only secret: a real agency keeps its pseudonym secret with its keys.
+        pseudonym_secret_hex=hashlib.sha256(f"demo pseudonym secret {agency}".encode()).hexdigest(),
+        retry_initial_seconds=0.2,
+        outbox_poll_seconds=0.2,
+        users=(User(f"demo.{role}.{agency.lower()}", role, hashlib.sha256(token.encode()).hexdigest()),),
+    )
+
+
+async def _serve(stack: AsyncExitStack, gw: Gateway, settings: Settings) -> str:
+    from gateway.api import create_app
+
+    runner = web.AppRunner(create_app(gw, settings), access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return f"http://127.0.0.1:{port}"
+
+
+async def _exchange(say: "_Printer", session: ClientSession, urls: dict[str, str], tokens: dict[str, str],
+                    gateways: dict[str, Gateway]) -> None:
+    def auth(agency: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[agency]}"}
+
+    referral = load_example("referral.request")
+    body = {"recipient": RECIPIENT, "local_case_id": "NE-ZINDER-2026-0142", "payload": referral}
+    async with session.post(f"{urls[SENDER]}/referrals", json=body, headers=auth(SENDER)) as resp:
+        submitted = await _json(resp, 202)
+    message_id = submitted["message_id"]
+    say.step(f"{SENDER} caseworker POST /referrals → {resp.status}: {message_id}, purposes "
+             f"{referral['purposes']}, case pseudonym {submitted['case_ref']} (the local case id stays in Niger)")
+
+    inbox = await _poll(session, f"{urls[RECIPIENT]}/inbox", auth(RECIPIENT),
+                        lambda items: any(i["message_id"] == message_id for i in _items(items)))
+    entry = next(i for i in _items(inbox) if i["message_id"] == message_id)
+    say.step(f"{RECIPIENT} GET /inbox: {entry['type']} from {entry['sender']}, case {entry['case_ref']} "
+             "(verified, stored still encrypted)")
+
+    async with session.get(f"{urls[RECIPIENT]}/inbox/{message_id}", params={"purpose": "safety_assessment"},
+                           headers=auth(RECIPIENT)) as resp:
+        opened = await _json(resp, 200)
+    person_fields = sorted(opened["payload"].get("person", {}))
+    say.step(f"{RECIPIENT} GET /inbox/{{id}}?purpose=safety_assessment → decrypted for an audited read; "
+             f"person fields present: {', '.join(person_fields)}")
+
+    answer = {"decision": "accepted", "accepted_purposes": referral["purposes"]}
+    async with session.post(f"{urls[RECIPIENT]}/inbox/{message_id}/response", json=answer,
+                            headers=auth(RECIPIENT)) as resp:
+        await _json(resp, 202)
+    say.step(f"{RECIPIENT} POST /inbox/{{id}}/response → {resp.status}: accepted {referral['purposes']}")
+
+    status = await _poll(session, f"{urls[SENDER]}/messages/{message_id}", auth(SENDER),
+                         lambda s: s.get("status") == "accepted")
+    say.step(f"{SENDER} GET /messages/{{id}}: status {status['status']}; trail:")
+    for step in status["trail"]:
+        say.detail(f"{step['at']}  {step['status']}")
+
+    await _tampered_copy(say, gateways, message_id)
+    for agency, gw in gateways.items():
+        entries = await gw.store.read_audit(1, 1000)
+        kinds = sorted({e.event_type for e in entries})
+        say.step(f"{agency} audit log: {len(entries)} entries ({', '.join(kinds)})")
+
+
+async def _tampered_copy(say: "_Printer", gateways: dict[str, Gateway], message_id: str) -> None:
+    sender, recipient = gateways[SENDER], gateways[RECIPIENT]
+    record = await sender.store.get_outgoing(message_id)
+    assert record is not None
+    doc = json.loads(record.envelope)
+    doc["header"]["id"] = str(uuid.uuid4())
+    doc["header"]["case"] = "ne-ng-tamperedcase01"
+    await sender.transport.publish(OutgoingMessage(doc["header"]["id"], SENDER, RECIPIENT,
+                                                   json.dumps(doc).encode(), {}))
+    for _ in range(200):
+        found = [q for q in await recipient.transport.list_quarantine(50) if q.message_id == doc["header"]["id"]]
+        if found:
+            say.step(f"A tampered copy (header edited after signing) was quarantined at {RECIPIENT}: "
+                     f"[{found[0].reason_code}]")
+            return
+        await asyncio.sleep(0.05)
+    raise SystemExit("demo failure: the tampered copy was not quarantined")
+
+
+def _items(data: Any) -> list[dict[str, Any]]:
+    return data["items"] if isinstance(data, dict) else data
+
+
+async def _json(resp: Any, expected: int) -> Any:
+    data = await resp.json()
+    if resp.status != expected:
+        raise SystemExit(f"demo failure: {resp.method} {resp.url.path} answered {resp.status}: {data}")
+    return data
+
+
+async def _poll(session: ClientSession, url: str, headers: dict[str, str], done, timeout: float = 30.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with session.get(url, headers=headers) as resp:
+            data = await _json(resp, 200)
+        if done(data):
+            return data
+        if loop.time() > deadline:
+            raise SystemExit(f"demo failure: {url} did not reach the expected state in {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+async def _cleanup_amqp(amqp_url: str, run_id: str, gateways: dict[str, Gateway]) -> None:
+    import aio_pika
+
+    if not gateways:
+        return
+    agencies = tuple(next(iter(gateways.values())).directory.agencies)
+
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for agency in agencies:
+            for queue in (f"demo-{run_id}.inbox.{agency}", f"demo-{run_id}.quarantine.{agency}"):
+                await channel.queue_delete(queue)
+        for exchange in (f"demo-{run_id}", f"demo-{run_id}.dlx"):
+            await channel.exchange_delete(exchange)
 
 
 class _Printer:
@@ -112,4 +242,4 @@ class _Printer:
         print(f"[{self.n:2d}] {text}", flush=True)
 
     def detail(self, text: str) -> None:
-        print(f"     {text}", flush=True)
+        print(f"       {text}", flush=True)

@@ -1,0 +1,145 @@
+"""Errors → JSON: ``{"error": <code>, "detail": <text>}`` with the right HTTP status.
+
+Codes are ``GatewayError.code`` values (stable, machine-readable). Details of 4xx answers
+are the error's own text, which by the rule of ``gateway/errors.py`` names what and where
+but never personal data; 5xx answers get a fixed text, because an unexpected exception's
+message was not written with that rule in mind.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from gateway.api.responses import json_body
+from gateway.directory import NoValidKeyError, UnknownAgencyError
+from gateway.envelope import RecipientRefusesError
+from gateway.errors import GatewayError, OversizeEnvelopeError, SchemaInvalidError, Violation
+from gateway.service import ConflictError, NotFoundError
+from gateway.settings import SettingsError
+from gateway.store import MessageConflictError, StoreUnavailableError
+from gateway.transport import TransportError
+
+log = structlog.get_logger("gateway.api")
+
+#: Seconds a client should wait before retrying after a 503.
+RETRY_AFTER_SECONDS = 5
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+class ApiError(GatewayError):
+    """A request the API refuses before it reaches the gateway (bad id, bad query, bad body)."""
+
+    code = "bad_request"
+
+    def __init__(self, status: int, code: str, detail: str, violations: list[Violation] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.violations = violations
+        self.headers = headers or {}
+
+
+def invalid_request(violations: list[Violation]) -> ApiError:
+    """422 for a body whose JSON is fine but whose fields are not (paths like ``$.recipient``)."""
+    shown = "; ".join(str(v) for v in violations[:5])
+    return ApiError(422, "invalid_request", f"request body invalid: {shown}", violations)
+
+
+#: GatewayError classes the API expects, most specific first: (class, status).
+STATUS_OF: tuple[tuple[type[GatewayError], int], ...] = (
+    (SchemaInvalidError, 422),
+    (RecipientRefusesError, 422),
+    (UnknownAgencyError, 422),
+    (NoValidKeyError, 422),
+    (OversizeEnvelopeError, 413),
+    (NotFoundError, 404),
+    (ConflictError, 409),
+    (MessageConflictError, 409),
+    (StoreUnavailableError, 503),
+    (TransportError, 503),
+)
+
+#: What a client is told on 503: the cause in a phrase, never the backend's own text
+#: (a store error names a file path, a broker error a host).
+UNAVAILABLE_DETAIL: tuple[tuple[type[GatewayError], str], ...] = (
+    (StoreUnavailableError, "the gateway's store is unavailable; nothing was stored, retry later"),
+    (TransportError, "the message broker is unavailable; retry later"),
+)
+
+
+def status_of(exc: GatewayError) -> int:
+    """The HTTP status for a gateway error; 500 for anything not expected here."""
+    for cls, status in STATUS_OF:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_response(status: int, code: str, detail: str, *, violations: list[Violation] | None = None,
+                   headers: dict[str, str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": code, "detail": detail}
+    if violations is not None:
+        body["violations"] = [{"path": v.path, "rule": v.rule, "message": v.message} for v in violations]
+    return json_body(body, status=status, headers=headers)
+
+
+def response_for(exc: GatewayError) -> web.Response:
+    """The JSON error answer for a GatewayError raised by a handler."""
+    if isinstance(exc, ApiError):
+        return error_response(exc.status, exc.code, exc.detail, violations=exc.violations, headers=exc.headers)
+    status = status_of(exc)
+    if isinstance(exc, SchemaInvalidError):
+        return error_response(422, exc.code, f"{exc.message_type} payload does not match its schema",
+                              violations=exc.violations)
+    if status == 503:
+        detail = next(text for cls, text in UNAVAILABLE_DETAIL if isinstance(exc, cls))
+        return error_response(503, exc.code, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    if status == 500:
+        if isinstance(exc, SettingsError):
+            return error_response(500, exc.code, "the gateway is not configured for this request")
+        return error_response(500, exc.code, "internal error")
+    return error_response(status, exc.code, str(exc))
+
+
+def _frames(exc: BaseException) -> list[str]:
+    """Where an exception came from (file:line:function), without its message or locals."""
+    frames = traceback.extract_tb(exc.__traceback__)[-6:]
+    return [f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in frames]
+
+
+def _http_code(exc: web.HTTPException) -> str:
+    return {
+        400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+        405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type",
+    }.get(exc.status, "http_error")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure into the JSON error shape; never echo bodies or tokens."""
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        response = response_for(exc)
+        if response.status >= 500:
+            # The code and class only: exception texts from deep inside may quote inputs.
+            log.warning("http.error", error=exc.code, exc_type=type(exc).__name__, status=response.status)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # aiohttp's own reasons (404, 405, 413 with sizes) carry no request content.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
+        return error_response(exc.status, _http_code(exc), exc.reason, headers=headers)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a JSON 500, no traceback text
+        log.error("http.unhandled", exc_type=type(exc).__name__, where=_frames(exc))
+        return error_response(500, "internal_error", "internal error")

@@ -1,0 +1,45 @@
+"""Liveness (``/healthz``) and readiness (``/readyz``) for orchestrators and load balancers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable
+
+from aiohttp import web
+
+from gateway.api.context import gateway_of
+from gateway.api.responses import json_body
+from gateway.api.roles import public
+
+routes = web.RouteTableDef()
+
+#: A check that does not answer in time counts as failed: readiness must answer quickly.
+CHECK_TIMEOUT_SECONDS = 2.0
+
+
+@routes.get("/healthz", name="health.live", allow_head=False)
+@public
+async def healthz(request: web.Request) -> web.Response:
+    """The process runs and its event loop answers; nothing else is checked."""
+    return json_body({"status": "ok"})
+
+
+async def _check(probe: Awaitable[bool]) -> bool:
+    try:
+        return bool(await asyncio.wait_for(probe, CHECK_TIMEOUT_SECONDS))
+    except Exception:  # noqa: BLE001 - a probe that raises or hangs is simply not ready
+        return False
+
+
+@routes.get("/readyz", name="health.ready", allow_head=False)
+@public
+async def readyz(request: web.Request) -> web.Response:
+    """Ready only if the store answers, the broker connection is healthy and the consumer runs."""
+    gateway = gateway_of(request)
+    store, transport = await asyncio.gather(_check(gateway.store.ping()), _check(gateway.transport.is_healthy()))
+    checks = {"store": store, "transport": transport, "consumer": gateway.transport_ready}
+    if all(checks.values()):
+        return json_body({"status": "ready", "checks": checks})
+    failed = [name for name, ok in checks.items() if not ok]
+    return json_body({"error": "not_ready", "detail": "failed: " + ", ".join(failed), "checks": checks},
+                     status=503, headers={"Retry-After": "5"})

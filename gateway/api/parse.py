@@ -1,0 +1,96 @@
+"""Parse request input once, at the edge: path ids, query parameters, JSON bodies.
+
+Failures raise :class:`ApiError` whose texts name the parameter or JSON path and the
+rule, never the value sent (a body or a query may carry personal data).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.errors import ApiError
+from gateway.canonical import strict_loads
+
+#: Largest request body the API reads (aiohttp answers 413 past it). The largest payload
+#: that may be sealed is 64 KiB of canonical JSON; this leaves room for whitespace.
+MAX_BODY_BYTES = 256 * 1024
+JSON_TYPES = {"application/json"}
+
+
+def message_id(request: web.Request, name: str = "id") -> str:
+    """A path id as a canonical (lower-case, hyphenated) UUID, else 400."""
+    raw = request.match_info[name]
+    try:
+        ok = str(uuid.UUID(raw)) == raw
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ApiError(400, "invalid_id", f"path parameter {name} must be a lower-case hyphenated UUID")
+    return raw
+
+
+def int_query(query: Mapping[str, str], name: str, *, default: int, minimum: int, maximum: int) -> int:
+    raw = query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not minimum <= int(raw) <= maximum:
+        raise ApiError(400, "invalid_query", f"query parameter {name} must be an integer from {minimum} to {maximum}")
+    return int(raw)
+
+
+def choice_query(query: Mapping[str, str], name: str, choices: frozenset[str] | set[str]) -> str | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    if raw not in choices:
+        raise ApiError(400, "invalid_query", f"query parameter {name} must be one of: {', '.join(sorted(choices))}")
+    return raw
+
+
+def text_query(query: Mapping[str, str], name: str, *, max_chars: int) -> str:
+    """A required free-text parameter: 1..max_chars printable characters after trimming."""
+    raw = query.get(name)
+    if raw is None or not raw.strip():
+        raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
+    value = raw.strip()
+    if len(value) > max_chars or not value.isprintable():
+        raise ApiError(400, "invalid_query",
+                       f"query parameter {name} must be at most {max_chars} printable characters")
+    return value
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object: 415 for another media type, 413 past the size
+    limit (raised by aiohttp while reading), 400 for bytes that are not strict JSON."""
+    if request.content_type not in JSON_TYPES:
+        # Also keeps cross-site HTML forms out: they cannot send application/json.
+        raise ApiError(415, "unsupported_media_type", "the request body must be application/json")
+    data = await request.read()
+    try:
+        value = strict_loads(data)
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_json", "the request body is not UTF-8") from None
+    except ValueError as exc:
+        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {_json_problem(exc)}") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+    return value
+
+
+def _json_problem(exc: ValueError) -> str:
+    # json.JSONDecodeError.msg and the position never quote the document. A duplicate member
+    # name would be quoted by DuplicateKeyError, so it is described without the name.
+    msg = getattr(exc, "msg", None)
+    if msg is not None:
+        return f"{msg} at line {exc.lineno} column {exc.colno}"  # type: ignore[attr-defined]
+    if type(exc).__name__ == "DuplicateKeyError":
+        return "an object has the same member name twice"
+    if "constant" in str(exc):
+        return "NaN and Infinity are not JSON"
+    return "unparseable"

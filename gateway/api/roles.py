@@ -1,0 +1,83 @@
+"""Who may do what: permissions, the role → permission table, and per-handler access policies.
+
+Pure: no I/O. The auth middleware asks :func:`policy_of` which policy a handler carries;
+a handler without one is refused (fail closed), so a new route cannot be reachable by
+accident. The same policies feed the OpenAPI document (``x-roles``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from gateway.settings import ROLES
+
+
+class Permission(enum.Enum):
+    """One thing a user may do through the API."""
+
+    SUBMIT = "submit"  # POST /referrals: queue an outgoing message
+    INBOX_LIST = "inbox.list"  # GET /inbox: metadata only
+    INBOX_READ = "inbox.read"  # GET /inbox/{id}: decrypted payload (plaintext personal data)
+    RESPOND = "respond"  # POST /inbox/{id}/response
+    STATUS = "status"  # GET /messages/{id}: delivery status, no payload
+    OPERATE = "operate"  # metrics, quarantine listing: operations, no payloads
+
+
+_CASEWORK = frozenset({Permission.SUBMIT, Permission.INBOX_LIST, Permission.INBOX_READ,
+                       Permission.RESPOND, Permission.STATUS})
+
+#: The role matrix. Only caseworkers and supervisors ever see plaintext (INBOX_READ);
+#: auditors see metadata and statuses; admins run the service and see no case data at all.
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "caseworker": _CASEWORK,
+    "supervisor": _CASEWORK,
+    "auditor": frozenset({Permission.INBOX_LIST, Permission.STATUS}),
+    "admin": frozenset({Permission.OPERATE}),
+}
+assert set(ROLE_PERMISSIONS) == set(ROLES), "every settings role needs a row in ROLE_PERMISSIONS"
+
+
+def allowed(role: str, permission: Permission) -> bool:
+    """True if ``role`` holds ``permission`` (unknown roles hold nothing)."""
+    return permission in ROLE_PERMISSIONS.get(role, frozenset())
+
+
+def roles_with(permission: Permission) -> list[str]:
+    """The roles holding ``permission``, in settings order (for documentation)."""
+    return [role for role in ROLES if allowed(role, permission)]
+
+
+@dataclass(frozen=True)
+class Access:
+    """The access policy of one handler: public, or a permission an authenticated user needs."""
+
+    permission: Permission | None  # None: public, no token needed
+
+    @property
+    def public(self) -> bool:
+        return self.permission is None
+
+
+_ATTR = "__gateway_access__"
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def requires(permission: Permission) -> Callable[[H], H]:
+    """Mark a handler as needing a bearer token whose user holds ``permission``."""
+    def mark(handler: H) -> H:
+        setattr(handler, _ATTR, Access(permission))
+        return handler
+    return mark
+
+
+def public(handler: H) -> H:
+    """Mark a handler as reachable without a token (health, readiness, the API description)."""
+    setattr(handler, _ATTR, Access(None))
+    return handler
+
+
+def policy_of(handler: Any) -> Access | None:
+    """The policy a handler was marked with, or None if it was never marked."""
+    return getattr(handler, _ATTR, None)

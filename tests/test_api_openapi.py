@@ -1,0 +1,134 @@
+"""/openapi.json: a structurally valid OpenAPI 3.1 document that lists exactly the app's routes."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from jsonschema import Draft202012Validator
+from referencing.exceptions import Unresolvable
+
+from gateway.schema import MESSAGE_TYPES, load_example, schema_id
+
+from .gateway_pair import NIGERIA
+from .test_api_world import OPENAPI_URI, api_pair, document_registry, request_validator
+
+#: The required skeleton of an OpenAPI 3.1 document (a minimal slice of the official schema).
+OPENAPI_31_SKELETON = {
+    "type": "object",
+    "required": ["openapi", "info", "paths", "components"],
+    "properties": {
+        "openapi": {"type": "string", "pattern": r"^3\.1\.\d+$"},
+        "info": {"type": "object", "required": ["title", "version"],
+                 "properties": {"title": {"type": "string"}, "version": {"type": "string"}}},
+        "paths": {
+            "type": "object",
+            "propertyNames": {"pattern": "^/"},
+            "additionalProperties": {
+                "type": "object",
+                "propertyNames": {"enum": ["get", "put", "post", "delete", "options", "head", "patch", "trace",
+                                           "parameters", "summary", "description"]},
+                "additionalProperties": {"$ref": "#/$defs/operation"},
+            },
+        },
+        "components": {
+            "type": "object",
+            "properties": {
+                "schemas": {"type": "object"},
+                "securitySchemes": {"type": "object", "additionalProperties": {
+                    "type": "object", "required": ["type"],
+                    "properties": {"type": {"enum": ["apiKey", "http", "mutualTLS", "oauth2", "openIdConnect"]}},
+                }},
+            },
+        },
+    },
+    "$defs": {
+        "operation": {
+            "type": "object",
+            "required": ["responses", "operationId", "security"],
+            "properties": {
+                "operationId": {"type": "string"},
+                "parameters": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "in", "schema"],
+                    "properties": {"in": {"enum": ["query", "header", "path", "cookie"]}},
+                }},
+                "responses": {
+                    "type": "object", "minProperties": 1,
+                    "propertyNames": {"pattern": "^[1-5][0-9][0-9]$"},
+                    "additionalProperties": {"type": "object", "anyOf": [
+                        {"required": ["description"]}, {"required": ["$ref"]}]},
+                },
+                "security": {"type": "array"},
+            },
+        },
+    },
+}
+
+
+async def _document(tmp_path):
+    async with api_pair(tmp_path) as (ne, _):
+        status, doc = await ne.call("GET", "/openapi.json", role=None)
+        assert status == 200
+        return doc, list(ne.client.app.router.routes())
+
+
+async def test_document_is_openapi_31_and_lists_every_route(tmp_path) -> None:
+    doc, routes = await _document(tmp_path)
+    errors = list(Draft202012Validator(OPENAPI_31_SKELETON).iter_errors(doc))
+    assert not errors, [e.message for e in errors[:5]]
+    documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
+    served = {(r.method, r.resource.canonical) for r in routes}
+    assert documented == served
+    for path, ops in doc["paths"].items():
+        for name in re.findall(r"{(\w+)}", path):
+            for op in ops.values():
+                assert any(p["in"] == "path" and p["name"] == name and p["required"] for p in op["parameters"])
+    assert doc["components"]["securitySchemes"]["bearer"] == {
+        **doc["components"]["securitySchemes"]["bearer"], "type": "http", "scheme": "bearer"}
+
+
+async def test_security_follows_the_access_policies(tmp_path) -> None:
+    doc, _ = await _document(tmp_path)
+    public = {(m, p) for p, ops in doc["paths"].items() for m, op in ops.items() if op["security"] == []}
+    assert public == {("get", "/healthz"), ("get", "/readyz"), ("get", "/openapi.json")}
+    read = doc["paths"]["/inbox/{id}"]["get"]
+    assert read["x-roles"] == ["caseworker", "supervisor"]
+    assert {"401", "403"} <= set(read["responses"])
+    assert any(p["name"] == "purpose" and p["required"] for p in read["parameters"])
+
+
+async def test_schemas_are_valid_and_every_reference_resolves(tmp_path) -> None:
+    doc, _ = await _document(tmp_path)
+    for name, schema in doc["components"]["schemas"].items():
+        Draft202012Validator.check_schema(schema)
+    text = json.dumps(doc)
+    external = set(re.findall(r'"\$ref": "(https://[^"#]+)', text))
+    # Shared message schemas are referenced by $id, not inlined.
+    assert {schema_id("referral.request"), schema_id("case.followup")} <= external
+    assert '"$defs"' not in json.dumps(doc["components"]["schemas"])
+    resolver = document_registry(doc).resolver(base_uri=OPENAPI_URI)
+    for ref in set(re.findall(r'"\$ref": "([^"]+)"', text)):
+        target = ref if not ref.startswith("#") else OPENAPI_URI + ref
+        try:
+            resolver.lookup(target)
+        except Unresolvable as exc:  # pragma: no cover - the assertion message is the point
+            raise AssertionError(f"unresolvable $ref {ref}") from exc
+
+
+async def test_documented_request_schemas_accept_valid_and_refuse_invalid_bodies(tmp_path) -> None:
+    doc, _ = await _document(tmp_path)
+    submission = request_validator(doc, "Submission")
+    good = {"recipient": NIGERIA, "case_ref": "ne-ng-docs0000001", "payload": load_example("referral.request")}
+    assert submission.is_valid(good)
+    assert submission.is_valid({**good, "message_type": "case.followup", "payload": load_example("case.followup")})
+    assert not submission.is_valid({**good, "message_type": "case.followup"})  # payload of the wrong type
+    assert not submission.is_valid({**good, "local_case_id": "L-1"})  # both
+    bad = load_example("referral.request")
+    del bad["consent"]
+    assert not submission.is_valid({**good, "payload": bad})
+    answer = request_validator(doc, "Answer")
+    assert answer.is_valid({"decision": "accepted", "accepted_purposes": ["assistance"]})
+    assert not answer.is_valid({"decision": "maybe"})
+    assert not answer.is_valid({"decision": "accepted", "request_message_id": "x"})
+    assert set(doc["components"]["schemas"]["OpenedMessage"]["allOf"][0]["then"]["properties"]["payload"]
+               ["$ref"].split("/")[-1:]) <= {f"{t}.schema.json" for t in MESSAGE_TYPES}
