@@ -11,7 +11,7 @@ from typing import AsyncIterator, Awaitable, Callable
 from gateway.bootstrap import open_gateway
 from gateway.service import Gateway
 from gateway.settings import Settings
-from gateway.transport import MemoryBroker
+from gateway.transport import MemoryBroker, TransportConfig, delete_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 NIGER, NIGERIA = "NE-ANLTP-TIM", "NG-NAPTIP"
@@ -57,21 +57,16 @@ async def gateway_pair(tmp: Path, *, transport: str = "memory", amqp_url: str = 
             await gw.stop()
             await gw.store.close()
         if transport == "amqp":
-            await delete_broker_names(amqp_url, run_id, gateways[0].directory.agencies)
+            await delete_topology(amqp_url, gateways[0].transport.config)
 
 
 async def delete_broker_names(amqp_url: str, run_id: str, agencies) -> None:
     """Remove the exchanges and queues a test run declared."""
-    import aio_pika
-
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for agency in agencies:
-            for queue in (f"test-{run_id}.inbox.{agency}", f"test-{run_id}.quarantine.{agency}"):
-                await channel.queue_delete(queue)
-        for exchange in (f"test-{run_id}", f"test-{run_id}.dlx"):
-            await channel.exchange_delete(exchange)
+    await delete_topology(amqp_url, TransportConfig(
+        exchange=f"test-{run_id}", dead_letter_exchange=f"test-{run_id}.dlx",
+        inbox_prefix=f"test-{run_id}.inbox.", quarantine_prefix=f"test-{run_id}.quarantine.",
+        agencies=tuple(agencies),
+    ))
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, interval: float = 0.05) -> None:

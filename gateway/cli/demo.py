@@ -28,7 +28,7 @@ from gateway.logs import configure_logging
 from gateway.schema import load_example
 from gateway.service import Gateway
 from gateway.settings import Settings, User, load_amqp_url
-from gateway.transport import MemoryBroker, OutgoingMessage
+from gateway.transport import MemoryBroker, OutgoingMessage, delete_topology
 
 DEMO_KEYS = Path(__file__).resolve().parents[2] / "keys" / "demo"
 SENDER, RECIPIENT = "NE-ANLTP-TIM", "NG-NAPTIP"
@@ -76,7 +76,7 @@ async def _demo(*, force_memory: bool) -> int:
             gateways: dict[str, Gateway] = {}
             urls: dict[str, str] = {}
             if use_amqp:  # registered first so it runs last, after the gateways stopped
-                stack.push_async_callback(_cleanup_amqp, amqp_url, run_id, gateways)
+                stack.push_async_callback(_cleanup_amqp, amqp_url, gateways)
             for agency in (SENDER, RECIPIENT):
                 settings = _settings(agency, Path(tmp), tokens[agency], use_amqp, amqp_url, run_id)
                 gw = await open_gateway(settings, broker=broker)
@@ -216,21 +216,9 @@ async def _poll(session: ClientSession, url: str, headers: dict[str, str], done,
         await asyncio.sleep(0.1)
 
 
-async def _cleanup_amqp(amqp_url: str, run_id: str, gateways: dict[str, Gateway]) -> None:
-    import aio_pika
-
-    if not gateways:
-        return
-    agencies = tuple(next(iter(gateways.values())).directory.agencies)
-
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for agency in agencies:
-            for queue in (f"demo-{run_id}.inbox.{agency}", f"demo-{run_id}.quarantine.{agency}"):
-                await channel.queue_delete(queue)
-        for exchange in (f"demo-{run_id}", f"demo-{run_id}.dlx"):
-            await channel.exchange_delete(exchange)
+async def _cleanup_amqp(amqp_url: str, gateways: dict[str, Gateway]) -> None:
+    for gw in gateways.values():
+        await delete_topology(amqp_url, gw.transport.config)  # type: ignore[attr-defined]
 
 
 class _Printer:

@@ -1,7 +1,7 @@
 """Message transport between agency gateways: a small interface, an in-memory stand-in
 (demo, unit tests) and the RabbitMQ edge. See ``base`` for the guarantees."""
 
-from gateway.transport.amqp import AmqpTransport
+from gateway.transport.amqp import AmqpTransport, delete_topology
 from gateway.transport.base import (
     Delivery,
     Disposition,
@@ -34,4 +34,5 @@ __all__ = [
     "TransportError",
     "TransportUnavailableError",
     "UnroutableMessageError",
+    "delete_topology",
 ]

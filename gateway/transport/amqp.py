@@ -406,3 +406,15 @@ class AmqpTransport:
 
 
 __all__ = ["AmqpTransport"]
+
+
+async def delete_topology(url: str, config: TransportConfig) -> None:
+    """Delete the exchanges and agency queues named by ``config`` (demo and test clean-up only)."""
+    connection = await aio_pika.connect(url, timeout=config.connect_timeout)
+    async with connection:
+        channel = await connection.channel()
+        for agency in config.topology_agencies():
+            await channel.queue_delete(config.inbox(agency))
+            await channel.queue_delete(config.quarantine_queue(agency))
+        for exchange in (config.exchange, config.dead_letter_exchange):
+            await channel.exchange_delete(exchange)
