@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
-from gateway.b64 import b64url_decode
 from gateway.clock import utcnow
 from gateway.demo_identities import demo_identity
 from gateway.directory import Directory, load_directory
 from gateway.errors import DirectoryError
-from gateway.keyfile import load_identity
+from gateway.keyfile import load_identity, parse_authority_public
 from gateway.keys import AgencyIdentity
 from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError
@@ -21,8 +19,9 @@ from gateway.transport import AmqpTransport, MemoryBroker, MemoryTransport, Tran
 
 def read_directory(settings: Settings) -> Directory:
     """Load and verify the directory named by the settings (blocking file I/O: call off-loop)."""
-    authority = json.loads(Path(settings.authority_key_path).read_text(encoding="utf-8"))
-    directory = load_directory(Path(settings.directory_path).read_bytes(), [b64url_decode(authority["public_key"])])
+    _, authority_key = parse_authority_public(Path(settings.authority_key_path).read_bytes(),
+                                              source=str(settings.authority_key_path))
+    directory = load_directory(Path(settings.directory_path).read_bytes(), [authority_key])
     if directory.demo and not settings.allow_demo_directory:
         raise DirectoryError("the directory is a demo directory; set allow_demo_directory = true to use it")
     directory.agency(settings.agency_id)  # our own agency must be listed

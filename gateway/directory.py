@@ -112,12 +112,15 @@ class Directory:
         agency = self.agency(agency_id)
         return message_type in agency.message_types and set(purposes) <= agency.purposes
 
-    def sender_key(self, agency_id: str, kid: str, *, created: datetime, now: datetime) -> VerifyKey:
+    def sender_key(
+        self, agency_id: str, kid: str, *, created: datetime, now: datetime, stored_at: datetime | None = None
+    ) -> VerifyKey:
         """Return the signing key ``kid`` of ``agency_id`` if usable for a message created at ``created``.
 
         A key must belong to that agency, be a signing key, not be revoked, and be valid
         both when the message says it was created and now (so a stolen expired key cannot
-        be used by back-dating ``created``).
+        be used by back-dating ``created``). ``stored_at`` is for re-opening a message this
+        gateway verified and stored at that time: revocations dated later do not apply.
         """
         agency = self.agencies.get(agency_id)
         if agency is None:
@@ -125,7 +128,8 @@ class Directory:
         record = next((k for k in agency.keys if k.kid == kid and k.use == "sig"), None)
         if record is None:
             raise UnknownSenderError(f"signing key {kid} is not a key of {agency_id}")
-        if kid in self.revocations:
+        revocation = self.revocations.get(kid)
+        if revocation is not None and (stored_at is None or revocation.revoked_at <= stored_at):
             raise KeyRevokedError(f"signing key {kid} of {agency_id} was revoked")
         for label, moment in (("creation time", created), ("current time", now)):
             if not record.valid_at(moment):

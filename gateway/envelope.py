@@ -201,6 +201,8 @@ def seal(
 ) -> tuple[Header, bytes]:
     """Validate, sign and encrypt a payload for ``recipient``; return the header and envelope bytes."""
     now = now or utcnow()
+    # Our own key must pass the recipient's checks, or the message would only be quarantined there.
+    directory.sender_key(sender.agency_id, sender.signing_kid, created=now, now=now)
     validate_payload(message_type, payload)
     purposes = payload.get("purposes", []) if message_type == "referral.request" else []
     if not directory.may_receive(recipient, message_type, purposes):
@@ -306,9 +308,10 @@ def _check_header(raw: Any) -> Header:
     )
 
 
-def _verify_outer(parsed: _Parsed, directory: Directory, now: datetime) -> VerifyKey:
+def _verify_outer(parsed: _Parsed, directory: Directory, now: datetime, stored_at: datetime | None = None) -> VerifyKey:
     header = parsed.header
-    verify_key = directory.sender_key(header.sender, header.sig_kid, created=header.created, now=now)
+    verify_key = directory.sender_key(header.sender, header.sig_kid, created=header.created, now=now,
+                                      stored_at=stored_at)
     try:
         verify_key.verify(envelope_signing_input(parsed.header_bytes, parsed.ciphertext), parsed.signature)
     except NaclBadSignature:
@@ -334,16 +337,19 @@ def open_sealed(
     now: datetime | None = None,
     policy: EnvelopePolicy = DEFAULT_POLICY,
     validate: Callable[[str, Any], None] = validate_payload,
+    stored_at: datetime | None = None,
 ) -> OpenedMessage:
     """Verify, decrypt and validate an envelope addressed to ``recipient``.
 
     Checks run in the order documented in docs/wire-format.md; each failure raises its
     own EnvelopeError subclass. ``replay_guard=None`` means the caller deduplicates.
+    To re-open a message stored earlier, pass ``now=stored_at=`` the time it was stored:
+    every check then runs as of that moment (see Directory.sender_key).
     """
     now = now or utcnow()
     parsed = _parse(data, policy)
     header = parsed.header
-    verify_key = _verify_outer(parsed, directory, now)
+    verify_key = _verify_outer(parsed, directory, now, stored_at)
     if header.recipient != recipient.agency_id:
         raise WrongRecipientError(f"message {header.id} is addressed to {header.recipient}, not {recipient.agency_id}")
     private_key = recipient.encryption_keys.get(header.enc_kid)

@@ -158,22 +158,24 @@ def public_document(agency_id: str, pairs: list[KeyPair]) -> dict[str, Any]:
 
 
 def identity_from_keys(pairs: list[KeyPair], *, at: datetime, agency_id: str | None = None) -> AgencyIdentity:
-    """Build an identity from the keys valid at ``at``: the newest signing key, every encryption key.
+    """Build an identity: the newest signing key valid at ``at``, and every encryption key on disk.
 
-    During a rotation overlap the newest signing key signs, and every still-valid
-    encryption key is kept so messages sealed to the old one can still be opened.
+    Validity dates choose what we sign with. For decryption every encryption private key
+    we still hold is kept, expired ones included: messages stored in the inbox were sealed
+    to the key of their day, and rotating must not make them unreadable. An agency that
+    wants old messages unreadable deletes the old key file (or shreds the messages).
     """
     agencies = {p.agency_id for p in pairs}
     if agency_id is None:
         if len(agencies) != 1:
             raise KeyFileError(f"keys of {len(agencies)} agencies found; say which agency to load")
         (agency_id,) = agencies
-    mine = [p for p in pairs if p.agency_id == agency_id and p.valid_at(at)]
-    sig = [p for p in mine if p.use == "sig"]
+    mine = [p for p in pairs if p.agency_id == agency_id]
+    sig = [p for p in mine if p.use == "sig" and p.valid_at(at)]
     enc = [p for p in mine if p.use == "enc"]
     if not sig:
         raise KeyFileError(f"no signing key of {agency_id} is valid at {format_ts(at)}")
-    if not enc:
+    if not any(p.valid_at(at) for p in enc):
         raise KeyFileError(f"no encryption key of {agency_id} is valid at {format_ts(at)}")
     newest = max(sig, key=lambda p: (p.not_before, p.kid))
     return AgencyIdentity.create(agency_id, newest.signing_key(), *(p.private_key() for p in enc))

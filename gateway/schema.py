@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from functools import cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,8 @@ SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 _V1 = SCHEMA_DIR / "v1"
 _EXAMPLES = SCHEMA_DIR / "examples"
 _MAX_NAME = 64
+#: Errors explained per payload; enough to fix a form, small enough to never block the loop.
+MAX_EXPLAINED = 25
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -172,7 +175,9 @@ def find_violations(message_type: str, payload: object) -> list[Violation]:
         return []
     validator = _validator(message_type)
     found = set()
-    for error in validator.iter_errors(payload):
+    # Explaining is slow (pure Python); a hostile payload can break thousands of rules,
+    # so the first MAX_EXPLAINED errors are explained and the rest only counted as invalid.
+    for error in islice(validator.iter_errors(payload), MAX_EXPLAINED):
         # Every error must yield a violation, or an invalid payload would pass.
         found.update(
             list(_violations(error, validator, payload))
@@ -210,8 +215,10 @@ def _path_key(path: str) -> tuple[tuple[int, int | str], ...]:
 
 
 def _name(key: str) -> str:
-    # Property names are schema vocabulary or sender mistakes; cap them in case one is abused.
-    return key if len(key) <= _MAX_NAME else key[:_MAX_NAME] + "..."
+    # Property names are schema vocabulary or sender mistakes; one with spaces or other
+    # non-identifier characters could be someone's name, and violations reach quarantine
+    # records and logs, so only identifier-like names are shown.
+    return key if len(key) <= _MAX_NAME and _IDENTIFIER.fullmatch(key) else "?"
 
 
 def _violations(error: ValidationError, validator: Draft202012Validator, payload: object) -> Iterator[Violation]:
@@ -224,7 +231,9 @@ def _violations(error: ValidationError, validator: Draft202012Validator, payload
     # the unexpected names are the ones outside "properties" and "patternProperties".
     if rule == "additionalProperties" and isinstance(error.instance, dict):
         for key in _unexpected(error):
-            yield Violation(json_path([*where, _name(key)]), rule, f"unexpected property '{_name(key)}'")
+            shown = _name(key)
+            what = f"unexpected property '{shown}'" if shown != "?" else "unexpected property (its name is not an identifier, not shown)"
+            yield Violation(json_path([*where, shown]), rule, what)
         return
     if rule == "required" and isinstance(error.instance, dict):
         for key in error.validator_value:

@@ -27,8 +27,10 @@ import structlog
 
 from gateway.clock import format_ts, utcnow
 from gateway.directory import Directory
-from gateway.envelope import Header, OpenedMessage, open_sealed, parse_envelope, seal
-from gateway.errors import EnvelopeError, GatewayError
+from gateway.directory import AGENCY_ID
+from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
+from gateway.errors import EnvelopeError, GatewayError, ReplayedMessageError
+from gateway.schema import PURPOSES
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -40,6 +42,7 @@ from gateway.store import (
     MessageNotFoundError,
     OutgoingMessage,
     Store,
+    StoreError,
 )
 from gateway.transport import (
     Delivery,
@@ -72,6 +75,17 @@ class ConflictError(GatewayError):
     """The request conflicts with the message's state (e.g. responding to a receipt)."""
 
     code = "conflict"
+
+
+class InvalidPurposeError(GatewayError):
+    """A read names no purpose, or one outside the list (the purpose is audited, so it is a code)."""
+
+    code = "invalid_purpose"
+
+
+#: Why a user may read a received message: the referral purposes plus case follow-up.
+READ_PURPOSES = (*PURPOSES, "case_followup")
+FINAL_DECISIONS = ("accepted", "declined")
 
 
 @dataclass(frozen=True)
@@ -173,6 +187,11 @@ class Gateway:
         """True once the transport has connected and the consumer runs."""
         return self._transport_ready.is_set()
 
+    @property
+    def outbox_running(self) -> bool:
+        """True while the outbox publisher task is alive (readiness)."""
+        return any(t.get_name() == "gateway-outbox" and not t.done() for t in self._tasks)
+
     # --- sending ----------------------------------------------------------------------
 
     async def submit(
@@ -194,10 +213,12 @@ class Gateway:
             lifetime=timedelta(days=self.settings.message_lifetime_days),
             in_reply_to=in_reply_to, message_id=message_id,
         )
+        # The audit entry commits with the outbox row: no message without its entry, and
+        # no failure answered after the message is already durable.
         await self.store.add_outgoing(
-            OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now)
+            OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now),
+            audit=self._entry("message.created", actor, header, {"type": message_type, "recipient": recipient}),
         )
-        await self._audit("message.created", actor, header, {"type": message_type, "recipient": recipient})
         self.metrics.inc("messages_submitted_total", type=message_type)
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
         self._wake.set()
@@ -241,8 +262,9 @@ class Gateway:
             self._wake.clear()
             try:
                 sent = await self.publish_due()
-            except GatewayError as exc:  # store unavailable: try again on the next tick
-                log.warning("outbox.pass_failed", error=exc.code)
+            except Exception as exc:  # noqa: BLE001 - the publisher must outlive any one bad pass
+                # Store unavailable, or a bug: log the kind only (texts could quote data) and retry.
+                log.warning("outbox.pass_failed", error=getattr(exc, "code", type(exc).__name__))
                 sent = 0
             if sent:
                 continue  # there may be more due right away
@@ -262,6 +284,11 @@ class Gateway:
             return await self._quarantine(delivery, exc, None)
         existing = await self.store.get_incoming(header.id)
         if existing is not None:
+            if existing.envelope != delivery.body:
+                # Same id, other bytes: not a redelivery but a forgery or a colliding sender.
+                return await self._quarantine(
+                    delivery, ReplayedMessageError(f"message id {header.id} was already received with other content"),
+                    header)
             # Redelivery after a crash or a lost ack: the application saw it once already.
             opened = self._open_stored(existing.envelope, existing.received_at)
             await self._after_store(opened, existing.received_at)
@@ -271,26 +298,35 @@ class Gateway:
         try:
             opened = open_sealed(delivery.body, recipient=self.identity, directory=self.directory,
                                  replay_guard=None, now=now)
+            self._check_accepts(opened)
             await self._check_reference(opened)
-        except (EnvelopeError, ReferenceError_) as exc:
+        except (EnvelopeError, ReferenceError_, RecipientRefusesError) as exc:
             return await self._quarantine(delivery, exc, header)
-        stored = await self.store.add_incoming(IncomingMessage(
-            header.id, header.sender, header.type, header.case, delivery.body, now,
-        ))
+        stored = await self.store.add_incoming(
+            IncomingMessage(header.id, header.sender, header.type, header.case, delivery.body, now),
+            audit=self._entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender}),
+        )
         if not stored:  # a concurrent copy won the race
             self.metrics.inc("duplicates_total")
             return Disposition.ACK
-        await self._audit("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender})
         self.metrics.inc("messages_received_total", type=header.type)
         log.info("message.received", message_id=header.id, type=header.type, sender=header.sender, case=header.case)
         await self._after_store(opened, now)
         return Disposition.ACK
 
+    def _check_accepts(self, opened: OpenedMessage) -> None:
+        # The sender's gateway checks this too; a non-conforming sender must not get data
+        # past our own directory entry (e.g. assistance data to a law-enforcement agency).
+        header = opened.header
+        purposes = opened.payload.get("purposes", []) if header.type == "referral.request" else []
+        if not self.directory.may_receive(self.agency_id, header.type, purposes):
+            raise RecipientRefusesError(f"{self.agency_id} does not accept {header.type} for purposes {sorted(purposes)}")
+
     def _open_stored(self, envelope: bytes, received_at: datetime) -> OpenedMessage:
         # Checks are re-run as of the moment we accepted the message: it was valid then,
         # and expiry of the envelope or of a key since must not make stored data unreadable.
         return open_sealed(envelope, recipient=self.identity, directory=self.directory,
-                           replay_guard=None, now=received_at)
+                           replay_guard=None, now=received_at, stored_at=received_at)
 
     async def _check_reference(self, opened: OpenedMessage) -> None:
         header, payload = opened.header, opened.payload
@@ -338,19 +374,26 @@ class Gateway:
                               actor=SYSTEM_ACTOR, in_reply_to=about.id, message_id=receipt_id)
         except MessageConflictError:
             pass  # a concurrent redelivery queued the same receipt first
+        except StoreError:
+            raise  # transient: the delivery is requeued and the receipt made on redelivery
+        except GatewayError as exc:
+            # The sender cannot be answered (its directory entry refuses receipts, or it has
+            # no valid encryption key). The message itself is stored: never fail it for this.
+            await self.store.append_audit(self._entry("receipt.failed", SYSTEM_ACTOR, about,
+                                                      {"status": status, "reason": exc.code}))
+            self.metrics.inc("receipt_failures_total", reason=exc.code)
+            log.warning("receipt.failed", message_id=about.id, status=status, error=exc.code)
 
     async def _quarantine(self, delivery: Delivery, exc: GatewayError, header: Header | None) -> Disposition:
         # Error texts carry ids, codes and JSON paths only (see gateway/errors.py).
         detail = str(exc)[:400]
         await self.transport.quarantine(delivery, exc.code, detail)
-        await self.store.append_audit(AuditEntry(
-            at=self.clock(), event_type="message.quarantined", actor=SYSTEM,
-            case_ref=header.case if header else None,
-            message_id=header.id if header else None,
-            detail_json=json.dumps({"reason": exc.code, "sender": delivery.sender or None}, sort_keys=True),
-        ))
+        # The broker's sender header is whatever the publisher wrote: keep it only if it is an agency id.
+        sender = header.sender if header else (delivery.sender if AGENCY_ID.fullmatch(delivery.sender or "") else None)
+        await self.store.append_audit(self._entry("message.quarantined", SYSTEM_ACTOR, header,
+                                                  {"reason": exc.code, "sender": sender}))
         self.metrics.inc("messages_quarantined_total", reason=exc.code)
-        log.warning("message.quarantined", message_id=delivery.message_id, reason=exc.code, sender=delivery.sender)
+        log.warning("message.quarantined", message_id=header.id if header else None, reason=exc.code, sender=sender)
         return Disposition.ACK
 
     # --- reading and responding ---------------------------------------------------------
@@ -361,6 +404,8 @@ class Gateway:
 
     async def read_incoming(self, message_id: str, *, actor: Actor, purpose: str) -> OpenedMessage:
         """Decrypt a received message for a user; audited with the user and the purpose."""
+        if purpose not in READ_PURPOSES:
+            raise InvalidPurposeError(f"purpose must be one of {list(READ_PURPOSES)}")
         record = await self.store.get_incoming(message_id)
         if record is None:
             raise NotFoundError(f"no received message {message_id}")
@@ -372,16 +417,33 @@ class Gateway:
         return opened
 
     async def respond(self, message_id: str, answer: dict[str, Any], *, actor: Actor) -> Header:
-        """Answer a received referral.request (accepted / declined / more information needed)."""
+        """Answer a received referral.request (accepted / declined / more information needed).
+
+        Idempotent: the response id is derived from the request and the decision, so a
+        client retrying after a timeout gets the same response, not a second one. After a
+        final decision (accepted or declined) a different answer is a conflict.
+        """
         record = await self.store.get_incoming(message_id)
         if record is None:
             raise NotFoundError(f"no received message {message_id}")
         if record.message_type != "referral.request":
             raise ConflictError(f"message {message_id} is a {record.message_type}, not a referral.request")
+        decision = str(answer.get("decision"))
+        response_id = derived_message_id("response", message_id, decision, self.agency_id)
+        existing = await self.store.get_outgoing(response_id)
+        if existing is not None:
+            header, _, _ = parse_envelope(existing.envelope)
+            return header
+        for final in FINAL_DECISIONS:
+            if await self.store.get_outgoing(derived_message_id("response", message_id, final, self.agency_id)):
+                raise ConflictError(f"referral {message_id} was already answered: {final}")
         payload = dict(answer, request_message_id=message_id)
         header = await self.submit("referral.response", payload, recipient=record.sender, case_ref=record.case_ref,
-                                   actor=actor, in_reply_to=message_id)
-        await self.store.set_incoming_status(message_id, "responded", self.clock())
+                                   actor=actor, in_reply_to=message_id, message_id=response_id)
+        try:
+            await self.store.set_incoming_status(message_id, "responded", self.clock())
+        except StoreError as exc:  # the response is durable; the inbox status is cosmetic
+            log.warning("inbox.status_failed", message_id=message_id, error=exc.code)
         return header
 
     async def outgoing_status(self, message_id: str) -> tuple[Any, list[Any]]:
@@ -393,17 +455,19 @@ class Gateway:
 
     # --- audit and metrics -----------------------------------------------------------------
 
-    async def _audit(self, event: str, actor: Actor, header: Header, detail: dict[str, Any]) -> None:
-        await self.store.append_audit(AuditEntry(
-            at=self.clock(), event_type=event, actor=actor.name, case_ref=header.case, message_id=header.id,
+    def _entry(self, event: str, actor: Actor, header: Header | None, detail: dict[str, Any]) -> AuditEntry:
+        return AuditEntry(
+            at=self.clock(), event_type=event, actor=actor.name,
+            case_ref=header.case if header else None, message_id=header.id if header else None,
             detail_json=json.dumps(detail, sort_keys=True),
-        ))
+        )
+
+    async def _audit(self, event: str, actor: Actor, header: Header, detail: dict[str, Any]) -> None:
+        await self.store.append_audit(self._entry(event, actor, header, detail))
 
     async def audit_event(self, event: str, actor: Actor, detail: dict[str, Any]) -> None:
         """Append an audit entry that is not about one message (e.g. an authentication failure)."""
-        await self.store.append_audit(AuditEntry(
-            at=self.clock(), event_type=event, actor=actor.name, detail_json=json.dumps(detail, sort_keys=True),
-        ))
+        await self.store.append_audit(self._entry(event, actor, None, detail))
 
     def _describe_metrics(self) -> None:
         for name, text in (
@@ -413,5 +477,6 @@ class Gateway:
             ("messages_received_total", "Verified messages stored in the inbox, by type"),
             ("messages_quarantined_total", "Deliveries sent to quarantine, by reason code"),
             ("duplicates_total", "Redelivered messages recognised by id and not delivered again"),
+            ("receipt_failures_total", "Receipts that could not be sealed to the sender, by reason code"),
         ):
             self.metrics.describe(name, text)

@@ -56,7 +56,8 @@ class Settings:
     authority_key_path: Path = Path("keys/demo/authority.pub.json")
     #: A demo directory (``"demo": true``) is refused unless this is set.
     allow_demo_directory: bool = False
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: May carry the broker password: never printed.
+    amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     #: ``amqp`` for RabbitMQ; ``memory`` only inside one process (demo, tests).
     transport: str = "amqp"
     #: Declare exchanges and queues at start-up (needs configure permission); production
@@ -70,7 +71,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     #: HMAC secret for case pseudonyms (32+ bytes, hex). Keep it as secret as the keys.
-    pseudonym_secret_hex: str | None = None
+    pseudonym_secret_hex: str | None = field(default=None, repr=False)
     message_lifetime_days: int = 7
     #: Outbox retry backoff: first delay and cap, in seconds.
     retry_initial_seconds: float = 1.0
@@ -89,6 +90,13 @@ class Settings:
                 raise SettingsError(f"users: token_sha256 of {user.name!r} must be 64 hex digits")
         if self.transport not in ("amqp", "memory"):
             raise SettingsError("transport must be 'amqp' or 'memory'")
+        if not 1 <= self.message_lifetime_days <= 30:
+            # Receivers refuse envelopes living longer than 30 days (docs/wire-format.md, check 10).
+            raise SettingsError("message_lifetime_days must be between 1 and 30")
+        if self.prefetch < 1 or self.outbox_batch < 1:
+            raise SettingsError("prefetch and outbox_batch must be at least 1")
+        if not 0 < self.retry_initial_seconds <= self.retry_max_seconds:
+            raise SettingsError("retry_initial_seconds must be positive and at most retry_max_seconds")
         if not self.demo_keys and self.key_dir is None:
             raise SettingsError("key_dir is required (or demo_keys = true for the demo)")
 

@@ -417,6 +417,24 @@ class StoreConformance:
         by_seq = {r.seq: r.detail_json for r in records}
         assert [by_seq[s] for s in seqs] == [f'{{"n":{i}}}' for i in range(100)]
 
+    async def test_audit_written_with_the_message_in_one_transaction(self, store: Store) -> None:
+        out, inc = outgoing(), incoming()
+        await store.add_outgoing(out, audit=audit(1, message_id=out.message_id))
+        await store.add_outgoing(out, audit=audit(2, message_id=out.message_id))  # idempotent retry: no 2nd entry
+        assert await store.add_incoming(inc, audit=audit(3, message_id=inc.message_id))
+        assert not await store.add_incoming(inc, audit=audit(4, message_id=inc.message_id))  # duplicate
+        records = await store.read_audit(1, 10)
+        assert [(r.detail_json, r.message_id) for r in records] == [
+            ('{"n":1}', out.message_id), ('{"n":3}', inc.message_id),
+        ]
+
+    async def test_conflicting_add_writes_no_audit(self, store: Store) -> None:
+        out = outgoing()
+        await store.add_outgoing(out)
+        with pytest.raises(MessageConflictError):
+            await store.add_outgoing(outgoing(message_id=out.message_id, envelope=b"other"), audit=audit(1))
+        assert await store.read_audit(1, 10) == []
+
     async def test_audit_is_append_only(self, store: Store) -> None:
         audit_methods = {name for name in dir(store) if "audit" in name and not name.startswith("_")}
         assert audit_methods == {"append_audit", "read_audit"}

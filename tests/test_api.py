@@ -48,14 +48,14 @@ async def test_full_flow_through_http_only(tmp_path) -> None:
         assert item == {"message_id": mid, "sender": "NE-ANLTP-TIM", "type": "referral.request",
                         "case_ref": "ne-ng-apicase000001", "received_at": item["received_at"], "status": "received"}
 
-        status, opened = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "safety assessment for shelter"})
+        status, opened = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "safety_assessment"})
         assert status == 200
         assert opened["payload"] == load_example("referral.request")
         assert opened["header"]["id"] == mid and opened["header"]["sender"] == "NE-ANLTP-TIM"
         assert_conforms(doc, "/inbox/{id}", "GET", 200, opened)
         reads = [a for a in await ng.gateway.store.read_audit(1, 1000) if a.event_type == "message.read"]
         assert [(a.actor, json.loads(a.detail_json)["purpose"]) for a in reads] == [
-            ("caseworker.ng-naptip", "safety assessment for shelter")]
+            ("caseworker.ng-naptip", "safety_assessment")]
 
         status, answered = await ng.call("POST", f"/inbox/{mid}/response", json=ACCEPT)
         assert status == 202, answered
@@ -90,7 +90,7 @@ async def test_other_outgoing_types_and_responses_other_than_accept(tmp_path) ->
         mid = queued["message_id"]
 
         async def arrived() -> bool:
-            return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "triage"}))[0] == 200
+            return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "case_followup"}))[0] == 200
         await eventually(arrived)
         more = {"decision": "more_information_needed", "information_needed": ["identity"]}
         assert (await ng.call("POST", f"/inbox/{mid}/response", json=more))[0] == 202
@@ -189,7 +189,10 @@ async def test_bad_ids_missing_purpose_bad_queries_are_400(tmp_path) -> None:
         for query in ({"limit": "0"}, {"limit": "201"}, {"limit": "ten"}, {"offset": "-1"}, {"status": "lost"}):
             status, body = await ne.call("GET", "/inbox", params=query)
             assert (status, body["error"]) == (400, "invalid_query"), query
-        assert (await ne.call("GET", f"/inbox/{UNKNOWN_ID}", params={"purpose": "x"}))[0] == 404
+        assert (await ne.call("GET", f"/inbox/{UNKNOWN_ID}", params={"purpose": "safety_assessment"}))[0] == 404
+        # The purpose is audited, so it is a code from a list, never free text.
+        status, body = await ne.call("GET", f"/inbox/{UNKNOWN_ID}", params={"purpose": "checking on Amina"})
+        assert (status, body["error"]) == (400, "invalid_purpose")
         assert (await ne.call("GET", f"/messages/{UNKNOWN_ID}"))[0] == 404
         assert (await ne.call("POST", f"/inbox/{UNKNOWN_ID}/response", json=ACCEPT))[0] == 404
         status, body = await ne.call("GET", "/no/such/route")
@@ -229,7 +232,7 @@ async def test_store_unavailable_is_503_and_nothing_is_half_stored(tmp_path, mon
         store = ne.gateway.store
         created_before = [a for a in await store.read_audit(1, 1000) if a.event_type == "message.created"]
 
-        async def unavailable(msg) -> None:
+        async def unavailable(msg, **_) -> None:
             raise StoreUnavailableError("sqlite store /secret/path/ne.db unavailable: SQLITE_FULL")
         monkeypatch.setattr(store, "add_outgoing", unavailable)
         status, body = await _submit(ne)
@@ -265,7 +268,7 @@ async def test_health_and_readiness(tmp_path) -> None:
         status, body = await ne.call("GET", "/healthz", role=None)
         assert (status, body) == (200, {"status": "ok"})
         status, body = await ne.call("GET", "/readyz", role=None)
-        assert status == 200 and body["checks"] == {"store": True, "transport": True, "consumer": True}
+        assert status == 200 and body["checks"] == {"store": True, "transport": True, "consumer": True, "outbox": True}
         assert_conforms(doc, "/readyz", "GET", 200, body)
         ne.gateway.transport.broker.available = False
         status, body = await ne.call("GET", "/readyz", role=None)
@@ -281,6 +284,16 @@ async def test_health_and_readiness(tmp_path) -> None:
         async def sent() -> bool:
             return (await ne.call("GET", f"/messages/{queued['message_id']}"))[1]["status"] != "queued"
         await eventually(sent)
+
+
+async def test_readyz_when_the_outbox_publisher_died(tmp_path) -> None:
+    async with api_pair(tmp_path) as (ne, _):
+        for task in ne.gateway._tasks:
+            if task.get_name() == "gateway-outbox":
+                task.cancel()
+        await asyncio.sleep(0)
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert status == 503 and body["checks"]["outbox"] is False
 
 
 async def test_readyz_when_transport_closed(tmp_path) -> None:

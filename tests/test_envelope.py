@@ -383,8 +383,33 @@ def test_every_rejection_is_an_envelope_error() -> None:
     assert len({cls.code for cls in leaves}) == len(leaves)
 
 
-def test_signing_key_unknown_to_directory_cannot_seal_valid_message(world: World) -> None:
+def test_seal_refuses_a_signing_key_the_recipient_would_refuse(world: World) -> None:
     rogue = AgencyIdentity.create("NE-ANLTP-TIM", SigningKey.generate(), PrivateKey.generate())
-    data = sealed(world, sender=rogue)
     with pytest.raises(errors.UnknownSenderError):
-        open_at_naptip(world, data)
+        sealed(world, sender=rogue)
+    expired = AgencyIdentity("NE-ANLTP-TIM", world.expired_sig, {})
+    with pytest.raises(errors.KeyExpiredError):
+        sealed(world, sender=expired)
+    revoked = AgencyIdentity("NE-ANLTP-TIM", world.revoked_sig, {})
+    with pytest.raises(errors.KeyRevokedError):
+        sealed(world, sender=revoked)
+
+
+def test_stored_message_stays_readable_after_a_later_revocation(world: World) -> None:
+    from dataclasses import replace
+
+    from gateway.directory import Revocation
+
+    data = sealed(world)
+    kid = world.niger.signing_kid
+    revoked_later = replace(world.directory, revocations={
+        **world.directory.revocations, kid: Revocation(kid, NOW + timedelta(hours=1), "key_compromise")})
+    with pytest.raises(errors.KeyRevokedError):  # a new delivery after the revocation
+        open_sealed(data, recipient=world.nigeria, directory=revoked_later, replay_guard=None,
+                    now=NOW + timedelta(hours=2))
+    opened = open_sealed(data, recipient=world.nigeria, directory=revoked_later, replay_guard=None,
+                         now=NOW, stored_at=NOW)  # stored before the revocation
+    assert opened.header.sender == "NE-ANLTP-TIM"
+    with pytest.raises(errors.KeyRevokedError):  # stored after it: no exception
+        open_sealed(data, recipient=world.nigeria, directory=revoked_later, replay_guard=None,
+                    now=NOW, stored_at=NOW + timedelta(hours=2))

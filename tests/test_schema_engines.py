@@ -76,3 +76,13 @@ def test_trailing_newline_breaks_anchored_patterns() -> None:
     payload = _load("referral.request")
     payload["person"]["languages"] = ["en\n"]
     assert schema.find_violations("referral.request", payload) != []
+
+
+def test_hostile_payloads_are_explained_briefly_and_without_names() -> None:
+    payload = _load("referral.request")
+    payload["person"]["Amina Bello, born 2009, Kano"] = "x"
+    violations = schema.find_violations("referral.request", payload)
+    assert violations and "Amina" not in str(violations)
+    flood = _load("referral.request")
+    flood["safety_concerns"] = [1] * 5000
+    assert 0 < len(schema.find_violations("referral.request", flood)) <= schema.MAX_EXPLAINED

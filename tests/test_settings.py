@@ -44,6 +44,8 @@ def test_passphrase_never_in_repr(tmp_path) -> None:
     settings = load_settings(path, environ={"GATEWAY_KEY_PASSPHRASE": "correct horse battery"})
     assert settings.key_passphrase == "correct horse battery"
     assert "correct horse" not in repr(settings)
+    with_secrets = load_settings(path, environ={"AMQP_URL": "amqp://u:brokerpass@h/", "GATEWAY_PSEUDONYM_SECRET_HEX": "ab" * 32})
+    assert "brokerpass" not in repr(with_secrets) and "abab" not in repr(with_secrets)
 
 
 @pytest.mark.parametrize(
@@ -59,6 +61,8 @@ def test_passphrase_never_in_repr(tmp_path) -> None:
          f'token_sha256 = "{TOKEN_HASH}"\n', {}, "role 'god'"),
         ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\n[[users]]\nname = "x"\nrole = "admin"\n', {}, "exactly name, role"),
         ('agency_id = = "x"', {}, "cannot read settings file"),
+        ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\nmessage_lifetime_days = 31\n', {}, "between 1 and 30"),
+        ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\nretry_initial_seconds = 0\n', {}, "retry_initial_seconds"),
     ],
 )
 def test_invalid_settings_are_refused_with_a_reason(tmp_path, text, env, match) -> None:

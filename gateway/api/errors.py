@@ -19,7 +19,7 @@ from gateway.api.responses import json_body
 from gateway.directory import NoValidKeyError, UnknownAgencyError
 from gateway.envelope import RecipientRefusesError
 from gateway.errors import GatewayError, OversizeEnvelopeError, SchemaInvalidError, Violation
-from gateway.service import ConflictError, NotFoundError
+from gateway.service import ConflictError, InvalidPurposeError, NotFoundError
 from gateway.settings import SettingsError
 from gateway.store import MessageConflictError, StoreUnavailableError
 from gateway.transport import TransportError
@@ -56,6 +56,7 @@ def invalid_request(violations: list[Violation]) -> ApiError:
 
 #: GatewayError classes the API expects, most specific first: (class, status).
 STATUS_OF: tuple[tuple[type[GatewayError], int], ...] = (
+    (InvalidPurposeError, 400),
     (SchemaInvalidError, 422),
     (RecipientRefusesError, 422),
     (UnknownAgencyError, 422),

@@ -37,7 +37,8 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready only if the store answers, the broker connection is healthy and the consumer runs."""
     gateway = gateway_of(request)
     store, transport = await asyncio.gather(_check(gateway.store.ping()), _check(gateway.transport.is_healthy()))
-    checks = {"store": store, "transport": transport, "consumer": gateway.transport_ready}
+    checks = {"store": store, "transport": transport, "consumer": gateway.transport_ready,
+              "outbox": gateway.outbox_running}
     if all(checks.values()):
         return json_body({"status": "ready", "checks": checks})
     failed = [name for name, ok in checks.items() if not ok]

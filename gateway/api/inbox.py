@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50
-#: The purpose of a read is free text for the audit log; bounded so it stays a note.
+#: The purpose of a read is a code from service.READ_PURPOSES (it is audited); bounded before the check.
 MAX_PURPOSE_CHARS = 200
 
 

@@ -206,8 +206,9 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Checks": {
         "type": "object",
-        "required": ["store", "transport", "consumer"],
-        "properties": {"store": {"type": "boolean"}, "transport": {"type": "boolean"}, "consumer": {"type": "boolean"}},
+        "required": ["store", "transport", "consumer", "outbox"],
+        "properties": {"store": {"type": "boolean"}, "transport": {"type": "boolean"}, "consumer": {"type": "boolean"},
+                       "outbox": {"type": "boolean", "description": "the outbox publisher task is running"}},
     },
     "Ready": {
         "type": "object",

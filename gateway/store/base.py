@@ -300,9 +300,10 @@ class Store(Protocol):
     """
 
     # outbox
-    async def add_outgoing(self, msg: OutgoingMessage) -> None:
+    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
         """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
-        id and content; MessageConflictError if the id is stored with other content."""
+        id and content; MessageConflictError if the id is stored with other content.
+        ``audit`` is appended in the same transaction, only when the row is new."""
 
     async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Queued messages with ``next_attempt_at <= now``, oldest (``created_at``) first."""
@@ -330,10 +331,11 @@ class Store(Protocol):
         or ``received``). Empty for an unknown id."""
 
     # inbox
-    async def add_incoming(self, msg: IncomingMessage) -> bool:
+    async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
         """Store ``msg`` unless its id is already in the inbox. True if stored now, False if
         the id was already there (the first copy wins; it is never overwritten). Atomic:
-        of any number of concurrent calls for one id, exactly one returns True."""
+        of any number of concurrent calls for one id, exactly one returns True.
+        ``audit`` is appended in the same transaction, only when the row is new."""
 
     async def list_incoming(
         self, limit: int, offset: int = 0, status: IncomingStatus | None = None

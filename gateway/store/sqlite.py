@@ -366,7 +366,7 @@ class SQLiteStore:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutgoingMessage) -> None:
+    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
         if not isinstance(msg, OutgoingMessage):
             raise TypeError("add_outgoing takes an OutgoingMessage")
         at = _ts(msg.created_at)
@@ -389,6 +389,8 @@ class SQLiteStore:
             conn.execute(
                 "INSERT INTO message_events (outbox_id, status, at) VALUES (?, 'queued', ?)", (msg.message_id, at)
             )
+            if audit is not None:
+                _insert_audit(conn, audit)
 
         await self._in_write(run)
 
@@ -487,7 +489,7 @@ class SQLiteStore:
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def add_incoming(self, msg: IncomingMessage) -> bool:
+    async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
         if not isinstance(msg, IncomingMessage):
             raise TypeError("add_incoming takes an IncomingMessage")
         at = _ts(msg.received_at)
@@ -503,6 +505,8 @@ class SQLiteStore:
             if cur.rowcount != 1:
                 return False
             conn.execute("INSERT INTO message_events (inbox_id, status, at) VALUES (?, 'received', ?)", (msg.message_id, at))
+            if audit is not None:
+                _insert_audit(conn, audit)
             return True
 
         return await self._in_write(run)
@@ -600,20 +604,7 @@ class SQLiteStore:
             raise TypeError("append_audit takes an AuditEntry")
 
         def run(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json, entry_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _ts(entry.at),
-                    entry.event_type,
-                    entry.actor,
-                    entry.case_ref,
-                    entry.message_id,
-                    entry.detail_json,
-                    entry.entry_hash,
-                ),
-            )
-            return int(cur.lastrowid)
+            return _insert_audit(conn, entry)
 
         return await self._in_write(run)
 
@@ -659,3 +650,16 @@ def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:
         raise map_sqlite_error(exc, where) from exc
     except OSError as exc:  # creating the file: missing directory, no permission, disk full
         raise StoreUnavailableError(f"sqlite store {where} unavailable: {exc.strerror}") from exc
+
+
+def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> int:
+    """Insert one audit entry inside the caller's transaction; return its seq."""
+    if not isinstance(entry, AuditEntry):
+        raise TypeError("audit must be an AuditEntry")
+    cur = conn.execute(
+        "INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json, entry_hash)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (_ts(entry.at), entry.event_type, entry.actor, entry.case_ref, entry.message_id, entry.detail_json,
+         entry.entry_hash),
+    )
+    return int(cur.lastrowid)

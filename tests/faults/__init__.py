@@ -1,0 +1,1 @@
+"""Fault tests against the real RabbitMQ: crashes, kills, lost connections, restarts, data leaks."""

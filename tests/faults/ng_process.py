@@ -1,0 +1,101 @@
+"""Run one gateway (default NG-NAPTIP) in its own process, for the fault tests and the benchmark.
+
+    python -m tests.faults.ng_process --tmp DIR --run-id ID --amqp-url URL
+        [--agency NG-NAPTIP] [--crash-marker PATH] [--metrics-out PATH] [--prefetch N]
+        [--log-level info] [--busy-out PATH]
+
+Prints ``READY <pid>`` on stdout once consuming. SIGTERM (or SIGINT) stops it gracefully:
+``Gateway.stop()`` (unacked deliveries go back to the broker), metrics to ``--metrics-out``,
+store closed, exit 0.
+
+``--crash-marker PATH``: if PATH does not exist yet, the process dies with ``os._exit(137)``
+right after the store has accepted the first new inbox message (``add_incoming`` returned
+True) -- the message is stored, but not acked and not receipted. PATH is created first, so
+a restart with the same arguments runs normally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from gateway.bootstrap import open_gateway
+from gateway.logs import configure_logging
+from gateway.store import IncomingMessage, Store
+
+from tests.faults.harness import BusyMeter
+from tests.gateway_pair import NIGERIA, settings_for
+
+
+class CrashAfterFirstStore:
+    """A store that kills the process once, between "stored in the inbox" and "acked"."""
+
+    def __init__(self, inner: Store, marker: Path) -> None:
+        self._inner = inner
+        self._marker = marker
+
+    async def add_incoming(self, msg: IncomingMessage, **kwargs: Any) -> bool:
+        stored = await self._inner.add_incoming(msg, **kwargs)
+        if stored and not self._marker.exists():
+            self._marker.write_text(msg.message_id)
+            os._exit(137)  # no finally blocks, no ack, no connection close: like kill -9
+        return stored
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+async def run(args: argparse.Namespace) -> None:
+    extra: dict[str, Any] = {}
+    if args.prefetch:
+        extra["prefetch"] = args.prefetch
+    settings = settings_for(args.agency, Path(args.tmp), transport="amqp", amqp_url=args.amqp_url,
+                            run_id=args.run_id, **extra)
+    gateway = await open_gateway(settings)
+    if args.crash_marker:
+        gateway.store = CrashAfterFirstStore(gateway.store, Path(args.crash_marker))  # type: ignore[assignment]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    meter = BusyMeter().install(loop) if args.busy_out else None
+    if meter:  # SIGUSR1 writes the busy times since the previous SIGUSR1 (benchmark only)
+        def dump() -> None:
+            Path(args.busy_out).write_text(json.dumps(meter.snapshot()), encoding="utf-8")
+            meter.reset()
+        loop.add_signal_handler(signal.SIGUSR1, dump)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await gateway.start()
+    await gateway.wait_ready(30)
+    print(f"READY {os.getpid()}", flush=True)
+    await stop.wait()
+    await gateway.stop()
+    if args.metrics_out:
+        Path(args.metrics_out).write_text(gateway.metrics.render(), encoding="utf-8")
+    await gateway.store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tmp", required=True)
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--amqp-url", required=True)
+    parser.add_argument("--agency", default=NIGERIA)
+    parser.add_argument("--crash-marker")
+    parser.add_argument("--metrics-out")
+    parser.add_argument("--prefetch", type=int, default=0)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--busy-out", help="benchmark: on SIGUSR1 write loop/store busy seconds (JSON) here")
+    args = parser.parse_args()
+    configure_logging(args.log_level)
+    asyncio.run(run(args))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
