@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-_TS = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
+_TS = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")
 
 
 def utcnow() -> datetime:
@@ -24,4 +24,6 @@ def parse_ts(text: str) -> datetime:
     """Parse ``YYYY-MM-DDTHH:MM:SSZ`` strictly; raise ValueError on anything else."""
     if not isinstance(text, str) or not _TS.fullmatch(text):
         raise ValueError("timestamp must look like YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    # The shape is checked above; fromisoformat checks the calendar (no 30 February)
+    # and is ~10x faster than strptime on this per-message path.
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)

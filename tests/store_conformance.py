@@ -435,6 +435,23 @@ class StoreConformance:
             await store.add_outgoing(outgoing(message_id=out.message_id, envelope=b"other"), audit=audit(1))
         assert await store.read_audit(1, 10) == []
 
+    async def test_concurrent_writes_stay_independent(self, store: Store) -> None:
+        # Backends may commit concurrent writes together; each must still succeed or fail alone.
+        taken = outgoing()
+        await store.add_outgoing(taken)
+        fresh = [outgoing() for _ in range(20)]
+        results = await asyncio.gather(
+            store.add_outgoing(outgoing(message_id=taken.message_id, envelope=b"other"), audit=audit(99)),
+            *(store.add_outgoing(m, audit=audit(i, message_id=m.message_id)) for i, m in enumerate(fresh)),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], MessageConflictError) and results[1:] == [None] * 20
+        for m in fresh:
+            assert (await store.get_outgoing(m.message_id)).status == "queued"
+        entries = await store.read_audit(1, 100)
+        assert sorted(e.message_id for e in entries) == sorted(m.message_id for m in fresh)
+        assert [e.seq for e in entries] == list(range(1, 21))  # the refused write left no gap
+
     async def test_audit_is_append_only(self, store: Store) -> None:
         audit_methods = {name for name in dir(store) if "audit" in name and not name.startswith("_")}
         assert audit_methods == {"append_audit", "read_audit"}

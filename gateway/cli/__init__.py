@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from gateway.errors import GatewayError
+from gateway.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return the process exit code."""
     args = build_parser().parse_args(argv)
+    # Command output goes to stdout; logs (JSON, warnings and up unless a command says
+    # otherwise) go to stderr so they never mix with what a script parses.
+    configure_logging("warning")
     try:
         return int(args.func(args) or 0)
     except GatewayError as exc:
@@ -34,5 +38,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

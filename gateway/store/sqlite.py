@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -304,18 +305,47 @@ def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
             raise
 
 
-def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
-    """Run ``fn`` in one write transaction. BEGIN IMMEDIATE takes the write lock up front,
-    so a read-modify-write never fails half-way with SQLITE_BUSY on lock upgrade."""
-    conn.execute("BEGIN IMMEDIATE")
+_WriteJob = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+
+
+def _write_batch(conn: sqlite3.Connection, where: str, jobs: list[_WriteJob]) -> list[tuple[bool, Any]]:
+    """Run several write jobs in ONE transaction (group commit): one fsync for all of them.
+
+    Each job runs inside its own SAVEPOINT, so a job that raises (a conflict, a bad
+    value) is undone alone and the others still commit: every job stays atomic, as if
+    it had its own transaction. A database error (disk full, read-only, locked) fails
+    the whole batch, because SQLite may already have rolled the transaction back.
+    BEGIN IMMEDIATE takes the write lock up front, so no job fails half-way on lock upgrade.
+    Returns (ok, result-or-exception) per job, in order.
+    """
+    outcomes: list[tuple[bool, Any]] = []
     try:
-        result = fn(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        for fn, _ in jobs:
+            conn.execute("SAVEPOINT job")
+            try:
+                result = fn(conn)
+            except sqlite3.IntegrityError as exc:  # this job's constraint: undo it alone
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, map_sqlite_error(exc, where)))
+                continue
+            except sqlite3.Error:
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to that job's caller
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                outcomes.append((False, exc))
+                continue
+            conn.execute("RELEASE job")
+            outcomes.append((True, result))
         conn.execute("COMMIT")
-    except BaseException:
+    except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise
-    return result
+        error = map_sqlite_error(exc, where)
+        return [(False, error) for _ in jobs]
+    return outcomes
 
 
 # --- the store ---------------------------------------------------------------------------
@@ -330,6 +360,10 @@ class SQLiteStore:
         self._conn = conn
         self._clock = clock
         self._closed = False
+        # Writes waiting for the next group commit, and whether a flush is already queued.
+        self._pending: list[_WriteJob] = []
+        self._pending_lock = threading.Lock()
+        self._flush_queued = False
 
     @classmethod
     async def open(
@@ -362,7 +396,37 @@ class SQLiteStore:
         return await loop.run_in_executor(self._executor, _guarded, str(self._path), fn, self._conn, *args)
 
     async def _in_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._call(_write, fn)
+        """Run ``fn`` in a write transaction; resolves once it is committed (durable).
+
+        Writes issued while a commit is in progress are committed together by the next
+        flush: concurrent handlers share one fsync instead of queueing for one each.
+        """
+        if self._closed:
+            raise StoreUnavailableError(f"sqlite store {self._path} is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((fn, future))
+            queue_flush = not self._flush_queued
+            self._flush_queued = True
+        if queue_flush:
+            loop.run_in_executor(self._executor, self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: commit every pending write in one transaction, then settle their futures."""
+        with self._pending_lock:
+            jobs, self._pending = self._pending, []
+            self._flush_queued = False
+        if not jobs:
+            return
+        try:
+            outcomes = _write_batch(self._conn, str(self._path), jobs)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the connection was closed under us
+            error = StoreUnavailableError(f"sqlite store {self._path} unavailable: {type(exc).__name__}")
+            outcomes = [(False, error) for _ in jobs]
+        for (_, future), (ok, value) in zip(jobs, outcomes):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
 
     # --- outbox ---------------------------------------------------------------------------
 
@@ -640,6 +704,15 @@ class SQLiteStore:
             await loop.run_in_executor(self._executor, self._conn.close)
         finally:
             self._executor.shutdown(wait=False)
+
+
+def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
+    if future.done():  # the caller was cancelled; the write itself was still committed
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:
