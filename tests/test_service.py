@@ -22,30 +22,36 @@ async def _status(gw, message_id):
     return record.status
 
 
+async def _reaches(gw, message_id, status):
+    async def reached():
+        return await _status(gw, message_id) == status
+    await eventually(reached)
+
+
+async def _inbox_not_empty(gw):
+    async def not_empty():
+        return bool(await gw.list_inbox())
+    await eventually(not_empty)
+
+
 async def test_referral_round_trip_with_receipts_and_acceptance(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase01", actor=WORKER)
         assert await _status(ne, header.id) in {"queued", "sent", "delivered"}
 
-        async def delivered():
-            return await _status(ne, header.id) == "delivered"
-        await eventually(delivered)
+        await _reaches(ne, header.id, "delivered")
 
         inbox = await ng.list_inbox()
         assert [r.message_id for r in inbox] == [header.id]
         opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
         assert opened.payload == load_example("referral.request")
 
-        async def read():
-            return await _status(ne, header.id) == "read"
-        await eventually(read)
+        await _reaches(ne, header.id, "read")
 
         await ng.respond(header.id, {"decision": "accepted", "accepted_purposes": ["safety_assessment"]}, actor=OFFICER)
 
-        async def accepted():
-            return await _status(ne, header.id) == "accepted"
-        await eventually(accepted)
+        await _reaches(ne, header.id, "accepted")
         _, trail = await ne.outgoing_status(header.id)
         assert [s for s, _ in trail] == ["queued", "sent", "delivered", "read", "accepted"]
 
@@ -55,9 +61,7 @@ async def test_redelivered_message_is_delivered_once(tmp_path) -> None:
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase02", actor=WORKER)
 
-        async def delivered():
-            return await _status(ne, header.id) == "delivered"
-        await eventually(delivered)
+        await _reaches(ne, header.id, "delivered")
         record = await ne.store.get_outgoing(header.id)
         again = Delivery(header.id, NIGER, NIGERIA, record.envelope, {}, True)
         assert (await ng.handle_delivery(again)).name == "ACK"
@@ -106,9 +110,7 @@ async def test_read_and_respond_errors(tmp_path) -> None:
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase05", actor=WORKER)
 
-        async def receipt_at_ne():
-            return bool(await ne.list_inbox())
-        await eventually(receipt_at_ne)
+        await _inbox_not_empty(ne)
         receipt = (await ne.list_inbox())[0]
         with pytest.raises(ConflictError):
             await ne.respond(receipt.message_id, {"decision": "accepted", "accepted_purposes": ["assistance"]}, actor=WORKER)
@@ -132,9 +134,7 @@ async def test_a_receipt_that_cannot_be_sealed_does_not_fail_the_stored_message(
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase06", actor=WORKER)
 
-        async def stored():
-            return bool(await ng.list_inbox())
-        await eventually(stored)
+        await _inbox_not_empty(ng)
         await eventually(lambda: _audited(ng, "receipt.failed"))
         assert await _status(ne, header.id) == "sent"  # no receipt came back, nothing looped
         assert await ng.transport.list_quarantine(10) == []
@@ -149,9 +149,7 @@ async def test_same_id_with_other_content_is_quarantined_not_acked_as_duplicate(
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase07", actor=WORKER)
 
-        async def delivered():
-            return await _status(ne, header.id) == "delivered"
-        await eventually(delivered)
+        await _reaches(ne, header.id, "delivered")
         other = await ne.submit("case.followup", load_example("case.followup"), recipient=NIGERIA,
                                 case_ref="ne-ng-servicecase07", actor=WORKER)
         record = await ne.store.get_outgoing(other.id)
@@ -179,9 +177,7 @@ async def test_respond_is_idempotent_and_final(tmp_path) -> None:
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase09", actor=WORKER)
 
-        async def stored():
-            return bool(await ng.list_inbox())
-        await eventually(stored)
+        await _inbox_not_empty(ng)
         more = await ng.respond(header.id, {"decision": "more_information_needed", "information_needed": ["identity"]},
                                 actor=OFFICER)
         accept = {"decision": "accepted", "accepted_purposes": ["safety_assessment"]}
@@ -191,8 +187,6 @@ async def test_respond_is_idempotent_and_final(tmp_path) -> None:
         with pytest.raises(ConflictError, match="already answered: accepted"):
             await ng.respond(header.id, {"decision": "declined", "decline_reason": "no_capacity"}, actor=OFFICER)
 
-        async def accepted():
-            return await _status(ne, header.id) == "accepted"
-        await eventually(accepted)
+        await _reaches(ne, header.id, "accepted")
         responses = [r for r in await ne.list_inbox() if r.message_type == "referral.response"]
         assert len(responses) == 2  # more information, then accepted: never the retry twice

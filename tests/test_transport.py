@@ -27,6 +27,7 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 
+from tests.tcp_proxy import TcpProxy
 from gateway.errors import GatewayError
 from gateway.transport import (
     AmqpTransport,
@@ -439,44 +440,10 @@ async def test_amqp_unreachable_broker_raises_within_timeout() -> None:
     assert await transport.is_healthy() is False
 
 
-class _Proxy:
-    """A TCP proxy in front of the broker that the test can pull the plug on."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self.target = (target_host, target_port)
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        assert self.server is not None
-        self.server.close()
-        for writer in list(self.writers):
-            writer.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        self.writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(Exception):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-
 @pytest.mark.broker
 async def test_amqp_publish_while_disconnected_fails_fast_then_recovers(amqp_url: str) -> None:
     parsed = urlparse(amqp_url)
-    proxy = _Proxy(parsed.hostname or "127.0.0.1", parsed.port or 5672)
+    proxy = TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 5672)
     await proxy.start()
     prefix = f"test-{uuid.uuid4().hex[:12]}"
     url = f"amqp://{parsed.username}:{parsed.password}@127.0.0.1:{proxy.port}{parsed.path or '/'}"

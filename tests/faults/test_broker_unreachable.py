@@ -18,7 +18,9 @@ from gateway.settings import User
 
 from tests.gateway_pair import NIGERIA
 
-from .harness import WORKER, TcpProxy, in_process_gateway, wait_until
+from tests.tcp_proxy import TcpProxy
+
+from .harness import WORKER, in_process_gateway, wait_until
 
 pytestmark = pytest.mark.broker
 
