@@ -1,0 +1,358 @@
+"""The Niger adapter (ANLTP-TIM fiche de référencement): samples, round trips, drops, errors, fuzzing."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
+from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
+from adapters.niger import NigerAdapter
+from gateway.errors import SchemaInvalidError
+from gateway.schema import PURPOSES, example_names, find_violations, load_example
+from tests.test_adapters_base import mostly, records_from_schema
+
+FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "niger"
+SAMPLES = sorted((FOLDER / "samples").glob("*.json"))
+
+
+@pytest.fixture(scope="module")
+def niger() -> MappingAdapter:
+    adapter = get_adapter("niger")
+    assert isinstance(adapter, NigerAdapter)
+    return adapter
+
+
+def sample(name: str) -> dict[str, Any]:
+    return json.loads((FOLDER / "samples" / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def without(trace: dict[str, Any], prefixes: set[str]) -> dict[str, Any]:
+    """A trace minus the local fields under any of these prefixes (dropped fields)."""
+    return {k: v for k, v in trace.items() if not any(k == p or k.startswith((p + ".", p + "[")) for p in prefixes)}
+
+
+# --- the local format ------------------------------------------------------------------
+
+
+def test_local_schema_is_draft_2020_12_and_samples_are_valid(niger: MappingAdapter) -> None:
+    schema = json.loads((FOLDER / "fiche.schema.json").read_text(encoding="utf-8"))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+    assert len(SAMPLES) >= 3
+    for path in SAMPLES:
+        assert list(Draft202012Validator(schema).iter_errors(json.loads(path.read_text(encoding="utf-8")))) == [], path.name
+
+
+def test_every_code_list_the_local_schema_names_exists(niger: MappingAdapter) -> None:
+    text = (FOLDER / "fiche.schema.json").read_text(encoding="utf-8")
+    named = {part.split('"')[0] for part in text.split('"x-code-list": "')[1:]}
+    assert named <= set(niger.table.code_lists)
+
+
+def test_every_shared_code_has_a_french_spelling(niger: MappingAdapter) -> None:
+    """from_shared can write back every code the shared schema can send."""
+    for name, codes in niger.table.code_lists.items():
+        assert codes.missing_codes() == [], name
+
+
+def test_the_mapping_covers_every_field_the_shared_schema_carries(niger: MappingAdapter) -> None:
+    mapped = {shared for _, _, shared in _walk_rules(niger.table.rules)}
+    leaves = {f for f in shared_request_fields() if not any(g.startswith(f + ".") for g in shared_request_fields())}
+    # person.names given/middle come from one local field (prenom -> split_names).
+    covered = mapped | {"person.names.given", "person.names.middle",
+                        "person.family_contacts.names.given", "person.family_contacts.names.middle"}
+    expanded = {f for f in leaves if any(f == m or f.startswith(m + ".") for m in covered)}
+    assert leaves - expanded == set()
+
+
+# --- samples ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.stem)
+def test_sample_round_trip_preserves_every_carried_field(niger: MappingAdapter, path: Path) -> None:
+    local = json.loads(path.read_text(encoding="utf-8"))
+    result = niger.to_shared(local)
+    assert find_violations("referral.request", result.payload) == []
+    back = niger.from_shared(result.payload)
+    dropped = {d.local_field for d in result.dropped}
+    before, after = without(niger.trace(local), dropped), niger.trace(back)
+    for field, value in before.items():
+        assert after.get(field) == value, field
+    # and the shared side is a fixed point
+    assert niger.to_shared(back, result.payload["purposes"]).payload == result.payload
+
+
+def test_adult_woman_from_nigeria(niger: MappingAdapter) -> None:
+    result = niger.to_shared(sample("adulte_nigeriane_securite_recherche"))
+    p = result.payload
+    assert p["purposes"] == ["safety_assessment", "family_tracing"]
+    assert p["person"]["nationality"] == "NG" and p["person"]["sex"] == "female"
+    assert p["person"]["names"] == {"given": "Amaka", "middle": "Joy", "family": "Testfixture"}
+    assert p["person"]["place_of_origin"] == {"country": "NG", "admin1": "Edo", "admin2": "Oredo", "locality": "Benin City"}
+    assert p["person"]["family_contacts"][0]["phone"] == "+2348000000001"
+    assert p["identification"]["identified_on"] == "2026-03-04"
+    assert p["consent"]["given_at"] == "2026-03-06T10:15:00Z"  # 11:15 in Niamey (UTC+1)
+    # exploitation and needs are assistance data: not for a safety assessment or family tracing
+    assert "exploitation" not in p and "needs" not in p
+    reasons = {d.local_field: d.reason for d in result.dropped}
+    assert reasons["type_exploitation"] == "not allowed for purposes [safety_assessment, family_tracing]"
+    assert reasons["besoins"] == reasons["type_exploitation"]
+    assert reasons["numero_dossier"].startswith("local only")
+
+
+def test_safety_assessment_only_drops_identity_and_reports_it(niger: MappingAdapter) -> None:
+    result = niger.to_shared(sample("adulte_nigeriane_securite_recherche"), ["safety_assessment"])
+    person = result.payload["person"]
+    assert set(person) == {"sex", "age", "nationality", "languages"}
+    dropped = {d.local_field: d for d in result.dropped}
+    assert {"nom", "prenom", "lieu_origine", "contacts_famille", "type_exploitation", "besoins"} <= set(dropped)
+    assert dropped["nom"].shared_path == "person.names.family"
+    assert dropped["prenom"].shared_path == "person.names"
+    assert all(d.reason == "not allowed for purposes [safety_assessment]"
+               for k, d in dropped.items() if k not in ("numero_dossier", "observations"))
+
+
+def test_minor_with_guardian_consent_for_assisted_return(niger: MappingAdapter) -> None:
+    result = niger.to_shared(sample("mineure_retour_tuteur"), ["assisted_return"])
+    p = result.payload
+    assert p["person"]["age"] == {"minor": True, "date_of_birth": "2009-05-02"}
+    assert p["consent"]["decision_maker"] == "parent_guardian"
+    assert p["person"]["identity_documents"] == [{"type": "birth_certificate", "issuing_country": "NG", "held_by_person": False}]
+    assert p["needs"] == ["medical", "psychosocial", "documentation", "return"]
+    # the same child for a safety assessment: no date of birth, an age in years instead
+    safety = niger.to_shared(sample("mineure_retour_tuteur"), ["safety_assessment"])
+    assert safety.payload["person"]["age"] == {"minor": True, "years": 16}
+    assert any(d.local_field == "date_naissance" and "age in years sent instead" in d.reason for d in safety.dropped)
+
+
+def test_missing_values_sample(niger: MappingAdapter) -> None:
+    p = niger.to_shared(sample("valeurs_manquantes")).payload
+    assert p["person"]["sex"] == "unknown"
+    assert p["person"]["age"] == {"minor": True, "band": "unknown"}
+    assert p["person"]["names"] == {"given": "Testfixture"}
+    assert p["person"]["languages"] == ["ha"]
+    for absent in ("nationality", "place_of_origin", "family_contacts"):
+        assert absent not in p["person"]
+    assert "needs" not in p and "safety_concerns" not in p and "urgency" not in p
+    assert p["exploitation"] == [{"type": "undetermined", "intended": False}]
+    assert "identified_on" not in p["identification"] and "identified_by" not in p["identification"]
+
+
+@pytest.mark.parametrize("name", [n for n in example_names() if n.startswith("referral.request")])
+def test_every_shared_example_survives_the_local_format(niger: MappingAdapter, name: str) -> None:
+    """Nothing the shared schema carries is lost by a trip through the fiche."""
+    variant = name.removeprefix("referral.request").removeprefix(".") or None
+    payload = load_example("referral.request", variant)
+    assert niger.to_shared(niger.from_shared(payload)).payload == payload
+
+
+# --- spelling, missing values, errors --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spelling", "code"),
+    [("nigériane", "NG"), ("nigeriane", "NG"), ("NIGÉRIANE", "NG"), ("Nigeria", "NG"), ("Nigéria", "NG"),
+     ("nigérienne", "NE"), ("Niger", "NE"), ("Bénin", "BJ"), ("benin", "BJ"), ("béninoise", "BJ"), ("Mali", "ML"),
+     ("malienne", "ML"), ("Côte d'Ivoire", "CI"), ("cote d’ivoire", "CI"), ("burkinabè", "BF"), ("NG", "NG")],
+)
+def test_nationality_spellings(niger: MappingAdapter, spelling: str, code: str) -> None:
+    assert niger.to_shared(sample("adulte_nigeriane_securite_recherche") | {"nationalite": spelling}).payload["person"]["nationality"] == code
+
+
+@pytest.mark.parametrize(
+    ("items", "expected"),
+    [
+        (["mendicité forcée"], [{"type": "forced_begging", "intended": False}]),
+        (["MENDICITE FORCEE", "Exploitation Sexuelle (intentionnelle)"],
+         [{"type": "forced_begging", "intended": False}, {"type": "sexual_exploitation", "intended": True}]),
+        ([{"type": "travail forcé", "intentionnelle": True, "secteurs": ["Orpaillage"], "pays": ["Libye"]}],
+         [{"type": "forced_labour", "intended": True, "labour_sectors": ["mining_drilling"], "countries": ["LY"]}]),
+        (["esclavage", "mariage forcé", "criminalité forcée", "prélèvement d'organes", "travail domestique"],
+         [{"type": t, "intended": False} for t in
+          ("slavery_servitude", "forced_marriage", "forced_criminal_activity", "organ_removal", "domestic_servitude")]),
+        (["inconnu"], [{"type": "undetermined", "intended": False}]),
+    ],
+)
+def test_exploitation_types(niger: MappingAdapter, items: list[Any], expected: list[Any]) -> None:
+    rec = sample("adulte_nigeriane_securite_recherche") | {"type_exploitation": items}
+    rec["consentement"]["finalites"].append("assistance")
+    assert niger.to_shared(rec, ["assistance"]).payload["exploitation"] == expected
+
+
+@pytest.mark.parametrize(
+    ("statut", "code"), [("présumée", "presumed"), ("PRESUMEE", "presumed"), ("confirmée", "confirmed"), ("refusée", "self_denies")]
+)
+def test_identification_status(niger: MappingAdapter, statut: str, code: str) -> None:
+    rec = sample("adulte_nigeriane_securite_recherche") | {"statut_identification": statut}
+    assert niger.to_shared(rec).payload["identification"]["status"] == code
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ({"type_exploitation": ["exploitation sexuelle", "pêche"]}, UnmappableValueError,
+         "type_exploitation[1]: 'pêche' is not in the code list for exploitation type"),
+        ({"sexe": "X"}, UnmappableValueError, "sexe: 'X' is not in the code list for sex"),
+        ({"nationalite": "Atlantide"}, UnmappableValueError, "nationalite: 'Atlantide' is not in the code list for country"),
+        ({"statut_identification": "inconnu"}, MissingFieldError, "statut_identification: is required and has no value"),
+        ({"age_estime": 15}, UnmappableValueError, "mineur: contradicts age_estime"),
+        ({"mineur": "inconnu", "age_estime": "NSP"}, MissingFieldError, "mineur: is needed when the age is unknown"),
+        ({"date_identification": "31/02/2026"}, UnmappableValueError, "date_identification: is not a calendar date"),
+        ({"lieu_origine": {"ville": "Benin City"}}, MissingFieldError,
+         "lieu_origine.pays: is required when lieu_origine is given"),
+        ({"contacts_famille": [{"nom": "Testfixture"}]}, MissingFieldError,
+         "contacts_famille[0].lien: is required when contacts_famille[0] is given"),
+        ({"couleur": "bleu"}, AdapterError, "couleur: is not a field of the local format"),
+        ({"langues": ["klingon"]}, UnmappableValueError, "langues[0]: 'klingon' is not in the code list for language"),
+    ],
+)
+def test_errors_name_the_local_field_and_why(niger: MappingAdapter, change: dict[str, Any], error: type, message: str) -> None:
+    rec = sample("adulte_nigeriane_securite_recherche") | change
+    rec["consentement"]["finalites"].append("assistance")  # so that no field is dropped
+    with pytest.raises(error) as info:
+        niger.to_shared(rec)
+    assert str(info.value).startswith(message)
+
+
+def test_consent_rules(niger: MappingAdapter) -> None:
+    minor = sample("mineure_retour_tuteur")
+    minor["consentement"]["donne_par"] = "victime"
+    with pytest.raises(UnmappableValueError, match=r"^consentement.donne_par: a minor cannot consent alone"):
+        niger.to_shared(minor)
+    with pytest.raises(PurposesError, match=r"^consentement.finalites: 'assistance' not consented"):
+        niger.to_shared(sample("adulte_nigeriane_securite_recherche"), ["assistance"])
+    rec = sample("adulte_nigeriane_securite_recherche")
+    del rec["consentement"]["donne_par"]
+    with pytest.raises(MissingFieldError, match=r"^consentement.donne_par: is required"):
+        niger.to_shared(rec)
+
+
+SECRET = "Zyxwvutsrqname"
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        {"sexe": "???x"},
+        {"date_naissance": "45/13/2001"},
+        {"mineur": "non", "date_naissance": "inconnue", "age_estime": 15},
+        {"nationalite": "Wakanda"},
+        {"contacts_famille": [{"lien": "voisin", "nom": SECRET, "telephone": "+234"}]},
+        {"contacts_famille": [{"lien": "mère", "nom": SECRET, "prenom": SECRET, "telephone": SECRET}]},
+        {"statut_identification": SECRET},  # a name typed into a coded field is quoted: that is the rule
+        {"lieu_origine": {"ville": SECRET}},
+        {"documents_identite": [{"type": "passeport", "numero": SECRET}]},
+        {"prenom": SECRET + " " * 300},
+        {"consentement": {"donne_par": "victime", "date": "99/99/2026", "expiration": "01/01/2030", "finalites": ["assistance"]}},
+    ],
+)
+def test_errors_never_contain_a_name_from_the_record(niger: MappingAdapter, breakage: dict[str, Any]) -> None:
+    rec = sample("mineure_retour_tuteur") | {"nom": SECRET, "prenom": SECRET} | breakage
+    with pytest.raises(AdapterError) as info:
+        niger.to_shared(rec)
+    shown = str(info.value)
+    if "statut_identification" in breakage:
+        assert shown.startswith("statut_identification: 'Zyxwvutsrqname' is not in the code list")
+        return
+    assert SECRET not in shown and SECRET.lower() not in shown.lower(), shown
+
+
+# --- fuzzing ---------------------------------------------------------------------------
+
+
+def _dates_between(low: date, high: date) -> st.SearchStrategy[str]:
+    return st.dates(low, high).map(lambda d: d.strftime("%d/%m/%Y"))
+
+
+def _dates(fmt: str) -> st.SearchStrategy[str]:
+    return st.dates(date(1930, 1, 1), date(2035, 12, 31)).map(lambda d: d.strftime(fmt))
+
+
+LOCAL_SCHEMA = json.loads((FOLDER / "fiche.schema.json").read_text(encoding="utf-8"))
+OVERRIDES = {
+    "date": mostly(_dates("%d/%m/%Y"), st.sampled_from(["inconnue", "", "31/02/2020", "1/1/1899"])),
+    "date_heure": mostly(st.one_of(_dates("%d/%m/%Y"), _dates("%d/%m/%Y %H:%M")), st.sampled_from(["inconnue", "25/12/2026 24:00"])),
+}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
+    niger = get_adapter("niger")
+    assert isinstance(niger, MappingAdapter)
+    local = data.draw(records_from_schema(LOCAL_SCHEMA, niger.table, OVERRIDES), label="record")
+    if data.draw(mostly(st.just(True), st.just(False), 4)):
+        # Nudge toward records that can succeed: each of these alone fails most random records.
+        local.setdefault("mineur", data.draw(st.booleans()))
+        local.pop("finalites_demandees", None)
+        if "date_naissance" in local:
+            local["date_naissance"] = data.draw(_dates_between(date(1940, 1, 1), date(2025, 12, 31)))
+    purposes = data.draw(mostly(st.none(), st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=5, unique=True), 3), label="purposes")
+    before = copy.deepcopy(local)
+    try:
+        result = niger.to_shared(local, purposes)
+    except SchemaInvalidError:
+        raise  # a mapping bug: the adapter accepted a record and built an invalid payload
+    except AdapterError:
+        return
+    finally:
+        assert local == before  # the caller's record is never modified
+    assert find_violations("referral.request", result.payload) == []
+    # whatever went out comes back out the same through the local format
+    assert niger.to_shared(niger.from_shared(result.payload), result.payload["purposes"]).payload == result.payload
+
+
+CODED = {name: node["x-code-list"] for name, node in LOCAL_SCHEMA["properties"].items() if "x-code-list" in node}
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
+    """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""
+    niger = get_adapter("niger")
+    assert isinstance(niger, MappingAdapter)
+    rec = sample(data.draw(st.sampled_from([p.stem for p in SAMPLES]), label="sample"))
+    for name in data.draw(st.sets(st.sampled_from(sorted(set(CODED) - {"mineur"}))), label="fields"):
+        spellings = st.sampled_from(sorted(niger.table.code_lists[CODED[name]].codes))
+        spelled = st.tuples(spellings, st.sampled_from([str.upper, str.lower, str.title, str])).map(lambda t: t[1](t[0]))
+        node = LOCAL_SCHEMA["properties"][name]
+        rec[name] = data.draw(st.lists(spelled, min_size=1, max_size=4) if "oneOf" in node else spelled, label=name)
+    try:
+        result = niger.to_shared(rec)
+    except SchemaInvalidError:
+        raise
+    except AdapterError as exc:
+        # what a good spelling can still break: purposes vs consent, and age or band vs the minor flag
+        assert exc.local_field in {"finalites_demandees", "consentement.finalites", "mineur"}, str(exc)
+        return
+    assert find_violations("referral.request", result.payload) == []
+    assert niger.to_shared(niger.from_shared(result.payload), result.payload["purposes"]).payload == result.payload
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    nationalite=st.sampled_from(["nigériane", "Nigeria", "Niger", "Bénin", "Mali", "Tchad", "Ghana"]),
+    case=st.sampled_from([str.upper, str.lower, str.title, lambda s: s]),
+    age=st.integers(0, 90),
+    days=st.integers(0, 3000),
+    purposes=st.lists(st.sampled_from(["safety_assessment", "family_tracing", "assisted_return"]), min_size=1, unique=True),
+)
+def test_fuzz_sample_variants_always_map(nationalite: str, case: Any, age: int, days: int, purposes: list[str]) -> None:
+    """Realistic variations of a good record always produce a valid payload."""
+    niger = get_adapter("niger")
+    rec = sample("mineure_retour_tuteur")
+    del rec["date_naissance"]
+    rec |= {"nationalite": case(nationalite), "age_estime": age, "mineur": "oui" if age < 18 else "non"}
+    rec["consentement"]["date"] = (date(2026, 1, 1) + timedelta(days=days)).strftime("%d/%m/%Y")
+    result = niger.to_shared(rec, purposes)
+    assert find_violations("referral.request", result.payload) == []
+    assert result.payload["person"]["age"]["years"] == age

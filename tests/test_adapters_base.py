@@ -1,0 +1,448 @@
+"""The mapping engine, its transforms and errors, the registry, and the ``adapt`` CLI.
+
+Uses a tiny inline adapter so each engine feature is tested apart from any country.
+``records_from_schema`` is the hypothesis strategy country adapter tests reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import strategies as st
+
+from adapters import (
+    AdapterError,
+    LocalRecordInvalidError,
+    MappingAdapter,
+    MappingDefinitionError,
+    MissingFieldError,
+    PurposesError,
+    UnknownFormatError,
+    UnmappableValueError,
+    available_formats,
+    get_adapter,
+)
+from adapters.base import TRANSFORMS, MappingTable, TransformFailed, normalise, shared_request_fields
+from gateway.cli import main
+from gateway.errors import GatewayError
+from gateway.schema import find_violations
+
+# --- a tiny adapter --------------------------------------------------------------------
+
+TINY_MAPPING: dict[str, Any] = {
+    "format_id": "tiny",
+    "missing_values": ["inconnu", "NSP", ""],
+    "local_only": {"ref": "local case number"},
+    "code_lists": {
+        "sex": {"label": "sex", "target": "sex", "codes": {"F": "female", "M": "male"}},
+        "status": {"label": "identification status", "target": "identification_status",
+                   "codes": {"présumée": "presumed", "confirmée": "confirmed"}},
+        "source": {"label": "referral source", "target": "referral_source", "codes": {"police": "law_enforcement"}},
+        "country": {"label": "country", "target": "country_code", "accept_codes": True,
+                    "codes": {"Nigeria": "NG", "nigériane": "NG", "Niger": "NE"}},
+        "type": {"label": "exploitation type", "target": "exploitation_type",
+                 "codes": {"exploitation sexuelle": "sexual_exploitation", "mendicité forcée": "forced_begging",
+                           "indéterminé": "undetermined"}},
+        "yes": {"label": "yes/no", "codes": {"oui": True, "non": False}},
+        "relative": {"label": "relationship", "target": "relationship", "codes": {"mère": "mother", "tuteur": "legal_guardian"}},
+        "who": {"label": "decision maker", "target": "decision_maker",
+                "codes": {"victime": "self", "tuteur": "parent_guardian"}},
+        "purpose": {"label": "purpose", "target": "purpose", "accept_codes": True, "codes": {"recherche familiale": "family_tracing"}},
+    },
+    "fields": [
+        {"local": "statut", "shared": "identification.status", "codes": "status", "required": True},
+        {"local": "source", "shared": "identification.referral_source", "codes": "source", "required": True},
+        {"local": "prenom", "shared": "person.names", "transform": "split_names"},
+        {"local": "nom", "shared": "person.names.family", "transform": "text"},
+        {"local": "sexe", "shared": "person.sex", "codes": "sex", "unknown": "unknown"},
+        {"local": "mineur", "shared": "person.age.minor", "codes": "yes"},
+        {"local": "naissance", "shared": "person.age.date_of_birth", "transform": "date_dmy"},
+        {"local": "age", "shared": "person.age.years", "transform": {"name": "int", "min": 0, "max": 120}},
+        {"local": "nationalite", "shared": "person.nationality", "codes": "country"},
+        {"local": "origine", "shared": "person.place_of_origin", "fields": [
+            {"local": "pays", "shared": "country", "codes": "country", "required": True},
+            {"local": "ville", "shared": "locality", "transform": "text"}]},
+        {"local": "contacts", "shared": "person.family_contacts", "items": {"fields": [
+            {"local": "lien", "shared": "relationship", "codes": "relative", "required": True},
+            {"local": "tel", "shared": "phone", "transform": "phone_e164"}]}},
+        {"local": "exploitation", "shared": "exploitation", "items": {"scalar": "type", "fields": [
+            {"local": "type", "shared": "type", "codes": "type", "unknown": "undetermined"},
+            {"local": "intention", "shared": "intended", "codes": "yes", "default": False}]}},
+        {"local": "consentement", "shared": "consent", "required": True, "fields": [
+            {"local": "par", "shared": "decision_maker", "codes": "who", "required": True},
+            {"local": "le", "shared": "given_at", "transform": {"name": "datetime_dmy", "utc_offset": "+01:00"}, "required": True},
+            {"local": "jusqu_au", "shared": "expires_at",
+             "transform": {"name": "datetime_dmy", "utc_offset": "+01:00", "default_time": "23:59:59"}, "required": True},
+            {"local": "finalites", "shared": "purposes", "items": {"codes": "purpose"}, "required": True},
+            {"local": "pays", "shared": "recipient_countries", "items": {"codes": "country"}}]},
+    ],
+}
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> MappingAdapter:
+    (tmp_path / "mapping.json").write_text(json.dumps(TINY_MAPPING), encoding="utf-8")
+    cls = type("TinyAdapter", (MappingAdapter,), {"format_id": "tiny", "folder": tmp_path, "local_schema_file": None})
+    return cls()
+
+
+def record(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "ref": "T-1",
+        "statut": "présumée",
+        "source": "police",
+        "prenom": "Amaka Joy",
+        "nom": "Testfixture",
+        "sexe": "F",
+        "age": 22,
+        "nationalite": "NIGÉRIANE",
+        "origine": {"pays": "Nigeria", "ville": "Benin City"},
+        "contacts": [{"lien": "tuteur", "tel": "+234 800 000 0001"}],
+        "exploitation": ["exploitation sexuelle", {"type": "mendicité forcée", "intention": "oui"}],
+        "consentement": {"par": "victime", "le": "06/03/2026 11:15", "jusqu_au": "31/12/2030",
+                         "finalites": ["safety_assessment", "recherche familiale", "assistance"], "pays": ["Nigeria"]},
+    }
+    base.update(changes)
+    return base
+
+
+# --- mapping ---------------------------------------------------------------------------
+
+
+def test_maps_scalars_objects_lists_and_codes(tiny: MappingAdapter) -> None:
+    result = tiny.to_shared(record(), ["family_tracing", "assistance"])
+    p = result.payload
+    assert find_violations("referral.request", p) == []
+    assert p["purposes"] == ["family_tracing", "assistance"]
+    assert p["identification"] == {"status": "presumed", "referral_source": "law_enforcement"}
+    assert p["person"]["names"] == {"given": "Amaka", "middle": "Joy", "family": "Testfixture"}
+    assert p["person"]["nationality"] == "NG"
+    assert p["person"]["age"] == {"minor": False, "years": 22}
+    assert p["person"]["place_of_origin"] == {"country": "NG", "locality": "Benin City"}
+    assert p["person"]["family_contacts"] == [{"relationship": "legal_guardian", "phone": "+2348000000001"}]
+    assert p["exploitation"] == [{"type": "sexual_exploitation", "intended": False}, {"type": "forced_begging", "intended": True}]
+    assert p["consent"]["given_at"] == "2026-03-06T10:15:00Z"
+    assert p["consent"]["expires_at"] == "2030-12-31T22:59:59Z"
+    assert [d.local_field for d in result.dropped] == ["ref"]
+
+
+def test_round_trip_through_shared(tiny: MappingAdapter) -> None:
+    first = tiny.to_shared(record(), ["family_tracing", "assistance"]).payload
+    local = tiny.from_shared(first)
+    assert local["nationalite"] == "Nigeria" and local["consentement"]["jusqu_au"] == "31/12/2030"
+    assert tiny.to_shared(local, ["family_tracing", "assistance"]).payload == first
+
+
+def test_purposes_default_to_the_consent(tiny: MappingAdapter) -> None:
+    assert tiny.to_shared(record()).payload["purposes"] == ["safety_assessment", "family_tracing", "assistance"]
+
+
+def test_disallowed_fields_are_dropped_and_reported(tiny: MappingAdapter) -> None:
+    result = tiny.to_shared(record(), ["safety_assessment"])
+    assert "names" not in result.payload["person"] and "exploitation" not in result.payload
+    dropped = {d.local_field: d for d in result.dropped}
+    assert set(dropped) == {"prenom", "nom", "origine", "contacts", "exploitation", "ref"}
+    assert dropped["nom"].shared_path == "person.names.family"
+    assert dropped["nom"].reason == "not allowed for purposes [safety_assessment]"
+    assert find_violations("referral.request", result.payload) == []
+
+
+def test_a_broken_value_in_a_dropped_field_does_not_block(tiny: MappingAdapter) -> None:
+    broken = record(contacts=[{"lien": "voisin"}])
+    with pytest.raises(UnmappableValueError):
+        tiny.to_shared(broken, ["family_tracing"])
+    result = tiny.to_shared(broken, ["safety_assessment"])
+    assert "contacts" in {d.local_field for d in result.dropped}
+
+
+def test_dropped_date_of_birth_becomes_years(tiny: MappingAdapter) -> None:
+    rec = record(naissance="02/05/2009", age=None, mineur=None)
+    rec["consentement"]["par"] = "tuteur"
+    traced = tiny.to_shared(rec, ["family_tracing"]).payload["person"]["age"]
+    assert traced == {"minor": True, "date_of_birth": "2009-05-02"}
+    result = tiny.to_shared(rec, ["safety_assessment"])
+    assert result.payload["person"]["age"] == {"minor": True, "years": 16}
+    assert any(d.local_field == "naissance" and "age in years" in d.reason for d in result.dropped)
+
+
+def test_one_age_only_and_the_rest_reported(tiny: MappingAdapter) -> None:
+    result = tiny.to_shared(record(naissance="01/01/2000", age=26), ["family_tracing"])
+    assert result.payload["person"]["age"] == {"minor": False, "date_of_birth": "2000-01-01"}
+    assert any(d.local_field == "age" and "superseded" in d.reason for d in result.dropped)
+
+
+@pytest.mark.parametrize("missing", ["inconnu", "NSP", "", "  Inconnu ", None])
+def test_missing_values_are_omitted_or_unknown(tiny: MappingAdapter, missing: Any) -> None:
+    rec = record(sexe=missing, nationalite=missing, age=missing, mineur="oui", origine={"pays": missing, "ville": missing})
+    rec["consentement"]["par"] = "tuteur"
+    p = tiny.to_shared(rec, ["family_tracing"]).payload
+    assert p["person"]["sex"] == "unknown"
+    assert p["person"]["age"] == {"minor": True, "band": "unknown"}
+    assert "nationality" not in p["person"] and "place_of_origin" not in p["person"]
+
+
+def test_unknown_item_becomes_the_schemas_unknown_code(tiny: MappingAdapter) -> None:
+    p = tiny.to_shared(record(exploitation=["inconnu"]), ["assistance"]).payload
+    assert p["exploitation"] == [{"type": "undetermined", "intended": False}]
+    assert "exploitation" not in tiny.to_shared(record(exploitation="inconnu"), ["assistance"]).payload
+
+
+def test_accents_and_case_do_not_matter(tiny: MappingAdapter) -> None:
+    for spelling in ("nigériane", "NIGÉRIANE", "nigeriane", "Nigériane ", "ng", "NG"):
+        assert tiny.to_shared(record(nationalite=spelling), ["assistance"]).payload["person"]["nationality"] == "NG"
+
+
+def test_unknown_code_names_the_field_and_the_code_list(tiny: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError) as info:
+        tiny.to_shared(record(exploitation=["exploitation sexuelle", "pêche"]), ["assistance"])
+    assert str(info.value) == "exploitation[1]: 'pêche' is not in the code list for exploitation type"
+    assert info.value.local_field == "exploitation[1]"
+    assert isinstance(info.value, AdapterError) and isinstance(info.value, GatewayError)
+
+
+def test_free_text_values_are_never_echoed(tiny: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError) as info:
+        tiny.to_shared(record(contacts=[{"lien": "tuteur", "tel": "Zebulon-Quixote"}]), ["family_tracing"])
+    assert "Zebulon" not in str(info.value)
+    assert str(info.value).startswith("contacts[0].tel: is not an international phone number")
+    with pytest.raises(UnmappableValueError) as info:
+        tiny.to_shared(record(naissance="31/02/2001"), ["family_tracing"])
+    assert "31/02" not in str(info.value) and "naissance" in str(info.value)
+
+
+def test_required_fields(tiny: MappingAdapter) -> None:
+    with pytest.raises(MissingFieldError, match=r"^statut: is required"):
+        tiny.to_shared(record(statut="inconnu"), ["assistance"])
+    with pytest.raises(MissingFieldError, match=r"^origine.pays: is required when origine is given"):
+        tiny.to_shared(record(origine={"ville": "Kano"}), ["family_tracing"])
+    with pytest.raises(MissingFieldError, match=r"^mineur: is needed when the age is unknown"):
+        tiny.to_shared(record(age="inconnu"), ["assistance"])
+
+
+def test_shared_cross_field_rules_are_named_by_local_field(tiny: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError, match=r"^mineur: contradicts age"):
+        tiny.to_shared(record(age=15, mineur="non"), ["assistance"])
+    with pytest.raises(UnmappableValueError, match=r"^consentement.par: a minor cannot consent alone"):
+        tiny.to_shared(record(age=15), ["assistance"])
+    with pytest.raises(PurposesError, match=r"^consentement.finalites: 'assisted_return' not consented"):
+        tiny.to_shared(record(), ["assisted_return"])
+    with pytest.raises(PurposesError, match="not one of"):
+        tiny.to_shared(record(), ["lunch"])
+    rec = record()
+    del rec["consentement"]["pays"]
+    with pytest.raises(MissingFieldError, match=r"^consentement.pays: is required unless"):
+        tiny.to_shared(rec, ["assistance"])
+
+
+def test_shapes_are_checked(tiny: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError, match=r"^origine: must be an object"):
+        tiny.to_shared(record(origine="Kano"), ["family_tracing"])
+    with pytest.raises(UnmappableValueError, match=r"^contacts: must be a list"):
+        tiny.to_shared(record(contacts={"lien": "tuteur"}), ["family_tracing"])
+
+
+def test_a_mapping_bug_surfaces_as_schema_invalid(tmp_path: Path) -> None:
+    from gateway.errors import SchemaInvalidError
+
+    bad = json.loads(json.dumps(TINY_MAPPING))
+    bad["fields"][2]["shared"] = "person.alias"  # not a shared field
+    (tmp_path / "mapping.json").write_text(json.dumps(bad), encoding="utf-8")
+    cls = type("Bad", (MappingAdapter,), {"format_id": "bad", "folder": tmp_path, "local_schema_file": None})
+    with pytest.raises(SchemaInvalidError, match="person.alias"):
+        cls().to_shared(record(), ["assistance"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["fields"][0].update(codes="nope"), "unknown code list 'nope'"),
+        (lambda m: m["fields"][2].update(transform="rot13"), "unknown transform 'rot13'"),
+        (lambda m: m["fields"][0].update(colour="red"), "unknown keys ['colour']"),
+        (lambda m: m["code_lists"]["sex"]["codes"].update(X="x_gender"), "'x_gender' is not a code of sex"),
+        (lambda m: m["code_lists"]["sex"]["codes"].update(f="male"), "clashes"),
+        (lambda m: m["code_lists"]["sex"].update(target="not_a_def"), "is not an enum"),
+    ],
+)
+def test_mapping_table_mistakes_fail_at_load(tmp_path: Path, change: Any, message: str) -> None:
+    spec = json.loads(json.dumps(TINY_MAPPING))
+    change(spec)
+    with pytest.raises(MappingDefinitionError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        MappingTable.from_dict(spec, tmp_path)
+
+
+# --- transforms ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "value", "expected"),
+    [
+        ("date_dmy", {}, "04/03/2026", "2026-03-04"),
+        ("date_dmy", {}, "4.3.2026", "2026-03-04"),
+        ("datetime_dmy", {"utc_offset": "+01:00"}, "06/03/2026 00:30", "2026-03-05T23:30:00Z"),
+        ("datetime_dmy", {"utc_offset": "+01:00", "default_time": "23:59:59"}, "31/12/2030", "2030-12-31T22:59:59Z"),
+        ("int", {"min": 0}, " 22 ", 22),
+        ("upper", {}, " ng-naptip ", "NG-NAPTIP"),
+        ("text", {}, "  Benin   City ", "Benin City"),
+        ("split_names", {}, "Hadiza  Amina Kande", {"given": "Hadiza", "middle": "Amina Kande"}),
+        ("phone_e164", {}, "00 227 90 00 00 00", "+22790000000"),
+        ("country_code", {}, "ne", "NE"),
+    ],
+)
+def test_transforms(name: str, args: dict[str, Any], value: Any, expected: Any) -> None:
+    assert TRANSFORMS[name].to_shared(value, args) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("date_dmy", "2026-03-04"), ("date_dmy", "30/02/2026"), ("date_dmy", "01/01/1850"), ("int", True),
+     ("int", "vingt"), ("phone_e164", "0803 000 0000"), ("country_code", "UK"), ("text", "   "), ("text", "x" * 201),
+     ("datetime_dmy", "01/01/2026 25:00")],
+)
+def test_transform_failures_never_quote_the_value(name: str, value: Any) -> None:
+    with pytest.raises(TransformFailed) as info:
+        TRANSFORMS[name].to_shared(value, {})
+    assert str(value).strip() not in str(info.value) or str(value).strip() == ""
+
+
+def test_transforms_invert() -> None:
+    args = {"utc_offset": "+01:00", "default_time": "23:59:59"}
+    for value in ("31/12/2030", "06/03/2026 11:15", "06/03/2026 11:15:07"):
+        assert TRANSFORMS["datetime_dmy"].to_local(TRANSFORMS["datetime_dmy"].to_shared(value, args), args) == value
+    assert TRANSFORMS["split_names"].to_local({"given": "A", "middle": "B C", "family": "D"}, {}) == "A B C"
+
+
+def test_normalise() -> None:
+    assert normalise("  Prélèvement d’ORGANES ") == normalise("prelevement d'organes") == "prelevement d organes"
+    assert normalise("SŒUR") == "soeur"
+
+
+def test_shared_request_fields_lists_nested_paths() -> None:
+    fields = shared_request_fields()
+    assert {"person.names.given", "exploitation.intended", "consent.explained_in", "purposes"} <= fields
+
+
+# --- registry and CLI ------------------------------------------------------------------
+
+
+def test_registry() -> None:
+    assert "niger" in available_formats()
+    assert get_adapter("niger") is get_adapter("niger")
+    assert get_adapter("niger").format_id == "niger"
+    with pytest.raises(UnknownFormatError, match="no adapter for format 'atlantis'"):
+        get_adapter("atlantis")
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "adapters" / "niger" / "samples" / "adulte_nigeriane_securite_recherche.json"
+
+
+def test_cli_to_shared_and_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["adapt", "--from", "niger", "--to", "shared", str(SAMPLE), "--purposes", "safety_assessment"]) == 0
+    out, err = capsys.readouterr()
+    payload = json.loads(out)
+    assert payload["purposes"] == ["safety_assessment"] and "names" not in payload["person"]
+    assert "dropped: nom -> person.names.family: not allowed for purposes [safety_assessment]" in err
+    assert "Testfixture" not in err
+    shared = tmp_path / "shared.json"
+    shared.write_text(out, encoding="utf-8")
+    assert main(["adapt", "--from", "shared", "--to", "niger", str(shared)]) == 0
+    local = json.loads(capsys.readouterr().out)
+    assert local["nationalite"] == "Nigeria" and "nom" not in local
+
+
+def test_cli_errors_exit_1_without_personal_data(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    rec = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    rec["nom"] = "Qwertyuiopname"
+    rec["sexe"] = "X"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(rec), encoding="utf-8")
+    assert main(["adapt", "--from", "niger", "--to", "shared", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "sexe: 'X' is not in the code list for sex" in err and "Qwertyuiopname" not in err
+    bad.write_text('{"nom": "Qwertyuiopname",', encoding="utf-8")
+    assert main(["adapt", "--from", "niger", "--to", "shared", str(bad)]) == 1
+    assert "not JSON" in (err := capsys.readouterr().err) and "Qwertyuiopname" not in err
+    assert main(["adapt", "--from", "atlantis", "--to", "shared", str(bad)]) == 1
+    assert "unknown_format" in capsys.readouterr().err
+    assert main(["adapt", "--list"]) == 0
+    assert capsys.readouterr().out.split() == ["shared", *available_formats()]
+
+
+# --- a hypothesis strategy from a local JSON Schema (reused by country tests) ----------
+
+_WORDS = st.text(alphabet=string.ascii_letters + "éèçàÉ' -", min_size=0, max_size=12)
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = 25) -> st.SearchStrategy[Any]:
+    """``good`` about (odds-1)/odds of the time: a record has dozens of fields, and one bad value fails it."""
+    return st.sampled_from(range(odds)).flatmap(lambda i: bad if i == odds - 1 else good)
+
+
+def records_from_schema(schema: dict[str, Any], table: MappingTable,
+                        overrides: dict[str, st.SearchStrategy[Any]] | None = None) -> st.SearchStrategy[Any]:
+    """Local records shaped by a local JSON Schema, with coded values drawn mostly from the code lists.
+
+    Understands what local schemas here use: type (or a list of types), properties, required,
+    items, maxItems, oneOf, local ``$ref`` to ``$defs``, ``x-code-list`` (a code list name in
+    ``table``), pattern and min/max. ``overrides`` maps a ``$defs`` name to a strategy (dates).
+    Values are often valid, sometimes missing ("inconnu", ""), sometimes garbage: the adapter
+    must answer every one with a valid payload or an AdapterError.
+    """
+    defs = schema.get("$defs", {})
+    overrides = overrides or {}
+    missing = sorted(table.missing_values) + ["Inconnu", "NSP"]
+
+    def coded(name: str) -> st.SearchStrategy[Any]:
+        good = st.sampled_from(sorted(table.code_lists[name].codes))
+        spelled = st.one_of(good, good.map(str.upper), good.map(normalise))
+        return mostly(spelled, st.one_of(st.sampled_from(missing), _WORDS))
+
+    def build(node: Any) -> st.SearchStrategy[Any]:
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            return overrides[name] if name in overrides else build(defs[name])
+        if "oneOf" in node:  # the first alternative is the usual shape; the others are rarer
+            first, *rest = node["oneOf"]
+            return mostly(build(first), st.one_of(*[build(n) for n in rest]), 10) if rest else build(first)
+        types = node.get("type", "string")
+        types = types if isinstance(types, list) else [types]
+        options = []
+        if "object" in types:
+            props = node.get("properties", {})
+            required = {k: build(v) for k, v in props.items() if k in node.get("required", [])}
+            optional = {k: build(v) for k, v in props.items() if k not in required}
+            options.append(st.fixed_dictionaries(required, optional=optional))
+        if "array" in types:
+            items = build(node.get("items", {}))
+            options.append(mostly(st.lists(items, min_size=1, max_size=min(node.get("maxItems", 4), 4)), st.just([]), 10))
+        if "string" in types:
+            if "x-code-list" in node:
+                options.append(coded(node["x-code-list"]))
+            elif "pattern" in node:
+                options.append(st.from_regex(node["pattern"], fullmatch=True).filter(lambda s: len(s) <= node.get("maxLength", 10**6)))
+            else:
+                options.append(mostly(_WORDS.filter(lambda s: len(s) <= node.get("maxLength", 200)), st.sampled_from(missing)))
+        if "integer" in types:
+            options.append(st.integers(node.get("minimum", -5), node.get("maximum", 200)))
+        if "string" in types and "integer" in types:  # a number, or a missing value
+            return mostly(options[-1], options[0])
+        if "boolean" in types:
+            options.append(st.booleans())
+        return st.one_of(*options)
+
+    return build(schema)
+
+
+def test_local_schema_errors_name_the_path_not_the_value() -> None:
+    niger = get_adapter("niger")
+    rec = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    with pytest.raises(LocalRecordInvalidError) as info:
+        niger.to_shared(rec | {"nom": "Qwertyuiopname" * 20})
+    assert str(info.value) == "nom: must be at most 200 characters long" and info.value.local_field == "nom"
+    with pytest.raises(LocalRecordInvalidError, match=r"^\?: is not a field of the local format"):
+        niger.to_shared(rec | {"Qwerty Uiopname": 1})
+    with pytest.raises(MissingFieldError, match=r"^statut_identification: is required by the local format"):
+        niger.to_shared({k: v for k, v in rec.items() if k != "statut_identification"})
