@@ -19,6 +19,9 @@ ENTRY_POINT_GROUP = "referral_gateway.adapters"
 #: format id -> "module:Class". Imported lazily, so one broken adapter cannot stop the others.
 BUILTIN: dict[str, str] = {
     "niger": "adapters.niger.adapter:NigerAdapter",
+    "htcds": "adapters.htcds.adapter:HtcdsAdapter",
+    "nigeria": "adapters.nigeria.adapter:NigeriaAdapter",
+    "mali": "adapters.mali.adapter:MaliAdapter",
 }
 
 
