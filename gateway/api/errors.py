@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from gateway.api.responses import json_body
+from adapters.base import AdapterError
 from gateway.directory import NoValidKeyError, UnknownAgencyError
 from gateway.envelope import RecipientRefusesError
 from gateway.errors import GatewayError, OversizeEnvelopeError, SchemaInvalidError, Violation
@@ -57,6 +58,7 @@ def invalid_request(violations: list[Violation]) -> ApiError:
 #: GatewayError classes the API expects, most specific first: (class, status).
 STATUS_OF: tuple[tuple[type[GatewayError], int], ...] = (
     (InvalidPurposeError, 400),
+    (AdapterError, 422),
     (SchemaInvalidError, 422),
     (RecipientRefusesError, 422),
     (UnknownAgencyError, 422),

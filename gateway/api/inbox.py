@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 from aiohttp import web
 
+from adapters.registry import available_formats, get_adapter
 from gateway.api.context import actor_of, gateway_of
-from gateway.api.errors import invalid_request
+from gateway.api.errors import ApiError, invalid_request
 from gateway.api.parse import choice_query, int_query, json_object, message_id, text_query
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
@@ -55,8 +58,14 @@ async def list_inbox(request: web.Request) -> web.Response:
 async def read_message(request: web.Request) -> web.Response:
     mid = message_id(request)
     purpose = text_query(request.query, "purpose", max_chars=MAX_PURPOSE_CHARS)
+    local_format = choice_query(request.query, "format", frozenset(available_formats()))
     opened = await gateway_of(request).read_incoming(mid, actor=actor_of(request), purpose=purpose)
-    return json_body({"header": opened.header.to_json(), "payload": opened.payload})
+    if local_format is None:
+        return json_body({"header": opened.header.to_json(), "payload": opened.payload})
+    if opened.header.type != "referral.request":
+        raise ApiError(409, "conflict", f"only a referral.request can be read in a local format, not a {opened.header.type}")
+    record = await asyncio.to_thread(lambda: get_adapter(local_format).from_shared(opened.payload))
+    return json_body({"header": opened.header.to_json(), "format": local_format, "record": record})
 
 
 def check_answer(body: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from gateway.api.referrals import DEFAULT_TYPE, MAX_LOCAL_CASE_ID, SUBMITTABLE_T
 from gateway.api.responses import NO_STORE
 from gateway.api.roles import policy_of, public, roles_with
 from gateway.envelope import CASE_REF, UUID_TEXT
-from gateway.schema import MESSAGE_TYPES, schema_id
+from adapters.registry import available_formats
+from gateway.schema import MESSAGE_TYPES, PURPOSES, schema_id
 from gateway.store import INCOMING_STATUSES, OUTGOING_STATUSES
 from gateway.transport.base import AGENCY_ID_RE
 
@@ -93,17 +94,23 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "description": "A message to queue. Exactly one of case_ref and local_case_id: a local id is turned into "
                        "the case pseudonym for the recipient's country and never leaves this gateway.",
-        "required": ["recipient", "payload"],
+        "required": ["recipient"],
         "properties": {
             "recipient": _AGENCY,
             "case_ref": _CASE_REF,
             "local_case_id": {"type": "string", "minLength": 1, "maxLength": MAX_LOCAL_CASE_ID},
             "message_type": {"type": "string", "enum": list(SUBMITTABLE_TYPES), "default": DEFAULT_TYPE},
             "payload": {"type": "object", "description": "Validated against the shared schema of message_type"},
+            "format": {"type": "string", "enum": list(available_formats()),
+                       "description": "Instead of payload: the local format of `record` (see docs/adapters.md)"},
+            "record": {"type": "object", "description": "A referral.request in the agency's local format"},
+            "purposes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(PURPOSES)},
+                         "description": "With a local record: the purposes to send (default: the record's own)"},
         },
         "additionalProperties": False,
         "oneOf": [{"required": ["case_ref"]}, {"required": ["local_case_id"]}],
-        "allOf": _payload_by_type(),
+        "allOf": [*_payload_by_type(),
+                  {"oneOf": [{"required": ["payload"]}, {"required": ["format", "record"]}]}],
     },
     "Queued": {
         "type": "object",
@@ -114,6 +121,13 @@ SCHEMAS: dict[str, Any] = {
             "status": {"const": "queued"},
             "case_ref": _CASE_REF,
             "in_reply_to": _UUID,
+            "dropped": {
+                "type": "array",
+                "description": "Local-record submissions only: fields the purposes do not allow, left out",
+                "items": {"type": "object", "required": ["local_field", "shared_path", "reason"],
+                          "properties": {"local_field": {"type": "string"},
+                                         "shared_path": {"type": ["string", "null"]}, "reason": {"type": "string"}}},
+            },
             "links": {
                 "type": "object", "required": ["status"],
                 "properties": {"status": {"type": "string", "examples": ["/messages/3f1c..."]}},
@@ -167,6 +181,16 @@ SCHEMAS: dict[str, Any] = {
              "then": {"properties": {"payload": {"$ref": schema_id(t)}}}}
             for t in MESSAGE_TYPES
         ],
+    },
+    "ReadResult": {"oneOf": [_ref("OpenedMessage"), _ref("LocalMessage")]},
+    "LocalMessage": {
+        "type": "object",
+        "required": ["header", "format", "record"],
+        "properties": {
+            "header": _ref("EnvelopeHeader"),
+            "format": {"type": "string", "enum": list(available_formats())},
+            "record": {"type": "object", "description": "The referral.request in the requested local format"},
+        },
     },
     "Answer": {
         "type": "object",
@@ -277,8 +301,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "name": "purpose", "in": "query", "required": True,
             "description": "Why the message is read; recorded in the audit log with the user",
             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PURPOSE_CHARS},
+        }, {
+            "name": "format", "in": "query", "required": False,
+            "description": "Return a referral.request as a record in this local format instead of the shared payload",
+            "schema": {"type": "string", "enum": list(available_formats())},
         }],
-        "responses": {"200": _json(_ref("OpenedMessage"), "The verified header and decrypted payload"),
+        "responses": {"200": _json(_ref("ReadResult"),
+                                   "The verified header and the decrypted payload (or local record)"),
+                      "409": _error("format given for a message that is not a referral.request"),
                       "400": _error("Bad id (invalid_id) or missing purpose (missing_parameter)"),
                       "404": _error("No received message with this id")},
     },

@@ -8,11 +8,14 @@ stored, logged, audited or echoed.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from adapters.base import AdaptResult
+from adapters.registry import available_formats, get_adapter
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.errors import invalid_request
 from gateway.api.parse import json_object
@@ -21,7 +24,7 @@ from gateway.api.roles import Permission, requires
 from gateway.envelope import CASE_REF
 from gateway.errors import Violation
 from gateway.pseudonym import case_pseudonym
-from gateway.schema import MESSAGE_TYPES, json_path
+from gateway.schema import MESSAGE_TYPES, PURPOSES, json_path
 from gateway.service import Gateway
 from gateway.settings import Settings
 from gateway.transport.base import AGENCY_ID_RE
@@ -33,7 +36,7 @@ routes = web.RouteTableDef()
 SUBMITTABLE_TYPES: tuple[str, ...] = tuple(t for t in MESSAGE_TYPES if t not in {"receipt", "referral.response"})
 DEFAULT_TYPE = "referral.request"
 MAX_LOCAL_CASE_ID = 128
-FIELDS = ("recipient", "case_ref", "local_case_id", "message_type", "payload")
+FIELDS = ("recipient", "case_ref", "local_case_id", "message_type", "payload", "format", "record", "purposes")
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,13 @@ class Submission:
 
     recipient: str
     message_type: str
-    payload: dict[str, Any] = field(repr=False)
+    payload: dict[str, Any] | None = field(repr=False)
     case_ref: str | None = None
     local_case_id: str | None = field(default=None, repr=False)
+    #: A referral in an agency's local format (``format`` + ``record``) instead of ``payload``.
+    local_format: str | None = None
+    record: dict[str, Any] | None = field(default=None, repr=False)
+    purposes: list[str] | None = None
 
 
 def parse_submission(body: dict[str, Any], *, own_agency: str) -> Submission:
@@ -71,14 +78,24 @@ def parse_submission(body: dict[str, Any], *, own_agency: str) -> Submission:
                                      and local_id.isprintable()):
         found.append(Violation("$.local_case_id", "type",
                                f"must be a non-empty printable string of at most {MAX_LOCAL_CASE_ID} characters"))
-    payload = body.get("payload")
-    if payload is None:
-        found.append(Violation("$.payload", "required", "required property 'payload' is missing"))
-    elif not isinstance(payload, dict):
+    payload, local_format, record, purposes = body.get("payload"), body.get("format"), body.get("record"), body.get("purposes")
+    if ("payload" in body) == ("format" in body or "record" in body):
+        found.append(Violation("$", "oneOf", "must have either payload, or format and record (a local record)"))
+    elif "payload" in body and not isinstance(payload, dict):
         found.append(Violation("$.payload", "type", "must be of type object"))
+    elif "payload" not in body:
+        if local_format not in available_formats():
+            found.append(Violation("$.format", "enum", "must be one of: " + ", ".join(available_formats())))
+        if not isinstance(record, dict):
+            found.append(Violation("$.record", "type", "must be of type object"))
+        if message_type != DEFAULT_TYPE:
+            found.append(Violation("$.message_type", "const", f"local records can only be sent as {DEFAULT_TYPE}"))
+    if "purposes" in body and ("payload" in body or not (
+            isinstance(purposes, list) and purposes and all(isinstance(p, str) and p in PURPOSES for p in purposes))):
+        found.append(Violation("$.purposes", "enum", "only with a local record; a non-empty list of: " + ", ".join(PURPOSES)))
     if found:
         raise invalid_request(found)
-    return Submission(recipient, message_type, payload, case_ref, local_id)
+    return Submission(recipient, message_type, payload, case_ref, local_id, local_format, record, purposes)
 
 
 def case_ref_for(submission: Submission, gateway: Gateway, settings: Settings) -> str:
@@ -97,11 +114,23 @@ async def submit(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     submission = parse_submission(await json_object(request), own_agency=gateway.agency_id)
     case_ref = case_ref_for(submission, gateway, settings_of(request))
-    header = await gateway.submit(submission.message_type, submission.payload, recipient=submission.recipient,
+    payload, dropped = submission.payload, None
+    if submission.local_format is not None:
+        # Loading a mapping reads files and mapping is CPU work: both off the event loop.
+        result = await asyncio.to_thread(_to_shared, submission.local_format, submission.record, submission.purposes)
+        payload = result.payload
+        dropped = [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason}
+                   for d in result.dropped]
+    assert payload is not None
+    header = await gateway.submit(submission.message_type, payload, recipient=submission.recipient,
                                   case_ref=case_ref, actor=actor_of(request))
     link = f"/messages/{header.id}"
-    return json_body(
-        {"message_id": header.id, "type": header.type, "status": "queued", "case_ref": case_ref,
-         "links": {"status": link}},
-        status=202, headers={"Location": link},
-    )
+    body: dict[str, Any] = {"message_id": header.id, "type": header.type, "status": "queued", "case_ref": case_ref,
+                            "links": {"status": link}}
+    if dropped is not None:
+        body["dropped"] = dropped  # local fields the purposes do not allow: reported, never silent
+    return json_body(body, status=202, headers={"Location": link})
+
+
+def _to_shared(format_id: str, record: Any, purposes: list[str] | None) -> AdaptResult:
+    return get_adapter(format_id).to_shared(record, purposes)
