@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from datetime import date, timedelta
 from pathlib import Path
@@ -16,8 +15,8 @@ from jsonschema import Draft202012Validator
 from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, available_formats, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.htcds import HtcdsAdapter
-from gateway.errors import SchemaInvalidError
 from gateway.schema import PURPOSES, example_names, find_violations, load_example
+from tests.adapter_checks import maps_or_refuses, respell_coded_fields
 from tests.test_adapters_base import mostly, records_from_schema
 
 FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "htcds"
@@ -396,20 +395,8 @@ def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
         if "prs_BirthDate" in local:
             local["prs_BirthDate"] = data.draw(_dates(date(1940, 1, 1), date(2025, 12, 31)))
     purposes = data.draw(mostly(st.none(), st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=5, unique=True), 3), label="purposes")
-    before = copy.deepcopy(local)
-    try:
-        result = htcds.to_shared(local, purposes)
-    except SchemaInvalidError:
-        raise  # a mapping bug: the adapter accepted a record and built an invalid payload
-    except AdapterError:
-        return
-    finally:
-        assert local == before  # the caller's record is never modified
-    assert find_violations("referral.request", result.payload) == []
-    assert htcds.to_shared(htcds.from_shared(result.payload), result.payload["purposes"]).payload == result.payload
+    maps_or_refuses(htcds, local, purposes)
 
-
-CODED = {name: node["x-code-list"] for name, node in LOCAL_SCHEMA["properties"].items() if "x-code-list" in node}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -419,21 +406,9 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     htcds = get_adapter("htcds")
     assert isinstance(htcds, MappingAdapter)
     rec = sample(data.draw(st.sampled_from([p.stem for p in SAMPLES]), label="sample"))
-    for name in data.draw(st.sets(st.sampled_from(sorted(set(CODED) - {"prs_IsMinor"}))), label="fields"):
-        spellings = st.sampled_from(sorted(htcds.table.code_lists[CODED[name]].codes))
-        spelled = st.tuples(spellings, st.sampled_from([str.upper, str.lower, str.title, str])).map(lambda t: t[1](t[0]))
-        node = LOCAL_SCHEMA["properties"][name]
-        rec[name] = data.draw(st.lists(spelled, min_size=1, max_size=4) if "oneOf" in node else spelled, label=name)
-    try:
-        result = htcds.to_shared(rec)
-    except SchemaInvalidError:
-        raise
-    except AdapterError as exc:
-        # what a good spelling can still break: purposes vs consent, age or band vs the minor flag
-        assert exc.local_field in {"cas_ReasonForOutgoingReferral", "cns_Purposes", "prs_IsMinor", "cns_DecisionMaker"}, str(exc)
-        return
-    assert find_violations("referral.request", result.payload) == []
-    assert htcds.to_shared(htcds.from_shared(result.payload), result.payload["purposes"]).payload == result.payload
+    respell_coded_fields(data, htcds, LOCAL_SCHEMA, rec, skip={"prs_IsMinor"})
+    # what a good spelling can still break: purposes vs consent, age or band vs the minor flag
+    maps_or_refuses(htcds, rec, refusable={"cas_ReasonForOutgoingReferral", "cns_Purposes", "prs_IsMinor", "cns_DecisionMaker"})
 
 
 @settings(max_examples=150, deadline=None)
