@@ -50,26 +50,6 @@ def test_registered() -> None:
     assert "htcds" in available_formats()
 
 
-def test_local_schema_is_draft_2020_12_and_samples_are_valid(htcds: MappingAdapter) -> None:
-    schema = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    Draft202012Validator.check_schema(schema)
-    assert len(SAMPLES) >= 3
-    for path in SAMPLES:
-        assert list(Draft202012Validator(schema).iter_errors(json.loads(path.read_text(encoding="utf-8")))) == [], path.name
-
-
-def test_every_code_list_the_local_schema_names_exists(htcds: MappingAdapter) -> None:
-    text = SCHEMA_FILE.read_text(encoding="utf-8")
-    named = {part.split('"')[0] for part in text.split('"x-code-list": "')[1:]}
-    assert named <= set(htcds.table.code_lists)
-
-
-def test_every_shared_code_has_an_english_spelling(htcds: MappingAdapter) -> None:
-    for name, codes in htcds.table.code_lists.items():
-        assert codes.missing_codes() == [], name
-
-
 def test_the_mapping_covers_every_field_the_shared_schema_carries(htcds: MappingAdapter) -> None:
     mapped = {shared for _, _, shared in _walk_rules(htcds.table.rules)}
     leaves = {f for f in shared_request_fields() if not any(g.startswith(f + ".") for g in shared_request_fields())}

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator
 
 from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
@@ -40,27 +39,6 @@ def without(trace: dict[str, Any], prefixes: set[str]) -> dict[str, Any]:
 
 
 # --- the local format ------------------------------------------------------------------
-
-
-def test_local_schema_is_draft_2020_12_and_samples_are_valid(niger: MappingAdapter) -> None:
-    schema = json.loads((FOLDER / "fiche.schema.json").read_text(encoding="utf-8"))
-    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    Draft202012Validator.check_schema(schema)
-    assert len(SAMPLES) >= 3
-    for path in SAMPLES:
-        assert list(Draft202012Validator(schema).iter_errors(json.loads(path.read_text(encoding="utf-8")))) == [], path.name
-
-
-def test_every_code_list_the_local_schema_names_exists(niger: MappingAdapter) -> None:
-    text = (FOLDER / "fiche.schema.json").read_text(encoding="utf-8")
-    named = {part.split('"')[0] for part in text.split('"x-code-list": "')[1:]}
-    assert named <= set(niger.table.code_lists)
-
-
-def test_every_shared_code_has_a_french_spelling(niger: MappingAdapter) -> None:
-    """from_shared can write back every code the shared schema can send."""
-    for name, codes in niger.table.code_lists.items():
-        assert codes.missing_codes() == [], name
 
 
 def test_the_mapping_covers_every_field_the_shared_schema_carries(niger: MappingAdapter) -> None:

@@ -1,0 +1,41 @@
+"""What every registered country adapter must satisfy, whatever its format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from adapters import MappingAdapter, available_formats, get_adapter
+
+
+@pytest.fixture(params=available_formats())
+def adapter(request: pytest.FixtureRequest) -> MappingAdapter:
+    found = get_adapter(request.param)
+    assert isinstance(found, MappingAdapter)
+    return found
+
+
+def test_local_schema_is_draft_2020_12_and_samples_are_valid(adapter: MappingAdapter) -> None:
+    assert adapter.local_schema_file is not None
+    schema = json.loads((adapter.folder / adapter.local_schema_file).read_text(encoding="utf-8"))
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    Draft202012Validator.check_schema(schema)
+    samples = sorted((adapter.folder / "samples").glob("*.json"))
+    assert len(samples) >= 3
+    for path in samples:
+        assert list(Draft202012Validator(schema).iter_errors(json.loads(path.read_text(encoding="utf-8")))) == [], path.name
+
+
+def test_every_code_list_the_local_schema_names_exists(adapter: MappingAdapter) -> None:
+    assert adapter.local_schema_file is not None
+    text = (adapter.folder / adapter.local_schema_file).read_text(encoding="utf-8")
+    named = {part.split('"')[0] for part in text.split('"x-code-list": "')[1:]}
+    assert named <= set(adapter.table.code_lists)
+
+
+def test_every_shared_code_has_a_local_spelling(adapter: MappingAdapter) -> None:
+    """from_shared can write back every code the shared schema can send."""
+    for name, codes in adapter.table.code_lists.items():
+        assert codes.missing_codes() == [], name
