@@ -27,14 +27,20 @@ from gateway.store import (
     INCOMING_RANK,
     OUTGOING_RANK,
     AuditEntry,
+    AuditQuery,
     Case,
+    CheckpointRecord,
+    DataKey,
     IncomingMessage,
     MessageConflictError,
     MessageNotFoundError,
     OutgoingMessage,
     Store,
+    StoreError,
     StoreUnavailableError,
+    Withdrawal,
 )
+from gateway.audit.leaf import leaf_hash
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 WAT = timezone(timedelta(hours=1))  # West Africa Time: inputs need not be in UTC
@@ -88,6 +94,11 @@ def audit(n: int = 0, **overrides: object) -> AuditEntry:
     )
     fields.update(overrides)
     return AuditEntry(**fields)  # type: ignore[arg-type]
+
+
+def data_key(key_id: str, case_ref: str, *, parent: str | None = None, wrapped: bytes = b"wrapped-key") -> DataKey:
+    return DataKey(key_id=key_id, case_ref=case_ref, kind="message" if parent else "case",
+                   wrapped=wrapped, created_at=T0, parent_key_id=parent)
 
 
 async def _reach_outgoing(store: Store, message_id: str, status: str) -> None:
@@ -454,7 +465,139 @@ class StoreConformance:
 
     async def test_audit_is_append_only(self, store: Store) -> None:
         audit_methods = {name for name in dir(store) if "audit" in name and not name.startswith("_")}
-        assert audit_methods == {"append_audit", "read_audit"}
+        assert audit_methods == {"append_audit", "read_audit", "query_audit", "audit_size", "audit_hashes"}
+
+    async def test_audit_entry_hash_and_agency_round_trip(self, store: Store) -> None:
+        entry = audit(1, entry_hash=None, agency="NG-NAPTIP", detail_json='{"b": 1, "a": [1, 2]}')
+        assert entry.entry_hash == leaf_hash(entry)  # computed when omitted
+        seq = await store.append_audit(entry)
+        (record,) = await store.read_audit(seq, 1)
+        assert record.agency == "NG-NAPTIP"
+        assert record.detail_json == entry.detail_json  # stored verbatim
+        assert leaf_hash(record) == entry.entry_hash == record.entry_hash  # same leaf after the round trip
+        assert await store.audit_hashes(1, 10) == [entry.entry_hash]
+
+    async def test_query_audit_filters_combine(self, store: Store) -> None:
+        rows = [
+            audit(0, case_ref="case-a", agency="NG-NAPTIP", event_type="message.created"),
+            audit(1, case_ref="case-b", agency="NG-NAPTIP", event_type="message.sent"),
+            audit(2, case_ref="case-a", agency="ML-DNPEF", event_type="message.sent"),
+            audit(3, case_ref=None, agency=None, event_type="auth.failed"),
+            audit(4, case_ref="case-a", agency="NG-NAPTIP", event_type="message.read"),
+        ]
+        for row in rows:
+            await store.append_audit(row)
+        assert await store.audit_size() == 5
+
+        async def seqs(limit: int = 100, **filters: object) -> list[int]:
+            return [r.seq for r in await store.query_audit(AuditQuery(**filters), limit)]  # type: ignore[arg-type]
+
+        assert await seqs() == [1, 2, 3, 4, 5]
+        assert await seqs(case_ref="case-a") == [1, 3, 5]
+        assert await seqs(agency="NG-NAPTIP") == [1, 2, 5]
+        assert await seqs(case_ref="case-a", agency="NG-NAPTIP") == [1, 5]
+        assert await seqs(event_types=("message.sent", "auth.failed")) == [2, 3, 4]
+        assert await seqs(since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=3)) == [2, 3]
+        assert await seqs(after_seq=3) == [4, 5]
+        assert await seqs(limit=2, case_ref="case-a") == [1, 3]
+        assert await seqs(case_ref="case-zzz") == []
+
+    async def test_empty_log_has_size_zero(self, store: Store) -> None:
+        assert await store.audit_size() == 0
+        assert await store.audit_hashes(1, 10) == []
+
+    # --- data keys --------------------------------------------------------------------------
+
+    async def test_one_live_case_key_per_case_even_under_races(self, store: Store) -> None:
+        keys = [data_key(f"k{i}", "case-a") for i in range(10)]
+        winners = await asyncio.gather(*(store.add_data_key(k) for k in keys))
+        assert len({w.key_id for w in winners}) == 1
+        live = await store.live_case_key("case-a")
+        assert live is not None and live.key_id == winners[0].key_id and live.wrapped == winners[0].wrapped
+        assert await store.live_case_key("case-b") is None
+
+    async def test_message_keys_are_idempotent_and_shred_for_good(self, store: Store) -> None:
+        case = await store.add_data_key(data_key("case-key-1", "case-a"))
+        msg_id = new_id()
+        first = await store.add_data_key(data_key(msg_id, "case-a", parent=case.key_id, wrapped=b"w1"))
+        again = await store.add_data_key(data_key(msg_id, "case-a", parent=case.key_id, wrapped=b"w2"))
+        assert again.wrapped == first.wrapped == b"w1"
+        entry = audit(1, event_type="data.shredded")
+        shredded = await store.shred_data_keys([msg_id, "no-such-key"], "retention", T0, audit=[entry])
+        assert shredded == [msg_id]
+        key = await store.get_data_key(msg_id)
+        assert key is not None and key.wrapped is None and key.shredded_at == T0 and key.shred_reason == "retention"
+        assert [r.event_type for r in await store.read_audit(1, 10)] == ["data.shredded"]
+        # Shredding again changes nothing and writes no audit entry.
+        assert await store.shred_data_keys([msg_id], "retention", T0, audit=[audit(2)]) == []
+        assert len(await store.read_audit(1, 10)) == 1
+        with pytest.raises(StoreError):  # a shredded key id never comes back
+            await store.add_data_key(data_key(msg_id, "case-a", parent=case.key_id, wrapped=b"w3"))
+        assert (await store.get_data_key(msg_id)).wrapped is None
+
+    async def test_shredding_the_case_key_allows_a_new_one(self, store: Store) -> None:
+        old = await store.add_data_key(data_key("case-key-1", "case-a"))
+        msg = await store.add_data_key(data_key(new_id(), "case-a", parent=old.key_id))
+        assert await store.case_key_ids("case-a") == [old.key_id, msg.key_id]
+        assert await store.shred_data_keys(await store.case_key_ids("case-a"), "consent_withdrawn", T0) == [
+            old.key_id, msg.key_id]
+        assert await store.live_case_key("case-a") is None
+        new = await store.add_data_key(data_key("case-key-2", "case-a"))
+        assert new.key_id == "case-key-2" and (await store.live_case_key("case-a")).key_id == "case-key-2"
+
+    async def test_retention_due_lists_live_messages_past_the_cutoff(self, store: Store) -> None:
+        case = await store.add_data_key(data_key("case-key-1", "case-7f3a9c01"))
+        old, new, other = incoming(T0), incoming(T0 + timedelta(days=10)), incoming(T0)
+        other = IncomingMessage(other.message_id, other.sender, "receipt", other.case_ref, other.envelope, T0)
+        for msg in (old, new, other):
+            await store.add_incoming(msg)
+            await store.add_data_key(data_key(msg.message_id, "case-7f3a9c01", parent=case.key_id))
+        due = await store.retention_due("referral.request", T0 + timedelta(days=1), 10)
+        assert [r.message_id for r in due] == [old.message_id]
+        await store.shred_data_keys([old.message_id], "retention", T0)
+        assert await store.retention_due("referral.request", T0 + timedelta(days=1), 10) == []
+        assert [r.message_id for r in await store.retention_due("receipt", T0 + timedelta(days=1), 10)] == [other.message_id]
+
+    async def test_messages_by_case(self, store: Store) -> None:
+        out1, out2, inc = outgoing(T0), outgoing(T0 + timedelta(seconds=1)), incoming()
+        for msg in (out1, out2):
+            await store.add_outgoing(msg)
+        await store.add_incoming(inc)
+        assert [r.message_id for r in await store.list_outgoing_for_case("case-7f3a9c01")] == [
+            out1.message_id, out2.message_id]
+        assert [r.message_id for r in await store.list_incoming_for_case("case-7f3a9c01")] == [inc.message_id]
+        assert await store.list_outgoing_for_case("case-other") == []
+
+    # --- withdrawals and checkpoints --------------------------------------------------------
+
+    async def test_withdrawals_are_idempotent_per_direction(self, store: Store) -> None:
+        w = Withdrawal(new_id(), "case-a", "outgoing", "NG-NAPTIP", T0, "some_purposes",
+                       ("family_tracing",), (new_id(),), T0)
+        assert await store.add_withdrawal(w, audit=audit(1))
+        assert not await store.add_withdrawal(w, audit=audit(2))
+        received = Withdrawal(w.message_id, "case-a", "incoming", "NE-ANLTP-TIM", T0, "all_purposes", (), (), T0)
+        assert await store.add_withdrawal(received)
+        assert await store.withdrawals_for_case("case-a") == [w, received]
+        assert await store.withdrawals_for_case("case-b") == []
+        assert len(await store.read_audit(1, 10)) == 1
+
+    async def test_checkpoints_keep_forks_and_order_by_size(self, store: Store) -> None:
+        def cp(origin: str, size: int, root: bytes, minute: int) -> CheckpointRecord:
+            at = T0 + timedelta(minutes=minute)
+            return CheckpointRecord(origin, size, root, at, b"note-%d" % size + root[:1], at)
+
+        assert await store.latest_checkpoint("NE-ANLTP-TIM") is None
+        a, b = cp("NE-ANLTP-TIM", 5, b"\x01" * 32, 1), cp("NE-ANLTP-TIM", 9, b"\x02" * 32, 2)
+        fork = cp("NE-ANLTP-TIM", 9, b"\x03" * 32, 3)
+        peer = cp("NG-NAPTIP", 100, b"\x04" * 32, 0)
+        for record in (b, a, peer):
+            assert await store.add_checkpoint(record)
+        assert not await store.add_checkpoint(a)  # idempotent
+        assert await store.add_checkpoint(fork)  # a second root for one size is evidence: kept
+        assert await store.latest_checkpoint("NE-ANLTP-TIM") == fork
+        assert await store.list_checkpoints("NE-ANLTP-TIM") == [a, b, fork]
+        assert await store.list_checkpoints("NE-ANLTP-TIM", min_size=6, limit=1) == [b]
+        assert await store.latest_checkpoint("NG-NAPTIP") == peer
 
     # --- durability and failure -----------------------------------------------------------
 

@@ -115,7 +115,7 @@ async def test_disk_full_is_unavailable_and_writes_nothing(sqlite_store: SQLiteS
         await sqlite_store.add_incoming(big)
     assert await sqlite_store.get_incoming(big.message_id) is None
     with pytest.raises(StoreUnavailableError):
-        await sqlite_store.append_audit(audit(1, detail_json='"' + "x" * 256 * 1024 + '"'))
+        await sqlite_store.append_audit(audit(1, detail_json='{"pad": "' + "x" * 256 * 1024 + '"}'))
     await _on_worker(sqlite_store, lambda conn: conn.execute("PRAGMA max_page_count = 1073741823"))
     assert await sqlite_store.add_incoming(big) is True
     assert await sqlite_store.append_audit(audit(2)) == 1  # the failed append left no gap

@@ -12,8 +12,9 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal, NamedTuple, Protocol, get_args, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, Sequence, get_args, runtime_checkable
 
+from gateway.audit.leaf import leaf_hash
 from gateway.errors import GatewayError
 
 # --- errors ------------------------------------------------------------------------------
@@ -256,6 +257,10 @@ class AuditEntry:
     case_ref: str | None = None
     message_id: str | None = None
     detail_json: str = "{}"
+    #: The other agency involved (recipient of a send, sender of a receipt), for queries.
+    agency: str | None = None
+    #: RFC 9162 leaf hash of the entry (gateway/audit/leaf.py); computed here when omitted,
+    #: so every backend stores the same hash for the same entry.
     entry_hash: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -263,13 +268,18 @@ class AuditEntry:
         _require_text("actor", self.actor)
         _require_text("case_ref", self.case_ref, optional=True)
         _require_text("message_id", self.message_id, optional=True)
+        _require_text("agency", self.agency, optional=True)
         try:
-            json.loads(self.detail_json)
+            detail = json.loads(self.detail_json)
         except (TypeError, ValueError):
             raise ValueError("detail_json must be a JSON text") from None
+        if not isinstance(detail, dict):
+            raise ValueError("detail_json must be a JSON object")
         if self.entry_hash is not None and not isinstance(self.entry_hash, bytes):
             raise ValueError("entry_hash must be bytes or None")
         _utc_fields(self, "at")
+        if self.entry_hash is None:
+            object.__setattr__(self, "entry_hash", leaf_hash(self))
 
 
 @dataclass(frozen=True)
@@ -284,6 +294,108 @@ class AuditRecord:
     message_id: str | None
     detail_json: str
     entry_hash: bytes | None = field(repr=False)
+    agency: str | None = None
+
+
+DataKeyKind = Literal["case", "message"]
+
+
+@dataclass(frozen=True)
+class DataKey:
+    """A data key for payloads at rest, stored only wrapped (encrypted).
+
+    A ``case`` key is wrapped by the gateway's own encryption key; a ``message`` key is
+    wrapped by its case key (``parent_key_id``) and encrypts one stored envelope. Shredding
+    sets ``wrapped`` to None for good: what it encrypted can no longer be read by anyone.
+    """
+
+    key_id: str
+    case_ref: str
+    kind: DataKeyKind
+    wrapped: bytes | None = field(repr=False)
+    created_at: datetime
+    parent_key_id: str | None = None
+    shredded_at: datetime | None = None
+    shred_reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("key_id", "case_ref"):
+            _require_text(name, getattr(self, name))
+        require_status("kind", self.kind, frozenset(get_args(DataKeyKind)))
+        if (self.kind == "message") != (self.parent_key_id is not None):
+            raise ValueError("a message key has a parent_key_id (its case key); a case key has none")
+        if self.wrapped is not None and (not isinstance(self.wrapped, bytes) or not self.wrapped):
+            raise ValueError("wrapped must be non-empty bytes or None (shredded)")
+        if self.shred_reason is not None:
+            require_error_code("shred_reason", self.shred_reason)
+        _utc_fields(self, "created_at", "shredded_at")
+
+
+@dataclass(frozen=True)
+class Withdrawal:
+    """A consent withdrawal for a case, sent by us or received from the referring agency."""
+
+    message_id: str
+    case_ref: str
+    direction: Direction
+    counterpart: str
+    withdrawn_at: datetime
+    scope: Literal["all_purposes", "some_purposes"]
+    purposes: tuple[str, ...]
+    request_message_ids: tuple[str, ...]  # empty: every request of the case
+    recorded_at: datetime
+
+    def __post_init__(self) -> None:
+        require_message_id("message_id", self.message_id)
+        for name in ("case_ref", "counterpart"):
+            _require_text(name, getattr(self, name))
+        require_status("direction", self.direction, frozenset(get_args(Direction)))
+        require_status("scope", self.scope, frozenset({"all_purposes", "some_purposes"}))
+        for mid in self.request_message_ids:
+            require_message_id("request_message_ids[]", mid)
+        object.__setattr__(self, "purposes", tuple(self.purposes))
+        object.__setattr__(self, "request_message_ids", tuple(self.request_message_ids))
+        _utc_fields(self, "withdrawn_at", "recorded_at")
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A signed audit-log checkpoint: our own (``origin`` is our agency) or a partner's."""
+
+    origin: str
+    tree_size: int
+    root_hash: bytes = field(repr=False)
+    signed_at: datetime
+    note: bytes = field(repr=False)  # the signed checkpoint exactly as signed and exchanged
+    recorded_at: datetime
+
+    def __post_init__(self) -> None:
+        _require_text("origin", self.origin)
+        if not isinstance(self.tree_size, int) or self.tree_size < 0:
+            raise ValueError("tree_size must be a non-negative integer")
+        if not isinstance(self.root_hash, bytes) or len(self.root_hash) != 32:
+            raise ValueError("root_hash must be 32 bytes")
+        if not isinstance(self.note, bytes) or not self.note:
+            raise ValueError("note must be non-empty bytes")
+        _utc_fields(self, "signed_at", "recorded_at")
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Filters for :meth:`Store.query_audit`; every given filter must match (AND)."""
+
+    case_ref: str | None = None
+    agency: str | None = None
+    event_types: tuple[str, ...] = ()
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    after_seq: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_types", tuple(self.event_types))
+        if not isinstance(self.after_seq, int) or self.after_seq < 0:
+            raise ValueError("after_seq must be a non-negative integer")
+        _utc_fields(self, "since", "until")
 
 
 # --- the interface -----------------------------------------------------------------------
@@ -370,6 +482,69 @@ class Store(Protocol):
 
     async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
         """Entries with ``seq >= from_seq`` in seq order, at most ``limit``."""
+
+    async def query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
+        """Entries matching ``query`` with ``seq > query.after_seq``, in seq order, at most ``limit``."""
+
+    async def audit_size(self) -> int:
+        """The highest seq appended (0 for an empty log): the Merkle tree size."""
+
+    async def audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
+        """``entry_hash`` of entries ``seq >= from_seq`` in seq order, at most ``limit``
+        (cheaper than :meth:`read_audit` when building trees and proofs)."""
+
+    # data keys (payload encryption at rest, crypto-shredding)
+    async def add_data_key(self, key: DataKey) -> DataKey:
+        """Store a new key and return the key now in force. A ``case`` key is added only if
+        the case has no live (unshredded) case key; otherwise the live one is returned, so
+        concurrent first messages of a case agree on one key. A ``message`` key is
+        idempotent on ``key_id`` (the stored one is returned)."""
+
+    async def get_data_key(self, key_id: str) -> DataKey | None:
+        """The key with this id, shredded or not; None if it never existed."""
+
+    async def live_case_key(self, case_ref: str) -> DataKey | None:
+        """The case's live case key, or None if it has none (never had, or shredded)."""
+
+    async def shred_data_keys(
+        self, key_ids: Sequence[str], reason: str, at: datetime, *, audit: Sequence[AuditEntry] = ()
+    ) -> list[str]:
+        """Destroy the wrapped keys of ``key_ids`` that are still live; return those ids
+        (in the order given). ``audit`` entries are appended in the same transaction when
+        at least one key was destroyed now. Unknown or already shredded ids are skipped."""
+
+    async def case_key_ids(self, case_ref: str) -> list[str]:
+        """Ids of every key of the case, live or shredded, case keys first."""
+
+    async def retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
+        """Inbox rows of ``message_type`` received before ``received_before`` whose message
+        key (key id = message id) is still live, oldest first."""
+
+    async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
+        """Every outbox row of the case, oldest first."""
+
+    async def list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
+        """Every inbox row of the case, oldest first."""
+
+    # consent withdrawals
+    async def add_withdrawal(self, withdrawal: Withdrawal, *, audit: AuditEntry | None = None) -> bool:
+        """Record a withdrawal; idempotent on (``message_id``, ``direction``). True if new.
+        ``audit`` is appended in the same transaction, only when the row is new."""
+
+    async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
+        """Withdrawals recorded for the case, in ``withdrawn_at`` order."""
+
+    # audit checkpoints (ours and partners')
+    async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
+        """Record a checkpoint; idempotent on (``origin``, ``tree_size``, ``root_hash``).
+        True if new. Two different roots for one origin and size are both kept: that is
+        the evidence of a forked log, and it must not be lost."""
+
+    async def latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
+        """The checkpoint of ``origin`` with the largest tree size (latest signed on ties)."""
+
+    async def list_checkpoints(self, origin: str, *, min_size: int = 0, limit: int = 1000) -> list[CheckpointRecord]:
+        """Checkpoints of ``origin`` with ``tree_size >= min_size``, by tree size then signing time."""
 
     # lifecycle
     async def ping(self) -> bool:

@@ -15,6 +15,7 @@ returns only after the WAL has been fsynced. See docs/store.md.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import threading
@@ -22,14 +23,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 from gateway.store.base import (
     INCOMING_STATUSES,
     OUTGOING_STATUSES,
     AuditEntry,
+    AuditQuery,
     AuditRecord,
     Case,
+    CheckpointRecord,
+    DataKey,
     Direction,
     IncomingMessage,
     InboxRecord,
@@ -41,6 +45,7 @@ from gateway.store.base import (
     StatusChange,
     StoreError,
     StoreUnavailableError,
+    Withdrawal,
     incoming_moves_forward,
     outgoing_moves_forward,
     require_aware,
@@ -142,6 +147,71 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        2,
+        (
+            # The other agency involved in an event: auditors query by it (part of the leaf hash).
+            "ALTER TABLE audit_entries ADD COLUMN agency TEXT",
+            "CREATE INDEX audit_by_case ON audit_entries (case_ref, seq) WHERE case_ref IS NOT NULL",
+            "CREATE INDEX audit_by_agency ON audit_entries (agency, seq) WHERE agency IS NOT NULL",
+            "CREATE INDEX audit_by_event ON audit_entries (event_type, seq)",
+            "CREATE INDEX audit_by_time ON audit_entries (at)",
+            # Wrapped data keys. Shredding sets wrapped to NULL: the row stays as proof of
+            # when and why, and the key can never come back.
+            """
+            CREATE TABLE data_keys (
+                key_id        TEXT PRIMARY KEY,
+                case_ref      TEXT NOT NULL,
+                kind          TEXT NOT NULL CHECK (kind IN ('case', 'message')),
+                parent_key_id TEXT REFERENCES data_keys (key_id),
+                wrapped       BLOB,
+                created_at    TEXT NOT NULL,
+                shredded_at   TEXT,
+                shred_reason  TEXT,
+                CHECK ((wrapped IS NULL) = (shredded_at IS NOT NULL)),
+                CHECK ((kind = 'message') = (parent_key_id IS NOT NULL))
+            )""",
+            # At most one live case key per case, whoever races to create it.
+            "CREATE UNIQUE INDEX data_keys_live_case ON data_keys (case_ref) WHERE kind = 'case' AND wrapped IS NOT NULL",
+            "CREATE INDEX data_keys_by_case ON data_keys (case_ref)",
+            """
+            CREATE TRIGGER data_keys_never_unshred BEFORE UPDATE OF wrapped ON data_keys
+            WHEN OLD.wrapped IS NULL
+            BEGIN SELECT RAISE(ABORT, 'a shredded data key cannot be restored'); END""",
+            """
+            CREATE TABLE withdrawals (
+                message_id          TEXT NOT NULL,
+                direction           TEXT NOT NULL CHECK (direction IN ('outgoing', 'incoming')),
+                case_ref            TEXT NOT NULL,
+                counterpart         TEXT NOT NULL,
+                withdrawn_at        TEXT NOT NULL,
+                scope               TEXT NOT NULL,
+                purposes_json       TEXT NOT NULL,
+                request_ids_json    TEXT NOT NULL,
+                recorded_at         TEXT NOT NULL,
+                PRIMARY KEY (message_id, direction)
+            )""",
+            "CREATE INDEX withdrawals_by_case ON withdrawals (case_ref, withdrawn_at)",
+            """
+            CREATE TABLE checkpoints (
+                origin      TEXT NOT NULL,
+                tree_size   INTEGER NOT NULL CHECK (tree_size >= 0),
+                root_hash   BLOB NOT NULL,
+                signed_at   TEXT NOT NULL,
+                note        BLOB NOT NULL,
+                recorded_at TEXT NOT NULL,
+                PRIMARY KEY (origin, tree_size, root_hash)
+            )""",
+            """
+            CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+            BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END""",
+            """
+            CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+            BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # --- errors ------------------------------------------------------------------------------
@@ -234,6 +304,46 @@ def _audit(row: sqlite3.Row) -> AuditRecord:
         message_id=row["message_id"],
         detail_json=row["detail_json"],
         entry_hash=None if digest is None else bytes(digest),
+        agency=row["agency"],
+    )
+
+
+def _data_key(row: sqlite3.Row) -> DataKey:
+    wrapped = row["wrapped"]
+    return DataKey(
+        key_id=row["key_id"],
+        case_ref=row["case_ref"],
+        kind=row["kind"],
+        wrapped=None if wrapped is None else bytes(wrapped),
+        created_at=_dt(row["created_at"]),
+        parent_key_id=row["parent_key_id"],
+        shredded_at=None if row["shredded_at"] is None else _dt(row["shredded_at"]),
+        shred_reason=row["shred_reason"],
+    )
+
+
+def _withdrawal(row: sqlite3.Row) -> Withdrawal:
+    return Withdrawal(
+        message_id=row["message_id"],
+        case_ref=row["case_ref"],
+        direction=row["direction"],
+        counterpart=row["counterpart"],
+        withdrawn_at=_dt(row["withdrawn_at"]),
+        scope=row["scope"],
+        purposes=tuple(json.loads(row["purposes_json"])),
+        request_message_ids=tuple(json.loads(row["request_ids_json"])),
+        recorded_at=_dt(row["recorded_at"]),
+    )
+
+
+def _checkpoint(row: sqlite3.Row) -> CheckpointRecord:
+    return CheckpointRecord(
+        origin=row["origin"],
+        tree_size=row["tree_size"],
+        root_hash=bytes(row["root_hash"]),
+        signed_at=_dt(row["signed_at"]),
+        note=bytes(row["note"]),
+        recorded_at=_dt(row["recorded_at"]),
     )
 
 
@@ -685,6 +795,222 @@ class SQLiteStore:
 
         return await self._call(run)
 
+    async def query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
+        _check_page(limit)
+        clauses, args = ["seq > ?"], [query.after_seq]
+        for column, value in (("case_ref", query.case_ref), ("agency", query.agency)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if query.event_types:
+            clauses.append(f"event_type IN ({', '.join('?' * len(query.event_types))})")
+            args.extend(query.event_types)
+        if query.since is not None:
+            clauses.append("at >= ?")
+            args.append(_ts(query.since))
+        if query.until is not None:
+            clauses.append("at < ?")
+            args.append(_ts(query.until))
+
+        def run(conn: sqlite3.Connection) -> list[AuditRecord]:
+            rows = conn.execute(
+                f"SELECT * FROM audit_entries WHERE {' AND '.join(clauses)} ORDER BY seq LIMIT ?", (*args, limit)
+            ).fetchall()
+            return [_audit(r) for r in rows]
+
+        return await self._call(run)
+
+    async def audit_size(self) -> int:
+        return await self._call(lambda conn: int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_entries").fetchone()[0]))
+
+    async def audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
+        _check_page(limit)
+
+        def run(conn: sqlite3.Connection) -> list[bytes]:
+            rows = conn.execute(
+                "SELECT entry_hash FROM audit_entries WHERE seq >= ? ORDER BY seq LIMIT ?", (from_seq, limit)
+            ).fetchall()
+            return [bytes(r[0]) for r in rows]
+
+        return await self._call(run)
+
+    # --- data keys ------------------------------------------------------------------------
+
+    async def add_data_key(self, key: DataKey) -> DataKey:
+        if not isinstance(key, DataKey):
+            raise TypeError("add_data_key takes a DataKey")
+        if key.wrapped is None:
+            raise ValueError("a new data key must carry its wrapped key")
+
+        def run(conn: sqlite3.Connection) -> DataKey:
+            conn.execute(
+                "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (key.key_id, key.case_ref, key.kind, key.parent_key_id, key.wrapped, _ts(key.created_at)),
+            )
+            if key.kind == "case":
+                row = conn.execute(
+                    "SELECT * FROM data_keys WHERE case_ref = ? AND kind = 'case' AND wrapped IS NOT NULL",
+                    (key.case_ref,),
+                ).fetchone()
+            else:
+                row = conn.execute("SELECT * FROM data_keys WHERE key_id = ?", (key.key_id,)).fetchone()
+            if row is None or row["wrapped"] is None:  # that key id was shredded: never resurrect it
+                raise StoreError(f"data key {key.key_id} exists and was shredded")
+            return _data_key(row)
+
+        return await self._in_write(run)
+
+    async def get_data_key(self, key_id: str) -> DataKey | None:
+        def run(conn: sqlite3.Connection) -> DataKey | None:
+            row = conn.execute("SELECT * FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
+            return None if row is None else _data_key(row)
+
+        return await self._call(run)
+
+    async def live_case_key(self, case_ref: str) -> DataKey | None:
+        def run(conn: sqlite3.Connection) -> DataKey | None:
+            row = conn.execute(
+                "SELECT * FROM data_keys WHERE case_ref = ? AND kind = 'case' AND wrapped IS NOT NULL", (case_ref,)
+            ).fetchone()
+            return None if row is None else _data_key(row)
+
+        return await self._call(run)
+
+    async def shred_data_keys(
+        self, key_ids: Sequence[str], reason: str, at: datetime, *, audit: Sequence[AuditEntry] = ()
+    ) -> list[str]:
+        require_error_code("reason", reason)
+        when = _ts(require_aware("at", at))
+        ids = list(dict.fromkeys(key_ids))
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            shredded = []
+            for key_id in ids:
+                cur = conn.execute(
+                    "UPDATE data_keys SET wrapped = NULL, shredded_at = ?, shred_reason = ?"
+                    " WHERE key_id = ? AND wrapped IS NOT NULL",
+                    (when, reason, key_id),
+                )
+                if cur.rowcount == 1:
+                    shredded.append(key_id)
+            if shredded:
+                for entry in audit:
+                    _insert_audit(conn, entry)
+            return shredded
+
+        return await self._in_write(run)
+
+    async def case_key_ids(self, case_ref: str) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT key_id FROM data_keys WHERE case_ref = ? ORDER BY kind = 'message', created_at, rowid",
+                (case_ref,),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self._call(run)
+
+    async def retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
+        cutoff = _ts(require_aware("received_before", received_before))
+        _check_page(limit)
+
+        def run(conn: sqlite3.Connection) -> list[InboxRecord]:
+            rows = conn.execute(
+                "SELECT inbox.* FROM inbox JOIN data_keys ON data_keys.key_id = inbox.message_id"
+                " WHERE inbox.message_type = ? AND inbox.received_at < ? AND data_keys.wrapped IS NOT NULL"
+                " ORDER BY inbox.received_at, inbox.rowid LIMIT ?",
+                (message_type, cutoff, limit),
+            ).fetchall()
+            return [_inbox(r) for r in rows]
+
+        return await self._call(run)
+
+    async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
+        def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
+            rows = conn.execute("SELECT * FROM outbox WHERE case_ref = ? ORDER BY created_at, rowid", (case_ref,)).fetchall()
+            return [_outbox(r) for r in rows]
+
+        return await self._call(run)
+
+    async def list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
+        def run(conn: sqlite3.Connection) -> list[InboxRecord]:
+            rows = conn.execute("SELECT * FROM inbox WHERE case_ref = ? ORDER BY received_at, rowid", (case_ref,)).fetchall()
+            return [_inbox(r) for r in rows]
+
+        return await self._call(run)
+
+    # --- consent withdrawals ----------------------------------------------------------------
+
+    async def add_withdrawal(self, withdrawal: Withdrawal, *, audit: AuditEntry | None = None) -> bool:
+        if not isinstance(withdrawal, Withdrawal):
+            raise TypeError("add_withdrawal takes a Withdrawal")
+        w = withdrawal
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO withdrawals (message_id, direction, case_ref, counterpart, withdrawn_at, scope,"
+                " purposes_json, request_ids_json, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (w.message_id, w.direction, w.case_ref, w.counterpart, _ts(w.withdrawn_at), w.scope,
+                 json.dumps(list(w.purposes)), json.dumps(list(w.request_message_ids)), _ts(w.recorded_at)),
+            )
+            if cur.rowcount != 1:
+                return False
+            if audit is not None:
+                _insert_audit(conn, audit)
+            return True
+
+        return await self._in_write(run)
+
+    async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
+        def run(conn: sqlite3.Connection) -> list[Withdrawal]:
+            rows = conn.execute(
+                "SELECT * FROM withdrawals WHERE case_ref = ? ORDER BY withdrawn_at, rowid", (case_ref,)
+            ).fetchall()
+            return [_withdrawal(r) for r in rows]
+
+        return await self._call(run)
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
+        if not isinstance(checkpoint, CheckpointRecord):
+            raise TypeError("add_checkpoint takes a CheckpointRecord")
+        c = checkpoint
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "INSERT INTO checkpoints (origin, tree_size, root_hash, signed_at, note, recorded_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (c.origin, c.tree_size, c.root_hash, _ts(c.signed_at), c.note, _ts(c.recorded_at)),
+            )
+            return cur.rowcount == 1
+
+        return await self._in_write(run)
+
+    async def latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
+        def run(conn: sqlite3.Connection) -> CheckpointRecord | None:
+            row = conn.execute(
+                "SELECT * FROM checkpoints WHERE origin = ? ORDER BY tree_size DESC, signed_at DESC, rowid DESC LIMIT 1",
+                (origin,),
+            ).fetchone()
+            return None if row is None else _checkpoint(row)
+
+        return await self._call(run)
+
+    async def list_checkpoints(self, origin: str, *, min_size: int = 0, limit: int = 1000) -> list[CheckpointRecord]:
+        _check_page(limit)
+
+        def run(conn: sqlite3.Connection) -> list[CheckpointRecord]:
+            rows = conn.execute(
+                "SELECT * FROM checkpoints WHERE origin = ? AND tree_size >= ? ORDER BY tree_size, signed_at, rowid LIMIT ?",
+                (origin, min_size, limit),
+            ).fetchall()
+            return [_checkpoint(r) for r in rows]
+
+        return await self._call(run)
+
     # --- lifecycle ------------------------------------------------------------------------
 
     async def ping(self, timeout: float = 2.0) -> bool:
@@ -730,9 +1056,9 @@ def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> int:
     if not isinstance(entry, AuditEntry):
         raise TypeError("audit must be an AuditEntry")
     cur = conn.execute(
-        "INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json, entry_hash)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json, entry_hash, agency)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (_ts(entry.at), entry.event_type, entry.actor, entry.case_ref, entry.message_id, entry.detail_json,
-         entry.entry_hash),
+         entry.entry_hash, entry.agency),
     )
     return int(cur.lastrowid)
