@@ -16,11 +16,11 @@ from gateway.logs import configure_logging
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every command group registered."""
-    from gateway.cli import adapt, demo, keys, quarantine, serve
+    from gateway.cli import adapt, audit, demo, keys, quarantine, serve
 
     parser = argparse.ArgumentParser(prog="gateway", description="Referral gateway for cross-border anti-trafficking referrals.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, serve, keys, quarantine, adapt):
+    for module in (demo, serve, keys, quarantine, adapt, audit):
         module.register(sub)
     return parser
 
