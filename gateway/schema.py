@@ -36,6 +36,8 @@ MESSAGE_TYPES: tuple[str, ...] = (
     "case.closure",
     "consent.withdrawal",
     "receipt",
+    "consent.withdrawal.ack",
+    "audit.checkpoint",
 )
 PURPOSES: tuple[str, ...] = (
     "assistance",

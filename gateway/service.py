@@ -21,16 +21,23 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import structlog
 
-from gateway.clock import format_ts, utcnow
+from gateway.at_rest import CONTROL_TYPES, AtRest, PayloadShreddedError, envelope_digest, stored_digest
+from gateway.audit import merkle
+from gateway.audit.checkpoint import CheckpointError, parse_checkpoint, to_record, verify_checkpoint
+from gateway.audit.log import AuditLog
+from gateway.b64 import b64url_decode, b64url_encode
+from gateway.canonical import canonical_bytes
+from gateway.clock import format_ts, parse_ts, utcnow
+from gateway.consent import ConsentRefusedError, check_referral_consent
 from gateway.directory import Directory
 from gateway.directory import AGENCY_ID
 from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
 from gateway.errors import EnvelopeError, GatewayError, ReplayedMessageError
-from gateway.schema import PURPOSES
+from gateway.schema import MESSAGE_TYPES, PURPOSES
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -40,9 +47,11 @@ from gateway.store import (
     IncomingMessage,
     MessageConflictError,
     MessageNotFoundError,
+    CheckpointRecord as CheckpointRecordT,
     OutgoingMessage,
     Store,
     StoreError,
+    Withdrawal,
 )
 from gateway.transport import (
     Delivery,
@@ -57,6 +66,8 @@ log = structlog.get_logger("gateway.service")
 #: referral.response decisions → the sender-side status they produce.
 DECISION_STATUS = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
 SYSTEM = "system"
+#: Case pseudonym on audit checkpoints exchanged between gateways (they belong to no case).
+AUDIT_CASE = "audit-log"
 
 
 class ReferenceError_(GatewayError):
@@ -137,6 +148,8 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._transport_ready = asyncio.Event()
         self._stopping = False
+        self.at_rest = AtRest(identity, store)
+        self.audit_log = AuditLog(store, identity, clock)
         self._describe_metrics()
 
     # --- lifecycle --------------------------------------------------------------------
@@ -146,6 +159,12 @@ class Gateway:
         self._stopping = False
         self._tasks.append(asyncio.create_task(self._connect_and_consume(), name="gateway-connect"))
         self._tasks.append(asyncio.create_task(self._outbox_loop(), name="gateway-outbox"))
+        self._tasks.append(asyncio.create_task(
+            self._every(self.settings.retention_poll_seconds, self.apply_retention), name="gateway-retention"))
+        if self.settings.checkpoint_interval_seconds:
+            self._tasks.append(asyncio.create_task(
+                self._every(self.settings.checkpoint_interval_seconds, self.checkpoint_and_share),
+                name="gateway-checkpoint"))
 
     async def stop(self) -> None:
         """Stop consuming and publishing; unacked deliveries return to the broker."""
@@ -213,11 +232,15 @@ class Gateway:
             lifetime=timedelta(days=self.settings.message_lifetime_days),
             in_reply_to=in_reply_to, message_id=message_id,
         )
+        if message_type == "referral.request":
+            # After sealing, so schema and directory refusals come first and name their cause.
+            await self._check_consent_to_send(payload, recipient=recipient, case_ref=case_ref, actor=actor, now=now)
         # The audit entry commits with the outbox row: no message without its entry, and
         # no failure answered after the message is already durable.
         await self.store.add_outgoing(
             OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now),
-            audit=self._entry("message.created", actor, header, {"type": message_type, "recipient": recipient}),
+            audit=self._entry("message.created", actor, header, {"type": message_type, "recipient": recipient},
+                              agency=recipient),
         )
         self.metrics.inc("messages_submitted_total", type=message_type)
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
@@ -284,14 +307,18 @@ class Gateway:
             return await self._quarantine(delivery, exc, None)
         existing = await self.store.get_incoming(header.id)
         if existing is not None:
-            if existing.envelope != delivery.body:
+            if stored_digest(existing.envelope) != envelope_digest(delivery.body):
                 # Same id, other bytes: not a redelivery but a forgery or a colliding sender.
                 return await self._quarantine(
                     delivery, ReplayedMessageError(f"message id {header.id} was already received with other content"),
                     header)
             # Redelivery after a crash or a lost ack: the application saw it once already.
-            opened = self._open_stored(existing.envelope, existing.received_at)
-            await self._after_store(opened, existing.received_at)
+            try:
+                opened = self._open_stored(await self.at_rest.open(existing), existing.received_at)
+            except PayloadShreddedError:
+                pass  # shredded since: its effects ran before the data could be shredded
+            else:
+                await self._after_store(opened, existing.received_at)
             self.metrics.inc("duplicates_total")
             log.info("message.duplicate", message_id=header.id, sender=header.sender)
             return Disposition.ACK
@@ -300,11 +327,15 @@ class Gateway:
                                  replay_guard=None, now=now)
             self._check_accepts(opened)
             await self._check_reference(opened)
-        except (EnvelopeError, ReferenceError_, RecipientRefusesError) as exc:
+            if header.type == "referral.request":
+                await self._check_consent_received(opened, now)
+        except (EnvelopeError, ReferenceError_, RecipientRefusesError, ConsentRefusedError, CheckpointError) as exc:
             return await self._quarantine(delivery, exc, header)
+        blob = await self.at_rest.seal(header.id, header.case, header.type, delivery.body, now)
         stored = await self.store.add_incoming(
-            IncomingMessage(header.id, header.sender, header.type, header.case, delivery.body, now),
-            audit=self._entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender}),
+            IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
+            audit=self._entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
+                              agency=header.sender),
         )
         if not stored:  # a concurrent copy won the race
             self.metrics.inc("duplicates_total")
@@ -334,6 +365,8 @@ class Gateway:
             referenced = payload["message_id"]
         elif header.type == "referral.response":
             referenced = payload["request_message_id"]
+        elif header.type == "consent.withdrawal.ack":
+            referenced = payload["withdrawal_message_id"]
         else:
             return
         if header.in_reply_to != referenced:
@@ -343,6 +376,8 @@ class Gateway:
             raise ReferenceError_(f"{header.type} {header.id} refers to a message we did not send to {header.sender}")
         if header.type == "referral.response" and original.message_type != "referral.request":
             raise ReferenceError_(f"referral.response {header.id} does not answer a referral.request")
+        if header.type == "consent.withdrawal.ack" and original.message_type != "consent.withdrawal":
+            raise ReferenceError_(f"consent.withdrawal.ack {header.id} does not answer a consent.withdrawal")
 
     async def _after_store(self, opened: OpenedMessage, received_at: datetime) -> None:
         """Effects of a stored message; idempotent, so a redelivery can safely re-run them."""
@@ -352,7 +387,20 @@ class Gateway:
             return
         if header.type == "referral.response":
             await self._apply_status(payload["request_message_id"], DECISION_STATUS[payload["decision"]], header)
+        if header.type == "consent.withdrawal.ack":
+            # "accepted": the recipient applied the withdrawal (its data keys are destroyed).
+            await self._apply_status(payload["withdrawal_message_id"], "accepted", header)
+            await self._audit("consent.withdrawal_acknowledged", SYSTEM_ACTOR, header, {
+                "withdrawal": payload["withdrawal_message_id"],
+                "messages_made_unreadable": payload["messages_made_unreadable"],
+                "case_key_destroyed": payload["case_key_destroyed"]}, agency=header.sender)
+            return
+        if header.type == "audit.checkpoint":
+            await self._receive_checkpoint(opened, received_at)
+            return
         await self.store.upsert_case(Case(header.case, header.sender, f"received:{header.type}", received_at))
+        if header.type == "consent.withdrawal":
+            await self._apply_withdrawal(opened, received_at)
         await self._ensure_receipt(header, "delivered", received_at)
 
     async def _apply_status(self, message_id: str, status: str, header: Header) -> None:
@@ -396,6 +444,238 @@ class Gateway:
         log.warning("message.quarantined", message_id=header.id if header else None, reason=exc.code, sender=sender)
         return Disposition.ACK
 
+    # --- consent --------------------------------------------------------------------------
+
+    async def _check_consent_to_send(
+        self, payload: dict[str, Any], *, recipient: str, case_ref: str, actor: Actor, now: datetime
+    ) -> None:
+        country = self.directory.agency(recipient).country
+        withdrawals = await self.store.withdrawals_for_case(case_ref)
+        try:
+            check_referral_consent(payload, recipient=recipient, recipient_country=country, now=now,
+                                   withdrawals=withdrawals)
+        except ConsentRefusedError as exc:
+            await self.audit_event("consent.refused", actor, {"reason": exc.code, "path": exc.path},
+                                   case_ref=case_ref, agency=recipient)
+            self.metrics.inc("consent_refusals_total", reason=exc.code)
+            raise
+        await self.audit_event("consent.checked", actor, {"purposes": sorted(payload.get("purposes", []))},
+                               case_ref=case_ref, agency=recipient)
+
+    async def _check_consent_received(self, opened: OpenedMessage, now: datetime) -> None:
+        # Checked as of the envelope's creation: a consent that expired while the message
+        # was in transit was valid when the sender relied on it.
+        header = opened.header
+        check_referral_consent(
+            opened.payload, recipient=self.agency_id, recipient_country=self.directory.agency(self.agency_id).country,
+            now=min(header.created, now), withdrawals=await self.store.withdrawals_for_case(header.case))
+
+    async def withdraw_consent(self, case_ref: str, withdrawal: dict[str, Any], *, actor: Actor) -> list[Header]:
+        """Withdraw consent for a case: stop queued referrals and tell every recipient to shred.
+
+        Sends a signed ``consent.withdrawal`` to every agency that was sent a
+        ``referral.request`` of the case (or of the listed requests). Referrals still
+        queued are given up (``consent_withdrawn``) and never leave. Idempotent: the
+        withdrawal ids derive from the case, the time and the recipient.
+        """
+        now = self.clock()
+        requests = [r for r in await self.store.list_outgoing_for_case(case_ref) if r.message_type == "referral.request"]
+        wanted = set(withdrawal.get("request_message_ids") or ())
+        if wanted:
+            unknown = wanted - {r.message_id for r in requests}
+            if unknown:
+                raise NotFoundError(f"request_message_ids name {len(unknown)} referral(s) not sent for this case")
+            requests = [r for r in requests if r.message_id in wanted]
+        if not requests:
+            raise NotFoundError(f"no referral was sent for case {case_ref}")
+        for record in requests:
+            if record.status == "queued" and await self.store.mark_failed(record.message_id, "consent_withdrawn", at=now):
+                await self.audit_event("message.failed", actor, {"reason": "consent_withdrawn"}, case_ref=case_ref,
+                                       agency=record.recipient)
+        headers = []
+        for recipient in sorted({r.recipient for r in requests}):
+            ids = [r.message_id for r in requests if r.recipient == recipient]
+            payload = dict(withdrawal)
+            if wanted:
+                payload["request_message_ids"] = ids
+            message_id = derived_message_id("withdrawal", case_ref, str(payload.get("withdrawn_at")), recipient)
+            record = Withdrawal(
+                message_id=message_id, case_ref=case_ref, direction="outgoing", counterpart=recipient,
+                withdrawn_at=parse_ts(payload["withdrawn_at"]), scope=payload["scope"],
+                purposes=tuple(payload.get("purposes", ())), request_message_ids=tuple(payload.get("request_message_ids", ())),
+                recorded_at=now)
+            await self.store.add_withdrawal(record, audit=AuditEntry(
+                at=now, event_type="consent.withdrawn", actor=actor.name, case_ref=case_ref, message_id=message_id,
+                agency=recipient, detail_json=json.dumps(
+                    {"scope": record.scope, "purposes": list(record.purposes),
+                     "erasure_requested": bool(payload.get("erasure_requested"))}, sort_keys=True)))
+            existing = await self.store.get_outgoing(message_id)
+            if existing is not None:
+                headers.append(parse_envelope(existing.envelope)[0])
+                continue
+            headers.append(await self.submit("consent.withdrawal", payload, recipient=recipient, case_ref=case_ref,
+                                             actor=actor, message_id=message_id))
+        return headers
+
+    async def _apply_withdrawal(self, opened: OpenedMessage, received_at: datetime) -> None:
+        """A partner withdrew consent: destroy the data keys it covers, then acknowledge (idempotent)."""
+        header, payload = opened.header, opened.payload
+        withdrawal = Withdrawal(
+            message_id=header.id, case_ref=header.case, direction="incoming", counterpart=header.sender,
+            withdrawn_at=parse_ts(payload["withdrawn_at"]), scope=payload["scope"],
+            purposes=tuple(payload.get("purposes", ())), request_message_ids=tuple(payload.get("request_message_ids", ())),
+            recorded_at=received_at)
+        await self.store.add_withdrawal(withdrawal)
+        # Only what the withdrawing agency sent us: another sender's data about a case with
+        # the same pseudonym is not theirs to withdraw.
+        received = [r for r in await self.store.list_incoming_for_case(header.case)
+                    if r.sender == header.sender and r.message_type not in CONTROL_TYPES]
+        whole_case = withdrawal.scope == "all_purposes" and not withdrawal.request_message_ids
+        targets = []
+        for record in received:
+            if withdrawal.request_message_ids and record.message_id not in withdrawal.request_message_ids:
+                continue
+            if withdrawal.scope == "some_purposes" and record.message_type == "referral.request":
+                try:
+                    purposes = self._open_stored(await self.at_rest.open(record), record.received_at).payload["purposes"]
+                except PayloadShreddedError:
+                    continue
+                if not set(purposes) & set(withdrawal.purposes):
+                    continue
+            targets.append(record)
+        key_ids = [r.message_id for r in targets]
+        case_key = await self.store.live_case_key(header.case)
+        senders = {r.sender for r in await self.store.list_incoming_for_case(header.case)
+                   if r.message_type not in CONTROL_TYPES}
+        if whole_case and case_key is not None and senders <= {header.sender}:
+            key_ids.insert(0, case_key.key_id)
+        entry = self._entry("data.shredded", SYSTEM_ACTOR, header,
+                            {"reason": "consent_withdrawn", "keys": len(key_ids)})
+        shredded = await self.store.shred_data_keys(key_ids, "consent_withdrawn", self.clock(), audit=[entry])
+        if shredded:
+            log.info("consent.withdrawal_applied", message_id=header.id, case=header.case, keys=len(shredded))
+        ack_id = derived_message_id("withdrawal-ack", header.id, self.agency_id)
+        if await self.store.get_outgoing(ack_id) is not None:
+            return
+        ack = {"withdrawal_message_id": header.id, "applied_at": format_ts(self.clock()),
+               "messages_made_unreadable": len(targets), "case_key_destroyed": bool(case_key and case_key.key_id in key_ids)}
+        try:
+            await self.submit("consent.withdrawal.ack", ack, recipient=header.sender, case_ref=header.case,
+                              actor=SYSTEM_ACTOR, in_reply_to=header.id, message_id=ack_id)
+        except MessageConflictError:
+            pass
+
+    # --- retention ---------------------------------------------------------------------------
+
+    async def apply_retention(self) -> int:
+        """Destroy the keys of received messages past their retention period; return how many."""
+        now, total = self.clock(), 0
+        for message_type in MESSAGE_TYPES:
+            if message_type in CONTROL_TYPES:
+                continue
+            cutoff = now - timedelta(days=self.settings.retention_for(message_type))
+            while True:
+                due = await self.store.retention_due(message_type, cutoff, 500)
+                if not due:
+                    break
+                entries = [AuditEntry(at=now, event_type="data.shredded", actor=SYSTEM, case_ref=r.case_ref,
+                                      message_id=r.message_id, agency=r.sender,
+                                      detail_json=json.dumps({"reason": "retention", "type": message_type}, sort_keys=True))
+                           for r in due]
+                # One audit entry per message, written with its shredding.
+                for record, entry in zip(due, entries):
+                    total += len(await self.store.shred_data_keys([record.message_id], "retention", now, audit=[entry]))
+        if total:
+            log.info("retention.applied", shredded=total)
+            self.metrics.inc("retention_shredded_total", total)
+        return total
+
+    async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
+        while not self._stopping:
+            try:
+                await job()
+            except Exception as exc:  # noqa: BLE001 - a periodic task must outlive one bad pass
+                log.warning("periodic.pass_failed", job=getattr(job, "__name__", "job"),
+                            error=getattr(exc, "code", type(exc).__name__))
+            await asyncio.sleep(seconds)
+
+    # --- audit checkpoints --------------------------------------------------------------------
+
+    async def checkpoint_and_share(self) -> CheckpointRecordT | None:
+        """Sign a checkpoint if the log grew and send it to every audit partner."""
+        record = await self.audit_log.checkpoint()
+        if record is None or not self.settings.audit_partners:
+            return record
+        cp = parse_checkpoint(record.note)
+        doc = json.loads(record.note)
+        payload: dict[str, Any] = {"checkpoint": doc["checkpoint"], "signature": doc["signature"]}
+        previous = [c for c in await self.store.list_checkpoints(self.agency_id, limit=1_000_000)
+                    if 0 < c.tree_size < cp.tree_size]
+        if previous:
+            before = previous[-1]
+            payload["consistency"] = {
+                "from_size": before.tree_size, "from_root": b64url_encode(before.root_hash),
+                "proof": [b64url_encode(h) for h in await self.audit_log.consistency_proof(before.tree_size, cp.tree_size)],
+            }
+        for partner in self.settings.audit_partners:
+            message_id = derived_message_id("checkpoint", self.agency_id, str(cp.tree_size), b64url_encode(cp.root_hash), partner)
+            if await self.store.get_outgoing(message_id) is None:
+                await self.submit("audit.checkpoint", payload, recipient=partner, case_ref=AUDIT_CASE,
+                                  actor=SYSTEM_ACTOR, message_id=message_id)
+        return record
+
+    async def _receive_checkpoint(self, opened: OpenedMessage, received_at: datetime) -> None:
+        header, payload = opened.header, opened.payload
+        note = canonical_bytes({"checkpoint": payload["checkpoint"], "signature": payload["signature"]})
+        try:
+            cp = verify_checkpoint(note, self.directory, expected_origin=header.sender)
+        except CheckpointError as exc:
+            await self._audit("audit.checkpoint_rejected", SYSTEM_ACTOR, header, {"reason": exc.code})
+            return
+        problems = []
+        consistency = payload.get("consistency")
+        if consistency is not None:
+            from_root = b64url_decode(consistency["from_root"])
+            proof = [b64url_decode(h) for h in consistency["proof"]]
+            if not merkle.verify_consistency(consistency["from_size"], cp.tree_size, from_root, cp.root_hash, proof):
+                problems.append("consistency_proof_invalid")
+            known = [c for c in await self.store.list_checkpoints(header.sender, min_size=consistency["from_size"], limit=1000)
+                     if c.tree_size == consistency["from_size"]]
+            if any(c.root_hash != from_root for c in known):
+                problems.append("previous_root_differs")
+        same_size = [c for c in await self.store.list_checkpoints(header.sender, min_size=cp.tree_size, limit=1000)
+                     if c.tree_size == cp.tree_size]
+        if any(c.root_hash != cp.root_hash for c in same_size):
+            problems.append("root_differs_at_same_size")
+        await self.store.add_checkpoint(to_record(cp, note, received_at))  # kept even when inconsistent: evidence
+        if problems:
+            await self._audit("audit.fork_detected", SYSTEM_ACTOR, header,
+                              {"origin": cp.origin, "tree_size": cp.tree_size, "problems": problems})
+            self.metrics.inc("audit_fork_detected_total", origin=cp.origin)
+            log.error("audit.fork_detected", origin=cp.origin, tree_size=cp.tree_size, problems=problems)
+        else:
+            await self._audit("audit.checkpoint_received", SYSTEM_ACTOR, header,
+                              {"origin": cp.origin, "tree_size": cp.tree_size})
+
+    # --- statistics ------------------------------------------------------------------------------
+
+    async def received_payloads(self, message_type: str) -> AsyncIterator[tuple[datetime, dict[str, Any]]]:
+        """(received_at, payload) of every readable received message of a type (shredded ones skipped)."""
+        offset = 0
+        while True:
+            page = await self.store.list_incoming(500, offset)
+            if not page:
+                return
+            offset += len(page)
+            for record in page:
+                if record.message_type != message_type:
+                    continue
+                try:
+                    envelope = await self.at_rest.open(record)
+                except PayloadShreddedError:
+                    continue
+                yield record.received_at, self._open_stored(envelope, record.received_at).payload
+
     # --- reading and responding ---------------------------------------------------------
 
     async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[Any]:
@@ -409,8 +689,16 @@ class Gateway:
         record = await self.store.get_incoming(message_id)
         if record is None:
             raise NotFoundError(f"no received message {message_id}")
-        opened = self._open_stored(record.envelope, record.received_at)
-        await self._audit("message.read", actor, opened.header, {"purpose": purpose, "role": actor.role})
+        try:
+            opened = self._open_stored(await self.at_rest.open(record), record.received_at)
+        except PayloadShreddedError as exc:
+            await self.store.append_audit(AuditEntry(
+                at=self.clock(), event_type="message.read_refused", actor=actor.name, case_ref=record.case_ref,
+                message_id=record.message_id, agency=record.sender,
+                detail_json=json.dumps({"purpose": purpose, "role": actor.role, "reason": exc.code}, sort_keys=True)))
+            raise
+        await self._audit("message.read", actor, opened.header, {"purpose": purpose, "role": actor.role},
+                          agency=opened.header.sender)
         await self.store.set_incoming_status(message_id, "read", self.clock())
         if opened.header.type != "receipt":
             await self._ensure_receipt(opened.header, "read", self.clock())
@@ -455,19 +743,25 @@ class Gateway:
 
     # --- audit and metrics -----------------------------------------------------------------
 
-    def _entry(self, event: str, actor: Actor, header: Header | None, detail: dict[str, Any]) -> AuditEntry:
+    def _entry(self, event: str, actor: Actor, header: Header | None, detail: dict[str, Any], *,
+               agency: str | None = None, case_ref: str | None = None) -> AuditEntry:
+        if agency is None and header is not None:
+            # The other agency of the message: its recipient if we sent it, else its sender.
+            agency = header.recipient if header.sender == self.agency_id else header.sender
         return AuditEntry(
             at=self.clock(), event_type=event, actor=actor.name,
-            case_ref=header.case if header else None, message_id=header.id if header else None,
-            detail_json=json.dumps(detail, sort_keys=True),
+            case_ref=header.case if header else case_ref, message_id=header.id if header else None,
+            detail_json=json.dumps(detail, sort_keys=True), agency=agency,
         )
 
-    async def _audit(self, event: str, actor: Actor, header: Header, detail: dict[str, Any]) -> None:
-        await self.store.append_audit(self._entry(event, actor, header, detail))
+    async def _audit(self, event: str, actor: Actor, header: Header, detail: dict[str, Any], *,
+                     agency: str | None = None) -> None:
+        await self.store.append_audit(self._entry(event, actor, header, detail, agency=agency))
 
-    async def audit_event(self, event: str, actor: Actor, detail: dict[str, Any]) -> None:
-        """Append an audit entry that is not about one message (e.g. an authentication failure)."""
-        await self.store.append_audit(self._entry(event, actor, None, detail))
+    async def audit_event(self, event: str, actor: Actor, detail: dict[str, Any], *,
+                          case_ref: str | None = None, agency: str | None = None) -> None:
+        """Append an audit entry that is not about one message (an authentication failure, an export)."""
+        await self.store.append_audit(self._entry(event, actor, None, detail, agency=agency, case_ref=case_ref))
 
     def _describe_metrics(self) -> None:
         for name, text in (
@@ -478,5 +772,8 @@ class Gateway:
             ("messages_quarantined_total", "Deliveries sent to quarantine, by reason code"),
             ("duplicates_total", "Redelivered messages recognised by id and not delivered again"),
             ("receipt_failures_total", "Receipts that could not be sealed to the sender, by reason code"),
+            ("consent_refusals_total", "Referrals refused before sending because of their consent, by reason code"),
+            ("retention_shredded_total", "Received messages made unreadable because their retention ended"),
+            ("audit_fork_detected_total", "Partner checkpoints inconsistent with what the partner signed before"),
         ):
             self.metrics.describe(name, text)

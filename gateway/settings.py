@@ -81,6 +81,19 @@ class Settings:
     outbox_batch: int = 64
     users: tuple[User, ...] = ()
     log_level: str = "info"
+    #: Days a received message stays readable, by message type (TOML table
+    #: ``[retention_days]``; env ``GATEWAY_RETENTION_DAYS="referral.request=365,case.followup=180"``).
+    #: Types not listed keep ``retention_default_days``. Past it, the message key is destroyed.
+    retention_days: Mapping[str, int] = field(default_factory=dict)
+    retention_default_days: int = 365
+    #: How often the retention task looks for expired messages.
+    retention_poll_seconds: float = 3600.0
+    #: How often the audit log is checkpointed (signed) if it grew; 0 turns it off.
+    checkpoint_interval_seconds: float = 60.0
+    #: Partner agencies that receive our signed checkpoints (``audit.checkpoint``).
+    audit_partners: tuple[str, ...] = ()
+    #: Smallest count published in aggregate statistics (small-cell suppression).
+    stats_min_cell: int = 11
 
     def __post_init__(self) -> None:
         for user in self.users:
@@ -97,8 +110,21 @@ class Settings:
             raise SettingsError("prefetch and outbox_batch must be at least 1")
         if not 0 < self.retry_initial_seconds <= self.retry_max_seconds:
             raise SettingsError("retry_initial_seconds must be positive and at most retry_max_seconds")
+        for message_type, days in self.retention_days.items():
+            if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+                raise SettingsError(f"retention_days.{message_type} must be a whole number of days, at least 1")
+        if self.retention_default_days < 1 or self.retention_poll_seconds <= 0:
+            raise SettingsError("retention_default_days must be at least 1 and retention_poll_seconds positive")
+        if self.checkpoint_interval_seconds < 0:
+            raise SettingsError("checkpoint_interval_seconds must be 0 (off) or positive")
+        if self.stats_min_cell < 1:
+            raise SettingsError("stats_min_cell must be at least 1")
         if not self.demo_keys and self.key_dir is None:
             raise SettingsError("key_dir is required (or demo_keys = true for the demo)")
+
+    def retention_for(self, message_type: str) -> int:
+        """Days a received message of ``message_type`` stays readable."""
+        return self.retention_days.get(message_type, self.retention_default_days)
 
     @property
     def pseudonym_secret(self) -> bytes:
@@ -149,6 +175,13 @@ def _user(entry: Any) -> User:
 
 def _coerce(name: str, value: Any, base: Path) -> Any:
     default = next(f for f in fields(Settings) if f.name == name).default
+    if name == "retention_days":
+        return _retention(value)
+    if name == "audit_partners":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise SettingsError("audit_partners must be a list of agency ids")
+        return tuple(i.strip() for i in items if i.strip())
     if name in _PATH_FIELDS:
         if value is None:
             return None
@@ -187,3 +220,17 @@ def with_overrides(settings: Settings, **changes: Any) -> Settings:
 
 
 __all__ = ["ROLES", "Settings", "SettingsError", "User", "load_amqp_url", "load_settings", "with_overrides"]
+
+
+def _retention(value: Any) -> dict[str, int]:
+    if isinstance(value, str):  # from the environment: "type=days,type=days"
+        pairs = [item.split("=", 1) for item in value.split(",") if item.strip()]
+        if any(len(p) != 2 for p in pairs):
+            raise SettingsError("retention_days must look like 'referral.request=365,receipt=30'")
+        value = {k.strip(): v.strip() for k, v in pairs}
+    if not isinstance(value, Mapping):
+        raise SettingsError("retention_days must be a table of message type = days")
+    try:
+        return {str(k): int(v) for k, v in value.items()}
+    except (TypeError, ValueError):
+        raise SettingsError("retention_days values must be whole numbers of days") from None

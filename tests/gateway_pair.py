@@ -40,18 +40,29 @@ def settings_for(agency_id: str, tmp: Path, *, transport: str, amqp_url: str = "
 @asynccontextmanager
 async def gateway_pair(tmp: Path, *, transport: str = "memory", amqp_url: str = "", **extra) -> AsyncIterator[tuple[Gateway, Gateway]]:
     """Start NE and NG gateways on one broker; stop them and clean up broker names afterwards."""
+    async with gateway_group(tmp, (NIGER, NIGERIA), transport=transport, amqp_url=amqp_url, **extra) as (ne, ng):
+        yield ne, ng
+
+
+@asynccontextmanager
+async def gateway_group(
+    tmp: Path, agencies: tuple[str, ...], *, transport: str = "memory", amqp_url: str = "",
+    per_agency: dict[str, dict] | None = None, **extra,
+) -> AsyncIterator[list[Gateway]]:
+    """Start one gateway per agency on one broker (``per_agency`` adds settings for one of them)."""
     run_id = uuid.uuid4().hex[:10]
     broker = MemoryBroker() if transport == "memory" else None
     gateways = []
-    for agency in (NIGER, NIGERIA):
-        settings = settings_for(agency, tmp, transport=transport, amqp_url=amqp_url, run_id=run_id, **extra)
+    for agency in agencies:
+        own = {**extra, **(per_agency or {}).get(agency, {})}
+        settings = settings_for(agency, tmp, transport=transport, amqp_url=amqp_url, run_id=run_id, **own)
         gateways.append(await open_gateway(settings, broker=broker))
     try:
         for gw in gateways:
             await gw.start()
         for gw in gateways:
             await gw.wait_ready(30)
-        yield gateways[0], gateways[1]
+        yield gateways
     finally:
         for gw in gateways:
             await gw.stop()

@@ -16,6 +16,7 @@ from .gateway_pair import NIGERIA, eventually
 from .test_api_world import api_pair, users_for
 
 SOME_ID = "5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4"
+SOME_CASE = "ne-ng-somecase01"
 
 #: The role matrix as docs/api.md states it, written out independently of gateway/api/roles.py.
 #: (method, path, body) → roles that get past authorization.
@@ -25,6 +26,8 @@ MATRIX = {
     ("GET", f"/inbox/{SOME_ID}?purpose=check"): {"caseworker", "supervisor"},
     ("POST", f"/inbox/{SOME_ID}/response"): {"caseworker", "supervisor"},
     ("GET", f"/messages/{SOME_ID}"): {"caseworker", "supervisor", "auditor"},
+    ("POST", f"/cases/{SOME_CASE}/withdrawal"): {"caseworker", "supervisor"},
+    ("GET", f"/cases/{SOME_CASE}/withdrawals"): {"caseworker", "supervisor", "auditor"},
     ("GET", "/metrics"): {"admin"},
     ("GET", "/quarantine"): {"admin"},
 }
@@ -55,7 +58,8 @@ async def test_every_route_has_an_access_policy(tmp_path) -> None:
         routes = list(ne.client.app.router.routes())
         assert routes and all(policy_of(r.handler) is not None for r in routes)
         documented = {(m, p.split("?")[0]) for m, p in MATRIX} | set(PUBLIC)
-        templated = {(r.method, r.resource.canonical.replace("{id}", SOME_ID)) for r in routes}
+        templated = {(r.method, r.resource.canonical.replace("{id}", SOME_ID).replace("{case_ref}", SOME_CASE))
+                     for r in routes}
         assert templated == documented  # a new route needs a row in MATRIX (and in docs/api.md)
 
 

@@ -68,6 +68,8 @@ def test_public_constants() -> None:
         "case.closure",
         "consent.withdrawal",
         "receipt",
+        "consent.withdrawal.ack",
+        "audit.checkpoint",
     )
     assert schema.PURPOSES == (
         "assistance",

@@ -214,8 +214,6 @@ async def test_relative_sqlite_url(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize(
     "url, match",
     [
-        ("postgresql://gw:secret@db/gateway", "not implemented yet"),
-        ("postgres://gw:secret@db/gateway", "not implemented yet"),
         ("sqlite://:memory:", "in-memory"),
         ("sqlite:///", "no file path"),
         ("sqlite:///x.db?journal=off", "unknown"),

@@ -19,6 +19,9 @@ from gateway.api.responses import json_body
 from adapters.base import AdapterError
 from gateway.directory import NoValidKeyError, UnknownAgencyError
 from gateway.envelope import RecipientRefusesError
+from gateway.at_rest import PayloadShreddedError
+from gateway.audit.log import ProofRequestError
+from gateway.consent import ConsentRefusedError
 from gateway.errors import GatewayError, OversizeEnvelopeError, SchemaInvalidError, Violation
 from gateway.service import ConflictError, InvalidPurposeError, NotFoundError
 from gateway.settings import SettingsError
@@ -58,7 +61,10 @@ def invalid_request(violations: list[Violation]) -> ApiError:
 #: GatewayError classes the API expects, most specific first: (class, status).
 STATUS_OF: tuple[tuple[type[GatewayError], int], ...] = (
     (InvalidPurposeError, 400),
+    (ProofRequestError, 400),
     (AdapterError, 422),
+    (ConsentRefusedError, 422),
+    (PayloadShreddedError, 410),
     (SchemaInvalidError, 422),
     (RecipientRefusesError, 422),
     (UnknownAgencyError, 422),

@@ -420,3 +420,9 @@ def install(app: web.Application) -> None:
     """Build the document once from the finished router (call after every route is added)."""
     document = build_document(app.router.routes(), agency_id=app[GATEWAY].agency_id)
     app[DOCUMENT] = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+
+
+# For resource modules that describe their own OPERATIONS (gateway/api/__init__.py merges them).
+schema_ref = _ref
+json_content = _json
+error_content = _error

@@ -33,7 +33,10 @@ routes = web.RouteTableDef()
 
 #: Types a user may send through this endpoint. Receipts are the gateway's own, and a
 #: referral.response answers a received request (POST /inbox/{id}/response).
-SUBMITTABLE_TYPES: tuple[str, ...] = tuple(t for t in MESSAGE_TYPES if t not in {"receipt", "referral.response"})
+#: Receipts, responses, withdrawals, their acknowledgements and checkpoints have their own
+#: routes or are made by the gateway itself (a withdrawal must also stop queued referrals).
+SUBMITTABLE_TYPES: tuple[str, ...] = tuple(t for t in MESSAGE_TYPES if t not in {
+    "receipt", "referral.response", "consent.withdrawal", "consent.withdrawal.ack", "audit.checkpoint"})
 DEFAULT_TYPE = "referral.request"
 MAX_LOCAL_CASE_ID = 128
 FIELDS = ("recipient", "case_ref", "local_case_id", "message_type", "payload", "format", "record", "purposes")

@@ -23,17 +23,20 @@ class Permission(enum.Enum):
     RESPOND = "respond"  # POST /inbox/{id}/response
     STATUS = "status"  # GET /messages/{id}: delivery status, no payload
     OPERATE = "operate"  # metrics, quarantine listing: operations, no payloads
+    WITHDRAW = "consent.withdraw"  # POST /cases/{case}/withdrawal: withdraw consent, shred at recipients
+    AUDIT_READ = "audit.read"  # audit log query, export, checkpoints, proofs: ids and codes only
+    STATS_READ = "stats.read"  # aggregate statistics with small cells suppressed
 
 
 _CASEWORK = frozenset({Permission.SUBMIT, Permission.INBOX_LIST, Permission.INBOX_READ,
-                       Permission.RESPOND, Permission.STATUS})
+                       Permission.RESPOND, Permission.STATUS, Permission.WITHDRAW})
 
 #: The role matrix. Only caseworkers and supervisors ever see plaintext (INBOX_READ);
 #: auditors see metadata and statuses; admins run the service and see no case data at all.
 ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "caseworker": _CASEWORK,
-    "supervisor": _CASEWORK,
-    "auditor": frozenset({Permission.INBOX_LIST, Permission.STATUS}),
+    "supervisor": _CASEWORK | {Permission.STATS_READ},
+    "auditor": frozenset({Permission.INBOX_LIST, Permission.STATUS, Permission.AUDIT_READ, Permission.STATS_READ}),
     "admin": frozenset({Permission.OPERATE}),
 }
 assert set(ROLE_PERMISSIONS) == set(ROLES), "every settings role needs a row in ROLE_PERMISSIONS"

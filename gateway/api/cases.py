@@ -1,0 +1,98 @@
+"""Consent withdrawal for a case: withdraw (sends signed withdrawals, stops queued referrals)
+and follow the recipients' acknowledgements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.context import actor_of, gateway_of
+from gateway.api.errors import ApiError
+from gateway.api.openapi import error_content as _error, json_content as _json, schema_ref as _ref
+from gateway.api.parse import json_object
+from gateway.api.responses import json_body
+from gateway.api.roles import Permission, requires
+from gateway.clock import format_ts
+from gateway.envelope import CASE_REF
+from gateway.schema import validate_payload
+
+routes = web.RouteTableDef()
+
+_CASE_PARAM = {"name": "case_ref", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": CASE_REF.pattern}}
+
+
+def _case_ref(request: web.Request) -> str:
+    value = request.match_info["case_ref"]
+    if not CASE_REF.fullmatch(value):
+        raise ApiError(400, "invalid_case_ref", "case_ref must be a case pseudonym (8-64 of A-Z a-z 0-9 . _ -)")
+    return value
+
+
+@routes.post("/cases/{case_ref}/withdrawal", name="cases.withdraw")
+@requires(Permission.WITHDRAW)
+async def withdraw(request: web.Request) -> web.Response:
+    case_ref = _case_ref(request)
+    payload = await json_object(request)
+    validate_payload("consent.withdrawal", payload)  # 422 with the violating paths
+    headers = await gateway_of(request).withdraw_consent(case_ref, payload, actor=actor_of(request))
+    link = f"/cases/{case_ref}/withdrawals"
+    return json_body({
+        "case_ref": case_ref,
+        "withdrawals": [{"message_id": h.id, "recipient": h.recipient, "links": {"status": f"/messages/{h.id}"}}
+                        for h in headers],
+        "links": {"status": link},
+    }, status=202, headers={"Location": link})
+
+
+@routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=False)
+@requires(Permission.STATUS)
+async def withdrawals(request: web.Request) -> web.Response:
+    case_ref = _case_ref(request)
+    gateway = gateway_of(request)
+    items: list[dict[str, Any]] = []
+    for record in await gateway.store.withdrawals_for_case(case_ref):
+        item: dict[str, Any] = {
+            "message_id": record.message_id, "direction": record.direction, "counterpart": record.counterpart,
+            "withdrawn_at": format_ts(record.withdrawn_at), "scope": record.scope, "purposes": list(record.purposes),
+        }
+        if record.direction == "outgoing":
+            sent = await gateway.store.get_outgoing(record.message_id)
+            status = sent.status if sent else "unknown"
+            # "accepted" is set by the recipient's signed consent.withdrawal.ack.
+            item["status"] = status
+            item["acknowledged"] = status == "accepted"
+        items.append(item)
+    outgoing = [i for i in items if i["direction"] == "outgoing"]
+    return json_body({"case_ref": case_ref, "items": items,
+                      "all_acknowledged": bool(outgoing) and all(i["acknowledged"] for i in outgoing)})
+
+
+_WITHDRAWAL_BODY = {"$ref": "https://schemas.referral-gateway.example/v1/consent.withdrawal.schema.json"}
+
+OPERATIONS: dict[str, dict[str, Any]] = {
+    "cases.withdraw": {
+        "summary": "Withdraw consent for a case: every recipient of its referrals is told to shred the data",
+        "description": "Sends a signed consent.withdrawal to each agency that was sent a referral.request of the "
+                       "case (or of the listed request_message_ids); referrals still queued are given up. Each "
+                       "recipient destroys the data keys and answers with a signed consent.withdrawal.ack. "
+                       "Idempotent for the same withdrawn_at. See docs/consent.md.",
+        "parameters": [_CASE_PARAM],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _WITHDRAWAL_BODY}}},
+        "responses": {
+            "202": _json({"type": "object"}, "Withdrawals queued, one per recipient"),
+            "400": _error("Bad case_ref or body is not JSON"),
+            "404": _error("No referral was sent for this case (or a listed request id)"),
+            "415": _error("Body is not application/json"),
+            "422": _error("schema_invalid (with violations)"),
+            "503": _json(_ref("Error"), "store_unavailable; retry later"),
+        },
+    },
+    "cases.withdrawals": {
+        "summary": "Consent withdrawals of a case and whether each recipient acknowledged",
+        "parameters": [_CASE_PARAM],
+        "responses": {"200": _json({"type": "object"}, "Withdrawals, sent and received"),
+                      "400": _error("Bad case_ref")},
+    },
+}

@@ -1,0 +1,160 @@
+"""Received envelopes at rest: encrypted under per-message keys wrapped by per-case keys.
+
+Key hierarchy (docs/consent.md has the picture):
+
+* a **case key** (32 random bytes) per case pseudonym, stored only wrapped: sealed
+  (libsodium sealed box) to one of the gateway's own X25519 keys;
+* a **message key** (32 random bytes) per stored message, stored only wrapped by its
+  case key (XChaCha20-Poly1305, AAD = ``"rgw-message-key\\0" + message id``);
+* the stored blob: ``"RGAR1" || SHA-256(envelope) || nonce || XChaCha20-Poly1305(envelope)``
+  under the message key, AAD = the message id.
+
+Destroying the case key (consent withdrawn) makes every message of the case unreadable;
+destroying one message key (retention) makes that message unreadable. The digest stays,
+so a redelivery of the same bytes is still recognised after shredding.
+
+Control messages without personal data (receipts, withdrawals, their acknowledgements,
+audit checkpoints) are stored as ``"RGAR0" || SHA-256(envelope) || envelope``: they must
+stay processable after the case's data is shredded (a withdrawal is itself "case data").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from datetime import datetime
+
+from nacl.exceptions import CryptoError
+from nacl.public import SealedBox
+from nacl.secret import Aead
+
+from gateway.errors import GatewayError
+from gateway.keys import AgencyIdentity, key_id
+from gateway.store import DataKey, InboxRecord, Store
+
+KEYED = b"RGAR1"
+UNKEYED = b"RGAR0"
+_DIGEST = 32
+#: Message types whose payloads never carry personal data (schema-checked).
+CONTROL_TYPES = frozenset({"receipt", "consent.withdrawal", "consent.withdrawal.ack", "audit.checkpoint"})
+
+
+class PayloadShreddedError(GatewayError):
+    """The message's data key was destroyed (consent withdrawn or retention ended)."""
+
+    code = "payload_shredded"
+
+
+class AtRestError(GatewayError):
+    """A stored blob or wrapped key is malformed or fails authentication (tampering, wrong key)."""
+
+    code = "at_rest_corrupt"
+
+
+def envelope_digest(envelope: bytes) -> bytes:
+    """SHA-256 of an envelope as kept beside every stored blob."""
+    return hashlib.sha256(envelope).digest()
+
+
+def stored_digest(blob: bytes) -> bytes:
+    """The envelope digest a stored blob carries (readable after shredding)."""
+    if blob[:5] not in (KEYED, UNKEYED) or len(blob) < 5 + _DIGEST:
+        raise AtRestError("stored blob has an unknown format")
+    return blob[5 : 5 + _DIGEST]
+
+
+class AtRest:
+    """Encrypts envelopes for the inbox and opens them again while their keys live."""
+
+    def __init__(self, identity: AgencyIdentity, store: Store) -> None:
+        self.identity = identity
+        self.store = store
+
+    async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime) -> bytes:
+        """The blob to store for ``envelope``; creates (or reuses) the case and message keys."""
+        digest = envelope_digest(envelope)
+        if message_type in CONTROL_TYPES:
+            return UNKEYED + digest + envelope
+        case_key = await self._case_key(case_ref, at)
+        message_key = secrets.token_bytes(Aead.KEY_SIZE)
+        wrapped = Aead(case_key.key).encrypt(message_key, _key_aad(message_id))
+        stored = await self.store.add_data_key(DataKey(
+            key_id=message_id, case_ref=case_ref, kind="message", wrapped=bytes(wrapped),
+            created_at=at, parent_key_id=case_key.key_id))
+        if stored.parent_key_id != case_key.key_id:
+            raise AtRestError(f"message key {message_id} belongs to another case key")
+        # A redelivery reuses the key stored the first time (add_data_key is idempotent).
+        message_key = self._unwrap_message_key(stored, case_key.key, message_id)
+        return KEYED + digest + bytes(Aead(message_key).encrypt(envelope, message_id.encode("ascii")))
+
+    async def open(self, record: InboxRecord) -> bytes:
+        """The stored envelope of ``record``; PayloadShreddedError if its keys were destroyed."""
+        blob = record.envelope
+        stored_digest(blob)
+        if blob[:5] == UNKEYED:
+            return blob[5 + _DIGEST :]
+        message = await self.store.get_data_key(record.message_id)
+        if message is None:
+            raise AtRestError(f"no data key for message {record.message_id}")
+        if message.wrapped is None:
+            raise PayloadShreddedError(f"message {record.message_id} was shredded ({message.shred_reason})")
+        case = await self.store.get_data_key(message.parent_key_id or "")
+        if case is None:
+            raise AtRestError(f"no case key for message {record.message_id}")
+        if case.wrapped is None:
+            raise PayloadShreddedError(f"message {record.message_id} was shredded ({case.shred_reason})")
+        message_key = self._unwrap_message_key(message, self._unwrap_case_key(case), record.message_id)
+        try:
+            envelope = bytes(Aead(message_key).decrypt(blob[5 + _DIGEST :], record.message_id.encode("ascii")))
+        except CryptoError:
+            raise AtRestError(f"stored message {record.message_id} fails authentication") from None
+        if envelope_digest(envelope) != blob[5 : 5 + _DIGEST]:
+            raise AtRestError(f"stored message {record.message_id} does not match its digest")
+        return envelope
+
+    async def _case_key(self, case_ref: str, at: datetime) -> "_CaseKey":
+        live = await self.store.live_case_key(case_ref)
+        if live is None:
+            fresh = secrets.token_bytes(Aead.KEY_SIZE)
+            kid, public = self._wrapping_key()
+            wrapped = kid.encode("ascii") + SealedBox(public).encrypt(fresh)
+            live = await self.store.add_data_key(DataKey(
+                key_id=f"case-{uuid.uuid4()}", case_ref=case_ref, kind="case", wrapped=wrapped, created_at=at))
+        return _CaseKey(live.key_id, self._unwrap_case_key(live))
+
+    def _wrapping_key(self) -> tuple[str, object]:
+        # The newest held key wraps new case keys; older held keys still unwrap old ones.
+        kid, private = max(self.identity.encryption_keys.items())
+        assert kid == key_id(bytes(private.public_key))
+        return kid, private.public_key
+
+    def _unwrap_case_key(self, key: DataKey) -> bytes:
+        wrapped = key.wrapped or b""
+        kid, sealed = wrapped[:32].decode("ascii", "replace"), wrapped[32:]
+        private = self.identity.encryption_keys.get(kid)
+        if private is None:
+            raise AtRestError(f"case key {key.key_id} is wrapped by key {kid}, which this gateway no longer holds")
+        try:
+            return bytes(SealedBox(private).decrypt(sealed))
+        except CryptoError:
+            raise AtRestError(f"case key {key.key_id} fails authentication") from None
+
+    @staticmethod
+    def _unwrap_message_key(key: DataKey, case_key: bytes, message_id: str) -> bytes:
+        try:
+            return bytes(Aead(case_key).decrypt(key.wrapped or b"", _key_aad(message_id)))
+        except CryptoError:
+            raise AtRestError(f"message key {message_id} fails authentication") from None
+
+
+class _CaseKey:
+    __slots__ = ("key_id", "key")
+
+    def __init__(self, key_id: str, key: bytes) -> None:
+        self.key_id = key_id
+        self.key = key
+
+
+def _key_aad(message_id: str) -> bytes:
+    return b"rgw-message-key\x00" + message_id.encode("ascii")

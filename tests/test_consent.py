@@ -1,0 +1,97 @@
+"""gateway.consent: the consent policy on its own (no gateway, no clock but the one given)."""
+
+from __future__ import annotations
+
+import copy
+from datetime import datetime, timezone
+
+import pytest
+
+from gateway import consent
+from gateway.schema import load_example
+from gateway.store import Withdrawal
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+WID = "9a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d"
+
+
+def request(**consent_changes):
+    payload = copy.deepcopy(load_example("referral.request"))
+    payload["consent"].update(consent_changes)
+    for key, value in list(payload["consent"].items()):
+        if value is None:
+            del payload["consent"][key]
+    return payload
+
+
+def check(payload, *, recipient="NG-NAPTIP", country="NG", now=NOW, withdrawals=()):
+    consent.check_referral_consent(payload, recipient=recipient, recipient_country=country, now=now,
+                                   withdrawals=withdrawals)
+
+
+def withdrawal(at: str, scope="all_purposes", purposes=()):
+    when = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    return Withdrawal(WID, "ne-ng-case000001", "outgoing", "NG-NAPTIP", when, scope, purposes, (), when)
+
+
+def test_the_example_consent_covers_naptip() -> None:
+    check(request())
+
+
+def test_recipient_covered_by_agency_list_alone() -> None:
+    check(request(recipient_countries=None, recipient_agencies=["NG-NAPTIP"]))
+
+
+@pytest.mark.parametrize(("payload", "kwargs", "error", "path"), [
+    (request(), {"recipient": "ML-DNPEF", "country": "ML"}, consent.ConsentRecipientError, "$.consent"),
+    (request(recipient_countries=None, recipient_agencies=["NG-IOM"]), {}, consent.ConsentRecipientError, "$.consent"),
+    (request(purposes=["safety_assessment"]), {}, consent.ConsentPurposeError, "$.consent.purposes"),
+    (request(expires_at="2026-05-31T23:59:59Z"), {}, consent.ConsentExpiredError, "$.consent.expires_at"),
+    (request(given_at="2026-06-02T00:00:00Z"), {}, consent.ConsentNotYetValidError, "$.consent.given_at"),
+    (request(given_at="2030-12-31T23:59:59Z"), {}, consent.ConsentExpiredError, "$.consent.expires_at"),
+    (request(given_at="yesterday"), {}, consent.ConsentMissingError, "$.consent.given_at"),
+])
+def test_refusals_name_the_reason_and_the_field(payload, kwargs, error, path) -> None:
+    with pytest.raises(error) as info:
+        check(payload, **kwargs)
+    assert info.value.path == path and str(info.value).startswith(path)
+    assert "Amaka" not in str(info.value) and "Testfixture" not in str(info.value)
+
+
+def test_missing_consent_is_refused() -> None:
+    payload = request()
+    del payload["consent"]
+    with pytest.raises(consent.ConsentMissingError):
+        check(payload)
+
+
+def test_expiry_is_exclusive() -> None:
+    with pytest.raises(consent.ConsentExpiredError):
+        check(request(expires_at="2026-06-01T12:00:00Z"))
+
+
+def test_a_minor_needs_a_guardian_or_judge() -> None:
+    payload = load_example("referral.request", "minor_guardian")
+    check(payload)
+    payload["consent"]["decision_maker"] = "self"
+    with pytest.raises(consent.ConsentDecisionMakerError) as info:
+        check(payload)
+    assert info.value.code == "consent_decision_maker"
+
+
+def test_withdrawal_after_the_consent_refuses_it() -> None:
+    with pytest.raises(consent.ConsentWithdrawnError) as info:
+        check(request(), withdrawals=[withdrawal("2026-04-01T00:00:00Z")])
+    assert WID in str(info.value)
+
+
+def test_consent_given_after_the_withdrawal_stands() -> None:
+    check(request(given_at="2026-05-01T00:00:00Z"), withdrawals=[withdrawal("2026-04-01T00:00:00Z")])
+
+
+def test_partial_withdrawal_refuses_only_overlapping_purposes() -> None:
+    partial = withdrawal("2026-04-01T00:00:00Z", "some_purposes", ("assistance",))
+    check(request(), withdrawals=[partial])  # the example asks safety_assessment + family_tracing
+    overlapping = withdrawal("2026-04-01T00:00:00Z", "some_purposes", ("family_tracing",))
+    with pytest.raises(consent.ConsentWithdrawnError):
+        check(request(), withdrawals=[overlapping])
