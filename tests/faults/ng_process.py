@@ -55,6 +55,8 @@ async def run(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {}
     if args.prefetch:
         extra["prefetch"] = args.prefetch
+    if args.no_declare_topology:
+        extra["declare_topology"] = False  # the broker's definitions (and shovels) own the topology
     settings = settings_for(args.agency, Path(args.tmp), transport="amqp", amqp_url=args.amqp_url,
                             run_id=args.run_id, **extra)
     gateway = await open_gateway(settings)
@@ -89,6 +91,7 @@ def main() -> None:
     parser.add_argument("--crash-marker")
     parser.add_argument("--metrics-out")
     parser.add_argument("--prefetch", type=int, default=0)
+    parser.add_argument("--no-declare-topology", action="store_true")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--busy-out", help="benchmark: on SIGUSR1 write loop/store busy seconds (JSON) here")
     args = parser.parse_args()

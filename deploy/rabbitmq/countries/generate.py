@@ -1,0 +1,147 @@
+"""Generate the per-country broker definitions (two-broker / multi-country deployment).
+
+    python3 deploy/rabbitmq/countries/generate.py   # rewrites {NE,NG,ML}.json and compose/{NE,NG,ML}.json
+
+Input: the agencies of ../definitions.json (the single shared-broker file); the country of
+an agency is the part of its id before the first ``-``. Output: one definitions file per
+country, for that country's own RabbitMQ (see ../README.md, "One broker per country"):
+
+* the country's agencies: users, permissions, ``inbox.<ID>`` / ``quarantine.<ID>`` exactly
+  as in the shared file;
+* per partner country P: ``outbound.P`` (quorum) bound to exchange ``referrals`` with every
+  agency id of P, and a dynamic shovel ``to-P`` that moves it, ack-mode ``on-confirm``, to
+  exchange ``referrals.ingress`` on P's broker (the routing key is kept);
+* ``referrals.ingress``: where partner shovels deliver. Only the country's own inboxes are
+  bound to it, so a partner cannot route through us to a third country. Unroutable
+  messages go to its alternate exchange ``referrals.unroutable`` → queue ``unroutable``
+  instead of being dropped (shovels cannot publish ``mandatory``);
+* per partner P a user ``from-P`` for P's shovel, allowed to write ``referrals.ingress`` only.
+
+``compose/<C>.json`` differ only in the shovels' ``dest-uri`` (the partner's broker service
+of deploy/compose.yaml, plain AMQP). Stdlib only, deterministic output. Passwords are the placeholder ``change-me`` (same hash
+as ../definitions.json); shovel URIs carry ``CHANGE-ME`` and example host names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent / "definitions.json"
+VHOST = "referrals"
+
+INBOX_ARGS = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-exchange": "referrals.dlx",
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+    "x-delivery-limit": 20,
+}
+QUORUM = {"x-queue-type": "quorum"}
+
+
+def broker_uris(country: str, user: str, compose: bool = False) -> list[str]:
+    """Example URIs of country's three-node cluster (the shovel picks one, retries others);
+    for deploy/compose.yaml the single plain-AMQP broker service of that country."""
+    if compose:
+        return [f"amqp://{user}:change-me@rabbitmq-{country.lower()}:5672/{VHOST}"]
+    host = country.lower()
+    tls = ("cacertfile=/etc/rabbitmq/tls/partners-ca.pem&certfile=/etc/rabbitmq/tls/shovel.pem"
+           "&keyfile=/etc/rabbitmq/tls/shovel.key&verify=verify_peer")
+    return [f"amqps://{user}:CHANGE-ME@rabbit{n}.{host}.referrals.example:5671/{VHOST}?{tls}"
+            f"&server_name_indication=rabbit{n}.{host}.referrals.example" for n in (1, 2, 3)]
+
+
+def shovel(country: str, partner: str, compose: bool = False) -> dict:
+    return {
+        "src-protocol": "amqp091",
+        "src-uri": f"amqp:///{VHOST}",  # direct connection to this broker's vhost
+        "src-queue": f"outbound.{partner}",
+        "src-prefetch-count": 100,
+        "src-delete-after": "never",
+        "dest-protocol": "amqp091",
+        "dest-uri": broker_uris(partner, f"from-{country}", compose),
+        "dest-exchange": "referrals.ingress",  # no dest-exchange-key: the routing key is kept
+        "dest-add-forward-headers": False,
+        "ack-mode": "on-confirm",
+        "reconnect-delay": 5,
+    }
+
+
+def country_definitions(country: str, by_country: dict[str, list[str]], shared: dict, compose: bool = False) -> dict:
+    local = by_country[country]
+    partners = sorted(c for c in by_country if c != country)
+    hash_of = {u["name"]: u for u in shared["users"]}
+    placeholder = next(iter(hash_of.values()))["password_hash"]
+    users, permissions, topic_permissions = [], [], []
+    for agency in local:
+        users.append(hash_of[agency])
+        permissions.append(next(p for p in shared["permissions"] if p["user"] == agency))
+        topic_permissions.append(next(p for p in shared["topic_permissions"] if p["user"] == agency))
+    for partner in partners:
+        users.append({"name": f"from-{partner}", "password_hash": placeholder,
+                      "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": [], "limits": {}})
+        permissions.append({"user": f"from-{partner}", "vhost": VHOST, "configure": "^$",
+                            "write": "^referrals\\.ingress$", "read": "^$"})
+
+    def queue(name: str, args: dict) -> dict:
+        return {"name": name, "vhost": VHOST, "durable": True, "auto_delete": False, "arguments": dict(args)}
+
+    def exchange(name: str, kind: str, args: dict | None = None) -> dict:
+        return {"name": name, "vhost": VHOST, "type": kind, "durable": True, "auto_delete": False,
+                "internal": False, "arguments": args or {}}
+
+    def binding(source: str, destination: str, key: str) -> dict:
+        return {"source": source, "vhost": VHOST, "destination": destination, "destination_type": "queue",
+                "routing_key": key, "arguments": {}}
+
+    queues, bindings = [], []
+    for agency in local:
+        queues += [queue(f"inbox.{agency}", INBOX_ARGS), queue(f"quarantine.{agency}", QUORUM)]
+        bindings += [binding("referrals", f"inbox.{agency}", agency),
+                     binding("referrals.ingress", f"inbox.{agency}", agency),
+                     binding("referrals.dlx", f"quarantine.{agency}", agency)]
+    for partner in partners:
+        queues.append(queue(f"outbound.{partner}", QUORUM))
+        bindings += [binding("referrals", f"outbound.{partner}", agency) for agency in by_country[partner]]
+    queues.append(queue("unroutable", QUORUM))
+    bindings.append(binding("referrals.unroutable", "unroutable", ""))
+    return {
+        "rabbit_version": shared["rabbit_version"],
+        "rabbitmq_version": shared["rabbitmq_version"],
+        "users": users,
+        "vhosts": [{"name": VHOST}],
+        "permissions": permissions,
+        "topic_permissions": topic_permissions,
+        "parameters": [{"vhost": VHOST, "component": "shovel", "name": f"to-{partner}",
+                        "value": shovel(country, partner, compose)} for partner in partners],
+        "global_parameters": [],
+        "policies": [],
+        "queues": queues,
+        "exchanges": [
+            exchange("referrals", "topic"),
+            exchange("referrals.dlx", "topic"),
+            exchange("referrals.ingress", "topic", {"alternate-exchange": "referrals.unroutable"}),
+            exchange("referrals.unroutable", "fanout"),
+        ],
+        "bindings": bindings,
+    }
+
+
+def main() -> None:
+    shared = json.loads(SHARED.read_text(encoding="utf-8"))
+    by_country: dict[str, list[str]] = defaultdict(list)
+    for user in shared["users"]:
+        by_country[user["name"].split("-", 1)[0]].append(user["name"])
+    (HERE / "compose").mkdir(exist_ok=True)
+    for country in sorted(by_country):
+        for out, compose in ((HERE / f"{country}.json", False), (HERE / "compose" / f"{country}.json", True)):
+            text = json.dumps(country_definitions(country, by_country, shared, compose), indent=2) + "\n"
+            out.write_text(text, encoding="utf-8")
+            print(f"wrote {out.relative_to(HERE.parent.parent.parent)}")
+
+
+if __name__ == "__main__":
+    main()
