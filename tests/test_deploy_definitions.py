@@ -1,0 +1,43 @@
+"""The committed per-country broker definitions are what generate.py makes from the shared file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COUNTRIES = ROOT / "deploy" / "rabbitmq" / "countries"
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("country_definitions", COUNTRIES / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_country_definitions_are_up_to_date() -> None:
+    gen = _generator()
+    shared = json.loads(gen.SHARED.read_text(encoding="utf-8"))
+    by_country: dict[str, list[str]] = defaultdict(list)
+    for user in shared["users"]:
+        by_country[user["name"].split("-", 1)[0]].append(user["name"])
+    assert sorted(by_country) == ["ML", "NE", "NG"]
+    for country in by_country:
+        for path, compose in ((COUNTRIES / f"{country}.json", False), (COUNTRIES / "compose" / f"{country}.json", True)):
+            expected = gen.country_definitions(country, by_country, shared, compose)
+            assert json.loads(path.read_text(encoding="utf-8")) == expected, f"{path} is stale: run generate.py"
+
+
+def test_each_country_shovels_to_every_partner_and_routes_ingress_only_locally() -> None:
+    for path in sorted(COUNTRIES.glob("*.json")):
+        country = path.stem
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        shovels = {p["name"]: p["value"] for p in doc["parameters"] if p["component"] == "shovel"}
+        assert set(shovels) == {f"to-{p}" for p in ("ML", "NE", "NG") if p != country}
+        assert all(v["ack-mode"] == "on-confirm" for v in shovels.values())
+        ingress = [b for b in doc["bindings"] if b["source"] == "referrals.ingress"]
+        assert ingress and all(b["destination"].startswith(f"inbox.{country}-") for b in ingress)
