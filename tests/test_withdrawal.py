@@ -199,3 +199,16 @@ async def test_payloads_at_rest_are_encrypted_under_case_keys(tmp_path) -> None:
         blob = b"".join(bytes(r[0]) for r in db.execute("SELECT envelope FROM inbox"))
         db.close()
         assert sent.envelope[40:120] not in blob
+
+
+async def test_a_shredded_key_is_gone_from_the_database_files(tmp_path) -> None:
+    async with gateway_pair(tmp_path, retention_days={"referral.request": 1}) as (ne, ng):
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref=CASE, actor=WORKER)
+        await _inbox_has(ng, header.id)
+        wrapped = (await ng.store.get_data_key(header.id)).wrapped
+        real_clock = ng.clock
+        ng.clock = lambda: real_clock() + timedelta(days=2)
+        assert await ng.apply_retention() == 1
+        files = sorted(tmp_path.glob(f"{NIGERIA}.db*"))
+        assert files and not any(wrapped in f.read_bytes() for f in files)

@@ -366,6 +366,8 @@ def _connect(path: Path, read_only: bool, busy_timeout_ms: int) -> sqlite3.Conne
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         conn.execute("PRAGMA foreign_keys = ON")
+        # Freed cell space is zeroed: a shredded data key must not linger in the file's free space.
+        conn.execute("PRAGMA secure_delete = ON")
         if not read_only:
             mode = _enable_wal(conn, busy_timeout_ms)
             if mode != "wal":
@@ -899,7 +901,12 @@ class SQLiteStore:
                     _insert_audit(conn, entry)
             return shredded
 
-        return await self._in_write(run)
+        shredded = await self._in_write(run)
+        if shredded:
+            # The WAL still holds the page images with the old wrapped keys until a checkpoint
+            # copies the zeroed pages back; TRUNCATE then empties the WAL file.
+            await self._call(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        return shredded
 
     async def case_key_ids(self, case_ref: str) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
