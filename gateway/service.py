@@ -43,6 +43,7 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import (
     AuditEntry,
+    AuditQuery,
     Case,
     IncomingMessage,
     MessageConflictError,
@@ -157,6 +158,7 @@ class Gateway:
     async def start(self) -> None:
         """Start the outbox publisher and (in the background, retrying) the transport and consumer."""
         self._stopping = False
+        await self._record_keys()
         self._tasks.append(asyncio.create_task(self._connect_and_consume(), name="gateway-connect"))
         self._tasks.append(asyncio.create_task(self._outbox_loop(), name="gateway-outbox"))
         self._tasks.append(asyncio.create_task(
@@ -179,6 +181,22 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         await self.transport.close()
+
+    async def _record_keys(self) -> None:
+        """Audit the key ids this gateway runs with, and ``key.rotated`` when they changed."""
+        now_using = {"sig": self.identity.signing_kid, "enc": sorted(self.identity.encryption_keys)}
+        last: dict[str, Any] | None = None
+        after = 0
+        while True:  # the latest keys.in_use entry (there is one per start with new keys)
+            page = await self.store.query_audit(AuditQuery(event_types=("keys.in_use",), after_seq=after), 500)
+            if not page:
+                break
+            last, after = json.loads(page[-1].detail_json), page[-1].seq
+        if last == now_using:
+            return
+        if last is not None:
+            await self.audit_event("key.rotated", SYSTEM_ACTOR, {"from": last, "to": now_using})
+        await self.audit_event("keys.in_use", SYSTEM_ACTOR, now_using)
 
     async def _connect_and_consume(self) -> None:
         delay = self.settings.retry_initial_seconds

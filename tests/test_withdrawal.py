@@ -212,3 +212,24 @@ async def test_a_shredded_key_is_gone_from_the_database_files(tmp_path) -> None:
         assert await ng.apply_retention() == 1
         files = sorted(tmp_path.glob(f"{NIGERIA}.db*"))
         assert files and not any(wrapped in f.read_bytes() for f in files)
+
+
+async def test_key_rotation_is_audited_at_start(tmp_path) -> None:
+    from nacl.public import PrivateKey
+
+    from gateway.keys import AgencyIdentity
+
+    async with gateway_pair(tmp_path) as (ne, _):
+        entries = [e for e in await ne.store.read_audit(1, 100) if e.event_type in ("keys.in_use", "key.rotated")]
+        assert [e.event_type for e in entries] == ["keys.in_use"]
+        await ne.start()  # same keys: nothing new
+        await ne.stop()
+        old = ne.identity
+        ne.identity = AgencyIdentity.create(old.agency_id, old.signing_key, *old.encryption_keys.values(),
+                                            PrivateKey.generate())
+        await ne.start()
+        await ne.stop()
+        events = [e for e in await ne.store.read_audit(1, 1000) if e.event_type in ("keys.in_use", "key.rotated")]
+        assert [e.event_type for e in events] == ["keys.in_use", "key.rotated", "keys.in_use"]
+        rotated = json.loads(events[1].detail_json)
+        assert len(rotated["to"]["enc"]) == len(rotated["from"]["enc"]) + 1
