@@ -24,6 +24,7 @@ from aiohttp import ClientSession, web
 from yarl import URL
 
 from gateway.bootstrap import open_gateway
+from gateway.clock import format_ts, utcnow
 from gateway.logs import configure_logging
 from gateway.schema import load_example
 from gateway.service import Gateway
@@ -112,6 +113,8 @@ def _settings(agency: str, tmp: Path, token: str, use_amqp: bool, amqp_url: str,
         pseudonym_secret_hex=hashlib.sha256(f"demo pseudonym secret {agency}".encode()).hexdigest(),
         retry_initial_seconds=0.2,
         outbox_poll_seconds=0.2,
+        checkpoint_interval_seconds=0,  # the demo checkpoints explicitly, at the end
+        audit_partners=(RECIPIENT,) if agency == SENDER else (SENDER,),
         users=(User(f"demo.{role}.{agency.lower()}", role, hashlib.sha256(token.encode()).hexdigest()),),
     )
 
@@ -167,8 +170,51 @@ async def _exchange(say: "_Printer", session: ClientSession, urls: dict[str, str
         say.detail(f"{step['at']}  {step['status']}")
 
     await _tampered_copy(say, gateways, message_id)
+    await _withdraw(say, session, urls, auth, submitted["case_ref"], message_id)
+    await _audit(say, gateways)
+
+
+async def _withdraw(say: "_Printer", session: ClientSession, urls: dict[str, str], auth: Any, case_ref: str,
+                    message_id: str) -> None:
+    withdrawal = {"withdrawn_at": format_ts(utcnow()), "decision_maker": "self", "scope": "all_purposes",
+                  "erasure_requested": True}
+    async with session.post(f"{urls[SENDER]}/cases/{case_ref}/withdrawal", json=withdrawal,
+                            headers=auth(SENDER)) as resp:
+        await _json(resp, 202)
+    say.step(f"{SENDER} POST /cases/{{case}}/withdrawal → {resp.status}: the person withdrew consent")
+    await _poll(session, f"{urls[SENDER]}/cases/{case_ref}/withdrawals", auth(SENDER),
+                lambda s: s.get("all_acknowledged") is True)
+    say.step(f"{SENDER} GET /cases/{{case}}/withdrawals: {RECIPIENT} acknowledged (signed consent.withdrawal.ack)")
+    async with session.get(f"{urls[RECIPIENT]}/inbox/{message_id}", params={"purpose": "case_followup"},
+                           headers=auth(RECIPIENT)) as resp:
+        refused = await _json(resp, 410)
+    say.step(f"{RECIPIENT} GET /inbox/{{id}} → {resp.status} [{refused['error']}]: the case key was destroyed, "
+             "the referral can no longer be read by anyone")
+
+
+async def _audit(say: "_Printer", gateways: dict[str, Gateway]) -> None:
+    from gateway.audit.export import jsonl_lines, parse_jsonl
+    from gateway.audit.verify import verify_export
+
+    sender, recipient = gateways[SENDER], gateways[RECIPIENT]
+    shared = await sender.checkpoint_and_share()
+    assert shared is not None
+    for _ in range(200):
+        if await recipient.store.latest_checkpoint(SENDER) is not None:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise SystemExit("demo failure: the checkpoint did not reach the partner")
+    say.step(f"{SENDER} signed its audit log (RFC 9162 tree of {shared.tree_size} entries) and sent the "
+             f"checkpoint to {RECIPIENT}, which keeps it")
+    records = await sender.store.read_audit(1, shared.tree_size)
+    report = verify_export(parse_jsonl(jsonl_lines(records)), [shared.note], sender.directory, origin=SENDER)
+    verdict = "verified" if report.ok else f"FAILED: {report.first_bad}"
+    say.step(f"An auditor's offline check of {SENDER}'s exported log against that signed checkpoint: {verdict}")
+    if not report.ok:
+        raise SystemExit("demo failure: the audit log did not verify")
     for agency, gw in gateways.items():
-        entries = await gw.store.read_audit(1, 1000)
+        entries = await gw.store.read_audit(1, 10_000)
         kinds = sorted({e.event_type for e in entries})
         say.step(f"{agency} audit log: {len(entries)} entries ({', '.join(kinds)})")
 
