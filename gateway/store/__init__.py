@@ -1,8 +1,9 @@
 """Durable state of the gateway: outbox, inbox, replay guard, cases, audit entries.
 
 Use :func:`open_store` with a URL; code against :class:`Store`. Backends: ``sqlite``
-(embedded default). PostgreSQL is planned (``gateway/store/postgres.py``, asyncpg) and
-must pass the same conformance suite, ``tests/store_conformance.py``. See docs/store.md.
+(embedded default) and ``postgresql`` (``gateway/store/postgres.py``, asyncpg: one store
+shared by several gateway processes). Both pass the same conformance suite,
+``tests/store_conformance.py``. See docs/store.md and deploy/postgres.md.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ async def open_store(url: str, *, clock: Callable[[], datetime] | None = None) -
     * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (SQLAlchemy's
       convention: the path is everything after ``sqlite:///``). Options as a query:
       ``?mode=ro`` opens read-only, ``?busy_timeout_ms=5000`` bounds waits for the lock.
-    * ``postgresql://...``: not implemented yet (raises UnsupportedStoreURLError).
+    * ``postgresql://user[:password]@host:port/database`` (or ``postgres://``): the shared
+      store on an asyncpg pool (``gateway/store/postgres.py``). Options: ``pool_min``,
+      ``pool_max``, ``acquire_timeout_ms``, ``connect_timeout_ms``, ``statement_timeout_ms``,
+      ``lock_timeout_ms``, ``outbox_lease_s``, ``mode=ro``, ``search_path``,
+      ``application_name`` and asyncpg's TLS options (``sslmode``, ``sslrootcert``, ...).
 
     ``clock`` supplies "now" where a method's ``at`` is optional; default: UTC wall clock.
     """
@@ -114,8 +119,8 @@ async def open_store(url: str, *, clock: Callable[[], datetime] | None = None) -
             raise UnsupportedStoreURLError("sqlite store URL option busy_timeout_ms must be an integer") from None
         return await SQLiteStore.open(path, read_only=mode == "ro", busy_timeout_ms=busy_timeout_ms, clock=clock)
     if scheme in {"postgresql", "postgres"}:
-        raise UnsupportedStoreURLError(
-            "the PostgreSQL store is not implemented yet (planned: gateway/store/postgres.py on asyncpg); "
-            "use sqlite:///path/to/gateway.db for now"
-        )
+        # Imported here so that a SQLite-only gateway never loads the PostgreSQL driver.
+        from gateway.store.postgres import PostgresStore
+
+        return await PostgresStore.from_url(url, clock=clock)
     raise UnsupportedStoreURLError(f"unsupported store URL scheme {scheme!r}; expected sqlite or postgresql")
