@@ -28,6 +28,7 @@ MATRIX = {
     ("GET", f"/messages/{SOME_ID}"): {"caseworker", "supervisor", "auditor"},
     ("POST", f"/cases/{SOME_CASE}/withdrawal"): {"caseworker", "supervisor"},
     ("GET", f"/cases/{SOME_CASE}/withdrawals"): {"caseworker", "supervisor", "auditor"},
+    ("GET", "/stats"): {"supervisor", "auditor"},
     ("GET", "/metrics"): {"admin"},
     ("GET", "/quarantine"): {"admin"},
 }

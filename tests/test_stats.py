@@ -1,0 +1,703 @@
+"""Aggregate statistics (gateway/stats.py) and ``GET /stats`` (gateway/api/stats.py).
+
+The protection tests do not trust gateway.stats' own checker alone: they parse the
+published JSON, as a recipient would, and attack it with two checkers written here, the
+one-unknown-per-line rule and an independent dense rank test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import hashlib
+import json
+import secrets
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from adapters.registry import available_formats, get_adapter
+from gateway.api import stats as stats_api
+from gateway.api.auth import auth_middleware
+from gateway.api.context import GATEWAY, SETTINGS
+from gateway.api.errors import error_middleware
+from gateway.metrics import Metrics
+from gateway.schema import SCHEMA_DIR, load_example
+from gateway.service import Actor
+from gateway.settings import ROLES, Settings, User
+from gateway.stats import (
+    AGE_BANDS, AGE_CATEGORIES, EXPLOITATION_TYPES, SEXES, InvalidThresholdError, StatsError, StatsRecord, Table,
+    UnknownDimensionError, aggregate, band_of_years, derivable, is_protected, month_range,
+)
+
+from .gateway_pair import NIGERIA, eventually, gateway_pair
+
+ROOT = Path(__file__).resolve().parent.parent
+MARCH = datetime(2026, 3, 6, 10, 15, tzinfo=timezone.utc)
+
+
+def rec(month: str = "2026-01", sex: str = "female", age: str = "21-23", nat: str = "NG",
+        types: tuple[str, ...] = ()) -> StatsRecord:
+    return StatsRecord(month, sex, age, nat, frozenset(types))
+
+
+# --- the attacker, written independently of gateway.stats ---------------------------------
+
+
+def equations(report_json: dict[str, Any]) -> tuple[dict[tuple, int | None], list[list[tuple]]]:
+    """Published values and sums (first key = sum of the rest) of a report's JSON."""
+    values: dict[tuple, int | None] = {}
+    sums: list[list[tuple]] = []
+
+    def put(key: tuple, cell: dict[str, Any]) -> None:
+        assert (cell["count"] is None) == cell["suppressed"]
+        if values.get(key) is None:
+            values[key] = cell["count"]
+
+    for table in report_json["tables"]:
+        dim, cats = table["dimension"], table.get("categories", [])
+        months = [r["month"] for r in table["rows"]]
+        put(("T",), table["total"])
+        sums.append([("T",)] + [("M", m) for m in months])
+        for row in table["rows"]:
+            put(("M", row["month"]), row["total"])
+            for c in cats:
+                put((dim, row["month"], c), row["cells"][c])
+        for c in cats:
+            put((dim, c), table["column_totals"][c])
+            sums.append([(dim, c)] + [(dim, m, c) for m in months])
+        if cats and not table["multi_valued"]:
+            for m in months:
+                sums.append([("M", m)] + [(dim, m, c) for c in cats])
+            sums.append([("T",)] + [(dim, c) for c in cats])
+    return values, sums
+
+
+def single_unknown_leaks(values: dict[tuple, int | None], sums: list[list[tuple]]) -> set[tuple]:
+    """Suppressed values recomputable by repeatedly solving a sum with one unknown."""
+    known = {k: v for k, v in values.items() if v is not None}
+    found: set[tuple] = set()
+    progress = True
+    while progress:
+        progress = False
+        for line in sums:
+            unknown = [k for k in line if k not in known]
+            if len(unknown) == 1:
+                (k,) = unknown
+                rest = sum(known[x] for x in line[1:] if x != k)
+                known[k] = rest if k == line[0] else known[line[0]] - rest
+                found.add(k)
+                progress = True
+    return found
+
+
+def _rref(rows: list[list[Fraction]]) -> tuple[list[list[Fraction]], list[int]]:
+    rows = [r[:] for r in rows]
+    pivots: list[int] = []
+    width = len(rows[0]) if rows else 0
+    for col in range(width):
+        r = len(pivots)
+        pivot = next((i for i in range(r, len(rows)) if rows[i][col] != 0), None)
+        if pivot is None:
+            continue
+        rows[r], rows[pivot] = rows[pivot], rows[r]
+        rows[r] = [a / rows[r][col] for a in rows[r]]
+        for i in range(len(rows)):
+            if i != r and rows[i][col] != 0:
+                f = rows[i][col]
+                rows[i] = [a - f * b for a, b in zip(rows[i], rows[r])]
+        pivots.append(col)
+    return rows[:len(pivots)], pivots
+
+
+def rank_leaks(values: dict[tuple, int | None], sums: list[list[tuple]]) -> set[tuple]:
+    """Suppressed values fixed by the sums: those zero in every vector of the null space
+    (the null space spans every way the unknowns can change without changing a sum)."""
+    unknown = [k for k, v in values.items() if v is None]
+    matrix = [[Fraction((k == line[0]) - (k in line[1:])) for k in unknown] for line in sums]
+    rows, pivots = _rref([r for r in matrix if any(r)])
+    free = [c for c in range(len(unknown)) if c not in set(pivots)]
+    moves = set()  # unknowns some null-space basis vector changes
+    for f in free:
+        moves.add(f)
+        moves.update(p for row, p in zip(rows, pivots) if row[f] != 0)
+    return {k for i, k in enumerate(unknown) if i not in moves}
+
+
+def true_counts(records: list[StatsRecord]) -> dict[tuple, int]:
+    counts: Counter[tuple] = Counter()
+    for r in records:
+        counts[("T",)] += 1
+        counts[("M", r.month)] += 1
+        for dim in ("sex", "age_band", "nationality"):
+            counts[(dim, r.month, getattr(r, dim))] += 1
+            counts[(dim, getattr(r, dim))] += 1
+        for t in r.exploitation_types or {"not_recorded"}:
+            counts[("exploitation_type", r.month, t)] += 1
+            counts[("exploitation_type", t)] += 1
+    return counts
+
+
+def check_report(records: list[StatsRecord], threshold: int, **kw: Any) -> dict[str, Any]:
+    """Every invariant a report must hold; returns its JSON."""
+    report = aggregate(records, threshold=threshold, **kw)
+    doc = json.loads(json.dumps(report.to_json()))
+    values, sums = equations(doc)
+    truth = true_counts(records)
+    for key, value in values.items():
+        if value is not None:
+            assert value == truth.get(key, 0), key  # published = true count
+            assert value == 0 or value >= threshold, key  # nothing small is published
+        else:
+            assert truth.get(key, 0) > 0, key  # zeros are never suppressed
+    assert not single_unknown_leaks(values, sums)
+    assert not rank_leaks(values, sums)
+    assert is_protected(report.tables)
+    assert is_protected([Table.from_json(t) for t in doc["tables"]])
+    assert doc["threshold"] == threshold
+    assert doc["records"]["count"] in (None, len(records))
+    if 0 < len(records) < threshold:
+        assert doc["records"] == {"count": None, "suppressed": True}
+    return doc
+
+
+# --- categories agree with the schema -----------------------------------------------------
+
+
+def test_categories_are_the_schema_enums() -> None:
+    defs = json.loads((SCHEMA_DIR / "v1" / "common.schema.json").read_text())["$defs"]
+    assert list(SEXES) == defs["sex"]["enum"]
+    assert [*AGE_BANDS, "unknown"] == defs["age_band"]["enum"]
+    assert list(EXPLOITATION_TYPES) == defs["exploitation_type"]["enum"]
+    assert AGE_CATEGORIES[-1] == "unknown" and set(AGE_BANDS) < set(AGE_CATEGORIES)
+
+
+def test_band_of_years_uses_the_schema_bands() -> None:
+    for band in AGE_BANDS:
+        low, high = (int(band[:-1]), 120) if band.endswith("+") else map(int, band.split("-"))
+        assert {band_of_years(y) for y in range(low, high + 1)} == {band}
+    with pytest.raises(ValueError):
+        band_of_years(-1)
+
+
+# --- records ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("variant", "expected"), [
+    (None, ("female", "21-23", "NG", frozenset())),  # years 22
+    ("all_purposes", ("female", "24-26", "NG", frozenset({"sexual_exploitation", "domestic_servitude"}))),
+    ("minor_guardian", ("female", "9-17", "NG", frozenset())),  # years 16, estimated
+    ("safety_assessment_only", ("female", "18-20", "NG", frozenset())),  # band
+])
+def test_from_payload_on_the_schema_examples(variant: str | None, expected: tuple) -> None:
+    record = StatsRecord.from_payload(load_example("referral.request", variant), MARCH)
+    assert record.month == "2026-03"
+    assert (record.sex, record.age_band, record.nationality, record.exploitation_types) == expected
+    # Born 2001-07-15: 24 on 2026-03-06, 23 the day before the birthday a year earlier.
+    dob = StatsRecord.from_payload(load_example("referral.request", "all_purposes"),
+                                   datetime(2025, 7, 14, tzinfo=timezone.utc))
+    assert dob.age_band == "21-23"
+
+
+def _adapter_payloads() -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name in available_formats():
+        for path in sorted(glob.glob(str(ROOT / "adapters" / name / "samples" / "*.json"))):
+            out.append((f"{name}/{Path(path).name}",
+                        get_adapter(name).to_shared(json.loads(Path(path).read_text()), None).payload))
+    return out
+
+
+def test_from_payload_on_adapter_outputs() -> None:
+    records = {name: StatsRecord.from_payload(p, MARCH) for name, p in _adapter_payloads()}
+    assert len(records) >= 8
+    # Missing values: unknown sex and nationality, minor flag only, exploitation undetermined.
+    missing = records["niger/valeurs_manquantes.json"]
+    assert (missing.sex, missing.age_band, missing.nationality, missing.exploitation_types) == (
+        "unknown", "under_18_unspecified", "unknown", frozenset({"undetermined"}))
+    # A date of birth is banded on the receipt date (2009-05-02 → 16 in March 2026).
+    assert records["niger/mineure_retour_tuteur.json"].age_band == "9-17"
+    assert records["mali/garcon_mendicite_assistance.json"] == StatsRecord(
+        "2026-03", "male", "9-17", "GN", frozenset({"forced_begging"}))
+
+
+def test_from_payload_age_fallbacks_and_junk() -> None:
+    def band(age: Any) -> str:
+        return StatsRecord.from_payload({"person": {"sex": "male", "age": age}}, MARCH).age_band
+    assert band({"minor": True, "band": "unknown"}) == "under_18_unspecified"
+    assert band({"minor": False, "band": "unknown"}) == "18_plus_unspecified"
+    assert band({"minor": False, "years": 48}) == "48+"
+    assert band({"minor": True, "date_of_birth": "2030-01-01"}) == "under_18_unspecified"  # after receipt
+    assert band({"minor": True, "date_of_birth": "not a date"}) == "under_18_unspecified"
+    assert band(None) == "unknown"
+    junk = StatsRecord.from_payload({"person": {"sex": "Amaka", "nationality": "Nigeria", "age": {"years": True}},
+                                     "exploitation": [{"type": "Amaka"}, "x", {"type": "forced_labour"}]}, MARCH)
+    assert (junk.sex, junk.nationality, junk.age_band, junk.exploitation_types) == (
+        "unknown", "unknown", "unknown", frozenset({"forced_labour"}))
+    assert StatsRecord.from_payload({}, MARCH) == StatsRecord("2026-03", "unknown", "unknown", "unknown")
+    # The month is the UTC month of receipt.
+    late = datetime(2026, 4, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))
+    assert StatsRecord.from_payload({}, late).month == "2026-03"
+    with pytest.raises(ValueError, match="timezone-aware"):
+        StatsRecord.from_payload({}, datetime(2026, 3, 6))
+
+
+def test_record_fields_are_checked() -> None:
+    assert [f.name for f in dataclasses.fields(StatsRecord)] == [
+        "month", "sex", "age_band", "nationality", "exploitation_types"]
+    for bad in (dict(month="2026-13"), dict(sex="woman"), dict(age="12"), dict(nat="Nigeria")):
+        with pytest.raises(StatsError):
+            rec(**bad)
+    with pytest.raises(StatsError):
+        StatsRecord("2026-01", "male", "unknown", "NG", frozenset({"theft"}))
+
+
+def test_month_range() -> None:
+    assert month_range("2025-11", "2026-02") == ("2025-11", "2025-12", "2026-01", "2026-02")
+    assert month_range("2026-02", "2026-01") == ()
+
+
+# --- worked examples ----------------------------------------------------------------------
+
+
+def test_worked_example_one_month_by_sex() -> None:
+    """January: 15 women, 3 men, threshold 11.
+
+    Primary: men 3 (cell and column total). The January row (18 = 15 + 3 + 0 + 0) then has
+    one unknown, so the smallest other nonzero cell, women 15, is suppressed; the women's
+    column (15 = 15) then has one unknown, so its total goes too. Published: 18, zeros.
+    A reader knows women + men = 18 and nothing more.
+    """
+    records = [rec(sex="female")] * 15 + [rec(sex="male")] * 3
+    doc = check_report(records, 11, dimensions=("sex",))
+    sex = doc["tables"][1]
+    cells = {c: v["count"] for c, v in sex["rows"][0]["cells"].items()}
+    assert cells == {"female": None, "male": None, "other": 0, "unknown": 0}
+    assert {c: v["count"] for c, v in sex["column_totals"].items()} == cells
+    assert sex["rows"][0]["total"] == {"count": 18, "suppressed": False}
+    assert doc["records"] == {"count": 18, "suppressed": False}
+    eighteen = {"count": 18, "suppressed": False}
+    assert doc["tables"][0] == {"dimension": "month", "rows": [{"month": "2026-01", "total": eighteen}],
+                                "total": eighteen}
+
+
+def test_worked_example_two_months_column_complement() -> None:
+    """Men: 12 in January, 4 in February; women 20 and 30. Threshold 11.
+
+    Primary: February men 4. The men's column (16 = 12 + 4) then has one unknown, so
+    January men 12 is its complement; each row now has one unknown (32 = 20 + 12 and
+    34 = 30 + 4), so women 20 and 30 follow. Four cells suppressed, every total published:
+    the classic 2 x 2 block, which can move by +-1 along its cycle without changing a total.
+    """
+    records = ([rec("2026-01", "male")] * 12 + [rec("2026-02", "male")] * 4
+               + [rec("2026-01", "female")] * 20 + [rec("2026-02", "female")] * 30)
+    doc = check_report(records, 11, dimensions=("sex",))
+    sex = doc["tables"][1]
+    hidden = {(r["month"], c) for r in sex["rows"] for c, v in r["cells"].items() if v["suppressed"]}
+    assert hidden == {("2026-01", "female"), ("2026-01", "male"), ("2026-02", "female"), ("2026-02", "male")}
+    assert [r["total"]["count"] for r in sex["rows"]] == [32, 34]
+    assert {c: v["count"] for c, v in sex["column_totals"].items()} == {
+        "female": 50, "male": 16, "other": 0, "unknown": 0}
+
+
+def test_small_totals_are_suppressed() -> None:
+    """Five women in one month: the cell, its column, the month and the grand total are all
+    below 11; the record count is not stated."""
+    doc = check_report([rec()] * 5, 11)
+    assert doc["records"] == {"count": None, "suppressed": True}
+    assert doc["tables"][0]["rows"][0]["total"]["suppressed"]
+    assert doc["tables"][1]["rows"][0]["cells"]["female"]["suppressed"]
+
+
+def test_multi_valued_exploitation() -> None:
+    """January: 12 persons sexually exploited, 4 of them also in forced labour; February:
+    15 in forced labour. Threshold 11.
+
+    Cells count persons, so January's row (12 + 4 = 16) exceeds its total 12: rows are not
+    sums and get no complement. The forced-labour column is one (19 = 4 + 15): January's
+    4 is primary and February's 15 its complement. Nothing else is suppressed.
+    """
+    records = ([rec("2026-01", types=("sexual_exploitation", "forced_labour"))] * 4
+               + [rec("2026-01", types=("sexual_exploitation",))] * 8
+               + [rec("2026-02", types=("forced_labour",))] * 15)
+    doc = check_report(records, 11, dimensions=("exploitation_type",))
+    table = doc["tables"][1]
+    assert table["multi_valued"] is True
+    hidden = {(r["month"], c) for r in table["rows"] for c, v in r["cells"].items() if v["suppressed"]}
+    assert hidden == {("2026-01", "forced_labour"), ("2026-02", "forced_labour")}
+    jan = table["rows"][0]
+    assert jan["cells"]["sexual_exploitation"]["count"] == 12 and jan["total"]["count"] == 12
+    assert table["column_totals"]["forced_labour"]["count"] == 19
+    assert table["column_totals"]["not_recorded"]["count"] == 0
+    # Read as additive, January's row would give forced labour away: 12 - 12 = 0 (wrong, but
+    # a checker that assumed additivity would call the table unprotected for nothing).
+
+
+def test_not_recorded_exploitation() -> None:
+    doc = check_report([rec(types=())] * 11, 11, dimensions=("exploitation_type",))
+    assert doc["tables"][1]["column_totals"]["not_recorded"]["count"] == 11
+
+
+def test_bridge_between_blocks_is_found_and_prevented() -> None:
+    """Two 2 × 2 blocks of suppressed cells joined by one more suppressed cell: every row
+    and column has two or more unknowns, yet rows 1+2 minus columns female+male leave just
+    the bridge. The one-unknown rule misses it; elimination does not."""
+    months = ("2026-01", "2026-02", "2026-03", "2026-04")
+    cols = SEXES
+    hidden = {(months[0], "female"), (months[0], "male"), (months[1], "female"), (months[1], "male"),
+              (months[2], "other"), (months[2], "unknown"), (months[3], "other"), (months[3], "unknown"),
+              (months[0], "other")}
+    cells = {(m, c): None if (m, c) in hidden else 20 for m in months for c in cols}
+    table = Table("sex", months, cols, cells, {m: 100 for m in months}, {c: 100 for c in cols}, 400)
+    doc = {"tables": [table.to_json()]}
+    values, sums = equations(doc)
+    assert not single_unknown_leaks(values, sums)
+    assert rank_leaks(values, sums) == {("sex", months[0], "other")}
+    assert derivable(table) == {("sex", months[0], "other")}
+    assert not is_protected(table)
+    # aggregate never publishes such a pattern: counts that would produce it get more cells hidden.
+    records = []
+    for (m, c) in hidden:
+        records += [rec(m, c)] * 5
+    for m in months:
+        for c in cols:
+            if (m, c) not in hidden:
+                records += [rec(m, c)] * 20
+    check_report(records, 11, dimensions=("sex",))
+
+
+def test_linked_tables_share_month_totals() -> None:
+    """February has 3 persons: its total is suppressed in every table at once, and
+    January's with it (else the month line would give February away)."""
+    records = [rec("2026-01", nat="NE")] * 30 + [rec("2026-02", nat="ML")] * 3
+    doc = check_report(records, 11)
+    for table in doc["tables"]:
+        assert [r["total"]["suppressed"] for r in table["rows"]] == [True, True]
+    assert doc["records"]["count"] == 33
+
+
+def test_threshold_one_suppresses_nothing_and_bad_thresholds_fail() -> None:
+    records = [rec(), rec(sex="male", nat="ML")]
+    doc = check_report(records, 1)
+    assert doc["records"]["count"] == 2
+    assert not any(v is None for v in equations(doc)[0].values())
+    for bad in (0, -1, True, 1.5, "11", None):
+        with pytest.raises(InvalidThresholdError):
+            aggregate(records, threshold=bad)  # type: ignore[arg-type]
+    with pytest.raises(InvalidThresholdError, match="at least 1"):
+        aggregate(records, threshold=0)
+    with pytest.raises(InvalidThresholdError, match="base_threshold"):
+        aggregate(records, threshold=11, base_threshold=12)
+    with pytest.raises(UnknownDimensionError):
+        aggregate(records, dimensions=("religion",))
+    assert InvalidThresholdError.code == "invalid_threshold"
+
+
+def test_empty_input_and_empty_months() -> None:
+    doc = check_report([], 11, months=("2026-01", "2026-02"))
+    assert doc["records"] == {"count": 0, "suppressed": False}
+    assert doc["months"] == ["2026-01", "2026-02"]
+    assert doc["tables"][3]["categories"] == ["unknown"]  # nationality: only those seen, and unknown
+
+
+def test_no_name_reaches_the_report() -> None:
+    payloads = [load_example("referral.request", v)
+                for v in (None, "all_purposes", "minor_guardian", "safety_assessment_only")]
+    payloads += [p for _, p in _adapter_payloads()]
+    secrets_in: set[str] = set()
+
+    def collect(value: Any, inside: bool) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                collect(v, inside or k in {"names", "family_contacts", "place_of_origin",
+                                           "identity_documents", "narrative", "comment"})
+        elif isinstance(value, list):
+            for v in value:
+                collect(v, inside)
+        elif inside and isinstance(value, str) and len(value) > 2:
+            secrets_in.add(value)
+
+    for p in payloads:
+        collect(p, False)
+    assert {"Amaka", "Testfixture", "Hadiza", "Benin City"} <= secrets_in
+    records = [StatsRecord.from_payload(p, MARCH) for p in payloads]
+    text = json.dumps(aggregate(records * 3, threshold=1).to_json(), ensure_ascii=False)
+    leaked = {s for s in secrets_in if s in text}
+    assert not leaked
+
+
+# --- properties ---------------------------------------------------------------------------
+
+MONTHS = ("2026-01", "2026-02", "2026-03")
+records_strategy = st.lists(
+    st.builds(
+        StatsRecord,
+        month=st.sampled_from(MONTHS),
+        sex=st.sampled_from(("female", "male", "unknown")),
+        age_band=st.sampled_from(("9-17", "18-20", "21-23", "under_18_unspecified")),
+        nationality=st.sampled_from(("NG", "NE", "ML", "unknown")),
+        exploitation_types=st.frozensets(st.sampled_from(("sexual_exploitation", "forced_labour",
+                                                          "forced_begging")), max_size=2),
+    ),
+    max_size=90,
+)
+wide_records = st.lists(
+    st.builds(
+        StatsRecord,
+        month=st.sampled_from(("2025-11", "2025-12", *MONTHS, "2026-04")),
+        sex=st.sampled_from(SEXES),
+        age_band=st.sampled_from(AGE_CATEGORIES),
+        nationality=st.sampled_from(("NG", "NE", "ML", "GN", "BF", "TD", "unknown")),
+        exploitation_types=st.frozensets(st.sampled_from(EXPLOITATION_TYPES), max_size=3),
+    ),
+    min_size=20, max_size=150,
+)
+PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(records_strategy, st.integers(min_value=1, max_value=15))
+def test_every_report_is_protected_and_true(records: list[StatsRecord], threshold: int) -> None:
+    check_report(records, threshold)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(wide_records, st.integers(min_value=2, max_value=15))
+def test_wide_sparse_reports_are_protected_and_true(records: list[StatsRecord], threshold: int) -> None:
+    check_report(records, threshold)
+
+
+@PROPERTY
+@given(records_strategy, st.integers(min_value=1, max_value=12), st.integers(min_value=0, max_value=10))
+def test_higher_thresholds_only_hide_more(records: list[StatsRecord], base: int, extra: int) -> None:
+    low = equations(check_report(records, base))[0]
+    high = equations(check_report(records, base + extra, base_threshold=base))[0]
+    assert {k: v for k, v in high.items() if v is not None}.items() <= {
+        k: v for k, v in low.items() if v is not None}.items()
+
+
+def _test_key(key: tuple) -> tuple:
+    if key == ("total",):
+        return ("T",)
+    if key[0] == "month":
+        return ("M", key[1])
+    return (key[0], key[2]) if key[1] == "*" else key
+
+
+@PROPERTY
+@given(st.data())
+def test_checker_agrees_with_an_independent_rank_test(data: st.DataObject) -> None:
+    """gateway.stats.derivable against rank_leaks on arbitrary suppression patterns."""
+    months = MONTHS[:data.draw(st.integers(1, 3))]
+    cols = SEXES[:data.draw(st.integers(1, 4))]
+    multi = data.draw(st.booleans())
+    dim = "exploitation_type" if multi else "sex"
+    hide = data.draw(st.lists(st.booleans(), min_size=len(months) * (len(cols) + 1) + len(cols) + 1,
+                              max_size=len(months) * (len(cols) + 1) + len(cols) + 1))
+    flags = iter(hide)
+    table = Table(dim, months, cols,
+                  {(m, c): None if next(flags) else 5 for m in months for c in cols},
+                  {m: None if next(flags) else 9 for m in months},
+                  {c: None if next(flags) else 7 for c in cols},
+                  None if next(flags) else 99, additive_rows=not multi)
+    values, sums = equations({"tables": [table.to_json()]})
+    assert {_test_key(k) for k in derivable(table)} == rank_leaks(values, sums)
+    assert {_test_key(k) for k in derivable(table)} >= single_unknown_leaks(values, sums) & {
+        k for k, v in values.items() if v is None}
+
+
+@PROPERTY
+@given(records_strategy)
+def test_reports_do_not_depend_on_record_order(records: list[StatsRecord]) -> None:
+    assert aggregate(records).to_json() == aggregate(list(reversed(records))).to_json()
+
+
+@PROPERTY
+@given(records_strategy.filter(lambda r: len(r) > 0), st.integers(min_value=1, max_value=15))
+def test_one_dimension_alone_is_protected(records: list[StatsRecord], threshold: int) -> None:
+    for dim in ("sex", "exploitation_type", "nationality"):
+        check_report(records, threshold, dimensions=(dim,))
+
+
+# --- GET /stats ---------------------------------------------------------------------------
+
+NOW = datetime(2026, 4, 10, 12, 0, tzinfo=timezone.utc)
+
+
+class FakeGateway:
+    """What the /stats handler and the auth middleware use of a Gateway."""
+
+    def __init__(self, items: list[tuple[datetime, dict[str, Any]]]) -> None:
+        self.items = items
+        self.audits: list[tuple[str, str, dict[str, Any]]] = []
+        self.metrics = Metrics()
+        self.asked: list[str] = []
+
+    def clock(self) -> datetime:
+        return NOW
+
+    async def received_payloads(self, message_type: str):  # noqa: ANN201 - an async iterator
+        self.asked.append(message_type)
+        for item in self.items:
+            yield item
+
+    async def audit_event(self, event: str, actor: Any, detail: dict[str, Any], **_: Any) -> None:
+        self.audits.append((event, actor.role, detail))
+
+
+def _items() -> list[tuple[datetime, dict[str, Any]]]:
+    base = load_example("referral.request")
+    minor = load_example("referral.request", "minor_guardian")
+    items = []
+    for day in range(1, 26):
+        items.append((datetime(2026, 2, day, tzinfo=timezone.utc), base))
+        items.append((datetime(2026, 3, day, tzinfo=timezone.utc), minor if day <= 4 else base))
+    items.append((datetime(2026, 4, 2, tzinfo=timezone.utc), minor))  # the current month: never counted
+    return items
+
+
+async def _client(**overrides: Any) -> tuple[TestClient, FakeGateway, dict[str, str]]:
+    tokens = {role: secrets.token_urlsafe(16) for role in ROLES}
+    users = tuple(User(f"{r}.test", r, hashlib.sha256(t.encode()).hexdigest()) for r, t in tokens.items())
+    conf = Settings(agency_id="NE-ANLTP-TIM", demo_keys=True, users=users, **overrides)
+    gateway = FakeGateway(_items())
+    app = web.Application(middlewares=[error_middleware, auth_middleware(users)])
+    app[GATEWAY] = gateway  # type: ignore[assignment]
+    app[SETTINGS] = conf
+    app.add_routes(stats_api.routes)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    return client, gateway, tokens
+
+
+async def _get(client: TestClient, token: str | None, **params: str) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with client.get("/stats", params=params, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_api_answers_complete_months_and_audits() -> None:
+    client, gateway, tokens = await _client()
+    try:
+        status, body = await _get(client, tokens["supervisor"])
+        assert status == 200, body
+        assert gateway.asked == ["referral.request"]
+        # From the first month wholly within the 365-day retention to the last complete one.
+        assert body["period"] == {"from": "2025-05", "to": "2026-03"} and len(body["months"]) == 11
+        assert body["threshold"] == 11 and body["records"] == {"count": 50, "suppressed": False}
+        assert [t["dimension"] for t in body["tables"]] == ["month", "sex", "age_band", "nationality",
+                                                            "exploitation_type"]
+        age = body["tables"][2]
+        march = age["rows"][-1]["cells"]
+        assert march["9-17"] == {"count": None, "suppressed": True}  # 4 minors
+        assert march["21-23"] == {"count": None, "suppressed": True}  # their complement (21)
+        assert is_protected([Table.from_json(t) for t in body["tables"]])
+        assert gateway.audits == [("stats.read", "supervisor",
+                                   {"threshold": 11, "month_from": "2025-05", "month_to": "2026-03"})]
+        text = json.dumps(body)
+        assert "Amaka" not in text and "Testfixture" not in text
+        status, body = await _get(client, tokens["auditor"], month_from="2026-03", month_to="2026-03")
+        assert status == 200 and body["months"] == ["2026-03"] and body["records"]["count"] == 25
+        status, body = await _get(client, tokens["auditor"], month_from="2025-12", month_to="2026-01")
+        assert status == 200 and body["records"]["count"] == 0 and body["months"] == ["2025-12", "2026-01"]
+    finally:
+        await client.close()
+
+
+async def test_api_roles() -> None:
+    client, _, tokens = await _client()
+    try:
+        assert (await _get(client, None))[0] == 401
+        for role in ("caseworker", "admin"):
+            status, body = await _get(client, tokens[role])
+            assert status == 403 and body["error"] == "forbidden"
+        assert (await _get(client, tokens["auditor"]))[0] == 200
+    finally:
+        await client.close()
+
+
+async def test_api_refuses_lower_thresholds_and_bad_months() -> None:
+    client, _, tokens = await _client(stats_min_cell=15)
+    token = tokens["supervisor"]
+    try:
+        status, body = await _get(client, token)
+        assert status == 200 and body["threshold"] == 15
+        status, body = await _get(client, token, threshold="11")
+        assert status == 400 and body["error"] == "invalid_query" and "at least 15" in body["detail"]
+        status, body = await _get(client, token, threshold="20")
+        assert status == 200 and body["threshold"] == 20
+        for params, words in (
+            ({"threshold": "x"}, "integer"),
+            ({"month_to": "2026-04"}, "last complete month"),
+            ({"month_from": "2026-03", "month_to": "2026-02"}, "after"),
+            ({"month_from": "2026-13"}, "YYYY-MM"),
+            ({"month_from": "2025-04"}, "at least 2025-05"),
+        ):
+            status, body = await _get(client, token, **params)
+            assert status == 400 and words in body["detail"], (params, body)
+    finally:
+        await client.close()
+
+
+async def test_api_higher_threshold_shows_nothing_new() -> None:
+    client, _, tokens = await _client()
+    try:
+        low = equations((await _get(client, tokens["supervisor"]))[1])[0]
+        for threshold in ("12", "20", "26"):
+            high = equations((await _get(client, tokens["supervisor"], threshold=threshold))[1])[0]
+            assert {k: v for k, v in high.items() if v is not None}.items() <= {
+                k: v for k, v in low.items() if v is not None}.items()
+    finally:
+        await client.close()
+
+
+async def test_api_retention_bounds_the_period() -> None:
+    client, _, tokens = await _client(retention_days={"referral.request": 40})
+    try:  # 2026-04-10 minus 40 days is 2026-03-01: March may lose referrals any day now
+        status, body = await _get(client, tokens["supervisor"])
+        assert status == 400 and "retention" in body["detail"]
+    finally:
+        await client.close()
+    client, _, tokens = await _client(retention_days={"referral.request": 36500})
+    try:
+        status, body = await _get(client, tokens["supervisor"], month_from="1950-01")
+        assert status == 400 and "at most 240 months" in body["detail"]
+        status, body = await _get(client, tokens["supervisor"], month_from="2026-02")
+        assert status == 200 and body["records"]["count"] == 50
+    finally:
+        await client.close()
+
+
+def test_month_helpers() -> None:
+    assert stats_api.previous_month(datetime(2026, 1, 5, tzinfo=timezone.utc)) == "2025-12"
+    assert stats_api.previous_month(NOW) == "2026-03"
+    assert stats_api.first_retained_month(NOW, 365) == "2025-05"
+    assert stats_api.first_retained_month(datetime(2026, 1, 31, tzinfo=timezone.utc), 31) == "2026-01"
+
+
+async def test_received_payloads_of_a_real_gateway_feed_the_statistics(tmp_path: Path) -> None:
+    """End to end: referrals sent NE → NG are counted from NG's store, and nothing else."""
+    async with gateway_pair(tmp_path) as (ne, ng):
+        actor = Actor("caseworker.ne", "caseworker")
+        variants = (None, "all_purposes", "minor_guardian")
+        for i, variant in enumerate(variants):
+            await ne.submit("referral.request", load_example("referral.request", variant), recipient=NIGERIA,
+                            case_ref=f"ne-ng-statscase{i:06d}", actor=actor)
+
+        async def arrived() -> bool:
+            return len(await ng.list_inbox()) >= len(variants)
+        await eventually(arrived)
+        records = [StatsRecord.from_payload(p, at) async for at, p in ng.received_payloads("referral.request")]
+        today = ng.clock().date()  # all_purposes: born 2001-07-15, banded on the receipt date
+        born = today.year - 2001 - ((today.month, today.day) < (7, 15))
+        assert sorted(r.age_band for r in records) == sorted(["21-23", "9-17", band_of_years(born)])
+        assert {r.month for r in records} == {ng.clock().strftime("%Y-%m")}
+        doc = aggregate(records, threshold=1).to_json()
+        assert doc["records"]["count"] == 3 and "Testfixture" not in json.dumps(doc)
