@@ -31,8 +31,16 @@ MATRIX = {
     ("GET", "/stats"): {"supervisor", "auditor"},
     ("GET", "/metrics"): {"admin"},
     ("GET", "/quarantine"): {"admin"},
+    ("GET", "/audit/entries"): {"auditor"},
+    ("GET", "/audit/export"): {"auditor"},
+    ("GET", "/audit/checkpoints"): {"auditor"},
+    ("GET", "/audit/checkpoints/latest"): {"auditor"},
+    ("POST", "/audit/checkpoints"): {"auditor"},
+    ("GET", "/audit/proofs/inclusion?seq=1&tree_size=1"): {"auditor"},
+    ("GET", "/audit/proofs/consistency?first=1&second=1"): {"auditor"},
+    ("GET", f"/audit/cases/{SOME_CASE}"): {"auditor"},
 }
-PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json")]
+PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/auditor")]
 ROLES = ("caseworker", "supervisor", "auditor", "admin")
 
 

@@ -90,7 +90,7 @@ async def test_document_is_openapi_31_and_lists_every_route(tmp_path) -> None:
 async def test_security_follows_the_access_policies(tmp_path) -> None:
     doc, _ = await _document(tmp_path)
     public = {(m, p) for p, ops in doc["paths"].items() for m, op in ops.items() if op["security"] == []}
-    assert public == {("get", "/healthz"), ("get", "/readyz"), ("get", "/openapi.json")}
+    assert public == {("get", "/healthz"), ("get", "/readyz"), ("get", "/openapi.json"), ("get", "/auditor")}
     read = doc["paths"]["/inbox/{id}"]["get"]
     assert read["x-roles"] == ["caseworker", "supervisor"]
     assert {"401", "403"} <= set(read["responses"])

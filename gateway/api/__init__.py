@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api import cases, health, inbox, messages, metrics, openapi, quarantine, referrals, stats
+from gateway.api import audit, cases, health, inbox, messages, metrics, openapi, quarantine, referrals, stats
 from gateway.api.access_log import access_log_middleware
 from gateway.api.auth import auth_middleware
 from gateway.api.context import GATEWAY, SETTINGS
@@ -20,7 +20,7 @@ from gateway.api.roles import ROLE_PERMISSIONS, Permission
 from gateway.service import Gateway
 from gateway.settings import Settings
 
-RESOURCES = (referrals, inbox, messages, cases, health, metrics, quarantine, stats, openapi)
+RESOURCES = (referrals, inbox, messages, cases, health, metrics, quarantine, audit, stats, openapi)
 # A resource module may describe its own operations (``OPERATIONS``: route name → OpenAPI
 # operation) and component schemas (``SCHEMAS``) instead of adding them to openapi.py.
 for _resource in RESOURCES:
