@@ -82,7 +82,13 @@ class AtRest:
         stored = await self.store.add_data_key(DataKey(
             key_id=message_id, case_ref=case_ref, kind="message", wrapped=bytes(wrapped),
             created_at=at, parent_key_id=case_key.key_id))
+        if stored.wrapped is None:
+            raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
         if stored.parent_key_id != case_key.key_id:
+            # Made before a crash, under a case key destroyed since (a withdrawal covered it).
+            parent = await self.store.get_data_key(stored.parent_key_id or "")
+            if parent is None or parent.wrapped is None:
+                raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
             raise AtRestError(f"message key {message_id} belongs to another case key")
         # A redelivery reuses the key stored the first time (add_data_key is idempotent).
         message_key = self._unwrap_message_key(stored, case_key.key, message_id)

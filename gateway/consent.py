@@ -12,7 +12,7 @@ Errors name JSON paths and codes only, never values from the person record.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Iterable
 
 from gateway.clock import parse_ts
@@ -89,8 +89,7 @@ def check_referral_consent(
         raise ConsentNotYetValidError("$.consent.given_at", "is in the future")
     if now >= expires_at:
         raise ConsentExpiredError("$.consent.expires_at", "has passed")
-    minor = ((payload.get("person") or {}).get("age") or {}).get("minor")
-    if minor is True and consent.get("decision_maker") not in MINOR_DECISION_MAKERS:
+    if _is_minor(payload, now) and consent.get("decision_maker") not in MINOR_DECISION_MAKERS:
         raise ConsentDecisionMakerError(
             "$.consent.decision_maker", f"a minor's consent must come from one of {sorted(MINOR_DECISION_MAKERS)}")
     for withdrawal in withdrawals:
@@ -98,6 +97,24 @@ def check_referral_consent(
             raise ConsentWithdrawnError(
                 "$.consent", f"was withdrawn on {withdrawal.withdrawn_at:%Y-%m-%d} (withdrawal {withdrawal.message_id});"
                 " a new consent given after that date is needed")
+
+
+def _is_minor(payload: dict[str, Any], now: datetime) -> bool:
+    # The flag, or a date of birth less than 18 years before now: the schema cross-checks
+    # years and band against the flag, not a date of birth, so the policy does.
+    age = (payload.get("person") or {}).get("age") or {}
+    if age.get("minor") is True:
+        return True
+    born = age.get("date_of_birth")
+    if isinstance(born, str):
+        try:
+            birth = date.fromisoformat(born[:10])
+        except ValueError:
+            return False
+        today = now.date()
+        years = today.year - birth.year - ((today.month, today.day) < (birth.month, birth.day))
+        return years < 18
+    return False
 
 
 def _withdrawal_covers(withdrawal: Withdrawal, given_at: datetime, purposes: Iterable[str]) -> bool:

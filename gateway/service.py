@@ -16,6 +16,7 @@ Nothing here logs, audits or raises with personal data: ids, codes and agency id
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import uuid
@@ -25,19 +26,20 @@ from typing import Any, AsyncIterator, Callable
 
 import structlog
 
+from gateway import withdrawal as withdrawal_flow
 from gateway.at_rest import CONTROL_TYPES, AtRest, PayloadShreddedError, envelope_digest, stored_digest
-from gateway.audit import merkle
-from gateway.audit.checkpoint import CheckpointError, parse_checkpoint, to_record, verify_checkpoint
+from gateway.audit import exchange
 from gateway.audit.log import AuditLog
-from gateway.b64 import b64url_decode, b64url_encode
-from gateway.canonical import canonical_bytes
-from gateway.clock import format_ts, parse_ts, utcnow
+from gateway.case_locks import CaseLocks
+from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent
+from gateway.retention import apply_retention
+from gateway.withdrawal import WithdrawalResult
 from gateway.directory import Directory
 from gateway.directory import AGENCY_ID
 from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
 from gateway.errors import EnvelopeError, GatewayError, ReplayedMessageError
-from gateway.schema import MESSAGE_TYPES, PURPOSES
+from gateway.schema import PURPOSES
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -52,7 +54,6 @@ from gateway.store import (
     OutgoingMessage,
     Store,
     StoreError,
-    Withdrawal,
 )
 from gateway.transport import (
     Delivery,
@@ -67,8 +68,6 @@ log = structlog.get_logger("gateway.service")
 #: referral.response decisions → the sender-side status they produce.
 DECISION_STATUS = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
 SYSTEM = "system"
-#: Case pseudonym on audit checkpoints exchanged between gateways (they belong to no case).
-AUDIT_CASE = "audit-log"
 
 
 class ReferenceError_(GatewayError):
@@ -150,6 +149,7 @@ class Gateway:
         self._transport_ready = asyncio.Event()
         self._stopping = False
         self.at_rest = AtRest(identity, store)
+        self.case_locks = CaseLocks()
         self.audit_log = AuditLog(store, identity, clock)
         self._describe_metrics()
 
@@ -250,16 +250,20 @@ class Gateway:
             lifetime=timedelta(days=self.settings.message_lifetime_days),
             in_reply_to=in_reply_to, message_id=message_id,
         )
-        if message_type == "referral.request":
-            # After sealing, so schema and directory refusals come first and name their cause.
-            await self._check_consent_to_send(payload, recipient=recipient, case_ref=case_ref, actor=actor, now=now)
+        outgoing = OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now)
         # The audit entry commits with the outbox row: no message without its entry, and
         # no failure answered after the message is already durable.
-        await self.store.add_outgoing(
-            OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now),
-            audit=self._entry("message.created", actor, header, {"type": message_type, "recipient": recipient},
-                              agency=recipient),
-        )
+        created = self.entry("message.created", actor, header, {"type": message_type, "recipient": recipient},
+                             agency=recipient)
+        if message_type == "referral.request" or message_type in withdrawal_flow.CASE_DATA_TYPES:
+            # Consent decision and storing under the case lock, so a withdrawal of the case
+            # is either seen here or sees this message (gateway/withdrawal.py).
+            async with self.case_locks.hold(case_ref):
+                await self._check_case_consent(message_type, payload, recipient=recipient, case_ref=case_ref,
+                                               actor=actor, now=now)
+                await self.store.add_outgoing(outgoing, audit=created)
+        else:
+            await self.store.add_outgoing(outgoing, audit=created)
         self.metrics.inc("messages_submitted_total", type=message_type)
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
         self._wake.set()
@@ -332,7 +336,7 @@ class Gateway:
                     header)
             # Redelivery after a crash or a lost ack: the application saw it once already.
             try:
-                opened = self._open_stored(await self.at_rest.open(existing), existing.received_at)
+                opened = self.open_stored(await self.at_rest.open(existing), existing.received_at)
             except PayloadShreddedError:
                 pass  # shredded since: its effects ran before the data could be shredded
             else:
@@ -345,16 +349,30 @@ class Gateway:
                                  replay_guard=None, now=now)
             self._check_accepts(opened)
             await self._check_reference(opened)
-            if header.type == "referral.request":
-                await self._check_consent_received(opened, now)
-        except (EnvelopeError, ReferenceError_, RecipientRefusesError, ConsentRefusedError, CheckpointError) as exc:
+            if header.type == "consent.withdrawal":
+                withdrawal_flow.check_withdrawn_at(opened.payload, max(now, header.created))
+        except (EnvelopeError, ReferenceError_, RecipientRefusesError, ConsentRefusedError) as exc:
             return await self._quarantine(delivery, exc, header)
-        blob = await self.at_rest.seal(header.id, header.case, header.type, delivery.body, now)
-        stored = await self.store.add_incoming(
-            IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
-            audit=self._entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
-                              agency=header.sender),
-        )
+        if header.type in CONTROL_TYPES:
+            stored = await self._store_received(opened, delivery.body, now)
+        else:
+            # Consent decision, encryption and storing under the case lock (gateway/withdrawal.py).
+            async with self.case_locks.hold(header.case):
+                try:
+                    if header.type == "referral.request":
+                        await self._check_consent_received(opened, now)
+                    else:
+                        await withdrawal_flow.refuse_if_closed(self, header.type, header.case, header.sender)
+                except ConsentRefusedError as exc:
+                    return await self._quarantine(delivery, exc, header)
+                try:
+                    stored = await self._store_received(opened, delivery.body, now)
+                except PayloadShreddedError:
+                    # A crash left its message key under a case key destroyed since: the
+                    # withdrawal covered it, so it is dropped, not stored readable.
+                    await self.store.append_audit(self.entry("message.dropped", SYSTEM_ACTOR, header,
+                                                             {"reason": "payload_shredded"}))
+                    return Disposition.ACK
         if not stored:  # a concurrent copy won the race
             self.metrics.inc("duplicates_total")
             return Disposition.ACK
@@ -362,6 +380,15 @@ class Gateway:
         log.info("message.received", message_id=header.id, type=header.type, sender=header.sender, case=header.case)
         await self._after_store(opened, now)
         return Disposition.ACK
+
+    async def _store_received(self, opened: OpenedMessage, envelope: bytes, now: datetime) -> bool:
+        header = opened.header
+        blob = await self.at_rest.seal(header.id, header.case, header.type, envelope, now)
+        return await self.store.add_incoming(
+            IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
+            audit=self.entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
+                             agency=header.sender),
+        )
 
     def _check_accepts(self, opened: OpenedMessage) -> None:
         # The sender's gateway checks this too; a non-conforming sender must not get data
@@ -371,7 +398,7 @@ class Gateway:
         if not self.directory.may_receive(self.agency_id, header.type, purposes):
             raise RecipientRefusesError(f"{self.agency_id} does not accept {header.type} for purposes {sorted(purposes)}")
 
-    def _open_stored(self, envelope: bytes, received_at: datetime) -> OpenedMessage:
+    def open_stored(self, envelope: bytes, received_at: datetime) -> OpenedMessage:
         # Checks are re-run as of the moment we accepted the message: it was valid then,
         # and expiry of the envelope or of a key since must not make stored data unreadable.
         return open_sealed(envelope, recipient=self.identity, directory=self.directory,
@@ -414,11 +441,14 @@ class Gateway:
                 "case_key_destroyed": payload["case_key_destroyed"]}, agency=header.sender)
             return
         if header.type == "audit.checkpoint":
-            await self._receive_checkpoint(opened, received_at)
+            await exchange.receive(self, opened, received_at)
+            # The receipt tells the sender which checkpoint we hold, so its next one comes
+            # with a consistency proof from exactly that one.
+            await self._ensure_receipt(header, "delivered", received_at)
             return
         await self.store.upsert_case(Case(header.case, header.sender, f"received:{header.type}", received_at))
         if header.type == "consent.withdrawal":
-            await self._apply_withdrawal(opened, received_at)
+            await withdrawal_flow.apply(self, opened)
         await self._ensure_receipt(header, "delivered", received_at)
 
     async def _apply_status(self, message_id: str, status: str, header: Header) -> None:
@@ -445,7 +475,7 @@ class Gateway:
         except GatewayError as exc:
             # The sender cannot be answered (its directory entry refuses receipts, or it has
             # no valid encryption key). The message itself is stored: never fail it for this.
-            await self.store.append_audit(self._entry("receipt.failed", SYSTEM_ACTOR, about,
+            await self.store.append_audit(self.entry("receipt.failed", SYSTEM_ACTOR, about,
                                                       {"status": status, "reason": exc.code}))
             self.metrics.inc("receipt_failures_total", reason=exc.code)
             log.warning("receipt.failed", message_id=about.id, status=status, error=exc.code)
@@ -453,10 +483,15 @@ class Gateway:
     async def _quarantine(self, delivery: Delivery, exc: GatewayError, header: Header | None) -> Disposition:
         # Error texts carry ids, codes and JSON paths only (see gateway/errors.py).
         detail = str(exc)[:400]
+        if isinstance(exc, ConsentRefusedError) and header is not None:
+            # Data its consent does not cover must not be kept, not even in quarantine: keep
+            # the signed header (evidence of what was sent) and drop the encrypted payload.
+            stub = {"header": header.to_json(), "payload_removed": exc.code}
+            delivery = dataclasses.replace(delivery, body=json.dumps(stub, sort_keys=True).encode("utf-8"))
         await self.transport.quarantine(delivery, exc.code, detail)
         # The broker's sender header is whatever the publisher wrote: keep it only if it is an agency id.
         sender = header.sender if header else (delivery.sender if AGENCY_ID.fullmatch(delivery.sender or "") else None)
-        await self.store.append_audit(self._entry("message.quarantined", SYSTEM_ACTOR, header,
+        await self.store.append_audit(self.entry("message.quarantined", SYSTEM_ACTOR, header,
                                                   {"reason": exc.code, "sender": sender}))
         self.metrics.inc("messages_quarantined_total", reason=exc.code)
         log.warning("message.quarantined", message_id=header.id if header else None, reason=exc.code, sender=sender)
@@ -464,11 +499,28 @@ class Gateway:
 
     # --- consent --------------------------------------------------------------------------
 
+    async def _check_case_consent(
+        self, message_type: str, payload: dict[str, Any], *, recipient: str, case_ref: str, actor: Actor, now: datetime
+    ) -> None:
+        # After sealing, so schema and directory refusals come first and name their cause.
+        if message_type == "referral.request":
+            await self._check_consent_to_send(payload, recipient=recipient, case_ref=case_ref, actor=actor, now=now)
+            return
+        try:
+            await withdrawal_flow.refuse_if_closed(self, message_type, case_ref, recipient)
+        except ConsentRefusedError as exc:
+            await self.audit_event("consent.refused", actor, {"reason": exc.code, "path": exc.path, "type": message_type},
+                                   case_ref=case_ref, agency=recipient)
+            self.metrics.inc("consent_refusals_total", reason=exc.code)
+            raise
+
     async def _check_consent_to_send(
         self, payload: dict[str, Any], *, recipient: str, case_ref: str, actor: Actor, now: datetime
     ) -> None:
         country = self.directory.agency(recipient).country
-        withdrawals = await self.store.withdrawals_for_case(case_ref)
+        # Our own withdrawals for the case: the person withdrew consent, whoever it went to.
+        withdrawals = [w for w in await self.store.withdrawals_for_case(case_ref)
+                       if w.direction == "outgoing" and withdrawal_flow.blocks_referral(w)]
         try:
             check_referral_consent(payload, recipient=recipient, recipient_country=country, now=now,
                                    withdrawals=withdrawals)
@@ -481,132 +533,32 @@ class Gateway:
                                case_ref=case_ref, agency=recipient)
 
     async def _check_consent_received(self, opened: OpenedMessage, now: datetime) -> None:
-        # Checked as of the envelope's creation: a consent that expired while the message
-        # was in transit was valid when the sender relied on it.
         header = opened.header
+        # As of the envelope's creation (a consent that expired in transit was valid when the
+        # sender relied on it), but never earlier than one message lifetime ago: a sender
+        # cannot backdate its way past an expiry.
+        lifetime = timedelta(days=self.settings.message_lifetime_days)
+        as_of = min(now, max(header.created, now - lifetime))
+        # Only the sender's own withdrawals: another agency cannot block this sender's referrals.
+        withdrawals = [w for w in await self.store.withdrawals_for_case(header.case)
+                       if w.direction == "incoming" and w.counterpart == header.sender
+                       and withdrawal_flow.blocks_referral(w)]
         check_referral_consent(
             opened.payload, recipient=self.agency_id, recipient_country=self.directory.agency(self.agency_id).country,
-            now=min(header.created, now), withdrawals=await self.store.withdrawals_for_case(header.case))
+            now=as_of, withdrawals=withdrawals)
 
-    async def withdraw_consent(self, case_ref: str, withdrawal: dict[str, Any], *, actor: Actor) -> list[Header]:
-        """Withdraw consent for a case: stop queued referrals and tell every recipient to shred.
-
-        Sends a signed ``consent.withdrawal`` to every agency that was sent a
-        ``referral.request`` of the case (or of the listed requests). Referrals still
-        queued are given up (``consent_withdrawn``) and never leave. Idempotent: the
-        withdrawal ids derive from the case, the time and the recipient.
-        """
-        now = self.clock()
-        requests = [r for r in await self.store.list_outgoing_for_case(case_ref) if r.message_type == "referral.request"]
-        wanted = set(withdrawal.get("request_message_ids") or ())
-        if wanted:
-            unknown = wanted - {r.message_id for r in requests}
-            if unknown:
-                raise NotFoundError(f"request_message_ids name {len(unknown)} referral(s) not sent for this case")
-            requests = [r for r in requests if r.message_id in wanted]
-        if not requests:
-            raise NotFoundError(f"no referral was sent for case {case_ref}")
-        for record in requests:
-            if record.status == "queued" and await self.store.mark_failed(record.message_id, "consent_withdrawn", at=now):
-                await self.audit_event("message.failed", actor, {"reason": "consent_withdrawn"}, case_ref=case_ref,
-                                       agency=record.recipient)
-        headers = []
-        for recipient in sorted({r.recipient for r in requests}):
-            ids = [r.message_id for r in requests if r.recipient == recipient]
-            payload = dict(withdrawal)
-            if wanted:
-                payload["request_message_ids"] = ids
-            message_id = derived_message_id("withdrawal", case_ref, str(payload.get("withdrawn_at")), recipient)
-            record = Withdrawal(
-                message_id=message_id, case_ref=case_ref, direction="outgoing", counterpart=recipient,
-                withdrawn_at=parse_ts(payload["withdrawn_at"]), scope=payload["scope"],
-                purposes=tuple(payload.get("purposes", ())), request_message_ids=tuple(payload.get("request_message_ids", ())),
-                recorded_at=now)
-            await self.store.add_withdrawal(record, audit=AuditEntry(
-                at=now, event_type="consent.withdrawn", actor=actor.name, case_ref=case_ref, message_id=message_id,
-                agency=recipient, detail_json=json.dumps(
-                    {"scope": record.scope, "purposes": list(record.purposes),
-                     "erasure_requested": bool(payload.get("erasure_requested"))}, sort_keys=True)))
-            existing = await self.store.get_outgoing(message_id)
-            if existing is not None:
-                headers.append(parse_envelope(existing.envelope)[0])
-                continue
-            headers.append(await self.submit("consent.withdrawal", payload, recipient=recipient, case_ref=case_ref,
-                                             actor=actor, message_id=message_id))
-        return headers
-
-    async def _apply_withdrawal(self, opened: OpenedMessage, received_at: datetime) -> None:
-        """A partner withdrew consent: destroy the data keys it covers, then acknowledge (idempotent)."""
-        header, payload = opened.header, opened.payload
-        withdrawal = Withdrawal(
-            message_id=header.id, case_ref=header.case, direction="incoming", counterpart=header.sender,
-            withdrawn_at=parse_ts(payload["withdrawn_at"]), scope=payload["scope"],
-            purposes=tuple(payload.get("purposes", ())), request_message_ids=tuple(payload.get("request_message_ids", ())),
-            recorded_at=received_at)
-        await self.store.add_withdrawal(withdrawal)
-        # Only what the withdrawing agency sent us: another sender's data about a case with
-        # the same pseudonym is not theirs to withdraw.
-        received = [r for r in await self.store.list_incoming_for_case(header.case)
-                    if r.sender == header.sender and r.message_type not in CONTROL_TYPES]
-        whole_case = withdrawal.scope == "all_purposes" and not withdrawal.request_message_ids
-        targets = []
-        for record in received:
-            if withdrawal.request_message_ids and record.message_id not in withdrawal.request_message_ids:
-                continue
-            if withdrawal.scope == "some_purposes" and record.message_type == "referral.request":
-                try:
-                    purposes = self._open_stored(await self.at_rest.open(record), record.received_at).payload["purposes"]
-                except PayloadShreddedError:
-                    continue
-                if not set(purposes) & set(withdrawal.purposes):
-                    continue
-            targets.append(record)
-        key_ids = [r.message_id for r in targets]
-        case_key = await self.store.live_case_key(header.case)
-        senders = {r.sender for r in await self.store.list_incoming_for_case(header.case)
-                   if r.message_type not in CONTROL_TYPES}
-        if whole_case and case_key is not None and senders <= {header.sender}:
-            key_ids.insert(0, case_key.key_id)
-        entry = self._entry("data.shredded", SYSTEM_ACTOR, header,
-                            {"reason": "consent_withdrawn", "keys": len(key_ids)})
-        shredded = await self.store.shred_data_keys(key_ids, "consent_withdrawn", self.clock(), audit=[entry])
-        if shredded:
-            log.info("consent.withdrawal_applied", message_id=header.id, case=header.case, keys=len(shredded))
-        ack_id = derived_message_id("withdrawal-ack", header.id, self.agency_id)
-        if await self.store.get_outgoing(ack_id) is not None:
-            return
-        ack = {"withdrawal_message_id": header.id, "applied_at": format_ts(self.clock()),
-               "messages_made_unreadable": len(targets), "case_key_destroyed": bool(case_key and case_key.key_id in key_ids)}
-        try:
-            await self.submit("consent.withdrawal.ack", ack, recipient=header.sender, case_ref=header.case,
-                              actor=SYSTEM_ACTOR, in_reply_to=header.id, message_id=ack_id)
-        except MessageConflictError:
-            pass
-
-    # --- retention ---------------------------------------------------------------------------
+    async def withdraw_consent(self, case_ref: str, withdrawal: dict[str, Any], *, actor: Actor) -> WithdrawalResult:
+        """Withdraw consent for a case: stop queued referrals and tell every recipient to shred
+        (gateway/withdrawal.py)."""
+        return await withdrawal_flow.withdraw(self, case_ref, withdrawal, actor=actor)
 
     async def apply_retention(self) -> int:
         """Destroy the keys of received messages past their retention period; return how many."""
-        now, total = self.clock(), 0
-        for message_type in MESSAGE_TYPES:
-            if message_type in CONTROL_TYPES:
-                continue
-            cutoff = now - timedelta(days=self.settings.retention_for(message_type))
-            while True:
-                due = await self.store.retention_due(message_type, cutoff, 500)
-                if not due:
-                    break
-                entries = [AuditEntry(at=now, event_type="data.shredded", actor=SYSTEM, case_ref=r.case_ref,
-                                      message_id=r.message_id, agency=r.sender,
-                                      detail_json=json.dumps({"reason": "retention", "type": message_type}, sort_keys=True))
-                           for r in due]
-                # One audit entry per message, written with its shredding.
-                for record, entry in zip(due, entries):
-                    total += len(await self.store.shred_data_keys([record.message_id], "retention", now, audit=[entry]))
-        if total:
-            log.info("retention.applied", shredded=total)
-            self.metrics.inc("retention_shredded_total", total)
-        return total
+        return await apply_retention(self)
+
+    async def checkpoint_and_share(self) -> CheckpointRecordT | None:
+        """Sign a checkpoint if the log grew and send it to every audit partner (gateway/audit/exchange.py)."""
+        return await exchange.share(self)
 
     async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
         while not self._stopping:
@@ -616,64 +568,6 @@ class Gateway:
                 log.warning("periodic.pass_failed", job=getattr(job, "__name__", "job"),
                             error=getattr(exc, "code", type(exc).__name__))
             await asyncio.sleep(seconds)
-
-    # --- audit checkpoints --------------------------------------------------------------------
-
-    async def checkpoint_and_share(self) -> CheckpointRecordT | None:
-        """Sign a checkpoint if the log grew and send it to every audit partner."""
-        record = await self.audit_log.checkpoint()
-        if record is None or not self.settings.audit_partners:
-            return record
-        cp = parse_checkpoint(record.note)
-        doc = json.loads(record.note)
-        payload: dict[str, Any] = {"checkpoint": doc["checkpoint"], "signature": doc["signature"]}
-        previous = [c for c in await self.store.list_checkpoints(self.agency_id, limit=1_000_000)
-                    if 0 < c.tree_size < cp.tree_size]
-        if previous:
-            before = previous[-1]
-            payload["consistency"] = {
-                "from_size": before.tree_size, "from_root": b64url_encode(before.root_hash),
-                "proof": [b64url_encode(h) for h in await self.audit_log.consistency_proof(before.tree_size, cp.tree_size)],
-            }
-        for partner in self.settings.audit_partners:
-            message_id = derived_message_id("checkpoint", self.agency_id, str(cp.tree_size), b64url_encode(cp.root_hash), partner)
-            if await self.store.get_outgoing(message_id) is None:
-                await self.submit("audit.checkpoint", payload, recipient=partner, case_ref=AUDIT_CASE,
-                                  actor=SYSTEM_ACTOR, message_id=message_id)
-        return record
-
-    async def _receive_checkpoint(self, opened: OpenedMessage, received_at: datetime) -> None:
-        header, payload = opened.header, opened.payload
-        note = canonical_bytes({"checkpoint": payload["checkpoint"], "signature": payload["signature"]})
-        try:
-            cp = verify_checkpoint(note, self.directory, expected_origin=header.sender)
-        except CheckpointError as exc:
-            await self._audit("audit.checkpoint_rejected", SYSTEM_ACTOR, header, {"reason": exc.code})
-            return
-        problems = []
-        consistency = payload.get("consistency")
-        if consistency is not None:
-            from_root = b64url_decode(consistency["from_root"])
-            proof = [b64url_decode(h) for h in consistency["proof"]]
-            if not merkle.verify_consistency(consistency["from_size"], cp.tree_size, from_root, cp.root_hash, proof):
-                problems.append("consistency_proof_invalid")
-            known = [c for c in await self.store.list_checkpoints(header.sender, min_size=consistency["from_size"], limit=1000)
-                     if c.tree_size == consistency["from_size"]]
-            if any(c.root_hash != from_root for c in known):
-                problems.append("previous_root_differs")
-        same_size = [c for c in await self.store.list_checkpoints(header.sender, min_size=cp.tree_size, limit=1000)
-                     if c.tree_size == cp.tree_size]
-        if any(c.root_hash != cp.root_hash for c in same_size):
-            problems.append("root_differs_at_same_size")
-        await self.store.add_checkpoint(to_record(cp, note, received_at))  # kept even when inconsistent: evidence
-        if problems:
-            await self._audit("audit.fork_detected", SYSTEM_ACTOR, header,
-                              {"origin": cp.origin, "tree_size": cp.tree_size, "problems": problems})
-            self.metrics.inc("audit_fork_detected_total", origin=cp.origin)
-            log.error("audit.fork_detected", origin=cp.origin, tree_size=cp.tree_size, problems=problems)
-        else:
-            await self._audit("audit.checkpoint_received", SYSTEM_ACTOR, header,
-                              {"origin": cp.origin, "tree_size": cp.tree_size})
 
     # --- statistics ------------------------------------------------------------------------------
 
@@ -692,7 +586,7 @@ class Gateway:
                     envelope = await self.at_rest.open(record)
                 except PayloadShreddedError:
                     continue
-                yield record.received_at, self._open_stored(envelope, record.received_at).payload
+                yield record.received_at, self.open_stored(envelope, record.received_at).payload
 
     # --- reading and responding ---------------------------------------------------------
 
@@ -708,7 +602,7 @@ class Gateway:
         if record is None:
             raise NotFoundError(f"no received message {message_id}")
         try:
-            opened = self._open_stored(await self.at_rest.open(record), record.received_at)
+            opened = self.open_stored(await self.at_rest.open(record), record.received_at)
         except PayloadShreddedError as exc:
             await self.store.append_audit(AuditEntry(
                 at=self.clock(), event_type="message.read_refused", actor=actor.name, case_ref=record.case_ref,
@@ -761,7 +655,7 @@ class Gateway:
 
     # --- audit and metrics -----------------------------------------------------------------
 
-    def _entry(self, event: str, actor: Actor, header: Header | None, detail: dict[str, Any], *,
+    def entry(self, event: str, actor: Actor, header: Header | None, detail: dict[str, Any], *,
                agency: str | None = None, case_ref: str | None = None) -> AuditEntry:
         if agency is None and header is not None:
             # The other agency of the message: its recipient if we sent it, else its sender.
@@ -774,12 +668,12 @@ class Gateway:
 
     async def _audit(self, event: str, actor: Actor, header: Header, detail: dict[str, Any], *,
                      agency: str | None = None) -> None:
-        await self.store.append_audit(self._entry(event, actor, header, detail, agency=agency))
+        await self.store.append_audit(self.entry(event, actor, header, detail, agency=agency))
 
     async def audit_event(self, event: str, actor: Actor, detail: dict[str, Any], *,
                           case_ref: str | None = None, agency: str | None = None) -> None:
         """Append an audit entry that is not about one message (an authentication failure, an export)."""
-        await self.store.append_audit(self._entry(event, actor, None, detail, agency=agency, case_ref=case_ref))
+        await self.store.append_audit(self.entry(event, actor, None, detail, agency=agency, case_ref=case_ref))
 
     def _describe_metrics(self) -> None:
         for name, text in (

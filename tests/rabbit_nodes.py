@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -320,13 +321,9 @@ async def shovel_states(node: Node) -> dict[str, str]:
     """``{shovel name: state}`` (running, starting, terminated ...) on ``node``."""
     out = await node.ctl("eval", "[{N, S} || {{_, N}, dynamic, {S, _}, _} <- rabbit_shovel_status:status()] "
                                  "++ [{N, S} || {{_, N}, dynamic, S, _} <- rabbit_shovel_status:status(), is_atom(S)].")
-    states: dict[str, str] = {}
-    for chunk in out.replace("\n", "").strip("[] ").split("},{"):
-        chunk = chunk.strip("{} ")
-        if "," in chunk:
-            raw_name, state = chunk.split(",", 1)
-            states[raw_name.strip().strip('<>"')] = state.strip()
-    return states
+    # rabbitmqctl prints [{<<"to-NG">>,running},{...}] or with ", " between tuples, and may wrap lines.
+    pairs = re.findall(r'\{\s*<<"([^"]*)">>\s*,\s*([a-z_]+)\s*\}', out)
+    return dict(pairs)
 
 
 def amqp_url_via(proxy: TcpProxy, user: str = "guest", password: str = "guest", vhost: str = "/") -> str:

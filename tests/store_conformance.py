@@ -531,9 +531,12 @@ class StoreConformance:
         # Shredding again changes nothing and writes no audit entry.
         assert await store.shred_data_keys([msg_id], "retention", T0, audit=[audit(2)]) == []
         assert len(await store.read_audit(1, 10)) == 1
-        with pytest.raises(StoreError):  # a shredded key id never comes back
-            await store.add_data_key(data_key(msg_id, "case-a", parent=case.key_id, wrapped=b"w3"))
-        assert (await store.get_data_key(msg_id)).wrapped is None
+        # A shredded key id never comes back: adding it again returns it shredded.
+        again = await store.add_data_key(data_key(msg_id, "case-a", parent=case.key_id, wrapped=b"w3"))
+        assert again.wrapped is None and (await store.get_data_key(msg_id)).wrapped is None
+        await store.shred_data_keys([case.key_id], "consent_withdrawn", T0)
+        with pytest.raises(StoreError):  # a shredded case key id is refused
+            await store.add_data_key(data_key(case.key_id, "case-a"))
 
     async def test_shredding_the_case_key_allows_a_new_one(self, store: Store) -> None:
         old = await store.add_data_key(data_key("case-key-1", "case-a"))
@@ -597,6 +600,7 @@ class StoreConformance:
         assert await store.latest_checkpoint("NE-ANLTP-TIM") == fork
         assert await store.list_checkpoints("NE-ANLTP-TIM") == [a, b, fork]
         assert await store.list_checkpoints("NE-ANLTP-TIM", min_size=6, limit=1) == [b]
+        assert await store.list_checkpoints("NE-ANLTP-TIM", newest_first=True, limit=2) == [fork, b]
         assert await store.latest_checkpoint("NG-NAPTIP") == peer
 
     # --- durability and failure -----------------------------------------------------------

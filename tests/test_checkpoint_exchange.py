@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from gateway.audit import merkle
@@ -58,9 +59,9 @@ async def test_rewritten_history_is_detected_by_the_partner(tmp_path) -> None:
         hashes[0] = bytes(32)  # the first entry replaced
         forged_root = merkle.root(hashes + [bytes([7]) * 32])
         note = json.loads(sign_checkpoint(ne.identity, honest.tree_size + 1, forged_root, ne.clock()))
-        payload = {**note, "consistency": {
+        payload = {**note, "consistency": [{
             "from_size": honest.tree_size, "from_root": b64url_encode(honest.root_hash),
-            "proof": [b64url_encode(h) for h in merkle.consistency_proof(hashes + [bytes([7]) * 32], honest.tree_size)]}}
+            "proof": [b64url_encode(h) for h in merkle.consistency_proof(hashes + [bytes([7]) * 32], honest.tree_size)]}]}
         header, envelope = seal(payload, message_type="audit.checkpoint", sender=ne.identity, recipient=NIGERIA,
                                 directory=ne.directory, case_ref="audit-log", now=ne.clock())
         await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
@@ -83,3 +84,69 @@ async def test_checkpoint_signed_by_someone_else_is_rejected(tmp_path) -> None:
         events = [(e.event_type, e.detail_json) for e in await ng.store.read_audit(1, 1000)]
         assert any(t == "audit.checkpoint_rejected" and "checkpoint_wrong_origin" in d for t, d in events)
         assert await ng.store.latest_checkpoint(NIGER) is None
+
+
+async def test_a_partner_that_missed_checkpoints_still_links_the_next_one(tmp_path) -> None:
+    async with gateway_pair(tmp_path, checkpoint_interval_seconds=0, audit_partners=(NIGERIA,)) as (ne, ng):
+        sizes = []
+        for n in range(4):
+            await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                            case_ref=f"ne-ng-checkpoint1{n}", actor=WORKER)
+            if n in (1, 2):  # these two never reach NG (say they expired while NG was down)
+                ne.settings = dataclasses.replace(ne.settings, audit_partners=())
+            record = await ne.checkpoint_and_share()
+            ne.settings = dataclasses.replace(ne.settings, audit_partners=(NIGERIA,))
+            sizes.append(record.tree_size)
+            if n == 0:  # NG's receipt for it is back: NE knows NG holds this one
+                await _partner_has(ng, record.tree_size)
+                sent = (await ne.store.list_outgoing_for_case("audit-log"))[0]
+
+                async def receipted() -> bool:
+                    return (await ne.store.get_outgoing(sent.message_id)).status == "delivered"
+                await eventually(receipted)
+        await _partner_has(ng, sizes[-1])
+        received = [json.loads(e.detail_json) for e in await ng.store.read_audit(1, 1000)
+                    if e.event_type == "audit.checkpoint_received"]
+        assert [(r["tree_size"], r["linked_to"]) for r in received] == [(sizes[0], None), (sizes[3], sizes[0])]
+
+
+async def test_a_rewrite_proved_only_from_a_checkpoint_the_partner_never_saw_is_a_gap(tmp_path) -> None:
+    async with gateway_pair(tmp_path, checkpoint_interval_seconds=0, audit_partners=(NIGERIA,)) as (ne, ng):
+        await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                        case_ref="ne-ng-checkpoint21", actor=WORKER)
+        held = await ne.checkpoint_and_share()
+        await _partner_has(ng, held.tree_size)
+        # A rewritten log, with a (valid) proof from a smaller size NG never held.
+        hashes = await ne.audit_log.leaf_hashes(held.tree_size)
+        hashes[0] = bytes(32)
+        hashes += [bytes([9]) * 32]
+        root = merkle.root(hashes)
+        note = json.loads(sign_checkpoint(ne.identity, len(hashes), root, ne.clock()))
+        small = 2
+        payload = {**note, "consistency": [{"from_size": small, "from_root": b64url_encode(merkle.root(hashes[:small])),
+                                            "proof": [b64url_encode(h) for h in merkle.consistency_proof(hashes, small)]}]}
+        header, envelope = seal(payload, message_type="audit.checkpoint", sender=ne.identity, recipient=NIGERIA,
+                                directory=ne.directory, case_ref="audit-log", now=ne.clock())
+        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        gaps = [json.loads(e.detail_json) for e in await ng.store.read_audit(1, 1000)
+                if e.event_type == "audit.checkpoint_gap"]
+        assert gaps == [{"origin": NIGER, "tree_size": len(hashes), "latest_held": held.tree_size}]
+
+
+async def test_checkpoint_traffic_alone_does_not_make_new_checkpoints(tmp_path) -> None:
+    async with gateway_pair(tmp_path, checkpoint_interval_seconds=0, audit_partners=(NIGERIA,)) as (ne, ng):
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-checkpoint31", actor=WORKER)
+
+        async def delivered() -> bool:
+            return (await ne.store.get_outgoing(header.id)).status == "delivered"
+        await eventually(delivered)
+        first = await ne.checkpoint_and_share()
+        await _partner_has(ng, first.tree_size)
+
+        async def receipted() -> bool:  # the checkpoint message and its receipt add entries at NE
+            sent = (await ne.store.list_outgoing_for_case("audit-log"))[0]
+            return (await ne.store.get_outgoing(sent.message_id)).status == "delivered"
+        await eventually(receipted)
+        assert await ne.store.audit_size() > first.tree_size
+        assert await ne.checkpoint_and_share() is None

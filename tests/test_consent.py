@@ -95,3 +95,12 @@ def test_partial_withdrawal_refuses_only_overlapping_purposes() -> None:
     overlapping = withdrawal("2026-04-01T00:00:00Z", "some_purposes", ("family_tracing",))
     with pytest.raises(consent.ConsentWithdrawnError):
         check(request(), withdrawals=[overlapping])
+
+
+def test_a_date_of_birth_under_18_makes_a_minor_even_if_the_flag_says_otherwise() -> None:
+    payload = request()
+    payload["person"]["age"] = {"minor": False, "date_of_birth": "2010-06-02", "estimated": False}
+    with pytest.raises(consent.ConsentDecisionMakerError):
+        check(payload)  # 15 on NOW (turns 16 the next day)
+    payload["person"]["age"]["date_of_birth"] = "2008-06-01"
+    check(payload)  # 18 exactly on NOW

@@ -242,3 +242,36 @@ async def test_clock_fills_optional_times(tmp_path: Path) -> None:
         assert (await store.get_outgoing(msg.message_id)).updated_at == later
     finally:
         await store.close()
+
+
+async def test_version_1_audit_entries_get_leaf_hashes_on_upgrade(tmp_path: Path) -> None:
+    import sqlite3 as sq
+
+    from gateway.audit import merkle
+    from gateway.audit.leaf import leaf_hash
+    from gateway.store import sqlite as backend
+
+    path = tmp_path / "v1.db"
+    conn = sq.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in backend.MIGRATIONS[0][1]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    for n in range(3):  # what release 1 wrote: no entry_hash
+        conn.execute("INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json)"
+                     " VALUES (?, 'message.sent', 'system', 'case-7f3a9c01', NULL, ?)",
+                     (f"2026-01-0{n + 1}T00:00:00.000000Z", f'{{"n": {n}}}'))
+    conn.close()
+
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        records = await store.read_audit(1, 10)
+        assert [r.entry_hash for r in records] == [leaf_hash(r) for r in records]
+        assert merkle.root(await store.audit_hashes(1, 10)) == merkle.root([leaf_hash(r) for r in records])
+        await store.append_audit(audit(9))
+        with pytest.raises(sq.IntegrityError):  # append-only again after the migration
+            raw = sq.connect(path)
+            raw.execute("UPDATE audit_entries SET actor = 'x' WHERE seq = 1")
+    finally:
+        raw.close()
+        await store.close()

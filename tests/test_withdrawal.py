@@ -3,6 +3,7 @@ payloads at rest: three gateways on the in-process broker."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import timedelta
@@ -10,7 +11,7 @@ from datetime import timedelta
 import pytest
 
 from gateway.at_rest import AtRest, PayloadShreddedError
-from gateway.consent import ConsentExpiredError, ConsentRecipientError, ConsentWithdrawnError
+from gateway.consent import ConsentExpiredError, ConsentRecipientError, ConsentRefusedError, ConsentWithdrawnError
 from gateway.envelope import seal
 from gateway.schema import load_example
 from gateway.service import Actor
@@ -93,10 +94,12 @@ async def test_withdrawn_case_is_unreadable_at_every_recipient_and_all_acknowled
         assert (await naptip.read_incoming(to_naptip.id, actor=OFFICER, purpose="safety_assessment")).payload
         assert (await iom.read_incoming(to_iom.id, actor=OFFICER, purpose="family_tracing")).payload
 
-        headers = await ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER)
-        assert sorted(h.recipient for h in headers) == sorted([NIGERIA, NG_IOM])
+        result = await ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER)
+        headers = result.headers
+        assert sorted(h.recipient for h in headers) == sorted([NIGERIA, NG_IOM]) and result.failures == []
         # Idempotent: the same withdrawal again sends nothing new.
-        assert [h.id for h in await ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER)] == [h.id for h in headers]
+        assert [h.id for h in (await ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER)).headers] == [
+            h.id for h in headers]
 
         async def all_acknowledged():
             return all([await _status(ne, h.id) == "accepted" for h in headers])
@@ -151,8 +154,8 @@ async def test_partial_withdrawal_shreds_only_the_requests_with_withdrawn_purpos
         second = await ne.submit("referral.request", tracing_request(), recipient=NIGERIA, case_ref=CASE, actor=WORKER)
         await _inbox_has(ng, first.id)
         await _inbox_has(ng, second.id)
-        (header,) = await ne.withdraw_consent(CASE, {**WITHDRAWAL, "scope": "some_purposes",
-                                                     "purposes": ["family_tracing"]}, actor=WORKER)
+        (header,) = (await ne.withdraw_consent(CASE, {**WITHDRAWAL, "scope": "some_purposes",
+                                                      "purposes": ["family_tracing"]}, actor=WORKER)).headers
 
         async def acknowledged():
             return await _status(ne, header.id) == "accepted"
@@ -233,3 +236,110 @@ async def test_key_rotation_is_audited_at_start(tmp_path) -> None:
         assert [e.event_type for e in events] == ["keys.in_use", "key.rotated", "keys.in_use"]
         rotated = json.loads(events[1].detail_json)
         assert len(rotated["to"]["enc"]) == len(rotated["from"]["enc"]) + 1
+
+
+async def _acknowledged(ne, headers):
+    async def check():
+        return all([await _status(ne, h.id) == "accepted" for h in headers])
+    await eventually(check)
+
+
+async def test_a_replayed_withdrawal_does_not_shred_data_sent_later_under_a_new_consent(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        first = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                case_ref=CASE, actor=WORKER)
+        await _inbox_has(ng, first.id)
+        result = await ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER)
+        await _acknowledged(ne, result.headers)
+        renewed = load_example("referral.request")
+        renewed["consent"]["given_at"] = "2026-11-21T09:00:00Z"
+        later = await ne.submit("referral.request", renewed, recipient=NIGERIA, case_ref=CASE, actor=WORKER)
+        await _inbox_has(ng, later.id)
+        # The same withdrawal bytes arrive again (a lost ack, a requeue or a replay).
+        (header,) = result.headers
+        again = Delivery(header.id, NIGER, NIGERIA, (await ne.store.get_outgoing(header.id)).envelope, {}, True)
+        assert (await ng.handle_delivery(again)).name == "ACK"
+        assert (await ng.read_incoming(later.id, actor=OFFICER, purpose="safety_assessment")).payload == renewed
+        shredded = [e for e in await ng.store.read_audit(1, 1000) if e.event_type == "data.shredded"]
+        assert len(shredded) == 1
+
+
+async def test_a_referral_racing_a_withdrawal_is_refused_or_withdrawn_too(tmp_path) -> None:
+    async with gateway_group(tmp_path, (NIGER, NIGERIA, NG_IOM)) as (ne, naptip, iom):
+        first = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                case_ref=CASE, actor=WORKER)
+        await _inbox_has(naptip, first.id)
+        withdrawn, racing = await asyncio.gather(
+            ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER),
+            ne.submit("referral.request", tracing_request(), recipient=NG_IOM, case_ref=CASE, actor=WORKER),
+            return_exceptions=True)
+        assert not isinstance(withdrawn, BaseException)
+        if isinstance(racing, BaseException):
+            assert isinstance(racing, ConsentWithdrawnError)
+            assert [h.recipient for h in withdrawn.headers] == [NIGERIA]
+        else:  # stored first: the withdrawal covers it (given up if still queued, else sent to IOM too)
+            assert sorted(h.recipient for h in withdrawn.headers) == sorted([NIGERIA, NG_IOM])
+        await _acknowledged(ne, withdrawn.headers)
+        for record in await iom.store.list_incoming_for_case(CASE):
+            if record.message_type == "referral.request":
+                with pytest.raises(PayloadShreddedError):
+                    await iom.read_incoming(record.message_id, actor=OFFICER, purpose="family_tracing")
+
+
+async def test_case_data_stops_flowing_both_ways_after_a_withdrawal(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        first = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                case_ref=CASE, actor=WORKER)
+        await _inbox_has(ng, first.id)
+        result = await ne.withdraw_consent(CASE, WITHDRAWAL, actor=WORKER)
+        await _acknowledged(ne, result.headers)
+        followup = load_example("case.followup")
+        with pytest.raises(ConsentWithdrawnError):
+            await ne.submit("case.followup", followup, recipient=NIGERIA, case_ref=CASE, actor=WORKER)
+        tracing = load_example("family_tracing.result")
+        with pytest.raises(ConsentWithdrawnError):
+            await ng.submit("family_tracing.result", tracing, recipient=NIGER, case_ref=CASE, actor=OFFICER)
+        # A non-conforming sender is stopped at the receiver, and nothing of it is kept.
+        header, envelope = seal(tracing, message_type="family_tracing.result", sender=ng.identity, recipient=NIGER,
+                                directory=ng.directory, case_ref=CASE, now=ng.clock())
+        await ne.handle_delivery(Delivery(header.id, NIGERIA, NIGER, envelope, {}, False))
+        (q,) = [q for q in await ne.transport.list_quarantine(10) if q.message_id == header.id]
+        assert q.reason_code == "consent_withdrawn"
+        assert await ne.store.get_incoming(header.id) is None
+        # Closing the case stays possible.
+        closure = load_example("case.closure")
+        await ng.submit("case.closure", closure, recipient=NIGER, case_ref=CASE, actor=OFFICER)
+
+
+async def test_only_the_sender_can_withdraw_its_referrals_and_not_from_the_future(tmp_path) -> None:
+    async with gateway_group(tmp_path, (NIGER, NIGERIA, "ML-DNPEF")) as (ne, ng, ml):
+        # Mali's gateway claims a withdrawal for NE's case pseudonym, dated in the future.
+        future = {**WITHDRAWAL, "withdrawn_at": "2029-01-01T00:00:00Z"}
+        header, envelope = seal(future, message_type="consent.withdrawal", sender=ml.identity, recipient=NIGERIA,
+                                directory=ml.directory, case_ref=CASE, now=ml.clock())
+        await ng.handle_delivery(Delivery(header.id, "ML-DNPEF", NIGERIA, envelope, {}, False))
+        assert [q.reason_code for q in await ng.transport.list_quarantine(10)] == ["withdrawal_in_future"]
+        # Dated in the past it is recorded, but it does not block NE's referrals.
+        past = {**WITHDRAWAL}
+        header, envelope = seal(past, message_type="consent.withdrawal", sender=ml.identity, recipient=NIGERIA,
+                                directory=ml.directory, case_ref=CASE, now=ml.clock())
+        await ng.handle_delivery(Delivery(header.id, "ML-DNPEF", NIGERIA, envelope, {}, False))
+        referral = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                   case_ref=CASE, actor=WORKER)
+        await _inbox_has(ng, referral.id)
+        assert (await ng.read_incoming(referral.id, actor=OFFICER, purpose="safety_assessment")).payload
+        # And our own API refuses a future withdrawal.
+        with pytest.raises(ConsentRefusedError) as info:
+            await ne.withdraw_consent(CASE, future, actor=WORKER)
+        assert info.value.code == "withdrawal_in_future"
+
+
+async def test_a_consent_refusal_keeps_no_payload_in_quarantine(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        payload = load_example("referral.request")
+        payload["consent"]["recipient_countries"] = ["ML"]
+        header, envelope = seal(payload, message_type="referral.request", sender=ne.identity, recipient=NIGERIA,
+                                directory=ne.directory, case_ref=CASE, now=ne.clock())
+        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        (q,) = await ng.transport.list_quarantine(10)
+        assert q.size < len(envelope) // 2  # the header only; the sealed payload was dropped

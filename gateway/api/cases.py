@@ -36,12 +36,15 @@ async def withdraw(request: web.Request) -> web.Response:
     case_ref = _case_ref(request)
     payload = await json_object(request)
     validate_payload("consent.withdrawal", payload)  # 422 with the violating paths
-    headers = await gateway_of(request).withdraw_consent(case_ref, payload, actor=actor_of(request))
+    result = await gateway_of(request).withdraw_consent(case_ref, payload, actor=actor_of(request))
     link = f"/cases/{case_ref}/withdrawals"
     return json_body({
         "case_ref": case_ref,
         "withdrawals": [{"message_id": h.id, "recipient": h.recipient, "links": {"status": f"/messages/{h.id}"}}
-                        for h in headers],
+                        for h in result.headers],
+        # Recipients the withdrawal could not be addressed to (directory refuses, no valid key):
+        # the data there is NOT shredded; someone has to follow up out of band.
+        "failed": result.failures,
         "links": {"status": link},
     }, status=202, headers={"Location": link})
 

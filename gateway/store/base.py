@@ -498,7 +498,8 @@ class Store(Protocol):
         """Store a new key and return the key now in force. A ``case`` key is added only if
         the case has no live (unshredded) case key; otherwise the live one is returned, so
         concurrent first messages of a case agree on one key. A ``message`` key is
-        idempotent on ``key_id`` (the stored one is returned)."""
+        idempotent on ``key_id``: the stored one is returned, shredded (``wrapped`` None) if
+        it was shredded. StoreError if a new case key reuses the id of a shredded one."""
 
     async def get_data_key(self, key_id: str) -> DataKey | None:
         """The key with this id, shredded or not; None if it never existed."""
@@ -543,8 +544,11 @@ class Store(Protocol):
     async def latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
         """The checkpoint of ``origin`` with the largest tree size (latest signed on ties)."""
 
-    async def list_checkpoints(self, origin: str, *, min_size: int = 0, limit: int = 1000) -> list[CheckpointRecord]:
-        """Checkpoints of ``origin`` with ``tree_size >= min_size``, by tree size then signing time."""
+    async def list_checkpoints(
+        self, origin: str, *, min_size: int = 0, limit: int = 1000, newest_first: bool = False
+    ) -> list[CheckpointRecord]:
+        """Checkpoints of ``origin`` with ``tree_size >= min_size``, by tree size then signing
+        time (largest first with ``newest_first``)."""
 
     # lifecycle
     async def ping(self) -> bool:

@@ -1165,10 +1165,10 @@ class PostgresStore:
                     if live is not None:
                         return _data_key(live)
                 same_id = await conn.fetchrow("SELECT * FROM data_keys WHERE key_id = $1", key.key_id)
+                if key.kind == "message" and same_id is not None:
+                    return _data_key(same_id)  # shredded stays shredded (wrapped None)
                 if same_id is not None and same_id["wrapped"] is None:
                     raise StoreError(f"data key {key.key_id} exists and was shredded")  # never resurrected
-                if key.kind == "message" and same_id is not None:
-                    return _data_key(same_id)
                 # The live case key was shredded between our statements: try again.
             raise StoreUnavailableError("postgresql store add_data_key: the case key kept changing; retry")
 
@@ -1312,15 +1312,17 @@ class PostgresStore:
 
         return await self._one("latest_checkpoint", run)
 
-    async def list_checkpoints(self, origin: str, *, min_size: int = 0, limit: int = 1000) -> list[CheckpointRecord]:
+    async def list_checkpoints(
+        self, origin: str, *, min_size: int = 0, limit: int = 1000, newest_first: bool = False
+    ) -> list[CheckpointRecord]:
         _check_page(limit)
         if not isinstance(min_size, int):
             raise ValueError("min_size must be an integer")
+        order = "tree_size DESC, signed_at DESC, arrival DESC" if newest_first else "tree_size, signed_at, arrival"
 
         async def run(conn: Conn) -> list[CheckpointRecord]:
             rows = await conn.fetch(
-                "SELECT * FROM checkpoints WHERE origin = $1 AND tree_size >= $2"
-                " ORDER BY tree_size, signed_at, arrival LIMIT $3",
+                f"SELECT * FROM checkpoints WHERE origin = $1 AND tree_size >= $2 ORDER BY {order} LIMIT $3",
                 origin, min_size, limit,
             )
             return [_checkpoint(r) for r in rows]

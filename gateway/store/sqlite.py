@@ -25,6 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
+import structlog
+
+from gateway.audit.leaf import leaf_hash
 from gateway.store.base import (
     INCOMING_STATUSES,
     OUTGOING_STATUSES,
@@ -55,6 +58,7 @@ from gateway.store.base import (
 )
 
 T = TypeVar("T")
+log = structlog.get_logger("gateway.store.sqlite")
 
 DEFAULT_BUSY_TIMEOUT_MS = 5_000
 
@@ -67,7 +71,7 @@ DEFAULT_BUSY_TIMEOUT_MS = 5_000
 _OUT = ", ".join(f"'{s}'" for s in sorted(OUTGOING_STATUSES))
 _IN = ", ".join(f"'{s}'" for s in sorted(INCOMING_STATUSES))
 
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+MIGRATIONS: tuple[tuple[int, tuple[Any, ...]], ...] = (
     (
         1,
         (
@@ -209,9 +213,27 @@ MIGRATIONS += (
             """
             CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
             BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END""",
+            lambda conn: _backfill_entry_hashes(conn),
         ),
     ),
 )
+
+
+def _backfill_entry_hashes(conn: sqlite3.Connection) -> None:
+    """Version 1 stored no leaf hashes; the Merkle log needs one for every entry.
+
+    Runs inside migration 2's transaction: the append-only trigger is lifted for exactly
+    this one UPDATE of a column that was NULL, and restored before COMMIT."""
+    rows = conn.execute("SELECT * FROM audit_entries WHERE entry_hash IS NULL ORDER BY seq").fetchall()
+    if not rows:
+        return
+    conn.execute("DROP TRIGGER audit_entries_no_update")
+    for row in rows:
+        conn.execute("UPDATE audit_entries SET entry_hash = ? WHERE seq = ?", (leaf_hash(_audit(row)), row["seq"]))
+    conn.execute(
+        "CREATE TRIGGER audit_entries_no_update BEFORE UPDATE ON audit_entries"
+        " BEGIN SELECT RAISE(ABORT, 'audit_entries is append-only'); END"
+    )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # --- errors ------------------------------------------------------------------------------
@@ -409,7 +431,10 @@ def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
             # Re-read under the write lock: another process may have migrated meanwhile.
             if conn.execute("PRAGMA user_version").fetchone()[0] < version:
                 for statement in statements:
-                    conn.execute(statement)
+                    if callable(statement):  # a data migration that SQL alone cannot express
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
         except BaseException:
@@ -857,9 +882,9 @@ class SQLiteStore:
                 ).fetchone()
             else:
                 row = conn.execute("SELECT * FROM data_keys WHERE key_id = ?", (key.key_id,)).fetchone()
-            if row is None or row["wrapped"] is None:  # that key id was shredded: never resurrect it
+            if row is None:  # the same case key id exists, already shredded: never resurrect it
                 raise StoreError(f"data key {key.key_id} exists and was shredded")
-            return _data_key(row)
+            return _data_key(row)  # a shredded message key comes back shredded (wrapped None)
 
         return await self._in_write(run)
 
@@ -903,10 +928,21 @@ class SQLiteStore:
 
         shredded = await self._in_write(run)
         if shredded:
-            # The WAL still holds the page images with the old wrapped keys until a checkpoint
-            # copies the zeroed pages back; TRUNCATE then empties the WAL file.
-            await self._call(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+            await self._scrub_wal()
         return shredded
+
+    async def _scrub_wal(self) -> None:
+        # The WAL still holds page images with the old wrapped keys until a checkpoint copies
+        # the zeroed pages back; TRUNCATE then empties the file. The shredding is committed
+        # either way, so a failure here is reported, never raised to the caller.
+        try:
+            busy, _, _ = await self._call(lambda conn: conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone())
+        except StoreError as exc:
+            busy, reason = 1, exc.code
+        else:
+            reason = "reader_active"
+        if busy:
+            log.warning("store.wal_scrub_incomplete", reason=reason)
 
     async def case_key_ids(self, case_ref: str) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
@@ -1006,12 +1042,15 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def list_checkpoints(self, origin: str, *, min_size: int = 0, limit: int = 1000) -> list[CheckpointRecord]:
+    async def list_checkpoints(
+        self, origin: str, *, min_size: int = 0, limit: int = 1000, newest_first: bool = False
+    ) -> list[CheckpointRecord]:
         _check_page(limit)
+        order = "tree_size DESC, signed_at DESC, rowid DESC" if newest_first else "tree_size, signed_at, rowid"
 
         def run(conn: sqlite3.Connection) -> list[CheckpointRecord]:
             rows = conn.execute(
-                "SELECT * FROM checkpoints WHERE origin = ? AND tree_size >= ? ORDER BY tree_size, signed_at, rowid LIMIT ?",
+                f"SELECT * FROM checkpoints WHERE origin = ? AND tree_size >= ? ORDER BY {order} LIMIT ?",
                 (origin, min_size, limit),
             ).fetchall()
             return [_checkpoint(r) for r in rows]
