@@ -10,6 +10,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.audit import merkle
 from gateway.audit.checkpoint import sign_checkpoint
@@ -429,3 +431,10 @@ def test_cli_export_and_checkpoints_round_trip(tmp_path, capsys, keys_dir, recor
     assert out == ""
     assert main(["audit", "export", "--store-url", url]) == 0
     assert capsys.readouterr().out == "".join(jsonl_lines(records))
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(timezone.utc)))
+def test_leaf_time_format_matches_the_documented_strftime(moment) -> None:
+    from gateway.audit.leaf import AT_FORMAT, format_at
+
+    assert format_at(moment) == moment.strftime(AT_FORMAT)

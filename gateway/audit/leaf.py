@@ -40,17 +40,19 @@ class EntryFields(Protocol):
 
 def format_at(moment: datetime) -> str:
     """An entry time as leaf data spells it: UTC with microseconds."""
-    return moment.astimezone(timezone.utc).strftime(AT_FORMAT)
+    # isoformat is several times faster than strftime(AT_FORMAT) and gives the same text
+    # for years 1000-9999 once the offset is replaced by Z (tests check the two agree).
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
-def leaf_object(entry: EntryFields) -> dict[str, Any]:
-    """The JSON object whose canonical bytes are the leaf data."""
+def leaf_object(entry: EntryFields, detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON object whose canonical bytes are the leaf data (``detail``: already parsed)."""
     return {
         "actor": entry.actor,
         "agency": entry.agency,
         "at": format_at(entry.at),
         "case_ref": entry.case_ref,
-        "detail": json.loads(entry.detail_json),
+        "detail": json.loads(entry.detail_json) if detail is None else detail,
         "event_type": entry.event_type,
         "message_id": entry.message_id,
     }
@@ -66,6 +68,6 @@ def leaf_hash_of_data(data: bytes) -> bytes:
     return hashlib.sha256(LEAF_PREFIX + data).digest()
 
 
-def leaf_hash(entry: EntryFields) -> bytes:
-    """RFC 9162 leaf hash of one entry."""
-    return leaf_hash_of_data(leaf_data(entry))
+def leaf_hash(entry: EntryFields, detail: dict[str, Any] | None = None) -> bytes:
+    """RFC 9162 leaf hash of one entry (``detail``: its detail_json, already parsed)."""
+    return leaf_hash_of_data(canonical_bytes(leaf_object(entry, detail)))

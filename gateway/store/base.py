@@ -279,7 +279,7 @@ class AuditEntry:
             raise ValueError("entry_hash must be bytes or None")
         _utc_fields(self, "at")
         if self.entry_hash is None:
-            object.__setattr__(self, "entry_hash", leaf_hash(self))
+            object.__setattr__(self, "entry_hash", leaf_hash(self, detail))
 
 
 @dataclass(frozen=True)
