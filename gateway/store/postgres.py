@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
 
+from gateway.store import rows
 from gateway.store.base import (
     INCOMING_STATUSES,
     OUTGOING_STATUSES,
@@ -423,85 +424,27 @@ def _check_page(limit: int, offset: int = 0) -> None:
 
 
 def _outbox(row: Mapping[str, Any]) -> OutboxRecord:
-    return OutboxRecord(
-        message_id=row["message_id"],
-        case_ref=row["case_ref"],
-        recipient=row["recipient"],
-        message_type=row["message_type"],
-        envelope=bytes(row["envelope"]),
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=_utc(row["next_attempt_at"]),
-        last_error=row["last_error"],
-        created_at=_utc(row["created_at"]),
-        updated_at=_utc(row["updated_at"]),
-    )
+    return rows.outbox_record(row, _utc)
 
 
 def _inbox(row: Mapping[str, Any]) -> InboxRecord:
-    return InboxRecord(
-        message_id=row["message_id"],
-        sender=row["sender"],
-        message_type=row["message_type"],
-        case_ref=row["case_ref"],
-        envelope=bytes(row["envelope"]),
-        received_at=_utc(row["received_at"]),
-        status=row["status"],
-        updated_at=_utc(row["updated_at"]),
-    )
+    return rows.inbox_record(row, _utc)
 
 
 def _audit(row: Mapping[str, Any]) -> AuditRecord:
-    digest = row["entry_hash"]
-    return AuditRecord(
-        seq=row["seq"],
-        at=_utc(row["at"]),
-        event_type=row["event_type"],
-        actor=row["actor"],
-        case_ref=row["case_ref"],
-        message_id=row["message_id"],
-        detail_json=row["detail_json"],
-        entry_hash=None if digest is None else bytes(digest),
-        agency=row["agency"],
-    )
+    return rows.audit_record(row, _utc)
 
 
 def _data_key(row: Mapping[str, Any]) -> DataKey:
-    return DataKey(
-        key_id=row["key_id"],
-        case_ref=row["case_ref"],
-        kind=row["kind"],
-        wrapped=None if row["wrapped"] is None else bytes(row["wrapped"]),
-        created_at=_utc(row["created_at"]),
-        parent_key_id=row["parent_key_id"],
-        shredded_at=None if row["shredded_at"] is None else _utc(row["shredded_at"]),
-        shred_reason=row["shred_reason"],
-    )
+    return rows.data_key_record(row, _utc)
 
 
 def _withdrawal(row: Mapping[str, Any]) -> Withdrawal:
-    return Withdrawal(
-        message_id=row["message_id"],
-        case_ref=row["case_ref"],
-        direction=row["direction"],
-        counterpart=row["counterpart"],
-        withdrawn_at=_utc(row["withdrawn_at"]),
-        scope=row["scope"],
-        purposes=tuple(row["purposes"]),
-        request_message_ids=tuple(row["request_message_ids"]),
-        recorded_at=_utc(row["recorded_at"]),
-    )
+    return rows.withdrawal_record(row, _utc, row["purposes"], row["request_message_ids"])
 
 
 def _checkpoint(row: Mapping[str, Any]) -> CheckpointRecord:
-    return CheckpointRecord(
-        origin=row["origin"],
-        tree_size=row["tree_size"],
-        root_hash=bytes(row["root_hash"]),
-        signed_at=_utc(row["signed_at"]),
-        note=bytes(row["note"]),
-        recorded_at=_utc(row["recorded_at"]),
-    )
+    return rows.checkpoint_record(row, _utc)
 
 
 # The counter row is locked by the UPDATE until COMMIT: the next appender (any process)

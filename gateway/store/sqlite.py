@@ -28,6 +28,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import structlog
 
 from gateway.audit.leaf import leaf_hash
+from gateway.store import rows
 from gateway.store.base import (
     INCOMING_STATUSES,
     OUTGOING_STATUSES,
@@ -287,86 +288,27 @@ def _check_page(limit: int, offset: int = 0) -> None:
 
 
 def _outbox(row: sqlite3.Row) -> OutboxRecord:
-    return OutboxRecord(
-        message_id=row["message_id"],
-        case_ref=row["case_ref"],
-        recipient=row["recipient"],
-        message_type=row["message_type"],
-        envelope=bytes(row["envelope"]),
-        status=row["status"],
-        attempts=row["attempts"],
-        next_attempt_at=_dt(row["next_attempt_at"]),
-        last_error=row["last_error"],
-        created_at=_dt(row["created_at"]),
-        updated_at=_dt(row["updated_at"]),
-    )
+    return rows.outbox_record(row, _dt)
 
 
 def _inbox(row: sqlite3.Row) -> InboxRecord:
-    return InboxRecord(
-        message_id=row["message_id"],
-        sender=row["sender"],
-        message_type=row["message_type"],
-        case_ref=row["case_ref"],
-        envelope=bytes(row["envelope"]),
-        received_at=_dt(row["received_at"]),
-        status=row["status"],
-        updated_at=_dt(row["updated_at"]),
-    )
+    return rows.inbox_record(row, _dt)
 
 
 def _audit(row: sqlite3.Row) -> AuditRecord:
-    digest = row["entry_hash"]
-    return AuditRecord(
-        seq=row["seq"],
-        at=_dt(row["at"]),
-        event_type=row["event_type"],
-        actor=row["actor"],
-        case_ref=row["case_ref"],
-        message_id=row["message_id"],
-        detail_json=row["detail_json"],
-        entry_hash=None if digest is None else bytes(digest),
-        agency=row["agency"],
-    )
+    return rows.audit_record(row, _dt)
 
 
 def _data_key(row: sqlite3.Row) -> DataKey:
-    wrapped = row["wrapped"]
-    return DataKey(
-        key_id=row["key_id"],
-        case_ref=row["case_ref"],
-        kind=row["kind"],
-        wrapped=None if wrapped is None else bytes(wrapped),
-        created_at=_dt(row["created_at"]),
-        parent_key_id=row["parent_key_id"],
-        shredded_at=None if row["shredded_at"] is None else _dt(row["shredded_at"]),
-        shred_reason=row["shred_reason"],
-    )
+    return rows.data_key_record(row, _dt)
 
 
 def _withdrawal(row: sqlite3.Row) -> Withdrawal:
-    return Withdrawal(
-        message_id=row["message_id"],
-        case_ref=row["case_ref"],
-        direction=row["direction"],
-        counterpart=row["counterpart"],
-        withdrawn_at=_dt(row["withdrawn_at"]),
-        scope=row["scope"],
-        purposes=tuple(json.loads(row["purposes_json"])),
-        request_message_ids=tuple(json.loads(row["request_ids_json"])),
-        recorded_at=_dt(row["recorded_at"]),
-    )
+    return rows.withdrawal_record(row, _dt, json.loads(row["purposes_json"]), json.loads(row["request_ids_json"]))
 
 
 def _checkpoint(row: sqlite3.Row) -> CheckpointRecord:
-    return CheckpointRecord(
-        origin=row["origin"],
-        tree_size=row["tree_size"],
-        root_hash=bytes(row["root_hash"]),
-        signed_at=_dt(row["signed_at"]),
-        note=bytes(row["note"]),
-        recorded_at=_dt(row["recorded_at"]),
-    )
+    return rows.checkpoint_record(row, _dt)
 
 
 # --- connection setup (runs on the worker thread) ----------------------------------------
