@@ -143,6 +143,7 @@ CODE_SYSTEMS: Mapping[str, tuple[str, str, Mapping[str, str]]] = MappingProxyTyp
         "audit.checkpoint_gap": "Partner checkpoint not provably linked to the last one held",
         "audit.fork_detected": "Partner signed two histories that cannot both be true",
         "audit.exported": "Audit log exported by an auditor",
+        "audit.case_viewed": "An auditor viewed a case's audit history",
         "stats.read": "Aggregate statistics read",
         "keys.in_use": "Key ids the gateway runs with",
         "key.rotated": "The gateway's keys changed since its last start",
