@@ -324,3 +324,32 @@ async def test_concurrent_submissions_all_land(tmp_path) -> None:
         assert len(ids) == 20
         for mid in ids:
             assert await ne.gateway.store.get_outgoing(mid) is not None
+
+
+async def test_consent_withdrawal_over_the_api(tmp_path) -> None:
+    async with api_pair(tmp_path) as (ne, ng):
+        status, queued = await _submit(ne)
+        assert status == 202
+        case_ref, message_id = queued["case_ref"], queued["message_id"]
+
+        async def delivered() -> bool:
+            return (await ng.gateway.store.get_incoming(message_id)) is not None
+        await eventually(delivered)
+        status, body = await ne.call("POST", "/cases/not a case/withdrawal", json={})
+        assert (status, body["error"]) == (400, "invalid_id")
+        status, body = await ne.call("POST", f"/cases/{case_ref}/withdrawal", json={"scope": "all_purposes"})
+        assert (status, body["error"]) == (422, "schema_invalid")
+        withdrawal = {"withdrawn_at": "2026-11-20T10:00:00Z", "decision_maker": "self", "scope": "all_purposes",
+                      "erasure_requested": True}
+        status, body = await ne.call("POST", f"/cases/{case_ref}/withdrawal", json=withdrawal)
+        assert status == 202 and body["failed"] == [] and [w["recipient"] for w in body["withdrawals"]] == [NIGERIA]
+
+        async def acknowledged() -> bool:
+            _, state = await ne.call("GET", f"/cases/{case_ref}/withdrawals", role="auditor")
+            return state["all_acknowledged"] is True
+        await eventually(acknowledged)
+        status, body = await ng.call("GET", f"/inbox/{message_id}", params={"purpose": "case_followup"})
+        assert (status, body["error"]) == (410, "payload_shredded")
+        future = {**withdrawal, "withdrawn_at": "2099-01-01T00:00:00Z"}
+        status, body = await ne.call("POST", f"/cases/{case_ref}/withdrawal", json=future)
+        assert (status, body["error"]) == (422, "withdrawal_in_future")

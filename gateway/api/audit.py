@@ -26,6 +26,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.api.context import actor_of, gateway_of
+from gateway.api.parse import case_ref as path_case_ref
 from gateway.api.errors import ApiError
 from gateway.api.responses import NO_STORE, json_body
 from gateway.api.roles import Permission, public, requires
@@ -351,10 +352,7 @@ async def case_history(request: web.Request) -> web.Response:
     """Every entry of a case with what a browser needs to check it against our latest
     signed checkpoint: the exact leaf data and, for entries the checkpoint covers, the
     inclusion proof for its tree size."""
-    case_ref = request.match_info["case_ref"]
-    if not CASE_REF.fullmatch(case_ref):
-        raise ApiError(400, "invalid_id", "path parameter case_ref must be a case pseudonym "
-                                          "(8 to 64 of A-Z a-z 0-9 . _ -)")
+    case_ref = path_case_ref(request)
     q = request.query
     _allow_only(q, ("after_seq", "limit"))
     after_seq = _int(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)

@@ -8,9 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.context import actor_of, gateway_of
-from gateway.api.errors import ApiError
 from gateway.api.openapi import error_content as _error, json_content as _json, schema_ref as _ref
-from gateway.api.parse import json_object
+from gateway.api.parse import case_ref as path_case_ref, json_object
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
@@ -23,17 +22,10 @@ _CASE_PARAM = {"name": "case_ref", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": CASE_REF.pattern}}
 
 
-def _case_ref(request: web.Request) -> str:
-    value = request.match_info["case_ref"]
-    if not CASE_REF.fullmatch(value):
-        raise ApiError(400, "invalid_case_ref", "case_ref must be a case pseudonym (8-64 of A-Z a-z 0-9 . _ -)")
-    return value
-
-
 @routes.post("/cases/{case_ref}/withdrawal", name="cases.withdraw")
 @requires(Permission.WITHDRAW)
 async def withdraw(request: web.Request) -> web.Response:
-    case_ref = _case_ref(request)
+    case_ref = path_case_ref(request)
     payload = await json_object(request)
     validate_payload("consent.withdrawal", payload)  # 422 with the violating paths
     result = await gateway_of(request).withdraw_consent(case_ref, payload, actor=actor_of(request))
@@ -52,7 +44,7 @@ async def withdraw(request: web.Request) -> web.Response:
 @routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=False)
 @requires(Permission.STATUS)
 async def withdrawals(request: web.Request) -> web.Response:
-    case_ref = _case_ref(request)
+    case_ref = path_case_ref(request)
     gateway = gateway_of(request)
     items: list[dict[str, Any]] = []
     for record in await gateway.store.withdrawals_for_case(case_ref):

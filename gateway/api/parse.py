@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.errors import ApiError
+from gateway.envelope import CASE_REF
 from gateway.canonical import strict_loads
 
 #: Largest request body the API reads (aiohttp answers 413 past it). The largest payload
@@ -30,6 +31,14 @@ def message_id(request: web.Request, name: str = "id") -> str:
         ok = False
     if not ok:
         raise ApiError(400, "invalid_id", f"path parameter {name} must be a lower-case hyphenated UUID")
+    return raw
+
+
+def case_ref(request: web.Request, name: str = "case_ref") -> str:
+    """A path case pseudonym (8-64 of A-Z a-z 0-9 . _ -), else 400 ``invalid_id``."""
+    raw = request.match_info[name]
+    if not CASE_REF.fullmatch(raw):
+        raise ApiError(400, "invalid_id", f"path parameter {name} must be a case pseudonym (8 to 64 of A-Z a-z 0-9 . _ -)")
     return raw
 
 
