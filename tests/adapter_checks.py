@@ -4,13 +4,18 @@ only what is particular to its format: the local schema, overrides and nudges)."
 from __future__ import annotations
 
 import copy
-from typing import Any
+from datetime import date
+from typing import Any, Callable, Iterable, Mapping
 
 from hypothesis import strategies as st
 
 from adapters import AdapterError, MappingAdapter
 from gateway.errors import SchemaInvalidError
-from gateway.schema import find_violations
+from gateway.schema import PURPOSES, find_violations
+from tests.test_adapters_base import mostly, records_from_schema
+
+#: Purposes given to ``to_shared`` by the fuzz tests: mostly none (the record's own).
+PURPOSES_OR_NONE = mostly(st.none(), st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=5, unique=True), 3)
 
 
 def maps_or_refuses(adapter: MappingAdapter, record: dict[str, Any], purposes: list[str] | None = None,
@@ -45,3 +50,54 @@ def respell_coded_fields(data: st.DataObject, adapter: MappingAdapter, local_sch
         spelled = st.tuples(spellings, st.sampled_from([str.upper, str.lower, str.title, str])).map(lambda t: t[1](t[0]))
         node = local_schema["properties"][name]
         record[name] = data.draw(st.lists(spelled, min_size=1, max_size=4) if "oneOf" in node else spelled, label=name)
+
+
+def local_dates(fmt: str, low: date = date(1930, 1, 1), high: date = date(2035, 12, 31)) -> st.SearchStrategy[str]:
+    """Dates between ``low`` and ``high`` written with ``fmt`` (strftime)."""
+    return st.dates(low, high).map(lambda d: d.strftime(fmt))
+
+
+def day_month_year_overrides(unknown: str, datetime_kind: str) -> dict[str, st.SearchStrategy[str]]:
+    """Fuzz overrides for the dd/mm/yyyy formats (Niger, Mali, Nigeria): good dates and
+    times mostly, else the format's "unknown" word and impossible dates."""
+    return {
+        "date": mostly(local_dates("%d/%m/%Y"), st.sampled_from([unknown, "", "31/02/2020", "1/1/1899"])),
+        datetime_kind: mostly(st.one_of(local_dates("%d/%m/%Y"), local_dates("%d/%m/%Y %H:%M")),
+                              st.sampled_from([unknown, "25/12/2026 24:00"])),
+    }
+
+
+def fuzz_local_record(data: st.DataObject, adapter: MappingAdapter, local_schema: dict[str, Any],
+                      overrides: Mapping[str, st.SearchStrategy[Any]], *, minor: str, birth: str,
+                      birth_dates: st.SearchStrategy[str], drop: Iterable[str] = (),
+                      defaults: Mapping[str, Any] | None = None) -> None:
+    """A record drawn from the local schema maps to a valid payload or an AdapterError.
+
+    Often nudged toward records that can succeed (each nudge alone fails most random
+    records): a ``minor`` flag, no ``drop`` fields, ``defaults`` set, a plausible ``birth``."""
+    local = data.draw(records_from_schema(local_schema, adapter.table, overrides), label="record")
+    if data.draw(mostly(st.just(True), st.just(False), 4)):
+        local.setdefault(minor, data.draw(st.booleans()))
+        for name in drop:
+            local.pop(name, None)
+        for name, value in (defaults or {}).items():
+            local.setdefault(name, value)
+        if birth in local:
+            local[birth] = data.draw(birth_dates)
+    maps_or_refuses(adapter, local, data.draw(PURPOSES_OR_NONE, label="purposes"))
+
+
+def fuzz_respelled_sample(data: st.DataObject, adapter: MappingAdapter, local_schema: dict[str, Any],
+                          samples: Iterable[str], load: Callable[[str], dict[str, Any]], *, minor: str,
+                          refusable: set[str]) -> None:
+    """A sample with coded fields re-drawn from the code lists (any case) maps, or names one
+    of the ``refusable`` fields (what a good spelling can still break: purposes vs consent,
+    age or band vs the minor flag)."""
+    rec = load(data.draw(st.sampled_from(sorted(samples)), label="sample"))
+    respell_coded_fields(data, adapter, local_schema, rec, skip={minor})
+    maps_or_refuses(adapter, rec, refusable=refusable)
+
+
+def assert_hides(shown: str, secret: str) -> None:
+    """An error text shows nothing of ``secret`` (a name typed into the record), in any case."""
+    assert secret not in shown and secret.lower() not in shown.lower(), shown

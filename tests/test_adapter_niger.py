@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.niger import NigerAdapter
-from gateway.schema import PURPOSES, example_names, find_violations, load_example
-from tests.adapter_checks import maps_or_refuses, respell_coded_fields
-from tests.test_adapters_base import mostly, records_from_schema
+from gateway.schema import example_names, find_violations, load_example
+from tests.adapter_checks import (
+    assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
+)
 
 FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "niger"
 SAMPLES = sorted((FOLDER / "samples").glob("*.json"))
@@ -240,25 +241,13 @@ def test_errors_never_contain_a_name_from_the_record(niger: MappingAdapter, brea
     if "statut_identification" in breakage:
         assert shown.startswith("statut_identification: 'Zyxwvutsrqname' is not in the code list")
         return
-    assert SECRET not in shown and SECRET.lower() not in shown.lower(), shown
+    assert_hides(shown, SECRET)
 
 
 # --- fuzzing ---------------------------------------------------------------------------
 
-
-def _dates_between(low: date, high: date) -> st.SearchStrategy[str]:
-    return st.dates(low, high).map(lambda d: d.strftime("%d/%m/%Y"))
-
-
-def _dates(fmt: str) -> st.SearchStrategy[str]:
-    return st.dates(date(1930, 1, 1), date(2035, 12, 31)).map(lambda d: d.strftime(fmt))
-
-
 LOCAL_SCHEMA = json.loads((FOLDER / "fiche.schema.json").read_text(encoding="utf-8"))
-OVERRIDES = {
-    "date": mostly(_dates("%d/%m/%Y"), st.sampled_from(["inconnue", "", "31/02/2020", "1/1/1899"])),
-    "date_heure": mostly(st.one_of(_dates("%d/%m/%Y"), _dates("%d/%m/%Y %H:%M")), st.sampled_from(["inconnue", "25/12/2026 24:00"])),
-}
+OVERRIDES = day_month_year_overrides("inconnue", "date_heure")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -266,16 +255,8 @@ OVERRIDES = {
 def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
     niger = get_adapter("niger")
     assert isinstance(niger, MappingAdapter)
-    local = data.draw(records_from_schema(LOCAL_SCHEMA, niger.table, OVERRIDES), label="record")
-    if data.draw(mostly(st.just(True), st.just(False), 4)):
-        # Nudge toward records that can succeed: each of these alone fails most random records.
-        local.setdefault("mineur", data.draw(st.booleans()))
-        local.pop("finalites_demandees", None)
-        if "date_naissance" in local:
-            local["date_naissance"] = data.draw(_dates_between(date(1940, 1, 1), date(2025, 12, 31)))
-    purposes = data.draw(mostly(st.none(), st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=5, unique=True), 3), label="purposes")
-    maps_or_refuses(niger, local, purposes)
-
+    fuzz_local_record(data, niger, LOCAL_SCHEMA, OVERRIDES, minor="mineur", birth="date_naissance",
+                      birth_dates=local_dates("%d/%m/%Y", date(1940, 1, 1), date(2025, 12, 31)), drop=("finalites_demandees",))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -284,10 +265,8 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""
     niger = get_adapter("niger")
     assert isinstance(niger, MappingAdapter)
-    rec = sample(data.draw(st.sampled_from([p.stem for p in SAMPLES]), label="sample"))
-    respell_coded_fields(data, niger, LOCAL_SCHEMA, rec, skip={"mineur"})
-    # what a good spelling can still break: purposes vs consent, and age or band vs the minor flag
-    maps_or_refuses(niger, rec, refusable={"finalites_demandees", "consentement.finalites", "mineur"})
+    fuzz_respelled_sample(data, niger, LOCAL_SCHEMA, [p.stem for p in SAMPLES], sample, minor="mineur",
+                          refusable={"finalites_demandees", "consentement.finalites", "mineur"})
 
 
 @settings(max_examples=150, deadline=None)

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.nigeria import NigeriaAdapter
-from gateway.schema import PURPOSES, example_names, find_violations, load_example
-from tests.adapter_checks import maps_or_refuses, respell_coded_fields
-from tests.test_adapters_base import mostly, records_from_schema
+from gateway.schema import example_names, find_violations, load_example
+from tests.adapter_checks import (
+    assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "adapters" / "nigeria"
@@ -302,25 +303,13 @@ def test_errors_never_contain_a_name_from_the_record(nigeria: MappingAdapter, br
     if "identification_status" in breakage:
         assert shown.startswith("identification_status: 'Zyxwvutsrqname' is not in the code list")
         return
-    assert SECRET not in shown and SECRET.lower() not in shown.lower(), shown
+    assert_hides(shown, SECRET)
 
 
 # --- fuzzing ---------------------------------------------------------------------------
 
-
-def _dates_between(low: date, high: date) -> st.SearchStrategy[str]:
-    return st.dates(low, high).map(lambda d: d.strftime("%d/%m/%Y"))
-
-
-def _dates(fmt: str) -> st.SearchStrategy[str]:
-    return st.dates(date(1930, 1, 1), date(2035, 12, 31)).map(lambda d: d.strftime(fmt))
-
-
-LOCAL_SCHEMA = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
-OVERRIDES = {
-    "date": mostly(_dates("%d/%m/%Y"), st.sampled_from(["unknown", "", "31/02/2020", "1/1/1899"])),
-    "datetime": mostly(st.one_of(_dates("%d/%m/%Y"), _dates("%d/%m/%Y %H:%M")), st.sampled_from(["unknown", "25/12/2026 24:00"])),
-}
+LOCAL_SCHEMA = json.loads((SCHEMA_FILE).read_text(encoding="utf-8"))
+OVERRIDES = day_month_year_overrides("unknown", "datetime")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -328,17 +317,8 @@ OVERRIDES = {
 def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
     nigeria = get_adapter("nigeria")
     assert isinstance(nigeria, MappingAdapter)
-    local = data.draw(records_from_schema(LOCAL_SCHEMA, nigeria.table, OVERRIDES), label="record")
-    if data.draw(mostly(st.just(True), st.just(False), 4)):
-        # Nudge toward records that can succeed: each of these alone fails most random records.
-        local.setdefault("minor", data.draw(st.booleans()))
-        local.pop("requested_purposes", None)
-        local.pop("zonal_office", None)
-        if "date_of_birth" in local:
-            local["date_of_birth"] = data.draw(_dates_between(date(1940, 1, 1), date(2025, 12, 31)))
-    purposes = data.draw(mostly(st.none(), st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=5, unique=True), 3), label="purposes")
-    maps_or_refuses(nigeria, local, purposes)
-
+    fuzz_local_record(data, nigeria, LOCAL_SCHEMA, OVERRIDES, minor="minor", birth="date_of_birth",
+                      birth_dates=local_dates("%d/%m/%Y", date(1940, 1, 1), date(2025, 12, 31)), drop=("requested_purposes", "zonal_office"))
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -347,7 +327,6 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""
     nigeria = get_adapter("nigeria")
     assert isinstance(nigeria, MappingAdapter)
-    rec = sample(data.draw(st.sampled_from([p.stem for p in SAMPLES]), label="sample"))
-    respell_coded_fields(data, nigeria, LOCAL_SCHEMA, rec, skip={"minor"})
-    # what a good spelling can still break: purposes vs consent, and age or band vs the minor flag
-    maps_or_refuses(nigeria, rec, refusable={"requested_purposes", "consent.purposes", "minor"})
+    fuzz_respelled_sample(data, nigeria, LOCAL_SCHEMA, [p.stem for p in SAMPLES], sample, minor="minor",
+                          refusable={"requested_purposes", "consent.purposes", "minor"})
+
