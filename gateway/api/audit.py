@@ -26,7 +26,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.api.context import actor_of, gateway_of
-from gateway.api.parse import case_ref as path_case_ref
+from gateway.api.parse import case_ref as path_case_ref, int_query, required_int_query
 from gateway.api.errors import ApiError
 from gateway.api.responses import NO_STORE, json_body
 from gateway.api.roles import Permission, public, requires
@@ -70,23 +70,6 @@ def _allow_only(query: MultiMapping[str], allowed: tuple[str, ...], *, repeatabl
             raise ApiError(400, "invalid_query", "unknown query parameter; this route takes: " + ", ".join(allowed))
         if name not in repeatable and len(query.getall(name)) > 1:
             raise ApiError(400, "invalid_query", f"query parameter {name} must be given at most once")
-
-
-def _int(query: Mapping[str, str], name: str, *, default: int | None, minimum: int, maximum: int) -> int | None:
-    raw = query.get(name)
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16) or not minimum <= int(raw) <= maximum:
-        raise ApiError(400, "invalid_query", f"query parameter {name} must be an integer from {minimum} to {maximum}")
-    return int(raw)
-
-
-def _required_int(query: Mapping[str, str], name: str, *, minimum: int, maximum: int) -> int:
-    if name not in query:
-        raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
-    value = _int(query, name, default=None, minimum=minimum, maximum=maximum)
-    assert value is not None
-    return value
 
 
 def _pattern(query: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str | None:
@@ -180,9 +163,8 @@ async def _next_page(gateway: Gateway, query: AuditQuery, limit: int) -> tuple[l
 async def list_entries(request: web.Request) -> web.Response:
     q = request.query
     _allow_only(q, (*FILTERS, "after_seq", "limit"), repeatable=("event_type",))
-    after_seq = _int(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
-    limit = _int(q, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
-    assert after_seq is not None and limit is not None
+    after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
+    limit = int_query(q, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
     records, next_after = await _next_page(gateway_of(request), audit_query(q, after_seq), limit)
     return json_body({"items": [export_object(r) for r in records], "next_after_seq": next_after})
 
@@ -259,9 +241,8 @@ async def list_checkpoints(request: web.Request) -> web.Response:
     q = request.query
     _allow_only(q, ("origin", "min_size", "limit"))
     origin = _origin(request)
-    min_size = _int(q, "min_size", default=0, minimum=0, maximum=MAX_TREE_SIZE)
-    limit = _int(q, "limit", default=DEFAULT_CHECKPOINTS, minimum=1, maximum=MAX_CHECKPOINTS)
-    assert min_size is not None and limit is not None
+    min_size = int_query(q, "min_size", default=0, minimum=0, maximum=MAX_TREE_SIZE)
+    limit = int_query(q, "limit", default=DEFAULT_CHECKPOINTS, minimum=1, maximum=MAX_CHECKPOINTS)
     gateway = gateway_of(request)
     records = await gateway.store.list_checkpoints(origin, min_size=min_size, limit=limit)
     next_min: int | None = None
@@ -309,15 +290,16 @@ async def sign_checkpoint(request: web.Request) -> web.Response:
 async def inclusion(request: web.Request) -> web.Response:
     q = request.query
     _allow_only(q, ("seq", "tree_size"))
-    seq = _required_int(q, "seq", minimum=1, maximum=MAX_TREE_SIZE)
-    tree_size = _required_int(q, "tree_size", minimum=1, maximum=MAX_TREE_SIZE)
+    seq = required_int_query(q, "seq", minimum=1, maximum=MAX_TREE_SIZE)
+    tree_size = required_int_query(q, "tree_size", minimum=1, maximum=MAX_TREE_SIZE)
     if seq > tree_size:
         raise ApiError(400, "invalid_query", "query parameter seq must not exceed tree_size")
     log_ = gateway_of(request).audit_log
     hashes = await log_.leaf_hashes(await _within_log(log_, tree_size))  # read once for proof and root
+    # O(tree size) hashing: off the event loop, as AuditLog does for its own proofs.
+    proof, root = await asyncio.to_thread(lambda: (merkle.inclusion_proof(hashes, seq - 1), merkle.root(hashes)))
     return json_body({"seq": seq, "tree_size": tree_size, "leaf_hash": hashes[seq - 1].hex(),
-                      "proof": [h.hex() for h in merkle.inclusion_proof(hashes, seq - 1)],
-                      "root_hash": merkle.root(hashes).hex()})
+                      "proof": [h.hex() for h in proof], "root_hash": root.hex()})
 
 
 @routes.get("/audit/proofs/consistency", name="audit.proofs.consistency", allow_head=False)
@@ -325,15 +307,16 @@ async def inclusion(request: web.Request) -> web.Response:
 async def consistency(request: web.Request) -> web.Response:
     q = request.query
     _allow_only(q, ("first", "second"))
-    first = _required_int(q, "first", minimum=1, maximum=MAX_TREE_SIZE)
-    second = _required_int(q, "second", minimum=1, maximum=MAX_TREE_SIZE)
+    first = required_int_query(q, "first", minimum=1, maximum=MAX_TREE_SIZE)
+    second = required_int_query(q, "second", minimum=1, maximum=MAX_TREE_SIZE)
     if first > second:
         raise ApiError(400, "invalid_query", "query parameter first must not exceed second")
     log_ = gateway_of(request).audit_log
     hashes = await log_.leaf_hashes(await _within_log(log_, second))
-    return json_body({"first": first, "second": second,
-                      "proof": [h.hex() for h in merkle.consistency_proof(hashes, first)],
-                      "first_root": merkle.root(hashes[:first]).hex(), "second_root": merkle.root(hashes).hex()})
+    proof, first_root, second_root = await asyncio.to_thread(
+        lambda: (merkle.consistency_proof(hashes, first), merkle.root(hashes[:first]), merkle.root(hashes)))
+    return json_body({"first": first, "second": second, "proof": [h.hex() for h in proof],
+                      "first_root": first_root.hex(), "second_root": second_root.hex()})
 
 
 async def _within_log(audit_log: Any, tree_size: int) -> int:
@@ -355,9 +338,8 @@ async def case_history(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)
     q = request.query
     _allow_only(q, ("after_seq", "limit"))
-    after_seq = _int(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
-    limit = _int(q, "limit", default=DEFAULT_CASE_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
-    assert after_seq is not None and limit is not None
+    after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
+    limit = int_query(q, "limit", default=DEFAULT_CASE_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
     gateway = gateway_of(request)
     checkpoint = await gateway.audit_log.latest()
     records, next_after = await _next_page(gateway, AuditQuery(case_ref=case_ref, after_seq=after_seq), limit)

@@ -43,12 +43,22 @@ def case_ref(request: web.Request, name: str = "case_ref") -> str:
 
 
 def int_query(query: Mapping[str, str], name: str, *, default: int, minimum: int, maximum: int) -> int:
+    """An optional integer parameter in minimum..maximum (``default`` when absent), else 400."""
     raw = query.get(name)
     if raw is None:
         return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not minimum <= int(raw) <= maximum:
+    # The length bound keeps int() off huge inputs: 9 digits, or as many as maximum has.
+    digits = max(9, len(str(maximum)))
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= digits) or not minimum <= int(raw) <= maximum:
         raise ApiError(400, "invalid_query", f"query parameter {name} must be an integer from {minimum} to {maximum}")
     return int(raw)
+
+
+def required_int_query(query: Mapping[str, str], name: str, *, minimum: int, maximum: int) -> int:
+    """A required integer parameter in minimum..maximum: 400 ``missing_parameter`` when absent."""
+    if name not in query:
+        raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
+    return int_query(query, name, default=minimum, minimum=minimum, maximum=maximum)
 
 
 def choice_query(query: Mapping[str, str], name: str, choices: frozenset[str] | set[str]) -> str | None:
