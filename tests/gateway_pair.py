@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 from gateway.bootstrap import open_gateway
+from gateway.envelope import Header, seal
 from gateway.service import Gateway
 from gateway.settings import Settings
-from gateway.transport import MemoryBroker, TransportConfig, delete_topology
+from gateway.transport import Delivery, MemoryBroker, TransportConfig, delete_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 NIGER, NIGERIA = "NE-ANLTP-TIM", "NG-NAPTIP"
@@ -89,3 +90,14 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def deliver_sealed(sender: Gateway, recipient: Gateway, message_type: str, payload: dict, *,
+                         case_ref: str) -> tuple[Header, bytes]:
+    """What a non-conforming sender could do: seal ``payload`` by hand (skipping every check
+    its own gateway would make) and hand it straight to the recipient's consumer."""
+    header, envelope = seal(payload, message_type=message_type, sender=sender.identity,
+                            recipient=recipient.agency_id, directory=sender.directory, case_ref=case_ref,
+                            now=sender.clock())
+    await recipient.handle_delivery(Delivery(header.id, sender.agency_id, recipient.agency_id, envelope, {}, False))
+    return header, envelope

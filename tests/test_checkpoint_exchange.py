@@ -8,12 +8,10 @@ import json
 from gateway.audit import merkle
 from gateway.audit.checkpoint import sign_checkpoint
 from gateway.b64 import b64url_encode
-from gateway.envelope import seal
 from gateway.schema import load_example
 from gateway.service import Actor
-from gateway.transport import Delivery
 
-from .gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
+from .gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_pair
 
 WORKER = Actor("amina.caseworker", "caseworker")
 
@@ -62,9 +60,7 @@ async def test_rewritten_history_is_detected_by_the_partner(tmp_path) -> None:
         payload = {**note, "consistency": [{
             "from_size": honest.tree_size, "from_root": b64url_encode(honest.root_hash),
             "proof": [b64url_encode(h) for h in merkle.consistency_proof(hashes + [bytes([7]) * 32], honest.tree_size)]}]}
-        header, envelope = seal(payload, message_type="audit.checkpoint", sender=ne.identity, recipient=NIGERIA,
-                                directory=ne.directory, case_ref="audit-log", now=ne.clock())
-        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ne, ng, "audit.checkpoint", payload, case_ref="audit-log")
 
         forks = [e for e in await ng.store.read_audit(1, 1000) if e.event_type == "audit.fork_detected"]
         assert len(forks) == 1
@@ -78,9 +74,7 @@ async def test_checkpoint_signed_by_someone_else_is_rejected(tmp_path) -> None:
     async with gateway_pair(tmp_path, checkpoint_interval_seconds=0) as (ne, ng):
         # NG's own key signs a checkpoint claiming to be NE's: the origin does not match the sender.
         note = json.loads(sign_checkpoint(ng.identity, 1, bytes(32), ng.clock()))
-        header, envelope = seal(note, message_type="audit.checkpoint", sender=ne.identity, recipient=NIGERIA,
-                                directory=ne.directory, case_ref="audit-log", now=ne.clock())
-        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ne, ng, "audit.checkpoint", note, case_ref="audit-log")
         events = [(e.event_type, e.detail_json) for e in await ng.store.read_audit(1, 1000)]
         assert any(t == "audit.checkpoint_rejected" and "checkpoint_wrong_origin" in d for t, d in events)
         assert await ng.store.latest_checkpoint(NIGER) is None
@@ -125,9 +119,7 @@ async def test_a_rewrite_proved_only_from_a_checkpoint_the_partner_never_saw_is_
         small = 2
         payload = {**note, "consistency": [{"from_size": small, "from_root": b64url_encode(merkle.root(hashes[:small])),
                                             "proof": [b64url_encode(h) for h in merkle.consistency_proof(hashes, small)]}]}
-        header, envelope = seal(payload, message_type="audit.checkpoint", sender=ne.identity, recipient=NIGERIA,
-                                directory=ne.directory, case_ref="audit-log", now=ne.clock())
-        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ne, ng, "audit.checkpoint", payload, case_ref="audit-log")
         gaps = [json.loads(e.detail_json) for e in await ng.store.read_audit(1, 1000)
                 if e.event_type == "audit.checkpoint_gap"]
         assert gaps == [{"origin": NIGER, "tree_size": len(hashes), "latest_held": held.tree_size}]

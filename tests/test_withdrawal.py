@@ -12,12 +12,11 @@ import pytest
 
 from gateway.at_rest import AtRest, PayloadShreddedError
 from gateway.consent import ConsentExpiredError, ConsentRecipientError, ConsentRefusedError, ConsentWithdrawnError
-from gateway.envelope import seal
 from gateway.schema import load_example
 from gateway.service import Actor
 from gateway.transport import Delivery
 
-from .gateway_pair import NIGER, NIGERIA, eventually, gateway_group, gateway_pair
+from .gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_group, gateway_pair
 
 NG_IOM = "NG-IOM"
 WORKER = Actor("amina.caseworker", "caseworker")
@@ -76,9 +75,7 @@ async def test_receiver_quarantines_a_referral_its_consent_does_not_cover(tmp_pa
         # A non-conforming sender skips its own check: sealed by hand, consent for Mali only.
         payload = load_example("referral.request")
         payload["consent"]["recipient_countries"] = ["ML"]
-        header, envelope = seal(payload, message_type="referral.request", sender=ne.identity, recipient=NIGERIA,
-                                directory=ne.directory, case_ref=CASE, now=ne.clock())
-        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ne, ng, "referral.request", payload, case_ref=CASE)
         quarantined = await ng.transport.list_quarantine(10)
         assert [(q.message_id, q.reason_code) for q in quarantined] == [(header.id, "consent_recipient_not_covered")]
         assert await ng.store.get_incoming(header.id) is None
@@ -300,9 +297,7 @@ async def test_case_data_stops_flowing_both_ways_after_a_withdrawal(tmp_path) ->
         with pytest.raises(ConsentWithdrawnError):
             await ng.submit("family_tracing.result", tracing, recipient=NIGER, case_ref=CASE, actor=OFFICER)
         # A non-conforming sender is stopped at the receiver, and nothing of it is kept.
-        header, envelope = seal(tracing, message_type="family_tracing.result", sender=ng.identity, recipient=NIGER,
-                                directory=ng.directory, case_ref=CASE, now=ng.clock())
-        await ne.handle_delivery(Delivery(header.id, NIGERIA, NIGER, envelope, {}, False))
+        header, envelope = await deliver_sealed(ng, ne, "family_tracing.result", tracing, case_ref=CASE)
         (q,) = [q for q in await ne.transport.list_quarantine(10) if q.message_id == header.id]
         assert q.reason_code == "consent_withdrawn"
         assert await ne.store.get_incoming(header.id) is None
@@ -315,15 +310,11 @@ async def test_only_the_sender_can_withdraw_its_referrals_and_not_from_the_futur
     async with gateway_group(tmp_path, (NIGER, NIGERIA, "ML-DNPEF")) as (ne, ng, ml):
         # Mali's gateway claims a withdrawal for NE's case pseudonym, dated in the future.
         future = {**WITHDRAWAL, "withdrawn_at": "2029-01-01T00:00:00Z"}
-        header, envelope = seal(future, message_type="consent.withdrawal", sender=ml.identity, recipient=NIGERIA,
-                                directory=ml.directory, case_ref=CASE, now=ml.clock())
-        await ng.handle_delivery(Delivery(header.id, "ML-DNPEF", NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ml, ng, "consent.withdrawal", future, case_ref=CASE)
         assert [q.reason_code for q in await ng.transport.list_quarantine(10)] == ["withdrawal_in_future"]
         # Dated in the past it is recorded, but it does not block NE's referrals.
         past = {**WITHDRAWAL}
-        header, envelope = seal(past, message_type="consent.withdrawal", sender=ml.identity, recipient=NIGERIA,
-                                directory=ml.directory, case_ref=CASE, now=ml.clock())
-        await ng.handle_delivery(Delivery(header.id, "ML-DNPEF", NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ml, ng, "consent.withdrawal", past, case_ref=CASE)
         referral = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                    case_ref=CASE, actor=WORKER)
         await _inbox_has(ng, referral.id)
@@ -338,8 +329,6 @@ async def test_a_consent_refusal_keeps_no_payload_in_quarantine(tmp_path) -> Non
     async with gateway_pair(tmp_path) as (ne, ng):
         payload = load_example("referral.request")
         payload["consent"]["recipient_countries"] = ["ML"]
-        header, envelope = seal(payload, message_type="referral.request", sender=ne.identity, recipient=NIGERIA,
-                                directory=ne.directory, case_ref=CASE, now=ne.clock())
-        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        header, envelope = await deliver_sealed(ne, ng, "referral.request", payload, case_ref=CASE)
         (q,) = await ng.transport.list_quarantine(10)
         assert q.size < len(envelope) // 2  # the header only; the sealed payload was dropped
