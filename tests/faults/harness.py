@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -116,10 +117,14 @@ def metric(text: str, name: str) -> float:
 
 
 @asynccontextmanager
-async def in_process_gateway(tmp: Path, run_id: str, amqp_url: str, *, agency: str = NIGER,
+async def in_process_gateway(tmp: Path, run_id: str, amqp_url: str, *, agency: str = NIGER, store_query: str = "",
                              **extra: Any) -> AsyncIterator[Gateway]:
-    """A started gateway in this process, on the run's exchange and queues."""
-    gateway = await open_gateway(settings_for(agency, tmp, transport="amqp", amqp_url=amqp_url, run_id=run_id, **extra))
+    """A started gateway in this process, on the run's exchange and queues (``store_query``:
+    store URL options such as ``?mode=ro``)."""
+    settings = settings_for(agency, tmp, transport="amqp", amqp_url=amqp_url, run_id=run_id, **extra)
+    if store_query:
+        settings = dataclasses.replace(settings, store_url=settings.store_url + store_query)
+    gateway = await open_gateway(settings)
     try:
         await gateway.start()
         await gateway.wait_ready(30)

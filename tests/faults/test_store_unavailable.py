@@ -11,7 +11,6 @@ answered 202 is delivered exactly once after the store recovers. Counted from th
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import errno
 import hashlib
 import os
@@ -20,16 +19,15 @@ import shutil
 import subprocess
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncContextManager, AsyncIterator
 
 import pytest
 
-from gateway.bootstrap import open_gateway
 from gateway.schema import load_example
 from gateway.service import Gateway
 from gateway.settings import User
 
-from tests.gateway_pair import NIGER, NIGERIA, settings_for
+from tests.gateway_pair import NIGER, NIGERIA
 
 from .harness import db_path, in_process_gateway, table_counts, wait_until
 from .two_brokers import require
@@ -167,19 +165,9 @@ async def test_disk_full_answers_503_and_loses_nothing(tmp_path, run_id, amqp_ur
     assert sum(table_counts(db_path(tmp_path, NIGERIA))["inbox"].values()) == len(accepted)  # once each
 
 
-@asynccontextmanager
-async def _ne(tmp: Path, run_id: str, amqp_url: str, *, read_only: bool) -> AsyncIterator[Gateway]:
-    settings = settings_for(NIGER, tmp, transport="amqp", amqp_url=amqp_url, run_id=run_id, **API_EXTRA)
-    if read_only:
-        settings = dataclasses.replace(settings, store_url=settings.store_url + "?mode=ro")
-    gateway = await open_gateway(settings)
-    try:
-        await gateway.start()
-        await gateway.wait_ready(30)
-        yield gateway
-    finally:
-        await asyncio.wait_for(gateway.stop(), 60)
-        await gateway.store.close()
+def _ne(tmp: Path, run_id: str, amqp_url: str, *, read_only: bool) -> AsyncContextManager[Gateway]:
+    return in_process_gateway(tmp, run_id, amqp_url, agency=NIGER, store_query="?mode=ro" if read_only else "",
+                              **API_EXTRA)
 
 
 async def test_read_only_store_answers_503_and_loses_nothing(tmp_path, run_id, amqp_url) -> None:
