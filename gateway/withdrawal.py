@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -36,12 +36,20 @@ CASE_DATA_TYPES = frozenset({
     "safety_assessment.result", "family_tracing.result", "return.plan", "return.arrival", "case.followup"})
 #: How far in the future a ``withdrawn_at`` may be (clock skew), at the sender and the receiver.
 MAX_AHEAD = timedelta(minutes=5)
+#: The earliest ``withdrawn_at`` taken (as for every date the API accepts; docs/api.md).
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
 
 
 class WithdrawalTimeError(ConsentRefusedError):
     """``withdrawn_at`` lies in the future: a typo there would block every earlier consent."""
 
     code = "withdrawal_in_future"
+
+
+class WithdrawalTooEarlyError(ConsentRefusedError):
+    """``withdrawn_at`` lies before 1900: a typo, and a date no later read should have to handle."""
+
+    code = "withdrawal_too_early"
 
 
 @dataclass
@@ -53,8 +61,11 @@ class WithdrawalResult:
 
 
 def check_withdrawn_at(payload: dict[str, Any], now: datetime) -> datetime:
-    """The withdrawal time; WithdrawalTimeError if it is in the future beyond clock skew."""
+    """The withdrawal time; WithdrawalTimeError if it is in the future beyond clock skew,
+    WithdrawalTooEarlyError if it is before 1900-01-01."""
     withdrawn_at = parse_ts(payload["withdrawn_at"])
+    if withdrawn_at < EARLIEST:
+        raise WithdrawalTooEarlyError("$.withdrawn_at", "must be on or after 1900-01-01")
     if withdrawn_at > now + MAX_AHEAD:
         raise WithdrawalTimeError("$.withdrawn_at", "is in the future")
     return withdrawn_at

@@ -15,7 +15,7 @@ from gateway.api.access_log import access_log_middleware
 from gateway.api.auth import auth_middleware
 from gateway.api.context import GATEWAY, SETTINGS
 from gateway.api.errors import error_middleware
-from gateway.api.parse import MAX_BODY_BYTES
+from gateway.api.parse import MAX_BODY_BYTES, query_middleware
 from gateway.api.roles import ROLE_PERMISSIONS, Permission
 from gateway.service import Gateway
 from gateway.settings import Settings
@@ -35,8 +35,9 @@ def create_app(gateway: Gateway, settings: Settings) -> web.Application:
         settings.pseudonym_secret  # noqa: B018 - a malformed secret fails at start, not on a request
     app = web.Application(
         # Outermost first: the access log sees the final status, errors become JSON before
-        # that, and authentication runs before any handler reads a body.
-        middlewares=[access_log_middleware, error_middleware, auth_middleware(settings.users)],
+        # that, authentication runs before any handler reads a body, and query parameters are
+        # checked against the documented ones (openapi.query_rules) after it.
+        middlewares=[access_log_middleware, error_middleware, auth_middleware(settings.users), query_middleware],
         client_max_size=MAX_BODY_BYTES,
     )
     app[GATEWAY] = gateway

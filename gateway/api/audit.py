@@ -26,7 +26,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.api.context import actor_of, gateway_of
-from gateway.api.parse import case_ref as path_case_ref, int_query, required_int_query
+from gateway.api.parse import allow_only, case_ref as path_case_ref, int_query, required_int_query
 from gateway.api.errors import ApiError
 from gateway.api.responses import NO_STORE, json_body
 from gateway.api.roles import Permission, public, requires
@@ -58,18 +58,6 @@ _MEDIA = {"jsonl": "application/jsonl", "csv": "text/csv"}
 
 
 # --- query parameters (names are ours; values are never echoed) ---------------------------
-
-
-def _allow_only(query: MultiMapping[str], allowed: tuple[str, ...], *, repeatable: tuple[str, ...] = ()) -> None:
-    """400 for a parameter this route does not take, or a single-valued one given twice.
-
-    An unknown name is refused instead of ignored: a mistyped filter must not silently
-    widen what an auditor exports."""
-    for name in set(query.keys()):
-        if name not in allowed:
-            raise ApiError(400, "invalid_query", "unknown query parameter; this route takes: " + ", ".join(allowed))
-        if name not in repeatable and len(query.getall(name)) > 1:
-            raise ApiError(400, "invalid_query", f"query parameter {name} must be given at most once")
 
 
 def _pattern(query: Mapping[str, str], name: str, pattern: re.Pattern[str], what: str) -> str | None:
@@ -158,22 +146,22 @@ async def _next_page(gateway: Gateway, query: AuditQuery, limit: int) -> tuple[l
 # --- entries and export ---------------------------------------------------------------------
 
 
-@routes.get("/audit/entries", name="audit.entries", allow_head=False)
+@routes.get("/audit/entries", name="audit.entries", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def list_entries(request: web.Request) -> web.Response:
     q = request.query
-    _allow_only(q, (*FILTERS, "after_seq", "limit"), repeatable=("event_type",))
+    allow_only(q, (*FILTERS, "after_seq", "limit"), repeatable=("event_type",))
     after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
     limit = int_query(q, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
     records, next_after = await _next_page(gateway_of(request), audit_query(q, after_seq), limit)
     return json_body({"items": [export_object(r) for r in records], "next_after_seq": next_after})
 
 
-@routes.get("/audit/export", name="audit.export", allow_head=False)
+@routes.get("/audit/export", name="audit.export", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def export(request: web.Request) -> web.StreamResponse:
     q = request.query
-    _allow_only(q, (*FILTERS, "format"), repeatable=("event_type",))
+    allow_only(q, (*FILTERS, "format"), repeatable=("event_type",))
     fmt = q.get("format", "jsonl")
     if fmt not in EXPORT_FORMATS:
         raise ApiError(400, "invalid_query", "query parameter format must be one of: jsonl, csv")
@@ -235,11 +223,11 @@ def _origin(request: web.Request) -> str:
     return origin or gateway_of(request).agency_id
 
 
-@routes.get("/audit/checkpoints", name="audit.checkpoints", allow_head=False)
+@routes.get("/audit/checkpoints", name="audit.checkpoints", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def list_checkpoints(request: web.Request) -> web.Response:
     q = request.query
-    _allow_only(q, ("origin", "min_size", "limit"))
+    allow_only(q, ("origin", "min_size", "limit"))
     origin = _origin(request)
     min_size = int_query(q, "min_size", default=0, minimum=0, maximum=MAX_TREE_SIZE)
     limit = int_query(q, "limit", default=DEFAULT_CHECKPOINTS, minimum=1, maximum=MAX_CHECKPOINTS)
@@ -256,10 +244,10 @@ async def list_checkpoints(request: web.Request) -> web.Response:
                       "next_min_size": next_min})
 
 
-@routes.get("/audit/checkpoints/latest", name="audit.checkpoints.latest", allow_head=False)
+@routes.get("/audit/checkpoints/latest", name="audit.checkpoints.latest", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def latest_checkpoint(request: web.Request) -> web.Response:
-    _allow_only(request.query, ("origin",))
+    allow_only(request.query, ("origin",))
     origin = _origin(request)
     gateway = gateway_of(request)
     record = await gateway.store.latest_checkpoint(origin)
@@ -273,7 +261,7 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
 async def sign_checkpoint(request: web.Request) -> web.Response:
     """Sign a checkpoint now if the log grew (and share it with the audit partners);
     answer our latest. Adds no data, so auditors may ask for it."""
-    _allow_only(request.query, ())
+    allow_only(request.query, ())
     gateway = gateway_of(request)
     created = await gateway.checkpoint_and_share()
     record = created or await gateway.audit_log.latest()
@@ -285,11 +273,11 @@ async def sign_checkpoint(request: web.Request) -> web.Response:
 # --- proofs ----------------------------------------------------------------------------------
 
 
-@routes.get("/audit/proofs/inclusion", name="audit.proofs.inclusion", allow_head=False)
+@routes.get("/audit/proofs/inclusion", name="audit.proofs.inclusion", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def inclusion(request: web.Request) -> web.Response:
     q = request.query
-    _allow_only(q, ("seq", "tree_size"))
+    allow_only(q, ("seq", "tree_size"))
     seq = required_int_query(q, "seq", minimum=1, maximum=MAX_TREE_SIZE)
     tree_size = required_int_query(q, "tree_size", minimum=1, maximum=MAX_TREE_SIZE)
     if seq > tree_size:
@@ -302,11 +290,11 @@ async def inclusion(request: web.Request) -> web.Response:
                       "proof": [h.hex() for h in proof], "root_hash": root.hex()})
 
 
-@routes.get("/audit/proofs/consistency", name="audit.proofs.consistency", allow_head=False)
+@routes.get("/audit/proofs/consistency", name="audit.proofs.consistency", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def consistency(request: web.Request) -> web.Response:
     q = request.query
-    _allow_only(q, ("first", "second"))
+    allow_only(q, ("first", "second"))
     first = required_int_query(q, "first", minimum=1, maximum=MAX_TREE_SIZE)
     second = required_int_query(q, "second", minimum=1, maximum=MAX_TREE_SIZE)
     if first > second:
@@ -329,7 +317,7 @@ async def _within_log(audit_log: Any, tree_size: int) -> int:
 # --- one case's history, for the page -------------------------------------------------------
 
 
-@routes.get("/audit/cases/{case_ref}", name="audit.case", allow_head=False)
+@routes.get("/audit/cases/{case_ref}", name="audit.case", allow_head=True)
 @requires(Permission.AUDIT_READ)
 async def case_history(request: web.Request) -> web.Response:
     """Every entry of a case with what a browser needs to check it against our latest
@@ -337,7 +325,7 @@ async def case_history(request: web.Request) -> web.Response:
     inclusion proof for its tree size."""
     case_ref = path_case_ref(request)
     q = request.query
-    _allow_only(q, ("after_seq", "limit"))
+    allow_only(q, ("after_seq", "limit"))
     after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
     limit = int_query(q, "limit", default=DEFAULT_CASE_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
     gateway = gateway_of(request)
@@ -406,7 +394,7 @@ def build_page() -> tuple[bytes, str]:
 _PAGE: tuple[bytes, str] | None = None
 
 
-@routes.get("/auditor", name="auditor.page", allow_head=False)
+@routes.get("/auditor", name="auditor.page", allow_head=True)
 @public
 async def auditor_page(request: web.Request) -> web.Response:
     """Static HTML and JavaScript only: no data until the user gives a token."""

@@ -41,7 +41,7 @@ async def withdraw(request: web.Request) -> web.Response:
     }, status=202, headers={"Location": link})
 
 
-@routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=False)
+@routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=True)
 @requires(Permission.STATUS)
 async def withdrawals(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)

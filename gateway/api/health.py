@@ -17,7 +17,7 @@ routes = web.RouteTableDef()
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
-@routes.get("/healthz", name="health.live", allow_head=False)
+@routes.get("/healthz", name="health.live", allow_head=True)
 @public
 async def healthz(request: web.Request) -> web.Response:
     """The process runs and its event loop answers; nothing else is checked."""
@@ -31,7 +31,7 @@ async def _check(probe: Awaitable[bool]) -> bool:
         return False
 
 
-@routes.get("/readyz", name="health.ready", allow_head=False)
+@routes.get("/readyz", name="health.ready", allow_head=True)
 @public
 async def readyz(request: web.Request) -> web.Response:
     """Ready only if the store answers, the broker connection is healthy and the consumer runs."""

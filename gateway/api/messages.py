@@ -13,7 +13,7 @@ from gateway.clock import format_ts
 routes = web.RouteTableDef()
 
 
-@routes.get("/messages/{id}", name="messages.status", allow_head=False)
+@routes.get("/messages/{id}", name="messages.status", allow_head=True)
 @requires(Permission.STATUS)
 async def status(request: web.Request) -> web.Response:
     mid = message_id(request)

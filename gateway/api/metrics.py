@@ -19,7 +19,7 @@ routes = web.RouteTableDef()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@routes.get("/metrics", name="metrics", allow_head=False)
+@routes.get("/metrics", name="metrics", allow_head=True)
 @requires(Permission.OPERATE)
 async def metrics(request: web.Request) -> web.Response:
     gateway = gateway_of(request)

@@ -2,8 +2,14 @@
 
 Every route the app has must have an entry in ``OPERATIONS`` (building the document fails
 otherwise), and security and roles come from the handlers' access policies, so the
-document cannot drift from the code. Message payloads are not inlined: they reference the
-shared v1 schemas by their ``$id`` (files in ``schemas/v1/``).
+document cannot drift from the code. The answers every route can give (400 for an unknown
+or repeated query parameter, 401/403, 413/415 for bodies, 500, 503) are added here, and the
+documented query parameters are also the ones the API accepts (``query_rules``).
+
+The document is self-contained: the shared v1 schemas (``schemas/v1/*.schema.json``) are
+bundled into ``components/schemas`` (a file as ``referral.request``, its ``$defs`` entry
+``date`` as ``common.date``) and every ``$ref`` points inside the document, so standard tools
+need no network or file access.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from gateway.api.context import GATEWAY
-from gateway.api.inbox import DEFAULT_PAGE, MAX_PAGE, MAX_PURPOSE_CHARS
-from gateway.api.parse import MAX_BODY_BYTES
+from gateway.api.inbox import DEFAULT_PAGE, MAX_PAGE
+from gateway.api.parse import MAX_BODY_BYTES, QUERY_RULES
 from gateway.api.referrals import DEFAULT_TYPE, MAX_LOCAL_CASE_ID, SUBMITTABLE_TYPES
 from gateway.api.responses import NO_STORE
 from gateway.api.roles import policy_of, public, roles_with
 from gateway.envelope import CASE_REF, UUID_TEXT
 from adapters.registry import available_formats
-from gateway.schema import MESSAGE_TYPES, PURPOSES, schema_id
+from gateway.schema import MESSAGE_TYPES, PURPOSES, SCHEMA_BASE_URI, SCHEMA_DIR, schema_id
+from gateway.service import READ_PURPOSES
 from gateway.store import INCOMING_STATUSES, OUTGOING_STATUSES
 from gateway.transport.base import AGENCY_ID_RE
 
@@ -281,7 +288,9 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "400": _error("Body is not JSON (invalid_json)"),
             "413": _error("Body or payload too large (request_too_large, oversize)"),
             "415": _error("Body is not application/json"),
-            "422": _error("schema_invalid (with violations), invalid_request, recipient_refuses, unknown_agency"),
+            "422": _error("schema_invalid (with violations), invalid_request (with violations; also a date out of "
+                          "range), consent_* (the consent does not cover it), recipient_refuses, unknown_agency, "
+                          "no_valid_key"),
             "503": _json(_ref("Error"), "store_unavailable: nothing was stored; retry later", _RETRY),
         },
     },
@@ -300,7 +309,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "parameters": [_ID_PARAM, {
             "name": "purpose", "in": "query", "required": True,
             "description": "Why the message is read; recorded in the audit log with the user",
-            "schema": {"type": "string", "minLength": 1, "maxLength": MAX_PURPOSE_CHARS},
+            "schema": {"type": "string", "enum": list(READ_PURPOSES)},
         }, {
             "name": "format", "in": "query", "required": False,
             "description": "Return a referral.request as a record in this local format instead of the shared payload",
@@ -309,8 +318,10 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "responses": {"200": _json(_ref("ReadResult"),
                                    "The verified header and the decrypted payload (or local record)"),
                       "409": _error("format given for a message that is not a referral.request"),
-                      "400": _error("Bad id (invalid_id) or missing purpose (missing_parameter)"),
-                      "404": _error("No received message with this id")},
+                      "400": _error("Bad id (invalid_id), purpose missing (missing_parameter) or not one of the "
+                                    "codes (invalid_query)"),
+                      "404": _error("No received message with this id"),
+                      "410": _error("The payload was shredded (consent withdrawn or retention): payload_shredded")},
     },
     "inbox.respond": {
         "summary": "Answer a received referral.request (accepted, declined, more information needed)",
@@ -320,10 +331,13 @@ OPERATIONS: dict[str, dict[str, Any]] = {
             "202": _json(_ref("Queued"), "The referral.response is queued", _LOCATION),
             "400": _error("Bad id or body is not JSON"),
             "404": _error("No received message with this id"),
-            "409": _error("The message is not a referral.request (conflict)"),
+            "409": _error("The message is not a referral.request, or was already answered otherwise (conflict)"),
+            "410": _error("The request's payload was shredded (payload_shredded)"),
             "413": _error("Body too large"),
             "415": _error("Body is not application/json"),
-            "422": _error("schema_invalid (with violations), invalid_request"),
+            "422": _error("schema_invalid (with violations); invalid_request (with violations): a date out of "
+                          "range, request_message_id given, or accepted_purposes naming a purpose the request "
+                          "did not ask for"),
             "503": _json(_ref("Error"), "store_unavailable; retry later", _RETRY),
         },
     },
@@ -362,9 +376,101 @@ OPERATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+def _shared_component_name(file_stem: str, def_name: str | None = None) -> str:
+    return file_stem if def_name is None else f"{file_stem}.{def_name}"
+
+
+def shared_components() -> dict[str, Any]:
+    """The shared v1 schemas as components: each file under its message type (``common`` for
+    common.schema.json), each ``$defs`` entry as ``<file>.<name>``; $refs rewritten to ``#/``."""
+    out: dict[str, Any] = {}
+    for path in sorted((SCHEMA_DIR / "v1").glob("*.schema.json")):
+        stem = path.name.removesuffix(".schema.json")
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        defs = doc.pop("$defs", {})
+        for key in ("$id", "$schema"):  # an $id would re-base every "#/..." below it
+            doc.pop(key, None)
+        for name, node in [(stem, doc), *((_shared_component_name(stem, d), n) for d, n in defs.items())]:
+            if name in out:
+                raise ValueError(f"shared schema component {name} is defined twice")
+            out[name] = _rewrite_refs(node, stem)
+    return out
+
+
+def _internal_ref(ref: str, here: str) -> str:
+    """A $ref of a shared schema (relative, by $id, or into another file) as a ``#/components`` ref."""
+    target, _, fragment = ref.partition("#")
+    if target.startswith(SCHEMA_BASE_URI):
+        target = target[len(SCHEMA_BASE_URI):]
+    if target:
+        if not target.endswith(".schema.json"):
+            return ref  # not one of ours: left alone (and the self-containment test would say so)
+        stem = target.removesuffix(".schema.json")
+    elif here:
+        stem = here  # "#/..." inside a shared file: that file's component
+    else:
+        return ref  # already inside this document
+    base = "#/components/schemas/"
+    if fragment.startswith("/$defs/"):
+        name, _, rest = fragment[len("/$defs/"):].partition("/")
+        return base + _shared_component_name(stem, name) + (f"/{rest}" if rest else "")
+    return base + stem + fragment
+
+
+def _rewrite_refs(node: Any, here: str) -> Any:
+    if isinstance(node, dict):
+        return {k: (_internal_ref(v, here) if k == "$ref" and isinstance(v, str) else _rewrite_refs(v, here))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rewrite_refs(v, here) for v in node]
+    return node
+
+
+#: Answers every operation can give, added where an operation does not describe them itself.
+_BAD_QUERY = _error("invalid_query: an unknown or repeated query parameter (or a bad value); the detail names "
+                    "the parameter and the rule, never the value")
+_BODY_STATUSES = {
+    "400": _error("The body is not strict JSON (invalid_json)"),
+    "413": _error(f"The body is larger than {MAX_BODY_BYTES} bytes (request_too_large)"),
+    "415": _error("The body is not application/json in UTF-8 (unsupported_media_type)"),
+    "422": _error("The body breaks a rule (the detail and violations name the JSON path and the rule)"),
+}
+#: Operations that answer without the store or the broker (no 503).
+_NO_BACKEND = {"health.live", "health.ready", "metrics", "openapi", "auditor.page"}
+
+
+def _complete(name: str, operation: dict[str, Any], protected: bool) -> None:
+    """Add the answers every route of its kind can give, so the document lists each status."""
+    responses = operation["responses"]
+    responses.setdefault("400", _BAD_QUERY)
+    if "requestBody" in operation:
+        for status, response in _BODY_STATUSES.items():
+            responses.setdefault(status, response)
+    if protected:
+        responses["401"] = {"$ref": "#/components/responses/Unauthorized"}
+        responses["403"] = {"$ref": "#/components/responses/Forbidden"}
+    if name not in _NO_BACKEND:
+        responses.setdefault("503", _json(_ref("Error"), "store_unavailable or broker unavailable; retry later",
+                                          _RETRY))
+    responses.setdefault("500", {"$ref": "#/components/responses/InternalError"})
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def _head(operation: dict[str, Any], name: str) -> dict[str, Any]:
+    """HEAD of a GET operation: the same checks, statuses and headers, no body."""
+    head = {k: v for k, v in operation.items() if k not in {"responses", "operationId", "summary"}}
+    head["operationId"] = f"{name}.head"
+    head["summary"] = "Headers only: " + operation.get("summary", name)
+    head["responses"] = {status: ({"description": r["description"], **({"headers": r["headers"]} if "headers" in r
+                                                                       else {})} if "$ref" not in r else r)
+                         for status, r in operation["responses"].items()}
+    return head
+
+
 def build_document(app_routes: Iterable[web.AbstractRoute], *, agency_id: str) -> dict[str, Any]:
     """The OpenAPI document for these routes; KeyError names a route without an OPERATIONS entry."""
     paths: dict[str, dict[str, Any]] = {}
+    heads: list[tuple[str, str]] = []
     for route in app_routes:
         resource = route.resource
         if resource is None or route.method == "*":
@@ -372,54 +478,79 @@ def build_document(app_routes: Iterable[web.AbstractRoute], *, agency_id: str) -
         name = resource.name
         if name not in OPERATIONS:
             raise KeyError(f"route {route.method} {resource.canonical} ({name}) has no OpenAPI operation")
+        if route.method == "HEAD":
+            heads.append((resource.canonical, name))
+            continue
         operation = json.loads(json.dumps(OPERATIONS[name]))  # a private copy per document
         operation["operationId"] = name
         access = policy_of(route.handler)
-        if access is None or access.public:
+        protected = not (access is None or access.public)
+        if not protected:
             operation["security"] = []
         else:
-            assert access.permission is not None
+            assert access is not None and access.permission is not None
             operation["security"] = [{"bearer": []}]
             operation["x-roles"] = roles_with(access.permission)
             operation["description"] = (operation.get("description", "") + "\n\nRoles: "
                                         + ", ".join(operation["x-roles"]) + ".").strip()
-            operation["responses"]["401"] = {"$ref": "#/components/responses/Unauthorized"}
-            operation["responses"]["403"] = {"$ref": "#/components/responses/Forbidden"}
+        _complete(name, operation, protected)
         paths.setdefault(resource.canonical, {})[route.method.lower()] = operation
-    return {
+    for canonical, name in heads:
+        paths[canonical]["head"] = _head(paths[canonical]["get"], name)
+    document = {
         "openapi": OPENAPI_VERSION,
         "info": {
             "title": f"Referral gateway API ({agency_id})",
             "version": API_VERSION,
             "description": "HTTP API of one agency's referral gateway: queue referrals to other agencies, read and "
                            "answer received ones, follow delivery. Payload schemas are the shared v1 schemas, "
-                           "referenced by $id (files in schemas/v1/). See docs/api.md.",
+                           "bundled below (schemas/v1/). Every error is JSON {\"error\", \"detail\"} and never "
+                           "echoes a submitted value. See docs/api.md.",
         },
         "paths": dict(sorted(paths.items())),
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**SCHEMAS, **shared_components()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "Per-user token; the gateway stores only its SHA-256"}},
             "responses": {
                 "Unauthorized": {**_error("Missing or invalid bearer token (audited as auth.failed)"),
                                  "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}}},
                 "Forbidden": _error("The user's role may not do this (audited as auth.forbidden)"),
+                "InternalError": _error("internal_error: an unexpected failure (the detail says no more)"),
             },
         },
         "security": [{"bearer": []}],
     }
+    # Operations and component schemas name payload schemas by $id: point them inside.
+    return _rewrite_refs(document, "")
 
 
-@routes.get("/openapi.json", name="openapi", allow_head=False)
+def query_rules(document: dict[str, Any]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Route name → (query parameters it takes, those that may be repeated), as documented."""
+    rules: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for ops in document["paths"].values():
+        for method, operation in ops.items():
+            if method == "head":
+                continue
+            params = [p for p in operation.get("parameters", []) if p.get("in") == "query"]
+            rules[operation["operationId"]] = (
+                tuple(p["name"] for p in params),
+                tuple(p["name"] for p in params if p.get("schema", {}).get("type") == "array"))
+    return rules
+
+
+@routes.get("/openapi.json", name="openapi", allow_head=True)
 @public
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=request.app[DOCUMENT], content_type="application/json", headers=NO_STORE)
 
 
 def install(app: web.Application) -> None:
-    """Build the document once from the finished router (call after every route is added)."""
+    """Build the document once from the finished router (call after every route is added), and
+    the query parameter rules the API enforces from it."""
     document = build_document(app.router.routes(), agency_id=app[GATEWAY].agency_id)
     app[DOCUMENT] = json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")
+    app[QUERY_RULES] = query_rules(document)
 
 
 # For resource modules that describe their own OPERATIONS (gateway/api/__init__.py merges them).

@@ -7,10 +7,11 @@ rule, never the value sent (a body or a query may carry personal data).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from gateway.api.errors import ApiError
 from gateway.envelope import CASE_REF
@@ -20,6 +21,8 @@ from gateway.canonical import strict_loads
 #: that may be sealed is 64 KiB of canonical JSON; this leaves room for whitespace.
 MAX_BODY_BYTES = 256 * 1024
 JSON_TYPES = {"application/json"}
+#: The only request body charset: JSON is UTF-8 (RFC 8259); an absent charset means UTF-8.
+CHARSETS = {None, "utf-8", "utf8"}
 
 
 def message_id(request: web.Request, name: str = "id") -> str:
@@ -42,6 +45,21 @@ def case_ref(request: web.Request, name: str = "case_ref") -> str:
     return raw
 
 
+def allow_only(query: MultiMapping[str], allowed: Iterable[str], *, repeatable: Iterable[str] = ()) -> None:
+    """400 ``invalid_query`` for a parameter this route does not take, or a single-valued one given twice.
+
+    An unknown name is refused instead of ignored (a mistyped filter must not silently widen
+    an answer), and a repeated one instead of reading the first (``?purpose=a&purpose=b``
+    must not audit only ``a``). Neither the unknown name nor any value is echoed."""
+    allowed, repeatable = tuple(allowed), frozenset(repeatable)
+    for name in set(query.keys()):
+        if name not in allowed:
+            takes = ", ".join(allowed) if allowed else "no query parameters"
+            raise ApiError(400, "invalid_query", "unknown query parameter; this route takes: " + takes)
+        if name not in repeatable and len(query.getall(name)) > 1:
+            raise ApiError(400, "invalid_query", f"query parameter {name} must be given at most once")
+
+
 def int_query(query: Mapping[str, str], name: str, *, default: int, minimum: int, maximum: int) -> int:
     """An optional integer parameter in minimum..maximum (``default`` when absent), else 400."""
     raw = query.get(name)
@@ -61,10 +79,15 @@ def required_int_query(query: Mapping[str, str], name: str, *, minimum: int, max
     return int_query(query, name, default=minimum, minimum=minimum, maximum=maximum)
 
 
-def choice_query(query: Mapping[str, str], name: str, choices: frozenset[str] | set[str]) -> str | None:
+def choice_query(query: Mapping[str, str], name: str, choices: Iterable[str], *,
+                 required: bool = False) -> str | None:
+    """An optional (or required) parameter that must be one of ``choices``, else 400."""
     raw = query.get(name)
     if raw is None:
+        if required:
+            raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
         return None
+    choices = frozenset(choices)
     if raw not in choices:
         raise ApiError(400, "invalid_query", f"query parameter {name} must be one of: {', '.join(sorted(choices))}")
     return raw
@@ -83,11 +106,16 @@ def text_query(query: Mapping[str, str], name: str, *, max_chars: int) -> str:
 
 
 async def json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object: 415 for another media type, 413 past the size
-    limit (raised by aiohttp while reading), 400 for bytes that are not strict JSON."""
+    """The request body as a JSON object: 415 for another media type or a charset other than
+    UTF-8, 413 past the size limit (raised by aiohttp while reading), 400 for bytes that are
+    not strict JSON."""
     if request.content_type not in JSON_TYPES:
         # Also keeps cross-site HTML forms out: they cannot send application/json.
         raise ApiError(415, "unsupported_media_type", "the request body must be application/json")
+    charset = request.charset.lower() if request.charset else None
+    if charset not in CHARSETS:
+        # Decoding latin-1 bytes as UTF-8 would store other text than the client meant.
+        raise ApiError(415, "unsupported_media_type", "the request body must be UTF-8 (charset=utf-8 or no charset)")
     data = await request.read()
     try:
         value = strict_loads(data)
@@ -113,3 +141,19 @@ def _json_problem(exc: ValueError) -> str:
     if "constant" in str(exc):
         return "NaN and Infinity are not JSON"
     return "unparseable"
+
+
+#: Route name → (query parameters it takes, those that may repeat); built from the OpenAPI
+#: document (gateway/api/openapi.py ``query_rules``), so what is refused is what is documented.
+QUERY_RULES = web.AppKey("query_rules", dict)
+
+
+@web.middleware
+async def query_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse unknown and repeated query parameters on every route, as documented (400)."""
+    if request.match_info.http_exception is None and request.query:
+        resource = getattr(request.match_info.route, "resource", None)
+        rules = request.app[QUERY_RULES].get(getattr(resource, "name", None))
+        allowed, repeatable = rules if rules is not None else ((), ())
+        allow_only(request.query, allowed, repeatable=repeatable)
+    return await handler(request)

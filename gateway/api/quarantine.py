@@ -16,7 +16,7 @@ from gateway.api.roles import Permission, requires
 routes = web.RouteTableDef()
 
 
-@routes.get("/quarantine", name="quarantine.list", allow_head=False)
+@routes.get("/quarantine", name="quarantine.list", allow_head=True)
 @requires(Permission.OPERATE)
 async def list_quarantine(request: web.Request) -> web.Response:
     limit = int_query(request.query, "limit", default=50, minimum=1, maximum=200)

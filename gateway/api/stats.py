@@ -112,7 +112,7 @@ def check_length(first: str, last: str) -> None:
                        f"the period must be at most {MAX_MONTHS} months; give month_from (and month_to)")
 
 
-@routes.get("/stats", name="stats", allow_head=False)
+@routes.get("/stats", name="stats", allow_head=True)
 @requires(Permission.STATS_READ)
 async def stats(request: web.Request) -> web.Response:
     gateway = gateway_of(request)

@@ -268,11 +268,16 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _ts(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(_TS_FORMAT)
+    utc = moment.astimezone(timezone.utc)
+    # The year is padded by hand: glibc's %Y writes 999 as "999", which is neither fixed
+    # width (ordering) nor read back by strptime.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def _dt(text: str) -> datetime:
-    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=timezone.utc)
+    year, _, rest = text.partition("-")
+    # Rows written before the padding fix may hold a short year ("999-01-01..."): still read.
+    return datetime.strptime(f"{int(year):04d}-{rest}", _TS_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def _utcnow() -> datetime:
