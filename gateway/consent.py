@@ -77,11 +77,12 @@ def check_referral_consent(
     countries = consent.get("recipient_countries") or []
     if recipient not in agencies and recipient_country not in countries:
         raise ConsentRecipientError(
-            "$.consent", f"covers neither the recipient agency {recipient} nor its country {recipient_country}")
+            "$.consent", "covers neither the recipient agency ($.recipient) nor its country "
+                         "(recipient_agencies, recipient_countries)")
     purposes = payload.get("purposes") or []
     missing = sorted(set(purposes) - set(consent.get("purposes") or []))
     if missing:
-        raise ConsentPurposeError("$.consent.purposes", f"does not include {missing}")
+        raise ConsentPurposeError("$.consent.purposes", f"does not include every purpose of $.purposes ({len(missing)} missing)")
     given_at, expires_at = _when(consent, "given_at"), _when(consent, "expires_at")
     if given_at >= expires_at:
         raise ConsentExpiredError("$.consent.expires_at", "is not after given_at")

@@ -8,6 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.context import actor_of, gateway_of
+from gateway.api.dates import date_violations
+from gateway.api.errors import ApiError, invalid_request
 from gateway.api.openapi import error_content as _error, json_content as _json, schema_ref as _ref
 from gateway.api.parse import case_ref as path_case_ref, json_object
 from gateway.api.responses import json_body
@@ -15,6 +17,11 @@ from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
 from gateway.schema import validate_payload
+from gateway.service import Gateway, NotFoundError
+from gateway.withdrawal import check_withdrawn_at
+
+#: The answer for a case_ref this gateway never sent or received a message of.
+UNKNOWN_CASE = "no message of the case_ref in the path was sent or received by this gateway"
 
 routes = web.RouteTableDef()
 
@@ -26,9 +33,22 @@ _CASE_PARAM = {"name": "case_ref", "in": "path", "required": True,
 @requires(Permission.WITHDRAW)
 async def withdraw(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)
+    gateway = gateway_of(request)
+    await known_case(gateway, case_ref)
     payload = await json_object(request)
     validate_payload("consent.withdrawal", payload)  # 422 with the violating paths
-    result = await gateway_of(request).withdraw_consent(case_ref, payload, actor=actor_of(request))
+    # withdrawal_too_early (before 1900) or withdrawal_in_future (beyond clock skew), naming the field.
+    check_withdrawn_at(payload, gateway.clock())
+    out_of_range = date_violations(payload, gateway.clock())
+    if out_of_range:
+        raise invalid_request(out_of_range)
+    try:
+        result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
+    except NotFoundError:
+        # The service's text names the case; the client is told which rule instead.
+        detail = ("$.request_message_ids: names a referral.request not sent for this case"
+                  if payload.get("request_message_ids") else "no referral.request of this case was sent by this gateway")
+        raise ApiError(404, "not_found", detail) from None
     link = f"/cases/{case_ref}/withdrawals"
     return json_body({
         "case_ref": case_ref,
@@ -46,6 +66,7 @@ async def withdraw(request: web.Request) -> web.Response:
 async def withdrawals(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)
     gateway = gateway_of(request)
+    await known_case(gateway, case_ref)
     items: list[dict[str, Any]] = []
     for record in await gateway.store.withdrawals_for_case(case_ref):
         item: dict[str, Any] = {
@@ -64,6 +85,15 @@ async def withdrawals(request: web.Request) -> web.Response:
                       "all_acknowledged": bool(outgoing) and all(i["acknowledged"] for i in outgoing)})
 
 
+async def known_case(gateway: Gateway, case_ref: str) -> None:
+    """404 for a case pseudonym no message or withdrawal here was ever recorded under."""
+    store = gateway.store
+    if (await store.list_outgoing_for_case(case_ref) or await store.list_incoming_for_case(case_ref)
+            or await store.withdrawals_for_case(case_ref)):
+        return
+    raise ApiError(404, "not_found", UNKNOWN_CASE)
+
+
 _WITHDRAWAL_BODY = {"$ref": "https://schemas.referral-gateway.example/v1/consent.withdrawal.schema.json"}
 
 OPERATIONS: dict[str, dict[str, Any]] = {
@@ -77,10 +107,14 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "requestBody": {"required": True, "content": {"application/json": {"schema": _WITHDRAWAL_BODY}}},
         "responses": {
             "202": _json({"type": "object"}, "Withdrawals queued, one per recipient"),
-            "400": _error("Bad case_ref or body is not JSON"),
-            "404": _error("No referral was sent for this case (or a listed request id)"),
-            "415": _error("Body is not application/json"),
-            "422": _error("schema_invalid (with violations)"),
+            "400": _error("Bad case_ref (invalid_id), body is not JSON (invalid_json), or a query parameter "
+                          "(invalid_query)"),
+            "404": _error("No message of this case was sent or received here, no referral was sent for it, or a "
+                          "listed request id is not one of its referrals (not_found)"),
+            "413": _error("Body too large (request_too_large)"),
+            "415": _error("Body is not application/json in UTF-8"),
+            "422": _error("schema_invalid (with violations); invalid_request: withdrawn_at out of range (before "
+                          "1900-01-01 or more than a day ahead); withdrawal_in_future (more than 5 minutes ahead)"),
             "503": _json(_ref("Error"), "store_unavailable; retry later"),
         },
     },
@@ -88,6 +122,7 @@ OPERATIONS: dict[str, dict[str, Any]] = {
         "summary": "Consent withdrawals of a case and whether each recipient acknowledged",
         "parameters": [_CASE_PARAM],
         "responses": {"200": _json({"type": "object"}, "Withdrawals, sent and received"),
-                      "400": _error("Bad case_ref")},
+                      "400": _error("Bad case_ref (invalid_id) or a query parameter (invalid_query)"),
+                      "404": _error("No message of this case was sent or received here (not_found)")},
     },
 }

@@ -1,13 +1,16 @@
 """Errors → JSON: ``{"error": <code>, "detail": <text>}`` with the right HTTP status.
 
-Codes are ``GatewayError.code`` values (stable, machine-readable). Details of 4xx answers
-are the error's own text, which by the rule of ``gateway/errors.py`` names what and where
-but never personal data; 5xx answers get a fixed text, because an unexpected exception's
-message was not written with that rule in mind.
+Codes are ``GatewayError.code`` values (stable, machine-readable). A detail names the field
+(JSON path or parameter) and the rule, never a submitted value: errors whose own text names
+an id, an agency, a purpose or a coded value from the request get a fixed text here
+(``SAFE_DETAIL``); the others' texts are written to that rule (gateway/errors.py). 5xx
+answers get a fixed text, because an unexpected exception's message was not written with
+that rule in mind.
 """
 
 from __future__ import annotations
 
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -16,7 +19,7 @@ import structlog
 from aiohttp import web
 
 from gateway.api.responses import json_body
-from adapters.base import AdapterError
+from adapters.base import AdapterError, LocalRecordInvalidError, UnmappableValueError
 from gateway.directory import NoValidKeyError, UnknownAgencyError
 from gateway.envelope import RecipientRefusesError
 from gateway.at_rest import PayloadShreddedError
@@ -54,7 +57,7 @@ class ApiError(GatewayError):
 
 def invalid_request(violations: list[Violation]) -> ApiError:
     """422 for a body whose JSON is fine but whose fields are not (paths like ``$.recipient``)."""
-    shown = "; ".join(str(v) for v in violations[:5])
+    shown = "; ".join(str(v) for v in dict.fromkeys(redact(v) for v in violations[:5]))
     return ApiError(422, "invalid_request", f"request body invalid: {shown}", violations)
 
 
@@ -85,6 +88,36 @@ UNAVAILABLE_DETAIL: tuple[tuple[type[GatewayError], str], ...] = (
 )
 
 
+#: Errors whose own text quotes what the request named (a message id, a case, the recipient,
+#: purposes): the client is told the field and the rule instead. Most specific first.
+SAFE_DETAIL: tuple[tuple[type[GatewayError], str], ...] = (
+    (UnknownAgencyError, "$.recipient: no agency with this id is in the directory"),
+    (NoValidKeyError, "$.recipient: the directory lists no valid encryption key for this agency"),
+    (RecipientRefusesError, "$.recipient: the recipient's directory entry does not accept this message type "
+                            "for these purposes"),
+    (PayloadShreddedError, "the payload was shredded (consent withdrawn or retention period over)"),
+    (NotFoundError, "nothing here has the id in the path"),
+    (ConflictError, "the message in the path cannot take this (not a referral.request, or already answered "
+                    "with another final decision)"),
+    (MessageConflictError, "a message with this id already exists with other content"),
+)
+
+
+def safe_detail(exc: GatewayError) -> str:
+    """The detail of a 4xx answer: the error's text unless it may quote the request."""
+    if isinstance(exc, UnmappableValueError):
+        # Adapters quote a coded value for the operator's CLI; over HTTP the field and rule only.
+        for marker in (" is not in the code list for ", " has no local spelling in the code list for "):
+            if marker in exc.reason:
+                return f"{exc.local_field}: {marker.strip()} {exc.reason.rsplit(marker, 1)[1]}"
+    if isinstance(exc, LocalRecordInvalidError) and exc.reason.startswith("is not a field"):
+        return "$.record: has a field the local format does not have (names are not echoed)"
+    for cls, text in SAFE_DETAIL:
+        if isinstance(exc, cls):
+            return text
+    return str(exc)
+
+
 def status_of(exc: GatewayError) -> int:
     """The HTTP status for a gateway error; 500 for anything not expected here."""
     for cls, status in STATUS_OF:
@@ -93,11 +126,23 @@ def status_of(exc: GatewayError) -> int:
     return 500
 
 
+_LAST_STEP = re.compile(r"(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\]|\['(?:[^'\\]|\\.)*'\])$")
+
+
+def redact(violation: Violation) -> Violation:
+    """An unexpected member is reported at its parent object: its name is the client's, not ours."""
+    if violation.rule != "additionalProperties":
+        return violation
+    parent = _LAST_STEP.sub("", violation.path) or "$"
+    return Violation(parent, violation.rule, "has a property the schema does not allow (names are not echoed)")
+
+
 def error_response(status: int, code: str, detail: str, *, violations: list[Violation] | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
     body: dict[str, Any] = {"error": code, "detail": detail}
     if violations is not None:
-        body["violations"] = [{"path": v.path, "rule": v.rule, "message": v.message} for v in violations]
+        shown = list(dict.fromkeys(redact(v) for v in violations))
+        body["violations"] = [{"path": v.path, "rule": v.rule, "message": v.message} for v in shown]
     return json_body(body, status=status, headers=headers)
 
 
@@ -116,7 +161,7 @@ def response_for(exc: GatewayError) -> web.Response:
         if isinstance(exc, SettingsError):
             return error_response(500, exc.code, "the gateway is not configured for this request")
         return error_response(500, exc.code, "internal error")
-    return error_response(status, exc.code, str(exc))
+    return error_response(status, exc.code, safe_detail(exc))
 
 
 def _frames(exc: BaseException) -> list[str]:

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from adapters.registry import available_formats, get_adapter
 from gateway.api.context import actor_of, gateway_of
+from gateway.api.dates import date_violations
 from gateway.api.errors import ApiError, invalid_request
 from gateway.api.parse import choice_query, int_query, json_object, message_id
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.errors import Violation
-from gateway.service import READ_PURPOSES
+from gateway.service import READ_PURPOSES, Gateway
 from gateway.store import INCOMING_STATUSES, InboxRecord
 
 routes = web.RouteTableDef()
@@ -69,20 +70,43 @@ async def read_message(request: web.Request) -> web.Response:
     return json_body({"header": opened.header.to_json(), "format": local_format, "record": record})
 
 
-def check_answer(body: dict[str, Any]) -> dict[str, Any]:
+def check_answer(body: dict[str, Any], now: datetime) -> dict[str, Any]:
     """The referral.response payload without request_message_id, which the path supplies."""
     if "request_message_id" in body:
         raise invalid_request([Violation("$.request_message_id", "not",
                                          "must not be given: the message id in the path is the request answered")])
+    out_of_range = date_violations(body, now)  # expected_by
+    if out_of_range:
+        raise invalid_request(out_of_range)
     return body  # every other rule is the referral.response schema's, checked when sealing
+
+
+async def check_accepted_purposes(gateway: Gateway, mid: str, body: dict[str, Any]) -> None:
+    """422 if ``accepted_purposes`` names a purpose the request did not ask for.
+
+    The schema cannot see the request; the gateway opens it (no read is audited: nobody is
+    shown it) and compares. A missing or non-referral message is left to the service (404/409)."""
+    accepted = body.get("accepted_purposes")
+    if not isinstance(accepted, list):
+        return  # absent or malformed: the schema's rules answer
+    record = await gateway.store.get_incoming(mid)
+    if record is None or record.message_type != "referral.request":
+        return
+    opened = gateway.open_stored(await gateway.at_rest.open(record), record.received_at)  # 410 if shredded
+    asked = set(opened.payload.get("purposes") or ())
+    if any(purpose not in asked for purpose in accepted):
+        raise invalid_request([Violation("$.accepted_purposes", "request_purposes",
+                                         "must name only purposes the request asked for (its purposes)")])
 
 
 @routes.post("/inbox/{id}/response", name="inbox.respond")
 @requires(Permission.RESPOND)
 async def respond(request: web.Request) -> web.Response:
     mid = message_id(request)
-    answer = check_answer(await json_object(request))
-    header = await gateway_of(request).respond(mid, answer, actor=actor_of(request))
+    gateway = gateway_of(request)
+    answer = check_answer(await json_object(request), gateway.clock())
+    await check_accepted_purposes(gateway, mid, answer)
+    header = await gateway.respond(mid, answer, actor=actor_of(request))
     link = f"/messages/{header.id}"
     return json_body(
         {"message_id": header.id, "type": header.type, "status": "queued", "in_reply_to": mid,

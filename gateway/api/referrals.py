@@ -17,6 +17,7 @@ from aiohttp import web
 from adapters.base import AdaptResult
 from adapters.registry import available_formats, get_adapter
 from gateway.api.context import actor_of, gateway_of, settings_of
+from gateway.api.dates import date_violations
 from gateway.api.errors import invalid_request
 from gateway.api.parse import json_object
 from gateway.api.responses import json_body
@@ -125,6 +126,9 @@ async def submit(request: web.Request) -> web.Response:
         dropped = [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason}
                    for d in result.dropped]
     assert payload is not None
+    out_of_range = date_violations(payload, gateway.clock(), ("payload",))
+    if out_of_range:
+        raise invalid_request(out_of_range)  # dates before 1900 or ahead of now (gateway/api/dates.py)
     header = await gateway.submit(submission.message_type, payload, recipient=submission.recipient,
                                   case_ref=case_ref, actor=actor_of(request))
     link = f"/messages/{header.id}"
