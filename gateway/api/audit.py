@@ -252,7 +252,7 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     record = await gateway.store.latest_checkpoint(origin)
     if record is None:
-        raise ApiError(404, "not_found", f"no checkpoint of {origin} is stored")
+        raise ApiError(404, "not_found", "no checkpoint of the agency in query parameter origin (default: this gateway) is stored")
     return json_body(checkpoint_item(gateway, record))
 
 
