@@ -223,6 +223,7 @@ async def test_head_works_where_get_does(tmp_path) -> None:
                                    ("/auditor", None, None), ("/inbox", "caseworker", None),
                                    (f"/inbox/{mid}", "caseworker", {"purpose": "family_tracing"}),
                                    ("/metrics", "admin", None), ("/audit/entries", "auditor", None),
+                                   ("/audit/export", "auditor", None),
                                    ("/inbox", "caseworker", {"limit": "201"}), ("/inbox", None, None)):
             got = await ng.call("GET", path, role=role, params=params)
             head = await ng.call("HEAD", path, role=role, params=params)

@@ -184,6 +184,10 @@ async def export(request: web.Request) -> web.StreamResponse:
         "Content-Disposition": f'attachment; filename="audit-{gateway.agency_id}-{stamp}.{fmt}"',
     })
     await response.prepare(request)
+    if request.method == "HEAD":
+        # The headers only: nothing is exported, so nothing is recorded as exported.
+        await response.write_eof()
+        return response
     count = 0
     try:
         if fmt == "csv":
