@@ -117,8 +117,8 @@ class Settings:
             raise SettingsError("retention_default_days must be at least 1 and retention_poll_seconds positive")
         if self.checkpoint_interval_seconds < 0:
             raise SettingsError("checkpoint_interval_seconds must be 0 (off) or positive")
-        if not 1 <= self.http_port <= 65535:
-            raise SettingsError("http_port must be between 1 and 65535")
+        if not 0 <= self.http_port <= 65535:
+            raise SettingsError("http_port must be between 0 (any free port) and 65535")
         if self.stats_min_cell < 1:
             raise SettingsError("stats_min_cell must be at least 1")
         if not self.demo_keys and self.key_dir is None:

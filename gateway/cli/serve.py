@@ -99,7 +99,8 @@ async def serve(settings: Settings) -> None:
             await runner.setup()
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
-            log.info("gateway.serving", agency_id=settings.agency_id, host=settings.http_host, port=settings.http_port)
+            log.info("gateway.serving", agency_id=settings.agency_id, host=settings.http_host,
+                     port=sockets[0].getsockname()[1])
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
