@@ -326,7 +326,7 @@ def write_private_file(path: Path, data: bytes) -> None:
 
 
 def read_private_file(path: Path) -> bytes:
-    """Read a secret file (key or passphrase), refusing one that group or others may access."""
+    """Read a secret file (key or passphrase), refusing one that group or others may access or another user owns."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -334,11 +334,18 @@ def read_private_file(path: Path) -> bytes:
         raise KeyFileError(f"cannot open {path}: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as handle:
         # fstat on the open descriptor: the file we check is the file we read.
-        mode = stat.S_IMODE(os.fstat(handle.fileno()).st_mode)
+        status = os.fstat(handle.fileno())
+        mode = stat.S_IMODE(status.st_mode)
         if mode & 0o077:
             raise KeyFileError(
                 f"{path} holds a secret but is accessible by group or others (mode {mode:04o}); "
                 f"it must be 0600: run chmod 600 on it and check who may have copied it"
+            )
+        if status.st_uid != os.geteuid():
+            # Another owner can read it (and change its mode) whatever the mode says.
+            raise KeyFileError(
+                f"{path} holds a secret but is owned by uid {status.st_uid}, not by the user running the "
+                f"gateway (uid {os.geteuid()}): chown it to the service user, mode 0600"
             )
         return handle.read()
 

@@ -117,10 +117,14 @@ class Settings:
             raise SettingsError("retention_default_days must be at least 1 and retention_poll_seconds positive")
         if self.checkpoint_interval_seconds < 0:
             raise SettingsError("checkpoint_interval_seconds must be 0 (off) or positive")
+        if not 0 <= self.http_port <= 65535:
+            raise SettingsError("http_port must be between 0 (any free port) and 65535")
         if self.stats_min_cell < 1:
             raise SettingsError("stats_min_cell must be at least 1")
         if not self.demo_keys and self.key_dir is None:
             raise SettingsError("key_dir is required (or demo_keys = true for the demo)")
+        if self.pseudonym_secret_hex is not None:
+            _check_pseudonym_secret(self.pseudonym_secret_hex)
 
     def retention_for(self, message_type: str) -> int:
         """Days a received message of ``message_type`` stays readable."""
@@ -131,10 +135,21 @@ class Settings:
         """The pseudonym HMAC secret as bytes."""
         if not self.pseudonym_secret_hex:
             raise SettingsError("pseudonym_secret_hex is not set")
-        secret = bytes.fromhex(self.pseudonym_secret_hex)
-        if len(secret) < 32:
-            raise SettingsError("pseudonym_secret_hex must be at least 32 bytes (64 hex digits)")
-        return secret
+        return _check_pseudonym_secret(self.pseudonym_secret_hex)
+
+
+def _check_pseudonym_secret(text: str) -> bytes:
+    """The secret's bytes; a SettingsError naming the rule (never the value) if it is empty, not hex or short."""
+    if not isinstance(text, str) or not text.strip():
+        raise SettingsError("pseudonym_secret_hex is empty: set it to 64 or more hex digits (openssl rand -hex 32)")
+    try:
+        secret = bytes.fromhex(text)
+    except ValueError:
+        raise SettingsError("pseudonym_secret_hex is not hexadecimal: use only 0-9 and a-f, an even number "
+                            "of digits (openssl rand -hex 32)") from None
+    if len(secret) < 32:
+        raise SettingsError("pseudonym_secret_hex must be at least 32 bytes (64 hex digits)")
+    return secret
 
 
 _PATH_FIELDS = {"key_dir", "directory_path", "authority_key_path"}

@@ -70,11 +70,16 @@ def test_invalid_settings_are_refused_with_a_reason(tmp_path, text, env, match) 
         load_settings(_write(tmp_path, text), environ=env)
 
 
-def test_pseudonym_secret_must_be_long_enough(tmp_path) -> None:
-    short = load_settings(_write(tmp_path, 'agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\npseudonym_secret_hex = "abcd"\n'),
-                          environ={})
-    with pytest.raises(SettingsError, match="at least 32 bytes"):
-        short.pseudonym_secret
+@pytest.mark.parametrize(("value", "match"), [
+    ("abcd", "at least 32 bytes"), ("", "is empty"), ("   ", "is empty"), ("zz" * 32, "not hexadecimal"),
+    ("a" * 65, "not hexadecimal"),
+])
+def test_pseudonym_secret_is_checked_when_loaded(tmp_path, value, match) -> None:
+    # Refused at load time (start-up), not on the first submit; the message never quotes the value.
+    with pytest.raises(SettingsError, match=match) as refused:
+        load_settings(_write(tmp_path, f'agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\npseudonym_secret_hex = "{value}"\n'),
+                      environ={})
+    assert value.strip() == "" or value not in str(refused.value)
 
 
 def test_amqp_url_from_environment() -> None:

@@ -45,12 +45,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
     p = cmds.add_parser("export", help="write the audit log as JSONL (verifiable) or CSV (spreadsheets)")
     p.add_argument("--store-url", required=True, help="e.g. sqlite:///var/lib/gateway/gateway.db?mode=ro")
-    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl",
+                   help="jsonl keeps every field and can be verified; csv is for spreadsheets")
     p.add_argument("--out", type=Path, help="output file (default: standard output)")
     p.set_defaults(func=cmd_export)
 
     p = cmds.add_parser("checkpoints", help="write an agency's stored checkpoint notes, one per line")
-    p.add_argument("--store-url", required=True)
+    p.add_argument("--store-url", required=True, help="e.g. sqlite:///var/lib/gateway/gateway.db?mode=ro")
     p.add_argument("--origin", required=True, help="agency whose checkpoints to write (ours or a partner's)")
     p.add_argument("--out", type=Path, help="output file (default: standard output)")
     p.set_defaults(func=cmd_checkpoints)

@@ -16,13 +16,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     parser = sub.add_parser("quarantine", help="list or re-drive this agency's quarantined messages")
     qsub = parser.add_subparsers(dest="quarantine_command", required=True, metavar="ACTION")
     listing = qsub.add_parser("list", help="list quarantined messages (ids, sender, reason; never bodies)")
-    listing.add_argument("--config", type=Path, required=True)
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--config", type=Path, required=True, help="the gateway's settings TOML file")
+    listing.add_argument("--limit", type=int, default=100, help="list at most this many messages")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
     listing.set_defaults(func=run_list)
     redrive = qsub.add_parser("redrive", help="move one quarantined message back to this agency's inbox")
-    redrive.add_argument("--config", type=Path, required=True)
-    redrive.add_argument("message_id")
+    redrive.add_argument("--config", type=Path, required=True, help="the gateway's settings TOML file")
+    redrive.add_argument("message_id", help="id of the quarantined message (from `quarantine list`)")
     redrive.set_defaults(func=run_redrive)
 
 
