@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -85,3 +86,18 @@ def test_example_settings_file_loads_and_names_only_real_settings() -> None:
     assert set(EXAMPLE_OMITS) <= names
     settings = load_settings(EXAMPLE, environ={"GATEWAY_PSEUDONYM_SECRET_HEX": "ab" * 32})
     assert settings.agency_id == "NE-ANLTP-TIM" and settings.declare_topology is False
+
+
+def _env_names_in(text: str) -> set[str]:
+    return set(re.findall(r"^\s*#?\s*((?:GATEWAY_[A-Z0-9_]+|AMQP_URL))\s*[=:]", text, flags=re.MULTILINE))
+
+
+def test_deploy_files_set_only_real_settings_through_the_environment() -> None:
+    known = {e for f in fields(Settings) for e in settings_doc.env_names(f.name)}
+    env_example = (ROOT / "deploy" / "systemd" / "referral-gateway.env.example").read_text(encoding="utf-8")
+    compose = (ROOT / "deploy" / "compose.yaml").read_text(encoding="utf-8")
+    for name, text in (("env example", env_example), ("compose.yaml", compose)):
+        used = _env_names_in(text)
+        assert used, name
+        assert used <= known, f"{name} sets unknown settings {sorted(used - known)}"
+    assert "in progress" not in env_example.lower()
