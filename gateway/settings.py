@@ -249,3 +249,79 @@ def _retention(value: Any) -> dict[str, int]:
         return {str(k): int(v) for k, v in value.items()}
     except (TypeError, ValueError):
         raise SettingsError("retention_days values must be whole numbers of days") from None
+
+
+#: What each Settings field means, for operators. ``python -m gateway.settings_doc`` renders
+#: this into docs/settings.md (with name, environment variable, type and default taken from the
+#: dataclass itself); tests/test_settings_doc.py fails if a field has no entry here or the page
+#: is stale. A new setting needs a line here. Markdown; one or two sentences each.
+SETTING_DOCS: dict[str, str] = {
+    "agency_id": "This agency's id as listed in the signed directory, e.g. `NE-ANLTP-TIM` (country code first). "
+                 "Required. The gateway consumes `inbox.<agency_id>` and signs as this agency.",
+    "key_dir": "Folder of this agency's private key files, written by `gateway keys generate`. Required unless "
+               "`demo_keys` is true. Files must be mode 0600 and owned by the service user; the gateway refuses "
+               "group- or world-readable key files.",
+    "key_passphrase": "Passphrase of the key files, if they were generated with one. Set it through "
+                      "`GATEWAY_KEY_PASSPHRASE` in the service environment rather than in the file.",
+    "demo_keys": "Use the public demo identity of `agency_id` (keys anyone can derive) instead of `key_dir`. "
+                 "Demo and tests only.",
+    "directory_path": "The signed agency directory (`gateway keys sign-directory`), the trust list of every "
+                      "agency's public keys. The agency itself must be listed in it.",
+    "authority_key_path": "The directory authority's public key (`authority.pub.json`): the trust anchor the "
+                          "directory's signature is checked against.",
+    "allow_demo_directory": "Accept a directory marked `\"demo\": true` (such as `keys/demo/directory.json`). "
+                            "Refused otherwise; never set it in production.",
+    "amqp_url": "RabbitMQ URL of this country's broker with the agency's own user, e.g. "
+                "`amqps://NE-ANLTP-TIM:<password>@rabbit.ne.example:5671/referrals`. `AMQP_URL` in the "
+                "environment takes precedence over `GATEWAY_AMQP_URL` and the file.",
+    "transport": "`amqp` (RabbitMQ at `amqp_url`) or `memory` (an in-process stand-in that only works inside "
+                 "one process: demo and tests). `gateway serve` needs `amqp`.",
+    "declare_topology": "Declare exchanges and queues at start-up; needs the broker's `configure` permission. "
+                        "Production brokers import `deploy/rabbitmq/definitions.json` (or a country file) and "
+                        "the gateway runs with `false`: it then only checks the queues and exchanges exist.",
+    "exchange": "Name of the topic exchange messages are published to; the dead-letter (quarantine) exchange "
+                "is this name plus `.dlx`. Must match the broker definitions (`referrals`).",
+    "queue_prefix": "Prepended to the queue names `inbox.<agency_id>` and `quarantine.<agency_id>`. Leave "
+                    "empty with the shipped broker definitions; tests use a unique prefix per run.",
+    "prefetch": "How many deliveries the consumer holds unacknowledged at once, i.e. how many incoming "
+                "messages are verified and stored concurrently (AMQP `basic.qos`). At least 1.",
+    "store_url": "The durable store: `sqlite:////absolute/path.db` (one process) or "
+                 "`postgresql://user@host/db?...` (several processes of one agency). Options and backups: "
+                 "docs/store.md, deploy/postgres.md. Put a database password in `GATEWAY_STORE_URL`, not "
+                 "in the file. The default (`var/gateway.db` under the working directory) is for the demo.",
+    "http_host": "Address the HTTP API listens on. Keep `127.0.0.1` behind a TLS-terminating reverse proxy; "
+                 "`0.0.0.0` only inside a container.",
+    "http_port": "TCP port of the HTTP API (also `/healthz`, `/readyz`, `/metrics`).",
+    "pseudonym_secret_hex": "HMAC secret (at least 32 bytes, as hex) that turns a local case id into the "
+                            "case pseudonym; needed to submit by `local_case_id` (docs/api.md). Every process "
+                            "of one agency needs the same value; losing or changing it breaks case continuity. "
+                            "Set it through `GATEWAY_PSEUDONYM_SECRET_HEX`.",
+    "message_lifetime_days": "Days an outgoing envelope stays valid (its `expires`); the outbox gives up on a "
+                             "message it could not publish by then (status `failed`, reason `expired`). "
+                             "1 to 30 (receivers refuse longer).",
+    "retry_initial_seconds": "Outbox back-off after a failed publish: the first delay, doubled at every "
+                             "further failure up to `retry_max_seconds`.",
+    "retry_max_seconds": "Upper bound of the outbox back-off delay. At least `retry_initial_seconds`.",
+    "outbox_poll_seconds": "How often the outbox looks for due messages when no new submission wakes it "
+                           "(retries that came due, messages left by another process).",
+    "outbox_batch": "Most outbox messages taken and published in one round. At least 1.",
+    "users": "API users: `[[users]]` tables with `name` (recorded in the audit log), `role` (`caseworker`, "
+             "`supervisor`, `auditor`, `admin`; see docs/api.md) and `token_sha256`, the SHA-256 hex of the "
+             "bearer token (never the token). Settings file only, not from the environment.",
+    "log_level": "Level of the gateway's own JSON log lines on stderr: `debug`, `info`, `warning`, `error`. "
+                 "Libraries log warnings and up whatever this says.",
+    "retention_days": "Days a received message stays readable, per message type (TOML table "
+                      "`[retention_days]`; environment `referral.request=365,case.followup=180`). Past it the "
+                      "message key is destroyed (docs/consent.md). Types not listed use "
+                      "`retention_default_days`.",
+    "retention_default_days": "Retention in days of received message types not listed in `retention_days`. "
+                              "At least 1.",
+    "retention_poll_seconds": "How often the retention task looks for expired messages to shred.",
+    "checkpoint_interval_seconds": "How often the audit log is checkpointed (signed) if it grew, and the "
+                                   "checkpoint sent to `audit_partners`; 0 turns the periodic task off "
+                                   "(docs/audit.md).",
+    "audit_partners": "Partner agency ids that receive our signed audit checkpoints (`audit.checkpoint` "
+                      "messages); environment: comma-separated. Empty: checkpoints are signed and kept only.",
+    "stats_min_cell": "Smallest count published by `/stats` (small-cell suppression, docs/stats.md); a caller "
+                      "may ask for more, never less. At least 1.",
+}

@@ -26,10 +26,14 @@ def test_committed_country_definitions_are_up_to_date() -> None:
     for user in shared["users"]:
         by_country[user["name"].split("-", 1)[0]].append(user["name"])
     assert sorted(by_country) == ["ML", "NE", "NG"]
-    for country in by_country:
-        for path, compose in ((COUNTRIES / f"{country}.json", False), (COUNTRIES / "compose" / f"{country}.json", True)):
-            expected = gen.country_definitions(country, by_country, shared, compose)
-            assert json.loads(path.read_text(encoding="utf-8")) == expected, f"{path} is stale: run generate.py"
+    assert gen.agencies_by_country(shared) == dict(by_country)
+    outputs = [(COUNTRIES / f"{c}.json", c, False) for c in by_country]
+    outputs += [(COUNTRIES / "compose" / f"{c}.json", c, True) for c in gen.COMPOSE_COUNTRIES]
+    for path, country, compose in outputs:
+        expected = gen.country_definitions(country, by_country, shared, compose)
+        assert json.loads(path.read_text(encoding="utf-8")) == expected, f"{path} is stale: run generate.py"
+    committed = {p.stem for p in (COUNTRIES / "compose").glob("*.json")}
+    assert committed == set(gen.COMPOSE_COUNTRIES), "compose/ holds a country compose.yaml runs no broker for"
 
 
 def test_each_country_shovels_to_every_partner_and_routes_ingress_only_locally() -> None:

@@ -1,6 +1,6 @@
 """Generate the per-country broker definitions (two-broker / multi-country deployment).
 
-    python3 deploy/rabbitmq/countries/generate.py   # rewrites {NE,NG,ML}.json and compose/{NE,NG,ML}.json
+    python3 deploy/rabbitmq/countries/generate.py   # rewrites {NE,NG,ML}.json and compose/{NE,NG}.json
 
 Input: the agencies of ../definitions.json (the single shared-broker file); the country of
 an agency is the part of its id before the first ``-``. Output: one definitions file per
@@ -17,8 +17,10 @@ country, for that country's own RabbitMQ (see ../README.md, "One broker per coun
   instead of being dropped (shovels cannot publish ``mandatory``);
 * per partner P a user ``from-P`` for P's shovel, allowed to write ``referrals.ingress`` only.
 
-``compose/<C>.json`` differ only in the shovels' ``dest-uri`` (the partner's broker service
-of deploy/compose.yaml, plain AMQP). Stdlib only, deterministic output. Passwords are the placeholder ``change-me`` (same hash
+``compose/<C>.json`` are the same for the countries whose broker deploy/compose.yaml runs
+(``COMPOSE_COUNTRIES``) with only those countries as partners: the shovels' ``dest-uri`` is
+the partner's broker service (plain AMQP), and no shovel, queue or user names a country
+compose has no broker for. Stdlib only, deterministic output. Passwords are the placeholder ``change-me`` (same hash
 as ../definitions.json); shovel URIs carry ``CHANGE-ME`` and example host names.
 """
 
@@ -40,6 +42,9 @@ INBOX_ARGS = {
     "x-delivery-limit": 20,
 }
 QUORUM = {"x-queue-type": "quorum"}
+#: Countries with a broker service (``rabbitmq-<c>``) in deploy/compose.yaml; the compose
+#: variant links only these (tests/test_deploy_definitions.py checks it against the file).
+COMPOSE_COUNTRIES = ("NE", "NG")
 
 
 def broker_uris(country: str, user: str, compose: bool = False) -> list[str]:
@@ -70,7 +75,18 @@ def shovel(country: str, partner: str, compose: bool = False) -> dict:
     }
 
 
+def agencies_by_country(shared: dict) -> dict[str, list[str]]:
+    """Agency ids of the shared file by country (the part of the id before the first ``-``)."""
+    by_country: dict[str, list[str]] = defaultdict(list)
+    for user in shared["users"]:
+        by_country[user["name"].split("-", 1)[0]].append(user["name"])
+    return dict(by_country)
+
+
 def country_definitions(country: str, by_country: dict[str, list[str]], shared: dict, compose: bool = False) -> dict:
+    if compose:
+        # Only partners compose runs a broker for: a shovel to anything else would retry forever.
+        by_country = {c: a for c, a in by_country.items() if c in COMPOSE_COUNTRIES}
     local = by_country[country]
     partners = sorted(c for c in by_country if c != country)
     hash_of = {u["name"]: u for u in shared["users"]}
@@ -132,15 +148,18 @@ def country_definitions(country: str, by_country: dict[str, list[str]], shared: 
 
 def main() -> None:
     shared = json.loads(SHARED.read_text(encoding="utf-8"))
-    by_country: dict[str, list[str]] = defaultdict(list)
-    for user in shared["users"]:
-        by_country[user["name"].split("-", 1)[0]].append(user["name"])
+    by_country = agencies_by_country(shared)
     (HERE / "compose").mkdir(exist_ok=True)
-    for country in sorted(by_country):
-        for out, compose in ((HERE / f"{country}.json", False), (HERE / "compose" / f"{country}.json", True)):
-            text = json.dumps(country_definitions(country, by_country, shared, compose), indent=2) + "\n"
-            out.write_text(text, encoding="utf-8")
-            print(f"wrote {out.relative_to(HERE.parent.parent.parent)}")
+    outputs = [(HERE / f"{country}.json", country, False) for country in sorted(by_country)]
+    outputs += [(HERE / "compose" / f"{country}.json", country, True) for country in COMPOSE_COUNTRIES]
+    for out, country, compose in outputs:
+        text = json.dumps(country_definitions(country, by_country, shared, compose), indent=2) + "\n"
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {out.relative_to(HERE.parent.parent.parent)}")
+    for stale in sorted((HERE / "compose").glob("*.json")):
+        if stale.stem not in COMPOSE_COUNTRIES:  # a country compose no longer runs a broker for
+            stale.unlink()
+            print(f"removed {stale.relative_to(HERE.parent.parent.parent)}")
 
 
 if __name__ == "__main__":
