@@ -17,7 +17,9 @@ def format_ts(moment: datetime) -> str:
     """Format an aware datetime as ``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds)."""
     if moment.tzinfo is None:
         raise ValueError("naive datetime: timestamps must be timezone-aware")
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    utc = moment.astimezone(timezone.utc)
+    # Not strftime("%Y"): glibc drops the leading zeros of years before 1000.
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}Z"
 
 
 def parse_ts(text: str) -> datetime:

@@ -268,11 +268,16 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _ts(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(_TS_FORMAT)
+    utc = moment.astimezone(timezone.utc)
+    # Not strftime("%Y"): glibc writes year 999 as "999", which strptime cannot read back
+    # (a withdrawal dated 0999 then made every later read of its case fail).
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
 
 
 def _dt(text: str) -> datetime:
-    return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=timezone.utc)
+    year, rest = text.split("-", 1)
+    # Rows written before the fix may have a year shorter than four digits.
+    return datetime.fromisoformat(f"{int(year):04d}-{rest[:-1]}").replace(tzinfo=timezone.utc)
 
 
 def _utcnow() -> datetime:
