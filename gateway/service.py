@@ -622,7 +622,7 @@ class Gateway:
             sender_fields = {"claimed_sender": claimed_sender, "verified": False}
         await self.store.append_audit(entry)
         self.metrics.inc("messages_quarantined_total", reason=exc.code)
-        log.warning("message.quarantined", message_id=header.id if header else None, reason=exc.code, **sender_fields)
+        log.warning("message.quarantined", message_id=entry.message_id, reason=exc.code, **sender_fields)
         return Disposition.ACK
 
     # --- consent --------------------------------------------------------------------------
