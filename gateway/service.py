@@ -191,6 +191,8 @@ class Gateway:
         #: deploy/rabbitmq/README.md ("Poison messages") for why that bound suffices.
         self.attempts = AttemptCounter()
         self.delivery_health = DeliveryHealth(settings.degraded_after_failures, settings.degraded_window_seconds)
+        self.metrics.gauge("deliveries_degraded", lambda: float(self.delivery_health.degraded),
+                           "1 while the delivery handler keeps failing (/readyz check deliveries), else 0")
         self._retry_backoff_now = False
         on_reconnect = getattr(transport, "on_reconnect", None)
         if on_reconnect is not None:
