@@ -5,8 +5,11 @@ Sending: ``submit`` validates, seals and stores the envelope in the outbox, then
 confirms, with backoff; a message whose envelope expired is marked failed.
 
 Receiving: ``handle_delivery`` verifies, decrypts and validates each delivery, stores the
-still-encrypted envelope in the inbox (deduplicated by message id) and only then acks.
-Anything that fails verification goes to quarantine with a reason code. Every stored
+still-encrypted envelope in the inbox (deduplicated by message id and content) and only
+then acks. Anything that fails verification goes to quarantine with a reason code. A
+handler failure that is not transient (store unavailable, broker away) is counted per
+message by this process and the message quarantined as ``handler_failed`` after
+``delivery_max_attempts``; transient failures are requeued with back-off. Every stored
 message that is not itself a receipt is answered with a signed ``receipt`` (delivered),
 and later ``read``; receipts and responses move the sender's outbox status forward.
 
@@ -37,8 +40,10 @@ from gateway.retention import apply_retention
 from gateway.withdrawal import WithdrawalResult
 from gateway.directory import Directory
 from gateway.directory import AGENCY_ID
+from gateway.delivery_health import DeliveryHealth
 from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
 from gateway.errors import EnvelopeError, GatewayError, ReplayedMessageError
+from gateway.failure_site import failure_code, failure_site
 from gateway.schema import PURPOSES
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
@@ -54,6 +59,7 @@ from gateway.store import (
     OutgoingMessage,
     Store,
     StoreError,
+    StoreUnavailableError,
 )
 from gateway.transport import (
     Delivery,
@@ -62,6 +68,7 @@ from gateway.transport import (
     Transport,
     TransportError,
 )
+from gateway.transport.attempts import AttemptCounter, delivery_key
 
 log = structlog.get_logger("gateway.service")
 
@@ -88,6 +95,13 @@ class ConflictError(GatewayError):
     code = "conflict"
 
 
+class HandlerFailedError(GatewayError):
+    """The delivery handler failed on this message every time it was tried (a bug or a
+    stored value it cannot handle): quarantined instead of retried forever."""
+
+    code = "handler_failed"
+
+
 class InvalidPurposeError(GatewayError):
     """A read names no purpose, or one outside the list (the purpose is audited, so it is a code)."""
 
@@ -108,6 +122,27 @@ class Actor:
 
 
 SYSTEM_ACTOR = Actor(SYSTEM, SYSTEM)
+
+#: Failures that say nothing about the message: requeued with back-off, never counted
+#: towards quarantine (the store or the broker is away; every message would fail).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailableError, TransportError)
+
+
+@dataclass
+class _Progress:
+    """How far one delivery got: its header once parsed, and whether its signature was
+    checked (only then are the header's sender and case facts, not claims)."""
+
+    header: Header | None = None
+    verified: bool = False
+
+
+def _uuid_or_none(value: str) -> str | None:
+    """``value`` if it is a canonical UUID (a message id), else None (not kept anywhere)."""
+    try:
+        return value if str(uuid.UUID(value)) == value else None
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def derived_message_id(*parts: str) -> str:
@@ -151,6 +186,17 @@ class Gateway:
         self.at_rest = AtRest(identity, store)
         self.case_locks = CaseLocks()
         self.audit_log = AuditLog(store, identity, clock)
+        #: Failed handler runs per message (id + body digest), counted here: never taken
+        #: from a header the publisher could set. In memory, per process: see
+        #: deploy/rabbitmq/README.md ("Poison messages") for why that bound suffices.
+        self.attempts = AttemptCounter()
+        self.delivery_health = DeliveryHealth(settings.degraded_after_failures, settings.degraded_window_seconds)
+        self.metrics.gauge("deliveries_degraded", lambda: float(self.delivery_health.degraded),
+                           "1 while the delivery handler keeps failing (/readyz check deliveries), else 0")
+        self._retry_backoff_now = False
+        on_reconnect = getattr(transport, "on_reconnect", None)
+        if on_reconnect is not None:
+            on_reconnect(self._broker_back)
         self._describe_metrics()
 
     # --- lifecycle --------------------------------------------------------------------
@@ -200,6 +246,7 @@ class Gateway:
 
     async def _connect_and_consume(self) -> None:
         delay = self.settings.retry_initial_seconds
+        failed = False
         while not self._stopping:
             try:
                 await self.transport.start()
@@ -207,13 +254,21 @@ class Gateway:
             except TransportError as exc:
                 # The API keeps accepting referrals into the outbox while the broker is away.
                 log.warning("transport.connect_failed", agency_id=self.agency_id, error=exc.code, retry_in=delay)
+                failed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.retry_max_seconds)
                 continue
             self._transport_ready.set()
+            if failed:
+                self._broker_back()
             self._wake.set()
             log.info("gateway.consuming", agency_id=self.agency_id)
             return
+
+    def _broker_back(self) -> None:
+        """The broker connection is back: publish what waits in back-off now, not when due."""
+        self._retry_backoff_now = True
+        self._wake.set()
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         """Wait until the transport is connected and consuming."""
@@ -269,10 +324,14 @@ class Gateway:
         self._wake.set()
         return header
 
-    async def publish_due(self) -> int:
-        """Publish every due outbox message once; return how many the broker confirmed."""
+    async def publish_due(self, *, include_backoff: bool = False) -> int:
+        """Publish every due outbox message once; return how many the broker confirmed.
+
+        ``include_backoff``: also those waiting out a retry back-off (the broker just came
+        back). Every back-off is at most ``retry_max_seconds``, so that horizon covers them."""
         now = self.clock()
-        due = await self.store.due_outgoing(now, self.settings.outbox_batch)
+        horizon = now + timedelta(seconds=self.settings.retry_max_seconds) if include_backoff else now
+        due = await self.store.due_outgoing(horizon, self.settings.outbox_batch)
         if not due:
             return 0
         results = await asyncio.gather(*(self._publish_one(record, now) for record in due))
@@ -303,16 +362,21 @@ class Gateway:
         return True
 
     async def _outbox_loop(self) -> None:
+        catching_up = False
         while not self._stopping:
             self._wake.clear()
+            if self._retry_backoff_now:
+                self._retry_backoff_now, catching_up = False, True
+                log.info("outbox.retry_after_reconnect")
             try:
-                sent = await self.publish_due()
+                sent = await self.publish_due(include_backoff=catching_up)
             except Exception as exc:  # noqa: BLE001 - the publisher must outlive any one bad pass
                 # Store unavailable, or a bug: log the kind only (texts could quote data) and retry.
                 log.warning("outbox.pass_failed", error=getattr(exc, "code", type(exc).__name__))
                 sent = 0
             if sent:
-                continue  # there may be more due right away
+                continue  # there may be more due right away (or still in back-off, when catching up)
+            catching_up = False
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_seconds)
             except asyncio.TimeoutError:
@@ -321,19 +385,55 @@ class Gateway:
     # --- receiving --------------------------------------------------------------------
 
     async def handle_delivery(self, delivery: Delivery) -> Disposition:
-        """Verify, store and acknowledge one delivery; quarantine what fails verification."""
+        """Verify, store and acknowledge one delivery; quarantine what fails verification.
+
+        Each delivery is handled on its own: a failure is either transient (re-raised: the
+        transport requeues it with back-off) or counted against this message, which is
+        retried at once and quarantined as ``handler_failed`` after ``delivery_max_attempts``.
+        """
+        progress = _Progress()
+        try:
+            disposition = await self._handle_delivery(delivery, progress)
+        except asyncio.CancelledError:
+            raise
+        except TRANSIENT_ERRORS:
+            self.delivery_health.failed()
+            raise
+        except Exception as exc:  # noqa: BLE001 - any other failure is this message's: count it
+            self.delivery_health.failed()
+            return await self._handler_failed(delivery, exc, progress)
+        self.attempts.forget(delivery_key(delivery.message_id, delivery.body))
+        self.delivery_health.succeeded()
+        return disposition
+
+    async def _handler_failed(self, delivery: Delivery, exc: Exception, progress: _Progress) -> Disposition:
+        key = delivery_key(delivery.message_id, delivery.body)
+        attempt = self.attempts.bump(key)
+        limit = self.settings.delivery_max_attempts
+        where, code = failure_site(exc), failure_code(exc)
+        final = attempt >= limit
+        # Location and code only: the exception text of a non-gateway error may quote data.
+        log.error("transport.handler_failed", message_id=delivery.message_id, error=type(exc).__name__, code=code,
+                  where=where, attempt=attempt, max_attempts=limit, next="quarantine" if final else "retry")
+        self.metrics.inc("handler_failures_total", reason=code if len(code) <= 64 else "other")
+        if not final:
+            return Disposition.RETRY
+        failed = HandlerFailedError(f"handler failed {attempt} times; last at {where} ({code})")
+        disposition = await self._quarantine(delivery, failed, progress.header, verified=progress.verified)
+        self.attempts.forget(key)
+        return disposition
+
+    async def _handle_delivery(self, delivery: Delivery, progress: _Progress) -> Disposition:
         now = self.clock()
         try:
             header, _, _ = parse_envelope(delivery.body)
         except EnvelopeError as exc:
             return await self._quarantine(delivery, exc, None)
+        progress.header = header
         existing = await self.store.get_incoming(header.id)
         if existing is not None:
             if stored_digest(existing.envelope) != envelope_digest(delivery.body):
-                # Same id, other bytes: not a redelivery but a forgery or a colliding sender.
-                return await self._quarantine(
-                    delivery, ReplayedMessageError(f"message id {header.id} was already received with other content"),
-                    header)
+                return await self._quarantine_other_content(delivery, header)
             # Redelivery after a crash or a lost ack: the application saw it once already.
             try:
                 opened = self.open_stored(await self.at_rest.open(existing), existing.received_at)
@@ -347,12 +447,16 @@ class Gateway:
         try:
             opened = open_sealed(delivery.body, recipient=self.identity, directory=self.directory,
                                  replay_guard=None, now=now)
+        except EnvelopeError as exc:
+            return await self._quarantine(delivery, exc, header)
+        progress.verified = True
+        try:
             self._check_accepts(opened)
             await self._check_reference(opened)
             if header.type == "consent.withdrawal":
                 withdrawal_flow.check_withdrawn_at(opened.payload, max(now, header.created))
         except (EnvelopeError, ReferenceError_, RecipientRefusesError, ConsentRefusedError) as exc:
-            return await self._quarantine(delivery, exc, header)
+            return await self._quarantine(delivery, exc, header, verified=True)
         if header.type in CONTROL_TYPES:
             stored = await self._store_received(opened, delivery.body, now)
         else:
@@ -364,7 +468,7 @@ class Gateway:
                     else:
                         await withdrawal_flow.refuse_if_closed(self, header.type, header.case, header.sender)
                 except ConsentRefusedError as exc:
-                    return await self._quarantine(delivery, exc, header)
+                    return await self._quarantine(delivery, exc, header, verified=True)
                 try:
                     stored = await self._store_received(opened, delivery.body, now)
                 except PayloadShreddedError:
@@ -373,8 +477,12 @@ class Gateway:
                     await self.store.append_audit(self.entry("message.dropped", SYSTEM_ACTOR, header,
                                                              {"reason": "payload_shredded"}))
                     return Disposition.ACK
-        if not stored:  # a concurrent copy won the race
+        if not stored:  # a concurrent copy won the race: the same bytes, or other content?
+            winner = await self.store.get_incoming(header.id)
+            if winner is not None and stored_digest(winner.envelope) != envelope_digest(delivery.body):
+                return await self._quarantine_other_content(delivery, header)
             self.metrics.inc("duplicates_total")
+            log.info("message.duplicate", message_id=header.id, sender=header.sender)
             return Disposition.ACK
         self.metrics.inc("messages_received_total", type=header.type)
         log.info("message.received", message_id=header.id, type=header.type, sender=header.sender, case=header.case)
@@ -480,7 +588,17 @@ class Gateway:
             self.metrics.inc("receipt_failures_total", reason=exc.code)
             log.warning("receipt.failed", message_id=about.id, status=status, error=exc.code)
 
-    async def _quarantine(self, delivery: Delivery, exc: GatewayError, header: Header | None) -> Disposition:
+    async def _quarantine_other_content(self, delivery: Delivery, header: Header) -> Disposition:
+        # Same id, other bytes: not a redelivery but a forgery or a colliding sender. Only
+        # byte-identical copies are duplicates; every other one is quarantined and audited.
+        return await self._quarantine(
+            delivery, ReplayedMessageError(f"message id {header.id} was already received with other content"), header)
+
+    async def _quarantine(self, delivery: Delivery, exc: GatewayError, header: Header | None, *,
+                          verified: bool = False) -> Disposition:
+        """Copy the delivery to this agency's quarantine queue (routed by the inbox it came
+        from), audit it and ack it. Only a ``verified`` header (its signature checked) names
+        the sender agency and the case; otherwise the sender is recorded as a claim."""
         # Error texts carry ids, codes and JSON paths only (see gateway/errors.py).
         detail = str(exc)[:400]
         if isinstance(exc, ConsentRefusedError) and header is not None:
@@ -489,12 +607,24 @@ class Gateway:
             stub = {"header": header.to_json(), "payload_removed": exc.code}
             delivery = dataclasses.replace(delivery, body=json.dumps(stub, sort_keys=True).encode("utf-8"))
         await self.transport.quarantine(delivery, exc.code, detail)
-        # The broker's sender header is whatever the publisher wrote: keep it only if it is an agency id.
-        sender = header.sender if header else (delivery.sender if AGENCY_ID.fullmatch(delivery.sender or "") else None)
-        await self.store.append_audit(self.entry("message.quarantined", SYSTEM_ACTOR, header,
-                                                  {"reason": exc.code, "sender": sender}))
+        if verified and header is not None:
+            entry = self.entry("message.quarantined", SYSTEM_ACTOR, header,
+                               {"reason": exc.code, "sender": header.sender, "verified": True}, agency=header.sender)
+            sender_fields: dict[str, Any] = {"sender": header.sender, "verified": True}
+        else:
+            # Whatever the publisher wrote (x-sender, or an unverified header): a claim, kept
+            # only if shaped like an agency id, and never the entry's agency or case.
+            claimed = header.sender if header is not None else delivery.sender
+            claimed_sender = claimed if AGENCY_ID.fullmatch(claimed or "") else None
+            message_id = header.id if header is not None else _uuid_or_none(delivery.message_id)
+            entry = AuditEntry(
+                at=self.clock(), event_type="message.quarantined", actor=SYSTEM_ACTOR.name, message_id=message_id,
+                detail_json=json.dumps({"reason": exc.code, "claimed_sender": claimed_sender, "verified": False},
+                                       sort_keys=True))
+            sender_fields = {"claimed_sender": claimed_sender, "verified": False}
+        await self.store.append_audit(entry)
         self.metrics.inc("messages_quarantined_total", reason=exc.code)
-        log.warning("message.quarantined", message_id=header.id if header else None, reason=exc.code, sender=sender)
+        log.warning("message.quarantined", message_id=entry.message_id, reason=exc.code, **sender_fields)
         return Disposition.ACK
 
     # --- consent --------------------------------------------------------------------------
@@ -682,7 +812,8 @@ class Gateway:
             ("publish_failures_total", "Failed publish attempts, by reason code"),
             ("messages_received_total", "Verified messages stored in the inbox, by type"),
             ("messages_quarantined_total", "Deliveries sent to quarantine, by reason code"),
-            ("duplicates_total", "Redelivered messages recognised by id and not delivered again"),
+            ("duplicates_total", "Redelivered messages recognised by id and content and not delivered again"),
+            ("handler_failures_total", "Delivery handler failures counted towards quarantine, by reason code"),
             ("receipt_failures_total", "Receipts that could not be sealed to the sender, by reason code"),
             ("consent_refusals_total", "Referrals refused before sending because of their consent, by reason code"),
             ("retention_shredded_total", "Received messages made unreadable because their retention ended"),

@@ -79,6 +79,15 @@ class Settings:
     #: How often the outbox looks for due messages when nothing wakes it.
     outbox_poll_seconds: float = 1.0
     outbox_batch: int = 64
+    #: A received message whose handling fails this many times (not counting transient
+    #: failures: store unavailable, broker away) is quarantined as ``handler_failed``.
+    #: Counted by each gateway process in memory, never from message headers.
+    delivery_max_attempts: int = 3
+    #: ``/readyz`` reports ``degraded`` after this many handler failures in a row (no
+    #: success since), until a delivery succeeds or ``degraded_window_seconds`` pass
+    #: without a failure.
+    degraded_after_failures: int = 5
+    degraded_window_seconds: float = 60.0
     users: tuple[User, ...] = ()
     log_level: str = "info"
     #: Days a received message stays readable, by message type (TOML table
@@ -108,6 +117,9 @@ class Settings:
             raise SettingsError("message_lifetime_days must be between 1 and 30")
         if self.prefetch < 1 or self.outbox_batch < 1:
             raise SettingsError("prefetch and outbox_batch must be at least 1")
+        if self.delivery_max_attempts < 1 or self.degraded_after_failures < 1 or self.degraded_window_seconds <= 0:
+            raise SettingsError("delivery_max_attempts and degraded_after_failures must be at least 1, "
+                                "degraded_window_seconds positive")
         if not 0 < self.retry_initial_seconds <= self.retry_max_seconds:
             raise SettingsError("retry_initial_seconds must be positive and at most retry_max_seconds")
         for message_type, days in self.retention_days.items():

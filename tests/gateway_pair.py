@@ -31,10 +31,7 @@ def settings_for(agency_id: str, tmp: Path, *, transport: str, amqp_url: str = "
         exchange=f"test-{run_id}" if run_id else "referrals",
         queue_prefix=f"test-{run_id}." if run_id else "",
         store_url=f"sqlite:///{tmp / (agency_id + '.db')}",
-        retry_initial_seconds=0.2,
-        retry_max_seconds=2.0,
-        outbox_poll_seconds=0.2,
-        **extra,
+        **{"retry_initial_seconds": 0.2, "retry_max_seconds": 2.0, "outbox_poll_seconds": 0.2, **extra},
     )
 
 

@@ -270,7 +270,8 @@ async def test_health_and_readiness(tmp_path) -> None:
         status, body = await ne.call("GET", "/healthz", role=None)
         assert (status, body) == (200, {"status": "ok"})
         status, body = await ne.call("GET", "/readyz", role=None)
-        assert status == 200 and body["checks"] == {"store": True, "transport": True, "consumer": True, "outbox": True}
+        assert status == 200 and body["checks"] == {"store": True, "transport": True, "consumer": True, "outbox": True,
+                                                   "deliveries": True}
         assert_conforms(doc, "/readyz", "GET", 200, body)
         ne.gateway.transport.broker.available = False
         status, body = await ne.call("GET", "/readyz", role=None)

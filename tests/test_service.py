@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+from datetime import datetime, timezone
 
 import pytest
+from structlog.testing import capture_logs
 
 from gateway import errors
+from gateway.envelope import seal
 from gateway.schema import load_example
 from gateway.service import Actor, ConflictError, InvalidPurposeError, NotFoundError, derived_message_id
-from gateway.transport import Delivery
+from gateway.store import StoreUnavailableError, Withdrawal
+from gateway.transport import Delivery, Disposition
+from gateway.transport.memory import _Message
 
-from .gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
+from .gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_pair
 
 WORKER = Actor("amina.caseworker", "caseworker")
 OFFICER = Actor("officer.ng", "caseworker")
@@ -190,3 +197,265 @@ async def test_respond_is_idempotent_and_final(tmp_path) -> None:
         await _reaches(ne, header.id, "accepted")
         responses = [r for r in await ne.list_inbox() if r.message_type == "referral.response"]
         assert len(responses) == 2  # more information, then accepted: never the retry twice
+
+
+# --- poison messages, routing and audit from verified facts (issue 15) ------------------------
+
+CANARY = "Canary-Zainab-Oyelaran"
+
+
+def _failing_for(gw, method: str, case_prefix: str, exc_factory):
+    """Make ``gw.store.<method>(case_ref)`` raise for cases starting with ``case_prefix``;
+    returns the list of calls that raised."""
+    real = getattr(gw.store, method)
+    raised: list[str] = []
+
+    async def patched(case_ref, *args, **kwargs):
+        if case_ref.startswith(case_prefix):
+            raised.append(case_ref)
+            raise exc_factory()
+        return await real(case_ref, *args, **kwargs)
+
+    setattr(gw.store, method, patched)
+    return raised
+
+
+async def _audit_of(gw, event):
+    return [a for a in await gw.store.read_audit(1, 5000) if a.event_type == event]
+
+
+async def test_poison_delivery_is_quarantined_after_bounded_attempts_and_good_ones_pass(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        # A stored value the handler cannot read (like the 0999 withdrawal did): every attempt fails.
+        raised = _failing_for(ng, "withdrawals_for_case", "ne-ng-poison", lambda: ValueError(CANARY))
+        with capture_logs() as logs:
+            poison = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                     case_ref="ne-ng-poison000001", actor=WORKER)
+            good = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                   case_ref="ne-ng-goodcase0001", actor=WORKER)
+
+            async def quarantined():
+                return [q.message_id for q in await ng.transport.list_quarantine(10)] == [poison.id]
+            await eventually(quarantined)
+            await _inbox_not_empty(ng)
+            await asyncio.sleep(0.3)  # a further attempt, if any, would come now
+
+        assert len(raised) == ng.settings.delivery_max_attempts == 3  # bounded, counted by the gateway
+        (entry,) = await ng.transport.list_quarantine(10)
+        assert entry.reason_code == "handler_failed" and entry.recipient == NIGERIA
+        assert "3 times" in entry.detail and "gateway/service.py:" in entry.detail and "ValueError" in entry.detail
+        assert [r.message_id for r in await ng.list_inbox()] == [good.id]
+        (audited,) = await _audit_of(ng, "message.quarantined")
+        detail = json.loads(audited.detail_json)
+        # The signature was checked before the failure: the sender is a fact, not a claim.
+        assert (detail["reason"], detail["verified"], audited.agency, audited.actor) == (
+            "handler_failed", True, NIGER, "system")
+        assert ng.metrics.value("handler_failures_total", reason="ValueError") == 3
+        assert not ng.delivery_health.degraded  # the good referral succeeded since
+        failures = [e for e in logs if e["event"] == "transport.handler_failed"]
+        assert [e["attempt"] for e in failures] == [1, 2, 3] and failures[-1]["next"] == "quarantine"
+        assert all(e["code"] == "ValueError" and e["where"].startswith("gateway/service.py:") for e in failures)
+        assert CANARY not in repr(logs) and CANARY not in entry.detail and CANARY not in audited.detail_json
+
+
+async def test_transient_store_failure_is_requeued_never_quarantined(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        ng.transport.config = dataclasses.replace(ng.transport.config, requeue_backoff_initial=0.01)
+        raised = _failing_for(ng, "withdrawals_for_case", "ne-ng-storedown", lambda: StoreUnavailableError("down"))
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-storedown001", actor=WORKER)
+
+        async def failed_often():
+            return len(raised) >= 6  # twice the attempt limit: still not quarantined
+        await eventually(failed_often)
+        assert await ng.transport.list_quarantine(10) == []
+        assert ng.delivery_health.degraded  # failing in a row: /readyz says degraded meanwhile
+        ng.store.withdrawals_for_case = type(ng.store).withdrawals_for_case.__get__(ng.store)  # the store is back
+        await _inbox_not_empty(ng)
+        assert [r.message_id for r in await ng.list_inbox()] == [header.id]
+        assert await ng.transport.list_quarantine(10) == []
+        assert ng.metrics.value("handler_failures_total", reason="store_unavailable") == 0
+        assert not ng.delivery_health.degraded  # recovered with the first success
+
+
+WITHDRAWN_0999 = {"withdrawn_at": "0999-01-01T00:00:00Z", "decision_maker": "self", "scope": "all_purposes",
+                  "erasure_requested": False}
+
+
+async def test_withdrawals_dated_0999_never_make_the_handler_fail(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        case = "ne-ng-year0999case"
+        first = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                case_ref=case, actor=WORKER)
+        await _inbox_not_empty(ng)
+        dispositions = []
+        for _ in range(3):  # a non-conforming sender; the second one used to fail forever
+            header, envelope = await deliver_sealed(ne, ng, "consent.withdrawal", WITHDRAWN_0999, case_ref=case)
+            dispositions.append(await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, True)))
+        assert dispositions == [Disposition.ACK] * 3
+        assert ng.metrics.value("handler_failures_total", reason="ValueError") == 0
+        assert not [q for q in await ng.transport.list_quarantine(10) if q.reason_code == "handler_failed"]
+        # The case stays usable: its withdrawals read back, and a later referral is handled.
+        await ng.store.withdrawals_for_case(case)
+        later, envelope = await deliver_sealed(ne, ng, "referral.request", load_example("referral.request"),
+                                               case_ref=case)
+        assert await ng.store.get_incoming(later.id) is not None or any(
+            q.message_id == later.id for q in await ng.transport.list_quarantine(20))
+        assert first.id in {r.message_id for r in await ng.list_inbox()}
+
+
+async def test_store_keeps_years_before_1000(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (_, ng):
+        at = datetime(999, 1, 1, tzinfo=timezone.utc)
+        record = Withdrawal(message_id="5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4", case_ref="ne-ng-year0999case",
+                            direction="incoming", counterpart=NIGER, withdrawn_at=at, scope="all_purposes",
+                            purposes=(), request_message_ids=(), recorded_at=datetime.now(timezone.utc))
+        await ng.store.add_withdrawal(record)
+        (back,) = await ng.store.withdrawals_for_case("ne-ng-year0999case")
+        assert back.withdrawn_at == at
+
+
+def _raw(ng, message_id: str, body: bytes, **headers: str) -> None:
+    """Publish straight into NG's inbox with whatever headers a publisher likes."""
+    ng.transport.broker.publish(ng.transport.config.exchange, NIGERIA, _Message(message_id, body, dict(headers), NIGERIA))
+
+
+async def test_quarantine_is_routed_by_the_inbox_and_audits_unverified_senders_as_claims(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        junk_ids = [str(__import__("uuid").uuid4()) for _ in range(4)]
+        recipients = ["XX-NOBODY", "../#", "", "NG-NAPTIP.*"]
+        for message_id, recipient in zip(junk_ids, recipients):
+            _raw(ng, message_id, b"{not an envelope", **{"x-recipient": recipient, "x-sender": NIGER,
+                                                        "x-delivery-count": "0"})
+        _raw(ng, "not-a-uuid", b"junk", **{"x-recipient": "XX-NOBODY", "x-sender": "<Amaka Testfixture>"})
+
+        async def all_quarantined():
+            return len(await ng.transport.list_quarantine(20)) == 5
+        await eventually(all_quarantined)
+        listed = await ng.transport.list_quarantine(20)
+        assert {q.recipient for q in listed} == {NIGERIA} and {q.reason_code for q in listed} == {"malformed"}
+        assert {q.sender for q in listed} == {NIGER, ""}  # a sender header that is no agency id is not kept
+        audited = await _audit_of(ng, "message.quarantined")
+        assert len(audited) == 5
+        for entry in audited:
+            detail = json.loads(entry.detail_json)
+            assert detail["verified"] is False and "sender" not in detail
+            assert entry.agency is None and entry.case_ref is None and entry.actor == "system"
+        assert sorted(json.loads(e.detail_json)["claimed_sender"] or "" for e in audited) == ["", NIGER, NIGER, NIGER, NIGER]
+        assert {e.message_id for e in audited} == set(junk_ids) | {None}
+        assert "Amaka" not in repr([e.detail_json for e in audited])
+        assert ng.metrics.value("handler_failures_total", reason="UnroutableMessageError") == 0
+
+
+async def test_forged_header_sender_is_a_claim_in_the_audit(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-forgedsig001", actor=WORKER)
+        doc = json.loads((await ne.store.get_outgoing(header.id)).envelope)
+        doc["header"]["case"] = "ne-ng-othercase0099"  # breaks the signature
+        await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, json.dumps(doc).encode(), {}, False))
+        (entry,) = [e for e in await _audit_of(ng, "message.quarantined")]
+        detail = json.loads(entry.detail_json)
+        assert (detail["reason"], detail["claimed_sender"], detail["verified"]) == ("bad_signature", NIGER, False)
+        assert entry.agency is None and entry.case_ref is None  # neither the named agency nor the named case
+
+
+def _twin_envelopes(ne, ng, case: str, message_id: str) -> tuple[bytes, bytes]:
+    """Two validly signed envelopes with one id and different content (a colliding sender)."""
+    made = []
+    for _ in range(2):  # sealing is randomised: the same payload twice gives other bytes
+        payload = load_example("referral.request")
+        made.append(seal(payload, message_type="referral.request", sender=ne.identity, recipient=NIGERIA,
+                         directory=ne.directory, case_ref=case, now=ne.clock(), message_id=message_id)[1])
+    assert made[0] != made[1]
+    return made[0], made[1]
+
+
+async def test_concurrent_copies_with_one_id_and_other_content_are_each_quarantined(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        for n in range(8):
+            message_id = str(__import__("uuid").uuid4())
+            first, second = _twin_envelopes(ne, ng, f"ne-ng-twincase{n:04d}", message_id)
+            results = await asyncio.gather(*(
+                ng.handle_delivery(Delivery(message_id, NIGER, NIGERIA, body, {}, False)) for body in (first, second)))
+            assert results == [Disposition.ACK, Disposition.ACK]
+            stored = await ng.store.get_incoming(message_id)
+            assert stored is not None
+            quarantined = [q for q in await ng.transport.list_quarantine(100) if q.message_id == message_id]
+            assert [q.reason_code for q in quarantined] == ["replayed_message"], n  # the loser, never silently acked
+        audited = [e for e in await _audit_of(ng, "message.quarantined")
+                   if json.loads(e.detail_json)["reason"] == "replayed_message"]
+        assert len(audited) == 8
+        assert ng.metrics.value("duplicates_total") == 0
+
+
+async def test_concurrent_byte_identical_copies_are_one_message_and_a_duplicate(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        message_id = str(__import__("uuid").uuid4())
+        body, _ = _twin_envelopes(ne, ng, "ne-ng-samecopy0001", message_id)
+        results = await asyncio.gather(*(
+            ng.handle_delivery(Delivery(message_id, NIGER, NIGERIA, body, {}, redelivered)) for redelivered in (False, True)))
+        assert results == [Disposition.ACK, Disposition.ACK]
+        assert await ng.transport.list_quarantine(10) == []
+        assert ng.metrics.value("duplicates_total") == 1
+        assert [r.message_id for r in await ng.list_inbox()] == [message_id]
+
+
+async def test_broker_back_retries_the_outbox_at_once_not_after_its_back_off(tmp_path) -> None:
+    async with gateway_pair(tmp_path, retry_initial_seconds=30.0, retry_max_seconds=60.0) as (ne, ng):
+        ne.transport.broker.available = False
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-reconnect001", actor=WORKER)
+
+        async def backing_off():
+            record = await ne.store.get_outgoing(header.id)
+            return record.attempts >= 1 and record.status == "queued"
+        await eventually(backing_off)
+        assert (await ne.store.get_outgoing(header.id)).next_attempt_at > ne.clock()  # due in ~30 s
+        started = asyncio.get_running_loop().time()
+        ne.transport.broker.available = True  # the broker is back
+        await _reaches(ne, header.id, "delivered")
+        assert asyncio.get_running_loop().time() - started < 3.0
+
+
+async def test_readyz_is_degraded_while_handler_failures_persist_and_recovers(tmp_path) -> None:
+    from .test_api_world import api_pair, assert_conforms
+
+    async with api_pair(tmp_path) as (ne_api, ng_api):
+        ne, ng = ne_api.gateway, ng_api.gateway
+        _failing_for(ng, "withdrawals_for_case", "ne-ng-readyzbad", lambda: KeyError("x"))
+        status, body = await ng_api.call("GET", "/readyz", role=None)
+        assert status == 200 and body["checks"]["deliveries"] is True
+        for n in range(ng.settings.degraded_after_failures):
+            await deliver_sealed(ne, ng, "referral.request", load_example("referral.request"),
+                                 case_ref=f"ne-ng-readyzbad{n:03d}")
+        status, body = await ng_api.call("GET", "/readyz", role=None)
+        assert status == 503 and body["error"] == "degraded" and body["checks"]["deliveries"] is False
+        assert body["detail"].startswith("failed: deliveries (5 handler failures in a row")
+        async with ng_api.client.get("/openapi.json") as resp:
+            assert_conforms(await resp.json(), "/readyz", "GET", 503, body)
+        good, _ = await deliver_sealed(ne, ng, "referral.request", load_example("referral.request"),
+                                       case_ref="ne-ng-readyzgood01")
+        assert await ng.store.get_incoming(good.id) is not None
+        status, body = await ng_api.call("GET", "/readyz", role=None)
+        assert status == 200 and body["checks"]["deliveries"] is True
+
+
+def test_delivery_health_needs_a_streak_and_forgets_it_after_the_window() -> None:
+    from gateway.delivery_health import DeliveryHealth
+
+    now = [100.0]
+    health = DeliveryHealth(3, 60.0, monotonic=lambda: now[0])
+    health.failed()
+    health.failed()
+    assert not health.degraded  # two in a row: not yet
+    health.failed()
+    assert health.degraded
+    now[0] += 59
+    assert health.degraded
+    now[0] += 2  # a minute without a failure
+    assert not health.degraded
+    health.failed()
+    assert health.degraded  # the streak was never broken by a success
+    health.succeeded()
+    assert not health.degraded and health.streak == 0

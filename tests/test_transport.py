@@ -340,6 +340,105 @@ async def test_poison_message_is_quarantined_after_delivery_limit(make: Factory)
     assert handler.ids() == [sent.message_id] * 3
 
 
+async def publish_raw(transport: Transport, inbox_of: str, message_id: str, body: bytes, headers: dict[str, Any]) -> None:
+    """What any publisher with write access can do: any body, any headers, straight into an inbox."""
+    if isinstance(transport, MemoryTransport):
+        from gateway.transport.memory import _Message
+
+        transport.broker.publish(transport.config.exchange, inbox_of, _Message(message_id, body, headers, inbox_of))
+        return
+    assert isinstance(transport, AmqpTransport) and transport._exchange is not None
+    await transport._exchange.publish(aio_pika.Message(body, message_id=message_id, headers=headers),
+                                      routing_key=inbox_of, mandatory=True)
+
+
+async def test_retry_returns_the_message_at_once_without_back_off(make: Factory) -> None:
+    transport = await make(requeue_backoff_initial=5.0)
+    sent = message(A)
+    await transport.publish(sent)
+    handler = Recorder(script=[Disposition.RETRY, Disposition.ACK])
+    started = time.monotonic()
+    await transport.consume(A, handler)
+    first, second = await handler.wait_for(2)
+    assert time.monotonic() - started < 2.0  # REQUEUE would have waited 5 s holding the slot
+    assert first.message_id == second.message_id == sent.message_id and second.redelivered is True
+
+
+async def test_back_off_is_counted_by_the_consumer_not_from_a_forged_header(make: Factory) -> None:
+    transport = await make(requeue_backoff_initial=0.2, requeue_backoff_max=30.0)
+    message_id = str(uuid.uuid4())
+    # A publisher claims the message was delivered a million times (RabbitMQ's own header name).
+    await publish_raw(transport, A, message_id, b"sealed", {"x-sender": B, "x-recipient": A,
+                                                            "x-delivery-count": 1_000_000})
+    arrivals: list[float] = []
+
+    async def stamp(delivery: Delivery) -> Disposition:
+        arrivals.append(time.monotonic())
+        return Disposition.REQUEUE if len(arrivals) < 3 else Disposition.ACK
+
+    handler = Recorder(default=stamp)
+    await transport.consume(A, handler)
+    await handler.wait_for(3, timeout=10)
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    # 0.2 s then 0.4 s: the consumer's own count (a trusted header would have meant 30 s each).
+    assert 0.15 < gaps[0] < 1.0 and 0.35 < gaps[1] < 1.5, gaps
+
+
+async def test_recipient_is_the_inbox_consumed_never_the_header(make: Factory) -> None:
+    transport = await make(agency_id=A)
+    message_id = str(uuid.uuid4())
+    await publish_raw(transport, A, message_id, b"junk", {"x-sender": "forged sender", "x-recipient": "XX-NOBODY"})
+
+    async def quarantine_it(delivery: Delivery) -> Disposition:
+        await transport.quarantine(delivery, "malformed", "envelope is not JSON")
+        return Disposition.ACK
+
+    handler = Recorder(default=quarantine_it)
+    await transport.consume(A, handler)
+    (delivery,) = await handler.wait_for(1)
+    assert (delivery.recipient, delivery.claimed_recipient, delivery.sender) == (A, "XX-NOBODY", "forged sender")
+
+    async def listed() -> bool:
+        return len(await transport.list_quarantine(limit=5)) == 1
+
+    await eventually(listed)  # routed by the inbox: an unknown x-recipient cannot make it unroutable
+    (entry,) = await transport.list_quarantine(limit=5)
+    assert (entry.message_id, entry.recipient, entry.sender, entry.reason_code) == (message_id, A, "", "malformed")
+    assert await transport.is_healthy()
+
+
+async def test_oversized_quarantine_copy_is_cut_and_hashed(make: Factory) -> None:
+    import hashlib
+
+    transport = await make(agency_id=A)
+    body = os.urandom(2 * 1024 * 1024 + 17)
+    message_id = str(uuid.uuid4())
+    await publish_raw(transport, A, message_id, body, {"x-sender": B, "x-recipient": A, "note": "n" * 20_000})
+
+    async def quarantine_it(delivery: Delivery) -> Disposition:
+        await transport.quarantine(delivery, "oversize", "envelope too large")
+        return Disposition.ACK
+
+    handler = Recorder(default=quarantine_it)
+    await transport.consume(A, handler)
+    await handler.wait_for(1)
+
+    async def listed() -> bool:
+        return len(await transport.list_quarantine(limit=5)) == 1
+
+    await eventually(listed)
+    (entry,) = await transport.list_quarantine(limit=5)
+    cfg = transport.config
+    assert entry.size == cfg.quarantine_keep_body_bytes  # the first 64 KiB only
+    assert (entry.original_size, entry.original_sha256) == (len(body), hashlib.sha256(body).hexdigest())
+    assert dict(entry.headers) == {}  # 20 KB of application headers dropped (counted in a header)
+    with pytest.raises(TransportError, match="body cut"):
+        await transport.redrive(message_id)  # a cut copy is not the message: never re-driven
+    # The connection survived: no broker limit was hit.
+    assert await transport.is_healthy()
+    await transport.publish(message(B))
+
+
 async def test_stopped_consumer_before_ack_means_redelivery(make: Factory) -> None:
     transport = await make()
     sent = message(A)

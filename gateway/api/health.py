@@ -34,13 +34,20 @@ async def _check(probe: Awaitable[bool]) -> bool:
 @routes.get("/readyz", name="health.ready", allow_head=True)
 @public
 async def readyz(request: web.Request) -> web.Response:
-    """Ready only if the store answers, the broker connection is healthy and the consumer runs."""
+    """Ready only if the store answers, the broker connection is healthy, the consumer runs,
+    the outbox publisher runs and deliveries are not failing persistently."""
     gateway = gateway_of(request)
     store, transport = await asyncio.gather(_check(gateway.store.ping()), _check(gateway.transport.is_healthy()))
+    health = gateway.delivery_health
     checks = {"store": store, "transport": transport, "consumer": gateway.transport_ready,
-              "outbox": gateway.outbox_running}
+              "outbox": gateway.outbox_running, "deliveries": not health.degraded}
     if all(checks.values()):
         return json_body({"status": "ready", "checks": checks})
     failed = [name for name, ok in checks.items() if not ok]
-    return json_body({"error": "not_ready", "detail": "failed: " + ", ".join(failed), "checks": checks},
+    detail = "failed: " + ", ".join(failed)
+    if not checks["deliveries"]:
+        detail += f" ({health.streak} handler failures in a row, no success since)"
+    # Only the delivery handler failing: the process is up but its inbound side is broken.
+    error = "degraded" if failed == ["deliveries"] else "not_ready"
+    return json_body({"error": error, "detail": detail, "checks": checks},
                      status=503, headers={"Retry-After": "5"})

@@ -237,9 +237,11 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Checks": {
         "type": "object",
-        "required": ["store", "transport", "consumer", "outbox"],
+        "required": ["store", "transport", "consumer", "outbox", "deliveries"],
         "properties": {"store": {"type": "boolean"}, "transport": {"type": "boolean"}, "consumer": {"type": "boolean"},
-                       "outbox": {"type": "boolean", "description": "the outbox publisher task is running"}},
+                       "outbox": {"type": "boolean", "description": "the outbox publisher task is running"},
+                       "deliveries": {"type": "boolean", "description":
+                                      "false while the delivery handler keeps failing (degraded)"}},
     },
     "Ready": {
         "type": "object",
@@ -249,7 +251,8 @@ SCHEMAS: dict[str, Any] = {
     "NotReady": {
         "type": "object",
         "required": ["error", "detail", "checks"],
-        "properties": {"error": {"const": "not_ready"}, "detail": {"type": "string"}, "checks": _ref("Checks")},
+        "properties": {"error": {"enum": ["not_ready", "degraded"]}, "detail": {"type": "string"},
+                       "checks": _ref("Checks")},
     },
     "QuarantinePage": {
         "type": "object",

@@ -14,6 +14,7 @@ quarantine peek/redrive scans (closing them returns everything they fetched).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator
@@ -31,6 +32,7 @@ from aio_pika.abc import (
 )
 from yarl import URL
 
+from gateway.transport.attempts import AttemptCounter
 from gateway.transport.base import (
     H_RECIPIENT,
     H_SENDER,
@@ -46,11 +48,11 @@ from gateway.transport.base import (
     UnroutableMessageError,
     application_headers,
     check_agency_id,
-    check_quarantine_reason,
+    check_redrivable,
     describe_quarantined,
     header_text,
     log,
-    quarantine_wire_headers,
+    quarantine_copy,
     redrive_wire_headers,
     settle,
     wire_headers,
@@ -91,6 +93,7 @@ class _Consumer:
         self.queue: AbstractQueue | None = None
         self.tag: str | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.returns = AttemptCounter()
 
     async def start(self) -> None:
         cfg = self.transport.config
@@ -106,21 +109,19 @@ class _Consumer:
             self.tasks.add(task)
         try:
             headers = message.headers or {}
+            claimed = header_text(headers.get(H_RECIPIENT))
             delivery = Delivery(
                 message_id=message.message_id or "",
                 sender=header_text(headers.get(H_SENDER)),
-                recipient=header_text(headers.get(H_RECIPIENT)) or (message.routing_key or ""),
+                # The queue we consume is the recipient; the publisher's header is a claim.
+                recipient=self.agency_id,
                 body=message.body,
                 headers=application_headers(headers),
                 redelivered=bool(message.redelivered),
+                claimed_recipient=claimed if claimed and claimed != self.agency_id else None,
             )
-            previous = headers.get("x-delivery-count", 0)
             ack = await settle(
-                self.transport,
-                self.handler,
-                delivery,
-                previous_deliveries=previous if isinstance(previous, int) else 0,
-                config=self.transport.config,
+                self.transport, self.handler, delivery, returns=self.returns, config=self.transport.config
             )
             try:
                 if ack:
@@ -167,6 +168,19 @@ class AmqpTransport:
         self._exchange: AbstractExchange | None = None
         self._dlx: AbstractExchange | None = None
         self._consumers: list[_Consumer] = []
+        self._reconnect_listeners: list[Callable[[], None]] = []
+
+    def on_reconnect(self, listener: Callable[[], None]) -> None:
+        self._reconnect_listeners.append(listener)
+
+    def _reconnected(self, *_: Any) -> None:
+        # aio-pika calls this once the robust connection and its channels are restored.
+        log.info("transport.reconnected", broker=_safe_url(self._url))
+        for listener in list(self._reconnect_listeners):
+            try:
+                listener()
+            except Exception as exc:  # noqa: BLE001 - one listener must not stop the others
+                log.warning("transport.reconnect_listener_failed", error=type(exc).__name__)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -185,6 +199,7 @@ class AmqpTransport:
                 raise TransportUnavailableError(
                     f"cannot connect to the broker at {_safe_url(self._url)}: {type(exc).__name__}"
                 ) from exc
+            self._connection.reconnect_callbacks.add(self._reconnected)
         try:
             await self._declare_topology()
         except BaseException:
@@ -270,9 +285,8 @@ class AmqpTransport:
         log.debug("transport.published", message_id=message.message_id, recipient=message.recipient)
 
     async def quarantine(self, delivery: Delivery, reason_code: str, detail: str) -> None:
-        check_quarantine_reason(reason_code, detail)
-        headers = quarantine_wire_headers(delivery, reason_code, detail)
-        await self._publish_confirmed(self._dlx, delivery.message_id, delivery.body, headers, delivery.recipient)
+        body, headers = quarantine_copy(delivery, reason_code, detail, self.config)
+        await self._publish_confirmed(self._dlx, delivery.message_id, body, headers, delivery.recipient)
         log.warning(
             "transport.quarantined", message_id=delivery.message_id, recipient=delivery.recipient, reason=reason_code
         )
@@ -388,6 +402,7 @@ class AmqpTransport:
                 if message.message_id != message_id:
                     continue
                 headers = message.headers or {}
+                check_redrivable(message_id, headers)
                 entry = describe_quarantined(message_id, headers, message.routing_key or "", len(message.body))
                 await self._publish_confirmed(
                     self._exchange, message_id, message.body, redrive_wire_headers(headers, entry.recipient),

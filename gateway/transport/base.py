@@ -12,13 +12,21 @@ Guarantees both implementations give:
 * Delivery is at-least-once: a message is removed from an inbox only when the handler
   returned ``Disposition.ACK``. Receivers must de-duplicate by ``message_id``.
 * A message that keeps failing (handler raises or requeues) is dead-lettered to the
-  recipient's quarantine queue after ``TransportConfig.delivery_limit`` returns.
+  recipient's quarantine queue after ``TransportConfig.delivery_limit`` returns. That is
+  the broker's backstop; the gateway service counts failed attempts itself and quarantines
+  a poison message long before (gateway/service.py, ``delivery_max_attempts``).
+* A delivery's ``recipient`` is the agency whose inbox the consumer reads, never the
+  publisher's ``x-recipient`` header; ``sender`` is the publisher's unverified claim.
+* A quarantine copy never exceeds the broker's frame or message size: a body over
+  ``quarantine_max_body_bytes`` is cut (its first ``quarantine_keep_body_bytes`` kept,
+  with its size and SHA-256 in headers) and oversized headers are dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +36,8 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from gateway.errors import GatewayError
+from gateway.failure_site import failure_code, failure_site
+from gateway.transport.attempts import AttemptCounter, delivery_key
 
 log = structlog.get_logger("gateway.transport")
 
@@ -45,6 +55,12 @@ H_RECIPIENT = "x-recipient"
 H_QUARANTINE_REASON = "x-quarantine-reason"
 H_QUARANTINE_DETAIL = "x-quarantine-detail"
 H_ORIGINAL_RECIPIENT = "x-original-recipient"
+#: Set on a quarantine copy whose body was cut: the original's size and SHA-256 (hex).
+H_BODY_CUT = "x-quarantine-body-cut"
+H_BODY_SIZE = "x-quarantine-body-size"
+H_BODY_SHA256 = "x-quarantine-body-sha256"
+#: Set on a quarantine copy whose application headers were dropped: how many there were.
+H_HEADERS_DROPPED = "x-quarantine-headers-dropped"
 RESERVED_HEADER_PREFIX = "x-"
 
 #: Reason used when a handler returns ``Disposition.QUARANTINE`` without calling
@@ -134,13 +150,20 @@ class Delivery:
     """A message handed to a consumer's handler."""
 
     message_id: str
+    #: The publisher's ``x-sender`` header: a claim, unverified until the envelope's
+    #: signature is checked.
     sender: str
+    #: The agency whose inbox the message was consumed from (set by the consumer, never
+    #: taken from the message): where its quarantine copy goes.
     recipient: str
     body: bytes = field(repr=False)
     headers: Mapping[str, str]
     #: True if the broker delivered this message before (to this or another consumer)
     #: without it being acked: the handler may already have stored it.
     redelivered: bool
+    #: The publisher's ``x-recipient`` header, if it named another agency than the inbox
+    #: (kept for the record only; nothing is routed by it).
+    claimed_recipient: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
@@ -158,6 +181,9 @@ class QuarantinedMessage:
     detail: str
     size: int
     headers: Mapping[str, str]
+    #: Set if the body was cut on its way to quarantine: the original's size and SHA-256.
+    original_size: int | None = None
+    original_sha256: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
@@ -173,6 +199,9 @@ class Disposition(enum.Enum):
     #: Never processable: move to the quarantine queue (reason ``handler_rejected``).
     #: For a specific reason call ``Transport.quarantine(...)`` and return ``ACK``.
     QUARANTINE = "quarantine"
+    #: Failed, but the handler counts its attempts and will quarantine it soon: give it
+    #: back at once, without the back-off (which would hold a prefetch slot meanwhile).
+    RETRY = "retry"
 
 
 Handler = Callable[[Delivery], Awaitable[Disposition]]
@@ -215,6 +244,14 @@ class TransportConfig:
     stop_grace: float = 5.0
     #: ``redrive`` gives up after looking at this many quarantined messages.
     redrive_scan_limit: int = 10_000
+    #: A quarantine copy of a larger body keeps only its first ``quarantine_keep_body_bytes``
+    #: (plus the whole body's size and SHA-256), so it always fits the broker's
+    #: ``max_message_size``. Envelopes are at most 256 KiB, so no valid message is ever cut.
+    quarantine_max_body_bytes: int = 1024 * 1024
+    quarantine_keep_body_bytes: int = 64 * 1024
+    #: Application headers of a quarantine copy are dropped if together larger than this,
+    #: so the copy's header frame always fits ``frame_max`` (RabbitMQ default 128 KiB).
+    quarantine_max_header_bytes: int = 16 * 1024
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "agencies", tuple(self.agencies))
@@ -226,6 +263,8 @@ class TransportConfig:
             raise ValueError("prefetch must be at least 1")
         if self.delivery_limit < 1:
             raise ValueError("delivery_limit must be at least 1")
+        if not 0 < self.quarantine_keep_body_bytes <= self.quarantine_max_body_bytes:
+            raise ValueError("quarantine_keep_body_bytes must be positive and at most quarantine_max_body_bytes")
         for name in ("connect_timeout", "publish_timeout", "reconnect_interval"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -294,7 +333,11 @@ class Transport(Protocol):
 
     async def redrive(self, message_id: str) -> bool:
         """Move one quarantined message back to its original recipient's inbox.
-        False if no quarantined message has this id."""
+        False if no quarantined message has this id. Raises ``TransportError`` for a
+        copy whose body was cut (it is not the message any more)."""
+
+    def on_reconnect(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` each time the broker connection comes back after a loss."""
 
 
 # --- shared deciders and helpers ---------------------------------------------------------
@@ -321,15 +364,52 @@ def application_headers(headers: Mapping[str, Any] | None) -> dict[str, str]:
     }
 
 
-def quarantine_wire_headers(delivery: Delivery, reason_code: str, detail: str) -> dict[str, str]:
-    return {
-        **application_headers(delivery.headers),
-        H_SENDER: delivery.sender,
+def _header_bytes(headers: Mapping[str, str]) -> int:
+    return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) + 8 for k, v in headers.items())
+
+
+def _claimed_agency(value: str) -> str:
+    """A claimed agency id as a header value: only if it has an agency id's shape."""
+    return value if AGENCY_ID_RE.fullmatch(value or "") else ""
+
+
+def quarantine_copy(
+    delivery: Delivery, reason_code: str, detail: str, config: TransportConfig
+) -> tuple[bytes, dict[str, str]]:
+    """Body and headers of a delivery's quarantine copy, sized to fit the broker.
+
+    A body over ``quarantine_max_body_bytes`` keeps its first ``quarantine_keep_body_bytes``
+    and says so (``x-quarantine-body-cut: true``, the whole body's size and SHA-256).
+    Application headers larger together than ``quarantine_max_header_bytes`` are dropped
+    (``x-quarantine-headers-dropped: <count>``). The claimed sender is kept only if it is
+    shaped like an agency id; the recipient is the inbox it came from."""
+    check_quarantine_reason(reason_code, detail)
+    body = delivery.body
+    app = application_headers(delivery.headers)
+    headers: dict[str, str] = {}
+    if _header_bytes(app) <= config.quarantine_max_header_bytes:
+        headers.update(app)
+    else:
+        headers[H_HEADERS_DROPPED] = str(len(app))
+    if len(body) > config.quarantine_max_body_bytes:
+        headers[H_BODY_CUT] = "true"
+        headers[H_BODY_SIZE] = str(len(body))
+        headers[H_BODY_SHA256] = hashlib.sha256(body).hexdigest()
+        body = body[: config.quarantine_keep_body_bytes]
+    headers.update({
+        H_SENDER: _claimed_agency(delivery.sender),
         H_RECIPIENT: delivery.recipient,
         H_ORIGINAL_RECIPIENT: delivery.recipient,
         H_QUARANTINE_REASON: reason_code,
         H_QUARANTINE_DETAIL: detail,
-    }
+    })
+    return body, headers
+
+
+def check_redrivable(message_id: str, headers: Mapping[str, Any]) -> None:
+    """Refuse to re-drive a quarantine copy whose body was cut: it is not the message."""
+    if header_text(headers.get(H_BODY_CUT)) == "true":
+        raise TransportError(f"quarantined message {message_id} was stored with its body cut; it cannot be re-driven")
 
 
 def header_text(value: Any) -> str:
@@ -355,6 +435,8 @@ def describe_quarantined(
         keys = death.get("routing-keys") or []
         if not recipient and keys:
             recipient = header_text(keys[0])
+    cut = header_text(headers.get(H_BODY_CUT)) == "true"
+    original_size = header_text(headers.get(H_BODY_SIZE))
     return QuarantinedMessage(
         message_id=message_id,
         sender=header_text(headers.get(H_SENDER)),
@@ -363,6 +445,8 @@ def describe_quarantined(
         detail=detail,
         size=size,
         headers=application_headers(headers),
+        original_size=int(original_size) if cut and original_size.isdigit() else None,
+        original_sha256=header_text(headers.get(H_BODY_SHA256)) or None if cut else None,
     )
 
 
@@ -380,43 +464,55 @@ async def settle(
     handler: Handler,
     delivery: Delivery,
     *,
-    previous_deliveries: int,
+    returns: AttemptCounter,
     config: TransportConfig,
 ) -> bool:
     """Run the handler and decide the outcome: True = ack, False = return to the inbox.
 
     Shared by every transport, so the mapping from handler result to broker action is
-    the same everywhere. Logs ids and codes only: never the body, and never exception
+    the same everywhere. ``returns`` is the consumer's own count of back-offs per message
+    (the ``x-delivery-count`` header is not used: a publisher can set it). Logs ids,
+    codes and the code location of a failure only: never the body, and never exception
     text from outside the gateway's own hierarchy (it may quote the payload).
     """
     bound = log.bind(message_id=delivery.message_id, sender=delivery.sender, recipient=delivery.recipient)
+    key = delivery_key(delivery.message_id, delivery.body)
     try:
         disposition = await handler(delivery)
     except asyncio.CancelledError:
         raise
     except GatewayError as exc:
-        bound.warning("transport.handler_failed", error=type(exc).__name__, code=exc.code, reason=str(exc))
+        bound.warning("transport.handler_failed", error=type(exc).__name__, code=exc.code,
+                      where=failure_site(exc), reason=str(exc)[:MAX_DETAIL_CHARS])
         disposition = None
     except Exception as exc:  # noqa: BLE001 - any handler bug: requeue, never lose
-        bound.error("transport.handler_failed", error=type(exc).__name__)
+        bound.error("transport.handler_failed", error=type(exc).__name__, code=failure_code(exc),
+                    where=failure_site(exc))
         disposition = None
 
     if disposition is Disposition.ACK:
+        returns.forget(key)
         return True
+    if disposition is Disposition.RETRY:
+        bound.info("transport.retried")
+        return False
     if disposition is Disposition.QUARANTINE:
         try:
             await transport.quarantine(delivery, HANDLER_REJECTED, "handler returned QUARANTINE")
         except TransportError as exc:
             bound.warning("transport.quarantine_failed", code=exc.code)
         else:
+            returns.forget(key)
             return True
     elif disposition is not Disposition.REQUEUE and disposition is not None:
         bound.error("transport.handler_bad_result", result=type(disposition).__name__)
 
-    delay = config.requeue_delay(previous_deliveries)
+    previous = returns.get(key)
+    delay = config.requeue_delay(previous)
     if delay:
         # The message stays unacked (and counts against prefetch) while we wait: natural
-        # back-pressure while e.g. the store is down.
+        # back-pressure while e.g. the store is down. Poison messages take RETRY instead.
         await asyncio.sleep(delay)
-    bound.info("transport.requeued", previous_deliveries=previous_deliveries)
+    returns.bump(key)
+    bound.info("transport.requeued", previous_returns=previous)
     return False

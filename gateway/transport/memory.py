@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.transport.attempts import AttemptCounter
 from gateway.transport.base import (
     DELIVERY_LIMIT,
     H_RECIPIENT,
@@ -31,10 +33,10 @@ from gateway.transport.base import (
     UnroutableMessageError,
     application_headers,
     check_agency_id,
-    check_quarantine_reason,
+    check_redrivable,
     describe_quarantined,
     log,
-    quarantine_wire_headers,
+    quarantine_copy,
     redrive_wire_headers,
     settle,
     wire_headers,
@@ -70,8 +72,22 @@ class MemoryBroker:
         self._bindings: dict[str, dict[str, set[str]]] = {}
         self._queues: dict[str, _Queue] = {}
         self._tags = itertools.count(1)
-        #: Set to False to simulate an outage: publishes and declares then fail.
-        self.available = True
+        self._available = True
+        self._reconnect_listeners: list[Callable[[], None]] = []
+
+    @property
+    def available(self) -> bool:
+        """Set to False to simulate an outage: publishes and declares then fail. Setting it
+        back to True is a "reconnect": every transport's reconnect listeners are called."""
+        return self._available
+
+    @available.setter
+    def available(self, value: bool) -> None:
+        back = value and not self._available
+        self._available = value
+        if back:
+            for listener in list(self._reconnect_listeners):
+                listener()
 
     # -- topology ----------------------------------------------------------------------
 
@@ -177,10 +193,12 @@ class MemoryBroker:
 
 
 class _Consumer:
-    def __init__(self, transport: MemoryTransport, queue: str, handler: Handler) -> None:
+    def __init__(self, transport: MemoryTransport, agency_id: str, handler: Handler) -> None:
         self.transport = transport
-        self.queue = queue
+        self.agency_id = agency_id
+        self.queue = transport.config.inbox(agency_id)
         self.handler = handler
+        self.returns = AttemptCounter()
         self.slots = asyncio.Semaphore(transport.config.prefetch)
         self.unacked: set[int] = set()
         self.handlers: set[asyncio.Task[None]] = set()
@@ -203,20 +221,18 @@ class _Consumer:
     async def _handle(self, tag: int, message: _Message) -> None:
         broker = self.transport.broker
         try:
+            claimed = str(message.headers.get(H_RECIPIENT, ""))
             delivery = Delivery(
                 message_id=message.message_id,
                 sender=str(message.headers.get(H_SENDER, "")),
-                recipient=str(message.headers.get(H_RECIPIENT, message.routing_key)),
+                recipient=self.agency_id,  # the inbox it came from, never the header
                 body=message.body,
                 headers=application_headers(message.headers),
                 redelivered=message.redelivered,
+                claimed_recipient=claimed if claimed and claimed != self.agency_id else None,
             )
             ack = await settle(
-                self.transport,
-                self.handler,
-                delivery,
-                previous_deliveries=message.delivery_count,
-                config=self.transport.config,
+                self.transport, self.handler, delivery, returns=self.returns, config=self.transport.config
             )
             if tag in self.unacked:
                 self.unacked.discard(tag)
@@ -249,6 +265,9 @@ class MemoryTransport:
         self.config = config or TransportConfig()
         self._started = False
         self._consumers: list[_Consumer] = []
+
+    def on_reconnect(self, listener: Callable[[], None]) -> None:
+        self.broker._reconnect_listeners.append(listener)
 
     async def start(self) -> None:
         cfg, passive = self.config, not self.config.declare_topology
@@ -287,14 +306,13 @@ class MemoryTransport:
         self._require_started()
         check_agency_id(agency_id)
         self._declare_agency(agency_id)
-        self._consumers.append(_Consumer(self, self.config.inbox(agency_id), handler))
+        self._consumers.append(_Consumer(self, agency_id, handler))
         log.info("transport.consuming", agency_id=agency_id, prefetch=self.config.prefetch)
 
     async def quarantine(self, delivery: Delivery, reason_code: str, detail: str) -> None:
         self._require_started()
-        check_quarantine_reason(reason_code, detail)
-        headers = quarantine_wire_headers(delivery, reason_code, detail)
-        stored = _Message(delivery.message_id, delivery.body, headers, delivery.recipient)
+        body, headers = quarantine_copy(delivery, reason_code, detail, self.config)
+        stored = _Message(delivery.message_id, body, headers, delivery.recipient)
         self.broker.publish(self.config.dead_letter_exchange, delivery.recipient, stored)
         log.warning(
             "transport.quarantined", message_id=delivery.message_id, recipient=delivery.recipient, reason=reason_code
@@ -326,6 +344,7 @@ class MemoryTransport:
         for message in list(queue.ready)[: self.config.redrive_scan_limit]:
             if message.message_id != message_id:
                 continue
+            check_redrivable(message_id, message.headers)
             entry = describe_quarantined(message.message_id, message.headers, message.routing_key, len(message.body))
             fresh = _Message(message.message_id, message.body, redrive_wire_headers(message.headers, entry.recipient), entry.recipient)
             self.broker.publish(self.config.exchange, entry.recipient, fresh)  # raises: stays quarantined

@@ -105,3 +105,47 @@ async def test_submit_while_broker_unreachable_is_delivered_once_after(tmp_path,
             assert ng.metrics.value("duplicates_total") == 0
     finally:
         await proxy.stop()
+
+
+async def test_reconnect_retries_the_outbox_at_once_not_after_its_back_off(tmp_path, run_id, amqp_url) -> None:
+    """Issue 15: a message in back-off (here 30 s) goes out as soon as the connection is
+    back (the robust connection's reconnect), not when its back-off ends."""
+    parsed = urlparse(amqp_url)
+    proxy = TcpProxy(parsed.hostname or "127.0.0.1", parsed.port or 5672)
+    await proxy.start()
+    proxied = f"amqp://{parsed.username}:{parsed.password}@127.0.0.1:{proxy.port}{parsed.path or '/'}"
+    try:
+        async with AsyncExitStack() as stack:
+            ng = await stack.enter_async_context(in_process_gateway(tmp_path, run_id, amqp_url, agency=NIGERIA))
+            ne = await stack.enter_async_context(in_process_gateway(
+                tmp_path, run_id, proxied, retry_initial_seconds=30.0, retry_max_seconds=60.0))
+            await proxy.stop()
+
+            async def disconnected() -> bool:
+                return not await ne.transport.is_healthy()
+
+            await wait_until(disconnected, 10, what="NE notices the lost connection")
+            message_id = (await ne.submit("referral.request", load_example("referral.request"),
+                                          recipient=NIGERIA, case_ref="ne-ng-reconn00001", actor=WORKER)).id
+
+            async def backing_off() -> bool:
+                record = await ne.store.get_outgoing(message_id)
+                return record.attempts >= 1 and record.status == "queued"
+
+            await wait_until(backing_off, 20, what="a failed publish attempt")
+            due_in = ((await ne.store.get_outgoing(message_id)).next_attempt_at - ne.clock()).total_seconds()
+            assert due_in > 20  # without the reconnect hook it would wait this long
+
+            await proxy.start()
+            started = time.monotonic()
+
+            async def delivered() -> bool:
+                return (await ne.store.get_outgoing(message_id)).status == "delivered"
+
+            await wait_until(delivered, 25, what="delivered after the reconnect")
+            took = time.monotonic() - started
+            print(f"\nreconnect: back-off due in {due_in:.0f}s; delivered {took:.1f}s after the broker was back")
+            assert took < 10.0  # reconnect interval (2 s) + publish + receipt, far below the back-off
+            assert [r.message_id for r in await ng.list_inbox(limit=10)] == [message_id]
+    finally:
+        await proxy.stop()
