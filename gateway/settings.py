@@ -295,6 +295,14 @@ SETTING_DOCS: dict[str, str] = {
                 "is this name plus `.dlx`. Must match the broker definitions (`referrals`).",
     "queue_prefix": "Prepended to the queue names `inbox.<agency_id>` and `quarantine.<agency_id>`. Leave "
                     "empty with the shipped broker definitions; tests use a unique prefix per run.",
+    "delivery_max_attempts": "How many times the gateway itself runs a delivery whose handling fails with an "
+                             "unexpected error (not a verification verdict, not a store or broker outage) before "
+                             "it quarantines it as `handler_failed`. Counted per process by message id and body "
+                             "digest, never from broker headers (deploy/rabbitmq/README.md#poison-messages).",
+    "degraded_after_failures": "`/readyz` answers 503 `degraded` after this many handler failures in a row with no "
+                               "successful delivery since.",
+    "degraded_window_seconds": "`/readyz` stops saying `degraded` once a delivery succeeds or this many seconds "
+                               "pass without a handler failure.",
     "prefetch": "How many deliveries the consumer holds unacknowledged at once, i.e. how many incoming "
                 "messages are verified and stored concurrently (AMQP `basic.qos`). At least 1.",
     "store_url": "The durable store: `sqlite:////absolute/path.db` (one process) or "
