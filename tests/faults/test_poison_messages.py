@@ -5,7 +5,8 @@ issue measured, a genuine referral is stored within 1 s of its normal time, on R
   and a forged ``x-delivery-count`` (used to be requeued forever: the quarantine copy was
   routed by ``x-recipient`` and unroutable);
 * properly signed withdrawals dated ``0999-01-01`` (used to fail forever: SQLite wrote the
-  year as ``999`` and could not read it back);
+  year as ``999`` and could not read it back); now a verdict: each is quarantined once as
+  ``withdrawal_too_early`` (the sending API refuses such dates too), never retried;
 * signed referrals whose handling always fails (a stored value the handler cannot read,
   simulated): each is tried ``delivery_max_attempts`` times, then quarantined as
   ``handler_failed``.
@@ -111,7 +112,7 @@ async def test_poison_messages_do_not_delay_a_genuine_referral(tmp_path, run_id,
         runs_before = len(bug_calls)
 
         async def all_settled() -> bool:
-            return len(await ng.transport.list_quarantine(1000)) >= 2 * EACH
+            return len(await ng.transport.list_quarantine(1000)) >= 3 * EACH
 
         await wait_until(all_settled, 120, interval=0.5, what="junk and failing messages quarantined")
         await asyncio.sleep(1.0)  # anything still retried would show now
@@ -130,9 +131,10 @@ async def test_poison_messages_do_not_delay_a_genuine_referral(tmp_path, run_id,
     assert {q.recipient for q in quarantined} == {NIGERIA}
     assert all(reasons.get(m) == "handler_failed" for m, _, _ in failing)
     assert len(bug_calls) == 3 * EACH  # each tried exactly delivery_max_attempts times, whatever its headers
-    assert not any(m in reasons for m, _, _ in withdrawals)  # the 0999 withdrawals no longer fail at all
-    assert len(stored_withdrawals) == EACH
-    assert len(audited) == len(quarantined) == 2 * EACH  # each quarantined once, each audited
+    # The 0999 withdrawals are refused by verdict (not retried, not a handler failure), and none is stored.
+    assert all(reasons.get(m) == "withdrawal_too_early" for m, _, _ in withdrawals)
+    assert stored_withdrawals == []
+    assert len(audited) == len(quarantined) == 3 * EACH  # each quarantined once, each audited
     junk_ids = {m for m, _, _ in junk}
     for entry in audited:
         detail = json.loads(entry.detail_json)
