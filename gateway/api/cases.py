@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.context import actor_of, gateway_of
+from gateway.api.idempotency import Answer, idempotent
 from gateway.api.openapi import error_content as _error, json_content as _json, schema_ref as _ref
 from gateway.api.parse import case_ref as path_case_ref, json_object
 from gateway.api.responses import json_body
@@ -15,6 +16,7 @@ from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
 from gateway.schema import validate_payload
+from gateway.store import MessageConflictError
 
 routes = web.RouteTableDef()
 
@@ -28,17 +30,27 @@ async def withdraw(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)
     payload = await json_object(request)
     validate_payload("consent.withdrawal", payload)  # 422 with the violating paths
-    result = await gateway_of(request).withdraw_consent(case_ref, payload, actor=actor_of(request))
-    link = f"/cases/{case_ref}/withdrawals"
-    return json_body({
-        "case_ref": case_ref,
-        "withdrawals": [{"message_id": h.id, "recipient": h.recipient, "links": {"status": f"/messages/{h.id}"}}
-                        for h in result.headers],
-        # Recipients the withdrawal could not be addressed to (directory refuses, no valid key):
-        # the data there is NOT shredded; someone has to follow up out of band.
-        "failed": result.failures,
-        "links": {"status": link},
-    }, status=202, headers={"Location": link})
+
+    async def create(seed: str | None) -> Answer:
+        # Withdrawal ids are derived from the case, recipient and content (gateway/withdrawal.py):
+        # already exactly once per content, so the seed is not needed.
+        gateway = gateway_of(request)
+        try:
+            result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
+        except MessageConflictError:  # a concurrent retry stored one of them first
+            result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
+        link = f"/cases/{case_ref}/withdrawals"
+        return Answer(202, {
+            "case_ref": case_ref,
+            "withdrawals": [{"message_id": h.id, "recipient": h.recipient, "links": {"status": f"/messages/{h.id}"}}
+                            for h in result.headers],
+            # Recipients the withdrawal could not be addressed to (directory refuses, no valid key):
+            # the data there is NOT shredded; someone has to follow up out of band.
+            "failed": result.failures,
+            "links": {"status": link},
+        }, link)
+
+    return await idempotent(request, path={"case_ref": case_ref}, body=payload, create=create)
 
 
 @routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=False)
