@@ -11,7 +11,7 @@ from gateway.schema import load_example
 from gateway.store import StoreUnavailableError
 
 from .gateway_pair import NIGERIA, eventually
-from .test_api_world import api_pair
+from .test_api_world import api_pair, assert_conforms
 
 CASE = "ne-ng-idemcase00001"
 ACCEPT = {"decision": "accepted", "accepted_purposes": ["safety_assessment", "family_tracing"]}
@@ -233,3 +233,23 @@ async def test_retention_pass_prunes_expired_keys(tmp_path) -> None:
             assert await gw.store.prune_idempotency_keys(gw.clock()) == 0  # already gone
         finally:
             gw.clock = real_clock
+
+
+async def test_openapi_documents_the_header_and_the_find_route(tmp_path) -> None:
+    async with api_pair(tmp_path) as (ne, _):
+        status, doc = await ne.call("GET", "/openapi.json", role=None)
+        assert status == 200
+        for path in ("/referrals", "/inbox/{id}/response", "/cases/{case_ref}/withdrawal"):
+            operation = doc["paths"][path]["post"]
+            header = [p for p in operation["parameters"] if p["in"] == "header"]
+            assert [p["name"] for p in header] == ["Idempotency-Key"], path
+            assert "idempotency_key_reused" in operation["responses"]["422"]["description"]
+            assert "invalid_idempotency_key" in operation["responses"]["400"]["description"]
+            assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"]
+        find = doc["paths"]["/messages"]["get"]
+        assert find["x-roles"] == ["caseworker", "supervisor"]
+        assert {p["name"] for p in find["parameters"]} == {"local_case_id", "recipient"}
+        body = {"recipient": NIGERIA, "local_case_id": "NE-DOC-1", "payload": load_example("referral.request")}
+        assert (await _post(ne, "/referrals", body, None))[0] == 202
+        status, found = await ne.call("GET", "/messages", params={"local_case_id": "NE-DOC-1"})
+        assert_conforms(doc, "/messages", "GET", 200, found)

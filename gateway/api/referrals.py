@@ -3,7 +3,8 @@
 The answer is 202 only once ``Gateway.submit`` returned, i.e. the sealed envelope is in
 the durable outbox; publishing happens in the background. A ``local_case_id`` is turned
 into the case pseudonym for the recipient's country here and goes no further: it is not
-stored, logged, audited or echoed.
+stored, logged, audited or echoed. With an ``Idempotency-Key`` header a retry gets the first
+answer and the same message (gateway/api/idempotency.py).
 """
 
 from __future__ import annotations
