@@ -23,6 +23,9 @@ PAGE = 500
 async def apply_retention(gw: "Gateway") -> int:
     """Destroy the keys of received messages past their retention period; return how many."""
     now, total = gw.clock(), 0
+    # Idempotency-Key records past the message lifetime (gateway/api/idempotency.py) go with the same pass.
+    if pruned := await gw.store.prune_idempotency_keys(now):
+        log.info("idempotency.pruned", keys=pruned)
     for message_type in MESSAGE_TYPES:
         if message_type in CONTROL_TYPES:
             continue  # no personal data, no message key

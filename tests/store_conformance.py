@@ -16,6 +16,8 @@ Nothing here may import a backend module or peek at SQL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -31,6 +33,7 @@ from gateway.store import (
     Case,
     CheckpointRecord,
     DataKey,
+    IdempotencyRecord,
     IncomingMessage,
     MessageConflictError,
     MessageNotFoundError,
@@ -111,6 +114,20 @@ async def _reach_outgoing(store: Store, message_id: str, status: str) -> None:
         assert await store.mark_failed(message_id, "broker_unreachable", at=T0)
     else:
         assert await store.set_status(message_id, status, T0)  # type: ignore[arg-type]
+
+
+def _hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def idem_claim(key: str, *, request: str = "body", created_at: datetime = T0) -> IdempotencyRecord:
+    """A claim of key ``key`` for request ``request``, valid for 7 days."""
+    return IdempotencyRecord(_hex(key), "referrals.submit", _hex(request), created_at, created_at + timedelta(days=7))
+
+
+def idem_answer(claim: IdempotencyRecord, body: str, status: int = 202) -> IdempotencyRecord:
+    return dataclasses.replace(claim, status_code=status, response_json=body,
+                               completed_at=claim.created_at + timedelta(seconds=1))
 
 
 class StoreConformance:
@@ -603,6 +620,70 @@ class StoreConformance:
         assert await store.list_checkpoints("NE-ANLTP-TIM", newest_first=True, limit=2) == [fork, b]
         assert await store.latest_checkpoint("NG-NAPTIP") == peer
 
+    # --- API idempotency keys -------------------------------------------------------------
+
+    async def test_idempotency_claim_then_complete_then_replay(self, store: Store) -> None:
+        claim = idem_claim("a")
+        assert await store.claim_idempotency_key(claim) == claim
+        # A retry of the same key while the first is still running gets the first claim.
+        again = await store.claim_idempotency_key(idem_claim("a", created_at=T0 + timedelta(seconds=3)))
+        assert again == claim and not again.completed
+        done = await store.complete_idempotency_key(idem_answer(claim, '{"message_id":"m1"}'))
+        assert (done.status_code, done.response_json, done.completed) == (202, '{"message_id":"m1"}', True)
+        # Later claims, with the same or another request hash, see the stored answer.
+        assert await store.claim_idempotency_key(idem_claim("a", created_at=T0 + timedelta(days=1))) == done
+        other = await store.claim_idempotency_key(idem_claim("a", request="other", created_at=T0 + timedelta(days=1)))
+        assert other == done and other.request_hash == claim.request_hash
+
+    async def test_idempotency_first_answer_wins(self, store: Store) -> None:
+        claim = await store.claim_idempotency_key(idem_claim("b"))
+        first = await store.complete_idempotency_key(idem_answer(claim, '{"n":1}'))
+        second = await store.complete_idempotency_key(idem_answer(claim, '{"n":2}'))
+        assert first == second and second.response_json == '{"n":1}'
+        # An answer for another request hash never overwrites the key's claim.
+        foreign = idem_answer(idem_claim("c", request="x"), '{"n":3}')
+        await store.claim_idempotency_key(idem_claim("c"))
+        kept = await store.complete_idempotency_key(foreign)
+        assert kept.request_hash == idem_claim("c").request_hash and not kept.completed
+        # Completing a claim that is gone (released, pruned) records the answer.
+        lone = idem_answer(idem_claim("d"), '{"n":4}')
+        assert (await store.complete_idempotency_key(lone)).response_json == '{"n":4}'
+
+    async def test_idempotency_concurrent_claims_agree(self, store: Store) -> None:
+        claims = [idem_claim("e", request=f"r{i}", created_at=T0 + timedelta(microseconds=i)) for i in range(30)]
+        stored = await asyncio.gather(*(store.claim_idempotency_key(c) for c in claims))
+        assert len({s.request_hash for s in stored}) == 1  # exactly one claim won, everyone sees it
+        assert stored[0] in claims
+
+    async def test_idempotency_release_only_an_unanswered_claim(self, store: Store) -> None:
+        claim = await store.claim_idempotency_key(idem_claim("f"))
+        assert await store.release_idempotency_key(claim.key_hash, idem_claim("f", request="x").request_hash) is False
+        assert await store.release_idempotency_key(claim.key_hash, claim.request_hash) is True
+        # Released: the key can now be claimed for another request.
+        other = idem_claim("f", request="x")
+        assert await store.claim_idempotency_key(other) == other
+        await store.complete_idempotency_key(idem_answer(other, "{}"))
+        assert await store.release_idempotency_key(other.key_hash, other.request_hash) is False
+
+    async def test_idempotency_keys_expire(self, store: Store) -> None:
+        claim = await store.claim_idempotency_key(idem_claim("g"))
+        await store.complete_idempotency_key(idem_answer(claim, "{}"))
+        young = await store.claim_idempotency_key(idem_claim("h", created_at=T0 + timedelta(days=5)))
+        # Past expires_at a claim starts afresh (even for another request).
+        late = idem_claim("g", request="x", created_at=claim.expires_at)
+        assert await store.claim_idempotency_key(late) == late
+        assert await store.prune_idempotency_keys(T0 + timedelta(days=1)) == 0
+        assert await store.prune_idempotency_keys(late.expires_at + timedelta(seconds=1)) == 2
+        assert await store.claim_idempotency_key(idem_claim("h", request="y", created_at=T0)) != young
+
+    async def test_idempotency_record_rules(self) -> None:
+        with pytest.raises(ValueError):
+            IdempotencyRecord("not-a-hash", "referrals.submit", _hex("r"), T0, T0 + timedelta(days=1))
+        with pytest.raises(ValueError):
+            IdempotencyRecord(_hex("k"), "referrals.submit", _hex("r"), T0, T0)  # must expire after creation
+        with pytest.raises(ValueError):
+            IdempotencyRecord(_hex("k"), "referrals.submit", _hex("r"), T0, T0 + timedelta(days=1), status_code=202)
+
     # --- durability and failure -----------------------------------------------------------
 
     async def test_data_survives_close_and_reopen(self, harness: StoreHarness) -> None:
@@ -614,6 +695,7 @@ class StoreConformance:
         await store.remember_message_id(seen, T0 + timedelta(days=1))
         await store.upsert_case(Case("case-7f3a9c01", "NG-NAPTIP", "referred", T0))
         seq = await store.append_audit(audit(1))
+        answered = await store.complete_idempotency_key(idem_answer(await store.claim_idempotency_key(idem_claim("k")), "{}"))
         await store.close()
 
         store = await harness.open()
@@ -626,6 +708,7 @@ class StoreConformance:
             assert (await store.get_case("case-7f3a9c01")).state == "referred"
             assert [r.seq for r in await store.read_audit(seq, 10)] == [seq]
             assert await store.append_audit(audit(2)) == seq + 1
+            assert await store.claim_idempotency_key(idem_claim("k", request="x")) == answered
         finally:
             await store.close()
 
@@ -657,6 +740,7 @@ class StoreConformance:
                 ro.prune_seen(T0 + timedelta(days=999)),
                 ro.upsert_case(Case("case-7f3a9c01", "NG-NAPTIP", "referred", T0)),
                 ro.append_audit(audit(1)),
+                ro.claim_idempotency_key(idem_claim("ro")),
             ]
             for write in writes:
                 with pytest.raises(StoreUnavailableError):

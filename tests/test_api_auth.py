@@ -26,6 +26,7 @@ MATRIX = {
     ("GET", f"/inbox/{SOME_ID}?purpose=check"): {"caseworker", "supervisor"},
     ("POST", f"/inbox/{SOME_ID}/response"): {"caseworker", "supervisor"},
     ("GET", f"/messages/{SOME_ID}"): {"caseworker", "supervisor", "auditor"},
+    ("GET", "/messages?local_case_id=NE-LOCAL-1"): {"caseworker", "supervisor"},
     ("POST", f"/cases/{SOME_CASE}/withdrawal"): {"caseworker", "supervisor"},
     ("GET", f"/cases/{SOME_CASE}/withdrawals"): {"caseworker", "supervisor", "auditor"},
     ("GET", "/stats"): {"supervisor", "auditor"},

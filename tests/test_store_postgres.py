@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 import asyncpg
 import pytest
-from .store_conformance import T0, StoreConformance, audit, incoming, new_id, outgoing
+from .store_conformance import T0, StoreConformance, audit, idem_answer, idem_claim, incoming, new_id, outgoing
 
 from gateway.store import (
     SchemaVersionError,
@@ -545,3 +545,15 @@ async def test_two_gateway_processes_of_one_agency_share_one_store(pg: PostgresH
         for gw in gateways:
             await gw.stop()
             await gw.store.close()
+
+
+async def test_two_processes_claim_one_idempotency_key_agree(two_stores: tuple[Store, Store]) -> None:
+    a, b = two_stores
+    for round_ in range(5):
+        claims = [idem_claim(f"key{round_}", request=f"r{i}", created_at=T0 + timedelta(microseconds=i))
+                  for i in range(20)]
+        stored = await asyncio.gather(*((a, b)[i % 2].claim_idempotency_key(c) for i, c in enumerate(claims)))
+        assert len({s.request_hash for s in stored}) == 1
+        answers = await asyncio.gather(*((a, b)[i % 2].complete_idempotency_key(idem_answer(stored[0], f'{{"n":{i}}}'))
+                                         for i in range(10)))
+        assert len({r.response_json for r in answers}) == 1  # the first answer wins in both processes

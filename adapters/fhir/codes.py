@@ -144,6 +144,7 @@ CODE_SYSTEMS: Mapping[str, tuple[str, str, Mapping[str, str]]] = MappingProxyTyp
         "audit.fork_detected": "Partner signed two histories that cannot both be true",
         "audit.exported": "Audit log exported by an auditor",
         "audit.case_viewed": "An auditor viewed a case's audit history",
+        "messages.found": "A user looked up the messages sent for a local case id (by its case pseudonym)",
         "stats.read": "Aggregate statistics read",
         "keys.in_use": "Key ids the gateway runs with",
         "key.rotated": "The gateway's keys changed since its last start",

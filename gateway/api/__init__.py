@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api import audit, cases, health, inbox, messages, metrics, openapi, quarantine, referrals, stats
+from gateway.api import audit, cases, health, idempotency, inbox, messages, metrics, openapi, quarantine, referrals, stats
 from gateway.api.access_log import access_log_middleware
 from gateway.api.auth import auth_middleware
 from gateway.api.context import GATEWAY, SETTINGS
@@ -27,6 +27,8 @@ for _resource in RESOURCES:
     openapi.OPERATIONS.update(getattr(_resource, "OPERATIONS", {}))
     if _resource is not openapi:
         openapi.SCHEMAS.update(getattr(_resource, "SCHEMAS", {}))
+for _name in idempotency.ROUTES:  # the Idempotency-Key header (gateway/api/idempotency.py)
+    idempotency.describe(openapi.OPERATIONS[_name])
 
 
 def create_app(gateway: Gateway, settings: Settings) -> web.Application:

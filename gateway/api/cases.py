@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.api.context import actor_of, gateway_of
 from gateway.api.dates import date_violations
 from gateway.api.errors import ApiError, invalid_request
+from gateway.api.idempotency import Answer, idempotent
 from gateway.api.openapi import error_content as _error, json_content as _json, schema_ref as _ref
 from gateway.api.parse import case_ref as path_case_ref, json_object
 from gateway.api.responses import json_body
@@ -18,6 +19,7 @@ from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
 from gateway.schema import validate_payload
 from gateway.service import Gateway, NotFoundError
+from gateway.store import MessageConflictError
 from gateway.withdrawal import check_withdrawn_at
 
 #: The answer for a case_ref this gateway never sent or received a message of.
@@ -42,23 +44,32 @@ async def withdraw(request: web.Request) -> web.Response:
     out_of_range = date_violations(payload, gateway.clock())
     if out_of_range:
         raise invalid_request(out_of_range)
-    try:
-        result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
-    except NotFoundError:
-        # The service's text names the case; the client is told which rule instead.
-        detail = ("$.request_message_ids: names a referral.request not sent for this case"
-                  if payload.get("request_message_ids") else "no referral.request of this case was sent by this gateway")
-        raise ApiError(404, "not_found", detail) from None
-    link = f"/cases/{case_ref}/withdrawals"
-    return json_body({
-        "case_ref": case_ref,
-        "withdrawals": [{"message_id": h.id, "recipient": h.recipient, "links": {"status": f"/messages/{h.id}"}}
-                        for h in result.headers],
-        # Recipients the withdrawal could not be addressed to (directory refuses, no valid key):
-        # the data there is NOT shredded; someone has to follow up out of band.
-        "failed": result.failures,
-        "links": {"status": link},
-    }, status=202, headers={"Location": link})
+
+    async def create(seed: str | None) -> Answer:
+        # Withdrawal ids are derived from the case, recipient and content (gateway/withdrawal.py):
+        # already exactly once per content, so the seed is not needed.
+        try:
+            try:
+                result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
+            except MessageConflictError:  # a concurrent retry stored one of them first
+                result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
+        except NotFoundError:
+            # The service's text names the case; the client is told which rule instead.
+            detail = ("$.request_message_ids: names a referral.request not sent for this case"
+                      if payload.get("request_message_ids") else "no referral.request of this case was sent by this gateway")
+            raise ApiError(404, "not_found", detail) from None
+        link = f"/cases/{case_ref}/withdrawals"
+        return Answer(202, {
+            "case_ref": case_ref,
+            "withdrawals": [{"message_id": h.id, "recipient": h.recipient, "links": {"status": f"/messages/{h.id}"}}
+                            for h in result.headers],
+            # Recipients the withdrawal could not be addressed to (directory refuses, no valid key):
+            # the data there is NOT shredded; someone has to follow up out of band.
+            "failed": result.failures,
+            "links": {"status": link},
+        }, link)
+
+    return await idempotent(request, path={"case_ref": case_ref}, body=payload, create=create)
 
 
 @routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=True)

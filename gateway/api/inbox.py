@@ -12,13 +12,14 @@ from adapters.registry import available_formats, get_adapter
 from gateway.api.context import actor_of, gateway_of
 from gateway.api.dates import date_violations
 from gateway.api.errors import ApiError, invalid_request
+from gateway.api.idempotency import Answer, idempotent
 from gateway.api.parse import choice_query, int_query, json_object, message_id
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.errors import Violation
 from gateway.service import READ_PURPOSES, Gateway
-from gateway.store import INCOMING_STATUSES, InboxRecord
+from gateway.store import INCOMING_STATUSES, InboxRecord, MessageConflictError
 
 routes = web.RouteTableDef()
 
@@ -104,12 +105,19 @@ async def check_accepted_purposes(gateway: Gateway, mid: str, body: dict[str, An
 async def respond(request: web.Request) -> web.Response:
     mid = message_id(request)
     gateway = gateway_of(request)
-    answer = check_answer(await json_object(request), gateway.clock())
+    body = await json_object(request)
+    answer = check_answer(body, gateway.clock())
     await check_accepted_purposes(gateway, mid, answer)
-    header = await gateway.respond(mid, answer, actor=actor_of(request))
-    link = f"/messages/{header.id}"
-    return json_body(
-        {"message_id": header.id, "type": header.type, "status": "queued", "in_reply_to": mid,
-         "case_ref": header.case, "links": {"status": link}},
-        status=202, headers={"Location": link},
-    )
+
+    async def create(seed: str | None) -> Answer:
+        # The response id is derived from the request and the decision (Gateway.respond):
+        # already exactly once per decision, so the seed is not needed.
+        try:
+            header = await gateway.respond(mid, answer, actor=actor_of(request))
+        except MessageConflictError:
+            header = await gateway.respond(mid, answer, actor=actor_of(request))  # a concurrent retry stored it first
+        link = f"/messages/{header.id}"
+        return Answer(202, {"message_id": header.id, "type": header.type, "status": "queued", "in_reply_to": mid,
+                            "case_ref": header.case, "links": {"status": link}}, link)
+
+    return await idempotent(request, path={"id": mid}, body=body, create=create)

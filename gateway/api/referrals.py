@@ -3,7 +3,8 @@
 The answer is 202 only once ``Gateway.submit`` returned, i.e. the sealed envelope is in
 the durable outbox; publishing happens in the background. A ``local_case_id`` is turned
 into the case pseudonym for the recipient's country here and goes no further: it is not
-stored, logged, audited or echoed.
+stored, logged, audited or echoed. With an ``Idempotency-Key`` header a retry gets the first
+answer and the same message (gateway/api/idempotency.py).
 """
 
 from __future__ import annotations
@@ -18,16 +19,17 @@ from adapters.base import AdaptResult
 from adapters.registry import available_formats, get_adapter
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.dates import date_violations
-from gateway.api.errors import invalid_request
+from gateway.api.errors import ApiError, invalid_request
+from gateway.api.idempotency import Answer, idempotent
 from gateway.api.parse import json_object
-from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.envelope import CASE_REF
 from gateway.errors import Violation
 from gateway.pseudonym import case_pseudonym
 from gateway.schema import MESSAGE_TYPES, PURPOSES, json_path
-from gateway.service import Gateway
+from gateway.service import Gateway, derived_message_id
 from gateway.settings import Settings
+from gateway.store import MessageConflictError, OutboxRecord
 from gateway.transport.base import AGENCY_ID_RE
 
 routes = web.RouteTableDef()
@@ -116,27 +118,57 @@ def case_ref_for(submission: Submission, gateway: Gateway, settings: Settings) -
 @requires(Permission.SUBMIT)
 async def submit(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
-    submission = parse_submission(await json_object(request), own_agency=gateway.agency_id)
+    body = await json_object(request)
+    submission = parse_submission(body, own_agency=gateway.agency_id)
     case_ref = case_ref_for(submission, gateway, settings_of(request))
-    payload, dropped = submission.payload, None
-    if submission.local_format is not None:
-        # Loading a mapping reads files and mapping is CPU work: both off the event loop.
-        result = await asyncio.to_thread(_to_shared, submission.local_format, submission.record, submission.purposes)
-        payload = result.payload
-        dropped = [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason}
-                   for d in result.dropped]
-    assert payload is not None
-    out_of_range = date_violations(payload, gateway.clock(), ("payload",))
-    if out_of_range:
-        raise invalid_request(out_of_range)  # dates before 1900 or ahead of now (gateway/api/dates.py)
-    header = await gateway.submit(submission.message_type, payload, recipient=submission.recipient,
-                                  case_ref=case_ref, actor=actor_of(request))
-    link = f"/messages/{header.id}"
-    body: dict[str, Any] = {"message_id": header.id, "type": header.type, "status": "queued", "case_ref": case_ref,
+
+    async def create(seed: str | None) -> Answer:
+        payload, dropped = submission.payload, None
+        if submission.local_format is not None:
+            # Loading a mapping reads files and mapping is CPU work: both off the event loop.
+            result = await asyncio.to_thread(_to_shared, submission.local_format, submission.record,
+                                             submission.purposes)
+            payload = result.payload
+            dropped = [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason}
+                       for d in result.dropped]
+        assert payload is not None
+        out_of_range = date_violations(payload, gateway.clock(), ("payload",))
+        if out_of_range:
+            raise invalid_request(out_of_range)  # dates before 1900 or ahead of now (gateway/api/dates.py)
+        # With an Idempotency-Key the id is derived from the key's claim: a retry after a
+        # crash finds the message the first attempt stored instead of making a second one.
+        message_id = None if seed is None else derived_message_id("referral", seed)
+        if message_id is not None and (existing := await gateway.store.get_outgoing(message_id)) is not None:
+            return _answer(_same(existing, submission, case_ref), case_ref, dropped)
+        try:
+            header = await gateway.submit(submission.message_type, payload, recipient=submission.recipient,
+                                          case_ref=case_ref, actor=actor_of(request), message_id=message_id)
+        except MessageConflictError:
+            if message_id is None or (existing := await gateway.store.get_outgoing(message_id)) is None:
+                raise
+            return _answer(_same(existing, submission, case_ref), case_ref, dropped)  # a concurrent retry won
+        return _answer((header.id, header.type), case_ref, dropped)
+
+    return await idempotent(request, path={}, body=body, create=create)
+
+
+def _same(existing: OutboxRecord, submission: Submission, case_ref: str) -> tuple[str, str]:
+    """The (id, type) of a message an earlier attempt with this key stored."""
+    if (existing.case_ref, existing.recipient, existing.message_type) != (
+            case_ref, submission.recipient, submission.message_type):
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key already created a different message; send a new key for a new request")
+    return existing.message_id, existing.message_type
+
+
+def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str]] | None) -> Answer:
+    message_id, message_type = made
+    link = f"/messages/{message_id}"
+    body: dict[str, Any] = {"message_id": message_id, "type": message_type, "status": "queued", "case_ref": case_ref,
                             "links": {"status": link}}
     if dropped is not None:
         body["dropped"] = dropped  # local fields the purposes do not allow: reported, never silent
-    return json_body(body, status=202, headers={"Location": link})
+    return Answer(202, body, link)
 
 
 def _to_shared(format_id: str, record: Any, purposes: list[str] | None) -> AdaptResult:

@@ -22,6 +22,7 @@ class Permission(enum.Enum):
     INBOX_READ = "inbox.read"  # GET /inbox/{id}: decrypted payload (plaintext personal data)
     RESPOND = "respond"  # POST /inbox/{id}/response
     STATUS = "status"  # GET /messages/{id}: delivery status, no payload
+    FIND_SENT = "messages.find"  # GET /messages?local_case_id=: what was sent for a local case
     OPERATE = "operate"  # metrics, quarantine listing: operations, no payloads
     WITHDRAW = "consent.withdraw"  # POST /cases/{case}/withdrawal: withdraw consent, shred at recipients
     AUDIT_READ = "audit.read"  # audit log query, export, checkpoints, proofs: ids and codes only
@@ -29,7 +30,7 @@ class Permission(enum.Enum):
 
 
 _CASEWORK = frozenset({Permission.SUBMIT, Permission.INBOX_LIST, Permission.INBOX_READ,
-                       Permission.RESPOND, Permission.STATUS, Permission.WITHDRAW})
+                       Permission.RESPOND, Permission.STATUS, Permission.WITHDRAW, Permission.FIND_SENT})
 
 #: The role matrix. Only caseworkers and supervisors ever see plaintext (INBOX_READ);
 #: auditors see metadata and statuses; admins run the service and see no case data at all.

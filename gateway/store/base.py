@@ -380,6 +380,53 @@ class CheckpointRecord:
         _utc_fields(self, "signed_at", "recorded_at")
 
 
+#: How a stored idempotency key and request are named: hex SHA-256 (never the raw values).
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """One ``Idempotency-Key`` of the API and the answer it produced (docs/api.md).
+
+    Holds hashes, a route name, times and the answer as sent (ids and codes only): never
+    the client's key, the user or the request body, which may carry anything.
+    ``status_code``/``response_json`` are None while the request is still being made
+    (claimed, not completed).
+    """
+
+    key_hash: str  # SHA-256 of agency, route, user and key
+    route: str
+    request_hash: str  # SHA-256 of the canonical request (path parameters and JSON body)
+    created_at: datetime
+    expires_at: datetime
+    status_code: int | None = None
+    response_json: str | None = None
+    completed_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("key_hash", "request_hash"):
+            if not isinstance(getattr(self, name), str) or not SHA256_HEX.fullmatch(getattr(self, name)):
+                raise ValueError(f"{name} must be a lower-case hex SHA-256")
+        _require_text("route", self.route)
+        if (self.status_code is None) != (self.response_json is None):
+            raise ValueError("status_code and response_json are given together or not at all")
+        if self.status_code is not None and not (isinstance(self.status_code, int) and 200 <= self.status_code <= 599):
+            raise ValueError("status_code must be an HTTP status")
+        if self.response_json is not None:
+            try:
+                json.loads(self.response_json)
+            except (TypeError, ValueError):
+                raise ValueError("response_json must be a JSON text") from None
+        _utc_fields(self, "created_at", "expires_at", "completed_at")
+        if self.expires_at <= self.created_at:
+            raise ValueError("expires_at must be after created_at")
+
+    @property
+    def completed(self) -> bool:
+        """True once the answer is recorded."""
+        return self.response_json is not None
+
+
 @dataclass(frozen=True)
 class AuditQuery:
     """Filters for :meth:`Store.query_audit`; every given filter must match (AND)."""
@@ -534,6 +581,25 @@ class Store(Protocol):
 
     async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
         """Withdrawals recorded for the case, in ``withdrawn_at`` order."""
+
+    # API idempotency keys
+    async def claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
+        """Record ``claim`` (without an answer) unless its ``key_hash`` is stored and not yet
+        expired at ``claim.created_at``; return the record now stored: the caller's own if it
+        was new (or replaced an expired one), else the earlier one, whatever its request
+        hash. Atomic: concurrent claims of one key (any process) all get the same record."""
+
+    async def complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        """Record the answer of ``record`` (which has one) and return the stored record. The
+        first answer wins: if the key already has an answer, or is held by another request
+        hash, the stored record is returned unchanged. Inserts ``record`` if the claim is gone."""
+
+    async def release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
+        """Forget a claim that has no answer (its request failed without creating anything),
+        so the key can be used again. True if a claim was removed."""
+
+    async def prune_idempotency_keys(self, now: datetime) -> int:
+        """Forget keys whose ``expires_at`` is before ``now``; return how many."""
 
     # audit checkpoints (ours and partners')
     async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:

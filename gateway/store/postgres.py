@@ -39,6 +39,7 @@ from gateway.store.base import (
     CheckpointRecord,
     DataKey,
     Direction,
+    IdempotencyRecord,
     IncomingMessage,
     InboxRecord,
     MessageConflictError,
@@ -260,6 +261,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        2,
+        (
+            # API Idempotency-Key records (docs/api.md "Idempotency"): hashes, a route name,
+            # times and the answer as sent; never the client's key, user or body.
+            """
+            CREATE TABLE idempotency_keys (
+                key_hash      text PRIMARY KEY,
+                route         text NOT NULL,
+                request_hash  text NOT NULL,
+                created_at    timestamptz NOT NULL,
+                expires_at    timestamptz NOT NULL,
+                status_code   integer,
+                response_json text,
+                completed_at  timestamptz,
+                CHECK ((status_code IS NULL) = (response_json IS NULL))
+            )""",
+            "CREATE INDEX idempotency_by_expiry ON idempotency_keys (expires_at)",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 #: First key of the two-int advisory lock taken while migrating ('gw' + 1); the second
@@ -445,6 +468,21 @@ def _withdrawal(row: Mapping[str, Any]) -> Withdrawal:
 
 def _checkpoint(row: Mapping[str, Any]) -> CheckpointRecord:
     return rows.checkpoint_record(row, _utc)
+
+
+def _idempotency(row: Mapping[str, Any]) -> IdempotencyRecord:
+    return rows.idempotency_record(row, _utc)
+
+
+_INSERT_IDEMPOTENCY = (
+    "INSERT INTO idempotency_keys (key_hash, route, request_hash, created_at, expires_at, status_code,"
+    " response_json, completed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+
+
+def _idempotency_args(record: IdempotencyRecord) -> tuple[Any, ...]:
+    return (record.key_hash, record.route, record.request_hash, record.created_at, record.expires_at,
+            record.status_code, record.response_json, record.completed_at)
 
 
 # The counter row is locked by the UPDATE until COMMIT: the next appender (any process)
@@ -987,6 +1025,71 @@ class PostgresStore:
             return int(status.split()[-1])
 
         return await self._one("prune_seen", run)
+
+    # --- API idempotency keys -------------------------------------------------------------
+
+    async def claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
+        if not isinstance(claim, IdempotencyRecord) or claim.completed:
+            raise TypeError("claim_idempotency_key takes an IdempotencyRecord without an answer")
+
+        async def run(conn: Conn) -> IdempotencyRecord:
+            # A concurrent claim of the same key waits on the conflicting row, then either
+            # replaces it (expired) or leaves it; the SELECT (a new snapshot) sees the winner.
+            row = await conn.fetchrow(
+                _INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO UPDATE SET route = excluded.route,"
+                " request_hash = excluded.request_hash, created_at = excluded.created_at,"
+                " expires_at = excluded.expires_at, status_code = NULL, response_json = NULL, completed_at = NULL"
+                " WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING *",
+                *_idempotency_args(claim),
+            )
+            if row is None:
+                row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", claim.key_hash)
+            return _idempotency(row)
+
+        return await self._tx("claim_idempotency_key", run)
+
+    async def complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        if not isinstance(record, IdempotencyRecord) or not record.completed:
+            raise TypeError("complete_idempotency_key takes an IdempotencyRecord with an answer")
+        completed_at = record.completed_at or self._clock()
+
+        async def run(conn: Conn) -> IdempotencyRecord:
+            row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1 FOR UPDATE", record.key_hash)
+            if row is None:
+                row = await conn.fetchrow(_INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO NOTHING RETURNING *",
+                                          *_idempotency_args(record))
+                if row is None:  # a concurrent claim or answer won: it stays
+                    row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", record.key_hash)
+                return _idempotency(row)
+            if row["response_json"] is not None or row["request_hash"] != record.request_hash:
+                return _idempotency(row)
+            row = await conn.fetchrow(
+                "UPDATE idempotency_keys SET status_code = $2, response_json = $3, completed_at = $4"
+                " WHERE key_hash = $1 RETURNING *",
+                record.key_hash, record.status_code, record.response_json, completed_at,
+            )
+            return _idempotency(row)
+
+        return await self._tx("complete_idempotency_key", run)
+
+    async def release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
+        async def run(conn: Conn) -> bool:
+            status = await conn.execute(
+                "DELETE FROM idempotency_keys WHERE key_hash = $1 AND request_hash = $2 AND response_json IS NULL",
+                key_hash, request_hash,
+            )
+            return int(status.split()[-1]) == 1
+
+        return await self._one("release_idempotency_key", run)
+
+    async def prune_idempotency_keys(self, now: datetime) -> int:
+        cutoff = require_aware("now", now)
+
+        async def run(conn: Conn) -> int:
+            status = await conn.execute("DELETE FROM idempotency_keys WHERE expires_at < $1", cutoff)
+            return int(status.split()[-1])
+
+        return await self._one("prune_idempotency_keys", run)
 
     # --- cases ----------------------------------------------------------------------------
 

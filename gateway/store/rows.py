@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable, Mapping
 
-from gateway.store.base import AuditRecord, CheckpointRecord, DataKey, InboxRecord, OutboxRecord, Withdrawal
+from gateway.store.base import (
+    AuditRecord, CheckpointRecord, DataKey, IdempotencyRecord, InboxRecord, OutboxRecord, Withdrawal,
+)
 
 Row = Mapping[str, Any]
 When = Callable[[Any], datetime]
@@ -71,4 +73,13 @@ def checkpoint_record(row: Row, when: When) -> CheckpointRecord:
     return CheckpointRecord(
         origin=row["origin"], tree_size=row["tree_size"], root_hash=bytes(row["root_hash"]),
         signed_at=when(row["signed_at"]), note=bytes(row["note"]), recorded_at=when(row["recorded_at"]),
+    )
+
+
+def idempotency_record(row: Row, when: When) -> IdempotencyRecord:
+    """An ``idempotency_keys`` row as an IdempotencyRecord."""
+    return IdempotencyRecord(
+        key_hash=row["key_hash"], route=row["route"], request_hash=row["request_hash"],
+        created_at=when(row["created_at"]), expires_at=when(row["expires_at"]), status_code=row["status_code"],
+        response_json=row["response_json"], completed_at=_maybe(row["completed_at"], when),
     )

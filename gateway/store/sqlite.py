@@ -39,6 +39,7 @@ from gateway.store.base import (
     CheckpointRecord,
     DataKey,
     Direction,
+    IdempotencyRecord,
     IncomingMessage,
     InboxRecord,
     MessageConflictError,
@@ -219,6 +220,29 @@ MIGRATIONS += (
     ),
 )
 
+MIGRATIONS += (
+    (
+        3,
+        (
+            # API Idempotency-Key records (docs/api.md "Idempotency"): hashes, a route name,
+            # times and the answer as sent; never the client's key, user or body.
+            """
+            CREATE TABLE idempotency_keys (
+                key_hash      TEXT PRIMARY KEY,
+                route         TEXT NOT NULL,
+                request_hash  TEXT NOT NULL,
+                created_at    TEXT NOT NULL,
+                expires_at    TEXT NOT NULL,
+                status_code   INTEGER,
+                response_json TEXT,
+                completed_at  TEXT,
+                CHECK ((status_code IS NULL) = (response_json IS NULL))
+            )""",
+            "CREATE INDEX idempotency_by_expiry ON idempotency_keys (expires_at)",
+        ),
+    ),
+)
+
 
 def _backfill_entry_hashes(conn: sqlite3.Connection) -> None:
     """Version 1 stored no leaf hashes; the Merkle log needs one for every entry.
@@ -314,6 +338,19 @@ def _withdrawal(row: sqlite3.Row) -> Withdrawal:
 
 def _checkpoint(row: sqlite3.Row) -> CheckpointRecord:
     return rows.checkpoint_record(row, _dt)
+
+
+def _idempotency(row: sqlite3.Row) -> IdempotencyRecord:
+    return rows.idempotency_record(row, _dt)
+
+
+def _insert_idempotency(conn: sqlite3.Connection, record: IdempotencyRecord) -> None:
+    conn.execute(
+        "INSERT INTO idempotency_keys (key_hash, route, request_hash, created_at, expires_at, status_code,"
+        " response_json, completed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (record.key_hash, record.route, record.request_hash, _ts(record.created_at), _ts(record.expires_at),
+         record.status_code, record.response_json, None if record.completed_at is None else _ts(record.completed_at)),
+    )
 
 
 # --- connection setup (runs on the worker thread) ----------------------------------------
@@ -717,6 +754,60 @@ class SQLiteStore:
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM seen_message_ids WHERE expires_at < ?", (cutoff,)).rowcount
+
+        return await self._in_write(run)
+
+    # --- API idempotency keys -------------------------------------------------------------
+
+    async def claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
+        if not isinstance(claim, IdempotencyRecord) or claim.completed:
+            raise TypeError("claim_idempotency_key takes an IdempotencyRecord without an answer")
+
+        def run(conn: sqlite3.Connection) -> IdempotencyRecord:
+            # Under the write lock: the check and the insert are one step for every process.
+            row = conn.execute("SELECT * FROM idempotency_keys WHERE key_hash = ?", (claim.key_hash,)).fetchone()
+            if row is not None and row["expires_at"] > _ts(claim.created_at):
+                return _idempotency(row)
+            conn.execute("DELETE FROM idempotency_keys WHERE key_hash = ?", (claim.key_hash,))
+            _insert_idempotency(conn, claim)
+            return claim
+
+        return await self._in_write(run)
+
+    async def complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
+        if not isinstance(record, IdempotencyRecord) or not record.completed:
+            raise TypeError("complete_idempotency_key takes an IdempotencyRecord with an answer")
+
+        def run(conn: sqlite3.Connection) -> IdempotencyRecord:
+            row = conn.execute("SELECT * FROM idempotency_keys WHERE key_hash = ?", (record.key_hash,)).fetchone()
+            if row is None:
+                _insert_idempotency(conn, record)
+                return record
+            if row["response_json"] is not None or row["request_hash"] != record.request_hash:
+                return _idempotency(row)
+            conn.execute(
+                "UPDATE idempotency_keys SET status_code = ?, response_json = ?, completed_at = ? WHERE key_hash = ?",
+                (record.status_code, record.response_json, _ts(record.completed_at or self._clock()), record.key_hash),
+            )
+            return _idempotency(
+                conn.execute("SELECT * FROM idempotency_keys WHERE key_hash = ?", (record.key_hash,)).fetchone())
+
+        return await self._in_write(run)
+
+    async def release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "DELETE FROM idempotency_keys WHERE key_hash = ? AND request_hash = ? AND response_json IS NULL",
+                (key_hash, request_hash),
+            ).rowcount == 1
+
+        return await self._in_write(run)
+
+    async def prune_idempotency_keys(self, now: datetime) -> int:
+        cutoff = _ts(require_aware("now", now))
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (cutoff,)).rowcount
 
         return await self._in_write(run)
 

@@ -2,7 +2,7 @@
 
     python -m tests.faults.ng_process --tmp DIR --run-id ID --amqp-url URL
         [--agency NG-NAPTIP] [--crash-marker PATH] [--metrics-out PATH] [--prefetch N]
-        [--log-level info] [--busy-out PATH]
+        [--log-level info] [--busy-out PATH] [--http-port N]
 
 Prints ``READY <pid>`` on stdout once consuming. SIGTERM (or SIGINT) stops it gracefully:
 ``Gateway.stop()`` (unacked deliveries go back to the broker), metrics to ``--metrics-out``,
@@ -12,12 +12,20 @@ store closed, exit 0.
 right after the store has accepted the first new inbox message (``add_incoming`` returned
 True) -- the message is stored, but not acked and not receipted. PATH is created first, so
 a restart with the same arguments runs normally.
+
+``--crash-after-outbox N`` (with ``--crash-marker``): die instead right after the N-th
+referral.request was committed to the outbox (stored, its POST not answered).
+
+``--http-port N``: also serve the HTTP API on 127.0.0.1:N (as ``gateway serve`` does), with
+one caseworker whose bearer token is the environment variable ``FAULT_API_TOKEN``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import hashlib
 import json
 import os
 import signal
@@ -25,8 +33,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
+
 from gateway.bootstrap import open_gateway
 from gateway.logs import configure_logging
+from gateway.settings import User
 from gateway.store import IncomingMessage, Store
 
 from tests.faults.harness import BusyMeter
@@ -51,6 +62,25 @@ class CrashAfterFirstStore:
         return getattr(self._inner, name)
 
 
+class CrashAfterOutbox:
+    """A store that kills the process once, right after its ``after``-th referral was
+    committed to the outbox: stored, but its POST never answered (the sender-side analogue)."""
+
+    def __init__(self, inner: Store, marker: Path, after: int) -> None:
+        self._inner, self._marker, self._left = inner, marker, after
+
+    async def add_outgoing(self, msg: Any, **kwargs: Any) -> None:
+        await self._inner.add_outgoing(msg, **kwargs)
+        if msg.message_type == "referral.request" and not self._marker.exists():
+            self._left -= 1
+            if self._left <= 0:
+                self._marker.write_text(msg.message_id)
+                os._exit(137)  # like kill -9: no answer, no cleanup
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 async def run(args: argparse.Namespace) -> None:
     extra: dict[str, Any] = {}
     if args.prefetch:
@@ -60,7 +90,10 @@ async def run(args: argparse.Namespace) -> None:
     settings = settings_for(args.agency, Path(args.tmp), transport="amqp", amqp_url=args.amqp_url,
                             run_id=args.run_id, **extra)
     gateway = await open_gateway(settings)
-    if args.crash_marker:
+    if args.crash_marker and args.crash_after_outbox:
+        gateway.store = CrashAfterOutbox(gateway.store, Path(args.crash_marker),  # type: ignore[assignment]
+                                         args.crash_after_outbox)
+    elif args.crash_marker:
         gateway.store = CrashAfterFirstStore(gateway.store, Path(args.crash_marker))  # type: ignore[assignment]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -74,12 +107,26 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     await gateway.start()
     await gateway.wait_ready(30)
+    runner = await _serve_api(gateway, settings, args.http_port) if args.http_port else None
     print(f"READY {os.getpid()}", flush=True)
     await stop.wait()
+    if runner is not None:
+        await runner.cleanup()
     await gateway.stop()
     if args.metrics_out:
         Path(args.metrics_out).write_text(gateway.metrics.render(), encoding="utf-8")
     await gateway.store.close()
+
+
+async def _serve_api(gateway: Any, settings: Any, port: int) -> web.AppRunner:
+    from gateway.api import create_app
+
+    token = os.environ["FAULT_API_TOKEN"]
+    user = User("caseworker.fault", "caseworker", hashlib.sha256(token.encode()).hexdigest())
+    runner = web.AppRunner(create_app(gateway, dataclasses.replace(settings, users=(user,))), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner
 
 
 def main() -> None:
@@ -93,6 +140,9 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=0)
     parser.add_argument("--no-declare-topology", action="store_true")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--crash-after-outbox", type=int, default=0,
+                        help="with --crash-marker: die after the Nth referral committed to the outbox instead")
+    parser.add_argument("--http-port", type=int, default=0, help="also serve the HTTP API on 127.0.0.1:PORT")
     parser.add_argument("--busy-out", help="benchmark: on SIGUSR1 write loop/store busy seconds (JSON) here")
     args = parser.parse_args()
     configure_logging(args.log_level)
