@@ -29,13 +29,21 @@ AT_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 class EntryFields(Protocol):
     """What leaf data is made of: an ``AuditEntry`` before it is stored, or an ``AuditRecord`` after."""
 
-    at: datetime
-    event_type: str
-    actor: str
-    agency: str | None
-    case_ref: str | None
-    message_id: str | None
-    detail_json: str
+    # Read-only properties, so frozen dataclasses (every entry type is one) match.
+    @property
+    def at(self) -> datetime: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def agency(self) -> str | None: ...
+    @property
+    def case_ref(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def detail_json(self) -> str: ...
 
 
 def format_at(moment: datetime) -> str:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Mapping, Sequence, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
 import asyncpg
@@ -61,7 +61,9 @@ from gateway.store.base import (
 )
 
 T = TypeVar("T")
-Conn = asyncpg.Connection
+#: What the store's work functions get: a pooled connection (every one comes from
+#: ``pool.acquire()``), whose rows are plain asyncpg Records.
+Conn: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 # --- schema ------------------------------------------------------------------------------
 # Versioned in the one-row table schema_version. All pending migrations are applied in ONE
@@ -446,31 +448,31 @@ def _check_page(limit: int, offset: int = 0) -> None:
         raise ValueError("limit and offset must be non-negative integers")
 
 
-def _outbox(row: Mapping[str, Any]) -> OutboxRecord:
+def _outbox(row: asyncpg.Record) -> OutboxRecord:
     return rows.outbox_record(row, _utc)
 
 
-def _inbox(row: Mapping[str, Any]) -> InboxRecord:
+def _inbox(row: asyncpg.Record) -> InboxRecord:
     return rows.inbox_record(row, _utc)
 
 
-def _audit(row: Mapping[str, Any]) -> AuditRecord:
+def _audit(row: asyncpg.Record) -> AuditRecord:
     return rows.audit_record(row, _utc)
 
 
-def _data_key(row: Mapping[str, Any]) -> DataKey:
+def _data_key(row: asyncpg.Record) -> DataKey:
     return rows.data_key_record(row, _utc)
 
 
-def _withdrawal(row: Mapping[str, Any]) -> Withdrawal:
+def _withdrawal(row: asyncpg.Record) -> Withdrawal:
     return rows.withdrawal_record(row, _utc, row["purposes"], row["request_message_ids"])
 
 
-def _checkpoint(row: Mapping[str, Any]) -> CheckpointRecord:
+def _checkpoint(row: asyncpg.Record) -> CheckpointRecord:
     return rows.checkpoint_record(row, _utc)
 
 
-def _idempotency(row: Mapping[str, Any]) -> IdempotencyRecord:
+def _idempotency(row: asyncpg.Record) -> IdempotencyRecord:
     return rows.idempotency_record(row, _utc)
 
 
@@ -478,6 +480,10 @@ _INSERT_IDEMPOTENCY = (
     "INSERT INTO idempotency_keys (key_hash, route, request_hash, created_at, expires_at, status_code,"
     " response_json, completed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
 )
+
+
+#: How often claim/complete re-run when the key they conflicted with is released in between.
+_IDEMPOTENCY_RACE_ATTEMPTS = 3
 
 
 def _idempotency_args(record: IdempotencyRecord) -> tuple[Any, ...]:
@@ -587,9 +593,10 @@ async def _migrate(conn: Conn, read_only: bool) -> None:
 
 async def _check_durability(conn: Conn) -> None:
     """Refuse servers that acknowledge commits before they are on disk."""
-    fsync, sync_commit = await conn.fetchrow(
-        "SELECT current_setting('fsync'), current_setting('synchronous_commit')"
-    )
+    row = await conn.fetchrow("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+    if row is None:  # cannot happen: a SELECT without FROM returns one row
+        raise StoreError("postgresql store: the server returned no durability settings")
+    fsync, sync_commit = row
     if fsync != "on" or sync_commit == "off":
         raise StoreError(
             "postgresql store refused: the server has fsync or synchronous_commit off, so a COMMIT can be "
@@ -597,7 +604,7 @@ async def _check_durability(conn: Conn) -> None:
         )
 
 
-async def _no_session_reset(conn: Conn) -> None:
+async def _no_session_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
     return None
 
 
@@ -1035,16 +1042,20 @@ class PostgresStore:
         async def run(conn: Conn) -> IdempotencyRecord:
             # A concurrent claim of the same key waits on the conflicting row, then either
             # replaces it (expired) or leaves it; the SELECT (a new snapshot) sees the winner.
-            row = await conn.fetchrow(
-                _INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO UPDATE SET route = excluded.route,"
-                " request_hash = excluded.request_hash, created_at = excluded.created_at,"
-                " expires_at = excluded.expires_at, status_code = NULL, response_json = NULL, completed_at = NULL"
-                " WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING *",
-                *_idempotency_args(claim),
-            )
-            if row is None:
-                row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", claim.key_hash)
-            return _idempotency(row)
+            # The winner may be released (deleted) between the two statements: claim again.
+            for _ in range(_IDEMPOTENCY_RACE_ATTEMPTS):
+                row = await conn.fetchrow(
+                    _INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO UPDATE SET route = excluded.route,"
+                    " request_hash = excluded.request_hash, created_at = excluded.created_at,"
+                    " expires_at = excluded.expires_at, status_code = NULL, response_json = NULL, completed_at = NULL"
+                    " WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING *",
+                    *_idempotency_args(claim),
+                )
+                if row is None:
+                    row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", claim.key_hash)
+                if row is not None:
+                    return _idempotency(row)
+            raise StoreUnavailableError("postgresql store claim_idempotency_key: the key kept changing; retry")
 
         return await self._tx("claim_idempotency_key", run)
 
@@ -1054,13 +1065,21 @@ class PostgresStore:
         completed_at = record.completed_at or self._clock()
 
         async def run(conn: Conn) -> IdempotencyRecord:
-            row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1 FOR UPDATE", record.key_hash)
-            if row is None:
+            for _ in range(_IDEMPOTENCY_RACE_ATTEMPTS):
+                row = await conn.fetchrow(
+                    "SELECT * FROM idempotency_keys WHERE key_hash = $1 FOR UPDATE", record.key_hash
+                )
+                if row is not None:
+                    break
                 row = await conn.fetchrow(_INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO NOTHING RETURNING *",
                                           *_idempotency_args(record))
                 if row is None:  # a concurrent claim or answer won: it stays
                     row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", record.key_hash)
-                return _idempotency(row)
+                if row is not None:
+                    return _idempotency(row)
+                # That winner was released (deleted) between the two statements: look again.
+            else:
+                raise StoreUnavailableError("postgresql store complete_idempotency_key: the key kept changing; retry")
             if row["response_json"] is not None or row["request_hash"] != record.request_hash:
                 return _idempotency(row)
             row = await conn.fetchrow(
@@ -1068,6 +1087,8 @@ class PostgresStore:
                 " WHERE key_hash = $1 RETURNING *",
                 record.key_hash, record.status_code, record.response_json, completed_at,
             )
+            if row is None:  # cannot happen: the row is locked FOR UPDATE above
+                raise StoreError("postgresql store complete_idempotency_key: the locked key vanished")
             return _idempotency(row)
 
         return await self._tx("complete_idempotency_key", run)
@@ -1142,7 +1163,8 @@ class PostgresStore:
         if not isinstance(query, AuditQuery):
             raise TypeError("query_audit takes an AuditQuery")
         _check_page(limit)
-        clauses, args = ["seq > $1"], [query.after_seq]
+        clauses: list[str] = ["seq > $1"]
+        args: list[Any] = [query.after_seq]
         for column, op, value in (
             ("case_ref", "=", query.case_ref),
             ("agency", "=", query.agency),

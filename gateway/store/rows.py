@@ -8,13 +8,20 @@ lives here once.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Protocol
 
 from gateway.store.base import (
     AuditRecord, CheckpointRecord, DataKey, IdempotencyRecord, InboxRecord, OutboxRecord, Withdrawal,
 )
 
-Row = Mapping[str, Any]
+
+class Row(Protocol):
+    """All a converter reads from a row: a column's value by name. sqlite3.Row, asyncpg.Record
+    and a dict all qualify (the first two are not Mappings)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
 When = Callable[[Any], datetime]
 
 

@@ -862,7 +862,8 @@ class SQLiteStore:
 
     async def query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
         _check_page(limit)
-        clauses, args = ["seq > ?"], [query.after_seq]
+        clauses: list[str] = ["seq > ?"]
+        args: list[Any] = [query.after_seq]
         for column, value in (("case_ref", query.case_ref), ("agency", query.agency)):
             if value is not None:
                 clauses.append(f"{column} = ?")
@@ -1145,4 +1146,6 @@ def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> int:
         (_ts(entry.at), entry.event_type, entry.actor, entry.case_ref, entry.message_id, entry.detail_json,
          entry.entry_hash, entry.agency),
     )
-    return int(cur.lastrowid)
+    if cur.lastrowid is None:  # cannot happen: an INSERT of one row sets it
+        raise StoreError("sqlite store: the audit entry got no seq")
+    return cur.lastrowid
