@@ -26,7 +26,7 @@ import uuid
 from datetime import datetime
 
 from nacl.exceptions import CryptoError
-from nacl.public import SealedBox
+from nacl.public import PublicKey, SealedBox
 from nacl.secret import Aead
 
 from gateway.errors import GatewayError
@@ -129,7 +129,7 @@ class AtRest:
                 key_id=f"case-{uuid.uuid4()}", case_ref=case_ref, kind="case", wrapped=wrapped, created_at=at))
         return _CaseKey(live.key_id, self._unwrap_case_key(live))
 
-    def _wrapping_key(self) -> tuple[str, object]:
+    def _wrapping_key(self) -> tuple[str, PublicKey]:
         # The newest held key wraps new case keys; older held keys still unwrap old ones.
         kid, private = max(self.identity.encryption_keys.items())
         assert kid == key_id(bytes(private.public_key))

@@ -23,7 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping, TextIO
 
 import structlog
 
@@ -223,13 +223,13 @@ def scrub(text: str) -> str:
     return _QUERY.sub(f"?{REDACTED}", text)
 
 
-class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _CurrentStderr(logging.StreamHandler[TextIO]):
     """A stream handler that always writes to the current ``sys.stderr``."""
 
-    @property  # type: ignore[override]
-    def stream(self):  # type: ignore[no-untyped-def]
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:  # type: ignore[no-untyped-def]
+    def stream(self, _value: TextIO) -> None:
         pass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from functools import cache
 from itertools import islice
@@ -226,18 +226,21 @@ def _name(key: str) -> str:
 def _violations(error: ValidationError, validator: Draft202012Validator, payload: object) -> Iterator[Violation]:
     """Turn one jsonschema error into violations (one per unexpected or missing property)."""
     where = list(error.absolute_path)
-    rule = error.validator if error.validator is not None else "false"
-    reason = _rule_description(validator.schema, error.absolute_schema_path)
+    # jsonschema reports a false subschema with validator None (its stubs say str).
+    rule = error.validator if isinstance(error.validator, str) else "false"
+    # A boolean root schema has no subschema to describe.
+    root: Mapping[str, Any] = validator.schema if isinstance(validator.schema, Mapping) else {}
+    reason = _rule_description(root, error.absolute_schema_path)
     suffix = f": {reason}" if reason else ""
     # The schemas close every object with additionalProperties (see docs/schema.md), so
     # the unexpected names are the ones outside "properties" and "patternProperties".
     if rule == "additionalProperties" and isinstance(error.instance, dict):
-        for key in _unexpected(error):
+        for key in _unexpected(error, error.instance):
             shown = _name(key)
             what = f"unexpected property '{shown}'" if shown != "?" else "unexpected property (its name is not an identifier, not shown)"
             yield Violation(json_path([*where, shown]), rule, what)
         return
-    if rule == "required" and isinstance(error.instance, dict):
+    if rule == "required" and isinstance(error.instance, dict) and isinstance(error.validator_value, list):
         for key in error.validator_value:
             if key not in error.instance:
                 yield Violation(json_path([*where, key]), rule, f"required property '{key}' is missing{suffix}")
@@ -245,7 +248,7 @@ def _violations(error: ValidationError, validator: Draft202012Validator, payload
     if rule == "false" and error.absolute_schema_path and error.absolute_schema_path[-1] == "properties":
         # jsonschema 4.26 leaves the property name off both paths of a false subschema's
         # error (descend() returns before adding them), so find the forbidden names here.
-        for key in _forbidden_present(validator.schema, error.absolute_schema_path, payload, where):
+        for key in _forbidden_present(root, error.absolute_schema_path, payload, where):
             yield Violation(json_path([*where, key]), rule, f"property '{key}' is not allowed{suffix}")
         return
     if rule == "false":
@@ -257,7 +260,7 @@ def _violations(error: ValidationError, validator: Draft202012Validator, payload
 
 
 def _forbidden_present(
-    root: dict[str, Any], schema_path: Iterable[str | int], payload: object, where: list[Any]
+    root: Mapping[str, Any], schema_path: Iterable[str | int], payload: object, where: list[Any]
 ) -> list[str]:
     properties = _schema_at(root, schema_path)
     obj: Any = payload
@@ -268,14 +271,14 @@ def _forbidden_present(
     return [key for key, sub in properties.items() if sub is False and key in obj]
 
 
-def _unexpected(error: ValidationError) -> list[str]:
+def _unexpected(error: ValidationError, instance: dict[str, Any]) -> list[str]:
     schema = error.schema if isinstance(error.schema, dict) else {}
     known = set(schema.get("properties", {}))
     patterns = [re.compile(p) for p in schema.get("patternProperties", {})]
-    return [k for k in error.instance if k not in known and not any(p.search(k) for p in patterns)]
+    return [k for k in instance if k not in known and not any(p.search(k) for p in patterns)]
 
 
-def _walk(root: dict[str, Any], schema_path: Iterable[str | int]) -> Iterator[tuple[str | int | None, Any]]:
+def _walk(root: Mapping[str, Any], schema_path: Iterable[str | int]) -> Iterator[tuple[str | int | None, Any]]:
     """Follow a schema path from the root (through $refs), yielding (key, node) pairs."""
     resolver = _registry().resolver(base_uri=root.get("$id", ""))
     node: Any = root
@@ -292,13 +295,13 @@ def _walk(root: dict[str, Any], schema_path: Iterable[str | int]) -> Iterator[tu
         yield key, node
 
 
-def _schema_at(root: dict[str, Any], schema_path: Iterable[str | int]) -> Any:
+def _schema_at(root: Mapping[str, Any], schema_path: Iterable[str | int]) -> Any:
     path = list(schema_path)
     walked = list(_walk(root, path))
     return walked[-1][1] if len(walked) == len(path) and walked else None
 
 
-def _rule_description(root: dict[str, Any], schema_path: Iterable[str | int]) -> str | None:
+def _rule_description(root: Mapping[str, Any], schema_path: Iterable[str | int]) -> str | None:
     """The description of the innermost allOf rule the failing keyword sits in, if any."""
     found, previous = None, None
     for key, node in _walk(root, schema_path):

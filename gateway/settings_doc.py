@@ -78,9 +78,12 @@ def type_name(f: Field[Any]) -> str:
 
 def default_text(f: Field[Any]) -> str:
     """The default of field ``f`` as Markdown (``required`` if it has none)."""
-    if f.default is MISSING and f.default_factory is MISSING:
+    if f.default is not MISSING:
+        value = f.default
+    elif f.default_factory is not MISSING:
+        value = f.default_factory()
+    else:
         return "required"
-    value = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
     if value is None:
         return "not set"
     if isinstance(value, bool):

@@ -100,6 +100,7 @@ def _detail(record: AuditRecord) -> dict[str, Any]:
 
 def _agent(actor: str, detail: dict[str, Any]) -> dict[str, Any]:
     is_system = actor == SYSTEM_ACTOR
+    role: str | None
     if is_system:
         role = "system"
     elif actor == ANONYMOUS_ACTOR:

@@ -27,6 +27,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.organization import Organization
 from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.resource import Resource
 from fhir.resources.R4B.servicerequest import ServiceRequest
 from fhir.resources.R4B.task import Task
 
@@ -112,7 +113,7 @@ def referral_bundle(header: Header, payload: dict[str, Any], directory: Director
         "identifier": message_identifier(header.id),
         "type": "collection",
         "timestamp": header.created,
-        "entry": [{"fullUrl": urn(r.id), "resource": r} for r in resources],
+        "entry": [_entry(r) for r in resources],
     })
 
 
@@ -140,6 +141,13 @@ def agency_resource_id(agency_id: str) -> str:
 
 def urn(rid: str) -> str:
     return f"urn:uuid:{rid}"
+
+
+def _entry(resource: Resource) -> Json:
+    """A Bundle entry: the resource under its ``urn:uuid:`` full URL."""
+    if resource.id is None:  # cannot happen: every exported resource is built with its id
+        raise FhirExportError("a bundle resource has no id")
+    return {"fullUrl": urn(resource.id), "resource": resource}
 
 
 def message_identifier(message_id: str) -> Json:

@@ -29,8 +29,7 @@ class NigerAdapter(MappingAdapter):
 
 def _split_intended(item: Any) -> Any:
     text = item.get("type") if isinstance(item, dict) else item
-    match = _INTENDED.match(normalise(text)) if isinstance(text, str) else None
-    if not match:
+    if not isinstance(text, str) or not _INTENDED.match(normalise(text)):
         return item
     # Keep the clerk's spelling of the type (minus the suffix) so errors quote what they wrote.
     cut = text[: text.rfind("(")].strip()

@@ -94,10 +94,12 @@ async def find(request: web.Request) -> web.Response:
     actor = actor_of(request)
     matched = sorted({r.case_ref for r in found} | (set(case_refs) if recipient is not None else set()))
     now = gateway.clock()
-    for ref in matched or [None]:
+    # One entry per case matched, or one without a case when nothing matched.
+    audited: list[str | None] = list(matched) if matched else [None]
+    for audited_ref in audited:
         await gateway.store.append_audit(AuditEntry(
-            at=now, event_type="messages.found", actor=actor.name, case_ref=ref, agency=recipient,
-            detail_json=json.dumps({"role": actor.role, "found": sum(r.case_ref == ref for r in found),
+            at=now, event_type="messages.found", actor=actor.name, case_ref=audited_ref, agency=recipient,
+            detail_json=json.dumps({"role": actor.role, "found": sum(r.case_ref == audited_ref for r in found),
                                     "recipient_given": recipient is not None}, sort_keys=True)))
     return json_body({"items": [_item(r) for r in found]})
 

@@ -123,7 +123,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     agency_id = _single_agency(pairs, args.key_dir)
     now = utcnow()
     cut = now + timedelta(days=args.overlap_days)
-    uses = ("sig", "enc") if args.use == "both" else (args.use,)
+    uses: tuple[keyfile.KeyUse, ...] = ("sig", "enc") if args.use == "both" else (args.use,)
     new = [
         keyfile.generate_key(agency_id, use, not_before=now, not_after=now + timedelta(days=args.valid_days))
         for use in uses
@@ -321,10 +321,10 @@ def _passphrase_options(parser: argparse.ArgumentParser) -> None:
 
 def _passphrase(args: argparse.Namespace) -> bytes | None:
     if args.passphrase_env:
-        value = os.environ.get(args.passphrase_env, "")
-        if not value:
+        text = os.environ.get(args.passphrase_env, "")
+        if not text:
             raise KeyFileError(f"environment variable {args.passphrase_env} is not set or empty")
-        return value.encode("utf-8")
+        return text.encode("utf-8")
     if args.passphrase_file:
         value = keyfile.read_private_file(args.passphrase_file).rstrip(b"\r\n")
         if not value:

@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import Awaitable, Callable, TypeVar
 
 from gateway.bootstrap import make_transport, read_directory
 from gateway.settings import load_settings
+from gateway.transport.base import Transport
+
+T = TypeVar("T")
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -26,7 +30,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     redrive.set_defaults(func=run_redrive)
 
 
-async def _with_transport(config: Path, action):  # type: ignore[no-untyped-def]
+async def _with_transport(config: Path, action: Callable[[Transport], Awaitable[T]]) -> T:
     settings = load_settings(config)
     directory = await asyncio.to_thread(read_directory, settings)
     transport = make_transport(settings, directory)
