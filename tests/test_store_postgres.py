@@ -557,3 +557,32 @@ async def test_two_processes_claim_one_idempotency_key_agree(two_stores: tuple[S
         answers = await asyncio.gather(*((a, b)[i % 2].complete_idempotency_key(idem_answer(stored[0], f'{{"n":{i}}}'))
                                          for i in range(10)))
         assert len({r.response_json for r in answers}) == 1  # the first answer wins in both processes
+
+
+async def test_complete_idempotency_key_survives_a_claim_released_in_between(
+    two_stores: tuple[Store, Store], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """complete finds no key, another process claims it (so complete's INSERT ... DO NOTHING
+    conflicts) and releases it before complete reads the winner back: complete must look
+    again and store its answer (it used to read a missing row and raise TypeError)."""
+    a, b = two_stores
+    claim = idem_claim("raced")
+    original = asyncpg.pool.PoolConnectionProxy.fetchrow
+    steps: list[str] = []
+
+    async def fetchrow(self: object, query: str, *args: object, **kwargs: object) -> object:
+        if not steps and "ON CONFLICT (key_hash) DO NOTHING" in query:
+            steps.append("claimed")
+            assert (await b.claim_idempotency_key(claim)).request_hash == claim.request_hash
+        elif steps == ["claimed"] and query == "SELECT * FROM idempotency_keys WHERE key_hash = $1":
+            steps.append("released")
+            assert await b.release_idempotency_key(claim.key_hash, claim.request_hash)
+        return await original(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(asyncpg.pool.PoolConnectionProxy, "fetchrow", fetchrow)
+    answered = await a.complete_idempotency_key(idem_answer(claim, '{"n":1}'))
+    monkeypatch.undo()
+    assert steps == ["claimed", "released"]  # the race really happened
+    assert answered.response_json == '{"n":1}'
+    stored = await b.claim_idempotency_key(claim)
+    assert stored.response_json == '{"n":1}'

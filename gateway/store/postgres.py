@@ -482,7 +482,8 @@ _INSERT_IDEMPOTENCY = (
 )
 
 
-#: How often claim/complete re-run when the key they conflicted with is released in between.
+#: How often complete_idempotency_key looks again when the key it conflicted with is
+#: released in between (DO NOTHING leaves the conflicting row unlocked).
 _IDEMPOTENCY_RACE_ATTEMPTS = 3
 
 
@@ -1042,20 +1043,18 @@ class PostgresStore:
         async def run(conn: Conn) -> IdempotencyRecord:
             # A concurrent claim of the same key waits on the conflicting row, then either
             # replaces it (expired) or leaves it; the SELECT (a new snapshot) sees the winner.
-            # The winner may be released (deleted) between the two statements: claim again.
-            for _ in range(_IDEMPOTENCY_RACE_ATTEMPTS):
-                row = await conn.fetchrow(
-                    _INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO UPDATE SET route = excluded.route,"
-                    " request_hash = excluded.request_hash, created_at = excluded.created_at,"
-                    " expires_at = excluded.expires_at, status_code = NULL, response_json = NULL, completed_at = NULL"
-                    " WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING *",
-                    *_idempotency_args(claim),
-                )
-                if row is None:
-                    row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", claim.key_hash)
-                if row is not None:
-                    return _idempotency(row)
-            raise StoreUnavailableError("postgresql store claim_idempotency_key: the key kept changing; retry")
+            row = await conn.fetchrow(
+                _INSERT_IDEMPOTENCY + " ON CONFLICT (key_hash) DO UPDATE SET route = excluded.route,"
+                " request_hash = excluded.request_hash, created_at = excluded.created_at,"
+                " expires_at = excluded.expires_at, status_code = NULL, response_json = NULL, completed_at = NULL"
+                " WHERE idempotency_keys.expires_at <= excluded.created_at RETURNING *",
+                *_idempotency_args(claim),
+            )
+            if row is None:
+                row = await conn.fetchrow("SELECT * FROM idempotency_keys WHERE key_hash = $1", claim.key_hash)
+            if row is None:  # cannot happen: DO UPDATE locks the conflicting row even when WHERE is false
+                raise StoreError("postgresql store claim_idempotency_key: the conflicting key vanished")
+            return _idempotency(row)
 
         return await self._tx("claim_idempotency_key", run)
 
