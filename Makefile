@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# mypy over the shipped code; its settings are [tool.mypy] in pyproject.toml.
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy gateway adapters
+
 bench: $(STAMP)
 	$(BIN)/python bench/envelope_bench.py
 	$(BIN)/python bench/throughput_bench.py
 	$(BIN)/python bench/audit_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache
