@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
+import aiohttp.typedefs
 import structlog
 from aiohttp import web
 
@@ -37,7 +38,9 @@ log = structlog.get_logger("gateway.api")
 RETRY_AFTER_SECONDS = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+#: aiohttp's own middleware type (a Protocol with named parameters): what
+#: web.Application(middlewares=...) accepts; a plain Callable type is not one.
+Middleware = aiohttp.typedefs.Middleware
 
 
 class ApiError(GatewayError):
