@@ -25,6 +25,7 @@ RESOURCES = (referrals, inbox, messages, cases, health, metrics, quarantine, aud
 # Each route's OpenAPI operation travels with its handler (gateway/api/operation.py):
 # openapi.install builds the document, the query rules and the body validators from the router.
 
+
 def create_app(gateway: Gateway, settings: Settings) -> web.Application:
     """The API of one gateway; users and their roles come from ``settings.users``."""
     if settings.pseudonym_secret_hex:

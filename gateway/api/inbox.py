@@ -126,7 +126,8 @@ _SCHEMAS: dict[str, Any] = {
         },
         "additionalProperties": False,
         # The decision rules of the shared schema, by reference: one statement of them.
-        "allOf": [{"$ref": f"{_RESPONSE_ID}#/allOf/{i}"} for i in range(len(load_schema("referral.response")["allOf"]))],
+        "allOf": [{"$ref": f"{_RESPONSE_ID}#/allOf/{i}"}
+                  for i in range(len(load_schema("referral.response")["allOf"]))],
     },
 }
 

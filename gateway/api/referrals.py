@@ -79,7 +79,8 @@ def parse_submission(body: dict[str, Any], *, own_agency: str) -> Submission:
     """The Submission of a body the published ``Submission`` schema accepted (its fields'
     shapes are that schema's); 422 for the rule it cannot state: the recipient is another agency."""
     if body["recipient"] == own_agency:
-        raise invalid_request([Violation("$.recipient", OWN_AGENCY_RULE, "must be another agency than this gateway's own")])
+        raise invalid_request([Violation("$.recipient", OWN_AGENCY_RULE,
+                                         "must be another agency than this gateway's own")])
     return Submission(body["recipient"], body.get("message_type", DEFAULT_TYPE), body.get("payload"),
                       body.get("case_ref"), body.get("local_case_id"), body.get("format"), body.get("record"),
                       body.get("purposes"))
@@ -134,7 +135,8 @@ def _submission_examples() -> dict[str, dict[str, Any]]:
         examples["local_record"] = {
             "summary": "A referral as a record in a local format (docs/adapters.md), for fewer purposes",
             "value": {"recipient": "NG-NAPTIP", "local_case_id": "NE-ZINDER-2026-0143", "format": "niger",
-                      "record": json.loads((_SAMPLES / "adulte_nigeriane_securite_recherche.json").read_text(encoding="utf-8")),
+                      "record": json.loads((_SAMPLES / "adulte_nigeriane_securite_recherche.json")
+                                           .read_text(encoding="utf-8")),
                       "purposes": ["family_tracing"]}}
     return examples
 
