@@ -9,12 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.operation import (
-    AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, ID_PARAM as _ID_PARAM,
-    LOCATION_HEADER as _LOCATION, RETRY_HEADER as _RETRY, TIME_SCHEMA as _TIME, UUID_SCHEMA as _UUID,
-    documented, error_content as _error, json_content as _json, json_request, page_param as _page_param,
-    schema_ref as _ref,
-)
+from gateway.api.operation import RETRY_HEADER as _RETRY, documented, json_content as _json, schema_ref as _ref
 from gateway.api.context import gateway_of
 from gateway.api.responses import json_body
 from gateway.api.roles import public

@@ -22,10 +22,9 @@ import adapters
 from adapters.base import AdaptResult
 from adapters.registry import available_formats, get_adapter
 from gateway.api.operation import (
-    AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, ID_PARAM as _ID_PARAM,
-    LOCATION_HEADER as _LOCATION, RETRY_HEADER as _RETRY, TIME_SCHEMA as _TIME, UUID_SCHEMA as _UUID,
-    documented, error_content as _error, json_content as _json, json_request, page_param as _page_param,
-    schema_ref as _ref,
+    AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, LOCATION_HEADER as _LOCATION,
+    RETRY_HEADER as _RETRY, UUID_SCHEMA as _UUID, documented, error_content as _error, json_content as _json,
+    json_request, schema_ref as _ref,
 )
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.dates import date_violations
