@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
@@ -167,3 +169,32 @@ async def test_documented_request_schemas_accept_valid_and_refuse_invalid_bodies
     assert not answer.is_valid({"decision": "accepted", "request_message_id": "x"})
     assert set(doc["components"]["schemas"]["OpenedMessage"]["allOf"][0]["then"]["properties"]["payload"]
                ["$ref"].split("/")[-1:]) <= set(MESSAGE_TYPES)
+
+
+def test_operations_come_from_the_handlers_and_an_undocumented_route_is_refused() -> None:
+    from aiohttp import web
+
+    from gateway.api.openapi import build_document
+    from gateway.api.operation import documented
+    from gateway.api.roles import public
+
+    routes = web.RouteTableDef()
+
+    @routes.get("/described", name="described")
+    @documented({"summary": "Described where it is registered", "responses": {"200": {"description": "ok"}}})
+    @public
+    async def described(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    app.add_routes(routes)
+    doc = build_document(app.router.routes(), agency_id="NE-ANLTP-TIM")
+    assert doc["paths"]["/described"]["get"]["summary"] == "Described where it is registered"
+    assert doc["paths"]["/described"]["get"]["operationId"] == "described"
+
+    async def undescribed(request: web.Request) -> web.Response:  # pragma: no cover - never served
+        return web.Response()
+
+    app.router.add_get("/undescribed", public(undescribed), name="undescribed")
+    with pytest.raises(KeyError, match="undescribed"):
+        build_document(app.router.routes(), agency_id="NE-ANLTP-TIM")

@@ -3,14 +3,15 @@
 One module per concern: ``auth`` (bearer tokens, roles, audited refusals), ``roles`` (the
 role matrix), ``errors`` (errors → JSON), ``parse`` (input at the edge), ``access_log``;
 resources ``referrals``, ``inbox``, ``messages``, ``health``, ``metrics``, ``quarantine``
-and ``openapi``. See docs/api.md.
+and ``openapi`` (built from the operations the handlers carry: ``operation``), whose
+request body schemas validate the bodies (``bodies``). See docs/api.md.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api import audit, cases, health, idempotency, inbox, messages, metrics, openapi, quarantine, referrals, stats
+from gateway.api import audit, cases, health, inbox, messages, metrics, openapi, quarantine, referrals, stats
 from gateway.api.access_log import access_log_middleware
 from gateway.api.auth import auth_middleware
 from gateway.api.context import GATEWAY, SETTINGS
@@ -21,14 +22,8 @@ from gateway.service import Gateway
 from gateway.settings import Settings
 
 RESOURCES = (referrals, inbox, messages, cases, health, metrics, quarantine, audit, stats, openapi)
-# A resource module may describe its own operations (``OPERATIONS``: route name → OpenAPI
-# operation) and component schemas (``SCHEMAS``) instead of adding them to openapi.py.
-for _resource in RESOURCES:
-    openapi.OPERATIONS.update(getattr(_resource, "OPERATIONS", {}))
-    if _resource is not openapi:
-        openapi.SCHEMAS.update(getattr(_resource, "SCHEMAS", {}))
-for _name in idempotency.ROUTES:  # the Idempotency-Key header (gateway/api/idempotency.py)
-    idempotency.describe(openapi.OPERATIONS[_name])
+# Each route's OpenAPI operation travels with its handler (gateway/api/operation.py):
+# openapi.install builds the document, the query rules and the body validators from the router.
 
 
 def create_app(gateway: Gateway, settings: Settings) -> web.Application:

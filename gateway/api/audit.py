@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 from multidict import MultiMapping
 
+from gateway.api.operation import documented
 from gateway.api.context import actor_of, gateway_of
 from gateway.api.parse import allow_only, case_ref as path_case_ref, int_query, required_int_query
 from gateway.api.errors import ApiError
@@ -146,276 +147,6 @@ async def _next_page(gateway: Gateway, query: AuditQuery, limit: int) -> tuple[l
 # --- entries and export ---------------------------------------------------------------------
 
 
-@routes.get("/audit/entries", name="audit.entries", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def list_entries(request: web.Request) -> web.Response:
-    q = request.query
-    allow_only(q, (*FILTERS, "after_seq", "limit"), repeatable=("event_type",))
-    after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
-    limit = int_query(q, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
-    records, next_after = await _next_page(gateway_of(request), audit_query(q, after_seq), limit)
-    return json_body({"items": [export_object(r) for r in records], "next_after_seq": next_after})
-
-
-@routes.get("/audit/export", name="audit.export", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def export(request: web.Request) -> web.StreamResponse:
-    q = request.query
-    allow_only(q, (*FILTERS, "format"), repeatable=("event_type",))
-    fmt = q.get("format", "jsonl")
-    if fmt not in EXPORT_FORMATS:
-        raise ApiError(400, "invalid_query", "query parameter format must be one of: jsonl, csv")
-    query = audit_query(q)
-    gateway = gateway_of(request)
-    # The log size is fixed first: the export is the log (or its matching entries) up to
-    # here, never a mix with entries appended while it streams, and never its own entry.
-    size = await gateway.audit_log.size()
-
-    async def page_after(after: int) -> list[AuditRecord]:
-        records = await gateway.store.query_audit(
-            AuditQuery(query.case_ref, query.agency, query.event_types, query.since, query.until, after), EXPORT_PAGE)
-        return [r for r in records if r.seq <= size]
-
-    page = await page_after(0)  # before the headers go out: a store failure is still a JSON error
-    stamp = format_ts(gateway.clock()).replace(":", "").replace("-", "")
-    response = web.StreamResponse(headers={
-        **NO_STORE,
-        "Content-Type": f"{_MEDIA[fmt]}; charset=utf-8",
-        "Content-Disposition": f'attachment; filename="audit-{gateway.agency_id}-{stamp}.{fmt}"',
-    })
-    await response.prepare(request)
-    if request.method == "HEAD":
-        # The headers only: nothing is exported, so nothing is recorded as exported.
-        await response.write_eof()
-        return response
-    count = 0
-    try:
-        if fmt == "csv":
-            await response.write(_csv_text([list(COLUMNS)]))
-        while page:
-            chunk = "".join(jsonl_lines(page)).encode("utf-8") if fmt == "jsonl" else _csv_text(list(csv_rows(page))[1:])
-            await response.write(chunk)
-            count += len(page)
-            page = await page_after(page[-1].seq) if page[-1].seq < size else []
-        await response.write_eof()
-    finally:
-        # Recorded however the download ended (a client may stop reading half-way).
-        await asyncio.shield(_record_export(gateway, request, fmt, count, query))
-    return response
-
-
-def _csv_text(rows: list[list[str]]) -> bytes:
-    out = io.StringIO(newline="")
-    csv.writer(out, lineterminator="\r\n").writerows(rows)
-    return out.getvalue().encode("utf-8")
-
-
-async def _record_export(gateway: Gateway, request: web.Request, fmt: str, count: int, query: AuditQuery) -> None:
-    try:
-        await gateway.audit_event("audit.exported", actor_of(request),
-                                  {"format": fmt, "entries": count, "filtered": _filtered(query)},
-                                  case_ref=query.case_ref, agency=query.agency)
-    except GatewayError as exc:
-        log.warning("audit.export_not_recorded", error=exc.code)
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-
-
-def _origin(request: web.Request) -> str:
-    origin = _pattern(request.query, "origin", AGENCY_ID, "an agency id such as NG-NAPTIP")
-    return origin or gateway_of(request).agency_id
-
-
-@routes.get("/audit/checkpoints", name="audit.checkpoints", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def list_checkpoints(request: web.Request) -> web.Response:
-    q = request.query
-    allow_only(q, ("origin", "min_size", "limit"))
-    origin = _origin(request)
-    min_size = int_query(q, "min_size", default=0, minimum=0, maximum=MAX_TREE_SIZE)
-    limit = int_query(q, "limit", default=DEFAULT_CHECKPOINTS, minimum=1, maximum=MAX_CHECKPOINTS)
-    gateway = gateway_of(request)
-    records = await gateway.store.list_checkpoints(origin, min_size=min_size, limit=limit)
-    next_min: int | None = None
-    if len(records) == limit:
-        # Page at a tree size boundary: two checkpoints of one size (a fork, the evidence
-        # that matters most) never fall on two pages or get skipped.
-        last = records[-1].tree_size
-        earlier = [r for r in records if r.tree_size < last]
-        records, next_min = (earlier, last) if earlier else (records, last + 1)
-    return json_body({"origin": origin, "items": [checkpoint_item(gateway, r) for r in records],
-                      "next_min_size": next_min})
-
-
-@routes.get("/audit/checkpoints/latest", name="audit.checkpoints.latest", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def latest_checkpoint(request: web.Request) -> web.Response:
-    allow_only(request.query, ("origin",))
-    origin = _origin(request)
-    gateway = gateway_of(request)
-    record = await gateway.store.latest_checkpoint(origin)
-    if record is None:
-        raise ApiError(404, "not_found", "no checkpoint of the agency in query parameter origin (default: this gateway) is stored")
-    return json_body(checkpoint_item(gateway, record))
-
-
-@routes.post("/audit/checkpoints", name="audit.checkpoints.sign")
-@requires(Permission.AUDIT_READ)
-async def sign_checkpoint(request: web.Request) -> web.Response:
-    """Sign a checkpoint now if the log grew (and share it with the audit partners);
-    answer our latest. Adds no data, so auditors may ask for it."""
-    allow_only(request.query, ())
-    gateway = gateway_of(request)
-    created = await gateway.checkpoint_and_share()
-    record = created or await gateway.audit_log.latest()
-    assert record is not None  # checkpoint_and_share signs when there is none yet
-    return json_body({**checkpoint_item(gateway, record), "created": created is not None},
-                     status=201 if created is not None else 200)
-
-
-# --- proofs ----------------------------------------------------------------------------------
-
-
-@routes.get("/audit/proofs/inclusion", name="audit.proofs.inclusion", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def inclusion(request: web.Request) -> web.Response:
-    q = request.query
-    allow_only(q, ("seq", "tree_size"))
-    seq = required_int_query(q, "seq", minimum=1, maximum=MAX_TREE_SIZE)
-    tree_size = required_int_query(q, "tree_size", minimum=1, maximum=MAX_TREE_SIZE)
-    if seq > tree_size:
-        raise ApiError(400, "invalid_query", "query parameter seq must not exceed tree_size")
-    log_ = gateway_of(request).audit_log
-    hashes = await log_.leaf_hashes(await _within_log(log_, tree_size))  # read once for proof and root
-    # O(tree size) hashing: off the event loop, as AuditLog does for its own proofs.
-    proof, root = await asyncio.to_thread(lambda: (merkle.inclusion_proof(hashes, seq - 1), merkle.root(hashes)))
-    return json_body({"seq": seq, "tree_size": tree_size, "leaf_hash": hashes[seq - 1].hex(),
-                      "proof": [h.hex() for h in proof], "root_hash": root.hex()})
-
-
-@routes.get("/audit/proofs/consistency", name="audit.proofs.consistency", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def consistency(request: web.Request) -> web.Response:
-    q = request.query
-    allow_only(q, ("first", "second"))
-    first = required_int_query(q, "first", minimum=1, maximum=MAX_TREE_SIZE)
-    second = required_int_query(q, "second", minimum=1, maximum=MAX_TREE_SIZE)
-    if first > second:
-        raise ApiError(400, "invalid_query", "query parameter first must not exceed second")
-    log_ = gateway_of(request).audit_log
-    hashes = await log_.leaf_hashes(await _within_log(log_, second))
-    proof, first_root, second_root = await asyncio.to_thread(
-        lambda: (merkle.consistency_proof(hashes, first), merkle.root(hashes[:first]), merkle.root(hashes)))
-    return json_body({"first": first, "second": second, "proof": [h.hex() for h in proof],
-                      "first_root": first_root.hex(), "second_root": second_root.hex()})
-
-
-async def _within_log(audit_log: Any, tree_size: int) -> int:
-    size = await audit_log.size()
-    if tree_size > size:
-        raise ApiError(400, "invalid_query", f"tree sizes must be at most the log size {size}")
-    return tree_size
-
-
-# --- one case's history, for the page -------------------------------------------------------
-
-
-@routes.get("/audit/cases/{case_ref}", name="audit.case", allow_head=True)
-@requires(Permission.AUDIT_READ)
-async def case_history(request: web.Request) -> web.Response:
-    """Every entry of a case with what a browser needs to check it against our latest
-    signed checkpoint: the exact leaf data and, for entries the checkpoint covers, the
-    inclusion proof for its tree size."""
-    case_ref = path_case_ref(request)
-    q = request.query
-    allow_only(q, ("after_seq", "limit"))
-    after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
-    limit = int_query(q, "limit", default=DEFAULT_CASE_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
-    gateway = gateway_of(request)
-    checkpoint = await gateway.audit_log.latest()
-    records, next_after = await _next_page(gateway, AuditQuery(case_ref=case_ref, after_seq=after_seq), limit)
-    covered_size = checkpoint.tree_size if checkpoint is not None else 0
-    hashes: list[bytes] = []
-    if any(r.seq <= covered_size for r in records):
-        hashes = await gateway.audit_log.leaf_hashes(covered_size)  # once for every proof
-    def proofs() -> dict[int, list[str]]:  # O(log size) each over O(size) hashes: off the event loop
-        return {r.seq: [h.hex() for h in merkle.inclusion_proof(hashes, r.seq - 1)]
-                for r in records if r.seq <= covered_size}
-
-    proof_of = await asyncio.to_thread(proofs)
-    items = [{
-        "seq": record.seq,
-        "entry": export_object(record),
-        "leaf_data": leaf_data(record).decode("utf-8"),
-        "covered": record.seq <= covered_size,
-        "proof": proof_of.get(record.seq),
-    } for record in records]
-    # Who looked at a case's history is itself part of the record (after the read, so the
-    # page shows what was there when it was opened).
-    await gateway.audit_event("audit.case_viewed", actor_of(request), {"entries": len(items)}, case_ref=case_ref)
-    return json_body({
-        "case_ref": case_ref,
-        "origin": gateway.agency_id,
-        "log_size": await gateway.audit_log.size(),
-        "checkpoint": checkpoint_item(gateway, checkpoint) if checkpoint is not None else None,
-        "items": items,
-        "next_after_seq": next_after,
-    })
-
-
-# --- the page -------------------------------------------------------------------------------
-
-STATIC = Path(__file__).resolve().parent / "static"
-
-
-def _csp_hash(text: str) -> str:
-    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
-
-
-def build_page() -> tuple[bytes, str]:
-    """The page with its script and style inlined, and a CSP that allows exactly those."""
-    html = (STATIC / "auditor.html").read_text(encoding="utf-8")
-    script = (STATIC / "auditor.js").read_text(encoding="utf-8")
-    style = (STATIC / "auditor.css").read_text(encoding="utf-8")
-    page = html.replace("<style></style>", f"<style>{style}</style>", 1).replace(
-        "<script></script>", f"<script>{script}</script>", 1)
-    csp = "; ".join((
-        "default-src 'none'",
-        f"script-src {_csp_hash(script)}",
-        f"style-src {_csp_hash(style)}",
-        "connect-src 'self'",
-        "img-src 'none'",
-        "base-uri 'none'",
-        "form-action 'none'",
-        "frame-ancestors 'none'",
-        "require-trusted-types-for 'script'",
-        "trusted-types 'none'",
-    ))
-    return page.encode("utf-8"), csp
-
-
-_PAGE: tuple[bytes, str] | None = None
-
-
-@routes.get("/auditor", name="auditor.page", allow_head=True)
-@public
-async def auditor_page(request: web.Request) -> web.Response:
-    """Static HTML and JavaScript only: no data until the user gives a token."""
-    global _PAGE
-    if _PAGE is None:
-        _PAGE = build_page()
-    body, csp = _PAGE
-    return web.Response(body=body, content_type="text/html", charset="utf-8", headers={
-        **NO_STORE,
-        "Content-Security-Policy": csp,
-        "Referrer-Policy": "no-referrer",
-        "X-Frame-Options": "DENY",
-        "Cross-Origin-Opener-Policy": "same-origin",
-        "Cross-Origin-Resource-Policy": "same-origin",
-    })
-
-
 # --- OpenAPI ----------------------------------------------------------------------------------
 
 _HEX = {"type": "string", "pattern": "^[0-9a-f]{64}$", "description": "SHA-256 hash, 64 lowercase hex digits"}
@@ -480,7 +211,7 @@ _FILTER_PARAMS = [
 ]
 _BAD_QUERY = _err("invalid_query or missing_parameter; the detail names the parameter")
 
-OPERATIONS: dict[str, dict[str, Any]] = {
+_OPERATIONS: dict[str, dict[str, Any]] = {
     "audit.entries": {
         "summary": "Audit entries matching the filters, in seq order (paged by after_seq)",
         "parameters": [*_FILTER_PARAMS,
@@ -597,3 +328,282 @@ OPERATIONS: dict[str, dict[str, Any]] = {
                               "content": {"text/html": {"schema": {"type": "string"}}}}},
     },
 }
+
+
+@routes.get("/audit/entries", name="audit.entries", allow_head=True)
+@documented(_OPERATIONS["audit.entries"])
+@requires(Permission.AUDIT_READ)
+async def list_entries(request: web.Request) -> web.Response:
+    q = request.query
+    allow_only(q, (*FILTERS, "after_seq", "limit"), repeatable=("event_type",))
+    after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
+    limit = int_query(q, "limit", default=DEFAULT_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
+    records, next_after = await _next_page(gateway_of(request), audit_query(q, after_seq), limit)
+    return json_body({"items": [export_object(r) for r in records], "next_after_seq": next_after})
+
+
+@routes.get("/audit/export", name="audit.export", allow_head=True)
+@documented(_OPERATIONS["audit.export"])
+@requires(Permission.AUDIT_READ)
+async def export(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    allow_only(q, (*FILTERS, "format"), repeatable=("event_type",))
+    fmt = q.get("format", "jsonl")
+    if fmt not in EXPORT_FORMATS:
+        raise ApiError(400, "invalid_query", "query parameter format must be one of: jsonl, csv")
+    query = audit_query(q)
+    gateway = gateway_of(request)
+    # The log size is fixed first: the export is the log (or its matching entries) up to
+    # here, never a mix with entries appended while it streams, and never its own entry.
+    size = await gateway.audit_log.size()
+
+    async def page_after(after: int) -> list[AuditRecord]:
+        records = await gateway.store.query_audit(
+            AuditQuery(query.case_ref, query.agency, query.event_types, query.since, query.until, after), EXPORT_PAGE)
+        return [r for r in records if r.seq <= size]
+
+    page = await page_after(0)  # before the headers go out: a store failure is still a JSON error
+    stamp = format_ts(gateway.clock()).replace(":", "").replace("-", "")
+    response = web.StreamResponse(headers={
+        **NO_STORE,
+        "Content-Type": f"{_MEDIA[fmt]}; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="audit-{gateway.agency_id}-{stamp}.{fmt}"',
+    })
+    await response.prepare(request)
+    if request.method == "HEAD":
+        # The headers only: nothing is exported, so nothing is recorded as exported.
+        await response.write_eof()
+        return response
+    count = 0
+    try:
+        if fmt == "csv":
+            await response.write(_csv_text([list(COLUMNS)]))
+        while page:
+            chunk = "".join(jsonl_lines(page)).encode("utf-8") if fmt == "jsonl" else _csv_text(list(csv_rows(page))[1:])
+            await response.write(chunk)
+            count += len(page)
+            page = await page_after(page[-1].seq) if page[-1].seq < size else []
+        await response.write_eof()
+    finally:
+        # Recorded however the download ended (a client may stop reading half-way).
+        await asyncio.shield(_record_export(gateway, request, fmt, count, query))
+    return response
+
+
+def _csv_text(rows: list[list[str]]) -> bytes:
+    out = io.StringIO(newline="")
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+async def _record_export(gateway: Gateway, request: web.Request, fmt: str, count: int, query: AuditQuery) -> None:
+    try:
+        await gateway.audit_event("audit.exported", actor_of(request),
+                                  {"format": fmt, "entries": count, "filtered": _filtered(query)},
+                                  case_ref=query.case_ref, agency=query.agency)
+    except GatewayError as exc:
+        log.warning("audit.export_not_recorded", error=exc.code)
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+def _origin(request: web.Request) -> str:
+    origin = _pattern(request.query, "origin", AGENCY_ID, "an agency id such as NG-NAPTIP")
+    return origin or gateway_of(request).agency_id
+
+
+@routes.get("/audit/checkpoints", name="audit.checkpoints", allow_head=True)
+@documented(_OPERATIONS["audit.checkpoints"])
+@requires(Permission.AUDIT_READ)
+async def list_checkpoints(request: web.Request) -> web.Response:
+    q = request.query
+    allow_only(q, ("origin", "min_size", "limit"))
+    origin = _origin(request)
+    min_size = int_query(q, "min_size", default=0, minimum=0, maximum=MAX_TREE_SIZE)
+    limit = int_query(q, "limit", default=DEFAULT_CHECKPOINTS, minimum=1, maximum=MAX_CHECKPOINTS)
+    gateway = gateway_of(request)
+    records = await gateway.store.list_checkpoints(origin, min_size=min_size, limit=limit)
+    next_min: int | None = None
+    if len(records) == limit:
+        # Page at a tree size boundary: two checkpoints of one size (a fork, the evidence
+        # that matters most) never fall on two pages or get skipped.
+        last = records[-1].tree_size
+        earlier = [r for r in records if r.tree_size < last]
+        records, next_min = (earlier, last) if earlier else (records, last + 1)
+    return json_body({"origin": origin, "items": [checkpoint_item(gateway, r) for r in records],
+                      "next_min_size": next_min})
+
+
+@routes.get("/audit/checkpoints/latest", name="audit.checkpoints.latest", allow_head=True)
+@documented(_OPERATIONS["audit.checkpoints.latest"])
+@requires(Permission.AUDIT_READ)
+async def latest_checkpoint(request: web.Request) -> web.Response:
+    allow_only(request.query, ("origin",))
+    origin = _origin(request)
+    gateway = gateway_of(request)
+    record = await gateway.store.latest_checkpoint(origin)
+    if record is None:
+        raise ApiError(404, "not_found", "no checkpoint of the agency in query parameter origin (default: this gateway) is stored")
+    return json_body(checkpoint_item(gateway, record))
+
+
+@routes.post("/audit/checkpoints", name="audit.checkpoints.sign")
+@documented(_OPERATIONS["audit.checkpoints.sign"])
+@requires(Permission.AUDIT_READ)
+async def sign_checkpoint(request: web.Request) -> web.Response:
+    """Sign a checkpoint now if the log grew (and share it with the audit partners);
+    answer our latest. Adds no data, so auditors may ask for it."""
+    allow_only(request.query, ())
+    gateway = gateway_of(request)
+    created = await gateway.checkpoint_and_share()
+    record = created or await gateway.audit_log.latest()
+    assert record is not None  # checkpoint_and_share signs when there is none yet
+    return json_body({**checkpoint_item(gateway, record), "created": created is not None},
+                     status=201 if created is not None else 200)
+
+
+# --- proofs ----------------------------------------------------------------------------------
+
+
+@routes.get("/audit/proofs/inclusion", name="audit.proofs.inclusion", allow_head=True)
+@documented(_OPERATIONS["audit.proofs.inclusion"])
+@requires(Permission.AUDIT_READ)
+async def inclusion(request: web.Request) -> web.Response:
+    q = request.query
+    allow_only(q, ("seq", "tree_size"))
+    seq = required_int_query(q, "seq", minimum=1, maximum=MAX_TREE_SIZE)
+    tree_size = required_int_query(q, "tree_size", minimum=1, maximum=MAX_TREE_SIZE)
+    if seq > tree_size:
+        raise ApiError(400, "invalid_query", "query parameter seq must not exceed tree_size")
+    log_ = gateway_of(request).audit_log
+    hashes = await log_.leaf_hashes(await _within_log(log_, tree_size))  # read once for proof and root
+    # O(tree size) hashing: off the event loop, as AuditLog does for its own proofs.
+    proof, root = await asyncio.to_thread(lambda: (merkle.inclusion_proof(hashes, seq - 1), merkle.root(hashes)))
+    return json_body({"seq": seq, "tree_size": tree_size, "leaf_hash": hashes[seq - 1].hex(),
+                      "proof": [h.hex() for h in proof], "root_hash": root.hex()})
+
+
+@routes.get("/audit/proofs/consistency", name="audit.proofs.consistency", allow_head=True)
+@documented(_OPERATIONS["audit.proofs.consistency"])
+@requires(Permission.AUDIT_READ)
+async def consistency(request: web.Request) -> web.Response:
+    q = request.query
+    allow_only(q, ("first", "second"))
+    first = required_int_query(q, "first", minimum=1, maximum=MAX_TREE_SIZE)
+    second = required_int_query(q, "second", minimum=1, maximum=MAX_TREE_SIZE)
+    if first > second:
+        raise ApiError(400, "invalid_query", "query parameter first must not exceed second")
+    log_ = gateway_of(request).audit_log
+    hashes = await log_.leaf_hashes(await _within_log(log_, second))
+    proof, first_root, second_root = await asyncio.to_thread(
+        lambda: (merkle.consistency_proof(hashes, first), merkle.root(hashes[:first]), merkle.root(hashes)))
+    return json_body({"first": first, "second": second, "proof": [h.hex() for h in proof],
+                      "first_root": first_root.hex(), "second_root": second_root.hex()})
+
+
+async def _within_log(audit_log: Any, tree_size: int) -> int:
+    size = await audit_log.size()
+    if tree_size > size:
+        raise ApiError(400, "invalid_query", f"tree sizes must be at most the log size {size}")
+    return tree_size
+
+
+# --- one case's history, for the page -------------------------------------------------------
+
+
+@routes.get("/audit/cases/{case_ref}", name="audit.case", allow_head=True)
+@documented(_OPERATIONS["audit.case"])
+@requires(Permission.AUDIT_READ)
+async def case_history(request: web.Request) -> web.Response:
+    """Every entry of a case with what a browser needs to check it against our latest
+    signed checkpoint: the exact leaf data and, for entries the checkpoint covers, the
+    inclusion proof for its tree size."""
+    case_ref = path_case_ref(request)
+    q = request.query
+    allow_only(q, ("after_seq", "limit"))
+    after_seq = int_query(q, "after_seq", default=0, minimum=0, maximum=MAX_TREE_SIZE)
+    limit = int_query(q, "limit", default=DEFAULT_CASE_ENTRIES, minimum=1, maximum=MAX_ENTRIES)
+    gateway = gateway_of(request)
+    checkpoint = await gateway.audit_log.latest()
+    records, next_after = await _next_page(gateway, AuditQuery(case_ref=case_ref, after_seq=after_seq), limit)
+    covered_size = checkpoint.tree_size if checkpoint is not None else 0
+    hashes: list[bytes] = []
+    if any(r.seq <= covered_size for r in records):
+        hashes = await gateway.audit_log.leaf_hashes(covered_size)  # once for every proof
+    def proofs() -> dict[int, list[str]]:  # O(log size) each over O(size) hashes: off the event loop
+        return {r.seq: [h.hex() for h in merkle.inclusion_proof(hashes, r.seq - 1)]
+                for r in records if r.seq <= covered_size}
+
+    proof_of = await asyncio.to_thread(proofs)
+    items = [{
+        "seq": record.seq,
+        "entry": export_object(record),
+        "leaf_data": leaf_data(record).decode("utf-8"),
+        "covered": record.seq <= covered_size,
+        "proof": proof_of.get(record.seq),
+    } for record in records]
+    # Who looked at a case's history is itself part of the record (after the read, so the
+    # page shows what was there when it was opened).
+    await gateway.audit_event("audit.case_viewed", actor_of(request), {"entries": len(items)}, case_ref=case_ref)
+    return json_body({
+        "case_ref": case_ref,
+        "origin": gateway.agency_id,
+        "log_size": await gateway.audit_log.size(),
+        "checkpoint": checkpoint_item(gateway, checkpoint) if checkpoint is not None else None,
+        "items": items,
+        "next_after_seq": next_after,
+    })
+
+
+# --- the page -------------------------------------------------------------------------------
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+
+def build_page() -> tuple[bytes, str]:
+    """The page with its script and style inlined, and a CSP that allows exactly those."""
+    html = (STATIC / "auditor.html").read_text(encoding="utf-8")
+    script = (STATIC / "auditor.js").read_text(encoding="utf-8")
+    style = (STATIC / "auditor.css").read_text(encoding="utf-8")
+    page = html.replace("<style></style>", f"<style>{style}</style>", 1).replace(
+        "<script></script>", f"<script>{script}</script>", 1)
+    csp = "; ".join((
+        "default-src 'none'",
+        f"script-src {_csp_hash(script)}",
+        f"style-src {_csp_hash(style)}",
+        "connect-src 'self'",
+        "img-src 'none'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+        "require-trusted-types-for 'script'",
+        "trusted-types 'none'",
+    ))
+    return page.encode("utf-8"), csp
+
+
+_PAGE: tuple[bytes, str] | None = None
+
+
+@routes.get("/auditor", name="auditor.page", allow_head=True)
+@documented(_OPERATIONS["auditor.page"])
+@public
+async def auditor_page(request: web.Request) -> web.Response:
+    """Static HTML and JavaScript only: no data until the user gives a token."""
+    global _PAGE
+    if _PAGE is None:
+        _PAGE = build_page()
+    body, csp = _PAGE
+    return web.Response(body=body, content_type="text/html", charset="utf-8", headers={
+        **NO_STORE,
+        "Content-Security-Policy": csp,
+        "Referrer-Policy": "no-referrer",
+        "X-Frame-Options": "DENY",
+        "Cross-Origin-Opener-Policy": "same-origin",
+        "Cross-Origin-Resource-Policy": "same-origin",
+    })

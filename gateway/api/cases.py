@@ -11,13 +11,14 @@ from gateway.api.context import actor_of, gateway_of
 from gateway.api.dates import date_violations
 from gateway.api.errors import ApiError, invalid_request
 from gateway.api.idempotency import Answer, idempotent
-from gateway.api.openapi import error_content as _error, json_content as _json, schema_ref as _ref
-from gateway.api.parse import case_ref as path_case_ref, json_object
+from gateway.api.operation import documented, error_content as _error, json_content as _json, json_request
+from gateway.api.operation import schema_ref as _ref
+from gateway.api.bodies import payload_invalid, request_body
+from gateway.api.parse import case_ref as path_case_ref
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
-from gateway.schema import validate_payload
 from gateway.service import Gateway, NotFoundError
 from gateway.store import MessageConflictError
 from gateway.withdrawal import check_withdrawn_at
@@ -31,14 +32,62 @@ _CASE_PARAM = {"name": "case_ref", "in": "path", "required": True,
                "schema": {"type": "string", "pattern": CASE_REF.pattern}}
 
 
+_WITHDRAWAL_BODY = {"$ref": "https://schemas.referral-gateway.example/v1/consent.withdrawal.schema.json"}
+
+_OPERATIONS: dict[str, dict[str, Any]] = {
+    "cases.withdraw": {
+        "summary": "Withdraw consent for a case: every recipient of its referrals is told to shred the data",
+        "description": "Sends a signed consent.withdrawal to each agency that was sent a referral.request of the "
+                       "case (or of the listed request_message_ids); referrals still queued are given up. Each "
+                       "recipient destroys the data keys and answers with a signed consent.withdrawal.ack. "
+                       "Idempotent for the same withdrawn_at. See docs/consent.md.\n\n"
+                       "The body is checked against the consent.withdrawal schema (422 schema_invalid with "
+                       "violations). Then the rules no schema states: withdrawn_at is not before 1900-01-01 (422 "
+                       "withdrawal_too_early) nor more than 5 minutes ahead (422 withdrawal_in_future); every "
+                       "request_message_ids entry is a referral.request sent for this case (404 not_found).",
+        "parameters": [_CASE_PARAM],
+        "requestBody": json_request(_WITHDRAWAL_BODY, {
+            "all_purposes": {"summary": "Consent withdrawn for every purpose, erasure requested",
+                             "value": {"withdrawn_at": "2026-01-20T10:00:00Z", "decision_maker": "self",
+                                       "scope": "all_purposes", "erasure_requested": True}},
+            "some_purposes": {"summary": "Consent withdrawn for one purpose",
+                              "value": {"withdrawn_at": "2026-01-20T10:00:00Z", "decision_maker": "self",
+                                        "scope": "some_purposes", "purposes": ["family_tracing"],
+                                        "erasure_requested": False}},
+        }),
+        "responses": {
+            "202": _json({"type": "object"}, "Withdrawals queued, one per recipient"),
+            "400": _error("Bad case_ref (invalid_id), body is not JSON (invalid_json), or a query parameter "
+                          "(invalid_query)"),
+            "404": _error("No message of this case was sent or received here, no referral was sent for it, or a "
+                          "listed request id is not one of its referrals (not_found)"),
+            "413": _error("Body too large (request_too_large)"),
+            "415": _error("Body is not application/json in UTF-8"),
+            "422": _error("schema_invalid (with violations); invalid_request: withdrawn_at out of range (before "
+                          "1900-01-01 or more than a day ahead); withdrawal_in_future (more than 5 minutes ahead)"),
+            "503": _json(_ref("Error"), "store_unavailable; retry later"),
+        },
+    },
+    "cases.withdrawals": {
+        "summary": "Consent withdrawals of a case and whether each recipient acknowledged",
+        "parameters": [_CASE_PARAM],
+        "responses": {"200": _json({"type": "object"}, "Withdrawals, sent and received"),
+                      "400": _error("Bad case_ref (invalid_id) or a query parameter (invalid_query)"),
+                      "404": _error("No message of this case was sent or received here (not_found)")},
+    },
+}
+
+
 @routes.post("/cases/{case_ref}/withdrawal", name="cases.withdraw")
+@documented(_OPERATIONS["cases.withdraw"])
 @requires(Permission.WITHDRAW)
 async def withdraw(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)
     gateway = gateway_of(request)
     await known_case(gateway, case_ref)
-    payload = await json_object(request)
-    validate_payload("consent.withdrawal", payload)  # 422 with the violating paths
+    payload, check = await request_body(request)
+    if not check.ok:  # 422 schema_invalid with the violating paths
+        raise payload_invalid("consent.withdrawal", payload, [*check.own, *check.shared])
     # withdrawal_too_early (before 1900) or withdrawal_in_future (beyond clock skew), naming the field.
     check_withdrawn_at(payload, gateway.clock())
     out_of_range = date_violations(payload, gateway.clock())
@@ -73,6 +122,7 @@ async def withdraw(request: web.Request) -> web.Response:
 
 
 @routes.get("/cases/{case_ref}/withdrawals", name="cases.withdrawals", allow_head=True)
+@documented(_OPERATIONS["cases.withdrawals"])
 @requires(Permission.STATUS)
 async def withdrawals(request: web.Request) -> web.Response:
     case_ref = path_case_ref(request)
@@ -103,37 +153,3 @@ async def known_case(gateway: Gateway, case_ref: str) -> None:
             or await store.withdrawals_for_case(case_ref)):
         return
     raise ApiError(404, "not_found", UNKNOWN_CASE)
-
-
-_WITHDRAWAL_BODY = {"$ref": "https://schemas.referral-gateway.example/v1/consent.withdrawal.schema.json"}
-
-OPERATIONS: dict[str, dict[str, Any]] = {
-    "cases.withdraw": {
-        "summary": "Withdraw consent for a case: every recipient of its referrals is told to shred the data",
-        "description": "Sends a signed consent.withdrawal to each agency that was sent a referral.request of the "
-                       "case (or of the listed request_message_ids); referrals still queued are given up. Each "
-                       "recipient destroys the data keys and answers with a signed consent.withdrawal.ack. "
-                       "Idempotent for the same withdrawn_at. See docs/consent.md.",
-        "parameters": [_CASE_PARAM],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": _WITHDRAWAL_BODY}}},
-        "responses": {
-            "202": _json({"type": "object"}, "Withdrawals queued, one per recipient"),
-            "400": _error("Bad case_ref (invalid_id), body is not JSON (invalid_json), or a query parameter "
-                          "(invalid_query)"),
-            "404": _error("No message of this case was sent or received here, no referral was sent for it, or a "
-                          "listed request id is not one of its referrals (not_found)"),
-            "413": _error("Body too large (request_too_large)"),
-            "415": _error("Body is not application/json in UTF-8"),
-            "422": _error("schema_invalid (with violations); invalid_request: withdrawn_at out of range (before "
-                          "1900-01-01 or more than a day ahead); withdrawal_in_future (more than 5 minutes ahead)"),
-            "503": _json(_ref("Error"), "store_unavailable; retry later"),
-        },
-    },
-    "cases.withdrawals": {
-        "summary": "Consent withdrawals of a case and whether each recipient acknowledged",
-        "parameters": [_CASE_PARAM],
-        "responses": {"200": _json({"type": "object"}, "Withdrawals, sent and received"),
-                      "400": _error("Bad case_ref (invalid_id) or a query parameter (invalid_query)"),
-                      "404": _error("No message of this case was sent or received here (not_found)")},
-    },
-}

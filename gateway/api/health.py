@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable
 
+from typing import Any
+
 from aiohttp import web
 
+from gateway.api.operation import RETRY_HEADER as _RETRY, documented, json_content as _json, schema_ref as _ref
 from gateway.api.context import gateway_of
 from gateway.api.responses import json_body
 from gateway.api.roles import public
@@ -17,7 +20,46 @@ routes = web.RouteTableDef()
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
+# --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
+
+_SCHEMAS: dict[str, Any] = {
+    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
+    "Checks": {
+        "type": "object",
+        "required": ["store", "transport", "consumer", "outbox", "deliveries"],
+        "properties": {"store": {"type": "boolean"}, "transport": {"type": "boolean"}, "consumer": {"type": "boolean"},
+                       "outbox": {"type": "boolean", "description": "the outbox publisher task is running"},
+                       "deliveries": {"type": "boolean", "description":
+                                      "false while the delivery handler keeps failing (degraded)"}},
+    },
+    "Ready": {
+        "type": "object",
+        "required": ["status", "checks"],
+        "properties": {"status": {"const": "ready"}, "checks": _ref("Checks")},
+    },
+    "NotReady": {
+        "type": "object",
+        "required": ["error", "detail", "checks"],
+        "properties": {"error": {"enum": ["not_ready", "degraded"]}, "detail": {"type": "string"},
+                       "checks": _ref("Checks")},
+    },
+}
+
+_OPERATIONS: dict[str, dict[str, Any]] = {
+    "health.live": {
+        "summary": "Liveness: the process answers",
+        "responses": {"200": _json(_ref("Health"), "Alive")},
+    },
+    "health.ready": {
+        "summary": "Readiness: store answers, broker connection healthy, consumer running",
+        "responses": {"200": _json(_ref("Ready"), "Ready"),
+                      "503": _json(_ref("NotReady"), "Not ready; checks says which failed", _RETRY)},
+    },
+}
+
+
 @routes.get("/healthz", name="health.live", allow_head=True)
+@documented(_OPERATIONS["health.live"], schemas=_SCHEMAS)
 @public
 async def healthz(request: web.Request) -> web.Response:
     """The process runs and its event loop answers; nothing else is checked."""
@@ -32,6 +74,7 @@ async def _check(probe: Awaitable[bool]) -> bool:
 
 
 @routes.get("/readyz", name="health.ready", allow_head=True)
+@documented(_OPERATIONS["health.ready"], schemas=_SCHEMAS)
 @public
 async def readyz(request: web.Request) -> web.Response:
     """Ready only if the store answers, the broker connection is healthy, the consumer runs,

@@ -8,15 +8,19 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.operation import (
+    AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, ID_PARAM as _ID_PARAM, TIME_SCHEMA as _TIME,
+    UUID_SCHEMA as _UUID, documented, error_content as _error, json_content as _json, schema_ref as _ref,
+)
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.errors import ApiError
-from gateway.api.openapi import error_content as _error, json_content as _json
 from gateway.api.parse import message_id
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.pseudonym import case_pseudonym
-from gateway.store import AuditEntry, OutboxRecord
+from gateway.schema import MESSAGE_TYPES
+from gateway.store import OUTGOING_STATUSES, AuditEntry, OutboxRecord
 from gateway.transport.base import AGENCY_ID_RE
 
 routes = web.RouteTableDef()
@@ -26,7 +30,71 @@ MAX_LOCAL_CASE_ID = 128
 FIND_PARAMS = frozenset({"local_case_id", "recipient"})
 
 
+# --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
+
+_SCHEMAS: dict[str, Any] = {
+    "MessageStatus": {
+        "type": "object",
+        "required": ["message_id", "type", "recipient", "case_ref", "status", "attempts", "last_error",
+                     "created_at", "updated_at", "trail"],
+        "properties": {
+            "message_id": _UUID,
+            "type": {"type": "string", "enum": list(MESSAGE_TYPES)},
+            "recipient": _AGENCY,
+            "case_ref": _CASE_REF,
+            "status": {"type": "string", "enum": sorted(OUTGOING_STATUSES)},
+            "attempts": {"type": "integer", "minimum": 0, "description": "Publish attempts"},
+            "last_error": {"type": ["string", "null"], "description": "Reason code of the last failed attempt"},
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "trail": {
+                "type": "array",
+                "items": {
+                    "type": "object", "required": ["status", "at"],
+                    "properties": {"status": {"type": "string", "enum": sorted(OUTGOING_STATUSES)}, "at": _TIME},
+                },
+            },
+        },
+    },
+}
+
+_OPERATIONS: dict[str, dict[str, Any]] = {
+    "messages.status": {
+        "summary": "Delivery status and trail of a message this gateway sent",
+        "parameters": [_ID_PARAM],
+        "responses": {"200": _json(_ref("MessageStatus"), "Status and trail"),
+                      "400": _error("Bad id (invalid_id)"),
+                      "404": _error("No sent message with this id")},
+    },
+    "messages.find": {
+        "summary": "Find the messages sent for a local case id (for a client that lost the message id)",
+        "description": "The local case id is turned into the case pseudonym for each country pair (for the "
+                       "recipient's country only, with recipient) exactly as POST /referrals does, and the "
+                       "outgoing messages of those cases are listed, oldest first. The local id is not stored, "
+                       "logged or answered; the search is audited as messages.found under the case pseudonym. "
+                       "Unknown or repeated query parameters are refused.",
+        "parameters": [
+            {"name": "local_case_id", "in": "query", "required": True,
+             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LOCAL_CASE_ID}},
+            {"name": "recipient", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": AGENCY_ID_RE.pattern}},
+        ],
+        "responses": {
+            "200": _json({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {
+                "type": "object",
+                "required": ["message_id", "type", "recipient", "case_ref", "status", "created_at", "links"],
+                "properties": {"message_id": {"type": "string", "format": "uuid"}, "type": {"type": "string"},
+                               "recipient": {"type": "string"}, "case_ref": {"type": "string"},
+                               "status": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
+                               "links": {"type": "object"}}}}}}, "The outgoing messages of the case, oldest first"),
+            "400": _error("missing_parameter, or invalid_query (a bad, unknown or repeated parameter)"),
+        },
+    },
+}
+
+
 @routes.get("/messages/{id}", name="messages.status", allow_head=True)
+@documented(_OPERATIONS["messages.status"], schemas=_SCHEMAS)
 @requires(Permission.STATUS)
 async def status(request: web.Request) -> web.Response:
     mid = message_id(request)
@@ -74,6 +142,7 @@ def _item(record: OutboxRecord) -> dict[str, Any]:
 
 
 @routes.get("/messages", name="messages.find", allow_head=True)
+@documented(_OPERATIONS["messages.find"], schemas=_SCHEMAS)
 @requires(Permission.FIND_SENT)
 async def find(request: web.Request) -> web.Response:
     local_id, recipient = find_query(request)
@@ -102,31 +171,3 @@ async def find(request: web.Request) -> web.Response:
             detail_json=json.dumps({"role": actor.role, "found": sum(r.case_ref == audited_ref for r in found),
                                     "recipient_given": recipient is not None}, sort_keys=True)))
     return json_body({"items": [_item(r) for r in found]})
-
-
-OPERATIONS: dict[str, dict[str, Any]] = {
-    "messages.find": {
-        "summary": "Find the messages sent for a local case id (for a client that lost the message id)",
-        "description": "The local case id is turned into the case pseudonym for each country pair (for the "
-                       "recipient's country only, with recipient) exactly as POST /referrals does, and the "
-                       "outgoing messages of those cases are listed, oldest first. The local id is not stored, "
-                       "logged or answered; the search is audited as messages.found under the case pseudonym. "
-                       "Unknown or repeated query parameters are refused.",
-        "parameters": [
-            {"name": "local_case_id", "in": "query", "required": True,
-             "schema": {"type": "string", "minLength": 1, "maxLength": MAX_LOCAL_CASE_ID}},
-            {"name": "recipient", "in": "query", "required": False,
-             "schema": {"type": "string", "pattern": AGENCY_ID_RE.pattern}},
-        ],
-        "responses": {
-            "200": _json({"type": "object", "required": ["items"], "properties": {"items": {"type": "array", "items": {
-                "type": "object",
-                "required": ["message_id", "type", "recipient", "case_ref", "status", "created_at", "links"],
-                "properties": {"message_id": {"type": "string", "format": "uuid"}, "type": {"type": "string"},
-                               "recipient": {"type": "string"}, "case_ref": {"type": "string"},
-                               "status": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"},
-                               "links": {"type": "object"}}}}}}, "The outgoing messages of the case, oldest first"),
-            "400": _error("missing_parameter, or invalid_query (a bad, unknown or repeated parameter)"),
-        },
-    },
-}

@@ -8,8 +8,11 @@ bearer token natively (``authorization: {credentials_file: ...}`` in the scrape 
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from gateway.api.operation import documented
 from gateway.api.context import gateway_of
 from gateway.api.responses import NO_STORE
 from gateway.api.roles import Permission, requires
@@ -19,7 +22,19 @@ routes = web.RouteTableDef()
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+# --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
+
+_OPERATIONS: dict[str, dict[str, Any]] = {
+    "metrics": {
+        "summary": "Counters in the Prometheus text format (no personal data)",
+        "responses": {"200": {"description": "Prometheus text exposition format 0.0.4",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    },
+}
+
+
 @routes.get("/metrics", name="metrics", allow_head=True)
+@documented(_OPERATIONS["metrics"])
 @requires(Permission.OPERATE)
 async def metrics(request: web.Request) -> web.Response:
     gateway = gateway_of(request)

@@ -10,27 +10,35 @@ answer and the same message (gateway/api/idempotency.py).
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+import adapters
 from adapters.base import AdaptResult
 from adapters.registry import available_formats, get_adapter
+from gateway.api.operation import (
+    AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, LOCATION_HEADER as _LOCATION,
+    RETRY_HEADER as _RETRY, UUID_SCHEMA as _UUID, documented, error_content as _error, json_content as _json,
+    json_request, schema_ref as _ref,
+)
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.dates import date_violations
 from gateway.api.errors import ApiError, invalid_request
 from gateway.api.idempotency import Answer, idempotent
-from gateway.api.parse import json_object
+from gateway.api.bodies import payload_invalid, request_body
+from gateway.api.parse import MAX_BODY_BYTES
 from gateway.api.roles import Permission, requires
-from gateway.envelope import CASE_REF
 from gateway.errors import Violation
 from gateway.pseudonym import case_pseudonym
-from gateway.schema import MESSAGE_TYPES, PURPOSES, json_path
+from gateway.schema import MESSAGE_TYPES, PURPOSES, load_example, schema_id
 from gateway.service import Gateway, derived_message_id
 from gateway.settings import Settings
 from gateway.store import MessageConflictError, OutboxRecord
-from gateway.transport.base import AGENCY_ID_RE
 
 routes = web.RouteTableDef()
 
@@ -42,8 +50,14 @@ SUBMITTABLE_TYPES: tuple[str, ...] = tuple(t for t in MESSAGE_TYPES if t not in 
     "receipt", "referral.response", "consent.withdrawal", "consent.withdrawal.ack", "audit.checkpoint"})
 DEFAULT_TYPE = "referral.request"
 MAX_LOCAL_CASE_ID = 128
-FIELDS = ("recipient", "case_ref", "local_case_id", "message_type", "payload", "format", "record", "purposes")
-
+# Characters that are no text: controls, invisible formatting (bidi, zero-width), separators.
+_NOT_TEXT = r"\x00-\x1f\x7f-\x9f\xad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+_BLANK = r" \xa0\u1680\u2000-\u200a\u202f\u205f\u3000"
+#: A local case id: not blank, no control or invisible formatting characters (the same id
+#: must give the same pseudonym, and read as what it is). Also GET /messages?local_case_id=.
+LOCAL_CASE_ID = re.compile(f"^[^{_NOT_TEXT}]*[^{_NOT_TEXT}{_BLANK}][^{_NOT_TEXT}]*$")
+#: Violation rule of the one Submission rule the schema cannot state.
+OWN_AGENCY_RULE = "own_agency"
 
 @dataclass(frozen=True)
 class Submission:
@@ -61,48 +75,14 @@ class Submission:
 
 
 def parse_submission(body: dict[str, Any], *, own_agency: str) -> Submission:
-    """Check the fields around the payload (the payload itself is checked by its schema)."""
-    found: list[Violation] = []
-    for name in sorted(set(body) - set(FIELDS)):
-        found.append(Violation(json_path([name[:64]]), "additionalProperties", "unexpected property"))
-    recipient = body.get("recipient")
-    if recipient is None:
-        found.append(Violation("$.recipient", "required", "required property 'recipient' is missing"))
-    elif not isinstance(recipient, str) or not AGENCY_ID_RE.fullmatch(recipient):
-        found.append(Violation("$.recipient", "pattern", f"must be an agency id matching {AGENCY_ID_RE.pattern}"))
-    elif recipient == own_agency:
-        found.append(Violation("$.recipient", "not", "must be another agency than this gateway's own"))
-    message_type = body.get("message_type", DEFAULT_TYPE)
-    if message_type not in SUBMITTABLE_TYPES:
-        found.append(Violation("$.message_type", "enum", "must be one of: " + ", ".join(SUBMITTABLE_TYPES)))
-    case_ref, local_id = body.get("case_ref"), body.get("local_case_id")
-    if ("case_ref" in body) == ("local_case_id" in body):
-        found.append(Violation("$", "oneOf", "must have exactly one of: case_ref, local_case_id"))
-    if "case_ref" in body and not (isinstance(case_ref, str) and CASE_REF.fullmatch(case_ref)):
-        found.append(Violation("$.case_ref", "pattern", f"must match the pattern {CASE_REF.pattern}"))
-    if "local_case_id" in body and not (isinstance(local_id, str) and 0 < len(local_id.strip()) <= MAX_LOCAL_CASE_ID
-                                     and local_id.isprintable()):
-        found.append(Violation("$.local_case_id", "type",
-                               f"must be a non-empty printable string of at most {MAX_LOCAL_CASE_ID} characters"))
-    payload, local_format, record, purposes = body.get("payload"), body.get("format"), body.get("record"), body.get("purposes")
-    if ("payload" in body) == ("format" in body or "record" in body):
-        found.append(Violation("$", "oneOf", "must have either payload, or format and record (a local record)"))
-    elif "payload" in body and not isinstance(payload, dict):
-        found.append(Violation("$.payload", "type", "must be of type object"))
-    elif "payload" not in body:
-        if local_format not in available_formats():
-            found.append(Violation("$.format", "enum", "must be one of: " + ", ".join(available_formats())))
-        if not isinstance(record, dict):
-            found.append(Violation("$.record", "type", "must be of type object"))
-        if message_type != DEFAULT_TYPE:
-            found.append(Violation("$.message_type", "const", f"local records can only be sent as {DEFAULT_TYPE}"))
-    if "purposes" in body and ("payload" in body or not (
-            isinstance(purposes, list) and purposes and all(isinstance(p, str) and p in PURPOSES for p in purposes))):
-        found.append(Violation("$.purposes", "enum", "only with a local record; a non-empty list of: " + ", ".join(PURPOSES)))
-    if found:
-        raise invalid_request(found)
-    return Submission(recipient, message_type, payload, case_ref, local_id, local_format, record, purposes)
-
+    """The Submission of a body the published ``Submission`` schema accepted (its fields'
+    shapes are that schema's); 422 for the rule it cannot state: the recipient is another agency."""
+    if body["recipient"] == own_agency:
+        raise invalid_request([Violation("$.recipient", OWN_AGENCY_RULE,
+                                         "must be another agency than this gateway's own")])
+    return Submission(body["recipient"], body.get("message_type", DEFAULT_TYPE), body.get("payload"),
+                      body.get("case_ref"), body.get("local_case_id"), body.get("format"), body.get("record"),
+                      body.get("purposes"))
 
 def case_ref_for(submission: Submission, gateway: Gateway, settings: Settings) -> str:
     """The case pseudonym to send: given, or derived from the local id for this country pair."""
@@ -114,12 +94,153 @@ def case_ref_for(submission: Submission, gateway: Gateway, settings: Settings) -
     return case_pseudonym(settings.pseudonym_secret, submission.local_case_id, ours, theirs)
 
 
+# --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
+
+_SAMPLES = Path(adapters.__file__).resolve().parent / "niger" / "samples"
+
+
+def _payload_by_type() -> list[dict[str, Any]]:
+    """``payload`` must match the shared schema of ``message_type`` (default referral.request)."""
+    rules: list[dict[str, Any]] = [{
+        "if": {"not": {"required": ["message_type"]}},
+        "then": {"properties": {"payload": {"$ref": schema_id(DEFAULT_TYPE)}}},
+    }]
+    for message_type in SUBMITTABLE_TYPES:
+        rules.append({
+            "if": {"required": ["message_type"], "properties": {"message_type": {"const": message_type}}},
+            "then": {"properties": {"payload": {"$ref": schema_id(message_type)}}},
+        })
+    return rules
+
+
+def _in_payload(violation: Violation) -> Violation:
+    """A violation at ``$.payload…`` of the body as the payload's own (``$…``), as schema_invalid names it."""
+    return Violation("$" + violation.path.removeprefix("$.payload"), violation.rule, violation.message)
+
+
+def _submission_examples() -> dict[str, dict[str, Any]]:
+    """Request examples of the document (tests/test_api_bodies.py sends each to the handler)."""
+    examples = {
+        "referral_by_local_case_id": {
+            "summary": "A referral for a case of the agency's own case management system",
+            "value": {"recipient": "NG-NAPTIP", "local_case_id": "NE-ZINDER-2026-0142",
+                      "payload": load_example("referral.request")}},
+        "followup_by_case_ref": {
+            "summary": "A later message on a case, by its pseudonym",
+            "value": {"recipient": "NG-NAPTIP", "case_ref": "ne-ng-qgfqyk3q6bwq5ydzn3ctmcck",
+                      "message_type": "case.followup", "payload": load_example("case.followup")}},
+    }
+    if "niger" in available_formats():
+        examples["local_record"] = {
+            "summary": "A referral as a record in a local format (docs/adapters.md), for fewer purposes",
+            "value": {"recipient": "NG-NAPTIP", "local_case_id": "NE-ZINDER-2026-0143", "format": "niger",
+                      "record": json.loads((_SAMPLES / "adulte_nigeriane_securite_recherche.json")
+                                           .read_text(encoding="utf-8")),
+                      "purposes": ["family_tracing"]}}
+    return examples
+
+
+#: The answer of the POSTs that queue a message (here and POST /inbox/{id}/response).
+QUEUED: dict[str, Any] = {
+    "type": "object",
+    "required": ["message_id", "type", "status", "case_ref", "links"],
+    "properties": {
+        "message_id": _UUID,
+        "type": {"type": "string", "enum": list(MESSAGE_TYPES)},
+        "status": {"const": "queued"},
+        "case_ref": _CASE_REF,
+        "in_reply_to": _UUID,
+        "dropped": {
+            "type": "array",
+            "description": "Local-record submissions only: fields the purposes do not allow, left out",
+            "items": {"type": "object", "required": ["local_field", "shared_path", "reason"],
+                      "properties": {"local_field": {"type": "string"},
+                                     "shared_path": {"type": ["string", "null"]}, "reason": {"type": "string"}}},
+        },
+        "links": {
+            "type": "object", "required": ["status"],
+            "properties": {"status": {"type": "string", "examples": ["/messages/3f1c..."]}},
+        },
+    },
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Queued": QUEUED,
+    "Submission": {
+        "type": "object",
+        "description": "A message to queue. Exactly one of case_ref and local_case_id: a local id is turned into "
+                       "the case pseudonym for the recipient's country and never leaves this gateway. Either "
+                       "payload (valid against the shared schema of message_type), or format and record (a "
+                       "referral.request in a local format, optionally with purposes).",
+        "required": ["recipient"],
+        "properties": {
+            "recipient": _AGENCY,
+            "case_ref": _CASE_REF,
+            "local_case_id": {"type": "string", "minLength": 1, "maxLength": MAX_LOCAL_CASE_ID,
+                              "pattern": LOCAL_CASE_ID.pattern,
+                              "description": "not blank; no control or invisible formatting characters"},
+            "message_type": {"type": "string", "enum": list(SUBMITTABLE_TYPES), "default": DEFAULT_TYPE},
+            "payload": {"type": "object", "description": "Validated against the shared schema of message_type"},
+            "format": {"type": "string", "enum": list(available_formats()),
+                       "description": "Instead of payload: the local format of `record` (see docs/adapters.md)"},
+            "record": {"type": "object", "description": "A referral.request in the agency's local format"},
+            "purposes": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(PURPOSES)},
+                         "description": "With a local record: the purposes to send (default: the record's own)"},
+        },
+        "additionalProperties": False,
+        "dependentRequired": {"format": ["record"], "record": ["format"], "purposes": ["format", "record"]},
+        "oneOf": [{"required": ["case_ref"]}, {"required": ["local_case_id"]}],
+        "allOf": [
+            {"description": "either payload, or format and record (a local record)",
+             "oneOf": [{"required": ["payload"]}, {"required": ["format", "record"]}]},
+            {"if": {"required": ["record"]},
+             "then": {"properties": {"message_type": {"const": DEFAULT_TYPE,
+                                                      "description": "local records are sent as referral.request"}}}},
+            *_payload_by_type(),
+        ],
+    },
+}
+
+_OPERATIONS: dict[str, dict[str, Any]] = {
+    "referrals.submit": {
+        "summary": "Queue a referral (or a later message on a case) for another agency",
+        "description": "Answers 202 once the signed, encrypted envelope is in the durable outbox; it is published "
+                       f"in the background. Request bodies are limited to {MAX_BODY_BYTES} bytes.\n\n"
+                       "The body is checked against the Submission schema (422 invalid_request naming the path and "
+                       "rule; a payload that breaks the shared schema of its message_type: 422 schema_invalid, "
+                       "paths inside the payload). Then the rules no schema states, 422 invalid_request: the "
+                       f"recipient is another agency than this gateway's own (rule {OWN_AGENCY_RULE}); every date "
+                       "of the payload lies from 1900-01-01 to one day ahead, or 100 years for dates of plans and "
+                       "expiries (rule date_range, docs/api.md). A local record must map to the shared schema (the "
+                       "adapter's code); the directory must list the recipient (unknown_agency, recipient_refuses, "
+                       "no_valid_key) and the consent cover the purposes (consent_*).",
+        "requestBody": json_request(_ref("Submission"), _submission_examples()),
+        "responses": {
+            "202": _json(_ref("Queued"), "Queued in the outbox", _LOCATION),
+            "400": _error("Body is not JSON (invalid_json)"),
+            "413": _error("Body or payload too large (request_too_large, oversize)"),
+            "415": _error("Body is not application/json"),
+            "422": _error("schema_invalid (with violations), invalid_request (with violations; also a date out of "
+                          "range), consent_* (the consent does not cover it), recipient_refuses, unknown_agency, "
+                          "no_valid_key"),
+            "503": _json(_ref("Error"), "store_unavailable: nothing was stored; retry later", _RETRY),
+        },
+    },
+}
+
+
 @routes.post("/referrals", name="referrals.submit")
+@documented(_OPERATIONS["referrals.submit"], schemas=_SCHEMAS)
 @requires(Permission.SUBMIT)
 async def submit(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
-    body = await json_object(request)
+    body, check = await request_body(request)
+    if check.own:
+        raise invalid_request(list(check.own))
     submission = parse_submission(body, own_agency=gateway.agency_id)
+    if check.shared:  # the payload breaks the shared schema of its message type
+        raise payload_invalid(submission.message_type, submission.payload,
+                              [_in_payload(v) for v in check.shared])
     case_ref = case_ref_for(submission, gateway, settings_of(request))
 
     async def create(seed: str | None) -> Answer:

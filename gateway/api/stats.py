@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.operation import documented
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.errors import ApiError
 from gateway.api.parse import int_query
@@ -112,28 +113,7 @@ def check_length(first: str, last: str) -> None:
                        f"the period must be at most {MAX_MONTHS} months; give month_from (and month_to)")
 
 
-@routes.get("/stats", name="stats", allow_head=True)
-@requires(Permission.STATS_READ)
-async def stats(request: web.Request) -> web.Response:
-    gateway = gateway_of(request)
-    settings = settings_of(request)
-    minimum = min_cell(settings)
-    threshold = threshold_query(request.query, minimum)
-    month_from, month_to = period(request.query, gateway.clock(), settings.retention_for(MESSAGE_TYPE))
-    check_length(month_from, month_to)  # before reading anything
-    records = []
-    async for received_at, payload in gateway.received_payloads(MESSAGE_TYPE):
-        record = StatsRecord.from_payload(payload, received_at)  # the payload goes no further
-        if month_from <= record.month <= month_to:
-            records.append(record)
-    report = await asyncio.to_thread(aggregate, records, threshold=threshold,
-                                     months=month_range(month_from, month_to), base_threshold=minimum)
-    await gateway.audit_event("stats.read", actor_of(request), {
-        "threshold": threshold, "month_from": month_from, "month_to": month_to})
-    return json_body({"period": {"from": month_from, "to": month_to}, **report.to_json()})
-
-
-# --- for gateway/api/openapi.py (the lead merges these when registering the module) -----
+# --- OpenAPI: the operation of GET /stats (see gateway/api/operation.py) ---------------
 
 _CELL = {"type": "object", "required": ["count", "suppressed"],
          "properties": {"count": {"type": ["integer", "null"], "minimum": 0},
@@ -141,7 +121,7 @@ _CELL = {"type": "object", "required": ["count", "suppressed"],
          "additionalProperties": False}
 _MONTH = {"type": "string", "pattern": "^[0-9]{4}-(0[1-9]|1[0-2])$", "examples": ["2026-03"]}
 
-SCHEMAS: dict[str, Any] = {
+_SCHEMAS: dict[str, Any] = {
     "StatsCell": {**_CELL, "description": "A count; null with suppressed true when it is not published"},
     "StatsTable": {
         "type": "object",
@@ -174,7 +154,7 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-OPERATIONS: dict[str, Any] = {
+_OPERATIONS: dict[str, Any] = {
     "stats": {
         "summary": "Counts of received referrals by month, sex, age band, nationality and exploitation type",
         "description": "Counts below the threshold are suppressed, with complementary suppression so that no "
@@ -198,3 +178,25 @@ OPERATIONS: dict[str, Any] = {
         },
     },
 }
+
+
+@routes.get("/stats", name="stats", allow_head=True)
+@documented(_OPERATIONS["stats"], schemas=_SCHEMAS)
+@requires(Permission.STATS_READ)
+async def stats(request: web.Request) -> web.Response:
+    gateway = gateway_of(request)
+    settings = settings_of(request)
+    minimum = min_cell(settings)
+    threshold = threshold_query(request.query, minimum)
+    month_from, month_to = period(request.query, gateway.clock(), settings.retention_for(MESSAGE_TYPE))
+    check_length(month_from, month_to)  # before reading anything
+    records = []
+    async for received_at, payload in gateway.received_payloads(MESSAGE_TYPE):
+        record = StatsRecord.from_payload(payload, received_at)  # the payload goes no further
+        if month_from <= record.month <= month_to:
+            records.append(record)
+    report = await asyncio.to_thread(aggregate, records, threshold=threshold,
+                                     months=month_range(month_from, month_to), base_threshold=minimum)
+    await gateway.audit_event("stats.read", actor_of(request), {
+        "threshold": threshold, "month_from": month_from, "month_to": month_to})
+    return json_body({"period": {"from": month_from, "to": month_to}, **report.to_json()})
