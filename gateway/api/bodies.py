@@ -93,21 +93,21 @@ def _sorted(found: set[Violation]) -> tuple[Violation, ...]:
 def _violations(error: ValidationError) -> Iterator[Violation]:
     """One jsonschema error as violations: from the schema side only, never the value."""
     where = list(error.absolute_path)
-    rule = error.validator if error.validator is not None else "false"
+    rule = error.validator if isinstance(error.validator, str) else "false"
     schema = error.schema if isinstance(error.schema, dict) else {}
     note = schema.get("description")
     suffix = f": {note}" if isinstance(note, str) and rule not in ("type", "required", "additionalProperties") else ""
     instance = error.instance
     if rule == "additionalProperties" and isinstance(instance, dict):
-        for key in _unexpected(error):
+        for key in _unexpected(error, instance):
             yield Violation(json_path([*where, _name(key)]), rule, "unexpected property")
         return
-    if rule == "required" and isinstance(instance, dict):
+    if rule == "required" and isinstance(instance, dict) and isinstance(error.validator_value, list):
         for key in error.validator_value:
             if key not in instance:
                 yield Violation(json_path([*where, key]), rule, f"required property '{key}' is missing")
         return
-    if rule == "dependentRequired" and isinstance(instance, dict):
+    if rule == "dependentRequired" and isinstance(instance, dict) and isinstance(error.validator_value, dict):
         for key, needs in error.validator_value.items():
             if key in instance and any(n not in instance for n in needs):
                 yield Violation(json_path([*where, key]), rule, f"only together with: {', '.join(needs)}{suffix}")

@@ -282,7 +282,7 @@ def _same(existing: OutboxRecord, submission: Submission, case_ref: str) -> tupl
     return existing.message_id, existing.message_type
 
 
-def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str]] | None) -> Answer:
+def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | None]] | None) -> Answer:
     message_id, message_type = made
     link = f"/messages/{message_id}"
     body: dict[str, Any] = {"message_id": message_id, "type": message_type, "status": "queued", "case_ref": case_ref,
