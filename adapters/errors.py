@@ -81,6 +81,23 @@ class MappingDefinitionError(AdapterError):
     code = "mapping_definition"
 
 
+# --- FHIR export ------------------------------------------------------------------------
+
+
+class FhirExportError(GatewayError, ValueError):
+    """The input cannot be exported to FHIR (``adapters/fhir/export.py``); the message names
+    the field, never a payload value. Also a ValueError, as it always was."""
+
+    code = "fhir_export_invalid"
+
+
+class AuditExportError(GatewayError, ValueError):
+    """An audit entry cannot be exported as a FHIR AuditEvent (``adapters/fhir/audit.py``);
+    the message names the field, never its value. Also a ValueError, as it always was."""
+
+    code = "audit_export_invalid"
+
+
 def _check_keys(where: str, spec: Mapping[str, Any], known: set[str]) -> None:
     """Refuse a mapping definition with keys this engine does not know (a typo is not ignored)."""
     unknown = set(spec) - known
