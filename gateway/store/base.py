@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from abc import ABC, abstractmethod
 from typing import Literal, NamedTuple, Sequence, get_args
 
+from gateway.audit.events import is_declared
 from gateway.audit.leaf import leaf_hash
 from gateway.errors import GatewayError
 
@@ -484,11 +485,19 @@ def _require_key_ids(key_ids: Sequence[str]) -> list[str]:
     return ids
 
 
+def _require_entry(name: str, entry: AuditEntry | None, *, optional: bool = False) -> None:
+    _require_instance(name, entry, AuditEntry, optional=optional)
+    # Every event type is declared once (gateway/audit/events.py: docs and FHIR codes come
+    # from there); an undeclared one is a bug caught here, before anything is written.
+    if entry is not None and not is_declared(entry.event_type):
+        raise StoreArgumentError(f"{name}: event type {entry.event_type!r} is not declared in gateway/audit/events.py")
+
+
 def _require_audit_entries(audit: Sequence[AuditEntry]) -> tuple[AuditEntry, ...]:
     if isinstance(audit, (str, bytes, AuditEntry)) or not isinstance(audit, Sequence):
         raise StoreArgumentError("audit must be a sequence of AuditEntry")
     for entry in audit:
-        _require_instance("audit[]", entry, AuditEntry)
+        _require_entry("audit[]", entry)
     return tuple(audit)
 
 
@@ -523,7 +532,7 @@ class Store(ABC):
         id and content; MessageConflictError if the id is stored with other content.
         ``audit`` is appended in the same transaction, only when the row is new."""
         _require_instance("msg", msg, OutgoingMessage)
-        _require_instance("audit", audit, AuditEntry, optional=True)
+        _require_entry("audit", audit, optional=True)
         await self._add_outgoing(msg, audit)
 
     async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
@@ -590,7 +599,7 @@ class Store(ABC):
         of any number of concurrent calls for one id, exactly one returns True.
         ``audit`` is appended in the same transaction, only when the row is new."""
         _require_instance("msg", msg, IncomingMessage)
-        _require_instance("audit", audit, AuditEntry, optional=True)
+        _require_entry("audit", audit, optional=True)
         return await self._add_incoming(msg, audit)
 
     async def list_incoming(
@@ -653,7 +662,7 @@ class Store(ABC):
         """Append ``entry``; return its seq. Seqs are 1, 2, 3, ... with no gaps and never
         reused, and an entry is visible only once every lower seq is: a Merkle log can use
         ``seq - 1`` as the leaf index and never sees an entry appear behind its tree."""
-        _require_instance("entry", entry, AuditEntry)
+        _require_entry("entry", entry)
         return await self._append_audit(entry)
 
     async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
@@ -729,7 +738,7 @@ class Store(ABC):
         """Record a withdrawal; idempotent on (``message_id``, ``direction``). True if new.
         ``audit`` is appended in the same transaction, only when the row is new."""
         _require_instance("withdrawal", withdrawal, Withdrawal)
-        _require_instance("audit", audit, AuditEntry, optional=True)
+        _require_entry("audit", audit, optional=True)
         return await self._add_withdrawal(withdrawal, audit)
 
     async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
