@@ -56,3 +56,17 @@ def test_errors_that_were_value_errors_still_are(name: str) -> None:
     # Callers catch them as ValueError (JSON parsing, record validation); keep that working.
     (error,) = [e for e in EXCEPTIONS if e.__name__ == name]
     assert issubclass(error, ValueError)
+
+
+def test_api_parse_knows_a_duplicate_member_by_its_class_not_its_name() -> None:
+    from gateway.api.parse import _json_problem
+    from gateway.canonical import strict_loads
+    from gateway.errors import DuplicateKeyError
+
+    with pytest.raises(DuplicateKeyError) as info:
+        strict_loads(b'{"Amina Bello": 1, "Amina Bello": 2}')
+    assert info.value.code == "duplicate_member"
+    assert _json_problem(info.value) == "an object has the same member name twice"
+    # A look-alike class of the same name is not taken for it.
+    impostor = type("DuplicateKeyError", (ValueError,), {})("x")
+    assert _json_problem(impostor) == "unparseable"
