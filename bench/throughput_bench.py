@@ -247,7 +247,7 @@ async def commit_latency(tmp: Path, count: int = 300) -> float:
     store = await open_store(f"sqlite:///{tmp / 'commit-latency.db'}")
     try:
         entry = AuditEntry(at=__import__("datetime").datetime.now(__import__("datetime").timezone.utc),
-                           event_type="bench", actor="bench", detail_json="{}")
+                           event_type="stats.read", actor="bench", detail_json="{}")
         await store.append_audit(entry)
         started = time.perf_counter()
         for _ in range(count):

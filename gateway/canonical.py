@@ -7,10 +7,9 @@ from typing import Any
 
 import rfc8785
 
+from gateway.errors import DuplicateKeyError
 
-class DuplicateKeyError(ValueError):
-    """A JSON object has the same member name twice."""
-
+__all__ = ["DuplicateKeyError", "canonical_bytes", "strict_loads"]
 
 _MAX_SAFE_INTEGER = 2**53 - 1
 

@@ -18,6 +18,17 @@ class GatewayError(Exception):
     code = "gateway_error"
 
 
+# --- JSON ----------------------------------------------------------------------------
+
+
+class DuplicateKeyError(GatewayError, ValueError):
+    """A JSON object has the same member name twice (``gateway.canonical.strict_loads``).
+
+    Also a ValueError: every JSON parse failure is one, and callers catch them together."""
+
+    code = "duplicate_member"
+
+
 # --- envelope rejections -------------------------------------------------------------
 
 

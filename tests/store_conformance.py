@@ -39,6 +39,7 @@ from gateway.store import (
     MessageNotFoundError,
     OutgoingMessage,
     Store,
+    StoreArgumentError,
     StoreError,
     StoreUnavailableError,
     Withdrawal,
@@ -47,6 +48,7 @@ from gateway.audit.leaf import leaf_hash
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 WAT = timezone(timedelta(hours=1))  # West Africa Time: inputs need not be in UTC
+NAIVE = datetime(2025, 3, 1, 12, 0, 0)  # no tzinfo: every store method refuses it
 
 
 class StoreHarness(Protocol):
@@ -683,6 +685,104 @@ class StoreConformance:
             IdempotencyRecord(_hex("k"), "referrals.submit", _hex("r"), T0, T0)  # must expire after creation
         with pytest.raises(ValueError):
             IdempotencyRecord(_hex("k"), "referrals.submit", _hex("r"), T0, T0 + timedelta(days=1), status_code=202)
+
+    # --- argument errors (checked once, in Store, for every backend) ------------------------
+
+    @pytest.mark.parametrize("call", [
+        pytest.param(lambda s: s.add_outgoing("not a message"), id="add_outgoing-msg"),
+        pytest.param(lambda s: s.add_outgoing(outgoing(), audit="x"), id="add_outgoing-audit"),
+        pytest.param(lambda s: s.due_outgoing(NAIVE, 10), id="due_outgoing-naive"),
+        pytest.param(lambda s: s.due_outgoing(T0, -1), id="due_outgoing-limit"),
+        pytest.param(lambda s: s.due_outgoing(T0, True), id="due_outgoing-bool-limit"),
+        pytest.param(lambda s: s.due_outgoing(T0, "10"), id="due_outgoing-str-limit"),
+        pytest.param(lambda s: s.mark_sent("abc", T0), id="mark_sent-id"),
+        pytest.param(lambda s: s.mark_sent(new_id(), NAIVE), id="mark_sent-naive"),
+        pytest.param(lambda s: s.mark_retry(new_id(), NAIVE, "broker_nack"), id="mark_retry-naive"),
+        pytest.param(lambda s: s.mark_retry(new_id(), T0, "Free text"), id="mark_retry-code"),
+        pytest.param(lambda s: s.mark_retry(new_id(), T0, "broker_nack", at=NAIVE), id="mark_retry-at"),
+        pytest.param(lambda s: s.mark_failed(new_id(), "", at=T0), id="mark_failed-code"),
+        pytest.param(lambda s: s.mark_failed(new_id(), "broker_nack", at=NAIVE), id="mark_failed-at"),
+        pytest.param(lambda s: s.set_status(new_id(), "lost", T0), id="set_status-status"),
+        pytest.param(lambda s: s.get_outgoing(""), id="get_outgoing-empty"),
+        pytest.param(lambda s: s.get_outgoing(None), id="get_outgoing-none"),
+        pytest.param(lambda s: s.status_trail(new_id(), direction="sideways"), id="status_trail-direction"),
+        pytest.param(lambda s: s.list_outgoing_for_case(""), id="list_outgoing_for_case-empty"),
+        pytest.param(lambda s: s.add_incoming(outgoing()), id="add_incoming-msg"),
+        pytest.param(lambda s: s.add_incoming(incoming(), audit=[]), id="add_incoming-audit"),
+        pytest.param(lambda s: s.list_incoming(-1), id="list_incoming-limit"),
+        pytest.param(lambda s: s.list_incoming(10, -1), id="list_incoming-offset"),
+        pytest.param(lambda s: s.list_incoming(10, status="sent"), id="list_incoming-status"),
+        pytest.param(lambda s: s.get_incoming(b"id"), id="get_incoming-bytes"),
+        pytest.param(lambda s: s.set_incoming_status("abc", "read", T0), id="set_incoming_status-id"),
+        pytest.param(lambda s: s.set_incoming_status(new_id(), "read", NAIVE), id="set_incoming_status-naive"),
+        pytest.param(lambda s: s.list_incoming_for_case(None), id="list_incoming_for_case-none"),
+        pytest.param(lambda s: s.remember_message_id("abc", T0), id="remember_message_id-id"),
+        pytest.param(lambda s: s.remember_message_id(new_id(), NAIVE), id="remember_message_id-naive"),
+        pytest.param(lambda s: s.prune_seen(NAIVE), id="prune_seen-naive"),
+        pytest.param(lambda s: s.prune_seen("2025-03-01"), id="prune_seen-str"),
+        pytest.param(lambda s: s.upsert_case(("case-1", "NG-NAPTIP")), id="upsert_case-case"),
+        pytest.param(lambda s: s.get_case(""), id="get_case-empty"),
+        pytest.param(lambda s: s.append_audit({"event_type": "message.sent"}), id="append_audit-entry"),
+        pytest.param(lambda s: s.read_audit(-1, 10), id="read_audit-from_seq"),
+        pytest.param(lambda s: s.read_audit("1", 10), id="read_audit-str-from_seq"),
+        pytest.param(lambda s: s.read_audit(1, -1), id="read_audit-limit"),
+        pytest.param(lambda s: s.query_audit({"case_ref": "case-1"}, 10), id="query_audit-query"),
+        pytest.param(lambda s: s.query_audit(AuditQuery(), -5), id="query_audit-limit"),
+        pytest.param(lambda s: s.audit_hashes(None, 10), id="audit_hashes-from_seq"),
+        pytest.param(lambda s: s.audit_hashes(1, 1.5), id="audit_hashes-limit"),
+        pytest.param(lambda s: s.add_data_key("key"), id="add_data_key-key"),
+        pytest.param(lambda s: s.get_data_key(""), id="get_data_key-empty"),
+        pytest.param(lambda s: s.live_case_key(""), id="live_case_key-empty"),
+        pytest.param(lambda s: s.shred_data_keys("abc", "retention", T0), id="shred_data_keys-one-string"),
+        pytest.param(lambda s: s.shred_data_keys(b"abc", "retention", T0), id="shred_data_keys-bytes"),
+        pytest.param(lambda s: s.shred_data_keys({"abc"}, "retention", T0), id="shred_data_keys-set"),
+        pytest.param(lambda s: s.shred_data_keys(["abc", ""], "retention", T0), id="shred_data_keys-empty-id"),
+        pytest.param(lambda s: s.shred_data_keys(["abc"], "Free text", T0), id="shred_data_keys-reason"),
+        pytest.param(lambda s: s.shred_data_keys(["abc"], "retention", NAIVE), id="shred_data_keys-naive"),
+        pytest.param(lambda s: s.shred_data_keys(["abc"], "retention", T0, audit=audit()), id="shred_data_keys-one-audit"),
+        pytest.param(lambda s: s.shred_data_keys(["abc"], "retention", T0, audit=["x"]), id="shred_data_keys-audit-item"),
+        pytest.param(lambda s: s.case_key_ids(""), id="case_key_ids-empty"),
+        pytest.param(lambda s: s.retention_due("", T0, 10), id="retention_due-type"),
+        pytest.param(lambda s: s.retention_due("referral.request", NAIVE, 10), id="retention_due-naive"),
+        pytest.param(lambda s: s.retention_due("referral.request", T0, -1), id="retention_due-limit"),
+        pytest.param(lambda s: s.add_withdrawal("withdrawal"), id="add_withdrawal-withdrawal"),
+        pytest.param(lambda s: s.withdrawals_for_case(""), id="withdrawals_for_case-empty"),
+        pytest.param(lambda s: s.claim_idempotency_key("key"), id="claim_idempotency_key-claim"),
+        pytest.param(lambda s: s.claim_idempotency_key(idem_answer(idem_claim("a"), "{}")),
+                     id="claim_idempotency_key-answered"),
+        pytest.param(lambda s: s.complete_idempotency_key(idem_claim("a")), id="complete_idempotency_key-unanswered"),
+        pytest.param(lambda s: s.release_idempotency_key("key", _hex("r")), id="release_idempotency_key-key"),
+        pytest.param(lambda s: s.release_idempotency_key(_hex("k"), None), id="release_idempotency_key-request"),
+        pytest.param(lambda s: s.prune_idempotency_keys(NAIVE), id="prune_idempotency_keys-naive"),
+        pytest.param(lambda s: s.add_checkpoint(b"note"), id="add_checkpoint-checkpoint"),
+        pytest.param(lambda s: s.latest_checkpoint(""), id="latest_checkpoint-empty"),
+        pytest.param(lambda s: s.list_checkpoints("", limit=10), id="list_checkpoints-origin"),
+        pytest.param(lambda s: s.list_checkpoints("NG-NAPTIP", min_size=-1), id="list_checkpoints-min_size"),
+        pytest.param(lambda s: s.list_checkpoints("NG-NAPTIP", limit=-1), id="list_checkpoints-limit"),
+        pytest.param(lambda s: s.list_checkpoints("NG-NAPTIP", newest_first="yes"), id="list_checkpoints-newest_first"),
+    ])
+    async def test_bad_arguments_raise_store_argument_error(self, store: Store, call) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(StoreArgumentError) as info:
+            await call(store)
+        assert info.value.code == "store_argument_invalid"
+        # Still the builtins callers caught before the checks moved to Store.
+        assert isinstance(info.value, ValueError) and isinstance(info.value, TypeError)
+        assert not isinstance(info.value, StoreError)  # a caller's bug, not "the database cannot"
+
+    async def test_shredding_one_string_never_shreds_its_characters(self, store: Store) -> None:
+        await store.add_data_key(data_key("a", "case-a"))
+        with pytest.raises(StoreArgumentError, match="key_ids"):
+            await store.shred_data_keys("a", "retention", T0)
+        key = await store.get_data_key("a")
+        assert key is not None and key.wrapped is not None
+
+    async def test_argument_errors_do_not_echo_the_value(self, store: Store) -> None:
+        secret = "Amina Bello"
+        for call in (store.get_case(""), store.mark_sent(secret, T0), store.set_status(new_id(), secret, T0),
+                     store.retention_due(secret, NAIVE, 1)):
+            with pytest.raises(StoreArgumentError) as info:
+                await call
+            assert secret not in str(info.value)
 
     # --- durability and failure -----------------------------------------------------------
 

@@ -487,7 +487,7 @@ async def test_case_history_carries_what_a_browser_needs(tmp_path) -> None:
                     "consent.withdrawal_acknowledged"}),
             (w.ng, {"message.received", "message.read", "data.shredded"}),
         ):
-            await agency.gateway.audit_event("late.entry", Actor("x"), {}, case_ref=w.case_ref)  # after the checkpoint
+            await agency.gateway.audit_event("stats.read", Actor("x"), {}, case_ref=w.case_ref)  # after the checkpoint
             status, history, _, _ = await w.audit(agency, "GET", f"/audit/cases/{w.case_ref}")
             assert status == 200
             assert_conforms(doc, "/audit/cases/{case_ref}", "GET", 200, history)

@@ -36,7 +36,7 @@ T0 = datetime(2026, 3, 1, 9, 0, 0, 123456, tzinfo=timezone.utc)
 SIGNED = datetime(2026, 3, 2, 0, 0, 0, tzinfo=timezone.utc)
 N = 60
 SIZES = (1, 10, 25, 40, 55)  # entries 56..60 are not yet covered
-EVENTS = ("referral.sent", "receipt.received", "referral.read", "key.shredded", "consent.withdrawn")
+EVENTS = ("message.sent", "message.status", "message.read", "data.shredded", "consent.withdrawn")  # declared types
 
 
 def make_records(n: int = N) -> list[AuditRecord]:

@@ -168,9 +168,9 @@ async def test_the_page_shows_and_verifies_the_case_history(tmp_path, chromium) 
                 assert "erasure_requested: true" in withdrawn["cells"][5]
 
         # An entry after the checkpoint is shown as not yet covered, not as verified.
-        await w.ne.gateway.audit_event("audit.note", SYSTEM_ACTOR, {"reason": "test"}, case_ref=w.case_ref)
+        await w.ne.gateway.audit_event("audit.checkpoint_rejected", SYSTEM_ACTOR, {"reason": "test"}, case_ref=w.case_ref)
         history = await _history(w, w.ne)
-        assert history["items"][-1]["entry"]["event_type"] == "audit.note" and not history["items"][-1]["covered"]
+        assert history["items"][-1]["entry"]["event_type"] == "audit.checkpoint_rejected" and not history["items"][-1]["covered"]
         dom = await run_chromium(chromium, page_url(w, w.ne, w.case_ref), tmp_path / "profile-ne-2", "--dump-dom")
         page = parse(dom)
         _assert_rendered(page, history, w.ne.tokens["auditor"], dom)

@@ -17,6 +17,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 
 from gateway.store.base import AuditRecord, require_aware
 
+from adapters.errors import AuditExportError
 from adapters.fhir.codes import (
     AGENCY_ID_SYSTEM,
     AUDIT_ACTION,
@@ -43,10 +44,6 @@ _EVENT_CODE = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*$")
 
 _SYSTEM_OBJECT = {"system": HL7_AUDIT_ENTITY_TYPE, "code": "2", "display": "System Object"}
 _OTHER_OBJECT = {"system": HL7_AUDIT_ENTITY_TYPE, "code": "4", "display": "Other"}
-
-
-class AuditExportError(ValueError):
-    """The audit entry cannot be exported; the message names the field, never its value."""
 
 
 def audit_event(record: AuditRecord, *, observer: str | None = None) -> AuditEvent:

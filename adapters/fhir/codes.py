@@ -12,6 +12,8 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Mapping
 
+from gateway.audit.events import EVENTS
+
 BASE = "https://schemas.referral-gateway.example/fhir"
 
 # --- identifier systems (NamingSystem-style URIs) --------------------------------------------
@@ -118,37 +120,9 @@ CODE_SYSTEMS: Mapping[str, tuple[str, str, Mapping[str, str]]] = MappingProxyTyp
         "auth": "Authentication and authorisation",
         "other": "Other gateway event",
     })),
-    "audit-event-type": (_cs("audit-event-type"), "Gateway audit event type", _table({
-        "message.created": "Message queued in the outbox",
-        "message.sent": "Message published to the broker",
-        "message.failed": "Publishing given up",
-        "message.received": "Message received and stored",
-        "message.status": "Status of an outgoing message changed by a receipt or response",
-        "message.read": "Received message decrypted for a user",
-        "message.quarantined": "Received message refused and quarantined",
-        "receipt.failed": "Sending a receipt failed",
-        "auth.failed": "Authentication failed",
-        "auth.forbidden": "Authenticated user refused by the role policy",
-        "message.read_refused": "Read refused: the message's data keys were destroyed",
-        "message.dropped": "Received message dropped: covered by a withdrawal before it was stored",
-        "consent.checked": "Consent checked before sending a referral",
-        "consent.refused": "Referral or case data refused for its consent",
-        "consent.withdrawn": "Consent withdrawal sent to a recipient",
-        "consent.withdrawal_acknowledged": "Recipient acknowledged applying a consent withdrawal",
-        "consent.withdrawal_failed": "Consent withdrawal could not be addressed to a recipient",
-        "consent.withdrawal_ack_failed": "Acknowledging a consent withdrawal failed",
-        "data.shredded": "Data keys destroyed (consent withdrawn or retention ended)",
-        "audit.checkpoint_received": "Partner checkpoint received and linked",
-        "audit.checkpoint_rejected": "Partner checkpoint refused (signature, origin or time)",
-        "audit.checkpoint_gap": "Partner checkpoint not provably linked to the last one held",
-        "audit.fork_detected": "Partner signed two histories that cannot both be true",
-        "audit.exported": "Audit log exported by an auditor",
-        "audit.case_viewed": "An auditor viewed a case's audit history",
-        "messages.found": "A user looked up the messages sent for a local case id (by its case pseudonym)",
-        "stats.read": "Aggregate statistics read",
-        "keys.in_use": "Key ids the gateway runs with",
-        "key.rotated": "The gateway's keys changed since its last start",
-    })),
+    # One row per declared event type (gateway/audit/events.py), its meaning as the display.
+    "audit-event-type": (_cs("audit-event-type"), "Gateway audit event type",
+                         _table({e.name: e.meaning for e in EVENTS.values()})),
     "gateway-role": (_cs("gateway-role"), "Role of a gateway actor", _table({
         "caseworker": "Caseworker",
         "supervisor": "Supervisor",

@@ -36,6 +36,7 @@ from gateway.directory import Agency, Directory
 from gateway.envelope import Header
 from gateway.schema import allowed_person_fields, validate_payload
 
+from adapters.errors import FhirExportError
 from adapters.fhir.audit import audit_event  # noqa: F401  (re-exported: one import for callers)
 from adapters.fhir.codes import (
     AGENCY_ID_SYSTEM,
@@ -72,10 +73,6 @@ MESSAGE_TYPE = "referral.request"
 ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, BASE)
 
 Json = dict[str, Any]
-
-
-class FhirExportError(ValueError):
-    """The input cannot be exported; the message names the field, never a payload value."""
 
 
 def referral_bundle(header: Header, payload: dict[str, Any], directory: Directory, *, status: str = "queued") -> Bundle:

@@ -16,6 +16,7 @@ from multidict import MultiMapping
 from gateway.api.errors import ApiError
 from gateway.envelope import CASE_REF
 from gateway.canonical import strict_loads
+from gateway.errors import DuplicateKeyError
 
 #: Largest request body the API reads (aiohttp answers 413 past it). The largest payload
 #: that may be sealed is 64 KiB of canonical JSON; this leaves room for whitespace.
@@ -136,7 +137,7 @@ def _json_problem(exc: ValueError) -> str:
     msg = getattr(exc, "msg", None)
     if msg is not None:
         return f"{msg} at line {exc.lineno} column {exc.colno}"  # type: ignore[attr-defined]
-    if type(exc).__name__ == "DuplicateKeyError":
+    if isinstance(exc, DuplicateKeyError):
         return "an object has the same member name twice"
     if "constant" in str(exc):
         return "NaN and Infinity are not JSON"

@@ -12,8 +12,10 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Literal, NamedTuple, Protocol, Sequence, get_args, runtime_checkable
+from abc import ABC, abstractmethod
+from typing import Literal, NamedTuple, Sequence, get_args
 
+from gateway.audit.events import is_declared
 from gateway.audit.leaf import leaf_hash
 from gateway.errors import GatewayError
 
@@ -55,6 +57,16 @@ class UnsupportedStoreURLError(StoreError):
     """The store URL names a backend that does not exist (or does not exist yet)."""
 
     code = "unsupported_store_url"
+
+
+class StoreArgumentError(GatewayError, ValueError, TypeError):
+    """A store method or row was given an argument of the wrong type or value (the caller's
+    bug, not a store failure: deliberately not a :class:`StoreError`, which callers treat as
+    "the database cannot do this now"). Also a ValueError and a TypeError, the builtins the
+    backends raised before the checks moved here. The message names the argument, never
+    its value."""
+
+    code = "store_argument_invalid"
 
 
 # --- status vocabulary and order ----------------------------------------------------------
@@ -105,7 +117,7 @@ def incoming_moves_forward(current: str, new: str) -> bool:
 def require_aware(name: str, moment: datetime) -> datetime:
     """Return ``moment`` in UTC; raise ValueError for naive datetimes."""
     if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be a timezone-aware datetime")
+        raise StoreArgumentError(f"{name} must be a timezone-aware datetime")
     return moment.astimezone(timezone.utc)
 
 
@@ -116,13 +128,13 @@ def require_message_id(name: str, value: str) -> str:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{name} must be a lower-case hyphenated UUID string")
+        raise StoreArgumentError(f"{name} must be a lower-case hyphenated UUID string")
     return value
 
 
 def require_status(name: str, value: str, allowed: frozenset[str]) -> str:
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {sorted(allowed)}, not {value!r}")
+        raise StoreArgumentError(f"{name} must be one of {sorted(allowed)}")
     return value
 
 
@@ -132,7 +144,7 @@ ERROR_CODE = re.compile(r"^[a-z0-9][a-z0-9_.:-]{0,63}$")
 
 def require_error_code(name: str, value: str) -> str:
     if not isinstance(value, str) or not ERROR_CODE.fullmatch(value):
-        raise ValueError(f"{name} must be a reason code matching {ERROR_CODE.pattern}")
+        raise StoreArgumentError(f"{name} must be a reason code matching {ERROR_CODE.pattern}")
     return value
 
 
@@ -140,7 +152,7 @@ def _require_text(name: str, value: str | None, *, optional: bool = False) -> No
     if value is None and optional:
         return
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
+        raise StoreArgumentError(f"{name} must be a non-empty string")
 
 
 def _utc_fields(obj: object, *names: str) -> None:
@@ -169,7 +181,7 @@ class OutgoingMessage:
         for name in ("case_ref", "recipient", "message_type"):
             _require_text(name, getattr(self, name))
         if not isinstance(self.envelope, bytes) or not self.envelope:
-            raise ValueError("envelope must be non-empty bytes")
+            raise StoreArgumentError("envelope must be non-empty bytes")
         _utc_fields(self, "created_at")
 
 
@@ -206,7 +218,7 @@ class IncomingMessage:
         for name in ("sender", "message_type", "case_ref"):
             _require_text(name, getattr(self, name))
         if not isinstance(self.envelope, bytes) or not self.envelope:
-            raise ValueError("envelope must be non-empty bytes")
+            raise StoreArgumentError("envelope must be non-empty bytes")
         _utc_fields(self, "received_at")
 
 
@@ -272,11 +284,11 @@ class AuditEntry:
         try:
             detail = json.loads(self.detail_json)
         except (TypeError, ValueError):
-            raise ValueError("detail_json must be a JSON text") from None
+            raise StoreArgumentError("detail_json must be a JSON text") from None
         if not isinstance(detail, dict):
-            raise ValueError("detail_json must be a JSON object")
+            raise StoreArgumentError("detail_json must be a JSON object")
         if self.entry_hash is not None and not isinstance(self.entry_hash, bytes):
-            raise ValueError("entry_hash must be bytes or None")
+            raise StoreArgumentError("entry_hash must be bytes or None")
         _utc_fields(self, "at")
         if self.entry_hash is None:
             object.__setattr__(self, "entry_hash", leaf_hash(self, detail))
@@ -323,9 +335,9 @@ class DataKey:
             _require_text(name, getattr(self, name))
         require_status("kind", self.kind, frozenset(get_args(DataKeyKind)))
         if (self.kind == "message") != (self.parent_key_id is not None):
-            raise ValueError("a message key has a parent_key_id (its case key); a case key has none")
+            raise StoreArgumentError("a message key has a parent_key_id (its case key); a case key has none")
         if self.wrapped is not None and (not isinstance(self.wrapped, bytes) or not self.wrapped):
-            raise ValueError("wrapped must be non-empty bytes or None (shredded)")
+            raise StoreArgumentError("wrapped must be non-empty bytes or None (shredded)")
         if self.shred_reason is not None:
             require_error_code("shred_reason", self.shred_reason)
         _utc_fields(self, "created_at", "shredded_at")
@@ -372,11 +384,11 @@ class CheckpointRecord:
     def __post_init__(self) -> None:
         _require_text("origin", self.origin)
         if not isinstance(self.tree_size, int) or self.tree_size < 0:
-            raise ValueError("tree_size must be a non-negative integer")
+            raise StoreArgumentError("tree_size must be a non-negative integer")
         if not isinstance(self.root_hash, bytes) or len(self.root_hash) != 32:
-            raise ValueError("root_hash must be 32 bytes")
+            raise StoreArgumentError("root_hash must be 32 bytes")
         if not isinstance(self.note, bytes) or not self.note:
-            raise ValueError("note must be non-empty bytes")
+            raise StoreArgumentError("note must be non-empty bytes")
         _utc_fields(self, "signed_at", "recorded_at")
 
 
@@ -406,20 +418,20 @@ class IdempotencyRecord:
     def __post_init__(self) -> None:
         for name in ("key_hash", "request_hash"):
             if not isinstance(getattr(self, name), str) or not SHA256_HEX.fullmatch(getattr(self, name)):
-                raise ValueError(f"{name} must be a lower-case hex SHA-256")
+                raise StoreArgumentError(f"{name} must be a lower-case hex SHA-256")
         _require_text("route", self.route)
         if (self.status_code is None) != (self.response_json is None):
-            raise ValueError("status_code and response_json are given together or not at all")
+            raise StoreArgumentError("status_code and response_json are given together or not at all")
         if self.status_code is not None and not (isinstance(self.status_code, int) and 200 <= self.status_code <= 599):
-            raise ValueError("status_code must be an HTTP status")
+            raise StoreArgumentError("status_code must be an HTTP status")
         if self.response_json is not None:
             try:
                 json.loads(self.response_json)
             except (TypeError, ValueError):
-                raise ValueError("response_json must be a JSON text") from None
+                raise StoreArgumentError("response_json must be a JSON text") from None
         _utc_fields(self, "created_at", "expires_at", "completed_at")
         if self.expires_at <= self.created_at:
-            raise ValueError("expires_at must be after created_at")
+            raise StoreArgumentError("expires_at must be after created_at")
 
     @property
     def completed(self) -> bool:
@@ -441,118 +453,258 @@ class AuditQuery:
     def __post_init__(self) -> None:
         object.__setattr__(self, "event_types", tuple(self.event_types))
         if not isinstance(self.after_seq, int) or self.after_seq < 0:
-            raise ValueError("after_seq must be a non-negative integer")
+            raise StoreArgumentError("after_seq must be a non-negative integer")
         _utc_fields(self, "since", "until")
+
+
+# --- argument checks of the interface ------------------------------------------------------
+
+
+def _require_instance(name: str, value: object, kind: type, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, kind):
+        raise StoreArgumentError(f"{name} must be a {kind.__name__}")
+
+
+def _require_count(name: str, value: int) -> int:
+    # bool is an int subclass; True as a limit is a bug, not a page size of one.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreArgumentError(f"{name} must be a non-negative integer")
+    return value
+
+
+def _require_key_ids(key_ids: Sequence[str]) -> list[str]:
+    # A lone string is a Sequence of characters: shredding "abc" must not quietly mean
+    # shredding keys "a", "b" and "c" (or nothing at all).
+    if isinstance(key_ids, (str, bytes)) or not isinstance(key_ids, Sequence):
+        raise StoreArgumentError("key_ids must be a sequence of key ids, not one string")
+    ids = list(key_ids)
+    for key_id in ids:
+        _require_text("key_ids[]", key_id)
+    return ids
+
+
+def _require_entry(name: str, entry: AuditEntry | None, *, optional: bool = False) -> None:
+    _require_instance(name, entry, AuditEntry, optional=optional)
+    # Every event type is declared once (gateway/audit/events.py: docs and FHIR codes come
+    # from there); an undeclared one is a bug caught here, before anything is written.
+    if entry is not None and not is_declared(entry.event_type):
+        raise StoreArgumentError(f"{name}: event type {entry.event_type!r} is not declared in gateway/audit/events.py")
+
+
+def _require_audit_entries(audit: Sequence[AuditEntry]) -> tuple[AuditEntry, ...]:
+    if isinstance(audit, (str, bytes, AuditEntry)) or not isinstance(audit, Sequence):
+        raise StoreArgumentError("audit must be a sequence of AuditEntry")
+    for entry in audit:
+        _require_entry("audit[]", entry)
+    return tuple(audit)
+
+
+def _require_sha256(name: str, value: str) -> str:
+    if not isinstance(value, str) or not SHA256_HEX.fullmatch(value):
+        raise StoreArgumentError(f"{name} must be a lower-case hex SHA-256")
+    return value
 
 
 # --- the interface -----------------------------------------------------------------------
 
 
-@runtime_checkable
-class Store(Protocol):
+class Store(ABC):
     """Durable state of one gateway. Every method is a single transaction: when it returns,
     the change is durable; when it raises, nothing was changed.
 
     Methods that move a status return True if the transition was applied and False if it
     was stale (not forward) and therefore ignored; they raise MessageNotFoundError for an
     unknown id. Times are aware datetimes and come back in UTC.
+
+    Template methods: each public method checks its arguments here, once for every
+    backend, and raises :class:`StoreArgumentError` for a bad one; then it calls the
+    backend's ``_<name>`` with checked values (datetimes already in UTC). A backend
+    implements only the ``_<name>`` methods, plus :meth:`audit_size`, :meth:`ping` and
+    :meth:`close`, which take no arguments to check.
     """
 
-    # outbox
+    # --- outbox ---------------------------------------------------------------------------
+
     async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
         """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
         id and content; MessageConflictError if the id is stored with other content.
         ``audit`` is appended in the same transaction, only when the row is new."""
+        _require_instance("msg", msg, OutgoingMessage)
+        _require_entry("audit", audit, optional=True)
+        await self._add_outgoing(msg, audit)
 
     async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Queued messages with ``next_attempt_at <= now``, oldest (``created_at``) first."""
+        return await self._due_outgoing(require_aware("now", now), _require_count("limit", limit))
 
     async def mark_sent(self, message_id: str, at: datetime) -> bool:
         """The broker confirmed the publish: ``queued`` -> ``sent``; counts one attempt."""
+        return await self._mark_sent(require_message_id("message_id", message_id), require_aware("at", at))
 
     async def mark_retry(
         self, message_id: str, next_attempt_at: datetime, error_code: str, *, at: datetime | None = None
     ) -> bool:
         """A publish attempt failed; stay ``queued``, due again at ``next_attempt_at``.
-        Counts one attempt. Ignored (False) unless the message is still ``queued``."""
+        Counts one attempt. Ignored (False) unless the message is still ``queued``.
+        ``at`` defaults to the store's clock."""
+        return await self._mark_retry(
+            require_message_id("message_id", message_id),
+            require_aware("next_attempt_at", next_attempt_at),
+            require_error_code("error_code", error_code),
+            None if at is None else require_aware("at", at),
+        )
 
     async def mark_failed(self, message_id: str, error_code: str, *, at: datetime | None = None) -> bool:
-        """Give up publishing: ``queued`` -> ``failed``; counts one attempt."""
+        """Give up publishing: ``queued`` -> ``failed``; counts one attempt. ``at`` defaults
+        to the store's clock."""
+        return await self._mark_failed(
+            require_message_id("message_id", message_id),
+            require_error_code("error_code", error_code),
+            None if at is None else require_aware("at", at),
+        )
 
     async def set_status(self, message_id: str, status: OutgoingStatus, at: datetime) -> bool:
         """Apply a business receipt (``delivered``, ``read``, ``accepted``, ...) if it moves
         the message forward in :data:`OUTGOING_RANK`; stale receipts are ignored."""
+        return await self._set_status(
+            require_message_id("message_id", message_id),
+            require_status("status", status, OUTGOING_STATUSES),
+            require_aware("at", at),
+        )
 
-    async def get_outgoing(self, message_id: str) -> OutboxRecord | None: ...
+    async def get_outgoing(self, message_id: str) -> OutboxRecord | None:
+        """The outbox row of ``message_id``, or None."""
+        _require_text("message_id", message_id)
+        return await self._get_outgoing(message_id)
 
     async def status_trail(self, message_id: str, *, direction: Direction = "outgoing") -> list[StatusChange]:
         """Every applied transition of one message, in the order applied (first: ``queued``
         or ``received``). Empty for an unknown id."""
+        _require_text("message_id", message_id)
+        require_status("direction", direction, frozenset(get_args(Direction)))
+        return await self._status_trail(message_id, direction)
 
-    # inbox
+    async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
+        """Every outbox row of the case, oldest first."""
+        _require_text("case_ref", case_ref)
+        return await self._list_outgoing_for_case(case_ref)
+
+    # --- inbox ----------------------------------------------------------------------------
+
     async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
         """Store ``msg`` unless its id is already in the inbox. True if stored now, False if
         the id was already there (the first copy wins; it is never overwritten). Atomic:
         of any number of concurrent calls for one id, exactly one returns True.
         ``audit`` is appended in the same transaction, only when the row is new."""
+        _require_instance("msg", msg, IncomingMessage)
+        _require_entry("audit", audit, optional=True)
+        return await self._add_incoming(msg, audit)
 
     async def list_incoming(
         self, limit: int, offset: int = 0, status: IncomingStatus | None = None
     ) -> list[InboxRecord]:
         """Inbox rows oldest (``received_at``) first, ties in arrival order. New arrivals
         append at the end, so offset pages stay stable while messages come in."""
+        _require_count("limit", limit)
+        _require_count("offset", offset)
+        if status is not None:
+            require_status("status", status, INCOMING_STATUSES)
+        return await self._list_incoming(limit, offset, status)
 
-    async def get_incoming(self, message_id: str) -> InboxRecord | None: ...
+    async def get_incoming(self, message_id: str) -> InboxRecord | None:
+        """The inbox row of ``message_id``, or None."""
+        _require_text("message_id", message_id)
+        return await self._get_incoming(message_id)
 
     async def set_incoming_status(self, message_id: str, status: IncomingStatus, at: datetime) -> bool:
         """Move an inbox row forward (``received`` -> ``read`` -> ``responded``)."""
+        return await self._set_incoming_status(
+            require_message_id("message_id", message_id),
+            require_status("status", status, INCOMING_STATUSES),
+            require_aware("at", at),
+        )
 
-    # replay guard
+    async def list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
+        """Every inbox row of the case, oldest first."""
+        _require_text("case_ref", case_ref)
+        return await self._list_incoming_for_case(case_ref)
+
+    # --- replay guard ---------------------------------------------------------------------
+
     async def remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
         """Record an envelope id until ``expires_at``. False if it was already recorded
         (check and insert are one atomic step)."""
+        return await self._remember_message_id(
+            require_message_id("message_id", message_id), require_aware("expires_at", expires_at)
+        )
 
     async def prune_seen(self, now: datetime) -> int:
         """Forget ids whose ``expires_at`` is before ``now``; return how many."""
+        return await self._prune_seen(require_aware("now", now))
 
-    # cases
+    # --- cases ----------------------------------------------------------------------------
+
     async def upsert_case(self, case: Case) -> None:
         """Insert or replace the state of ``case.case_ref``."""
+        _require_instance("case", case, Case)
+        await self._upsert_case(case)
 
-    async def get_case(self, case_ref: str) -> Case | None: ...
+    async def get_case(self, case_ref: str) -> Case | None:
+        """The state of ``case_ref``, or None."""
+        _require_text("case_ref", case_ref)
+        return await self._get_case(case_ref)
 
-    # audit (append-only: there is deliberately no update or delete)
+    # --- audit (append-only: there is deliberately no update or delete) --------------------
+
     async def append_audit(self, entry: AuditEntry) -> int:
         """Append ``entry``; return its seq. Seqs are 1, 2, 3, ... with no gaps and never
         reused, and an entry is visible only once every lower seq is: a Merkle log can use
         ``seq - 1`` as the leaf index and never sees an entry appear behind its tree."""
+        _require_entry("entry", entry)
+        return await self._append_audit(entry)
 
     async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
         """Entries with ``seq >= from_seq`` in seq order, at most ``limit``."""
+        return await self._read_audit(_require_count("from_seq", from_seq), _require_count("limit", limit))
 
     async def query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
         """Entries matching ``query`` with ``seq > query.after_seq``, in seq order, at most ``limit``."""
+        _require_instance("query", query, AuditQuery)
+        return await self._query_audit(query, _require_count("limit", limit))
 
+    @abstractmethod
     async def audit_size(self) -> int:
         """The highest seq appended (0 for an empty log): the Merkle tree size."""
 
     async def audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
         """``entry_hash`` of entries ``seq >= from_seq`` in seq order, at most ``limit``
         (cheaper than :meth:`read_audit` when building trees and proofs)."""
+        return await self._audit_hashes(_require_count("from_seq", from_seq), _require_count("limit", limit))
 
-    # data keys (payload encryption at rest, crypto-shredding)
+    # --- data keys (payload encryption at rest, crypto-shredding) -------------------------
+
     async def add_data_key(self, key: DataKey) -> DataKey:
         """Store a new key and return the key now in force. A ``case`` key is added only if
         the case has no live (unshredded) case key; otherwise the live one is returned, so
         concurrent first messages of a case agree on one key. A ``message`` key is
         idempotent on ``key_id``: the stored one is returned, shredded (``wrapped`` None) if
         it was shredded. StoreError if a new case key reuses the id of a shredded one."""
+        _require_instance("key", key, DataKey)
+        if key.wrapped is None:
+            raise StoreArgumentError("a new data key must carry its wrapped key")
+        return await self._add_data_key(key)
 
     async def get_data_key(self, key_id: str) -> DataKey | None:
         """The key with this id, shredded or not; None if it never existed."""
+        _require_text("key_id", key_id)
+        return await self._get_data_key(key_id)
 
     async def live_case_key(self, case_ref: str) -> DataKey | None:
         """The case's live case key, or None if it has none (never had, or shredded)."""
+        _require_text("case_ref", case_ref)
+        return await self._live_case_key(case_ref)
 
     async def shred_data_keys(
         self, key_ids: Sequence[str], reason: str, at: datetime, *, audit: Sequence[AuditEntry] = ()
@@ -560,65 +712,222 @@ class Store(Protocol):
         """Destroy the wrapped keys of ``key_ids`` that are still live; return those ids
         (in the order given). ``audit`` entries are appended in the same transaction when
         at least one key was destroyed now. Unknown or already shredded ids are skipped."""
+        return await self._shred_data_keys(
+            _require_key_ids(key_ids),
+            require_error_code("reason", reason),
+            require_aware("at", at),
+            _require_audit_entries(audit),
+        )
 
     async def case_key_ids(self, case_ref: str) -> list[str]:
         """Ids of every key of the case, live or shredded, case keys first."""
+        _require_text("case_ref", case_ref)
+        return await self._case_key_ids(case_ref)
 
     async def retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
         """Inbox rows of ``message_type`` received before ``received_before`` whose message
         key (key id = message id) is still live, oldest first."""
+        _require_text("message_type", message_type)
+        return await self._retention_due(
+            message_type, require_aware("received_before", received_before), _require_count("limit", limit)
+        )
 
-    async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
-        """Every outbox row of the case, oldest first."""
+    # --- consent withdrawals --------------------------------------------------------------
 
-    async def list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
-        """Every inbox row of the case, oldest first."""
-
-    # consent withdrawals
     async def add_withdrawal(self, withdrawal: Withdrawal, *, audit: AuditEntry | None = None) -> bool:
         """Record a withdrawal; idempotent on (``message_id``, ``direction``). True if new.
         ``audit`` is appended in the same transaction, only when the row is new."""
+        _require_instance("withdrawal", withdrawal, Withdrawal)
+        _require_entry("audit", audit, optional=True)
+        return await self._add_withdrawal(withdrawal, audit)
 
     async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
         """Withdrawals recorded for the case, in ``withdrawn_at`` order."""
+        _require_text("case_ref", case_ref)
+        return await self._withdrawals_for_case(case_ref)
 
-    # API idempotency keys
+    # --- API idempotency keys -------------------------------------------------------------
+
     async def claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
         """Record ``claim`` (without an answer) unless its ``key_hash`` is stored and not yet
         expired at ``claim.created_at``; return the record now stored: the caller's own if it
         was new (or replaced an expired one), else the earlier one, whatever its request
         hash. Atomic: concurrent claims of one key (any process) all get the same record."""
+        _require_instance("claim", claim, IdempotencyRecord)
+        if claim.completed:
+            raise StoreArgumentError("claim must be an IdempotencyRecord without an answer")
+        return await self._claim_idempotency_key(claim)
 
     async def complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
         """Record the answer of ``record`` (which has one) and return the stored record. The
         first answer wins: if the key already has an answer, or is held by another request
         hash, the stored record is returned unchanged. Inserts ``record`` if the claim is gone."""
+        _require_instance("record", record, IdempotencyRecord)
+        if not record.completed:
+            raise StoreArgumentError("record must be an IdempotencyRecord with an answer")
+        return await self._complete_idempotency_key(record)
 
     async def release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
         """Forget a claim that has no answer (its request failed without creating anything),
         so the key can be used again. True if a claim was removed."""
+        return await self._release_idempotency_key(
+            _require_sha256("key_hash", key_hash), _require_sha256("request_hash", request_hash)
+        )
 
     async def prune_idempotency_keys(self, now: datetime) -> int:
         """Forget keys whose ``expires_at`` is before ``now``; return how many."""
+        return await self._prune_idempotency_keys(require_aware("now", now))
 
-    # audit checkpoints (ours and partners')
+    # --- audit checkpoints (ours and partners') -------------------------------------------
+
     async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
         """Record a checkpoint; idempotent on (``origin``, ``tree_size``, ``root_hash``).
         True if new. Two different roots for one origin and size are both kept: that is
         the evidence of a forked log, and it must not be lost."""
+        _require_instance("checkpoint", checkpoint, CheckpointRecord)
+        return await self._add_checkpoint(checkpoint)
 
     async def latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
         """The checkpoint of ``origin`` with the largest tree size (latest signed on ties)."""
+        _require_text("origin", origin)
+        return await self._latest_checkpoint(origin)
 
     async def list_checkpoints(
         self, origin: str, *, min_size: int = 0, limit: int = 1000, newest_first: bool = False
     ) -> list[CheckpointRecord]:
         """Checkpoints of ``origin`` with ``tree_size >= min_size``, by tree size then signing
         time (largest first with ``newest_first``)."""
+        _require_text("origin", origin)
+        _require_instance("newest_first", newest_first, bool)
+        return await self._list_checkpoints(
+            origin, _require_count("min_size", min_size), _require_count("limit", limit), newest_first
+        )
 
-    # lifecycle
+    # --- lifecycle ------------------------------------------------------------------------
+
+    @abstractmethod
     async def ping(self) -> bool:
         """True if the database answers a trivial query now; never raises (for /readyz)."""
 
+    @abstractmethod
     async def close(self) -> None:
         """Finish queued work and close. Later calls raise StoreUnavailableError."""
+
+    # --- what a backend implements (arguments already checked) ----------------------------
+
+    @abstractmethod
+    async def _add_outgoing(self, msg: OutgoingMessage, audit: AuditEntry | None) -> None: ...
+
+    @abstractmethod
+    async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]: ...
+
+    @abstractmethod
+    async def _mark_sent(self, message_id: str, at: datetime) -> bool: ...
+
+    @abstractmethod
+    async def _mark_retry(
+        self, message_id: str, next_attempt_at: datetime, error_code: str, at: datetime | None
+    ) -> bool: ...
+
+    @abstractmethod
+    async def _mark_failed(self, message_id: str, error_code: str, at: datetime | None) -> bool: ...
+
+    @abstractmethod
+    async def _set_status(self, message_id: str, status: str, at: datetime) -> bool: ...
+
+    @abstractmethod
+    async def _get_outgoing(self, message_id: str) -> OutboxRecord | None: ...
+
+    @abstractmethod
+    async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]: ...
+
+    @abstractmethod
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None) -> bool: ...
+
+    @abstractmethod
+    async def _list_incoming(self, limit: int, offset: int, status: str | None) -> list[InboxRecord]: ...
+
+    @abstractmethod
+    async def _get_incoming(self, message_id: str) -> InboxRecord | None: ...
+
+    @abstractmethod
+    async def _set_incoming_status(self, message_id: str, status: str, at: datetime) -> bool: ...
+
+    @abstractmethod
+    async def _list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]: ...
+
+    @abstractmethod
+    async def _remember_message_id(self, message_id: str, expires_at: datetime) -> bool: ...
+
+    @abstractmethod
+    async def _prune_seen(self, now: datetime) -> int: ...
+
+    @abstractmethod
+    async def _upsert_case(self, case: Case) -> None: ...
+
+    @abstractmethod
+    async def _get_case(self, case_ref: str) -> Case | None: ...
+
+    @abstractmethod
+    async def _append_audit(self, entry: AuditEntry) -> int: ...
+
+    @abstractmethod
+    async def _read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]: ...
+
+    @abstractmethod
+    async def _query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]: ...
+
+    @abstractmethod
+    async def _audit_hashes(self, from_seq: int, limit: int) -> list[bytes]: ...
+
+    @abstractmethod
+    async def _add_data_key(self, key: DataKey) -> DataKey: ...
+
+    @abstractmethod
+    async def _get_data_key(self, key_id: str) -> DataKey | None: ...
+
+    @abstractmethod
+    async def _live_case_key(self, case_ref: str) -> DataKey | None: ...
+
+    @abstractmethod
+    async def _shred_data_keys(
+        self, key_ids: list[str], reason: str, at: datetime, audit: tuple[AuditEntry, ...]
+    ) -> list[str]: ...
+
+    @abstractmethod
+    async def _case_key_ids(self, case_ref: str) -> list[str]: ...
+
+    @abstractmethod
+    async def _retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]: ...
+
+    @abstractmethod
+    async def _add_withdrawal(self, withdrawal: Withdrawal, audit: AuditEntry | None) -> bool: ...
+
+    @abstractmethod
+    async def _withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]: ...
+
+    @abstractmethod
+    async def _claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord: ...
+
+    @abstractmethod
+    async def _complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord: ...
+
+    @abstractmethod
+    async def _release_idempotency_key(self, key_hash: str, request_hash: str) -> bool: ...
+
+    @abstractmethod
+    async def _prune_idempotency_keys(self, now: datetime) -> int: ...
+
+    @abstractmethod
+    async def _add_checkpoint(self, checkpoint: CheckpointRecord) -> bool: ...
+
+    @abstractmethod
+    async def _latest_checkpoint(self, origin: str) -> CheckpointRecord | None: ...
+
+    @abstractmethod
+    async def _list_checkpoints(
+        self, origin: str, min_size: int, limit: int, newest_first: bool
+    ) -> list[CheckpointRecord]: ...

@@ -38,7 +38,6 @@ from gateway.store.base import (
     Case,
     CheckpointRecord,
     DataKey,
-    Direction,
     IdempotencyRecord,
     IncomingMessage,
     InboxRecord,
@@ -48,6 +47,7 @@ from gateway.store.base import (
     OutgoingMessage,
     SchemaVersionError,
     StatusChange,
+    Store,
     StoreError,
     StoreUnavailableError,
     UnsupportedStoreURLError,
@@ -55,9 +55,6 @@ from gateway.store.base import (
     incoming_moves_forward,
     outgoing_moves_forward,
     require_aware,
-    require_error_code,
-    require_message_id,
-    require_status,
 )
 
 T = TypeVar("T")
@@ -443,11 +440,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.astimezone(timezone.utc)
 
 
-def _check_page(limit: int, offset: int = 0) -> None:
-    if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
-        raise ValueError("limit and offset must be non-negative integers")
-
-
 def _outbox(row: asyncpg.Record) -> OutboxRecord:
     return rows.outbox_record(row, _utc)
 
@@ -528,8 +520,6 @@ _ADD_INCOMING_AUDITED = _ADD_INCOMING_CTE + """, head AS (
 
 async def _insert_audit(conn: Conn, entry: AuditEntry) -> int:
     """Append one entry inside the caller's transaction; return its seq."""
-    if not isinstance(entry, AuditEntry):
-        raise TypeError("audit must be an AuditEntry")
     return int(
         await conn.fetchval(
             _INSERT_AUDIT,
@@ -612,9 +602,10 @@ async def _no_session_reset(conn: asyncpg.Connection[asyncpg.Record]) -> None:
 # --- the store ---------------------------------------------------------------------------
 
 
-class PostgresStore:
+class PostgresStore(Store):
     """:class:`gateway.store.base.Store` on PostgreSQL. Create with :meth:`open` or
-    :meth:`from_url`; several instances (processes) may share one database."""
+    :meth:`from_url`; several instances (processes) may share one database. Arguments
+    arrive checked (the public methods of :class:`Store` check them)."""
 
     def __init__(
         self,
@@ -768,11 +759,7 @@ class PostgresStore:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
-        if not isinstance(msg, OutgoingMessage):
-            raise TypeError("add_outgoing takes an OutgoingMessage")
-        if audit is not None and not isinstance(audit, AuditEntry):
-            raise TypeError("audit must be an AuditEntry")
+    async def _add_outgoing(self, msg: OutgoingMessage, audit: AuditEntry | None) -> None:
         at = msg.created_at
 
         async def run(conn: Conn) -> None:
@@ -803,9 +790,8 @@ class PostgresStore:
 
         await self._tx("add_outgoing", run)
 
-    async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
-        cutoff = require_aware("now", now)
-        _check_page(limit)
+    async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
+        cutoff = now
         if self._read_only:
             async def peek(conn: Conn) -> list[OutboxRecord]:
                 rows = await conn.fetch(
@@ -846,9 +832,7 @@ class PostgresStore:
     async def _move_outgoing(
         self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False
     ) -> bool:
-        require_message_id("message_id", message_id)
-        require_status("status", status, OUTGOING_STATUSES)
-        when = require_aware("at", at)
+        when = at
 
         async def run(conn: Conn) -> bool:
             current = await conn.fetchval("SELECT status FROM outbox WHERE message_id = $1 FOR UPDATE", message_id)
@@ -870,23 +854,21 @@ class PostgresStore:
 
         return await self._tx("set_status", run)
 
-    async def mark_sent(self, message_id: str, at: datetime) -> bool:
+    async def _mark_sent(self, message_id: str, at: datetime) -> bool:
         return await self._move_outgoing(message_id, "sent", at, attempt=True)
 
-    async def mark_failed(self, message_id: str, error_code: str, *, at: datetime | None = None) -> bool:
-        require_error_code("error_code", error_code)
-        return await self._move_outgoing(message_id, "failed", at or self._clock(), error_code=error_code, attempt=True)
+    async def _mark_failed(self, message_id: str, error_code: str, at: datetime | None) -> bool:
+        when = at or require_aware("clock", self._clock())
+        return await self._move_outgoing(message_id, "failed", when, error_code=error_code, attempt=True)
 
-    async def set_status(self, message_id: str, status: str, at: datetime) -> bool:
+    async def _set_status(self, message_id: str, status: str, at: datetime) -> bool:
         return await self._move_outgoing(message_id, status, at)
 
-    async def mark_retry(
-        self, message_id: str, next_attempt_at: datetime, error_code: str, *, at: datetime | None = None
+    async def _mark_retry(
+        self, message_id: str, next_attempt_at: datetime, error_code: str, at: datetime | None
     ) -> bool:
-        require_message_id("message_id", message_id)
-        require_error_code("error_code", error_code)
-        due = require_aware("next_attempt_at", next_attempt_at)
-        when = require_aware("at", at or self._clock())
+        due = next_attempt_at
+        when = at or require_aware("clock", self._clock())
 
         async def run(conn: Conn) -> bool:
             current = await conn.fetchval("SELECT status FROM outbox WHERE message_id = $1 FOR UPDATE", message_id)
@@ -904,17 +886,15 @@ class PostgresStore:
 
         return await self._tx("mark_retry", run)
 
-    async def get_outgoing(self, message_id: str) -> OutboxRecord | None:
+    async def _get_outgoing(self, message_id: str) -> OutboxRecord | None:
         async def run(conn: Conn) -> OutboxRecord | None:
             row = await conn.fetchrow("SELECT * FROM outbox WHERE message_id = $1", message_id)
             return None if row is None else _outbox(row)
 
         return await self._one("get_outgoing", run)
 
-    async def status_trail(self, message_id: str, *, direction: Direction = "outgoing") -> list[StatusChange]:
-        column = {"outgoing": "outbox_id", "incoming": "inbox_id"}.get(direction)
-        if column is None:
-            raise ValueError("direction must be 'outgoing' or 'incoming'")
+    async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]:
+        column = {"outgoing": "outbox_id", "incoming": "inbox_id"}[direction]
 
         async def run(conn: Conn) -> list[StatusChange]:
             # Events of one message are inserted while its row is locked, so id order is
@@ -924,7 +904,7 @@ class PostgresStore:
 
         return await self._one("status_trail", run)
 
-    async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
+    async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
         async def run(conn: Conn) -> list[OutboxRecord]:
             rows = await conn.fetch("SELECT * FROM outbox WHERE case_ref = $1 ORDER BY created_at, arrival", case_ref)
             return [_outbox(r) for r in rows]
@@ -933,11 +913,7 @@ class PostgresStore:
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
-        if not isinstance(msg, IncomingMessage):
-            raise TypeError("add_incoming takes an IncomingMessage")
-        if audit is not None and not isinstance(audit, AuditEntry):
-            raise TypeError("audit must be an AuditEntry")
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None) -> bool:
         at = msg.received_at
 
         args: list[Any] = [msg.message_id, msg.sender, msg.message_type, msg.case_ref, msg.envelope, at]
@@ -956,10 +932,7 @@ class PostgresStore:
 
         return await self._one("add_incoming", run)
 
-    async def list_incoming(self, limit: int, offset: int = 0, status: str | None = None) -> list[InboxRecord]:
-        _check_page(limit, offset)
-        if status is not None:
-            require_status("status", status, INCOMING_STATUSES)
+    async def _list_incoming(self, limit: int, offset: int, status: str | None) -> list[InboxRecord]:
 
         async def run(conn: Conn) -> list[InboxRecord]:
             if status is None:
@@ -975,17 +948,15 @@ class PostgresStore:
 
         return await self._one("list_incoming", run)
 
-    async def get_incoming(self, message_id: str) -> InboxRecord | None:
+    async def _get_incoming(self, message_id: str) -> InboxRecord | None:
         async def run(conn: Conn) -> InboxRecord | None:
             row = await conn.fetchrow("SELECT * FROM inbox WHERE message_id = $1", message_id)
             return None if row is None else _inbox(row)
 
         return await self._one("get_incoming", run)
 
-    async def set_incoming_status(self, message_id: str, status: str, at: datetime) -> bool:
-        require_message_id("message_id", message_id)
-        require_status("status", status, INCOMING_STATUSES)
-        when = require_aware("at", at)
+    async def _set_incoming_status(self, message_id: str, status: str, at: datetime) -> bool:
+        when = at
 
         async def run(conn: Conn) -> bool:
             current = await conn.fetchval("SELECT status FROM inbox WHERE message_id = $1 FOR UPDATE", message_id)
@@ -1001,7 +972,7 @@ class PostgresStore:
 
         return await self._tx("set_incoming_status", run)
 
-    async def list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
+    async def _list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
         async def run(conn: Conn) -> list[InboxRecord]:
             rows = await conn.fetch("SELECT * FROM inbox WHERE case_ref = $1 ORDER BY received_at, arrival", case_ref)
             return [_inbox(r) for r in rows]
@@ -1010,9 +981,8 @@ class PostgresStore:
 
     # --- replay guard ---------------------------------------------------------------------
 
-    async def remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
-        require_message_id("message_id", message_id)
-        until = require_aware("expires_at", expires_at)
+    async def _remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
+        until = expires_at
 
         async def run(conn: Conn) -> bool:
             return bool(
@@ -1025,8 +995,8 @@ class PostgresStore:
 
         return await self._one("remember_message_id", run)
 
-    async def prune_seen(self, now: datetime) -> int:
-        cutoff = require_aware("now", now)
+    async def _prune_seen(self, now: datetime) -> int:
+        cutoff = now
 
         async def run(conn: Conn) -> int:
             status = await conn.execute("DELETE FROM seen_message_ids WHERE expires_at < $1", cutoff)
@@ -1036,9 +1006,7 @@ class PostgresStore:
 
     # --- API idempotency keys -------------------------------------------------------------
 
-    async def claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
-        if not isinstance(claim, IdempotencyRecord) or claim.completed:
-            raise TypeError("claim_idempotency_key takes an IdempotencyRecord without an answer")
+    async def _claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
 
         async def run(conn: Conn) -> IdempotencyRecord:
             # A concurrent claim of the same key waits on the conflicting row, then either
@@ -1058,9 +1026,7 @@ class PostgresStore:
 
         return await self._tx("claim_idempotency_key", run)
 
-    async def complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
-        if not isinstance(record, IdempotencyRecord) or not record.completed:
-            raise TypeError("complete_idempotency_key takes an IdempotencyRecord with an answer")
+    async def _complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
         completed_at = record.completed_at or self._clock()
 
         async def run(conn: Conn) -> IdempotencyRecord:
@@ -1092,7 +1058,7 @@ class PostgresStore:
 
         return await self._tx("complete_idempotency_key", run)
 
-    async def release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
+    async def _release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
         async def run(conn: Conn) -> bool:
             status = await conn.execute(
                 "DELETE FROM idempotency_keys WHERE key_hash = $1 AND request_hash = $2 AND response_json IS NULL",
@@ -1102,8 +1068,8 @@ class PostgresStore:
 
         return await self._one("release_idempotency_key", run)
 
-    async def prune_idempotency_keys(self, now: datetime) -> int:
-        cutoff = require_aware("now", now)
+    async def _prune_idempotency_keys(self, now: datetime) -> int:
+        cutoff = now
 
         async def run(conn: Conn) -> int:
             status = await conn.execute("DELETE FROM idempotency_keys WHERE expires_at < $1", cutoff)
@@ -1113,9 +1079,7 @@ class PostgresStore:
 
     # --- cases ----------------------------------------------------------------------------
 
-    async def upsert_case(self, case: Case) -> None:
-        if not isinstance(case, Case):
-            raise TypeError("upsert_case takes a Case")
+    async def _upsert_case(self, case: Case) -> None:
 
         async def run(conn: Conn) -> None:
             await conn.execute(
@@ -1127,7 +1091,7 @@ class PostgresStore:
 
         await self._one("upsert_case", run)
 
-    async def get_case(self, case_ref: str) -> Case | None:
+    async def _get_case(self, case_ref: str) -> Case | None:
         async def run(conn: Conn) -> Case | None:
             row = await conn.fetchrow("SELECT * FROM cases WHERE case_ref = $1", case_ref)
             if row is None:
@@ -1138,19 +1102,14 @@ class PostgresStore:
 
     # --- audit ----------------------------------------------------------------------------
 
-    async def append_audit(self, entry: AuditEntry) -> int:
-        if not isinstance(entry, AuditEntry):
-            raise TypeError("append_audit takes an AuditEntry")
+    async def _append_audit(self, entry: AuditEntry) -> int:
 
         async def run(conn: Conn) -> int:
             return await _insert_audit(conn, entry)
 
         return await self._one("append_audit", run)
 
-    async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
-        _check_page(limit)
-        if not isinstance(from_seq, int):
-            raise ValueError("from_seq must be an integer")
+    async def _read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
 
         async def run(conn: Conn) -> list[AuditRecord]:
             rows = await conn.fetch("SELECT * FROM audit_entries WHERE seq >= $1 ORDER BY seq LIMIT $2", from_seq, limit)
@@ -1158,10 +1117,7 @@ class PostgresStore:
 
         return await self._one("read_audit", run)
 
-    async def query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
-        if not isinstance(query, AuditQuery):
-            raise TypeError("query_audit takes an AuditQuery")
-        _check_page(limit)
+    async def _query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
         clauses: list[str] = ["seq > $1"]
         args: list[Any] = [query.after_seq]
         for column, op, value in (
@@ -1191,10 +1147,7 @@ class PostgresStore:
 
         return await self._one("audit_size", run)
 
-    async def audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
-        _check_page(limit)
-        if not isinstance(from_seq, int):
-            raise ValueError("from_seq must be an integer")
+    async def _audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
 
         async def run(conn: Conn) -> list[bytes]:
             rows = await conn.fetch(
@@ -1206,11 +1159,7 @@ class PostgresStore:
 
     # --- data keys ------------------------------------------------------------------------
 
-    async def add_data_key(self, key: DataKey) -> DataKey:
-        if not isinstance(key, DataKey):
-            raise TypeError("add_data_key takes a DataKey")
-        if key.wrapped is None:
-            raise ValueError("a new data key must carry its wrapped key")
+    async def _add_data_key(self, key: DataKey) -> DataKey:
 
         async def run(conn: Conn) -> DataKey:
             for _ in range(3):
@@ -1241,14 +1190,14 @@ class PostgresStore:
 
         return await self._tx("add_data_key", run)
 
-    async def get_data_key(self, key_id: str) -> DataKey | None:
+    async def _get_data_key(self, key_id: str) -> DataKey | None:
         async def run(conn: Conn) -> DataKey | None:
             row = await conn.fetchrow("SELECT * FROM data_keys WHERE key_id = $1", key_id)
             return None if row is None else _data_key(row)
 
         return await self._one("get_data_key", run)
 
-    async def live_case_key(self, case_ref: str) -> DataKey | None:
+    async def _live_case_key(self, case_ref: str) -> DataKey | None:
         async def run(conn: Conn) -> DataKey | None:
             row = await conn.fetchrow(
                 "SELECT * FROM data_keys WHERE case_ref = $1 AND kind = 'case' AND wrapped IS NOT NULL", case_ref
@@ -1257,18 +1206,10 @@ class PostgresStore:
 
         return await self._one("live_case_key", run)
 
-    async def shred_data_keys(
-        self, key_ids: Sequence[str], reason: str, at: datetime, *, audit: Sequence[AuditEntry] = ()
+    async def _shred_data_keys(
+        self, key_ids: list[str], reason: str, at: datetime, audit: tuple[AuditEntry, ...]
     ) -> list[str]:
-        if isinstance(key_ids, str):
-            raise TypeError("key_ids must be a sequence of key ids, not one string")
-        ids = list(key_ids)
-        require_error_code("reason", reason)
-        when = require_aware("at", at)
-        entries = list(audit)
-        for entry in entries:
-            if not isinstance(entry, AuditEntry):
-                raise TypeError("audit must be AuditEntry items")
+        ids, when, entries = key_ids, at, audit
 
         async def run(conn: Conn) -> list[str]:
             # Rows are locked in key order (ORDER BY in the subquery), so two shreds of
@@ -1291,7 +1232,7 @@ class PostgresStore:
 
         return await self._tx("shred_data_keys", run)
 
-    async def case_key_ids(self, case_ref: str) -> list[str]:
+    async def _case_key_ids(self, case_ref: str) -> list[str]:
         async def run(conn: Conn) -> list[str]:
             rows = await conn.fetch(
                 "SELECT key_id FROM data_keys WHERE case_ref = $1"
@@ -1302,9 +1243,8 @@ class PostgresStore:
 
         return await self._one("case_key_ids", run)
 
-    async def retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
-        cutoff = require_aware("received_before", received_before)
-        _check_page(limit)
+    async def _retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
+        cutoff = received_before
 
         async def run(conn: Conn) -> list[InboxRecord]:
             rows = await conn.fetch(
@@ -1319,11 +1259,7 @@ class PostgresStore:
 
     # --- consent withdrawals --------------------------------------------------------------
 
-    async def add_withdrawal(self, withdrawal: Withdrawal, *, audit: AuditEntry | None = None) -> bool:
-        if not isinstance(withdrawal, Withdrawal):
-            raise TypeError("add_withdrawal takes a Withdrawal")
-        if audit is not None and not isinstance(audit, AuditEntry):
-            raise TypeError("audit must be an AuditEntry")
+    async def _add_withdrawal(self, withdrawal: Withdrawal, audit: AuditEntry | None) -> bool:
         w = withdrawal
 
         async def run(conn: Conn) -> bool:
@@ -1342,7 +1278,7 @@ class PostgresStore:
 
         return await self._tx("add_withdrawal", run)
 
-    async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
+    async def _withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
         async def run(conn: Conn) -> list[Withdrawal]:
             rows = await conn.fetch(
                 "SELECT * FROM withdrawals WHERE case_ref = $1 ORDER BY withdrawn_at, arrival", case_ref
@@ -1353,9 +1289,7 @@ class PostgresStore:
 
     # --- audit checkpoints ----------------------------------------------------------------
 
-    async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
-        if not isinstance(checkpoint, CheckpointRecord):
-            raise TypeError("add_checkpoint takes a CheckpointRecord")
+    async def _add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
         c = checkpoint
 
         async def run(conn: Conn) -> bool:
@@ -1369,7 +1303,7 @@ class PostgresStore:
 
         return await self._one("add_checkpoint", run)
 
-    async def latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
+    async def _latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
         async def run(conn: Conn) -> CheckpointRecord | None:
             row = await conn.fetchrow(
                 "SELECT * FROM checkpoints WHERE origin = $1 ORDER BY tree_size DESC, signed_at DESC, arrival DESC LIMIT 1",
@@ -1379,12 +1313,9 @@ class PostgresStore:
 
         return await self._one("latest_checkpoint", run)
 
-    async def list_checkpoints(
-        self, origin: str, *, min_size: int = 0, limit: int = 1000, newest_first: bool = False
+    async def _list_checkpoints(
+        self, origin: str, min_size: int, limit: int, newest_first: bool
     ) -> list[CheckpointRecord]:
-        _check_page(limit)
-        if not isinstance(min_size, int):
-            raise ValueError("min_size must be an integer")
         order = "tree_size DESC, signed_at DESC, arrival DESC" if newest_first else "tree_size, signed_at, arrival"
 
         async def run(conn: Conn) -> list[CheckpointRecord]:

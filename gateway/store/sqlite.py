@@ -23,7 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, TypeVar
 
 import structlog
 
@@ -38,7 +38,6 @@ from gateway.store.base import (
     Case,
     CheckpointRecord,
     DataKey,
-    Direction,
     IdempotencyRecord,
     IncomingMessage,
     InboxRecord,
@@ -48,15 +47,13 @@ from gateway.store.base import (
     OutgoingMessage,
     SchemaVersionError,
     StatusChange,
+    Store,
     StoreError,
     StoreUnavailableError,
     Withdrawal,
     incoming_moves_forward,
     outgoing_moves_forward,
     require_aware,
-    require_error_code,
-    require_message_id,
-    require_status,
 )
 
 T = TypeVar("T")
@@ -308,11 +305,6 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _check_page(limit: int, offset: int = 0) -> None:
-    if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
-        raise ValueError("limit and offset must be non-negative integers")
-
-
 # --- row conversion ----------------------------------------------------------------------
 
 
@@ -472,8 +464,11 @@ def _write_batch(conn: sqlite3.Connection, where: str, jobs: list[_WriteJob]) ->
 # --- the store ---------------------------------------------------------------------------
 
 
-class SQLiteStore:
-    """:class:`gateway.store.base.Store` on one SQLite file. Create with :meth:`open`."""
+class SQLiteStore(Store):
+    """:class:`gateway.store.base.Store` on one SQLite file. Create with :meth:`open`.
+
+    Arguments arrive checked (the public methods of :class:`Store` check them).
+    """
 
     def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
         self._path = path
@@ -551,9 +546,7 @@ class SQLiteStore:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
-        if not isinstance(msg, OutgoingMessage):
-            raise TypeError("add_outgoing takes an OutgoingMessage")
+    async def _add_outgoing(self, msg: OutgoingMessage, audit: AuditEntry | None) -> None:
         at = _ts(msg.created_at)
 
         def run(conn: sqlite3.Connection) -> None:
@@ -579,9 +572,8 @@ class SQLiteStore:
 
         await self._in_write(run)
 
-    async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
-        cutoff = _ts(require_aware("now", now))
-        _check_page(limit)
+    async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
+        cutoff = _ts(now)
 
         def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
             rows = conn.execute(
@@ -596,9 +588,7 @@ class SQLiteStore:
     async def _move_outgoing(
         self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False
     ) -> bool:
-        require_message_id("message_id", message_id)
-        require_status("status", status, OUTGOING_STATUSES)
-        when = _ts(require_aware("at", at))
+        when = _ts(at)
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT status FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
@@ -619,23 +609,21 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def mark_sent(self, message_id: str, at: datetime) -> bool:
+    async def _mark_sent(self, message_id: str, at: datetime) -> bool:
         return await self._move_outgoing(message_id, "sent", at, attempt=True)
 
-    async def mark_failed(self, message_id: str, error_code: str, *, at: datetime | None = None) -> bool:
-        require_error_code("error_code", error_code)
-        return await self._move_outgoing(message_id, "failed", at or self._clock(), error_code=error_code, attempt=True)
+    async def _mark_failed(self, message_id: str, error_code: str, at: datetime | None) -> bool:
+        when = at or require_aware("clock", self._clock())
+        return await self._move_outgoing(message_id, "failed", when, error_code=error_code, attempt=True)
 
-    async def set_status(self, message_id: str, status: str, at: datetime) -> bool:
+    async def _set_status(self, message_id: str, status: str, at: datetime) -> bool:
         return await self._move_outgoing(message_id, status, at)
 
-    async def mark_retry(
-        self, message_id: str, next_attempt_at: datetime, error_code: str, *, at: datetime | None = None
+    async def _mark_retry(
+        self, message_id: str, next_attempt_at: datetime, error_code: str, at: datetime | None
     ) -> bool:
-        require_message_id("message_id", message_id)
-        require_error_code("error_code", error_code)
-        due = _ts(require_aware("next_attempt_at", next_attempt_at))
-        when = _ts(require_aware("at", at or self._clock()))
+        due = _ts(next_attempt_at)
+        when = _ts(at or require_aware("clock", self._clock()))
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT status FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
@@ -652,17 +640,15 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def get_outgoing(self, message_id: str) -> OutboxRecord | None:
+    async def _get_outgoing(self, message_id: str) -> OutboxRecord | None:
         def run(conn: sqlite3.Connection) -> OutboxRecord | None:
             row = conn.execute("SELECT * FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
             return None if row is None else _outbox(row)
 
         return await self._call(run)
 
-    async def status_trail(self, message_id: str, *, direction: Direction = "outgoing") -> list[StatusChange]:
-        column = {"outgoing": "outbox_id", "incoming": "inbox_id"}.get(direction)
-        if column is None:
-            raise ValueError("direction must be 'outgoing' or 'incoming'")
+    async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]:
+        column = {"outgoing": "outbox_id", "incoming": "inbox_id"}[direction]
 
         def run(conn: sqlite3.Connection) -> list[StatusChange]:
             rows = conn.execute(
@@ -674,9 +660,7 @@ class SQLiteStore:
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
-        if not isinstance(msg, IncomingMessage):
-            raise TypeError("add_incoming takes an IncomingMessage")
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None) -> bool:
         at = _ts(msg.received_at)
 
         def run(conn: sqlite3.Connection) -> bool:
@@ -696,10 +680,7 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def list_incoming(self, limit: int, offset: int = 0, status: str | None = None) -> list[InboxRecord]:
-        _check_page(limit, offset)
-        if status is not None:
-            require_status("status", status, INCOMING_STATUSES)
+    async def _list_incoming(self, limit: int, offset: int, status: str | None) -> list[InboxRecord]:
 
         def run(conn: sqlite3.Connection) -> list[InboxRecord]:
             where, args = ("WHERE status = ?", [status]) if status is not None else ("", [])
@@ -710,17 +691,15 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def get_incoming(self, message_id: str) -> InboxRecord | None:
+    async def _get_incoming(self, message_id: str) -> InboxRecord | None:
         def run(conn: sqlite3.Connection) -> InboxRecord | None:
             row = conn.execute("SELECT * FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
             return None if row is None else _inbox(row)
 
         return await self._call(run)
 
-    async def set_incoming_status(self, message_id: str, status: str, at: datetime) -> bool:
-        require_message_id("message_id", message_id)
-        require_status("status", status, INCOMING_STATUSES)
-        when = _ts(require_aware("at", at))
+    async def _set_incoming_status(self, message_id: str, status: str, at: datetime) -> bool:
+        when = _ts(at)
 
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute("SELECT status FROM inbox WHERE message_id = ?", (message_id,)).fetchone()
@@ -736,9 +715,8 @@ class SQLiteStore:
 
     # --- replay guard ---------------------------------------------------------------------
 
-    async def remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
-        require_message_id("message_id", message_id)
-        until = _ts(require_aware("expires_at", expires_at))
+    async def _remember_message_id(self, message_id: str, expires_at: datetime) -> bool:
+        until = _ts(expires_at)
 
         def run(conn: sqlite3.Connection) -> bool:
             cur = conn.execute(
@@ -749,8 +727,8 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def prune_seen(self, now: datetime) -> int:
-        cutoff = _ts(require_aware("now", now))
+    async def _prune_seen(self, now: datetime) -> int:
+        cutoff = _ts(now)
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM seen_message_ids WHERE expires_at < ?", (cutoff,)).rowcount
@@ -759,9 +737,7 @@ class SQLiteStore:
 
     # --- API idempotency keys -------------------------------------------------------------
 
-    async def claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
-        if not isinstance(claim, IdempotencyRecord) or claim.completed:
-            raise TypeError("claim_idempotency_key takes an IdempotencyRecord without an answer")
+    async def _claim_idempotency_key(self, claim: IdempotencyRecord) -> IdempotencyRecord:
 
         def run(conn: sqlite3.Connection) -> IdempotencyRecord:
             # Under the write lock: the check and the insert are one step for every process.
@@ -774,9 +750,7 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
-        if not isinstance(record, IdempotencyRecord) or not record.completed:
-            raise TypeError("complete_idempotency_key takes an IdempotencyRecord with an answer")
+    async def _complete_idempotency_key(self, record: IdempotencyRecord) -> IdempotencyRecord:
 
         def run(conn: sqlite3.Connection) -> IdempotencyRecord:
             row = conn.execute("SELECT * FROM idempotency_keys WHERE key_hash = ?", (record.key_hash,)).fetchone()
@@ -794,7 +768,7 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
+    async def _release_idempotency_key(self, key_hash: str, request_hash: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             return conn.execute(
                 "DELETE FROM idempotency_keys WHERE key_hash = ? AND request_hash = ? AND response_json IS NULL",
@@ -803,8 +777,8 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def prune_idempotency_keys(self, now: datetime) -> int:
-        cutoff = _ts(require_aware("now", now))
+    async def _prune_idempotency_keys(self, now: datetime) -> int:
+        cutoff = _ts(now)
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (cutoff,)).rowcount
@@ -813,9 +787,7 @@ class SQLiteStore:
 
     # --- cases ----------------------------------------------------------------------------
 
-    async def upsert_case(self, case: Case) -> None:
-        if not isinstance(case, Case):
-            raise TypeError("upsert_case takes a Case")
+    async def _upsert_case(self, case: Case) -> None:
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -827,7 +799,7 @@ class SQLiteStore:
 
         await self._in_write(run)
 
-    async def get_case(self, case_ref: str) -> Case | None:
+    async def _get_case(self, case_ref: str) -> Case | None:
         def run(conn: sqlite3.Connection) -> Case | None:
             row = conn.execute("SELECT * FROM cases WHERE case_ref = ?", (case_ref,)).fetchone()
             if row is None:
@@ -838,19 +810,14 @@ class SQLiteStore:
 
     # --- audit ----------------------------------------------------------------------------
 
-    async def append_audit(self, entry: AuditEntry) -> int:
-        if not isinstance(entry, AuditEntry):
-            raise TypeError("append_audit takes an AuditEntry")
+    async def _append_audit(self, entry: AuditEntry) -> int:
 
         def run(conn: sqlite3.Connection) -> int:
             return _insert_audit(conn, entry)
 
         return await self._in_write(run)
 
-    async def read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
-        _check_page(limit)
-        if not isinstance(from_seq, int):
-            raise ValueError("from_seq must be an integer")
+    async def _read_audit(self, from_seq: int, limit: int) -> list[AuditRecord]:
 
         def run(conn: sqlite3.Connection) -> list[AuditRecord]:
             rows = conn.execute(
@@ -860,8 +827,7 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
-        _check_page(limit)
+    async def _query_audit(self, query: AuditQuery, limit: int) -> list[AuditRecord]:
         clauses: list[str] = ["seq > ?"]
         args: list[Any] = [query.after_seq]
         for column, value in (("case_ref", query.case_ref), ("agency", query.agency)):
@@ -889,8 +855,7 @@ class SQLiteStore:
     async def audit_size(self) -> int:
         return await self._call(lambda conn: int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM audit_entries").fetchone()[0]))
 
-    async def audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
-        _check_page(limit)
+    async def _audit_hashes(self, from_seq: int, limit: int) -> list[bytes]:
 
         def run(conn: sqlite3.Connection) -> list[bytes]:
             rows = conn.execute(
@@ -902,11 +867,7 @@ class SQLiteStore:
 
     # --- data keys ------------------------------------------------------------------------
 
-    async def add_data_key(self, key: DataKey) -> DataKey:
-        if not isinstance(key, DataKey):
-            raise TypeError("add_data_key takes a DataKey")
-        if key.wrapped is None:
-            raise ValueError("a new data key must carry its wrapped key")
+    async def _add_data_key(self, key: DataKey) -> DataKey:
 
         def run(conn: sqlite3.Connection) -> DataKey:
             conn.execute(
@@ -927,14 +888,14 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def get_data_key(self, key_id: str) -> DataKey | None:
+    async def _get_data_key(self, key_id: str) -> DataKey | None:
         def run(conn: sqlite3.Connection) -> DataKey | None:
             row = conn.execute("SELECT * FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
             return None if row is None else _data_key(row)
 
         return await self._call(run)
 
-    async def live_case_key(self, case_ref: str) -> DataKey | None:
+    async def _live_case_key(self, case_ref: str) -> DataKey | None:
         def run(conn: sqlite3.Connection) -> DataKey | None:
             row = conn.execute(
                 "SELECT * FROM data_keys WHERE case_ref = ? AND kind = 'case' AND wrapped IS NOT NULL", (case_ref,)
@@ -943,11 +904,10 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def shred_data_keys(
-        self, key_ids: Sequence[str], reason: str, at: datetime, *, audit: Sequence[AuditEntry] = ()
+    async def _shred_data_keys(
+        self, key_ids: list[str], reason: str, at: datetime, audit: tuple[AuditEntry, ...]
     ) -> list[str]:
-        require_error_code("reason", reason)
-        when = _ts(require_aware("at", at))
+        when = _ts(at)
         ids = list(dict.fromkeys(key_ids))
 
         def run(conn: sqlite3.Connection) -> list[str]:
@@ -983,7 +943,7 @@ class SQLiteStore:
         if busy:
             log.warning("store.wal_scrub_incomplete", reason=reason)
 
-    async def case_key_ids(self, case_ref: str) -> list[str]:
+    async def _case_key_ids(self, case_ref: str) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT key_id FROM data_keys WHERE case_ref = ? ORDER BY kind = 'message', created_at, rowid",
@@ -993,9 +953,8 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
-        cutoff = _ts(require_aware("received_before", received_before))
-        _check_page(limit)
+    async def _retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
+        cutoff = _ts(received_before)
 
         def run(conn: sqlite3.Connection) -> list[InboxRecord]:
             rows = conn.execute(
@@ -1008,14 +967,14 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
+    async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
         def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
             rows = conn.execute("SELECT * FROM outbox WHERE case_ref = ? ORDER BY created_at, rowid", (case_ref,)).fetchall()
             return [_outbox(r) for r in rows]
 
         return await self._call(run)
 
-    async def list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
+    async def _list_incoming_for_case(self, case_ref: str) -> list[InboxRecord]:
         def run(conn: sqlite3.Connection) -> list[InboxRecord]:
             rows = conn.execute("SELECT * FROM inbox WHERE case_ref = ? ORDER BY received_at, rowid", (case_ref,)).fetchall()
             return [_inbox(r) for r in rows]
@@ -1024,9 +983,7 @@ class SQLiteStore:
 
     # --- consent withdrawals ----------------------------------------------------------------
 
-    async def add_withdrawal(self, withdrawal: Withdrawal, *, audit: AuditEntry | None = None) -> bool:
-        if not isinstance(withdrawal, Withdrawal):
-            raise TypeError("add_withdrawal takes a Withdrawal")
+    async def _add_withdrawal(self, withdrawal: Withdrawal, audit: AuditEntry | None) -> bool:
         w = withdrawal
 
         def run(conn: sqlite3.Connection) -> bool:
@@ -1045,7 +1002,7 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
+    async def _withdrawals_for_case(self, case_ref: str) -> list[Withdrawal]:
         def run(conn: sqlite3.Connection) -> list[Withdrawal]:
             rows = conn.execute(
                 "SELECT * FROM withdrawals WHERE case_ref = ? ORDER BY withdrawn_at, rowid", (case_ref,)
@@ -1056,9 +1013,7 @@ class SQLiteStore:
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
-        if not isinstance(checkpoint, CheckpointRecord):
-            raise TypeError("add_checkpoint takes a CheckpointRecord")
+    async def _add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
         c = checkpoint
 
         def run(conn: sqlite3.Connection) -> bool:
@@ -1071,7 +1026,7 @@ class SQLiteStore:
 
         return await self._in_write(run)
 
-    async def latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
+    async def _latest_checkpoint(self, origin: str) -> CheckpointRecord | None:
         def run(conn: sqlite3.Connection) -> CheckpointRecord | None:
             row = conn.execute(
                 "SELECT * FROM checkpoints WHERE origin = ? ORDER BY tree_size DESC, signed_at DESC, rowid DESC LIMIT 1",
@@ -1081,10 +1036,9 @@ class SQLiteStore:
 
         return await self._call(run)
 
-    async def list_checkpoints(
-        self, origin: str, *, min_size: int = 0, limit: int = 1000, newest_first: bool = False
+    async def _list_checkpoints(
+        self, origin: str, min_size: int, limit: int, newest_first: bool
     ) -> list[CheckpointRecord]:
-        _check_page(limit)
         order = "tree_size DESC, signed_at DESC, rowid DESC" if newest_first else "tree_size, signed_at, rowid"
 
         def run(conn: sqlite3.Connection) -> list[CheckpointRecord]:
@@ -1138,8 +1092,6 @@ def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:
 
 def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> int:
     """Insert one audit entry inside the caller's transaction; return its seq."""
-    if not isinstance(entry, AuditEntry):
-        raise TypeError("audit must be an AuditEntry")
     cur = conn.execute(
         "INSERT INTO audit_entries (at, event_type, actor, case_ref, message_id, detail_json, entry_hash, agency)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
