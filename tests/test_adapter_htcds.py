@@ -16,8 +16,8 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.htcds import HtcdsAdapter
 from gateway.schema import example_names, find_violations, load_example
-from tests.adapter_checks import assert_hides, fuzz_local_record, fuzz_respelled_sample
-from tests.test_adapters_base import mostly
+from tests.support.adapter_checks import assert_hides, fuzz_local_record, fuzz_respelled_sample
+from tests.support.adapter_checks import mostly
 
 FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "htcds"
 SCHEMA_FILE = FOLDER / "htcds.schema.json"

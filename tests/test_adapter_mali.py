@@ -15,7 +15,7 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.mali import MaliAdapter
 from gateway.schema import example_names, find_violations, load_example
-from tests.adapter_checks import (
+from tests.support.adapter_checks import (
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
 

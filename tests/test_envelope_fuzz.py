@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from gateway import errors
 from gateway.envelope import MemoryReplayGuard, open_sealed, seal
 
-from .envelope_world import NOW, build_world, example_payload
+from testkit.envelope_world import NOW, build_world, example_payload
 
 WORLD = build_world()
 VALID = seal(

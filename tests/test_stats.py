@@ -37,7 +37,7 @@ from gateway.stats import (
     UnknownDimensionError, aggregate, band_of_years, derivable, is_protected, month_range,
 )
 
-from .gateway_pair import NIGERIA, eventually, gateway_pair
+from testkit.gateway_pair import NIGERIA, eventually, gateway_pair
 
 ROOT = Path(__file__).resolve().parent.parent
 MARCH = datetime(2026, 3, 6, 10, 15, tzinfo=timezone.utc)
