@@ -25,7 +25,7 @@ from nacl.public import SealedBox  # noqa: E402
 from gateway.canonical import canonical_bytes  # noqa: E402
 from gateway.envelope import open_sealed, seal  # noqa: E402
 from gateway.schema import load_example, validate_payload  # noqa: E402
-from tests.envelope_world import NOW, build_world  # noqa: E402
+from testkit.envelope_world import NOW, build_world  # noqa: E402
 
 
 def per_call_us(fn: Callable[[], object], n: int, repeats: int = 5) -> float:

@@ -27,7 +27,7 @@ and NE writes ``status delivered <id> <t>`` when the receipt has moved the outbo
 ``delivered`` (CLOCK_MONOTONIC is one clock for all processes of the machine).
 
 Two brokers: NE's gateway talks only to the system RabbitMQ, NG's only to a second node
-started here (``tests/rabbit_nodes.py``); each broker has its country's shipped topology
+started here (``testkit/rabbit_nodes.py``); each broker has its country's shipped topology
 (``deploy/rabbitmq/countries``) and the shipped shovels move ``outbound.<C>`` to the
 partner's ``referrals.ingress`` (ack-mode on-confirm), both ways. Without a
 second node (``--topology one-broker``, or ``auto`` when it is unavailable), both gateways
@@ -70,7 +70,8 @@ from gateway.bootstrap import read_directory  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.schema import load_example  # noqa: E402
 from gateway.settings import Settings, User, with_overrides  # noqa: E402
-from tests.gateway_pair import NIGER, NIGERIA, delete_broker_names, settings_for  # noqa: E402
+from testkit.gateway_pair import NIGER, NIGERIA, delete_broker_names, settings_for  # noqa: E402
+from testkit.lifeline import die_with_parent  # noqa: E402
 
 DEFAULT_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TOKEN_ENV, SECRET_ENV = "LOAD_BENCH_TOKEN", "LOAD_BENCH_PSEUDONYM_SECRET"
@@ -170,7 +171,7 @@ class GatewayProc:
     async def start(self, env: dict[str, str], timeout: float = 60) -> None:
         with open(self.log_path, "ab") as log:
             self.process = await asyncio.create_subprocess_exec(
-                *self.args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
+                *self.args, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 env={**os.environ, **env, "PYTHONUNBUFFERED": "1"})
         assert self.process.stdout is not None
         try:
@@ -559,7 +560,7 @@ class Brokers:
 async def _system_broker_pid(amqp_url: str) -> int | None:
     """OS pid of the system broker's VM (to sample its RSS/CPU), or None if rabbitmqctl cannot tell."""
     try:
-        from tests.rabbit_nodes import system_node
+        from testkit.rabbit_nodes import system_node
 
         return int((await system_node(amqp_url).ctl("eval", "os:getpid().", timeout=30)).strip().strip('"'))
     except Exception:  # noqa: BLE001 - optional information
@@ -591,16 +592,16 @@ async def one_broker(args: argparse.Namespace, why: str = "") -> AsyncIterator[B
 
 @asynccontextmanager
 async def brokers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Brokers]:
-    """The system broker only, or two nodes joined by shovels (tests/rabbit_nodes.py)."""
+    """The system broker only, or two nodes joined by shovels (testkit/rabbit_nodes.py)."""
     if args.topology == "one-broker":
         async with one_broker(args) as found:
             yield found
         return
     try:
-        from tests import rabbit_nodes
+        from testkit import rabbit_nodes
     except ImportError:
         rabbit_nodes = None  # type: ignore[assignment]
-    why = "tests/rabbit_nodes.py not available" if rabbit_nodes is None else rabbit_nodes.rabbit_available()
+    why = "testkit/rabbit_nodes.py not available" if rabbit_nodes is None else rabbit_nodes.rabbit_available()
     if why:
         if args.topology == "two-brokers":
             raise SystemExit(f"cannot run two brokers: {why}")
@@ -636,7 +637,7 @@ async def two_brokers(args: argparse.Namespace, tmp: Path) -> AsyncIterator[Brok
     its country's shipped topology (deploy/rabbitmq/countries) under this run's names, and
     the shipped shovels (``outbound.<C>`` -> partner's ``referrals.ingress``, ack-mode
     on-confirm) are set on both, pointing straight at the other node (no proxy)."""
-    from tests.rabbit_nodes import delete_shovel, provision_country, set_shovel, start_node, system_node
+    from testkit.rabbit_nodes import delete_shovel, provision_country, set_shovel, start_node, system_node
 
     system = system_node(args.amqp_url)
     await system.ensure_plugin("rabbitmq_shovel")
@@ -1095,6 +1096,7 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(args.log_level)
     if args.gateway_process:
+        die_with_parent()  # stdin is the benchmark's pipe: end with it, even if it is SIGKILLed
         asyncio.run(gateway_process(args))
         return
     if args.quick:

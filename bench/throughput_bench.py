@@ -5,7 +5,7 @@ aio-pika with the same delivery guarantees, in one run.
         [--amqp-url amqp://guest:guest@127.0.0.1:5672/] [--profile]
 
 Gateway: NE (this process) submits ``--n`` referral.requests, ``--batch`` at a time
-concurrently, to NG (its own process, ``tests/faults/ng_process.py``). Timed from the first
+concurrently, to NG (its own process, ``testkit/ng_process.py``). Timed from the first
 submit until NG's inbox holds all of them and every NE outbox status is ``delivered`` (NG's
 signed receipt came back), counted from the two SQLite stores. Each referral is two broker
 messages (request + delivered receipt) and about fifteen fsync'd SQLite commits.
@@ -49,14 +49,14 @@ from gateway.bootstrap import read_directory  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from gateway.store import AuditEntry, open_store  # noqa: E402
-from tests.faults.harness import (  # noqa: E402
+from testkit.harness import (  # noqa: E402
     BusyMeter,
     GatewayProcess,
     db_path,
     in_process_gateway,
     submit_referrals,
 )
-from tests.gateway_pair import NIGER, NIGERIA, delete_broker_names, settings_for  # noqa: E402
+from testkit.gateway_pair import NIGER, NIGERIA, delete_broker_names, settings_for  # noqa: E402
 
 WRITES = {"add_outgoing", "mark_sent", "mark_retry", "mark_failed", "set_status", "add_incoming",
           "set_incoming_status", "upsert_case", "append_audit", "remember_message_id"}

@@ -9,8 +9,19 @@ from urllib.parse import urlparse
 import pytest
 import structlog
 
+from testkit.lifeline import reap_orphans
+from tests.support.hypothesis_profiles import register_profiles
+
+# Before any test module is imported: their ``scaled(...)`` settings read the loaded profile.
+register_profiles()  # pytest's header names the loaded one
+
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 POSTGRES_DSN = os.environ.get("POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Kill what earlier runs left behind (their watchdog was killed too; testkit/lifeline.py)."""
+    reap_orphans()
 
 
 def _reachable(url: str, default_port: int) -> bool:

@@ -16,8 +16,9 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.htcds import HtcdsAdapter
 from gateway.schema import example_names, find_violations, load_example
-from tests.adapter_checks import assert_hides, fuzz_local_record, fuzz_respelled_sample
-from tests.test_adapters_base import mostly
+from tests.support.adapter_checks import assert_hides, fuzz_local_record, fuzz_respelled_sample
+from tests.support.adapter_checks import mostly
+from tests.support.hypothesis_profiles import scaled
 
 FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "htcds"
 SCHEMA_FILE = FOLDER / "htcds.schema.json"
@@ -360,7 +361,7 @@ OVERRIDES = {
 }
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
     htcds = get_adapter("htcds")
@@ -370,7 +371,7 @@ def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
                       drop=("cas_ReasonForOutgoingReferral", "cas_Status"), defaults={"cns_RecipientCountries": ["NG"]})
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""
@@ -380,7 +381,7 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
                           refusable={"cas_ReasonForOutgoingReferral", "cns_Purposes", "prs_IsMinor", "cns_DecisionMaker"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(
     nationality=st.sampled_from(["Nigerian", "Nigeria", "NG", "Niger", "Benin", "Mali", "Chad", "Ghana"]),
     case=st.sampled_from([str.upper, str.lower, str.title, lambda s: s]),

@@ -15,9 +15,10 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.mali import MaliAdapter
 from gateway.schema import example_names, find_violations, load_example
-from tests.adapter_checks import (
+from tests.support.adapter_checks import (
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
+from tests.support.hypothesis_profiles import scaled
 
 FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "mali"
 SAMPLES = sorted((FOLDER / "samples").glob("*.json"))
@@ -339,7 +340,7 @@ LOCAL_SCHEMA = json.loads((FOLDER / "fiche.schema.json").read_text(encoding="utf
 OVERRIDES = day_month_year_overrides("inconnue", "date_heure")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
     mali = get_adapter("mali")
@@ -348,7 +349,7 @@ def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
                       birth_dates=local_dates("%d/%m/%Y", date(1940, 1, 1), date(2025, 12, 31)), drop=("finalites_demandees",))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""
@@ -358,7 +359,7 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
                           refusable={"finalites_demandees", "consentement.finalites", "mineur", "consentement.donne_par"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(
     nationalite=st.sampled_from(["malienne", "Mali", "nigériane", "Guinée", "burkinabè", "Sénégal", "Niger"]),
     case=st.sampled_from([str.upper, str.lower, str.title, lambda s: s]),

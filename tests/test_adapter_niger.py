@@ -15,9 +15,10 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.niger import NigerAdapter
 from gateway.schema import example_names, find_violations, load_example
-from tests.adapter_checks import (
+from tests.support.adapter_checks import (
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
+from tests.support.hypothesis_profiles import scaled
 
 FOLDER = Path(__file__).resolve().parent.parent / "adapters" / "niger"
 SAMPLES = sorted((FOLDER / "samples").glob("*.json"))
@@ -250,7 +251,7 @@ LOCAL_SCHEMA = json.loads((FOLDER / "fiche.schema.json").read_text(encoding="utf
 OVERRIDES = day_month_year_overrides("inconnue", "date_heure")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
     niger = get_adapter("niger")
@@ -259,7 +260,7 @@ def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
                       birth_dates=local_dates("%d/%m/%Y", date(1940, 1, 1), date(2025, 12, 31)), drop=("finalites_demandees",))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""
@@ -269,7 +270,7 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
                           refusable={"finalites_demandees", "consentement.finalites", "mineur"})
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(
     nationalite=st.sampled_from(["nigériane", "Nigeria", "Niger", "Bénin", "Mali", "Tchad", "Ghana"]),
     case=st.sampled_from([str.upper, str.lower, str.title, lambda s: s]),

@@ -15,9 +15,10 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.nigeria import NigeriaAdapter
 from gateway.schema import example_names, find_violations, load_example
-from tests.adapter_checks import (
+from tests.support.adapter_checks import (
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
+from tests.support.hypothesis_profiles import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "adapters" / "nigeria"
@@ -312,7 +313,7 @@ LOCAL_SCHEMA = json.loads((SCHEMA_FILE).read_text(encoding="utf-8"))
 OVERRIDES = day_month_year_overrides("unknown", "datetime")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(data=st.data())
 def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
     nigeria = get_adapter("nigeria")
@@ -321,7 +322,7 @@ def test_fuzz_valid_payload_or_adapter_error(data: st.DataObject) -> None:
                       birth_dates=local_dates("%d/%m/%Y", date(1940, 1, 1), date(2025, 12, 31)), drop=("requested_purposes", "zonal_office"))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     """Samples with their coded fields re-drawn from the code lists (any case): valid or a named error."""

@@ -8,7 +8,7 @@ import json
 from gateway.schema import load_example
 from gateway.store import StoreUnavailableError
 
-from .gateway_pair import NIGERIA, eventually
+from testkit.gateway_pair import NIGERIA, eventually
 from .test_api_world import api_pair, assert_conforms
 
 ACCEPT = {"decision": "accepted", "accepted_purposes": ["safety_assessment", "family_tracing"]}

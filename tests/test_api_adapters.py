@@ -7,7 +7,7 @@ from pathlib import Path
 
 from adapters import get_adapter
 
-from .gateway_pair import NIGERIA, ROOT, eventually
+from testkit.gateway_pair import NIGERIA, ROOT, eventually
 from .test_api_world import api_pair, assert_conforms
 
 FICHE = json.loads((ROOT / "adapters" / "niger" / "samples" / "adulte_nigeriane_securite_recherche.json")

@@ -23,7 +23,7 @@ from gateway.clock import format_ts
 from gateway.schema import load_example
 from gateway.service import Actor
 
-from .gateway_pair import NIGERIA, ROOT, eventually
+from testkit.gateway_pair import NIGERIA, ROOT, eventually
 from .test_api_world import Agency, api_pair, assert_conforms
 
 SUBJECT = ("Amaka", "Testfixture", "Ngozi", "+2348000000001", "Benin City")  # from the example referral

@@ -12,7 +12,7 @@ from gateway.api.roles import policy_of
 from gateway.schema import load_example
 from gateway.settings import User
 
-from .gateway_pair import NIGERIA, eventually
+from testkit.gateway_pair import NIGERIA, eventually
 from .test_api_world import api_pair, users_for
 
 SOME_ID = "5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4"

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 
 from gateway.schema import load_example
 
-from .gateway_pair import NIGER, NIGERIA, ROOT, eventually
+from testkit.gateway_pair import NIGER, NIGERIA, ROOT, eventually
 from .test_api_world import OPENAPI_URI, Agency, api_pair, document_registry
 
 #: Violation rules of the code checks that run after the schema (docs/api.md).

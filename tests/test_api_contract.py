@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 from gateway.schema import load_example
 
-from .gateway_pair import NIGERIA, ROOT, eventually
+from testkit.gateway_pair import NIGERIA, ROOT, eventually
 from .test_api_world import Agency, api_pair
 
 CANARY = "Cnry7Qx"  # sent as a value

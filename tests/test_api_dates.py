@@ -12,7 +12,7 @@ from gateway.schema import SCHEMA_DIR, load_example
 from gateway.store import Withdrawal
 from gateway.store.sqlite import _dt, _ts
 
-from .gateway_pair import NIGERIA, eventually
+from testkit.gateway_pair import NIGERIA, eventually
 from .test_api_world import api_pair
 
 WITHDRAWAL = {"withdrawn_at": "2026-01-20T10:00:00Z", "decision_maker": "self", "scope": "all_purposes",

@@ -10,7 +10,7 @@ from datetime import timedelta
 from gateway.schema import load_example
 from gateway.store import StoreUnavailableError
 
-from .gateway_pair import NIGERIA, eventually
+from testkit.gateway_pair import NIGERIA, eventually
 from .test_api_world import api_pair, assert_conforms
 
 CASE = "ne-ng-idemcase00001"

@@ -15,7 +15,7 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway.schema import MESSAGE_TYPES, load_example
 
-from .gateway_pair import NIGERIA
+from testkit.gateway_pair import NIGERIA
 from .test_api_world import OPENAPI_URI, api_pair, request_validator
 
 #: The required skeleton of an OpenAPI 3.1 document (a minimal slice of the official schema).

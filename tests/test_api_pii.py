@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from gateway.schema import load_example
 
-from .gateway_pair import NIGERIA, eventually
+from testkit.gateway_pair import NIGERIA, eventually
 from .test_api_world import api_pair
 
 GIVEN, FAMILY = "Zyxwvuta", "Qwertyfixture"

@@ -1,6 +1,6 @@
 """Shared set-up for the API tests (no tests here): two gateways, an HTTP client for each.
 
-``api_pair`` starts NE and NG on the in-process broker (tests/gateway_pair.py) and serves
+``api_pair`` starts NE and NG on the in-process broker (testkit/gateway_pair.py) and serves
 ``create_app`` for each through aiohttp's TestServer, with one user per role and random
 tokens whose SHA-256 is all the settings hold.
 """
@@ -24,7 +24,7 @@ from gateway.api import create_app
 from gateway.service import Gateway
 from gateway.settings import ROLES, User, with_overrides
 
-from .gateway_pair import ROOT, gateway_pair
+from testkit.gateway_pair import ROOT, gateway_pair
 
 PSEUDONYM_SECRET = "5e" * 32
 

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.audit import merkle
+from tests.support.hypothesis_profiles import scaled
 
 # --- the RFC, written out as plainly as it reads (independent of merkle.py) --------------------
 
@@ -181,7 +182,7 @@ def test_bad_arguments() -> None:
 # --- random trees ------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled(60), deadline=None)
 @given(n=st.integers(1, 300), data=st.data(), salt=st.binary(max_size=8))
 def test_random_trees(n: int, data: st.DataObject, salt: bytes) -> None:
     d = leaves(n, salt)

@@ -23,7 +23,7 @@ import rfc8785
 
 from gateway.service import SYSTEM_ACTOR
 
-from .gateway_pair import ROOT
+from testkit.gateway_pair import ROOT
 from .test_api_audit import NEEDLES, World, populated
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.canonical import DuplicateKeyError, canonical_bytes, strict_loads
+from tests.support.hypothesis_profiles import scaled
 
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 json_values = st.recursive(
@@ -17,7 +18,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=scaled(1500), deadline=None)
 @given(json_values)
 def test_matches_reference_encoder(value) -> None:
     try:

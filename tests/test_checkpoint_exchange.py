@@ -11,7 +11,7 @@ from gateway.b64 import b64url_encode
 from gateway.schema import load_example
 from gateway.service import Actor
 
-from .gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_pair
+from testkit.gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_pair
 
 WORKER = Actor("amina.caseworker", "caseworker")
 

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.cli import build_parser
 
-from .gateway_pair import ROOT
+from testkit.gateway_pair import ROOT
 
 
 def _parsers(parser: argparse.ArgumentParser, path: str = "gateway"):

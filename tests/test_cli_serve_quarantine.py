@@ -18,7 +18,7 @@ from gateway.cli import main
 from gateway.schema import load_example
 from gateway.service import Actor
 
-from .gateway_pair import NIGER, NIGERIA, ROOT, eventually, gateway_pair
+from testkit.gateway_pair import NIGER, NIGERIA, ROOT, eventually, gateway_pair
 
 pytestmark = pytest.mark.broker
 

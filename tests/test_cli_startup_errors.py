@@ -23,7 +23,7 @@ from yarl import URL
 from gateway.keyfile import generate_agency_keys, key_path, write_key_file
 from gateway.clock import utcnow
 
-from .gateway_pair import NIGERIA, ROOT
+from testkit.gateway_pair import NIGERIA, ROOT
 
 #: A start that hangs fails here instead of hanging the suite.
 TIMEOUT_S = 60

@@ -6,7 +6,7 @@ import pytest
 
 from gateway.cli import main
 
-from .envelope_world import example_payload
+from testkit.envelope_world import example_payload
 from .test_envelope import _strings
 
 

@@ -18,7 +18,7 @@ from gateway.schema import load_example
 from gateway.service import Actor, derived_message_id
 from gateway.transport.base import H_RECIPIENT, H_SENDER
 
-from .gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
+from testkit.gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
 
 pytestmark = pytest.mark.broker
 

@@ -24,7 +24,7 @@ from gateway.envelope import (
 )
 from gateway.keys import AgencyIdentity
 
-from .envelope_world import NOW, World, build_world, example_payload, forge, header_for
+from testkit.envelope_world import NOW, World, build_world, example_payload, forge, header_for
 
 
 @pytest.fixture(scope="module")

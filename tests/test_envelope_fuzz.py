@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from gateway import errors
 from gateway.envelope import MemoryReplayGuard, open_sealed, seal
 
-from .envelope_world import NOW, build_world, example_payload
+from testkit.envelope_world import NOW, build_world, example_payload
+from tests.support.hypothesis_profiles import scaled
 
 WORLD = build_world()
 VALID = seal(
@@ -20,7 +21,7 @@ VALID = seal(
 )[1]
 EXPECTED = open_sealed(VALID, recipient=WORLD.nigeria, directory=WORLD.directory, replay_guard=None, now=NOW)
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=scaled(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _open(data: bytes):

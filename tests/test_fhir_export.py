@@ -37,6 +37,7 @@ from gateway.errors import SchemaInvalidError, UnknownAgencyError
 from gateway.keyfile import parse_authority_public
 from gateway.settings import ROLES
 from gateway.store.base import OUTGOING_STATUSES, AuditRecord
+from tests.support.hypothesis_profiles import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "keys" / "demo"
@@ -617,7 +618,7 @@ def _cut_to(purposes: list[str], extra_consented: list[str]) -> dict[str, Any]:
     return payload
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=scaled(60), deadline=None)
 @given(
     purposes=st.lists(st.sampled_from(schema.PURPOSES), min_size=1, unique=True),
     extra=st.lists(st.sampled_from(schema.PURPOSES), unique=True),

@@ -30,7 +30,7 @@ from gateway.logs import configure_logging, install_loop_exception_handler
 from gateway.schema import load_example
 from gateway.settings import with_overrides
 
-from .gateway_pair import NIGERIA, gateway_pair
+from testkit.gateway_pair import NIGERIA, gateway_pair
 from .test_api_world import PSEUDONYM_SECRET, users_for
 
 WRONG_TOKEN = "cAnArYwRoNgToKeN" + secrets.token_hex(8)

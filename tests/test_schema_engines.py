@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from gateway import schema
 from gateway.schema import example_message_type, example_names
+from tests.support.hypothesis_profiles import scaled
 
 EXAMPLES = [(example_message_type(n), n) for n in example_names()]
 
@@ -51,7 +52,7 @@ def _paths(value, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_engines_agree_on_mutated_examples(data) -> None:
     message_type, name = data.draw(st.sampled_from(EXAMPLES))

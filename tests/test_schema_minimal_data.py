@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway import schema
 from gateway.errors import Violation
+from tests.support.hypothesis_profiles import scaled
 
 FULL = schema.load_example("referral.request", "all_purposes")
 TABLE = schema.minimal_data_table()
@@ -124,7 +125,7 @@ def test_allowed_person_fields_is_the_union() -> None:
         schema.allowed_person_fields(["prosecution"])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=scaled(150), deadline=None)
 @given(
     purposes=st.lists(st.sampled_from(schema.PURPOSES), min_size=1, unique=True),
     fields=st.sets(st.sampled_from(RESTRICTED)),

@@ -18,7 +18,7 @@ from gateway.store import StoreUnavailableError, Withdrawal
 from gateway.transport import Delivery, Disposition
 from gateway.transport.memory import _Message
 
-from .gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_pair
+from testkit.gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_pair
 
 WORKER = Actor("amina.caseworker", "caseworker")
 OFFICER = Actor("officer.ng", "caseworker")

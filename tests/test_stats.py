@@ -37,7 +37,8 @@ from gateway.stats import (
     UnknownDimensionError, aggregate, band_of_years, derivable, is_protected, month_range,
 )
 
-from .gateway_pair import NIGERIA, eventually, gateway_pair
+from testkit.gateway_pair import NIGERIA, eventually, gateway_pair
+from tests.support.hypothesis_profiles import scaled
 
 ROOT = Path(__file__).resolve().parent.parent
 MARCH = datetime(2026, 3, 6, 10, 15, tzinfo=timezone.utc)
@@ -459,7 +460,7 @@ wide_records = st.lists(
     ),
     min_size=20, max_size=150,
 )
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=scaled(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROPERTY
@@ -468,7 +469,7 @@ def test_every_report_is_protected_and_true(records: list[StatsRecord], threshol
     check_report(records, threshold)
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=scaled(20), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(wide_records, st.integers(min_value=2, max_value=15))
 def test_wide_sparse_reports_are_protected_and_true(records: list[StatsRecord], threshold: int) -> None:
     check_report(records, threshold)

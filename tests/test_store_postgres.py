@@ -12,7 +12,7 @@ from typing import AsyncIterator
 
 import asyncpg
 import pytest
-from .store_conformance import T0, StoreConformance, audit, idem_answer, idem_claim, incoming, new_id, outgoing
+from tests.support.store_conformance import T0, StoreConformance, audit, idem_answer, idem_claim, incoming, new_id, outgoing
 
 from gateway.store import (
     SchemaVersionError,
@@ -497,7 +497,7 @@ async def test_two_gateway_processes_of_one_agency_share_one_store(pg: PostgresH
     from gateway.service import Actor
     from gateway.transport import MemoryBroker
 
-    from .gateway_pair import NIGER, NIGERIA, eventually, settings_for
+    from testkit.gateway_pair import NIGER, NIGERIA, eventually, settings_for
 
     broker = MemoryBroker()
     gateways = []

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from .store_conformance import T0, StoreConformance, audit, incoming, outgoing
+from tests.support.store_conformance import T0, StoreConformance, audit, incoming, outgoing
 
 from gateway.errors import GatewayError
 from gateway.store import (

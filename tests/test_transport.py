@@ -27,7 +27,7 @@ import aio_pika
 import aiormq.exceptions
 import pytest
 
-from tests.tcp_proxy import TcpProxy
+from testkit.tcp_proxy import TcpProxy
 from gateway.errors import GatewayError
 from gateway.transport import (
     AmqpTransport,

@@ -16,7 +16,7 @@ from gateway.schema import load_example
 from gateway.service import Actor
 from gateway.transport import Delivery
 
-from .gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_group, gateway_pair
+from testkit.gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_group, gateway_pair
 
 NG_IOM = "NG-IOM"
 WORKER = Actor("amina.caseworker", "caseworker")

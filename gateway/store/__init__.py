@@ -3,7 +3,7 @@
 Use :func:`open_store` with a URL; code against :class:`Store`. Backends: ``sqlite``
 (embedded default) and ``postgresql`` (``gateway/store/postgres.py``, asyncpg: one store
 shared by several gateway processes). Both pass the same conformance suite,
-``tests/store_conformance.py``. See docs/store.md and deploy/postgres.md.
+``tests/support/store_conformance.py``. See docs/store.md and deploy/postgres.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The store interface: rows as frozen dataclasses, the ``Store`` protocol, store errors.
 
 Every backend (``sqlite.py`` now, PostgreSQL later) implements :class:`Store` and runs the
-same conformance suite (``tests/store_conformance.py``). The status-order rules are pure
+same conformance suite (``tests/support/store_conformance.py``). The status-order rules are pure
 functions here so that every backend decides "forward or stale?" the same way.
 """
 

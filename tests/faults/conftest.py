@@ -9,9 +9,9 @@ from typing import AsyncIterator, Callable
 import pytest
 
 from gateway.bootstrap import read_directory
-from tests.gateway_pair import NIGER, delete_broker_names, settings_for
+from testkit.gateway_pair import NIGER, delete_broker_names, settings_for
 
-from .harness import GatewayProcess
+from testkit.harness import GatewayProcess
 
 
 @pytest.fixture

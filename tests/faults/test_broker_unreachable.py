@@ -16,11 +16,11 @@ import pytest
 from gateway.schema import load_example
 from gateway.settings import User
 
-from tests.gateway_pair import NIGERIA
+from testkit.gateway_pair import NIGERIA
 
-from tests.tcp_proxy import TcpProxy
+from testkit.tcp_proxy import TcpProxy
 
-from .harness import WORKER, in_process_gateway, wait_until
+from testkit.harness import WORKER, in_process_gateway, wait_until
 
 pytestmark = pytest.mark.broker
 

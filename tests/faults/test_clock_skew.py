@@ -15,9 +15,9 @@ from gateway.clock import utcnow
 from gateway.envelope import EnvelopePolicy
 from gateway.service import derived_message_id
 
-from tests.gateway_pair import NIGERIA
+from testkit.gateway_pair import NIGERIA
 
-from .harness import in_process_gateway, submit_referrals, wait_until
+from testkit.harness import in_process_gateway, submit_referrals, wait_until
 
 pytestmark = pytest.mark.broker
 

@@ -15,9 +15,9 @@ import pytest
 
 from gateway.schema import load_example
 
-from tests.gateway_pair import NIGER, NIGERIA
+from testkit.gateway_pair import NIGER, NIGERIA
 
-from .harness import db_path, in_process_gateway, table_counts, wait_until
+from testkit.harness import db_path, in_process_gateway, table_counts, wait_until
 
 pytestmark = pytest.mark.broker
 

@@ -28,9 +28,9 @@ from gateway.schema import load_example
 from gateway.service import Actor
 from gateway.transport.base import H_RECIPIENT, H_SENDER
 
-from tests.gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
+from testkit.gateway_pair import NIGER, NIGERIA, eventually, gateway_pair
 
-from .harness import WORKER
+from testkit.harness import WORKER
 
 pytestmark = pytest.mark.broker
 

@@ -28,9 +28,9 @@ from gateway.envelope import seal
 from gateway.schema import load_example
 from gateway.service import Gateway
 
-from tests.gateway_pair import NIGER, NIGERIA
+from testkit.gateway_pair import NIGER, NIGERIA
 
-from .harness import WORKER, in_process_gateway, wait_until
+from testkit.harness import WORKER, in_process_gateway, wait_until
 
 pytestmark = pytest.mark.broker
 

@@ -11,9 +11,9 @@ import pytest
 
 from gateway.service import derived_message_id
 
-from tests.gateway_pair import NIGER, NIGERIA
+from testkit.gateway_pair import NIGER, NIGERIA
 
-from .harness import (
+from testkit.harness import (
     db_path,
     in_process_gateway,
     metric,

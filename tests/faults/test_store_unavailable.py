@@ -27,10 +27,10 @@ from gateway.schema import load_example
 from gateway.service import Gateway
 from gateway.settings import User
 
-from tests.gateway_pair import NIGER, NIGERIA
+from testkit.gateway_pair import NIGER, NIGERIA
 
-from .harness import db_path, in_process_gateway, table_counts, wait_until
-from .two_brokers import require
+from testkit.harness import db_path, in_process_gateway, table_counts, wait_until
+from tests.support.two_brokers import require
 
 pytestmark = pytest.mark.broker
 

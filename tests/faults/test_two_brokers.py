@@ -15,9 +15,9 @@ import pytest
 
 from gateway.service import derived_message_id
 
-from tests.gateway_pair import NIGER, NIGERIA
+from testkit.gateway_pair import NIGER, NIGERIA
 
-from .harness import (
+from testkit.harness import (
     GatewayProcess,
     db_path,
     in_process_gateway,
@@ -28,7 +28,7 @@ from .harness import (
     table_counts,
     wait_until,
 )
-from .two_brokers import TwoBrokers, ng_node, tally, two_brokers  # noqa: F401 - fixtures
+from tests.support.two_brokers import TwoBrokers, ng_node, tally, two_brokers  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.broker
 

@@ -18,7 +18,7 @@ from gateway.clock import format_ts
 from gateway.envelope import envelope_signing_input, payload_signing_input, seal
 from gateway.keys import key_id
 
-from tests.envelope_world import NOW, build_world, example_payload, forge, header_for
+from testkit.envelope_world import NOW, build_world, example_payload, forge, header_for
 
 OUT = Path(__file__).with_name("envelope-v1.json")
 

@@ -13,8 +13,8 @@ from typing import AsyncIterator, Iterator
 import pytest
 
 from gateway.store import Store
-
-from tests.rabbit_nodes import (
+from testkit.harness import db_path, received_audit_counts, statuses, table_counts
+from testkit.rabbit_nodes import (
     CountryTopology,
     RabbitNode,
     RabbitNodeError,
@@ -25,8 +25,6 @@ from tests.rabbit_nodes import (
     start_node,
     system_node,
 )
-
-from .harness import db_path, received_audit_counts, statuses, table_counts
 
 CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -106,7 +104,7 @@ class Tally:
 
 
 async def tally(tmp: Path, ne_store: Store, ng_store: Store, ids: list[str]) -> Tally:
-    from tests.gateway_pair import NIGERIA
+    from testkit.gateway_pair import NIGERIA
 
     status = await statuses(ne_store, ids)
     stored = {i for i in ids if await ng_store.get_incoming(i) is not None}

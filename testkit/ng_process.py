@@ -1,8 +1,8 @@
 """Run one gateway (default NG-NAPTIP) in its own process, for the fault tests and the benchmark.
 
-    python -m tests.faults.ng_process --tmp DIR --run-id ID --amqp-url URL
+    python -m testkit.ng_process --tmp DIR --run-id ID --amqp-url URL
         [--agency NG-NAPTIP] [--crash-marker PATH] [--metrics-out PATH] [--prefetch N]
-        [--log-level info] [--busy-out PATH] [--http-port N]
+        [--log-level info] [--busy-out PATH] [--http-port N] [--die-with-parent]
 
 Prints ``READY <pid>`` on stdout once consuming. SIGTERM (or SIGINT) stops it gracefully:
 ``Gateway.stop()`` (unacked deliveries go back to the broker), metrics to ``--metrics-out``,
@@ -15,6 +15,9 @@ a restart with the same arguments runs normally.
 
 ``--crash-after-outbox N`` (with ``--crash-marker``): die instead right after the N-th
 referral.request was committed to the outbox (stored, its POST not answered).
+
+``--die-with-parent``: stdin is a pipe from the parent that it never writes to; when it
+closes (the parent ended, even by SIGKILL) this process kills itself (testkit/lifeline.py).
 
 ``--http-port N``: also serve the HTTP API on 127.0.0.1:N (as ``gateway serve`` does), with
 one caseworker whose bearer token is the environment variable ``FAULT_API_TOKEN``.
@@ -40,8 +43,9 @@ from gateway.logs import configure_logging
 from gateway.settings import User
 from gateway.store import IncomingMessage, Store
 
-from tests.faults.harness import BusyMeter
-from tests.gateway_pair import NIGERIA, settings_for
+from testkit.harness import BusyMeter
+from testkit.lifeline import die_with_parent
+from testkit.gateway_pair import NIGERIA, settings_for
 
 
 class CrashAfterFirstStore:
@@ -144,7 +148,11 @@ def main() -> None:
                         help="with --crash-marker: die after the Nth referral committed to the outbox instead")
     parser.add_argument("--http-port", type=int, default=0, help="also serve the HTTP API on 127.0.0.1:PORT")
     parser.add_argument("--busy-out", help="benchmark: on SIGUSR1 write loop/store busy seconds (JSON) here")
+    parser.add_argument("--die-with-parent", action="store_true",
+                        help="stdin is a pipe from the parent: die (SIGKILL) when it closes")
     args = parser.parse_args()
+    if args.die_with_parent:
+        die_with_parent()
     configure_logging(args.log_level)
     asyncio.run(run(args))
     sys.exit(0)

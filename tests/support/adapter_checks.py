@@ -4,15 +4,81 @@ only what is particular to its format: the local schema, overrides and nudges)."
 from __future__ import annotations
 
 import copy
+import string
 from datetime import date
 from typing import Any, Callable, Iterable, Mapping
 
 from hypothesis import strategies as st
 
 from adapters import AdapterError, MappingAdapter
+from adapters.base import MappingTable, normalise
 from gateway.errors import SchemaInvalidError
 from gateway.schema import PURPOSES, find_violations
-from tests.test_adapters_base import mostly, records_from_schema
+
+# --- a hypothesis strategy from a local JSON Schema ------------------------------------
+
+_WORDS = st.text(alphabet=string.ascii_letters + "éèçàÉ' -", min_size=0, max_size=12)
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any], odds: int = 25) -> st.SearchStrategy[Any]:
+    """``good`` about (odds-1)/odds of the time: a record has dozens of fields, and one bad value fails it."""
+    return st.sampled_from(range(odds)).flatmap(lambda i: bad if i == odds - 1 else good)
+
+
+def records_from_schema(schema: dict[str, Any], table: MappingTable,
+                        overrides: dict[str, st.SearchStrategy[Any]] | None = None) -> st.SearchStrategy[Any]:
+    """Local records shaped by a local JSON Schema, with coded values drawn mostly from the code lists.
+
+    Understands what local schemas here use: type (or a list of types), properties, required,
+    items, maxItems, oneOf, local ``$ref`` to ``$defs``, ``x-code-list`` (a code list name in
+    ``table``), pattern and min/max. ``overrides`` maps a ``$defs`` name to a strategy (dates).
+    Values are often valid, sometimes missing ("inconnu", ""), sometimes garbage: the adapter
+    must answer every one with a valid payload or an AdapterError.
+    """
+    defs = schema.get("$defs", {})
+    overrides = overrides or {}
+    missing = sorted(table.missing_values) + ["Inconnu", "NSP"]
+
+    def coded(name: str) -> st.SearchStrategy[Any]:
+        good = st.sampled_from(sorted(table.code_lists[name].codes))
+        spelled = st.one_of(good, good.map(str.upper), good.map(normalise))
+        return mostly(spelled, st.one_of(st.sampled_from(missing), _WORDS))
+
+    def build(node: Any) -> st.SearchStrategy[Any]:
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            return overrides[name] if name in overrides else build(defs[name])
+        if "oneOf" in node:  # the first alternative is the usual shape; the others are rarer
+            first, *rest = node["oneOf"]
+            return mostly(build(first), st.one_of(*[build(n) for n in rest]), 10) if rest else build(first)
+        types = node.get("type", "string")
+        types = types if isinstance(types, list) else [types]
+        options = []
+        if "object" in types:
+            props = node.get("properties", {})
+            required = {k: build(v) for k, v in props.items() if k in node.get("required", [])}
+            optional = {k: build(v) for k, v in props.items() if k not in required}
+            options.append(st.fixed_dictionaries(required, optional=optional))
+        if "array" in types:
+            items = build(node.get("items", {}))
+            options.append(mostly(st.lists(items, min_size=1, max_size=min(node.get("maxItems", 4), 4)), st.just([]), 10))
+        if "string" in types:
+            if "x-code-list" in node:
+                options.append(coded(node["x-code-list"]))
+            elif "pattern" in node:
+                options.append(st.from_regex(node["pattern"], fullmatch=True).filter(lambda s: len(s) <= node.get("maxLength", 10**6)))
+            else:
+                options.append(mostly(_WORDS.filter(lambda s: len(s) <= node.get("maxLength", 200)), st.sampled_from(missing)))
+        if "integer" in types:
+            options.append(st.integers(node.get("minimum", -5), node.get("maximum", 200)))
+        if "string" in types and "integer" in types:  # a number, or a missing value
+            return mostly(options[-1], options[0])
+        if "boolean" in types:
+            options.append(st.booleans())
+        return st.one_of(*options)
+
+    return build(schema)
+
 
 #: Purposes given to ``to_shared`` by the fuzz tests: mostly none (the record's own).
 PURPOSES_OR_NONE = mostly(st.none(), st.lists(st.sampled_from(PURPOSES), min_size=1, max_size=5, unique=True), 3)

@@ -2,8 +2,8 @@
 ``Store`` interface only (the idea of Trillian's storage/testonly).
 
 A backend runs it by subclassing :class:`StoreConformance` in its own test module
-(``from .store_conformance import StoreConformance``) and providing one fixture, ``harness``, that returns a :class:`StoreHarness` for a fresh,
-empty database::
+(``from tests.support.store_conformance import StoreConformance``) and providing one
+fixture, ``harness``, that returns a :class:`StoreHarness` for a fresh, empty database::
 
     class TestSQLiteStore(StoreConformance):
         @pytest.fixture

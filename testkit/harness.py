@@ -18,7 +18,7 @@ from gateway.schema import load_example
 from gateway.service import Actor, Gateway
 from gateway.store import Store, open_store
 
-from tests.gateway_pair import NIGER, NIGERIA, ROOT, settings_for
+from testkit.gateway_pair import NIGER, NIGERIA, ROOT, settings_for
 
 WORKER = Actor("amina.caseworker", "caseworker")
 
@@ -29,7 +29,7 @@ def db_path(tmp: Path, agency: str) -> Path:
 
 
 class GatewayProcess:
-    """A gateway in its own OS process (``tests/faults/ng_process.py``), started and stopped
+    """A gateway in its own OS process (``testkit/ng_process.py``), started and stopped
     (SIGTERM), or killed (SIGKILL) by the test. Each start appends to one log file."""
 
     def __init__(self, tmp: Path, run_id: str, amqp_url: str, *, agency: str = NIGERIA,
@@ -57,8 +57,9 @@ class GatewayProcess:
         assert not self.running, "already running"
         # --profile-out: run under cProfile (written when the process stops gracefully).
         profiler = ["-m", "cProfile", "-o", str(self.profile_out)] if self.profile_out else []
-        args = [sys.executable, *profiler, "-m", "tests.faults.ng_process", "--tmp", str(self.tmp), "--run-id", self.run_id,
-                "--amqp-url", self.amqp_url, "--agency", self.agency, "--metrics-out", str(self.metrics_path)]
+        args = [sys.executable, *profiler, "-m", "testkit.ng_process", "--tmp", str(self.tmp), "--run-id", self.run_id,
+                "--amqp-url", self.amqp_url, "--agency", self.agency, "--metrics-out", str(self.metrics_path),
+                "--die-with-parent"]
         if self.crash_marker is not None:
             args += ["--crash-marker", str(self.crash_marker)]
         if self.prefetch:
@@ -69,7 +70,9 @@ class GatewayProcess:
             log.write(f"--- start {self.starts}\n".encode())
             log.flush()
             self.process = await asyncio.create_subprocess_exec(
-                *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=log,
+                # stdin: a pipe this process never writes to; its EOF (this process ended, even
+                # by SIGKILL) ends the gateway process too (--die-with-parent).
+                *args, cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         assert self.process.stdout is not None

@@ -14,7 +14,7 @@ API (everything a caller needs; the rest is private)::
     await system.ensure_plugin("rabbitmq_shovel")   # idempotent
 
     # The shipped per-country topology (deploy/rabbitmq/countries/<C>.json) under test names
-    # (those of tests.gateway_pair.settings_for(run_id=...)): exchanges, queues, bindings.
+    # (those of testkit.gateway_pair.settings_for(run_id=...)): exchanges, queues, bindings.
     ne = await provision_country(system, "NE", run_id)
     ng = await provision_country(node, "NG", run_id)
     link = await ShovelLink.open(system, node, a_to_b=ne.shovels("NG"), b_to_a=ng.shovels("NE"))
@@ -24,7 +24,9 @@ API (everything a caller needs; the rest is private)::
 ``start_node`` never touches the system broker's files: the node gets its own
 RABBITMQ_MNESIA_BASE / LOG_BASE / PID_FILE / config / enabled-plugins file / Erlang cookie
 (HOME) under the given directory, free AMQP and distribution ports, and a unique node
-name. The process is a child of this test process; ``stop``/``kill`` signal only that pid.
+name. The process runs under a watchdog (``testkit.lifeline.watched_popen``) that ends the
+node's whole process group when the process that started it ends, even by SIGKILL;
+``stop``/``kill`` signal only the node's own pid.
 
 Shovel parameters are plain dicts as in ``deploy/rabbitmq/countries/*.json`` (the
 ``value`` of a ``component: shovel`` parameter); ``ShovelLink`` replaces each ``dest-uri``
@@ -51,7 +53,8 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, urlparse
 
-from tests.tcp_proxy import TcpProxy
+from testkit.lifeline import reap_orphans, watched_popen
+from testkit.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTRIES_DIR = ROOT / "deploy" / "rabbitmq" / "countries"
@@ -193,9 +196,9 @@ class RabbitNode:
         self.pid_file.unlink(missing_ok=True)
         began = time.monotonic()
         with open(self.base / "server.out", "ab") as out:
-            self._process = subprocess.Popen(
+            # Under a watchdog: the node ends when this process does, even by SIGKILL.
+            self._process = watched_popen(
                 [_tool("rabbitmq-server")], env=self.env(), cwd=self.base, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
             )
         while not _amqp_open(self.amqp_port):
             if self._process.poll() is not None:
@@ -267,6 +270,7 @@ async def start_node(base: Path, *, name: str = "ng", plugins: Iterable[str] = (
     why = rabbit_available()
     if why:
         raise RabbitNodeError(why)
+    reap_orphans()  # nodes of earlier runs whose watchdog was killed too
     node = RabbitNode(Path(base), name, tuple(plugins))
     await node.start(timeout)
     return node
@@ -393,7 +397,7 @@ class ShovelLink:
 
 def run_name(name: str, run_id: str) -> str:
     """A name of the shipped definitions under a test run's prefix, the way
-    ``tests.gateway_pair.settings_for(run_id=...)`` names things: ``referrals`` ->
+    ``testkit.gateway_pair.settings_for(run_id=...)`` names things: ``referrals`` ->
     ``test-<id>``, ``referrals.dlx`` -> ``test-<id>.dlx``, ``inbox.X`` -> ``test-<id>.inbox.X``."""
     if name == "referrals":
         return f"test-{run_id}"
