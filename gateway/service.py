@@ -49,6 +49,8 @@ from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import (
+    IncomingStatus,
+    OutgoingStatus,
     AuditEntry,
     AuditQuery,
     Case,
@@ -73,7 +75,8 @@ from gateway.transport.attempts import AttemptCounter, delivery_key
 log = structlog.get_logger("gateway.service")
 
 #: referral.response decisions → the sender-side status they produce.
-DECISION_STATUS = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
+DECISION_STATUS: dict[str, OutgoingStatus] = {
+    "accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
 SYSTEM = "system"
 
 
@@ -559,7 +562,7 @@ class Gateway:
             await withdrawal_flow.apply(self, opened)
         await self._ensure_receipt(header, "delivered", received_at)
 
-    async def _apply_status(self, message_id: str, status: str, header: Header) -> None:
+    async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
         try:
             applied = await self.store.set_status(message_id, status, self.clock())
         except MessageNotFoundError:
@@ -720,7 +723,7 @@ class Gateway:
 
     # --- reading and responding ---------------------------------------------------------
 
-    async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[Any]:
+    async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: IncomingStatus | None = None) -> list[Any]:
         """Inbox rows (metadata only, still encrypted), oldest first."""
         return await self.store.list_incoming(limit, offset, status)
 

@@ -141,14 +141,14 @@ async def withdraw(gw: "Gateway", case_ref: str, payload: dict[str, Any], *, act
                 attempt += 1  # it expired (or was refused) undelivered: a fresh one, same content
                 message_id = derived_message_id("withdrawal", base, str(attempt))
                 existing = await gw.store.get_outgoing(message_id)
-            record = Withdrawal(
+            withdrawal = Withdrawal(
                 message_id=message_id, case_ref=case_ref, direction="outgoing", counterpart=recipient,
                 withdrawn_at=withdrawn_at, scope=own["scope"], purposes=tuple(own.get("purposes", ())),
                 request_message_ids=tuple(own.get("request_message_ids", ())), recorded_at=now)
-            await gw.store.add_withdrawal(record, audit=AuditEntry(
+            await gw.store.add_withdrawal(withdrawal, audit=AuditEntry(
                 at=now, event_type="consent.withdrawn", actor=actor.name, case_ref=case_ref, message_id=message_id,
                 agency=recipient, detail_json=json.dumps(
-                    {"scope": record.scope, "purposes": list(record.purposes),
+                    {"scope": withdrawal.scope, "purposes": list(withdrawal.purposes),
                      "erasure_requested": bool(own.get("erasure_requested"))}, sort_keys=True)))
             plans.append((recipient, own, message_id, existing))
     result = WithdrawalResult()
@@ -209,6 +209,8 @@ async def apply(gw: "Gateway", opened: OpenedMessage) -> None:
     ack_id = derived_message_id("withdrawal-ack", header.id, gw.agency_id)
     if await gw.store.get_outgoing(ack_id) is not None:
         return
+    # Set on both paths above: recorded_at of the known withdrawal, or the moment it was applied.
+    assert cutoff is not None
     ack = {"withdrawal_message_id": header.id, "applied_at": format_ts(cutoff),
            "messages_made_unreadable": len(targets), "case_key_destroyed": case_key_destroyed}
     try:

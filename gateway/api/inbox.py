@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -27,7 +27,7 @@ from gateway.clock import format_ts
 from gateway.errors import Violation
 from gateway.schema import MESSAGE_TYPES, load_schema, schema_id
 from gateway.service import READ_PURPOSES, Gateway
-from gateway.store import INCOMING_STATUSES, InboxRecord, MessageConflictError
+from gateway.store import INCOMING_STATUSES, InboxRecord, IncomingStatus, MessageConflictError
 
 routes = web.RouteTableDef()
 
@@ -199,7 +199,8 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
 async def list_inbox(request: web.Request) -> web.Response:
     limit = int_query(request.query, "limit", default=DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
     offset = int_query(request.query, "offset", default=0, minimum=0, maximum=10**9)
-    status = choice_query(request.query, "status", INCOMING_STATUSES)
+    # choice_query admits only INCOMING_STATUSES, the values of IncomingStatus.
+    status = cast(IncomingStatus | None, choice_query(request.query, "status", INCOMING_STATUSES))
     records = await gateway_of(request).list_inbox(limit=limit, offset=offset, status=status)
     return json_body({
         "items": [inbox_item(r) for r in records],

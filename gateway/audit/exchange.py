@@ -140,7 +140,8 @@ async def receive(gw: "Gateway", opened: OpenedMessage, received_at: datetime) -
 def _spaced(count: int) -> list[int]:
     """Indexes 0, 1, 3, 7, 15, ... below ``count`` (newest first): the previous checkpoint,
     then ones 2, 4, 8, ... back, at most MAX_PROOFS."""
-    picked, step = [], 1
+    picked: list[int] = []
+    step = 1
     while step - 1 < count and len(picked) < MAX_PROOFS:
         picked.append(step - 1)
         step *= 2
