@@ -9,7 +9,7 @@ shared by several gateway processes). Both pass the same conformance suite,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import parse_qsl, unquote
 
 from gateway.store.base import (
@@ -44,7 +44,18 @@ from gateway.store.base import (
     incoming_moves_forward,
     outgoing_moves_forward,
 )
-from gateway.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from gateway.store.sqlite import SQLiteStore
+
+
+def __getattr__(name: str) -> Any:
+    """``SQLiteStore`` on first use: importing the store's types must not load a backend."""
+    if name == "SQLiteStore":
+        from gateway.store.sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "INCOMING_RANK",
@@ -121,6 +132,8 @@ async def open_store(url: str, *, clock: Callable[[], datetime] | None = None) -
             busy_timeout_ms = int(options.get("busy_timeout_ms", "5000"))
         except ValueError:
             raise UnsupportedStoreURLError("sqlite store URL option busy_timeout_ms must be an integer") from None
+        from gateway.store.sqlite import SQLiteStore
+
         return await SQLiteStore.open(path, read_only=mode == "ro", busy_timeout_ms=busy_timeout_ms, clock=clock)
     if scheme in {"postgresql", "postgres"}:
         # Imported here so that a SQLite-only gateway never loads the PostgreSQL driver.
