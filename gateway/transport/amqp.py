@@ -392,7 +392,8 @@ class AmqpTransport:
         """Scan the quarantine holding each message unacked; republish the match to its
         recipient's inbox (confirmed), then ack it. A crash in between can only duplicate
         (receivers de-duplicate by id), never lose; the rest returns on channel close."""
-        name = self.config.quarantine_queue(self.config.own_agency())
+        agency = self.config.own_agency()
+        name = self.config.quarantine_queue(agency)
         async with self._temporary_channel() as channel:
             queue = await self._passive_queue(channel, name)
             for _ in range(self.config.redrive_scan_limit):
@@ -403,13 +404,15 @@ class AmqpTransport:
                     continue
                 headers = message.headers or {}
                 check_redrivable(message_id, headers)
-                entry = describe_quarantined(message_id, headers, message.routing_key or "", len(message.body))
+                # Back to our own inbox, whatever the headers say: this quarantine only holds
+                # what our inbox received, and a message the broker dead-lettered still carries
+                # the headers its publisher wrote (an x-original-recipient naming another agency
+                # would otherwise be re-sent there with our broker rights).
                 await self._publish_confirmed(
-                    self._exchange, message_id, message.body, redrive_wire_headers(headers, entry.recipient),
-                    entry.recipient,
+                    self._exchange, message_id, message.body, redrive_wire_headers(headers, agency), agency,
                 )
                 await message.ack()
-                log.info("transport.redriven", message_id=message_id, recipient=entry.recipient)
+                log.info("transport.redriven", message_id=message_id, recipient=agency)
                 return True
         return False
 

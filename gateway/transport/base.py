@@ -28,6 +28,7 @@ import asyncio
 import enum
 import hashlib
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -167,6 +168,28 @@ class Delivery:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
+        # These come from whoever published the message and go into log lines, quarantine
+        # headers and audit entries: kept only in the shape they must have (a message id
+        # is a UUID, an agency id matches AGENCY_ID_RE), never as free text.
+        object.__setattr__(self, "message_id", safe_message_id(self.message_id))
+        object.__setattr__(self, "sender", safe_agency_id(self.sender) or "")
+        object.__setattr__(self, "claimed_recipient", safe_agency_id(self.claimed_recipient))
+
+
+def safe_message_id(value: Any) -> str:
+    """``value`` if it is a canonical (lower-case, hyphenated) UUID, else ``""``."""
+    if isinstance(value, str) and len(value) == 36:
+        try:
+            if str(uuid.UUID(value)) == value:
+                return value
+        except ValueError:
+            pass
+    return ""
+
+
+def safe_agency_id(value: Any) -> str | None:
+    """``value`` if it has the shape of an agency id, else None."""
+    return value if isinstance(value, str) and AGENCY_ID_RE.fullmatch(value) else None
 
 
 @dataclass(frozen=True)
@@ -424,23 +447,30 @@ def describe_quarantined(
 ) -> QuarantinedMessage:
     """Decide what a quarantine entry is: quarantined by a gateway (our headers) or
     dead-lettered by the broker (``x-death``: ``delivery_limit``, ``rejected``, ...)."""
-    reason = header_text(headers.get(H_QUARANTINE_REASON))
-    detail = header_text(headers.get(H_QUARANTINE_DETAIL))
-    recipient = header_text(headers.get(H_ORIGINAL_RECIPIENT) or headers.get(H_RECIPIENT))
     deaths = headers.get("x-death")
-    if not reason and isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
+    if isinstance(deaths, list | tuple) and deaths and isinstance(deaths[0], Mapping):
+        # Dead-lettered by the broker: the message keeps the headers its publisher wrote, so
+        # only the broker's own x-death record is believed (a publisher could have set
+        # x-quarantine-* or x-original-recipient itself).
         death = deaths[0]
         reason = header_text(death.get("reason"))
-        detail = f"dead-lettered by the broker from {header_text(death.get('queue'))}"
+        queue = header_text(death.get("queue"))
+        detail = f"dead-lettered by the broker from {queue}" if REASON_CODE_RE.fullmatch(reason) else ""
         keys = death.get("routing-keys") or []
-        if not recipient and keys:
-            recipient = header_text(keys[0])
+        recipient = header_text(keys[0]) if keys else ""
+    else:
+        # Quarantined by a gateway, which strips the publisher's x- headers from its copy.
+        reason = header_text(headers.get(H_QUARANTINE_REASON))
+        detail = header_text(headers.get(H_QUARANTINE_DETAIL))
+        recipient = header_text(headers.get(H_ORIGINAL_RECIPIENT) or headers.get(H_RECIPIENT))
+    if not REASON_CODE_RE.fullmatch(reason):
+        reason, detail = "unknown", ""
     cut = header_text(headers.get(H_BODY_CUT)) == "true"
     original_size = header_text(headers.get(H_BODY_SIZE))
     return QuarantinedMessage(
         message_id=message_id,
-        sender=header_text(headers.get(H_SENDER)),
-        recipient=recipient or routing_key,
+        sender=safe_agency_id(header_text(headers.get(H_SENDER))) or "",
+        recipient=safe_agency_id(recipient) or safe_agency_id(routing_key) or "",
         reason_code=reason or "unknown",
         detail=detail,
         size=size,
@@ -454,7 +484,7 @@ def redrive_wire_headers(headers: Mapping[str, Any], recipient: str) -> dict[str
     """Headers of a re-driven message: the original ones, without quarantine marks."""
     return {
         **application_headers(headers),
-        H_SENDER: header_text(headers.get(H_SENDER)),
+        H_SENDER: safe_agency_id(header_text(headers.get(H_SENDER))) or "",
         H_RECIPIENT: recipient,
     }
 

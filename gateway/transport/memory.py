@@ -345,11 +345,12 @@ class MemoryTransport:
             if message.message_id != message_id:
                 continue
             check_redrivable(message_id, message.headers)
-            entry = describe_quarantined(message.message_id, message.headers, message.routing_key, len(message.body))
-            fresh = _Message(message.message_id, message.body, redrive_wire_headers(message.headers, entry.recipient), entry.recipient)
-            self.broker.publish(self.config.exchange, entry.recipient, fresh)  # raises: stays quarantined
+            # Back to our own inbox, whatever the message's headers say: this quarantine only
+            # ever holds what our inbox received (see AmqpTransport.redrive).
+            fresh = _Message(message.message_id, message.body, redrive_wire_headers(message.headers, agency), agency)
+            self.broker.publish(self.config.exchange, agency, fresh)  # raises: stays quarantined
             queue.ready.remove(message)
-            log.info("transport.redriven", message_id=message_id, recipient=entry.recipient)
+            log.info("transport.redriven", message_id=message_id, recipient=agency)
             return True
         return False
 
