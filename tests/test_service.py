@@ -275,7 +275,10 @@ async def test_transient_store_failure_is_requeued_never_quarantined(tmp_path) -
         assert [r.message_id for r in await ng.list_inbox()] == [header.id]
         assert await ng.transport.list_quarantine(10) == []
         assert ng.metrics.value("handler_failures_total", reason="store_unavailable") == 0
-        assert not ng.delivery_health.degraded  # recovered with the first success
+
+        async def recovered():  # the handler reports success once the stored message's receipt is queued
+            return not ng.delivery_health.degraded
+        await eventually(recovered)  # recovered with the first success
 
 
 WITHDRAWN_0999 = {"withdrawn_at": "0999-01-01T00:00:00Z", "decision_maker": "self", "scope": "all_purposes",
