@@ -9,7 +9,7 @@ shared by several gateway processes). Both pass the same conformance suite,
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from urllib.parse import parse_qsl, unquote
 
 from gateway.store.base import (
@@ -30,8 +30,9 @@ from gateway.store.base import (
     InboxRecord,
     MessageConflictError,
     MessageNotFoundError,
+    OutboxEntry,
     OutboxRecord,
-    OutgoingMessage,
+    OutgoingMessage,  # noqa: F401 - the former name of OutboxEntry, kept for code written against it
     OutgoingStatus,
     SchemaVersionError,
     StatusChange,
@@ -43,7 +44,9 @@ from gateway.store.base import (
     incoming_moves_forward,
     outgoing_moves_forward,
 )
-from gateway.store.sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from gateway.store.sqlite import SQLiteStore
 
 __all__ = [
     "INCOMING_RANK",
@@ -63,8 +66,8 @@ __all__ = [
     "InboxRecord",
     "MessageConflictError",
     "MessageNotFoundError",
+    "OutboxEntry",
     "OutboxRecord",
-    "OutgoingMessage",
     "OutgoingStatus",
     "SQLiteStore",
     "SchemaVersionError",
@@ -80,6 +83,16 @@ __all__ = [
 ]
 
 _SQLITE_OPTIONS = {"mode", "busy_timeout_ms"}
+
+
+def __getattr__(name: str) -> object:
+    """``SQLiteStore`` on first use: code that needs only the record types (the consent
+    policy, the flows) does not load the SQLite backend."""
+    if name == "SQLiteStore":
+        from gateway.store.sqlite import SQLiteStore
+
+        return SQLiteStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 async def open_store(url: str, *, clock: Callable[[], datetime] | None = None) -> Store:
@@ -119,6 +132,8 @@ async def open_store(url: str, *, clock: Callable[[], datetime] | None = None) -
             busy_timeout_ms = int(options.get("busy_timeout_ms", "5000"))
         except ValueError:
             raise UnsupportedStoreURLError("sqlite store URL option busy_timeout_ms must be an integer") from None
+        from gateway.store.sqlite import SQLiteStore
+
         return await SQLiteStore.open(path, read_only=mode == "ro", busy_timeout_ms=busy_timeout_ms, clock=clock)
     if scheme in {"postgresql", "postgres"}:
         # Imported here so that a SQLite-only gateway never loads the PostgreSQL driver.

@@ -154,7 +154,7 @@ def _utc_fields(obj: object, *names: str) -> None:
 
 
 @dataclass(frozen=True)
-class OutgoingMessage:
+class OutboxEntry:
     """An envelope to publish: what the API stores in the outbox before answering 202."""
 
     message_id: str
@@ -171,6 +171,10 @@ class OutgoingMessage:
         if not isinstance(self.envelope, bytes) or not self.envelope:
             raise ValueError("envelope must be non-empty bytes")
         _utc_fields(self, "created_at")
+
+
+#: The former name (before issue 10), kept for code written against it: use OutboxEntry.
+OutgoingMessage = OutboxEntry
 
 
 @dataclass(frozen=True)
@@ -459,7 +463,7 @@ class Store(Protocol):
     """
 
     # outbox
-    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
+    async def add_outgoing(self, msg: OutboxEntry, *, audit: AuditEntry | None = None) -> None:
         """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
         id and content; MessageConflictError if the id is stored with other content.
         ``audit`` is appended in the same transaction, only when the row is new."""

@@ -44,8 +44,8 @@ from gateway.store.base import (
     InboxRecord,
     MessageConflictError,
     MessageNotFoundError,
+    OutboxEntry,
     OutboxRecord,
-    OutgoingMessage,
     SchemaVersionError,
     StatusChange,
     StoreError,
@@ -760,9 +760,9 @@ class PostgresStore:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
-        if not isinstance(msg, OutgoingMessage):
-            raise TypeError("add_outgoing takes an OutgoingMessage")
+    async def add_outgoing(self, msg: OutboxEntry, *, audit: AuditEntry | None = None) -> None:
+        if not isinstance(msg, OutboxEntry):
+            raise TypeError("add_outgoing takes an OutboxEntry")
         if audit is not None and not isinstance(audit, AuditEntry):
             raise TypeError("audit must be an AuditEntry")
         at = msg.created_at

@@ -44,8 +44,8 @@ from gateway.store.base import (
     InboxRecord,
     MessageConflictError,
     MessageNotFoundError,
+    OutboxEntry,
     OutboxRecord,
-    OutgoingMessage,
     SchemaVersionError,
     StatusChange,
     StoreError,
@@ -551,9 +551,9 @@ class SQLiteStore:
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
-        if not isinstance(msg, OutgoingMessage):
-            raise TypeError("add_outgoing takes an OutgoingMessage")
+    async def add_outgoing(self, msg: OutboxEntry, *, audit: AuditEntry | None = None) -> None:
+        if not isinstance(msg, OutboxEntry):
+            raise TypeError("add_outgoing takes an OutboxEntry")
         at = _ts(msg.created_at)
 
         def run(conn: sqlite3.Connection) -> None:
