@@ -23,7 +23,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, cast
 
 import structlog
 
@@ -62,10 +62,12 @@ from gateway.store import (
     Case,
     IncomingMessage,
     InboxRecord,
+    IncomingStatus,
     MessageConflictError,
     MessageNotFoundError,
     CheckpointRecord as CheckpointRecordT,
     OutboxEntry,
+    OutgoingStatus,
     Store,
     StoreError,
     StoreUnavailableError,
@@ -82,7 +84,7 @@ from gateway.transport.attempts import AttemptCounter, delivery_key
 log = structlog.get_logger("gateway.service")
 
 #: referral.response decisions → the sender-side status they produce.
-DECISION_STATUS = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
+DECISION_STATUS: dict[str, OutgoingStatus] = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
 
 #: Names other modules and the tests import from here; they live in leaf modules
 #: (gateway/actors.py, gateway/errors.py, gateway/message_ids.py) so the flows need not import the service.
@@ -511,7 +513,7 @@ class Gateway:
             await self._withdrawals().apply(opened)
         await self._ensure_receipt(header, "delivered", received_at)
 
-    async def _apply_status(self, message_id: str, status: str, header: Header) -> None:
+    async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
         try:
             applied = await self.store.set_status(message_id, status, self.clock())
         except MessageNotFoundError:
@@ -693,7 +695,8 @@ class Gateway:
 
     async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[Any]:
         """Inbox rows (metadata only, still encrypted), oldest first."""
-        return await self.store.list_incoming(limit, offset, status)
+        # The API takes ``status`` only from INCOMING_STATUSES (gateway/api/inbox.py).
+        return await self.store.list_incoming(limit, offset, cast("IncomingStatus | None", status))
 
     async def read_incoming(self, message_id: str, *, actor: Actor, purpose: str) -> OpenedMessage:
         """Decrypt a received message for a user; audited with the user and the purpose."""

@@ -238,14 +238,14 @@ class WithdrawalFlow:
                     attempt += 1  # it expired (or was refused) undelivered: a fresh one, same content
                     message_id = derived_message_id("withdrawal", base, str(attempt))
                     existing = await self.store.get_outgoing(message_id)
-                record = Withdrawal(
+                sent_withdrawal = Withdrawal(
                     message_id=message_id, case_ref=case_ref, direction="outgoing", counterpart=recipient,
                     withdrawn_at=withdrawn_at, scope=own["scope"], purposes=tuple(own.get("purposes", ())),
                     request_message_ids=tuple(own.get("request_message_ids", ())), recorded_at=now)
-                await self.store.add_withdrawal(record, audit=AuditEntry(
+                await self.store.add_withdrawal(sent_withdrawal, audit=AuditEntry(
                     at=now, event_type="consent.withdrawn", actor=actor.name, case_ref=case_ref,
                     message_id=message_id, agency=recipient, detail_json=json.dumps(
-                        {"scope": record.scope, "purposes": list(record.purposes),
+                        {"scope": sent_withdrawal.scope, "purposes": list(sent_withdrawal.purposes),
                          "erasure_requested": bool(own.get("erasure_requested"))}, sort_keys=True)))
                 plans.append((recipient, own, message_id, existing))
         result = WithdrawalResult()
