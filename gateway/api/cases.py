@@ -18,7 +18,8 @@ from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
 from gateway.schema import validate_payload
-from gateway.service import Gateway, NotFoundError
+from gateway.errors import NotFoundError
+from gateway.service import Gateway
 from gateway.store import MessageConflictError
 from gateway.withdrawal import check_withdrawn_at
 
