@@ -17,7 +17,7 @@ from typing import Any, Iterable
 
 from gateway.clock import parse_ts
 from gateway.errors import GatewayError
-from gateway.store import Withdrawal
+from gateway.store.base import Withdrawal
 
 #: Who may consent for a child (schema: ``decision_maker`` enum without ``self``).
 MINOR_DECISION_MAKERS = frozenset({"parent_guardian", "guardian_with_child_protection", "judge_of_minors"})

@@ -135,6 +135,40 @@ class SchemaInvalidError(EnvelopeError):
         super().__init__(f"{message_type} payload invalid: {shown}{more}")
 
 
+# --- service operations ---------------------------------------------------------------
+
+
+class ReferenceMismatchError(GatewayError):
+    """A receipt, response or acknowledgement refers to a message we did not send to its sender."""
+
+    code = "reference_mismatch"
+
+
+class NotFoundError(GatewayError):
+    """No message with this id exists here (or not in the requested direction)."""
+
+    code = "not_found"
+
+
+class ConflictError(GatewayError):
+    """The request conflicts with the message's state (e.g. responding to a receipt)."""
+
+    code = "conflict"
+
+
+class HandlerFailedError(GatewayError):
+    """The delivery handler failed on this message every time it was tried (a bug or a
+    stored value it cannot handle): quarantined instead of retried forever."""
+
+    code = "handler_failed"
+
+
+class InvalidPurposeError(GatewayError):
+    """A read names no purpose, or one outside the list (the purpose is audited, so it is a code)."""
+
+    code = "invalid_purpose"
+
+
 # --- directory and keys --------------------------------------------------------------
 
 

@@ -20,45 +20,54 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, cast
 
 import structlog
 
-from gateway import withdrawal as withdrawal_flow
+from gateway.actors import SYSTEM, SYSTEM_ACTOR, Actor
 from gateway.at_rest import CONTROL_TYPES, AtRest, PayloadShreddedError, envelope_digest, stored_digest
-from gateway.audit import exchange
+from gateway.audit.exchange import CheckpointExchange
 from gateway.audit.log import AuditLog
 from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent
-from gateway.retention import apply_retention
-from gateway.withdrawal import WithdrawalResult
+from gateway.retention import Retention
+from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
 from gateway.directory import Directory
 from gateway.directory import AGENCY_ID
 from gateway.delivery_health import DeliveryHealth
 from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
-from gateway.errors import EnvelopeError, GatewayError, ReplayedMessageError
+from gateway.errors import (
+    ConflictError,
+    EnvelopeError,
+    GatewayError,
+    HandlerFailedError,
+    InvalidPurposeError,
+    NotFoundError,
+    ReferenceMismatchError,
+    ReplayedMessageError,
+)
 from gateway.failure_site import failure_code, failure_site
+from gateway.message_ids import derived_message_id, uuid_or_none
 from gateway.schema import PURPOSES
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import (
-    IncomingStatus,
-    OutgoingStatus,
     AuditEntry,
     AuditQuery,
     Case,
     IncomingMessage,
+    InboxRecord,
+    IncomingStatus,
     MessageConflictError,
     MessageNotFoundError,
     CheckpointRecord as CheckpointRecordT,
-    OutgoingMessage,
+    OutboxEntry,
+    OutgoingStatus,
     Store,
     StoreError,
     StoreUnavailableError,
@@ -66,65 +75,27 @@ from gateway.store import (
 from gateway.transport import (
     Delivery,
     Disposition,
-    OutgoingMessage as WireMessage,
     Transport,
     TransportError,
+    WireMessage,
 )
 from gateway.transport.attempts import AttemptCounter, delivery_key
 
 log = structlog.get_logger("gateway.service")
 
 #: referral.response decisions → the sender-side status they produce.
-DECISION_STATUS: dict[str, OutgoingStatus] = {
-    "accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
-SYSTEM = "system"
+DECISION_STATUS: dict[str, OutgoingStatus] = {"accepted": "accepted", "declined": "declined", "more_information_needed": "more_info_requested"}
 
-
-class ReferenceError_(GatewayError):
-    """A receipt or response refers to a message we did not send to its sender."""
-
-    code = "reference_mismatch"
-
-
-class NotFoundError(GatewayError):
-    """No message with this id exists here (or not in the requested direction)."""
-
-    code = "not_found"
-
-
-class ConflictError(GatewayError):
-    """The request conflicts with the message's state (e.g. responding to a receipt)."""
-
-    code = "conflict"
-
-
-class HandlerFailedError(GatewayError):
-    """The delivery handler failed on this message every time it was tried (a bug or a
-    stored value it cannot handle): quarantined instead of retried forever."""
-
-    code = "handler_failed"
-
-
-class InvalidPurposeError(GatewayError):
-    """A read names no purpose, or one outside the list (the purpose is audited, so it is a code)."""
-
-    code = "invalid_purpose"
-
+#: Names other modules and the tests import from here; they live in leaf modules
+#: (gateway/actors.py, gateway/errors.py, gateway/message_ids.py) so the flows need not import the service.
+__all__ = [
+    "SYSTEM", "SYSTEM_ACTOR", "Actor", "ConflictError", "Gateway", "HandlerFailedError", "InvalidPurposeError",
+    "NotFoundError", "READ_PURPOSES", "ReferenceMismatchError", "derived_message_id",
+]
 
 #: Why a user may read a received message: the referral purposes plus case follow-up.
 READ_PURPOSES = (*PURPOSES, "case_followup")
 FINAL_DECISIONS = ("accepted", "declined")
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who caused an action: an API user (name, role) or the gateway itself."""
-
-    name: str
-    role: str = SYSTEM
-
-
-SYSTEM_ACTOR = Actor(SYSTEM, SYSTEM)
 
 #: Failures that say nothing about the message: requeued with back-off, never counted
 #: towards quarantine (the store or the broker is away; every message would fail).
@@ -138,26 +109,6 @@ class _Progress:
 
     header: Header | None = None
     verified: bool = False
-
-
-def _uuid_or_none(value: str) -> str | None:
-    """``value`` if it is a canonical UUID (a message id), else None (not kept anywhere)."""
-    try:
-        return value if str(uuid.UUID(value)) == value else None
-    except (ValueError, TypeError, AttributeError):
-        return None
-
-
-def derived_message_id(*parts: str) -> str:
-    """A version-4-shaped UUID derived from ``parts``: the same inputs always give the same id.
-
-    Receipts get derived ids so that re-processing a redelivered message re-creates the
-    same receipt id, which the outbox then recognises instead of sending a second receipt.
-    """
-    digest = bytearray(hashlib.sha256("\x1f".join(parts).encode("utf-8")).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x40
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    return str(uuid.UUID(bytes=bytes(digest)))
 
 
 class Gateway:
@@ -308,12 +259,12 @@ class Gateway:
             lifetime=timedelta(days=self.settings.message_lifetime_days),
             in_reply_to=in_reply_to, message_id=message_id,
         )
-        outgoing = OutgoingMessage(header.id, case_ref, recipient, message_type, envelope, now)
+        outgoing = OutboxEntry(header.id, case_ref, recipient, message_type, envelope, now)
         # The audit entry commits with the outbox row: no message without its entry, and
         # no failure answered after the message is already durable.
         created = self.entry("message.created", actor, header, {"type": message_type, "recipient": recipient},
                              agency=recipient)
-        if message_type == "referral.request" or message_type in withdrawal_flow.CASE_DATA_TYPES:
+        if message_type == "referral.request" or message_type in CASE_DATA_TYPES:
             # Consent decision and storing under the case lock, so a withdrawal of the case
             # is either seen here or sees this message (gateway/withdrawal.py).
             async with self.case_locks.hold(case_ref):
@@ -457,8 +408,8 @@ class Gateway:
             self._check_accepts(opened)
             await self._check_reference(opened)
             if header.type == "consent.withdrawal":
-                withdrawal_flow.check_withdrawn_at(opened.payload, max(now, header.created))
-        except (EnvelopeError, ReferenceError_, RecipientRefusesError, ConsentRefusedError) as exc:
+                check_withdrawn_at(opened.payload, max(now, header.created))
+        except (EnvelopeError, ReferenceMismatchError, RecipientRefusesError, ConsentRefusedError) as exc:
             return await self._quarantine(delivery, exc, header, verified=True)
         if header.type in CONTROL_TYPES:
             stored = await self._store_received(opened, delivery.body, now)
@@ -469,7 +420,7 @@ class Gateway:
                     if header.type == "referral.request":
                         await self._check_consent_received(opened, now)
                     else:
-                        await withdrawal_flow.refuse_if_closed(self, header.type, header.case, header.sender)
+                        await self._withdrawals().refuse_if_closed(header.type, header.case, header.sender)
                 except ConsentRefusedError as exc:
                     return await self._quarantine(delivery, exc, header, verified=True)
                 try:
@@ -526,14 +477,14 @@ class Gateway:
         else:
             return
         if header.in_reply_to != referenced:
-            raise ReferenceError_(f"{header.type} {header.id}: in_reply_to does not match the payload reference")
+            raise ReferenceMismatchError(f"{header.type} {header.id}: in_reply_to does not match the payload reference")
         original = await self.store.get_outgoing(referenced)
         if original is None or original.recipient != header.sender:
-            raise ReferenceError_(f"{header.type} {header.id} refers to a message we did not send to {header.sender}")
+            raise ReferenceMismatchError(f"{header.type} {header.id} refers to a message we did not send to {header.sender}")
         if header.type == "referral.response" and original.message_type != "referral.request":
-            raise ReferenceError_(f"referral.response {header.id} does not answer a referral.request")
+            raise ReferenceMismatchError(f"referral.response {header.id} does not answer a referral.request")
         if header.type == "consent.withdrawal.ack" and original.message_type != "consent.withdrawal":
-            raise ReferenceError_(f"consent.withdrawal.ack {header.id} does not answer a consent.withdrawal")
+            raise ReferenceMismatchError(f"consent.withdrawal.ack {header.id} does not answer a consent.withdrawal")
 
     async def _after_store(self, opened: OpenedMessage, received_at: datetime) -> None:
         """Effects of a stored message; idempotent, so a redelivery can safely re-run them."""
@@ -552,14 +503,14 @@ class Gateway:
                 "case_key_destroyed": payload["case_key_destroyed"]}, agency=header.sender)
             return
         if header.type == "audit.checkpoint":
-            await exchange.receive(self, opened, received_at)
+            await self._checkpoints().receive(opened, received_at)
             # The receipt tells the sender which checkpoint we hold, so its next one comes
             # with a consistency proof from exactly that one.
             await self._ensure_receipt(header, "delivered", received_at)
             return
         await self.store.upsert_case(Case(header.case, header.sender, f"received:{header.type}", received_at))
         if header.type == "consent.withdrawal":
-            await withdrawal_flow.apply(self, opened)
+            await self._withdrawals().apply(opened)
         await self._ensure_receipt(header, "delivered", received_at)
 
     async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
@@ -619,7 +570,7 @@ class Gateway:
             # only if shaped like an agency id, and never the entry's agency or case.
             claimed = header.sender if header is not None else delivery.sender
             claimed_sender = claimed if AGENCY_ID.fullmatch(claimed or "") else None
-            message_id = header.id if header is not None else _uuid_or_none(delivery.message_id)
+            message_id = header.id if header is not None else uuid_or_none(delivery.message_id)
             entry = AuditEntry(
                 at=self.clock(), event_type="message.quarantined", actor=SYSTEM_ACTOR.name, message_id=message_id,
                 detail_json=json.dumps({"reason": exc.code, "claimed_sender": claimed_sender, "verified": False},
@@ -640,7 +591,7 @@ class Gateway:
             await self._check_consent_to_send(payload, recipient=recipient, case_ref=case_ref, actor=actor, now=now)
             return
         try:
-            await withdrawal_flow.refuse_if_closed(self, message_type, case_ref, recipient)
+            await self._withdrawals().refuse_if_closed(message_type, case_ref, recipient)
         except ConsentRefusedError as exc:
             await self.audit_event("consent.refused", actor, {"reason": exc.code, "path": exc.path, "type": message_type},
                                    case_ref=case_ref, agency=recipient)
@@ -653,7 +604,7 @@ class Gateway:
         country = self.directory.agency(recipient).country
         # Our own withdrawals for the case: the person withdrew consent, whoever it went to.
         withdrawals = [w for w in await self.store.withdrawals_for_case(case_ref)
-                       if w.direction == "outgoing" and withdrawal_flow.blocks_referral(w)]
+                       if w.direction == "outgoing" and blocks_referral(w)]
         try:
             check_referral_consent(payload, recipient=recipient, recipient_country=country, now=now,
                                    withdrawals=withdrawals)
@@ -675,7 +626,7 @@ class Gateway:
         # Only the sender's own withdrawals: another agency cannot block this sender's referrals.
         withdrawals = [w for w in await self.store.withdrawals_for_case(header.case)
                        if w.direction == "incoming" and w.counterpart == header.sender
-                       and withdrawal_flow.blocks_referral(w)]
+                       and blocks_referral(w)]
         check_referral_consent(
             opened.payload, recipient=self.agency_id, recipient_country=self.directory.agency(self.agency_id).country,
             now=as_of, withdrawals=withdrawals)
@@ -683,15 +634,34 @@ class Gateway:
     async def withdraw_consent(self, case_ref: str, withdrawal: dict[str, Any], *, actor: Actor) -> WithdrawalResult:
         """Withdraw consent for a case: stop queued referrals and tell every recipient to shred
         (gateway/withdrawal.py)."""
-        return await withdrawal_flow.withdraw(self, case_ref, withdrawal, actor=actor)
+        return await self._withdrawals().withdraw(case_ref, withdrawal, actor=actor)
 
     async def apply_retention(self) -> int:
-        """Destroy the keys of received messages past their retention period; return how many."""
-        return await apply_retention(self)
+        """Destroy the keys of received messages past their retention period; return how many
+        (gateway/retention.py)."""
+        return await Retention(self.store, self.clock, self.settings.retention_for, self.metrics).apply()
 
     async def checkpoint_and_share(self) -> CheckpointRecordT | None:
         """Sign a checkpoint if the log grew and send it to every audit partner (gateway/audit/exchange.py)."""
-        return await exchange.share(self)
+        return await self._checkpoints().share()
+
+    # The flows are built per call from the gateway's current collaborators: a test, a fault
+    # harness or a benchmark that replaces the store, the clock, the settings or ``submit``
+    # on a running gateway reaches the flows too. Building one is a few attribute copies.
+
+    def _withdrawals(self) -> WithdrawalFlow:
+        return WithdrawalFlow(store=self.store, case_locks=self.case_locks, clock=self.clock,
+                              agency_id=self.agency_id, submit=self.submit, entry=self.entry,
+                              metrics=self.metrics, read_payload=self._stored_payload)
+
+    def _checkpoints(self) -> CheckpointExchange:
+        return CheckpointExchange(store=self.store, audit_log=self.audit_log, directory=self.directory,
+                                  agency_id=self.agency_id, partners=self.settings.audit_partners,
+                                  submit=self.submit, entry=self.entry, metrics=self.metrics)
+
+    async def _stored_payload(self, record: InboxRecord) -> dict[str, Any]:
+        """The payload of a received message as stored (PayloadShreddedError once its key is gone)."""
+        return self.open_stored(await self.at_rest.open(record), record.received_at).payload
 
     async def _every(self, seconds: float, job: Callable[[], Any]) -> None:
         while not self._stopping:
@@ -723,9 +693,10 @@ class Gateway:
 
     # --- reading and responding ---------------------------------------------------------
 
-    async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: IncomingStatus | None = None) -> list[Any]:
+    async def list_inbox(self, *, limit: int = 50, offset: int = 0, status: str | None = None) -> list[Any]:
         """Inbox rows (metadata only, still encrypted), oldest first."""
-        return await self.store.list_incoming(limit, offset, status)
+        # The API takes ``status`` only from INCOMING_STATUSES (gateway/api/inbox.py).
+        return await self.store.list_incoming(limit, offset, cast("IncomingStatus | None", status))
 
     async def read_incoming(self, message_id: str, *, actor: Actor, purpose: str) -> OpenedMessage:
         """Decrypt a received message for a user; audited with the user and the purpose."""

@@ -45,8 +45,8 @@ async def test_quarantine_list_and_redrive(tmp_path, amqp_url, monkeypatch, caps
         doc = json.loads(record.envelope)
         doc["header"]["id"] = "0c7e5f3a-9b2d-4e8f-a1b3-c5d7e9f1a2b4"
         doc["header"]["case"] = "ne-ng-tampered00001"
-        from gateway.transport import OutgoingMessage
-        await ne.transport.publish(OutgoingMessage(doc["header"]["id"], NIGER, NIGERIA, json.dumps(doc).encode(), {}))
+        from gateway.transport import WireMessage
+        await ne.transport.publish(WireMessage(doc["header"]["id"], NIGER, NIGERIA, json.dumps(doc).encode(), {}))
 
         async def quarantined():
             return any(q.message_id == doc["header"]["id"] for q in await ng.transport.list_quarantine(10))

@@ -35,7 +35,7 @@ from gateway.transport import (
     Disposition,
     MemoryBroker,
     MemoryTransport,
-    OutgoingMessage,
+    WireMessage,
     TopologyError,
     Transport,
     TransportConfig,
@@ -50,8 +50,8 @@ DEFINITIONS = Path(__file__).resolve().parent.parent / "deploy" / "rabbitmq" / "
 QUIET = 0.5  # how long "nothing arrives" is watched for
 
 
-def message(recipient: str, sender: str = A, **headers: str) -> OutgoingMessage:
-    return OutgoingMessage(
+def message(recipient: str, sender: str = A, **headers: str) -> WireMessage:
+    return WireMessage(
         message_id=str(uuid.uuid4()),
         sender=sender,
         recipient=recipient,

@@ -13,11 +13,11 @@ from typing import Iterable
 import structlog
 from aiohttp import web
 
+from gateway.actors import Actor
 from gateway.api.context import GATEWAY, USER, route_template
 from gateway.api.errors import Handler, Middleware, error_response
 from gateway.api.roles import Access, allowed, policy_of
 from gateway.errors import GatewayError
-from gateway.service import Actor
 from gateway.settings import User
 
 log = structlog.get_logger("gateway.api")

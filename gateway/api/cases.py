@@ -19,7 +19,8 @@ from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
-from gateway.service import Gateway, NotFoundError
+from gateway.errors import NotFoundError
+from gateway.service import Gateway
 from gateway.store import MessageConflictError
 from gateway.withdrawal import check_withdrawn_at
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.service import Actor, Gateway
+from gateway.actors import Actor
+from gateway.service import Gateway
 from gateway.settings import Settings, User
 
 GATEWAY = web.AppKey("gateway", Gateway)

@@ -26,8 +26,15 @@ from gateway.envelope import RecipientRefusesError
 from gateway.at_rest import PayloadShreddedError
 from gateway.audit.log import ProofRequestError
 from gateway.consent import ConsentRefusedError
-from gateway.errors import GatewayError, OversizeEnvelopeError, SchemaInvalidError, Violation
-from gateway.service import ConflictError, InvalidPurposeError, NotFoundError
+from gateway.errors import (
+    ConflictError,
+    GatewayError,
+    InvalidPurposeError,
+    NotFoundError,
+    OversizeEnvelopeError,
+    SchemaInvalidError,
+    Violation,
+)
 from gateway.settings import SettingsError
 from gateway.store import MessageConflictError, StoreUnavailableError
 from gateway.transport import TransportError

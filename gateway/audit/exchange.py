@@ -15,20 +15,25 @@ latest one is a gap (``audit.checkpoint_gap``), reported but not called a fork.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 
+from gateway.actors import SYSTEM_ACTOR
 from gateway.audit import merkle
 from gateway.audit.checkpoint import CheckpointError, parse_checkpoint, to_record, verify_checkpoint
+from gateway.audit.log import AuditLog
 from gateway.b64 import b64url_decode, b64url_encode
 from gateway.canonical import canonical_bytes
+from gateway.collaborators import MakeEntry, Submit
+from gateway.directory import Directory
 from gateway.envelope import OpenedMessage
-from gateway.store import CheckpointRecord
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.message_ids import derived_message_id
+from gateway.metrics import Metrics
+from gateway.store.base import CheckpointRecord, Store
 
 log = structlog.get_logger("gateway.audit.exchange")
 
@@ -42,101 +47,6 @@ LOOKBACK = 256
 CONFIRMED = frozenset({"delivered", "read", "accepted", "declined", "more_info_requested"})
 
 
-async def share(gw: "Gateway") -> CheckpointRecord | None:
-    """Sign a checkpoint if the log grew by more than checkpoint traffic, and send it to every partner."""
-    if not await _grew_beyond_checkpoint_traffic(gw):
-        return None
-    record = await gw.audit_log.checkpoint()
-    if record is None or not gw.settings.audit_partners:
-        return record
-    from gateway.service import SYSTEM_ACTOR
-
-    cp = parse_checkpoint(record.note)
-    doc = json.loads(record.note)
-    earlier = [c for c in await gw.store.list_checkpoints(gw.agency_id, newest_first=True, limit=2 ** MAX_PROOFS)
-               if 0 < c.tree_size < cp.tree_size]
-    spaced = [earlier[i] for i in _spaced(len(earlier))]
-    for partner in gw.settings.audit_partners:
-        message_id = _message_id(gw, cp.tree_size, cp.root_hash, partner)
-        if await gw.store.get_outgoing(message_id) is not None:
-            continue
-        # The newest checkpoint this partner confirmed storing (its receipt came back) is the
-        # one it will compare with; the spaced ones cover checkpoints still in flight.
-        confirmed = await _last_confirmed(gw, earlier, partner)
-        picked = ([confirmed] if confirmed is not None else []) + [c for c in spaced if c is not confirmed]
-        payload: dict[str, Any] = {"checkpoint": doc["checkpoint"], "signature": doc["signature"]}
-        if picked:
-            payload["consistency"] = [
-                {"from_size": c.tree_size, "from_root": b64url_encode(c.root_hash),
-                 "proof": [b64url_encode(h) for h in await gw.audit_log.consistency_proof(c.tree_size, cp.tree_size)]}
-                for c in picked[:MAX_PROOFS]
-            ]
-        await gw.submit("audit.checkpoint", payload, recipient=partner, case_ref=AUDIT_CASE,
-                        actor=SYSTEM_ACTOR, message_id=message_id)
-    return record
-
-
-def _message_id(gw: "Gateway", size: int, root: bytes, partner: str) -> str:
-    from gateway.service import derived_message_id
-
-    return derived_message_id("checkpoint", gw.agency_id, str(size), b64url_encode(root), partner)
-
-
-async def _last_confirmed(gw: "Gateway", earlier: list[CheckpointRecord], partner: str) -> CheckpointRecord | None:
-    for c in earlier[:LOOKBACK]:
-        sent = await gw.store.get_outgoing(_message_id(gw, c.tree_size, c.root_hash, partner))
-        if sent is not None and sent.status in CONFIRMED:
-            return c
-    return None
-
-
-async def receive(gw: "Gateway", opened: OpenedMessage, received_at: datetime) -> None:
-    """Check and keep a partner's checkpoint; audit a fork or a gap."""
-    from gateway.service import SYSTEM_ACTOR
-
-    header, payload = opened.header, opened.payload
-    note = canonical_bytes({"checkpoint": payload["checkpoint"], "signature": payload["signature"]})
-    try:
-        cp = verify_checkpoint(note, gw.directory, expected_origin=header.sender, now=received_at)
-    except CheckpointError as exc:
-        await gw.store.append_audit(gw.entry("audit.checkpoint_rejected", SYSTEM_ACTOR, header, {"reason": exc.code}))
-        return
-    if await _holds(gw, cp.origin, cp.tree_size, cp.root_hash):
-        return  # a redelivery: checked and recorded before
-    problems: list[str] = []
-    proofs = {}
-    for item in payload.get("consistency", []):
-        from_root = b64url_decode(item["from_root"])
-        proof = [b64url_decode(h) for h in item["proof"]]
-        if not merkle.verify_consistency(item["from_size"], cp.tree_size, from_root, cp.root_hash, proof):
-            problems.append("consistency_proof_invalid")
-            continue
-        proofs[item["from_size"]] = from_root
-        held = await _held_at(gw, cp.origin, item["from_size"])
-        if any(c.root_hash != from_root for c in held):
-            problems.append("previous_root_differs")
-    if any(c.root_hash != cp.root_hash for c in await _held_at(gw, cp.origin, cp.tree_size)):
-        problems.append("root_differs_at_same_size")
-    latest = await gw.store.latest_checkpoint(cp.origin)
-    gap = latest is not None and latest.tree_size < cp.tree_size and proofs.get(latest.tree_size) != latest.root_hash
-    await gw.store.add_checkpoint(to_record(cp, note, received_at))  # kept even when inconsistent: evidence
-    detail: dict[str, Any] = {"origin": cp.origin, "tree_size": cp.tree_size}
-    if problems:
-        await gw.store.append_audit(gw.entry("audit.fork_detected", SYSTEM_ACTOR, header,
-                                             {**detail, "problems": sorted(set(problems))}))
-        gw.metrics.inc("audit_fork_detected_total", origin=cp.origin)
-        log.error("audit.fork_detected", origin=cp.origin, tree_size=cp.tree_size, problems=sorted(set(problems)))
-    elif gap:
-        # Not provably a fork (we may have missed checkpoints), not provably consistent either.
-        await gw.store.append_audit(gw.entry("audit.checkpoint_gap", SYSTEM_ACTOR, header,
-                                             {**detail, "latest_held": latest.tree_size if latest else 0}))
-        gw.metrics.inc("audit_checkpoint_gaps_total", origin=cp.origin)
-    else:
-        linked = latest.tree_size if latest is not None and latest.tree_size < cp.tree_size else None
-        await gw.store.append_audit(gw.entry("audit.checkpoint_received", SYSTEM_ACTOR, header,
-                                             {**detail, "linked_to": linked}))
-
-
 def _spaced(count: int) -> list[int]:
     """Indexes 0, 1, 3, 7, 15, ... below ``count`` (newest first): the previous checkpoint,
     then ones 2, 4, 8, ... back, at most MAX_PROOFS."""
@@ -148,25 +58,139 @@ def _spaced(count: int) -> list[int]:
     return picked
 
 
-async def _held_at(gw: "Gateway", origin: str, size: int) -> list[CheckpointRecord]:
-    return [c for c in await gw.store.list_checkpoints(origin, min_size=size, limit=64) if c.tree_size == size]
+def checkpoint_message_id(agency_id: str, size: int, root: bytes, partner: str) -> str:
+    """The id of our checkpoint message of this size and root to ``partner`` (one per pair)."""
+    return derived_message_id("checkpoint", agency_id, str(size), b64url_encode(root), partner)
 
 
-async def _holds(gw: "Gateway", origin: str, size: int, root: bytes) -> bool:
-    return any(c.root_hash == root for c in await _held_at(gw, origin, size))
+def is_gap(latest: CheckpointRecord | None, tree_size: int, proven: Mapping[int, bytes]) -> bool:
+    """True if a new checkpoint of ``tree_size`` is larger than the ``latest`` one we hold but
+    no valid proof (``proven``: from-size → from-root) links it to that one."""
+    return latest is not None and latest.tree_size < tree_size and proven.get(latest.tree_size) != latest.root_hash
 
 
-async def _grew_beyond_checkpoint_traffic(gw: "Gateway") -> bool:
-    latest = await gw.store.latest_checkpoint(gw.agency_id)
-    size = await gw.store.audit_size()
-    if latest is None:
-        return size > 0
-    seq = latest.tree_size + 1
-    while seq <= size:
-        page = await gw.store.read_audit(seq, 1000)
-        if not page:
-            return False
-        if any(e.case_ref != AUDIT_CASE for e in page):
-            return True
-        seq = page[-1].seq + 1
-    return False
+def linked_to(latest: CheckpointRecord | None, tree_size: int) -> int | None:
+    """The size of the checkpoint a consistent new one of ``tree_size`` extends, if any."""
+    return latest.tree_size if latest is not None and latest.tree_size < tree_size else None
+
+
+@dataclass(frozen=True)
+class CheckpointExchange:
+    """Sharing our checkpoints with ``partners`` and checking theirs, with what it needs from
+    the gateway passed in."""
+
+    store: Store
+    audit_log: AuditLog
+    directory: Directory
+    agency_id: str
+    partners: tuple[str, ...]
+    submit: Submit
+    entry: MakeEntry
+    metrics: Metrics
+
+    async def share(self) -> CheckpointRecord | None:
+        """Sign a checkpoint if the log grew by more than checkpoint traffic, and send it to every partner."""
+        if not await self._grew_beyond_checkpoint_traffic():
+            return None
+        record = await self.audit_log.checkpoint()
+        if record is None or not self.partners:
+            return record
+        cp = parse_checkpoint(record.note)
+        doc = json.loads(record.note)
+        earlier = [c for c in await self.store.list_checkpoints(self.agency_id, newest_first=True,
+                                                                limit=2 ** MAX_PROOFS)
+                   if 0 < c.tree_size < cp.tree_size]
+        spaced = [earlier[i] for i in _spaced(len(earlier))]
+        for partner in self.partners:
+            message_id = checkpoint_message_id(self.agency_id, cp.tree_size, cp.root_hash, partner)
+            if await self.store.get_outgoing(message_id) is not None:
+                continue
+            # The newest checkpoint this partner confirmed storing (its receipt came back) is the
+            # one it will compare with; the spaced ones cover checkpoints still in flight.
+            confirmed = await self._last_confirmed(earlier, partner)
+            picked = ([confirmed] if confirmed is not None else []) + [c for c in spaced if c is not confirmed]
+            payload: dict[str, Any] = {"checkpoint": doc["checkpoint"], "signature": doc["signature"]}
+            if picked:
+                payload["consistency"] = [
+                    {"from_size": c.tree_size, "from_root": b64url_encode(c.root_hash),
+                     "proof": [b64url_encode(h)
+                               for h in await self.audit_log.consistency_proof(c.tree_size, cp.tree_size)]}
+                    for c in picked[:MAX_PROOFS]
+                ]
+            await self.submit("audit.checkpoint", payload, recipient=partner, case_ref=AUDIT_CASE,
+                              actor=SYSTEM_ACTOR, message_id=message_id)
+        return record
+
+    async def _last_confirmed(self, earlier: list[CheckpointRecord], partner: str) -> CheckpointRecord | None:
+        for c in earlier[:LOOKBACK]:
+            sent = await self.store.get_outgoing(checkpoint_message_id(self.agency_id, c.tree_size, c.root_hash,
+                                                                       partner))
+            if sent is not None and sent.status in CONFIRMED:
+                return c
+        return None
+
+    async def receive(self, opened: OpenedMessage, received_at: datetime) -> None:
+        """Check and keep a partner's checkpoint; audit a fork or a gap."""
+        header, payload = opened.header, opened.payload
+        note = canonical_bytes({"checkpoint": payload["checkpoint"], "signature": payload["signature"]})
+        try:
+            cp = verify_checkpoint(note, self.directory, expected_origin=header.sender, now=received_at)
+        except CheckpointError as exc:
+            await self.store.append_audit(self.entry("audit.checkpoint_rejected", SYSTEM_ACTOR, header,
+                                                     {"reason": exc.code}))
+            return
+        if await self._holds(cp.origin, cp.tree_size, cp.root_hash):
+            return  # a redelivery: checked and recorded before
+        problems: list[str] = []
+        proofs: dict[int, bytes] = {}
+        for item in payload.get("consistency", []):
+            from_root = b64url_decode(item["from_root"])
+            proof = [b64url_decode(h) for h in item["proof"]]
+            if not merkle.verify_consistency(item["from_size"], cp.tree_size, from_root, cp.root_hash, proof):
+                problems.append("consistency_proof_invalid")
+                continue
+            proofs[item["from_size"]] = from_root
+            held = await self._held_at(cp.origin, item["from_size"])
+            if any(c.root_hash != from_root for c in held):
+                problems.append("previous_root_differs")
+        if any(c.root_hash != cp.root_hash for c in await self._held_at(cp.origin, cp.tree_size)):
+            problems.append("root_differs_at_same_size")
+        latest = await self.store.latest_checkpoint(cp.origin)
+        gap = is_gap(latest, cp.tree_size, proofs)
+        await self.store.add_checkpoint(to_record(cp, note, received_at))  # kept even when inconsistent: evidence
+        detail: dict[str, Any] = {"origin": cp.origin, "tree_size": cp.tree_size}
+        if problems:
+            await self.store.append_audit(self.entry("audit.fork_detected", SYSTEM_ACTOR, header,
+                                                     {**detail, "problems": sorted(set(problems))}))
+            self.metrics.inc("audit_fork_detected_total", origin=cp.origin)
+            log.error("audit.fork_detected", origin=cp.origin, tree_size=cp.tree_size,
+                      problems=sorted(set(problems)))
+        elif gap:
+            # Not provably a fork (we may have missed checkpoints), not provably consistent either.
+            await self.store.append_audit(self.entry("audit.checkpoint_gap", SYSTEM_ACTOR, header,
+                                                     {**detail, "latest_held": latest.tree_size if latest else 0}))
+            self.metrics.inc("audit_checkpoint_gaps_total", origin=cp.origin)
+        else:
+            await self.store.append_audit(self.entry("audit.checkpoint_received", SYSTEM_ACTOR, header,
+                                                     {**detail, "linked_to": linked_to(latest, cp.tree_size)}))
+
+    async def _held_at(self, origin: str, size: int) -> list[CheckpointRecord]:
+        return [c for c in await self.store.list_checkpoints(origin, min_size=size, limit=64) if c.tree_size == size]
+
+    async def _holds(self, origin: str, size: int, root: bytes) -> bool:
+        return any(c.root_hash == root for c in await self._held_at(origin, size))
+
+    async def _grew_beyond_checkpoint_traffic(self) -> bool:
+        latest = await self.store.latest_checkpoint(self.agency_id)
+        size = await self.store.audit_size()
+        if latest is None:
+            return size > 0
+        seq = latest.tree_size + 1
+        while seq <= size:
+            page = await self.store.read_audit(seq, 1000)
+            if not page:
+                return False
+            if any(e.case_ref != AUDIT_CASE for e in page):
+                return True
+            seq = page[-1].seq + 1
+        return False

@@ -29,7 +29,7 @@ from gateway.logs import configure_logging
 from gateway.schema import load_example
 from gateway.service import Gateway
 from gateway.settings import Settings, User, load_amqp_url
-from gateway.transport import MemoryBroker, OutgoingMessage, delete_topology
+from gateway.transport import MemoryBroker, WireMessage, delete_topology
 
 DEMO_KEYS = Path(__file__).resolve().parents[2] / "keys" / "demo"
 SENDER, RECIPIENT = "NE-ANLTP-TIM", "NG-NAPTIP"
@@ -226,7 +226,7 @@ async def _tampered_copy(say: "_Printer", gateways: dict[str, Gateway], message_
     doc = json.loads(record.envelope)
     doc["header"]["id"] = str(uuid.uuid4())
     doc["header"]["case"] = "ne-ng-tamperedcase01"
-    await sender.transport.publish(OutgoingMessage(doc["header"]["id"], SENDER, RECIPIENT,
+    await sender.transport.publish(WireMessage(doc["header"]["id"], SENDER, RECIPIENT,
                                                    json.dumps(doc).encode(), {}))
     for _ in range(200):
         found = [q for q in await recipient.transport.list_quarantine(50) if q.message_id == doc["header"]["id"]]

@@ -166,7 +166,7 @@ def _utc_fields(obj: object, *names: str) -> None:
 
 
 @dataclass(frozen=True)
-class OutgoingMessage:
+class OutboxEntry:
     """An envelope to publish: what the API stores in the outbox before answering 202."""
 
     message_id: str
@@ -183,6 +183,10 @@ class OutgoingMessage:
         if not isinstance(self.envelope, bytes) or not self.envelope:
             raise StoreArgumentError("envelope must be non-empty bytes")
         _utc_fields(self, "created_at")
+
+
+#: The former name of OutboxEntry, kept for code written against it.
+OutgoingMessage = OutboxEntry
 
 
 @dataclass(frozen=True)
@@ -527,11 +531,11 @@ class Store(ABC):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutgoingMessage, *, audit: AuditEntry | None = None) -> None:
+    async def add_outgoing(self, msg: OutboxEntry, *, audit: AuditEntry | None = None) -> None:
         """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
         id and content; MessageConflictError if the id is stored with other content.
         ``audit`` is appended in the same transaction, only when the row is new."""
-        _require_instance("msg", msg, OutgoingMessage)
+        _require_instance("msg", msg, OutboxEntry)
         _require_entry("audit", audit, optional=True)
         await self._add_outgoing(msg, audit)
 
@@ -816,7 +820,7 @@ class Store(ABC):
     # --- what a backend implements (arguments already checked) ----------------------------
 
     @abstractmethod
-    async def _add_outgoing(self, msg: OutgoingMessage, audit: AuditEntry | None) -> None: ...
+    async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None: ...
 
     @abstractmethod
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]: ...

@@ -44,7 +44,7 @@ from gateway.store.base import (
     MessageConflictError,
     MessageNotFoundError,
     OutboxRecord,
-    OutgoingMessage,
+    OutboxEntry,
     SchemaVersionError,
     StatusChange,
     Store,
@@ -759,7 +759,7 @@ class PostgresStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutgoingMessage, audit: AuditEntry | None) -> None:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None:
         at = msg.created_at
 
         async def run(conn: Conn) -> None:

@@ -44,7 +44,7 @@ from gateway.store.base import (
     MessageConflictError,
     MessageNotFoundError,
     OutboxRecord,
-    OutgoingMessage,
+    OutboxEntry,
     SchemaVersionError,
     StatusChange,
     Store,
@@ -546,7 +546,7 @@ class SQLiteStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutgoingMessage, audit: AuditEntry | None) -> None:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None:
         at = _ts(msg.created_at)
 
         def run(conn: sqlite3.Connection) -> None:

@@ -16,6 +16,7 @@ from gateway.transport.base import (
     TransportError,
     TransportUnavailableError,
     UnroutableMessageError,
+    WireMessage,
 )
 from gateway.transport.memory import MemoryBroker, MemoryTransport
 
@@ -35,6 +36,7 @@ __all__ = [
     "TransportError",
     "TransportUnavailableError",
     "UnroutableMessageError",
+    "WireMessage",
     "delete_topology",
 ]
 

@@ -38,7 +38,7 @@ from gateway.transport.base import (
     H_SENDER,
     Delivery,
     Handler,
-    OutgoingMessage,
+    WireMessage,
     PublishRejectedError,
     QuarantinedMessage,
     TopologyError,
@@ -278,7 +278,7 @@ class AmqpTransport:
 
     # -- publishing ------------------------------------------------------------------
 
-    async def publish(self, message: OutgoingMessage) -> None:
+    async def publish(self, message: WireMessage) -> None:
         await self._publish_confirmed(
             self._exchange, message.message_id, message.body, wire_headers(message), message.recipient
         )

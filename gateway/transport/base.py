@@ -119,7 +119,7 @@ def _frozen_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
 
 
 @dataclass(frozen=True)
-class OutgoingMessage:
+class WireMessage:
     """What the service publishes. ``body`` is the sealed envelope (no plaintext)."""
 
     message_id: str
@@ -144,6 +144,10 @@ class OutgoingMessage:
                 raise ValueError(f"header {key!r}: the 'x-' prefix is reserved for the transport")
         object.__setattr__(self, "body", bytes(self.body))
         object.__setattr__(self, "headers", _frozen_headers(self.headers))
+
+
+#: The former name (before issue 10), kept for code written against it: use WireMessage.
+OutgoingMessage = WireMessage
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,7 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Stop consuming and disconnect."""
 
-    async def publish(self, message: OutgoingMessage) -> None:
+    async def publish(self, message: WireMessage) -> None:
         """Return once the broker confirmed it stored the message in the recipient's
         inbox. Raises ``UnroutableMessageError`` (no such inbox),
         ``PublishRejectedError`` or ``TransportUnavailableError``."""
@@ -373,7 +377,7 @@ def check_quarantine_reason(reason_code: str, detail: str) -> None:
         raise ValueError(f"quarantine detail longer than {MAX_DETAIL_CHARS} characters")
 
 
-def wire_headers(message: OutgoingMessage) -> dict[str, str]:
+def wire_headers(message: WireMessage) -> dict[str, str]:
     """Headers as sent on the wire: application headers plus sender and recipient."""
     return {**message.headers, H_SENDER: message.sender, H_RECIPIENT: message.recipient}
 

@@ -24,7 +24,7 @@ from gateway.transport.base import (
     H_SENDER,
     Delivery,
     Handler,
-    OutgoingMessage,
+    WireMessage,
     QuarantinedMessage,
     TopologyError,
     TransportConfig,
@@ -296,7 +296,7 @@ class MemoryTransport:
         if not self._started:
             raise TransportUnavailableError("transport not started")
 
-    async def publish(self, message: OutgoingMessage) -> None:
+    async def publish(self, message: WireMessage) -> None:
         self._require_started()
         stored = _Message(message.message_id, message.body, wire_headers(message), message.recipient)
         self.broker.publish(self.config.exchange, message.recipient, stored)

@@ -37,7 +37,7 @@ from gateway.store import (
     IncomingMessage,
     MessageConflictError,
     MessageNotFoundError,
-    OutgoingMessage,
+    OutboxEntry,
     Store,
     StoreArgumentError,
     StoreError,
@@ -65,8 +65,8 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-def outgoing(created_at: datetime = T0, *, message_id: str | None = None, envelope: bytes = b"sealed-envelope") -> OutgoingMessage:
-    return OutgoingMessage(
+def outgoing(created_at: datetime = T0, *, message_id: str | None = None, envelope: bytes = b"sealed-envelope") -> OutboxEntry:
+    return OutboxEntry(
         message_id=message_id or new_id(),
         case_ref="case-7f3a9c01",
         recipient="NG-NAPTIP",
