@@ -28,7 +28,6 @@ import asyncio
 import enum
 import hashlib
 import re
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -37,6 +36,7 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 from gateway.errors import GatewayError
+from gateway.message_ids import uuid_or_none
 from gateway.failure_site import failure_code, failure_site
 from gateway.transport.attempts import AttemptCounter, delivery_key
 
@@ -182,13 +182,7 @@ class Delivery:
 
 def safe_message_id(value: Any) -> str:
     """``value`` if it is a canonical (lower-case, hyphenated) UUID, else ``""``."""
-    if isinstance(value, str) and len(value) == 36:
-        try:
-            if str(uuid.UUID(value)) == value:
-                return value
-        except ValueError:
-            pass
-    return ""
+    return uuid_or_none(value) or ""
 
 
 def safe_agency_id(value: Any) -> str | None:
@@ -395,11 +389,6 @@ def _header_bytes(headers: Mapping[str, str]) -> int:
     return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) + 8 for k, v in headers.items())
 
 
-def _claimed_agency(value: str) -> str:
-    """A claimed agency id as a header value: only if it has an agency id's shape."""
-    return value if AGENCY_ID_RE.fullmatch(value or "") else ""
-
-
 def quarantine_copy(
     delivery: Delivery, reason_code: str, detail: str, config: TransportConfig
 ) -> tuple[bytes, dict[str, str]]:
@@ -424,7 +413,7 @@ def quarantine_copy(
         headers[H_BODY_SHA256] = hashlib.sha256(body).hexdigest()
         body = body[: config.quarantine_keep_body_bytes]
     headers.update({
-        H_SENDER: _claimed_agency(delivery.sender),
+        H_SENDER: safe_agency_id(delivery.sender) or "",
         H_RECIPIENT: delivery.recipient,
         H_ORIGINAL_RECIPIENT: delivery.recipient,
         H_QUARANTINE_REASON: reason_code,
