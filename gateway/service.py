@@ -356,7 +356,7 @@ class Gateway:
         except Exception as exc:  # noqa: BLE001 - any other failure is this message's: count it
             self.delivery_health.failed()
             return await self._handler_failed(delivery, exc, progress)
-        self.attempts.forget(delivery_key(delivery.message_id, delivery.body))
+        self.attempts.forget_delivery(delivery.message_id, delivery.body)
         self.delivery_health.succeeded()
         return disposition
 

@@ -43,5 +43,11 @@ class AttemptCounter:
         """Drop ``key`` (it succeeded, or reached its final disposition)."""
         self._counts.pop(key, None)
 
+    def forget_delivery(self, message_id: str, body: bytes) -> None:
+        """Drop a delivery's count, if any; the body is hashed only when something is counted."""
+        # Called on every successful delivery, when the table is almost always empty.
+        if self._counts:
+            self.forget(delivery_key(message_id, body))
+
     def __len__(self) -> int:
         return len(self._counts)

@@ -499,7 +499,6 @@ async def settle(
     text from outside the gateway's own hierarchy (it may quote the payload).
     """
     bound = log.bind(message_id=delivery.message_id, sender=delivery.sender, recipient=delivery.recipient)
-    key = delivery_key(delivery.message_id, delivery.body)
     try:
         disposition = await handler(delivery)
     except asyncio.CancelledError:
@@ -514,7 +513,7 @@ async def settle(
         disposition = None
 
     if disposition is Disposition.ACK:
-        returns.forget(key)
+        returns.forget_delivery(delivery.message_id, delivery.body)
         return True
     if disposition is Disposition.RETRY:
         bound.info("transport.retried")
@@ -525,11 +524,12 @@ async def settle(
         except TransportError as exc:
             bound.warning("transport.quarantine_failed", code=exc.code)
         else:
-            returns.forget(key)
+            returns.forget_delivery(delivery.message_id, delivery.body)
             return True
     elif disposition is not Disposition.REQUEUE and disposition is not None:
         bound.error("transport.handler_bad_result", result=type(disposition).__name__)
 
+    key = delivery_key(delivery.message_id, delivery.body)
     previous = returns.get(key)
     delay = config.requeue_delay(previous)
     if delay:
