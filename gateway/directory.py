@@ -220,14 +220,21 @@ def load_directory(data: bytes, trusted_authority_keys: Iterable[bytes]) -> Dire
     return parse_document(signed["directory"])
 
 
-def parse_document(doc: Any) -> Directory:
-    """Parse an (already verified or about-to-be-signed) directory document strictly."""
+#: Largest serial: JSON integers beyond 2^53 - 1 are not exact in every implementation.
+MAX_SERIAL = 2**53 - 1
+
+
+def parse_document(doc: Any, *, draft: bool = False) -> Directory:
+    """Parse an (already verified or about-to-be-signed) directory document strictly.
+
+    ``draft``: an unsigned draft may have serial 0 (never signed yet, ``gateway keys draft-init``)."""
     _exact_keys(doc, {"format", "authority", "serial", "issued", "demo", "agencies", "revocations"}, "$")
     if doc["format"] != FORMAT:
         raise MalformedDirectoryError(f"$.format: expected {FORMAT!r}")
     serial = doc["serial"]
-    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 1:
-        raise MalformedDirectoryError("$.serial: must be a positive integer")
+    lowest = 0 if draft else 1
+    if not isinstance(serial, int) or isinstance(serial, bool) or not lowest <= serial <= MAX_SERIAL:
+        raise MalformedDirectoryError(f"$.serial: must be an integer from {lowest} to 2^53 - 1")
     if not isinstance(doc["demo"], bool):
         raise MalformedDirectoryError("$.demo: must be true or false")
     agencies: dict[str, Agency] = {}
