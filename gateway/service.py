@@ -78,6 +78,7 @@ from gateway.store import (
 from gateway.transport import (
     Delivery,
     Disposition,
+    TopologyError,
     Transport,
     TransportError,
     WireMessage,
@@ -250,6 +251,12 @@ class Gateway:
             try:
                 await self.directory_feed.start(self.receive_directory)
                 return
+            except TopologyError as exc:
+                # The gateway runs on with the directory it has; an operator must import the feed's queue.
+                log.error("directory_feed.topology_missing", error=exc.code, retry_in=delay,
+                          hint="import deploy/rabbitmq/definitions.json (queue directory.<agency_id>)")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
             except TransportError as exc:
                 log.warning("directory_feed.connect_failed", error=exc.code, retry_in=delay)
                 await asyncio.sleep(delay)
