@@ -7,14 +7,18 @@ import asyncio
 import json
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta
+from functools import cache as _cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from nacl.signing import SigningKey
 from structlog.testing import capture_logs
 
 from gateway import keyfile
+from gateway.clock import format_ts, utcnow
 from gateway.bootstrap import StartupError, open_gateway
 from gateway.demo_identities import demo_authority_key, demo_directory_document, demo_identity
 from gateway.directory import directory_digest, sign_directory
@@ -27,6 +31,7 @@ from gateway.transport import directory_feed
 from gateway.transport.directory_feed import publish_directory_memory
 
 from testkit.gateway_pair import NIGER, NIGERIA, eventually, gateway_pair, settings_for
+from tests.support.hypothesis_profiles import scaled
 
 WORKER = Actor("amina.caseworker", "caseworker")
 CANARY = "Canary Amadou-Okafor"
@@ -279,10 +284,6 @@ async def test_freshness_is_reported_and_warned_about(tmp_path: Path) -> None:
 
 
 def _hours_ago(gw, hours: int) -> str:
-    from datetime import timedelta
-
-    from gateway.clock import format_ts
-
     return format_ts(gw.clock() - timedelta(hours=hours))
 
 
@@ -343,3 +344,63 @@ async def _has_incoming(gw, message_id: str) -> bool:
 
 async def _audited_any(gw, event: str) -> bool:
     return bool(await audited(gw, event))
+
+
+# --- the serial rule as a property: whatever arrives in whatever order, and restarts -----------
+
+
+
+@_cache
+def _variant(serial: int, variant: int) -> bytes:
+    return signed_directory(serial, name=None if variant == 0 else f"Variant {variant}")
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["offer", "restart"]), st.integers(1, 6), st.integers(0, 1)),
+                min_size=1, max_size=12)
+
+
+@hsettings(max_examples=scaled(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_the_serial_in_force_only_goes_up_whatever_the_order(tmp_path_factory, ops) -> None:
+    from gateway.directory_updates import DirectoryKeeper
+    from gateway.store import open_store
+
+    path = tmp_path_factory.mktemp("serials") / "gw.db"
+    key = bytes(demo_authority_key().verify_key)
+
+    async def run() -> None:
+        store = await open_store(f"sqlite:///{path}")
+        keeper = DirectoryKeeper(store, (key,), agency_id=NIGERIA, allow_demo=True, clock=_now)
+        await keeper.startup(_variant(1, 0))
+        in_force = (1, directory_digest(_variant(1, 0)))
+        try:
+            for op, serial, variant in ops:
+                data = _variant(serial, variant)
+                if op == "restart":
+                    await store.close()
+                    store = await open_store(f"sqlite:///{path}")
+                    keeper = DirectoryKeeper(store, (key,), agency_id=NIGERIA, allow_demo=True, clock=_now)
+                    directory = await keeper.startup(data)
+                    if serial > in_force[0]:
+                        in_force = (serial, directory_digest(data))
+                    assert (directory.serial, keeper.current.digest) == in_force
+                    continue
+                offer = await keeper.offer(data, "broker")
+                if serial > in_force[0]:
+                    assert offer.outcome == "updated"
+                    in_force = (serial, directory_digest(data))
+                elif (serial, directory_digest(data)) == in_force:
+                    assert offer.outcome == "unchanged"
+                else:
+                    assert (offer.outcome, offer.reason) == ("refused", "rollback")
+                assert (keeper.current.directory.serial, keeper.current.digest) == in_force
+            stored = await store.current_directory()
+            assert stored is not None and (stored.serial, stored.digest) == in_force
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def _now() -> datetime:
+    return utcnow()
