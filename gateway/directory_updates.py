@@ -140,11 +140,13 @@ class DirectoryKeeper:
             current = self.current
             try:
                 directory = await asyncio.to_thread(self.verify, data)
-            except DirectoryError as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever fails to verify is refused, never retried
+                # Only store calls may raise out of an offer (and be retried): a publication
+                # that cannot be verified would otherwise block the feed behind it forever.
                 reason = _refusal_reason(exc)
                 await self._audit_refused(reason, _claimed_serial(data), current.directory.serial, source)
-                log.warning("directory.refused", reason=reason, source=source, error=exc.code,
-                            serial=current.directory.serial)
+                log.warning("directory.refused", reason=reason, source=source,
+                            error=getattr(exc, "code", type(exc).__name__), serial=current.directory.serial)
                 return Offer("refused", None, reason)
             digest = directory_digest(data)
             if directory.serial == current.directory.serial and digest == current.digest:
@@ -204,7 +206,7 @@ class DirectoryKeeper:
                 {"reason": reason, "serial": serial, "current_serial": current, "source": source}, sort_keys=True)))
 
 
-def _refusal_reason(exc: DirectoryError) -> str:
+def _refusal_reason(exc: Exception) -> str:
     if isinstance(exc, DirectorySignatureError):
         return "bad_signature"
     if isinstance(exc, DemoDirectoryRefusedError):

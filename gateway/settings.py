@@ -59,7 +59,7 @@ class Settings:
     #: Warn (log, audit, /readyz, /metrics) when the directory in force was issued longer ago; 0: never.
     directory_max_age_hours: float = 168.0
     #: How often the gateway checks the store for a directory another process accepted, and freshness.
-    directory_check_seconds: float = 30.0
+    directory_check_seconds: float = 10.0
     #: May carry the broker password: never printed.
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     #: ``amqp`` for RabbitMQ; ``memory`` only inside one process (demo, tests).

@@ -404,3 +404,34 @@ def test_the_serial_in_force_only_goes_up_whatever_the_order(tmp_path_factory, o
 
 def _now() -> datetime:
     return utcnow()
+
+
+@hsettings(max_examples=scaled(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.integers(0, 10_000), value=st.integers(0, 255), junk=st.binary(max_size=64))
+def test_whatever_arrives_on_the_feed_is_refused_or_taken_never_raised(tmp_path_factory, position, value,
+                                                                       junk) -> None:
+    from gateway.directory_updates import DirectoryKeeper
+    from gateway.store import open_store
+
+    good = _variant(2, 0)
+    at = position % (len(good) - 1)  # not the final newline: whitespace outside the JSON is not signed
+    mutated = good[:at] + bytes([value]) + good[at + 1:]
+    path = tmp_path_factory.mktemp("feed") / "gw.db"
+
+    async def run() -> None:
+        store = await open_store(f"sqlite:///{path}")
+        try:
+            keeper = DirectoryKeeper(store, (bytes(demo_authority_key().verify_key),), agency_id=NIGERIA,
+                                     allow_demo=True, clock=_now)
+            await keeper.startup(_variant(1, 0))
+            for data in (junk, mutated, good[:at]):
+                offer = await keeper.offer(data, "broker")
+                if data == good:
+                    assert offer.outcome == "updated"
+                else:
+                    assert offer.outcome == "refused" and offer.reason in {"bad_signature", "malformed"}
+                    assert keeper.current.directory.serial == 1
+        finally:
+            await store.close()
+
+    asyncio.run(run())
