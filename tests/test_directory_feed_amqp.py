@@ -104,3 +104,66 @@ async def _both_at(ne, ng, serial: int) -> bool:
 
 async def _refused(gw) -> bool:
     return any(r["reason"] == "rollback" for r in await audited(gw, "directory.refused"))
+
+
+def test_publish_directory_cli_reaches_a_bound_queue_and_says_when_none_is(
+        tmp_path, amqp_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+    import uuid
+
+    from gateway.cli import main
+    from gateway.demo_identities import demo_directory_files
+
+    run = uuid.uuid4().hex[:8]
+    exchange, queue_name = f"test-{run}.directory", f"test-{run}.directory.NG-NAPTIP"
+    for name, data in demo_directory_files().items():
+        (tmp_path / name).write_bytes(data)
+    signed = tmp_path / "directory-2.json"
+    signed.write_bytes(signed_directory(2))
+    monkeypatch.setenv("AUTHORITY_AMQP_URL", amqp_url)
+    argv = ["keys", "publish-directory", "--directory", str(signed), "--authority-pub",
+            str(tmp_path / "authority.pub.json"), "--amqp-url-env", "AUTHORITY_AMQP_URL", "--exchange", exchange]
+
+    async def declare(bind: bool) -> None:
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            feed = await channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+            if bind:
+                queue = await channel.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
+                await queue.bind(feed)
+        finally:
+            await connection.close()
+
+    async def take() -> bytes | None:
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(queue_name, passive=True)
+            message = await queue.get(fail=False, timeout=5)
+            if message is None:
+                return None
+            await message.ack()
+            return message.body
+        finally:
+            await connection.close()
+
+    async def clean() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            await channel.queue_delete(queue_name)
+            await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    try:
+        asyncio.run(declare(bind=False))
+        assert main(argv) == 1
+        assert "[unroutable]" in capsys.readouterr().err  # nobody would have received it
+        asyncio.run(declare(bind=True))
+        assert main(argv) == 0
+        assert "published directory serial 2" in capsys.readouterr().out
+        assert asyncio.run(take()) == signed.read_bytes()
+    finally:
+        asyncio.run(clean())
