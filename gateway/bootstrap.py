@@ -12,8 +12,8 @@ from yarl import URL
 from gateway.clock import utcnow
 from gateway.demo_identities import demo_identity
 from gateway.directory import Directory, load_directory
-from gateway.directory_updates import DirectoryKeeper, DirectoryRollbackError
-from gateway.errors import DirectoryError, GatewayError
+from gateway.directory_updates import DirectoryKeeper
+from gateway.errors import DirectoryError, DirectoryRollbackError, GatewayError
 from gateway.keyfile import load_identity, parse_authority_public
 from gateway.keys import AgencyIdentity
 from gateway.service import Gateway

@@ -19,19 +19,13 @@ from typing import Callable, Literal
 import structlog
 
 from gateway.actors import SYSTEM_ACTOR
-from gateway.directory import Directory, directory_digest, load_directory
-from gateway.errors import DirectoryError, DirectorySignatureError
+from gateway.directory import Directory, check_serial_advance, directory_digest, load_directory
+from gateway.errors import DirectoryError, DirectoryRollbackError, DirectorySignatureError
 from gateway.store import AuditEntry, DirectoryRecord, Store
 
 log = structlog.get_logger("gateway.directory_updates")
 
 Source = Literal["file", "broker"]
-
-
-class DirectoryRollbackError(DirectoryError):
-    """The directory is valid but not newer than the one this gateway accepted before."""
-
-    code = "directory_rollback"
 
 
 class DemoDirectoryRefusedError(DirectoryError):
@@ -151,7 +145,9 @@ class DirectoryKeeper:
             digest = directory_digest(data)
             if directory.serial == current.directory.serial and digest == current.digest:
                 return Offer("unchanged", directory.serial)  # the same publication again (redelivery)
-            if directory.serial <= current.directory.serial:
+            try:
+                check_serial_advance(current.directory.serial, directory.serial)
+            except DirectoryRollbackError:
                 return await self._refuse_rollback(directory.serial, current.directory.serial, source)
             if not await self._record(directory, data, digest, source, previous=current.directory.serial):
                 # Another process of this agency recorded a newer one first.

@@ -202,6 +202,12 @@ class NoValidKeyError(DirectoryError):
     code = "no_valid_key"
 
 
+class DirectoryRollbackError(DirectoryError):
+    """A directory's serial is not greater than the serial this gateway already holds."""
+
+    code = "directory_rollback"
+
+
 class KeyFileError(GatewayError):
     """A private key file is unreadable, has loose permissions, or the passphrase is wrong."""
 
