@@ -1324,8 +1324,9 @@ class PostgresStore(Store):
 
         async def run(conn: Conn) -> bool:
             # Writers of one store (several processes of an agency) take turns, so "greater
-            # than every recorded serial" is decided on what the others committed.
-            await conn.execute("LOCK TABLE directories IN SHARE ROW EXCLUSIVE MODE")
+            # than every recorded serial" is decided on what the others committed. An advisory
+            # lock, not LOCK TABLE: that would need UPDATE rights the application role lacks.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.directories'))")
             highest = await conn.fetchval("SELECT COALESCE(MAX(serial), 0) FROM directories")
             if r.serial <= highest:
                 return False
