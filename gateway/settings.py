@@ -292,8 +292,9 @@ SETTING_DOCS: dict[str, str] = {
                             "Refused otherwise; never set it in production.",
     "directory_max_age_hours": "The gateway warns when the directory in force was issued longer ago than this: "
                                "a `directory.stale` log line (at most hourly), one `directory.stale` audit entry "
-                               "per serial, `stale: true` in `/readyz` (which stays 200) and `directory_stale 1` in "
-                               "`/metrics`. The authority re-signs and publishes well within it (docs/keys.md). "
+                               "per serial and start, `stale: true` in `/readyz` (which stays 200) and "
+                               "`gateway_directory_stale 1` in `/metrics`. The authority re-signs and publishes well "
+                               "within it (docs/keys.md). "
                                "0 turns the warning off.",
     "directory_check_seconds": "How often the gateway looks in the store for a newer directory accepted by another "
                                "process of the same agency (one process takes each broker publication) and checks "
