@@ -1,4 +1,4 @@
-"""The independent verifier (tests/interop_verifier.py, written from docs/wire-format.md alone)
+"""The independent verifier (tests/vectors/interop_verifier.py, written from docs/wire-format.md alone)
 gives the vector file's verdict on every case: the page is enough to interoperate."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests import interop_verifier as iv
+from tests.vectors import interop_verifier as iv
 from tests.support.hypothesis_profiles import scaled
 
 VECTOR = json.loads((Path(__file__).parent / "vectors" / "envelope-v1.json").read_text(encoding="utf-8"))

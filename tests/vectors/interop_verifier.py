@@ -44,7 +44,7 @@ ORG_TYPES = {"central_government", "health_service", "immigration_service", "int
              "law_enforcement", "legal_service", "local_government", "ngo"}
 ROLES = {"child_protection", "health_service", "iom_mission", "law_enforcement", "legal_service",
          "national_referral_mechanism", "ngo", "shelter", "social_services", "unhcr"}
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas" / "v1"
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "v1"
 
 
 class Rejected(Exception):
