@@ -9,7 +9,9 @@ import rfc8785
 
 from gateway.errors import DuplicateKeyError, NestingTooDeepError
 
-__all__ = ["DuplicateKeyError", "MAX_JSON_DEPTH", "NestingTooDeepError", "canonical_bytes", "json_depth", "strict_loads"]
+__all__ = [
+    "DuplicateKeyError", "MAX_JSON_DEPTH", "NestingTooDeepError", "canonical_bytes", "json_depth", "strict_loads",
+]
 
 _MAX_SAFE_INTEGER = 2**53 - 1
 #: Deepest nesting of arrays/objects strict_loads accepts (``{}`` is depth 1, ``{"a":[]}`` 2).

@@ -60,7 +60,8 @@ def test_main_envelope_opens_with_the_documented_bytes() -> None:
 def test_sealed_box_is_recomputed_from_the_ephemeral_key() -> None:
     box = VECTOR["sealed_box"]
     c = iv.seal_with(bytes.fromhex(VECTOR["plaintext_hex"]), bytes.fromhex(KEYS["recipient_x25519_public_hex"]),
-                     bytes.fromhex(box["ephemeral_x25519_secret_hex"]), bytes.fromhex(box["ephemeral_x25519_public_hex"]))
+                     bytes.fromhex(box["ephemeral_x25519_secret_hex"]),
+                     bytes.fromhex(box["ephemeral_x25519_public_hex"]))
     assert c.hex() == VECTOR["ciphertext_hex"]
 
 

@@ -50,7 +50,8 @@ def test_the_header_type_rule_lists_exactly_the_twelve_message_types() -> None:
 
 def test_every_message_type_has_a_row_in_the_message_types_table() -> None:
     section = DOC.split("## Message types", 1)[1].split("\n## ", 1)[0]
-    first_cells = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `") and not line.startswith("| `type`")]
+    rows = [line for line in section.splitlines() if line.startswith("| `") and not line.startswith("| `type`")]
+    first_cells = [line.split("|")[1] for line in rows]
     assert sorted(name for cell in first_cells for name in _codes(cell)) == sorted(MESSAGE_TYPES)
 
 
