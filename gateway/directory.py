@@ -20,6 +20,7 @@ from gateway.b64 import b64url_decode, b64url_encode
 from gateway.canonical import canonical_bytes, strict_loads
 from gateway.clock import parse_ts
 from gateway.errors import (
+    DirectoryRollbackError,
     DirectorySignatureError,
     KeyExpiredError,
     KeyRevokedError,
@@ -156,6 +157,17 @@ class Directory:
 
 
 # --- signing and loading ----------------------------------------------------------------
+
+
+def check_serial_advance(held: int | None, new: int) -> None:
+    """Refuse a directory whose serial is not greater than the one held (anti-rollback).
+
+    ``held`` is the highest serial this gateway has accepted (None before its first
+    directory). Equal is refused too: a different file under a serial already in force
+    would be two directories with one name; the same file again needs no swap.
+    """
+    if held is not None and new <= held:
+        raise DirectoryRollbackError(f"directory serial {new} is not greater than the serial {held} already held")
 
 
 def sign_directory(document: Mapping[str, Any], authority_key: SigningKey) -> bytes:

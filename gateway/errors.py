@@ -29,6 +29,14 @@ class DuplicateKeyError(GatewayError, ValueError):
     code = "duplicate_member"
 
 
+class NestingTooDeepError(GatewayError, ValueError):
+    """A JSON document nests arrays/objects deeper than ``gateway.canonical.MAX_JSON_DEPTH``.
+
+    Also a ValueError, like every other JSON parse failure."""
+
+    code = "json_too_deep"
+
+
 # --- envelope rejections -------------------------------------------------------------
 
 
@@ -200,6 +208,12 @@ class NoValidKeyError(DirectoryError):
     """The agency has no key of the requested use that is valid at the requested time."""
 
     code = "no_valid_key"
+
+
+class DirectoryRollbackError(DirectoryError):
+    """A directory's serial is not greater than the serial this gateway already holds."""
+
+    code = "directory_rollback"
 
 
 class KeyFileError(GatewayError):
