@@ -7,11 +7,19 @@ from typing import Any
 
 import rfc8785
 
-from gateway.errors import DuplicateKeyError
+from gateway.errors import DuplicateKeyError, NestingTooDeepError
 
-__all__ = ["DuplicateKeyError", "canonical_bytes", "strict_loads"]
+__all__ = [
+    "DuplicateKeyError", "MAX_JSON_DEPTH", "NestingTooDeepError", "canonical_bytes", "json_depth", "strict_loads",
+]
 
 _MAX_SAFE_INTEGER = 2**53 - 1
+#: Deepest nesting of arrays/objects strict_loads accepts (``{}`` is depth 1, ``{"a":[]}`` 2).
+#: Part of the wire format (docs/wire-format.md): without it the refusal depth would be an
+#: accident of the interpreter's recursion limit (~330 levels once re-encoded). Payloads of
+#: the v1 schemas nest at most 5 levels; 32 leaves room and keeps every recursive step
+#: (encoder, schema engines) far from the stack's limit.
+MAX_JSON_DEPTH = 32
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -55,7 +63,28 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def strict_loads(data: bytes) -> Any:
-    """Parse UTF-8 JSON, rejecting duplicate names, NaN/Infinity and invalid UTF-8."""
+def json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value: 0 for a scalar, 1 for ``[]`` or ``{}``, and so on."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:  # iterative: a deep value must not exhaust the stack while being measured
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def strict_loads(data: bytes, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse UTF-8 JSON, rejecting duplicate names, NaN/Infinity, invalid UTF-8 and deep nesting."""
     text = data.decode("utf-8")  # UnicodeDecodeError is a ValueError
-    return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except RecursionError:
+        # Far deeper than max_depth: the same refusal, whatever the interpreter's stack.
+        raise NestingTooDeepError(f"JSON nests deeper than {max_depth} levels") from None
+    if json_depth(value) > max_depth:
+        raise NestingTooDeepError(f"JSON nests deeper than {max_depth} levels")
+    return value

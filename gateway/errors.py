@@ -29,6 +29,14 @@ class DuplicateKeyError(GatewayError, ValueError):
     code = "duplicate_member"
 
 
+class NestingTooDeepError(GatewayError, ValueError):
+    """A JSON document nests arrays/objects deeper than ``gateway.canonical.MAX_JSON_DEPTH``.
+
+    Also a ValueError, like every other JSON parse failure."""
+
+    code = "json_too_deep"
+
+
 # --- envelope rejections -------------------------------------------------------------
 
 

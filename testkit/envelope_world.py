@@ -7,7 +7,7 @@ import struct
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nacl.public import PrivateKey, PublicKey, SealedBox
 from nacl.signing import SigningKey
@@ -138,12 +138,15 @@ def forge(
     signer: SigningKey,
     inner_signer: SigningKey | None = None,
     seal_to: PublicKey,
+    sealer: Callable[[bytes, PublicKey], bytes] | None = None,
 ) -> bytes:
-    """Build an envelope by hand, step by step as docs/wire-format.md describes, bypassing every check."""
+    """Build an envelope by hand, step by step as docs/wire-format.md describes, bypassing every check.
+
+    ``sealer`` replaces the random sealed box (the vector generator seals deterministically)."""
     h = canonical_bytes(header)
     inner_input = PAYLOAD_CONTEXT + struct.pack(">I", len(h)) + h + struct.pack(">I", len(payload_bytes)) + payload_bytes
     inner = (inner_signer or signer).sign(inner_input).signature
-    ciphertext = SealedBox(seal_to).encrypt(inner + payload_bytes)
+    ciphertext = sealer(inner + payload_bytes, seal_to) if sealer else SealedBox(seal_to).encrypt(inner + payload_bytes)
     outer_input = ENVELOPE_CONTEXT + struct.pack(">I", len(h)) + h + struct.pack(">I", len(ciphertext)) + ciphertext
     outer = signer.sign(outer_input).signature
     return canonical_bytes(

@@ -15,8 +15,8 @@ from multidict import MultiMapping
 
 from gateway.api.errors import ApiError
 from gateway.envelope import CASE_REF
-from gateway.canonical import strict_loads
-from gateway.errors import DuplicateKeyError
+from gateway.canonical import MAX_JSON_DEPTH, strict_loads
+from gateway.errors import DuplicateKeyError, NestingTooDeepError
 
 #: Largest request body the API reads (aiohttp answers 413 past it). The largest payload
 #: that may be sealed is 64 KiB of canonical JSON; this leaves room for whitespace.
@@ -139,6 +139,8 @@ def _json_problem(exc: ValueError) -> str:
         return f"{msg} at line {exc.lineno} column {exc.colno}"  # type: ignore[attr-defined]
     if isinstance(exc, DuplicateKeyError):
         return "an object has the same member name twice"
+    if isinstance(exc, NestingTooDeepError):
+        return f"arrays and objects nest deeper than {MAX_JSON_DEPTH} levels"
     if "constant" in str(exc):
         return "NaN and Infinity are not JSON"
     return "unparseable"

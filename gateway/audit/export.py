@@ -21,7 +21,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from gateway.audit.leaf import format_at
 from gateway.canonical import canonical_bytes, strict_loads
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, NestingTooDeepError
 from gateway.store.base import AuditRecord
 
 #: Column order of the CSV export (JSONL objects have the same members).
@@ -185,6 +185,6 @@ def _position(exc: BaseException) -> str:
         return f"column {exc.colno}"
     if isinstance(exc, UnicodeError):
         return "invalid text encoding"
-    if isinstance(exc, RecursionError):
+    if isinstance(exc, (RecursionError, NestingTooDeepError)):
         return "nested too deeply"
     return "duplicate member name" if "duplicate" in str(exc) else "invalid"
