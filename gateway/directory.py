@@ -361,16 +361,13 @@ def _strings(value: Any, path: str) -> list[str]:
 
 
 def _vocabulary(value: Any, allowed: frozenset[str], path: str, what: str) -> frozenset[str]:
-    """The set of names in ``value``; each must be in ``allowed`` and listed once."""
-    seen: set[str] = set()
-    for i, item in enumerate(_strings(value, path)):
+    """The set of names in ``value``; each must be in ``allowed`` (repeating one changes nothing)."""
+    items = _strings(value, path)
+    for i, item in enumerate(items):
         if item not in allowed:
             # The index, never the value: a typo is found by position, and errors quote no input.
             raise MalformedDirectoryError(f"{path}[{i}]: not a known {what}; expected one of {sorted(allowed)}")
-        if item in seen:
-            raise MalformedDirectoryError(f"{path}[{i}]: {what} listed twice")
-        seen.add(item)
-    return frozenset(seen)
+    return frozenset(items)
 
 
 def _text(value: Any, path: str) -> str:
