@@ -12,12 +12,14 @@ from yarl import URL
 from gateway.clock import utcnow
 from gateway.demo_identities import demo_identity
 from gateway.directory import Directory, load_directory
-from gateway.errors import DirectoryError, GatewayError
+from gateway.directory_updates import DirectoryKeeper
+from gateway.errors import DirectoryError, DirectoryRollbackError, GatewayError
 from gateway.keyfile import load_identity, parse_authority_public
 from gateway.keys import AgencyIdentity
 from gateway.service import Gateway
 from gateway.settings import Settings, SettingsError
 from gateway.store import open_store
+from gateway.transport.directory_feed import AmqpDirectoryFeed, DirectoryFeed, FeedNames, MemoryDirectoryFeed
 from gateway.transport import (
     AmqpTransport,
     MemoryBroker,
@@ -46,6 +48,14 @@ def _read(path: Path, what: str, setting: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise DirectoryError(f"cannot read the {what} {path} ({setting}): {exc.strerror}") from None
+
+
+def read_directory_files(settings: Settings) -> tuple[bytes, bytes]:
+    """(authority public key, signed directory file) named by the settings (blocking: call off-loop)."""
+    _, authority_key = parse_authority_public(
+        _read(settings.authority_key_path, "authority public key", "authority_key_path"),
+        source=str(settings.authority_key_path))
+    return authority_key, _read(settings.directory_path, "directory file", "directory_path")
 
 
 def read_directory(settings: Settings) -> Directory:
@@ -95,12 +105,37 @@ def make_transport(settings: Settings, directory: Directory, broker: MemoryBroke
     return AmqpTransport(settings.amqp_url, config, connection_name=f"gateway {settings.agency_id}")
 
 
+def make_directory_feed(settings: Settings, broker: MemoryBroker | None = None) -> DirectoryFeed:
+    """The authority's directory feed on the same broker as the transport."""
+    names = FeedNames.for_agency(settings.exchange, settings.queue_prefix, settings.agency_id,
+                                 declare=settings.declare_topology)
+    if settings.transport == "memory":
+        if broker is None:
+            raise SettingsError("transport = 'memory' needs a shared in-process broker (demo and tests only)")
+        return MemoryDirectoryFeed(broker, names)
+    return AmqpDirectoryFeed(settings.amqp_url, names, connection_name=f"gateway {settings.agency_id} directory")
+
+
 async def open_gateway(settings: Settings, *, broker: MemoryBroker | None = None) -> Gateway:
-    """Load keys and directory off the event loop, open the store, build the transport."""
-    directory = await asyncio.to_thread(read_directory, settings)
+    """Load keys and directory off the event loop, open the store, build the transport.
+
+    The directory in force is the file's if it is newer than every directory this gateway
+    accepted before, else the newest accepted one (docs/keys.md "Rollback protection")."""
+    authority_key, signed = await asyncio.to_thread(read_directory_files, settings)
     identity = await asyncio.to_thread(read_identity, settings)
     store = await open_store(settings.store_url)
-    return Gateway(settings, identity, directory, store, make_transport(settings, directory, broker))
+    keeper = DirectoryKeeper(store, (authority_key,), agency_id=settings.agency_id,
+                             allow_demo=settings.allow_demo_directory, clock=utcnow)
+    try:
+        directory = await keeper.startup(signed)
+    except DirectoryRollbackError as exc:
+        await store.close()
+        raise StartupError("directory_rollback", str(exc)) from None
+    except BaseException:
+        await store.close()
+        raise
+    return Gateway(settings, identity, directory, store, make_transport(settings, directory, broker),
+                   directory_keeper=keeper, directory_feed=make_directory_feed(settings, broker))
 
 
 async def check_broker(transport: Transport, settings: Settings) -> None:

@@ -7,6 +7,7 @@ field added by a newer authority is noticed rather than silently ignored.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from gateway.errors import (
     UnknownSenderError,
 )
 from gateway.keys import key_id
+from gateway.schema import MESSAGE_TYPES, PURPOSES
 
 FORMAT = "rgw-directory/1"
 #: Domain separation: a directory signature can never be mistaken for an envelope signature.
@@ -47,6 +49,17 @@ ORG_TYPES = frozenset(
     {"ngo", "law_enforcement", "health_service", "central_government", "local_government",
      "immigration_service", "legal_service", "international_organisation"}
 )
+#: What ``accepts.message_types`` and ``accepts.purposes`` may name: the message types and
+#: referral purposes of the schemas (docs/keys.md "Vocabularies").
+ACCEPTABLE_TYPES = frozenset(MESSAGE_TYPES)
+ACCEPTABLE_PURPOSES = frozenset(PURPOSES)
+#: Control messages every agency accepts whatever its entry lists: receipts, withdrawal
+#: acknowledgements and audit checkpoints answer messages the agency itself sent, and a
+#: draft that left one out would silently break withdrawal acknowledgements.
+IMPLIED_TYPES = frozenset({"receipt", "consent.withdrawal.ack", "audit.checkpoint"})
+#: An agency that accepts any message carrying case data also accepts the withdrawal of the
+#: consent it was sent under: a person's withdrawal must always be deliverable.
+WITHDRAWAL = "consent.withdrawal"
 KeyUse = Literal["sig", "enc"]
 _ALG_FOR_USE = {"sig": "Ed25519", "enc": "X25519"}
 
@@ -109,8 +122,12 @@ class Directory:
             raise UnknownAgencyError(f"agency {agency_id!r} is not in directory serial {self.serial}") from None
 
     def may_receive(self, agency_id: str, message_type: str, purposes: Iterable[str] = ()) -> bool:
-        """True if the agency accepts this message type and every listed purpose."""
+        """True if the agency accepts this message type and every listed purpose.
+
+        Control types (``IMPLIED_TYPES``) are accepted by every listed agency."""
         agency = self.agency(agency_id)
+        if message_type in IMPLIED_TYPES:
+            return True
         return message_type in agency.message_types and set(purposes) <= agency.purposes
 
     def sender_key(
@@ -210,14 +227,26 @@ def load_directory(data: bytes, trusted_authority_keys: Iterable[bytes]) -> Dire
     return parse_document(signed["directory"])
 
 
-def parse_document(doc: Any) -> Directory:
-    """Parse an (already verified or about-to-be-signed) directory document strictly."""
+def directory_digest(signed: bytes) -> str:
+    """Hex SHA-256 of a signed directory file exactly as published (audit and /readyz)."""
+    return hashlib.sha256(signed).hexdigest()
+
+
+#: Largest serial: JSON integers beyond 2^53 - 1 are not exact in every implementation.
+MAX_SERIAL = 2**53 - 1
+
+
+def parse_document(doc: Any, *, draft: bool = False) -> Directory:
+    """Parse an (already verified or about-to-be-signed) directory document strictly.
+
+    ``draft``: an unsigned draft may have serial 0 (never signed yet, ``gateway keys draft-init``)."""
     _exact_keys(doc, {"format", "authority", "serial", "issued", "demo", "agencies", "revocations"}, "$")
     if doc["format"] != FORMAT:
         raise MalformedDirectoryError(f"$.format: expected {FORMAT!r}")
     serial = doc["serial"]
-    if not isinstance(serial, int) or isinstance(serial, bool) or serial < 1:
-        raise MalformedDirectoryError("$.serial: must be a positive integer")
+    lowest = 0 if draft else 1
+    if not isinstance(serial, int) or isinstance(serial, bool) or not lowest <= serial <= MAX_SERIAL:
+        raise MalformedDirectoryError(f"$.serial: must be an integer from {lowest} to 2^53 - 1")
     if not isinstance(doc["demo"], bool):
         raise MalformedDirectoryError("$.demo: must be true or false")
     agencies: dict[str, Agency] = {}
@@ -250,13 +279,17 @@ def _parse_agency(entry: Any, path: str, seen_kids: set[str]) -> Agency:
     if not agency_id.startswith(country + "-"):
         raise MalformedDirectoryError(f"{path}.id: must start with the country code {country}-")
     org_type = entry["org_type"]
-    if org_type not in ORG_TYPES:
-        raise MalformedDirectoryError(f"{path}.org_type: must be one of {sorted(ORG_TYPES)}")
-    roles = frozenset(_strings(entry["roles"], f"{path}.roles"))
-    if not roles or not roles <= ROLES:
-        raise MalformedDirectoryError(f"{path}.roles: must be a non-empty subset of {sorted(ROLES)}")
+    if not isinstance(org_type, str) or org_type not in ORG_TYPES:
+        raise MalformedDirectoryError(f"{path}.org_type: not a known organisation type; expected one of "
+                                      f"{sorted(ORG_TYPES)}")
+    roles = _vocabulary(entry["roles"], ROLES, f"{path}.roles", "role")
+    if not roles:
+        raise MalformedDirectoryError(f"{path}.roles: must name at least one role of {sorted(ROLES)}")
     accepts = entry["accepts"]
     _exact_keys(accepts, {"message_types", "purposes"}, f"{path}.accepts")
+    message_types = _vocabulary(accepts["message_types"], ACCEPTABLE_TYPES, f"{path}.accepts.message_types",
+                                "message type")
+    purposes = _vocabulary(accepts["purposes"], ACCEPTABLE_PURPOSES, f"{path}.accepts.purposes", "purpose")
     keys = []
     for j, key in enumerate(_list(entry["keys"], f"{path}.keys")):
         record = _parse_key(key, agency_id, f"{path}.keys[{j}]")
@@ -270,10 +303,16 @@ def _parse_agency(entry: Any, path: str, seen_kids: set[str]) -> Agency:
         name=_text(entry["name"], f"{path}.name"),
         org_type=org_type,
         roles=roles,
-        message_types=frozenset(_strings(accepts["message_types"], f"{path}.accepts.message_types")),
-        purposes=frozenset(_strings(accepts["purposes"], f"{path}.accepts.purposes")),
+        message_types=_with_implied(message_types),
+        purposes=purposes,
         keys=tuple(keys),
     )
+
+
+def _with_implied(message_types: frozenset[str]) -> frozenset[str]:
+    if message_types - IMPLIED_TYPES - {WITHDRAWAL}:
+        message_types |= {WITHDRAWAL}
+    return message_types | IMPLIED_TYPES
 
 
 def _parse_key(key: Any, agency_id: str, path: str) -> KeyRecord:
@@ -319,6 +358,16 @@ def _strings(value: Any, path: str) -> list[str]:
     if not all(isinstance(v, str) for v in items):
         raise MalformedDirectoryError(f"{path}: must be an array of strings")
     return items
+
+
+def _vocabulary(value: Any, allowed: frozenset[str], path: str, what: str) -> frozenset[str]:
+    """The set of names in ``value``; each must be in ``allowed`` (repeating one changes nothing)."""
+    items = _strings(value, path)
+    for i, item in enumerate(items):
+        if item not in allowed:
+            # The index, never the value: a typo is found by position, and errors quote no input.
+            raise MalformedDirectoryError(f"{path}[{i}]: not a known {what}; expected one of {sorted(allowed)}")
+    return frozenset(items)
 
 
 def _text(value: Any, path: str) -> str:

@@ -38,6 +38,8 @@ from gateway.retention import Retention
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
 from gateway.directory import Directory
 from gateway.directory import AGENCY_ID
+from gateway.directory_updates import DirectoryKeeper, Offer
+from gateway.transport.directory_feed import DirectoryFeed
 from gateway.delivery_health import DeliveryHealth
 from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
 from gateway.errors import (
@@ -59,6 +61,7 @@ from gateway.settings import Settings
 from gateway.store import (
     AuditEntry,
     AuditQuery,
+    AuditRecord,
     Case,
     IncomingMessage,
     InboxRecord,
@@ -75,6 +78,7 @@ from gateway.store import (
 from gateway.transport import (
     Delivery,
     Disposition,
+    TopologyError,
     Transport,
     TransportError,
     WireMessage,
@@ -124,6 +128,8 @@ class Gateway:
         *,
         clock: Callable[[], datetime] = utcnow,
         metrics: Metrics | None = None,
+        directory_keeper: DirectoryKeeper | None = None,
+        directory_feed: DirectoryFeed | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -148,6 +154,17 @@ class Gateway:
         self.metrics.gauge("deliveries_degraded", lambda: float(self.delivery_health.degraded),
                            "1 while the delivery handler keeps failing (/readyz check deliveries), else 0")
         self._retry_backoff_now = False
+        #: Hot reload (docs/keys.md "Distribution"): without a keeper the directory is fixed.
+        self.directory_keeper = directory_keeper
+        self.directory_feed = directory_feed
+        self._stale_serial: int | None = None
+        self._stale_logged_at: datetime | None = None
+        self.metrics.gauge("directory_serial", lambda: float(self.directory.serial),
+                           "Serial of the signed directory in force")
+        self.metrics.gauge("directory_age_seconds", lambda: self.directory_age().total_seconds(),
+                           "Seconds since the directory in force was issued")
+        self.metrics.gauge("directory_stale", lambda: float(self.directory_stale()),
+                           "1 while the directory in force is older than directory_max_age_hours, else 0")
         on_reconnect = getattr(transport, "on_reconnect", None)
         if on_reconnect is not None:
             on_reconnect(self._broker_back)
@@ -167,6 +184,12 @@ class Gateway:
             self._tasks.append(asyncio.create_task(
                 self._every(self.settings.checkpoint_interval_seconds, self.checkpoint_and_share),
                 name="gateway-checkpoint"))
+        self._tasks.append(asyncio.create_task(
+            self._every(self.settings.directory_check_seconds, self.check_directory), name="gateway-directory"))
+        if self.directory_feed is not None:
+            self._tasks.append(asyncio.create_task(self._follow_directory_feed(), name="gateway-directory-feed"))
+        # Answers that failed before (e.g. under an older directory) get another chance now.
+        self._tasks.append(asyncio.create_task(self._retry_unanswered_logged(), name="gateway-unanswered"))
 
     async def stop(self) -> None:
         """Stop consuming and publishing; unacked deliveries return to the broker."""
@@ -176,6 +199,8 @@ class Gateway:
             await self.transport.stop_consuming()
         except TransportError:
             pass
+        if self.directory_feed is not None:
+            await self.directory_feed.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -218,6 +243,24 @@ class Gateway:
             self._wake.set()
             log.info("gateway.consuming", agency_id=self.agency_id)
             return
+
+    async def _follow_directory_feed(self) -> None:
+        assert self.directory_feed is not None
+        delay = self.settings.retry_initial_seconds
+        while not self._stopping:
+            try:
+                await self.directory_feed.start(self.receive_directory)
+                return
+            except TopologyError as exc:
+                # The gateway runs on with the directory it has; an operator must import the feed's queue.
+                log.error("directory_feed.topology_missing", error=exc.code, retry_in=delay,
+                          hint="import deploy/rabbitmq/definitions.json (queue directory.<agency_id>)")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
+            except TransportError as exc:
+                log.warning("directory_feed.connect_failed", error=exc.code, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.settings.retry_max_seconds)
 
     def _broker_back(self) -> None:
         """The broker connection is back: publish what waits in back-off now, not when due."""
@@ -335,6 +378,113 @@ class Gateway:
                 await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_seconds)
             except asyncio.TimeoutError:
                 pass
+
+    # --- the directory in force (docs/keys.md "Distribution") ----------------------------
+
+    async def receive_directory(self, data: bytes) -> Offer:
+        """A directory published by the authority: verified, checked against the serial in
+        force, recorded and swapped in for every later send and open (in-flight work finishes
+        with the directory it started with)."""
+        if self.directory_keeper is None:
+            raise GatewayError("this gateway was built without a directory keeper")
+        offer = await self.directory_keeper.offer(data, "broker")
+        if offer.outcome == "updated":
+            self._directory_changed(self.directory_keeper.current.directory)
+        elif offer.outcome == "refused":
+            self.metrics.inc("directory_refusals_total", reason=offer.reason or "other")
+        return offer
+
+    async def check_directory(self) -> None:
+        """Periodic: take a newer directory another process of this agency accepted, and warn
+        while the one in force is older than ``directory_max_age_hours``."""
+        if self.directory_keeper is not None:
+            newer = await self.directory_keeper.newer_in_store()
+            if newer is not None:
+                self._directory_changed(newer)
+        if self.directory_stale():
+            now = self.clock()
+            age_hours = round(self.directory_age().total_seconds() / 3600, 1)
+            if self._stale_logged_at is None or now - self._stale_logged_at >= timedelta(hours=1):
+                self._stale_logged_at = now
+                log.warning("directory.stale", serial=self.directory.serial, age_hours=age_hours,
+                            max_age_hours=self.settings.directory_max_age_hours)
+            if self._stale_serial != self.directory.serial:
+                self._stale_serial = self.directory.serial
+                await self.audit_event("directory.stale", SYSTEM_ACTOR,
+                                       {"serial": self.directory.serial, "age_hours": age_hours})
+
+    def _directory_changed(self, directory: Directory) -> None:
+        self.directory = directory
+        self._stale_logged_at = None
+        self.metrics.inc("directory_updates_total")
+        self._tasks.append(asyncio.create_task(self._retry_unanswered_logged(), name="gateway-unanswered"))
+        self._tasks[:] = [t for t in self._tasks if not t.done()]
+
+    def directory_age(self) -> timedelta:
+        """Time since the directory in force was issued."""
+        return self.clock() - self.directory.issued
+
+    def directory_stale(self) -> bool:
+        """True if the directory in force is older than ``directory_max_age_hours`` (0: never)."""
+        limit = self.settings.directory_max_age_hours
+        return bool(limit) and self.directory_age() > timedelta(hours=limit)
+
+    def directory_status(self) -> dict[str, Any]:
+        """Serial, age and freshness of the directory in force (for /readyz)."""
+        digest = self.directory_keeper.current.digest if self.directory_keeper is not None else None
+        return {"serial": self.directory.serial, "issued": format_ts(self.directory.issued),
+                "age_seconds": int(self.directory_age().total_seconds()), "digest": digest,
+                "stale": self.directory_stale(), "max_age_hours": self.settings.directory_max_age_hours}
+
+    async def _retry_unanswered_logged(self) -> None:
+        try:
+            answered = await self.retry_unanswered()
+        except Exception as exc:  # noqa: BLE001 - the next directory or start tries again
+            log.warning("unanswered.retry_failed", error=getattr(exc, "code", type(exc).__name__))
+            return
+        if answered:
+            log.info("unanswered.retried", answered=answered)
+
+    async def retry_unanswered(self) -> int:
+        """Make the receipts and withdrawal acknowledgements that could not be sealed before
+        (``receipt.failed``, ``consent.withdrawal_ack_failed``), if the directory now allows
+        them; return how many are queued now. Failing again is audited again; nothing is lost."""
+        pending: dict[tuple[str, str], AuditRecord] = {}
+        after = 0
+        while True:
+            page = await self.store.query_audit(AuditQuery(
+                event_types=("receipt.failed", "consent.withdrawal_ack_failed"), after_seq=after), 500)
+            if not page:
+                break
+            after = page[-1].seq
+            for record in page:
+                if record.message_id is None:
+                    continue
+                status = json.loads(record.detail_json).get("status", "ack")
+                pending.setdefault((record.message_id, status), record)
+        answered = 0
+        for (message_id, status), record in pending.items():
+            answer_id = (derived_message_id("withdrawal-ack", message_id, self.agency_id) if status == "ack"
+                         else derived_message_id("receipt", message_id, status, self.agency_id))
+            if await self.store.get_outgoing(answer_id) is not None:
+                continue
+            incoming = await self.store.get_incoming(message_id)
+            if incoming is None:
+                continue
+            try:
+                opened = self.open_stored(await self.at_rest.open(incoming), incoming.received_at)
+            except (PayloadShreddedError, EnvelopeError) as exc:
+                log.info("unanswered.unreadable", message_id=message_id, error=exc.code)
+                continue
+            if status == "read":
+                await self._ensure_receipt(opened.header, "read", record.at)
+            else:
+                # The idempotent effects of the stored message: its receipt and, for a
+                # withdrawal, the acknowledgement (already applied withdrawals are not re-applied).
+                await self._after_store(opened, incoming.received_at)
+            if await self.store.get_outgoing(answer_id) is not None:
+                answered += 1
+        return answered
 
     # --- receiving --------------------------------------------------------------------
 

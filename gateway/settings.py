@@ -56,6 +56,10 @@ class Settings:
     authority_key_path: Path = Path("keys/demo/authority.pub.json")
     #: A demo directory (``"demo": true``) is refused unless this is set.
     allow_demo_directory: bool = False
+    #: Warn (log, audit, /readyz, /metrics) when the directory in force was issued longer ago; 0: never.
+    directory_max_age_hours: float = 168.0
+    #: How often the gateway checks the store for a directory another process accepted, and freshness.
+    directory_check_seconds: float = 10.0
     #: May carry the broker password: never printed.
     amqp_url: str = field(default="amqp://guest:guest@127.0.0.1:5672/", repr=False)
     #: ``amqp`` for RabbitMQ; ``memory`` only inside one process (demo, tests).
@@ -127,6 +131,9 @@ class Settings:
                 raise SettingsError(f"retention_days.{message_type} must be a whole number of days, at least 1")
         if self.retention_default_days < 1 or self.retention_poll_seconds <= 0:
             raise SettingsError("retention_default_days must be at least 1 and retention_poll_seconds positive")
+        if self.directory_max_age_hours < 0 or self.directory_check_seconds <= 0:
+            raise SettingsError("directory_max_age_hours must be 0 (never warn) or positive, "
+                                "directory_check_seconds positive")
         if self.checkpoint_interval_seconds < 0:
             raise SettingsError("checkpoint_interval_seconds must be 0 (off) or positive")
         if not 0 <= self.http_port <= 65535:
@@ -283,6 +290,15 @@ SETTING_DOCS: dict[str, str] = {
                           "directory's signature is checked against.",
     "allow_demo_directory": "Accept a directory marked `\"demo\": true` (such as `keys/demo/directory.json`). "
                             "Refused otherwise; never set it in production.",
+    "directory_max_age_hours": "The gateway warns when the directory in force was issued longer ago than this: "
+                               "a `directory.stale` log line (at most hourly), one `directory.stale` audit entry "
+                               "per serial and start, `stale: true` in `/readyz` (which stays 200) and "
+                               "`gateway_directory_stale 1` in `/metrics`. The authority re-signs and publishes well "
+                               "within it (docs/keys.md). "
+                               "0 turns the warning off.",
+    "directory_check_seconds": "How often the gateway looks in the store for a newer directory accepted by another "
+                               "process of the same agency (one process takes each broker publication) and checks "
+                               "freshness.",
     "amqp_url": "RabbitMQ URL of this country's broker with the agency's own user, e.g. "
                 "`amqps://NE-ANLTP-TIM:<password>@rabbit.ne.example:5671/referrals`. `AMQP_URL` in the "
                 "environment takes precedence over `GATEWAY_AMQP_URL` and the file.",

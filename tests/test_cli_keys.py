@@ -133,7 +133,7 @@ def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], clock: C
 
     ok(capsys, "add-keys", "--draft", draft, "--agency", "NE-ANLTP-TIM", "--public", ne / "public.json")
     ok(capsys, "add-keys", "--draft", draft, "--agency", "NG-NAPTIP", "--public", ng / "public.json")
-    assert json.loads(draft.read_text())["serial"] == 3
+    assert json.loads(draft.read_text())["serial"] == 1  # edits leave the serial alone; signing sets it
     ok(capsys, "sign-directory", "--draft", draft, "--authority-key", authority_key, "--out", signed)
     out = ok(capsys, "verify-directory", "--directory", signed, "--authority-pub", auth / "authority.pub.json")
     (old_sig,) = kids(ne, "sig")
@@ -142,7 +142,7 @@ def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], clock: C
     assert f"sig {old_sig} valid" in out and f"sig {ng_sig} valid" in out and "NG-NAPTIP" in out
 
     directory = load_signed(tmp_path)
-    assert directory.serial == 3
+    assert directory.serial == json.loads(draft.read_text())["serial"] == 2
     directory.sender_key("NE-ANLTP-TIM", old_sig, created=START, now=START)
     identity = keyfile.load_identity(ng, at=START, passphrase=b"naptip passphrase for tests")
     assert identity.signing_kid == ng_sig
@@ -183,7 +183,7 @@ def test_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str], clock: C
     directory.sender_key("NE-ANLTP-TIM", new_sig, created=during, now=during)
     out = ok(capsys, "verify-directory", "--directory", signed, "--authority-pub", auth / "authority.pub.json")
     assert f"sig {old_sig} revoked" in out
-    assert directory.serial == json.loads(draft.read_text())["serial"] == 5
+    assert directory.serial == json.loads(draft.read_text())["serial"] == 4
 
 
 def test_rotate_one_use_only(tmp_path: Path, capsys: pytest.CaptureFixture[str], clock: Clock) -> None:
@@ -292,7 +292,7 @@ def test_add_keys_is_idempotent_per_kid(published: Path, capsys: pytest.CaptureF
     draft = published / "draft.json"
     ok(capsys, "add-keys", "--draft", draft, "--agency", "NE-ANLTP-TIM", "--public", published / "ne" / "public.json")
     doc = json.loads(draft.read_text())
-    assert len(doc["agencies"][0]["keys"]) == 2 and doc["serial"] == 4
+    assert len(doc["agencies"][0]["keys"]) == 2 and doc["serial"] == 2  # as signed; edits do not bump it
 
 
 def test_revoke_refusals(published: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -317,7 +317,7 @@ def test_verify_refuses_another_authority(published: Path, capsys: pytest.Captur
 
 def test_verify_refuses_a_tampered_directory(published: Path, capsys: pytest.CaptureFixture[str]) -> None:
     signed = published / "directory.json"
-    signed.write_bytes(signed.read_bytes().replace(b'"serial":3', b'"serial":4'))
+    signed.write_bytes(signed.read_bytes().replace(b'"serial":2', b'"serial":3'))
     err = fails(capsys, "verify-directory", "--directory", signed, "--authority-pub", published / "auth" / "authority.pub.json")
     assert "directory_bad_signature" in err
 

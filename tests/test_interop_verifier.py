@@ -94,6 +94,17 @@ def test_directory_rollback(case: dict) -> None:
     assert iv.serial_verdict(case["held_serial"], offered) == case["verdict"]
 
 
+@pytest.mark.parametrize("case", VECTOR["directory_vocabularies"]["cases"], ids=lambda c: c["name"])
+def test_directory_vocabularies(case: dict) -> None:
+    if case["verdict"] != "accepted":
+        with pytest.raises(iv.Rejected) as info:
+            iv.load_directory(case["directory"].encode(), [AUTHORITY])
+        assert info.value.code == case["verdict"]
+        return
+    directory = iv.load_directory(case["directory"].encode(), [AUTHORITY])
+    assert sorted(iv.accepted_types(directory, VECTOR["directory_vocabularies"]["agency"])) == case["accepted_types"]
+
+
 def test_a_directory_signed_by_another_authority_is_refused() -> None:
     with pytest.raises(iv.Rejected) as info:
         iv.load_directory(VECTOR["directory"].encode(), [bytes(32)])

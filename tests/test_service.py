@@ -135,16 +135,41 @@ def _without(directory, agency_id, *, message_type=None, purpose=None):
     return replace(directory, agencies={**directory.agencies, agency_id: changed})
 
 
-async def test_a_receipt_that_cannot_be_sealed_does_not_fail_the_stored_message(tmp_path) -> None:
+def _without_encryption_keys(directory, agency_id):
+    from dataclasses import replace
+
+    agency = directory.agency(agency_id)
+    changed = replace(agency, keys=tuple(k for k in agency.keys if k.use != "enc"))
+    return replace(directory, agencies={**directory.agencies, agency_id: changed})
+
+
+async def test_control_types_are_implied_whatever_the_entry_lists(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        ng.directory = _without(ng.directory, NIGER, message_type="receipt")  # NG thinks NE takes no receipts
+        # An entry that forgot receipts (as copying an old docs/keys.md example did) still takes them.
+        ng.directory = _without(ng.directory, NIGER, message_type="receipt")
         header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
                                  case_ref="ne-ng-servicecase06", actor=WORKER)
+        await _reaches(ne, header.id, "delivered")
+        assert not await _audited(ng, "receipt.failed")
+
+
+async def test_a_receipt_that_cannot_be_sealed_is_retried_once_the_directory_allows_it(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        good = ng.directory
+        ng.directory = _without_encryption_keys(good, NIGER)  # NG cannot seal anything to NE
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-servicecase16", actor=WORKER)
 
         await _inbox_not_empty(ng)
         await eventually(lambda: _audited(ng, "receipt.failed"))
         assert await _status(ne, header.id) == "sent"  # no receipt came back, nothing looped
         assert await ng.transport.list_quarantine(10) == []
+        assert await ng.retry_unanswered() == 0  # still not possible: audited again, nothing lost
+
+        ng.directory = good  # a directory that allows it
+        assert await ng.retry_unanswered() == 1
+        await _reaches(ne, header.id, "delivered")
+        assert await ng.retry_unanswered() == 0  # answered once, never twice
 
 
 async def _audited(gw, event):

@@ -12,7 +12,9 @@ from typing import AsyncIterator
 
 import asyncpg
 import pytest
-from tests.support.store_conformance import T0, StoreConformance, audit, idem_answer, idem_claim, incoming, new_id, outgoing
+from tests.support.store_conformance import (
+    T0, StoreConformance, audit, directory_record, idem_answer, idem_claim, incoming, new_id, outgoing,
+)
 
 from gateway.store import (
     SchemaVersionError,
@@ -447,7 +449,7 @@ APP_GRANTS = (
     "GRANT USAGE ON SCHEMA {schema} TO {role}",
     "GRANT SELECT ON schema_version TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON outbox, inbox, cases, data_keys TO {role}",
-    "GRANT SELECT, INSERT ON message_events, withdrawals, checkpoints, audit_entries TO {role}",
+    "GRANT SELECT, INSERT ON message_events, withdrawals, checkpoints, audit_entries, directories TO {role}",
     "GRANT SELECT, INSERT, DELETE ON seen_message_ids TO {role}",
     "GRANT SELECT, UPDATE ON audit_head TO {role}",
 )
@@ -478,12 +480,16 @@ async def test_runs_as_an_application_role_that_cannot_rewrite_the_audit_log(pg:
             from gateway.store import DataKey
             key = await store.add_data_key(DataKey("case-key", "case-7f3a9c01", "case", b"w", T0))
             assert await store.shred_data_keys([key.key_id], "retention", T0, audit=[audit(4)]) == [key.key_id]
+            assert await store.accept_directory(directory_record(3), audit=audit(5, event_type="directory.updated"))
+            assert not await store.accept_directory(directory_record(2))
+            assert (await store.current_directory()).serial == 3
         finally:
             await store.close()
         conn = await asyncpg.connect(app_dsn, server_settings={"search_path": pg.schema})
         try:
             for sql in ("UPDATE audit_entries SET actor = 'x'", "DELETE FROM audit_entries", "DROP TABLE audit_entries",
-                        "DROP TRIGGER audit_entries_no_update ON audit_entries"):
+                        "DROP TRIGGER audit_entries_no_update ON audit_entries", "DELETE FROM directories",
+                        "UPDATE directories SET serial = 1"):
                 with pytest.raises(asyncpg.PostgresError) as info:
                     await conn.execute(sql)
                 assert info.value.sqlstate in {"42501", "GW001"}  # no privilege (or the trigger)

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.support.store_conformance import T0, StoreConformance, audit, incoming, outgoing
+from tests.support.store_conformance import T0, StoreConformance, audit, directory_record, incoming, outgoing
 
 from gateway.errors import GatewayError
 from gateway.store import (
@@ -102,6 +102,15 @@ async def test_audit_rows_cannot_be_changed_even_with_sql(sqlite_store: SQLiteSt
         with pytest.raises(StoreError, match="append-only"):
             await _on_worker(sqlite_store, lambda conn, sql=sql: conn.execute(sql))
     assert [r.actor for r in await sqlite_store.read_audit(seq, 10)] == ["worker"]
+
+
+async def test_accepted_directories_cannot_be_changed_even_with_sql(sqlite_store: SQLiteStore) -> None:
+    assert await sqlite_store.accept_directory(directory_record(9))
+    # Lowering the recorded serial would reopen the door to a rollback.
+    for sql in ("UPDATE directories SET serial = 1", "DELETE FROM directories"):
+        with pytest.raises(StoreError, match="append-only"):
+            await _on_worker(sqlite_store, lambda conn, sql=sql: conn.execute(sql))
+    assert (await sqlite_store.current_directory()).serial == 9
 
 
 # --- failure modes -------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import aio_pika
+
+from gateway.transport.directory_feed import publish_directory_amqp
 import aiormq.exceptions
 import pytest
 
@@ -658,7 +660,7 @@ async def test_definitions_import_and_agencies_are_isolated(amqp_url: str) -> No
         pytest.skip("rabbitmqctl not available to import definitions")
     token = uuid.uuid4().hex[:8]
     vhost = f"referrals-test-{token}"
-    user = {agency: f"test-{token}-{agency}" for agency in DEMO_AGENCIES}
+    user = {agency: f"test-{token}-{agency}" for agency in (*DEMO_AGENCIES, "DIRECTORY-AUTHORITY")}
 
     defs = json.loads(DEFINITIONS.read_text())
     defs["vhosts"] = [{"name": vhost}]
@@ -743,6 +745,25 @@ async def test_definitions_import_and_agencies_are_isolated(amqp_url: str) -> No
             dlx = await channel.declare_exchange("referrals.dlx", passive=True)
             with pytest.raises(aiormq.exceptions.ChannelAccessRefused):  # topic permission
                 await dlx.publish(aio_pika.Message(b"spam"), routing_key=ng)
+            channel = await connection.channel(publisher_confirms=True)
+            feed = await channel.declare_exchange("referrals.directory", passive=True)
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):  # only the authority publishes directories
+                await feed.publish(aio_pika.Message(b"a forged directory"), routing_key="")
+            channel = await connection.channel()
+            queue = await channel.declare_queue(f"directory.{ng}", passive=True)
+            with pytest.raises(aiormq.exceptions.ChannelAccessRefused):  # another agency's feed
+                await queue.get(fail=False)
+        finally:
+            await connection.close()
+        # The authority's user publishes to the fanout exchange; every agency's feed queue has it.
+        await publish_directory_amqp(url_for("DIRECTORY-AUTHORITY"), "referrals.directory", b"signed directory")
+        connection = await aio_pika.connect(url_for(ng))
+        try:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(f"directory.{ng}", passive=True)
+            got = await queue.get(fail=False, timeout=5)
+            assert got is not None and got.body == b"signed directory"
+            await got.ack()
         finally:
             await connection.close()
     finally:

@@ -179,6 +179,20 @@ def test_directory_rollback_vectors(case) -> None:
         assert info.value.code == case["verdict"]
 
 
+@pytest.mark.parametrize("case", VECTOR["directory_vocabularies"]["cases"], ids=lambda c: c["name"])
+def test_directory_vocabulary_vectors(case) -> None:
+    authority = [bytes.fromhex(VECTOR["keys"]["directory_authority_public_hex"])]
+    if case["verdict"] != "accepted":
+        with pytest.raises(errors.MalformedDirectoryError) as info:
+            load_directory(case["directory"].encode(), authority)
+        assert info.value.code == case["verdict"]
+        return
+    directory = load_directory(case["directory"].encode(), authority)
+    agency = VECTOR["directory_vocabularies"]["agency"]
+    assert sorted(directory.agency(agency).message_types) == case["accepted_types"]
+    assert all(directory.may_receive(agency, t) for t in case["accepted_types"])
+
+
 def test_the_generator_reproduces_the_committed_file(tmp_path, monkeypatch) -> None:
     # The file is deterministic (derived ephemeral keys), so any edit by hand or drift in the
     # code that made it shows up here.

@@ -32,16 +32,28 @@ _SCHEMAS: dict[str, Any] = {
                        "deliveries": {"type": "boolean", "description":
                                       "false while the delivery handler keeps failing (degraded)"}},
     },
+    "DirectoryStatus": {
+        "type": "object",
+        "description": "The signed directory in force. A stale directory is a warning, not a failed check.",
+        "required": ["serial", "issued", "age_seconds", "digest", "stale", "max_age_hours"],
+        "properties": {"serial": {"type": "integer"}, "issued": {"type": "string", "format": "date-time"},
+                       "age_seconds": {"type": "integer"},
+                       "digest": {"type": ["string", "null"], "description": "hex SHA-256 of the signed file"},
+                       "stale": {"type": "boolean", "description": "older than directory_max_age_hours"},
+                       "max_age_hours": {"type": "number"}},
+    },
     "Ready": {
         "type": "object",
-        "required": ["status", "checks"],
-        "properties": {"status": {"const": "ready"}, "checks": _ref("Checks")},
+        "required": ["status", "checks", "directory"],
+        "properties": {"status": {"const": "ready"}, "checks": _ref("Checks"), "directory": _ref("DirectoryStatus"),
+                       "warnings": {"type": "array", "items": {"enum": ["directory_stale"]}}},
     },
     "NotReady": {
         "type": "object",
-        "required": ["error", "detail", "checks"],
+        "required": ["error", "detail", "checks", "directory"],
         "properties": {"error": {"enum": ["not_ready", "degraded"]}, "detail": {"type": "string"},
-                       "checks": _ref("Checks")},
+                       "checks": _ref("Checks"), "directory": _ref("DirectoryStatus"),
+                       "warnings": {"type": "array", "items": {"enum": ["directory_stale"]}}},
     },
 }
 
@@ -84,13 +96,19 @@ async def readyz(request: web.Request) -> web.Response:
     health = gateway.delivery_health
     checks = {"store": store, "transport": transport, "consumer": gateway.transport_ready,
               "outbox": gateway.outbox_running, "deliveries": not health.degraded}
+    directory = gateway.directory_status()
+    # A stale directory still verifies messages: a warning for the operator, not a reason to
+    # take the gateway out of service (docs/operations.md "Directory freshness").
+    extra: dict[str, Any] = {"directory": directory}
+    if directory["stale"]:
+        extra["warnings"] = ["directory_stale"]
     if all(checks.values()):
-        return json_body({"status": "ready", "checks": checks})
+        return json_body({"status": "ready", "checks": checks, **extra})
     failed = [name for name, ok in checks.items() if not ok]
     detail = "failed: " + ", ".join(failed)
     if not checks["deliveries"]:
         detail += f" ({health.streak} handler failures in a row, no success since)"
     # Only the delivery handler failing: the process is up but its inbound side is broken.
     error = "degraded" if failed == ["deliveries"] else "not_ready"
-    return json_body({"error": error, "detail": detail, "checks": checks},
+    return json_body({"error": error, "detail": detail, "checks": checks, **extra},
                      status=503, headers={"Retry-After": "5"})

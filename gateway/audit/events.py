@@ -110,6 +110,16 @@ EVENTS: Mapping[str, EventType] = _events(
               {"sig": "signing key id", "enc": "encryption key ids"}),
     EventType("key.rotated", "The gateway's keys changed since its last start",
               {"from": "key ids before (as in `keys.in_use`)", "to": "key ids now"}),
+    EventType("directory.updated", "A newer signed directory was verified and is now in force",
+              {"serial": "its serial", "digest": "hex SHA-256 of the signed file",
+               "previous_serial": "serial in force before (null at the first start)",
+               "source": "`file` (start-up) or `broker` (published by the authority)"}),
+    EventType("directory.refused", "A directory was refused; the one in force stays",
+              {"reason": "`bad_signature`, `malformed`, `rollback`, `demo_directory` or `own_agency_missing`",
+               "serial": "its serial (null if it could not be read)", "current_serial": "serial in force",
+               "source": "`file` or `broker`"}),
+    EventType("directory.stale", "The directory in force is older than `directory_max_age_hours`",
+              {"serial": "serial in force", "age_hours": "hours since it was issued"}),
 )
 
 

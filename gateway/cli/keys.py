@@ -7,6 +7,7 @@ environment variable or a file, so it runs unattended in CI). See docs/keys.md.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 from datetime import datetime, timedelta
@@ -16,7 +17,21 @@ from typing import Any, Callable
 from gateway import keyfile
 from gateway.canonical import strict_loads
 from gateway.clock import format_ts, parse_ts, utcnow
-from gateway.directory import AGENCY_ID, KID, Directory, load_directory, parse_document, sign_directory
+from gateway.directory import (
+    ACCEPTABLE_PURPOSES,
+    AGENCY_ID,
+    FORMAT,
+    IMPLIED_TYPES,
+    KID,
+    MAX_SERIAL,
+    ORG_TYPES,
+    ROLES,
+    Directory,
+    directory_digest,
+    load_directory,
+    parse_document,
+    sign_directory,
+)
 from gateway.errors import DirectoryError, KeyFileError, MalformedDirectoryError, UnknownAgencyError
 from gateway.keyfile import KeyPair
 
@@ -55,6 +70,26 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _passphrase_options(p)
     p.set_defaults(func=cmd_export)
 
+    p = cmds.add_parser("draft-init", help="write a new, empty directory draft (serial 0: never signed)")
+    p.add_argument("--out", required=True, type=Path, help="draft file to create (refused if it exists)")
+    p.add_argument("--authority", required=True, help="authority name, as in authority.pub.json")
+    p.add_argument("--demo", action="store_true", help="mark the directory as a demo directory (never in production)")
+    p.set_defaults(func=cmd_draft_init)
+
+    p = cmds.add_parser("add-agency", help="add an agency entry (no keys yet) to a directory draft")
+    p.add_argument("--draft", required=True, type=Path, help="unsigned directory draft to change in place")
+    p.add_argument("--agency", required=True, help="agency id, e.g. NG-NAPTIP (country code first)")
+    p.add_argument("--name", required=True, help="the agency's full name")
+    p.add_argument("--org-type", required=True, help=f"one of: {', '.join(sorted(ORG_TYPES))}")
+    p.add_argument("--role", required=True, action="append", dest="roles",
+                   help=f"repeat for each role; one of: {', '.join(sorted(ROLES))}")
+    p.add_argument("--accepts", required=True, action="append", dest="message_types",
+                   help="repeat for each message type it receives (receipt, consent.withdrawal.ack and "
+                        "audit.checkpoint are implied)")
+    p.add_argument("--purpose", action="append", dest="purposes", default=[],
+                   help=f"repeat for each referral purpose it accepts; one of: {', '.join(sorted(ACCEPTABLE_PURPOSES))}")
+    p.set_defaults(func=cmd_add_agency)
+
     p = cmds.add_parser("revoke", help="add a revocation to an unsigned directory draft")
     p.add_argument("--draft", required=True, type=Path, help="unsigned directory draft to change in place")
     p.add_argument("--kid", required=True, help="key id to revoke")
@@ -68,12 +103,27 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--public", required=True, type=Path, help="public.json written by generate/rotate")
     p.set_defaults(func=cmd_add_keys)
 
-    p = cmds.add_parser("sign-directory", help="sign a directory draft with the authority key")
-    p.add_argument("--draft", required=True, type=Path, help="unsigned directory draft")
+    p = cmds.add_parser("sign-directory",
+                        help="sign a directory draft with the authority key, with the next serial")
+    p.add_argument("--draft", required=True, type=Path,
+                   help="unsigned directory draft (its serial and issued are set to the signed ones)")
     p.add_argument("--authority-key", required=True, type=Path, help="the authority's private key file")
-    p.add_argument("--out", required=True, type=Path, help="signed directory to write (directory.json)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="signed directory to write (directory.json); if it exists it is the previous publication")
+    p.add_argument("--previous", type=Path,
+                   help="the last published signed directory, if not --out (the new serial is above its serial)")
     _passphrase_options(p)
     p.set_defaults(func=cmd_sign_directory)
+
+    p = cmds.add_parser("publish-directory", help="publish a signed directory to every gateway over the broker")
+    p.add_argument("--directory", required=True, type=Path, help="signed directory (directory.json)")
+    p.add_argument("--authority-pub", required=True, type=Path,
+                   help="pinned authority key (authority.pub.json): refuse to publish what gateways would refuse")
+    p.add_argument("--amqp-url-env", default="AMQP_URL", metavar="VAR",
+                   help="environment variable holding the broker URL with the authority's broker user "
+                        "(default AMQP_URL)")
+    p.add_argument("--exchange", default="referrals.directory", help="the directory fanout exchange")
+    p.set_defaults(func=cmd_publish_directory)
 
     p = cmds.add_parser("verify-directory", help="verify a signed directory and list key status")
     p.add_argument("--directory", required=True, type=Path, help="signed directory (directory.json)")
@@ -166,8 +216,59 @@ def _single_agency(pairs: list[KeyPair], key_dir: Path) -> str:
 # --- the directory draft ----------------------------------------------------------------
 
 
+def cmd_draft_init(args: argparse.Namespace) -> int:
+    """Write an empty draft: no agencies, no revocations, serial 0 (the first signature makes it 1)."""
+    if not str(args.authority).strip():
+        raise MalformedDirectoryError("--authority: must be a non-empty name")
+    if Path(args.out).exists():
+        raise DirectoryError(f"{args.out} already exists; edit it, or choose another --out")
+    draft = {"format": FORMAT, "authority": args.authority, "serial": 0, "issued": format_ts(utcnow()),
+             "demo": bool(args.demo), "agencies": [], "revocations": []}
+    _write_draft(args.out, draft)
+    print(f"wrote {args.out}: add agencies with 'gateway keys add-agency', their keys with 'add-keys', "
+          f"then 'sign-directory'")
+    return 0
+
+
+def cmd_add_agency(args: argparse.Namespace) -> int:
+    """Add one agency entry (checked against the vocabularies) with no keys yet."""
+    draft = _read_draft(args.draft)
+    if any(a.get("id") == args.agency for a in draft["agencies"]):
+        raise DirectoryError(f"agency {args.agency!r} is already in {args.draft}")
+    entry = {"id": args.agency, "country": args.agency[:2], "name": args.name, "org_type": args.org_type,
+             "roles": list(dict.fromkeys(args.roles)),
+             "accepts": {"message_types": list(dict.fromkeys(args.message_types)),
+                         "purposes": list(dict.fromkeys(args.purposes))},
+             "keys": []}
+    # Checked on its own first so the error names the option, not a position in the draft.
+    try:
+        parse_document({**draft, "agencies": [entry], "revocations": []}, draft=True)
+    except MalformedDirectoryError as exc:
+        raise MalformedDirectoryError(_option_error(str(exc))) from None
+    draft["agencies"].append(entry)
+    _write_draft(args.draft, draft)
+    implied = sorted(IMPLIED_TYPES - set(args.message_types))
+    print(f"added {args.agency} (no keys yet: 'gateway keys add-keys'); also accepted, always: {', '.join(implied)}")
+    return 0
+
+
+def _option_error(text: str) -> str:
+    """Name the CLI option for an error about the single agency entry being added."""
+    for path, option in ((".accepts.message_types", "--accepts"), (".accepts.purposes", "--purpose"),
+                         (".roles", "--role"), (".org_type", "--org-type"), (".id", "--agency"), (".name", "--name"),
+                         (".country", "--agency")):
+        marker = "$.agencies[0]" + path
+        if text.startswith(marker):
+            rest = text[len(marker):]
+            if rest.startswith("["):  # "[2]: ..." -> "--accepts #3: ..."
+                index, _, rest = rest[1:].partition("]")
+                return f"{option} #{int(index) + 1}{rest}"
+            return f"{option}{rest}"
+    return text
+
+
 def cmd_revoke(args: argparse.Namespace) -> int:
-    """Add a revocation for a key listed in the draft and bump the serial."""
+    """Add a revocation for a key listed in the draft (the serial is set when it is signed)."""
     draft = _read_draft(args.draft)
     kid = args.kid
     if not KID.fullmatch(kid):
@@ -179,14 +280,13 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         raise DirectoryError(f"key {kid} is already revoked in {args.draft}")
     now = utcnow()
     draft["revocations"].append({"kid": kid, "revoked_at": format_ts(args.at or now), "reason": args.reason})
-    _bump(draft, now)
     _write_draft(args.draft, draft)
-    print(f"revoked {kid} of {owners[0]}; draft serial is now {draft['serial']} (sign it to publish)")
+    print(f"revoked {kid} of {owners[0]} in the draft; sign and publish it now")
     return 0
 
 
 def cmd_add_keys(args: argparse.Namespace) -> int:
-    """Merge exported public entries into an agency's keys (same kid: replaced) and bump the serial."""
+    """Merge exported public entries into an agency's keys (same kid: replaced)."""
     draft = _read_draft(args.draft)
     public = _read_json(args.public, DirectoryError)
     if not isinstance(public, dict) or set(public) != {"format", "agency", "keys"} or public["format"] != keyfile.PUBLIC_FORMAT:
@@ -206,9 +306,8 @@ def cmd_add_keys(args: argparse.Namespace) -> int:
             raise DirectoryError(f"key {entry.get('kid')} already belongs to {others[entry.get('kid')]}")
     incoming = {e.get("kid") for e in entries}
     agency["keys"] = [k for k in agency["keys"] if k.get("kid") not in incoming] + entries
-    _bump(draft, utcnow())
     _write_draft(args.draft, draft)
-    print(f"merged {len(entries)} key(s) into {args.agency}; draft serial is now {draft['serial']} (sign it to publish)")
+    print(f"merged {len(entries)} key(s) into {args.agency} in the draft; sign and publish it")
     return 0
 
 
@@ -216,25 +315,21 @@ def _read_draft(path: Path) -> dict[str, Any]:
     draft = _read_json(path, DirectoryError)
     if isinstance(draft, dict) and set(draft) == {"directory", "signature"}:
         raise MalformedDirectoryError(f"{path} is a signed directory; pass the draft (its inner 'directory' object)")
-    parse_document(draft)  # refuse to edit something we could not sign
+    parse_document(draft, draft=True)  # refuse to edit something we could not sign
     return draft
 
 
 def _write_draft(path: Path, draft: dict[str, Any]) -> None:
-    parse_document(draft)  # never leave an unsignable draft behind
+    parse_document(draft, draft=True)  # never leave an unsignable draft behind
     _write_text(path, json.dumps(draft, indent=2, ensure_ascii=False) + "\n")
-
-
-def _bump(draft: dict[str, Any], now: datetime) -> None:
-    draft["serial"] += 1
-    draft["issued"] = format_ts(now)
 
 
 # --- signing and verifying --------------------------------------------------------------
 
 
 def cmd_sign_directory(args: argparse.Namespace) -> int:
-    """Sign a draft with the authority key and write the signed directory."""
+    """Sign a draft with the next serial and issued = now; write the signed directory and the
+    signed serial back into the draft."""
     draft = _read_draft(args.draft)
     authority = keyfile.read_key_file(args.authority_key, _passphrase(args))
     now = utcnow()
@@ -242,9 +337,48 @@ def cmd_sign_directory(args: argparse.Namespace) -> int:
         raise KeyFileError(f"authority key {authority.kid} is not valid now (valid {_period(authority)})")
     if authority.agency_id != draft["authority"]:
         raise KeyFileError(f"authority key belongs to {authority.agency_id!r} but the draft names {draft['authority']!r}")
+    previous = _previous_serial(args.previous or args.out, bytes(authority.signing_key().verify_key),
+                                explicit=args.previous is not None)
+    serial = max(draft["serial"], previous) + 1
+    if serial > MAX_SERIAL:
+        raise DirectoryError("the serial would exceed 2^53 - 1")
+    draft["serial"], draft["issued"] = serial, format_ts(now)
     signed = sign_directory(draft, authority.signing_key())
+    # The draft first: if writing the signed file fails, the next signature still gets a new serial.
+    _write_draft(args.draft, draft)
     _write_bytes(args.out, signed)
-    print(f"signed directory serial {draft['serial']} with authority key {authority.kid} -> {args.out}")
+    print(f"signed directory serial {serial} (previous publication: {previous or 'none'}) with authority key "
+          f"{authority.kid} -> {args.out}; publish it with 'gateway keys publish-directory'")
+    return 0
+
+
+def _previous_serial(path: Path, authority_public: bytes, *, explicit: bool) -> int:
+    """The serial of the last publication (0 if there is none yet); it must verify."""
+    if not Path(path).exists():
+        if explicit:
+            raise DirectoryError(f"--previous {path} does not exist")
+        return 0
+    try:
+        return load_directory(_read_bytes(path, DirectoryError), [authority_public]).serial
+    except DirectoryError as exc:
+        raise DirectoryError(f"the previous publication {path} does not verify with this authority key "
+                             f"({exc.code}); pass the last published directory with --previous") from None
+
+
+def cmd_publish_directory(args: argparse.Namespace) -> int:
+    """Verify a signed directory against the pinned authority key and publish it to the broker."""
+    from gateway.transport.directory_feed import publish_directory_amqp
+
+    _, public_key = keyfile.parse_authority_public(
+        _read_bytes(args.authority_pub, KeyFileError), source=str(args.authority_pub))
+    signed = _read_bytes(args.directory, DirectoryError)
+    directory = load_directory(signed, [public_key])
+    url = os.environ.get(args.amqp_url_env, "")
+    if not url:
+        raise DirectoryError(f"environment variable {args.amqp_url_env} is not set: it holds the broker URL of the "
+                             f"authority's broker user")
+    asyncio.run(publish_directory_amqp(url, args.exchange, signed))
+    print(f"published directory serial {directory.serial} (sha256 {directory_digest(signed)}) to {args.exchange}")
     return 0
 
 

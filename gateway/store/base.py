@@ -396,6 +396,32 @@ class CheckpointRecord:
         _utc_fields(self, "signed_at", "recorded_at")
 
 
+@dataclass(frozen=True)
+class DirectoryRecord:
+    """A signed directory this gateway accepted: the highest ``serial`` is the one in force.
+
+    ``signed`` is the file exactly as verified, so a gateway can start from it again after a
+    restart with an older file on disk (docs/keys.md "Rollback protection")."""
+
+    serial: int
+    digest: str  # hex SHA-256 of ``signed``
+    signed: bytes = field(repr=False)
+    issued: datetime
+    accepted_at: datetime
+    #: Where it came from: ``file`` (start-up) or ``broker`` (published by the authority).
+    source: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.serial, int) or isinstance(self.serial, bool) or self.serial < 1:
+            raise StoreArgumentError("serial must be a positive integer")
+        _require_sha256("digest", self.digest)
+        if not isinstance(self.signed, bytes) or not self.signed:
+            raise StoreArgumentError("signed must be non-empty bytes")
+        if self.source not in ("file", "broker"):
+            raise StoreArgumentError("source must be 'file' or 'broker'")
+        _utc_fields(self, "issued", "accepted_at")
+
+
 #: How a stored idempotency key and request are named: hex SHA-256 (never the raw values).
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -807,6 +833,19 @@ class Store(ABC):
             origin, _require_count("min_size", min_size), _require_count("limit", limit), newest_first
         )
 
+    # --- the agency directory (rollback protection) ----------------------------------------
+
+    async def accept_directory(self, record: DirectoryRecord, *, audit: AuditEntry | None = None) -> bool:
+        """Record a directory if its serial is greater than every serial recorded so far (with
+        ``audit`` in the same transaction); False, and nothing written, if it is not."""
+        _require_instance("record", record, DirectoryRecord)
+        _require_entry("audit", audit, optional=True)
+        return await self._accept_directory(record, audit)
+
+    async def current_directory(self) -> DirectoryRecord | None:
+        """The accepted directory with the highest serial, or None before the first."""
+        return await self._current_directory()
+
     # --- lifecycle ------------------------------------------------------------------------
 
     @abstractmethod
@@ -821,6 +860,12 @@ class Store(ABC):
 
     @abstractmethod
     async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None: ...
+
+    @abstractmethod
+    async def _accept_directory(self, record: DirectoryRecord, audit: AuditEntry | None) -> bool: ...
+
+    @abstractmethod
+    async def _current_directory(self) -> DirectoryRecord | None: ...
 
     @abstractmethod
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]: ...

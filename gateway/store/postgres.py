@@ -38,6 +38,7 @@ from gateway.store.base import (
     Case,
     CheckpointRecord,
     DataKey,
+    DirectoryRecord,
     IdempotencyRecord,
     IncomingMessage,
     InboxRecord,
@@ -282,6 +283,35 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        3,
+        (
+            # Every directory this gateway accepted (docs/keys.md "Rollback protection"): the
+            # highest serial is the one in force. Append-only, like the audit log.
+            """
+            CREATE TABLE directories (
+                serial      bigint PRIMARY KEY CHECK (serial >= 1),
+                digest      text NOT NULL,
+                signed      bytea NOT NULL,
+                issued      timestamptz NOT NULL,
+                accepted_at timestamptz NOT NULL,
+                source      text NOT NULL CHECK (source IN ('file', 'broker'))
+            )""",
+            """
+            CREATE FUNCTION gateway_directories_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION 'directories are append-only' USING ERRCODE = 'GW001';
+            END $$""",
+            """
+            CREATE TRIGGER directories_no_change BEFORE UPDATE OR DELETE ON directories
+            FOR EACH ROW EXECUTE FUNCTION gateway_directories_append_only()""",
+            """
+            CREATE TRIGGER directories_no_truncate BEFORE TRUNCATE ON directories
+            FOR EACH STATEMENT EXECUTE FUNCTION gateway_directories_append_only()""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 #: First key of the two-int advisory lock taken while migrating ('gw' + 1); the second
@@ -374,7 +404,7 @@ _UNAVAILABLE_STATES = {
     "55000",  # object_not_in_prerequisite_state (e.g. recovery in progress)
 }
 #: SQLSTATEs raised by this schema's own triggers (fixed texts: safe to show).
-_OWN_STATES = {"GW001": "the audit log and checkpoints are append-only", "GW002": "a shredded data key cannot be restored"}
+_OWN_STATES = {"GW001": "the audit log, checkpoints and accepted directories are append-only", "GW002": "a shredded data key cannot be restored"}
 
 
 def map_postgres_error(exc: BaseException, where: str) -> StoreError:
@@ -1286,6 +1316,37 @@ class PostgresStore(Store):
             return [_withdrawal(r) for r in rows]
 
         return await self._one("withdrawals_for_case", run)
+
+    # --- the agency directory -------------------------------------------------------------
+
+    async def _accept_directory(self, record: DirectoryRecord, audit: AuditEntry | None) -> bool:
+        r = record
+
+        async def run(conn: Conn) -> bool:
+            # Writers of one store (several processes of an agency) take turns, so "greater
+            # than every recorded serial" is decided on what the others committed. An advisory
+            # lock, not LOCK TABLE: that would need UPDATE rights the application role lacks.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.directories'))")
+            highest = await conn.fetchval("SELECT COALESCE(MAX(serial), 0) FROM directories")
+            if r.serial <= highest:
+                return False
+            await conn.execute(
+                "INSERT INTO directories (serial, digest, signed, issued, accepted_at, source)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                r.serial, r.digest, r.signed, r.issued, r.accepted_at, r.source,
+            )
+            if audit is not None:
+                await _insert_audit(conn, audit)
+            return True
+
+        return await self._tx("accept_directory", run)
+
+    async def _current_directory(self) -> DirectoryRecord | None:
+        async def run(conn: Conn) -> DirectoryRecord | None:
+            row = await conn.fetchrow("SELECT * FROM directories ORDER BY serial DESC LIMIT 1")
+            return None if row is None else rows.directory_record(row, _utc)
+
+        return await self._one("current_directory", run)
 
     # --- audit checkpoints ----------------------------------------------------------------
 

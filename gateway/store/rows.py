@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Callable, Protocol
 
 from gateway.store.base import (
-    AuditRecord, CheckpointRecord, DataKey, IdempotencyRecord, InboxRecord, OutboxRecord, Withdrawal,
+    AuditRecord, CheckpointRecord, DataKey, DirectoryRecord, IdempotencyRecord, InboxRecord, OutboxRecord, Withdrawal,
 )
 
 
@@ -80,6 +80,14 @@ def checkpoint_record(row: Row, when: When) -> CheckpointRecord:
     return CheckpointRecord(
         origin=row["origin"], tree_size=row["tree_size"], root_hash=bytes(row["root_hash"]),
         signed_at=when(row["signed_at"]), note=bytes(row["note"]), recorded_at=when(row["recorded_at"]),
+    )
+
+
+def directory_record(row: Row, when: When) -> DirectoryRecord:
+    """A ``directories`` row as a DirectoryRecord."""
+    return DirectoryRecord(
+        serial=row["serial"], digest=row["digest"], signed=bytes(row["signed"]), issued=when(row["issued"]),
+        accepted_at=when(row["accepted_at"]), source=row["source"],
     )
 
 

@@ -38,6 +38,7 @@ from gateway.store.base import (
     Case,
     CheckpointRecord,
     DataKey,
+    DirectoryRecord,
     IdempotencyRecord,
     IncomingMessage,
     InboxRecord,
@@ -236,6 +237,32 @@ MIGRATIONS += (
                 CHECK ((status_code IS NULL) = (response_json IS NULL))
             )""",
             "CREATE INDEX idempotency_by_expiry ON idempotency_keys (expires_at)",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    (
+        4,
+        (
+            # Every directory this gateway accepted (docs/keys.md "Rollback protection"): the
+            # highest serial is the one in force; a lower or equal one is refused, also after a
+            # restart with an older file. Append-only: a serial once accepted is never forgotten.
+            """
+            CREATE TABLE directories (
+                serial      INTEGER PRIMARY KEY CHECK (serial >= 1),
+                digest      TEXT NOT NULL,
+                signed      BLOB NOT NULL,
+                issued      TEXT NOT NULL,
+                accepted_at TEXT NOT NULL,
+                source      TEXT NOT NULL CHECK (source IN ('file', 'broker'))
+            )""",
+            """
+            CREATE TRIGGER directories_no_update BEFORE UPDATE ON directories
+            BEGIN SELECT RAISE(ABORT, 'directories are append-only'); END""",
+            """
+            CREATE TRIGGER directories_no_delete BEFORE DELETE ON directories
+            BEGIN SELECT RAISE(ABORT, 'directories are append-only'); END""",
         ),
     ),
 )
@@ -1008,6 +1035,33 @@ class SQLiteStore(Store):
                 "SELECT * FROM withdrawals WHERE case_ref = ? ORDER BY withdrawn_at, rowid", (case_ref,)
             ).fetchall()
             return [_withdrawal(r) for r in rows]
+
+        return await self._call(run)
+
+    # --- the agency directory ---------------------------------------------------------------
+
+    async def _accept_directory(self, record: DirectoryRecord, audit: AuditEntry | None) -> bool:
+        r = record
+
+        def run(conn: sqlite3.Connection) -> bool:
+            # One writer thread: the check and the insert cannot interleave with another write.
+            (highest,) = conn.execute("SELECT COALESCE(MAX(serial), 0) FROM directories").fetchone()
+            if r.serial <= highest:
+                return False
+            conn.execute(
+                "INSERT INTO directories (serial, digest, signed, issued, accepted_at, source) VALUES (?, ?, ?, ?, ?, ?)",
+                (r.serial, r.digest, r.signed, _ts(r.issued), _ts(r.accepted_at), r.source),
+            )
+            if audit is not None:
+                _insert_audit(conn, audit)
+            return True
+
+        return await self._in_write(run)
+
+    async def _current_directory(self) -> DirectoryRecord | None:
+        def run(conn: sqlite3.Connection) -> DirectoryRecord | None:
+            row = conn.execute("SELECT * FROM directories ORDER BY serial DESC LIMIT 1").fetchone()
+            return None if row is None else rows.directory_record(row, _dt)
 
         return await self._call(run)
 

@@ -33,6 +33,7 @@ from gateway.store import (
     Case,
     CheckpointRecord,
     DataKey,
+    DirectoryRecord,
     IdempotencyRecord,
     IncomingMessage,
     MessageConflictError,
@@ -116,6 +117,11 @@ async def _reach_outgoing(store: Store, message_id: str, status: str) -> None:
         assert await store.mark_failed(message_id, "broker_unreachable", at=T0)
     else:
         assert await store.set_status(message_id, status, T0)  # type: ignore[arg-type]
+
+
+def directory_record(serial: int, signed: bytes = b"signed", *, source: str = "broker") -> DirectoryRecord:
+    body = signed + b"-%d" % serial
+    return DirectoryRecord(serial, hashlib.sha256(body).hexdigest(), body, T0, T0 + timedelta(seconds=serial), source)
 
 
 def _hex(text: str) -> str:
@@ -621,6 +627,49 @@ class StoreConformance:
         assert await store.list_checkpoints("NE-ANLTP-TIM", min_size=6, limit=1) == [b]
         assert await store.list_checkpoints("NE-ANLTP-TIM", newest_first=True, limit=2) == [fork, b]
         assert await store.latest_checkpoint("NG-NAPTIP") == peer
+
+    # --- accepted directories (rollback protection) ----------------------------------------
+
+    async def test_directory_serial_only_goes_up_and_survives_reopening(self, harness: StoreHarness) -> None:
+        store = await harness.open()
+        try:
+            assert await store.current_directory() is None
+            five = directory_record(5)
+            assert await store.accept_directory(five, audit=audit(1, event_type="directory.updated"))
+            assert await store.current_directory() == five
+            # Equal (even with other bytes) and lower serials are refused, and their audit is not written.
+            for refused in (directory_record(5, b"other"), directory_record(4), directory_record(1)):
+                assert not await store.accept_directory(refused, audit=audit(2, event_type="directory.updated"))
+            assert len(await store.read_audit(1, 10)) == 1
+            six = directory_record(6, source="file")
+            assert await store.accept_directory(six)
+            assert await store.current_directory() == six
+        finally:
+            await store.close()
+        store = await harness.open()
+        try:
+            assert await store.current_directory() == six
+            assert not await store.accept_directory(directory_record(3))
+        finally:
+            await store.close()
+
+    async def test_concurrent_directory_accepts_end_at_the_highest(self, store: Store) -> None:
+        serials = [7, 3, 12, 9, 1, 12, 11, 2]
+        results = await asyncio.gather(*(store.accept_directory(directory_record(s)) for s in serials))
+        current = await store.current_directory()
+        assert current is not None and current.serial == 12
+        assert sum(r for s, r in zip(serials, results) if s == 12) == 1
+
+    async def test_directory_records_are_checked(self, store: Store) -> None:
+        with pytest.raises(StoreArgumentError):
+            directory_record(0)
+        with pytest.raises(StoreArgumentError):
+            dataclasses.replace(directory_record(1), digest="not-hex")
+        with pytest.raises(StoreArgumentError):
+            dataclasses.replace(directory_record(1), accepted_at=NAIVE)
+        with pytest.raises(StoreArgumentError):
+            await store.accept_directory(directory_record(1), audit=audit(1, event_type="directory.invented"))
+        assert await store.current_directory() is None
 
     # --- API idempotency keys -------------------------------------------------------------
 

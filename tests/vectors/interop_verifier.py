@@ -44,6 +44,7 @@ ORG_TYPES = {"central_government", "health_service", "immigration_service", "int
              "law_enforcement", "legal_service", "local_government", "ngo"}
 ROLES = {"child_protection", "health_service", "iom_mission", "law_enforcement", "legal_service",
          "national_referral_mechanism", "ngo", "shelter", "social_services", "unhcr"}
+PURPOSES = {"assistance", "safety_assessment", "family_tracing", "assisted_return", "reintegration_handover"}
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "v1"
 
 
@@ -274,7 +275,8 @@ def load_directory(data: bytes, authority_public_keys: list[bytes]) -> Directory
                 or a["id"] in directory.agencies:
             raise Rejected("directory_malformed", "name, org_type, roles or duplicate agency")
         accepts = _exact(a["accepts"], {"message_types", "purposes"}, "accepts")
-        if not all(isinstance(x, str) for x in _array(accepts["message_types"]) + _array(accepts["purposes"])):
+        if not all(isinstance(x, str) for x in _array(accepts["message_types"]) + _array(accepts["purposes"])) \
+                or not set(accepts["message_types"]) <= set(TYPES) or not set(accepts["purposes"]) <= PURPOSES:
             raise Rejected("directory_malformed", "accepts")
         directory.agencies[a["id"]] = a
         keys = directory.keys.setdefault(a["id"], {})
@@ -312,6 +314,17 @@ def _ts(value: Any) -> datetime:
         return timestamp(value)
     except ValueError:
         raise Rejected("directory_malformed", "timestamp") from None
+
+
+CONTROL_TYPES = {"receipt", "consent.withdrawal.ack", "audit.checkpoint"}
+
+
+def accepted_types(directory: Directory, agency_id: str) -> set[str]:
+    """The message types an agency receives: its list, the control types, and
+    ``consent.withdrawal`` if it lists anything else ("The agency directory", ``accepts``)."""
+    listed = set(directory.agencies[agency_id]["accepts"]["message_types"])
+    implied = CONTROL_TYPES | ({"consent.withdrawal"} if listed - CONTROL_TYPES - {"consent.withdrawal"} else set())
+    return listed | implied
 
 
 def serial_verdict(held: int | None, offered: Directory) -> str:

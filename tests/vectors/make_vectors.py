@@ -22,7 +22,7 @@ from nacl.public import PrivateKey, PublicKey
 from gateway.b64 import b64url_decode, b64url_encode
 from gateway.canonical import MAX_JSON_DEPTH, canonical_bytes
 from gateway.clock import format_ts
-from gateway.directory import sign_directory
+from gateway.directory import SIGNING_CONTEXT, sign_directory
 from gateway.envelope import DEFAULT_POLICY, envelope_signing_input, payload_signing_input, seal
 from gateway.keys import key_id
 from gateway.pseudonym import case_pseudonym
@@ -331,6 +331,7 @@ def main() -> None:
         "acceptances": acceptances,
         "pseudonyms": _pseudonyms(),
         "directory_rollback": _rollback(world),
+        "directory_vocabularies": _vocabularies(world),
     }
     OUT.write_text(json.dumps(vector, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
@@ -384,6 +385,45 @@ def _rollback(world: World) -> dict[str, Any]:
             {"name": "same serial, other content", "held_serial": 2, "offered": "other_serial_2",
              "verdict": "directory_rollback"},
         ],
+    }
+
+
+def _signed_as_is(document: dict[str, Any], authority: Any) -> str:
+    """Sign a document without checking it first (``sign_directory`` refuses a bad one)."""
+    value = authority.sign(SIGNING_CONTEXT + canonical_bytes(document)).signature
+    return (canonical_bytes({"directory": document, "signature": {
+        "alg": "Ed25519", "kid": key_id(bytes(authority.verify_key)), "value": b64url_encode(value)}}) + b"\n").decode()
+
+
+def _vocabularies(world: World) -> dict[str, Any]:
+    """Signed directories whose ``accepts`` break or stretch the vocabularies, and what a
+    gateway makes of each: refused, or accepted with the implied message types."""
+    document = json.loads(world.directory_bytes)["directory"]
+
+    def with_accepts(message_types: list[str], purposes: list[str]) -> dict[str, Any]:
+        changed = copy.deepcopy(document)
+        changed["serial"] = 3
+        changed["agencies"][1]["accepts"] = {"message_types": message_types, "purposes": purposes}
+        return changed
+
+    agency = document["agencies"][1]["id"]
+    cases = [
+        ("a message type outside the vocabulary (typo)", ["referral.requests"], ["assistance"], "directory_malformed",
+         None),
+        ("a purpose outside the vocabulary", ["referral.request"], ["asistance"], "directory_malformed", None),
+        ("only referral.request listed: control types and consent.withdrawal implied", ["referral.request"],
+         ["assistance"], "accepted",
+         ["audit.checkpoint", "consent.withdrawal", "consent.withdrawal.ack", "receipt", "referral.request"]),
+        ("only control types listed: nothing else implied", ["receipt"], [], "accepted",
+         ["audit.checkpoint", "consent.withdrawal.ack", "receipt"]),
+    ]
+    return {
+        "rule": "accepts names come from the vocabularies; receipt, consent.withdrawal.ack and audit.checkpoint are "
+                "always accepted; consent.withdrawal too when any other type is",
+        "agency": agency,
+        "cases": [{"name": name, "directory": _signed_as_is(with_accepts(types, purposes), world.authority),
+                   "verdict": verdict, "accepted_types": accepted}
+                  for name, types, purposes, verdict, accepted in cases],
     }
 
 

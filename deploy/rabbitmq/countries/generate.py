@@ -15,7 +15,10 @@ country, for that country's own RabbitMQ (see ../README.md, "One broker per coun
   bound to it, so a partner cannot route through us to a third country. Unroutable
   messages go to its alternate exchange ``referrals.unroutable`` → queue ``unroutable``
   instead of being dropped (shovels cannot publish ``mandatory``);
-* per partner P a user ``from-P`` for P's shovel, allowed to write ``referrals.ingress`` only.
+* per partner P a user ``from-P`` for P's shovel, allowed to write ``referrals.ingress`` only;
+* the directory feed: fanout exchange ``referrals.directory``, one ``directory.<ID>`` queue per
+  local agency bound to it, and the authority's user (``DIRECTORY-AUTHORITY``), allowed to
+  write that exchange only. The authority publishes to every country's broker.
 
 ``compose/<C>.json`` are the same for the countries whose broker deploy/compose.yaml runs
 (``COMPOSE_COUNTRIES``) with only those countries as partners: the shovels' ``dest-uri`` is
@@ -45,6 +48,9 @@ QUORUM = {"x-queue-type": "quorum"}
 #: Countries with a broker service (``rabbitmq-<c>``) in deploy/compose.yaml; the compose
 #: variant links only these (tests/test_deploy_definitions.py checks it against the file).
 COMPOSE_COUNTRIES = ("NE", "NG")
+#: The directory authority's broker user: it may only publish to ``referrals.directory``
+#: (docs/keys.md "Distribution"); it exists on every country's broker.
+AUTHORITY_USER = "DIRECTORY-AUTHORITY"
 
 
 def broker_uris(country: str, user: str, compose: bool = False) -> list[str]:
@@ -79,7 +85,8 @@ def agencies_by_country(shared: dict) -> dict[str, list[str]]:
     """Agency ids of the shared file by country (the part of the id before the first ``-``)."""
     by_country: dict[str, list[str]] = defaultdict(list)
     for user in shared["users"]:
-        by_country[user["name"].split("-", 1)[0]].append(user["name"])
+        if user["name"] != AUTHORITY_USER:
+            by_country[user["name"].split("-", 1)[0]].append(user["name"])
     return dict(by_country)
 
 
@@ -96,6 +103,8 @@ def country_definitions(country: str, by_country: dict[str, list[str]], shared: 
         users.append(hash_of[agency])
         permissions.append(next(p for p in shared["permissions"] if p["user"] == agency))
         topic_permissions.append(next(p for p in shared["topic_permissions"] if p["user"] == agency))
+    users.append(hash_of[AUTHORITY_USER])
+    permissions.append(next(p for p in shared["permissions"] if p["user"] == AUTHORITY_USER))
     for partner in partners:
         users.append({"name": f"from-{partner}", "password_hash": placeholder,
                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": [], "limits": {}})
@@ -116,9 +125,11 @@ def country_definitions(country: str, by_country: dict[str, list[str]], shared: 
     queues, bindings = [], []
     for agency in local:
         queues += [queue(f"inbox.{agency}", INBOX_ARGS), queue(f"quarantine.{agency}", QUORUM)]
+        queues.append(queue(f"directory.{agency}", QUORUM))
         bindings += [binding("referrals", f"inbox.{agency}", agency),
                      binding("referrals.ingress", f"inbox.{agency}", agency),
-                     binding("referrals.dlx", f"quarantine.{agency}", agency)]
+                     binding("referrals.dlx", f"quarantine.{agency}", agency),
+                     binding("referrals.directory", f"directory.{agency}", "")]
     for partner in partners:
         queues.append(queue(f"outbound.{partner}", QUORUM))
         bindings += [binding("referrals", f"outbound.{partner}", agency) for agency in by_country[partner]]
@@ -141,6 +152,7 @@ def country_definitions(country: str, by_country: dict[str, list[str]], shared: 
             exchange("referrals.dlx", "topic"),
             exchange("referrals.ingress", "topic", {"alternate-exchange": "referrals.unroutable"}),
             exchange("referrals.unroutable", "fanout"),
+            exchange("referrals.directory", "fanout"),
         ],
         "bindings": bindings,
     }
