@@ -134,7 +134,7 @@ def _opens_with(envelope: bytes, private_keys) -> bool:
     return False
 
 
-async def test_withdrawn_copies_open_with_no_key_the_receiver_still_holds(tmp_path) -> None:
+async def test_withdrawn_copies_open_with_no_key_the_receiver_still_holds(tmp_path, capsys) -> None:
     async with short_key_world(tmp_path) as (ne, ng, enc, clock, published):
         first = enc[0]
         withdrawn = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
@@ -195,6 +195,24 @@ async def test_withdrawn_copies_open_with_no_key_the_receiver_still_holds(tmp_pa
         await ng.handle_delivery(Delivery(late_header.id, NIGER, NIGERIA, late, {}, False))
         reasons = {e.message_id: json.loads(e.detail_json)["reason"] for e in await _audit(ng, "message.quarantined")}
         assert reasons[late_header.id] == "enc_key_destroyed"
+
+        # A key file restored from a backup is destroyed again, and a restart (a fresh
+        # identity from the key directory) learns from the audit log what was destroyed.
+        keyfile.write_key_file(keyfile.key_path(tmp_path / "ng-keys", first), first)
+        await ng.apply_retention()
+        assert not keyfile.key_path(tmp_path / "ng-keys", first).exists()
+        keyfile.write_key_file(keyfile.key_path(tmp_path / "ng-keys", first), first)
+        fresh = keyfile.load_identity(tmp_path / "ng-keys", at=clock(), agency_id=NIGERIA)
+        assert first.kid in fresh.encryption_keys
+        await dataclasses.replace(ng._encryption_keys(), identity=fresh).remember_destroyed()
+        assert first.kid not in fresh.encryption_keys and first.kid in fresh.destroyed_encryption_kids
+
+        # No personal data in any log line or audit entry of all this.
+        logged = capsys.readouterr().out
+        entries = " ".join([e.detail_json for e in await ne.store.read_audit(1, 10_000)]
+                           + [e.detail_json for e in await ng.store.read_audit(1, 10_000)])
+        for name in ("Amaka", "Testfixture", "Ngozi"):
+            assert name not in logged and name not in entries
 
 
 async def test_rollover_with_messages_in_flight_loses_nothing(tmp_path) -> None:
