@@ -71,6 +71,11 @@ def envelope_digest(envelope: bytes) -> bytes:
     return hashlib.sha256(envelope).digest()
 
 
+def needs_transport_key(blob: bytes) -> bool:
+    """True for a blob in the older formats, which re-open only with the transport key."""
+    return blob[:5] in (KEYED, UNKEYED)
+
+
 @dataclass(frozen=True)
 class StoredEnvelope:
     """A received envelope as kept at rest, and (for blobs written since short-lived keys)

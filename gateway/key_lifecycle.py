@@ -7,7 +7,9 @@ at most ``max_lifetime`` after its ``created``. So from ``not_after + skew + max
 no message sealed to K can be accepted any more; after a further ``grace`` (clocks, a
 delivery being retried) the retention pass destroys K's private key:
 
-1. case keys of the inbox still wrapped by K are re-wrapped under the newest held key
+1. inbox rows stored in the older at-rest format (``RGAR1``/``RGAR0``, which re-open only
+   with the transport key) are re-stored with their decrypted inner part, and case keys of
+   the inbox still wrapped by K are re-wrapped under the newest held key
    (gateway/at_rest.py), so stored messages stay readable for their retention period;
 2. ``key.destroyed`` is audited (the kid and dates, never key material);
 3. K leaves memory and its key file is overwritten and deleted.
@@ -25,7 +27,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 import structlog
 
@@ -105,6 +107,9 @@ class EncryptionKeyLifecycle:
     #: The key period (``enc_key_period_days``): warn when less than one period is covered ahead.
     period: timedelta
     metrics: Metrics
+    #: Re-stores inbox rows kept in the older at-rest format (which needs the transport key)
+    #: with their decrypted inner part; run before the first destruction (Gateway).
+    restore_legacy: Callable[[], Awaitable[int]] | None = None
 
     async def remember_destroyed(self) -> None:
         """Learn from the audit log which of our keys were destroyed before (at start)."""
@@ -124,12 +129,14 @@ class EncryptionKeyLifecycle:
         now = self.clock()
         if self.source is not None:
             await self._load_new()
-        destroyed = []
+        destroyed: list[str] = []
         newest = self.identity.newest_encryption_kid()
         for kid, (not_before, not_after) in sorted(self.identity.encryption_validity.items()):
             due = destruction_due(not_after, max_lifetime=self.max_lifetime, skew=self.skew, grace=self.grace)
             if now < due or kid == newest:
                 continue  # the newest key is never destroyed: new case keys need a wrapping key
+            if self.restore_legacy is not None and not destroyed:
+                await self.restore_legacy()
             await self._destroy(kid, not_after, due, now)
             destroyed.append(kid)
         ends = [na for _, na in self.identity.encryption_validity.values()]

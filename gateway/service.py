@@ -35,6 +35,7 @@ from gateway.at_rest import (
     PayloadShreddedError,
     StoredEnvelope,
     envelope_digest,
+    needs_transport_key,
     stored_digest,
 )
 from gateway.audit.exchange import CheckpointExchange
@@ -163,6 +164,7 @@ class Gateway:
         #: deleted (the key directory; None: keys live in memory only, demo and tests).
         self.key_source = key_source
         self.quarantine_vault = QuarantineVault(self.at_rest, store)
+        self._legacy_restored = False
         self.case_locks = CaseLocks()
         self.audit_log = AuditLog(store, identity, clock)
         #: Failed handler runs per message (id + body digest), counted here: never taken
@@ -730,7 +732,42 @@ class Gateway:
             identity=self.identity, at_rest=self.at_rest, store=self.store, clock=self.clock,
             source=self.key_source, max_lifetime=DEFAULT_POLICY.max_lifetime, skew=DEFAULT_POLICY.max_clock_skew,
             grace=timedelta(days=self.settings.enc_key_grace_days),
-            period=timedelta(days=self.settings.enc_key_period_days), metrics=self.metrics)
+            period=timedelta(days=self.settings.enc_key_period_days), metrics=self.metrics,
+            restore_legacy=self._restore_legacy_once)
+
+    async def _restore_legacy_once(self) -> int:
+        if self._legacy_restored:
+            return 0
+        moved = await self.restore_legacy_inbox()
+        self._legacy_restored = True
+        return moved
+
+    async def restore_legacy_inbox(self) -> int:
+        """Re-store inbox rows kept in the at-rest format that re-opens only with the transport
+        key, with their decrypted inner part (gateway/at_rest.py), so that destroying transport
+        keys loses none of them; return how many."""
+        offset, moved = 0, 0
+        while True:
+            page = await self.store.list_incoming(500, offset)
+            if not page:
+                break
+            offset += len(page)
+            for record in page:
+                if not needs_transport_key(record.envelope):
+                    continue
+                try:
+                    stored = await self.at_rest.open(record)
+                    opened = self.open_stored(stored, record.received_at)
+                except (PayloadShreddedError, AtRestError, EnvelopeError):
+                    continue  # shredded, or unreadable already: nothing left to keep
+                blob = await self.at_rest.seal(record.message_id, record.case_ref, record.message_type,
+                                               stored.envelope, record.received_at,
+                                               opened.payload_signature + opened.payload_bytes)
+                if await self.store.replace_incoming_envelope(record.message_id, record.envelope, blob):
+                    moved += 1
+        if moved:
+            log.info("inbox.restored_for_key_destruction", messages=moved)
+        return moved
 
     def _checkpoints(self) -> CheckpointExchange:
         return CheckpointExchange(store=self.store, audit_log=self.audit_log, directory=self.directory,

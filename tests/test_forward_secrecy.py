@@ -234,6 +234,13 @@ async def test_rollover_with_messages_in_flight_loses_nothing(tmp_path) -> None:
             await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
             opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
             assert opened.header == header
+        # A row stored by an older version (envelope only: it re-opens only with the transport key).
+        legacy_id = sealed[0][0].id
+        current = await ng.store.get_incoming(legacy_id)
+        legacy = await ng.at_rest.seal(legacy_id, current.case_ref, current.message_type, sealed[0][1],
+                                       current.received_at)
+        assert legacy[:5] == b"RGAR1"
+        assert await ng.store.replace_incoming_envelope(legacy_id, current.envelope, legacy)
         # A sender with a stale directory sealing to the ended key is refused, precisely.
         stale_header, stale = seal(load_example("referral.request"), message_type="referral.request",
                                    sender=ne.identity, recipient=NIGERIA, directory=ne.directory,
@@ -253,6 +260,7 @@ async def test_rollover_with_messages_in_flight_loses_nothing(tmp_path) -> None:
                                        skew=timedelta(minutes=5), grace=GRACE) - utcnow() + timedelta(hours=1)
         await ng.apply_retention()
         assert first.kid not in ng.identity.encryption_keys and second.kid in ng.identity.encryption_keys
+        assert (await ng.store.get_incoming(legacy_id)).envelope[:5] == b"RGAR2"  # re-stored before
         for header, _ in sealed:
             assert (await ng.read_incoming(header.id, actor=OFFICER, purpose="case_followup")).header == header
 

@@ -627,6 +627,14 @@ class Store(ABC):
             require_status("status", status, INCOMING_STATUSES)
         return await self._list_incoming(limit, offset, status)
 
+    async def replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool:
+        """Replace a stored inbox blob ``old`` by ``new`` (the same message re-stored in a
+        newer at-rest format, gateway/at_rest.py). False if the row no longer holds ``old``."""
+        for name, value in (("old", old), ("new", new)):
+            if not isinstance(value, bytes) or not value:
+                raise StoreArgumentError(f"{name} must be non-empty bytes")
+        return await self._replace_incoming_envelope(require_message_id("message_id", message_id), old, new)
+
     async def get_incoming(self, message_id: str) -> InboxRecord | None:
         """The inbox row of ``message_id``, or None."""
         _require_text("message_id", message_id)
@@ -856,6 +864,9 @@ class Store(ABC):
 
     @abstractmethod
     async def _rewrap_data_key(self, key_id: str, old: bytes, new: bytes) -> bool: ...
+
+    @abstractmethod
+    async def _replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool: ...
 
     @abstractmethod
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]: ...

@@ -907,6 +907,14 @@ class PostgresStore(Store):
 
         return await self._tx("replace_outgoing_body", run)
 
+    async def _replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool:
+        async def run(conn: Conn) -> bool:
+            status = await conn.execute(
+                "UPDATE inbox SET envelope = $3 WHERE message_id = $1 AND envelope = $2", message_id, old, new)
+            return bool(status == "UPDATE 1")
+
+        return await self._tx("replace_incoming_envelope", run)
+
     async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]:
         column = {"outgoing": "outbox_id", "incoming": "inbox_id"}[direction]
 

@@ -664,6 +664,14 @@ class SQLiteStore(Store):
             await self._scrub_wal()  # the old body's pages must not linger in the WAL
         return changed
 
+    async def _replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE inbox SET envelope = ? WHERE message_id = ? AND envelope = ?", (new, message_id, old))
+            return cur.rowcount == 1
+
+        return await self._in_write(run)
+
     async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]:
         column = {"outgoing": "outbox_id", "incoming": "inbox_id"}[direction]
 

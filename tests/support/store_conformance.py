@@ -589,6 +589,20 @@ class StoreConformance:
         new = await store.add_data_key(data_key("case-key-2", "case-a"))
         assert new.key_id == "case-key-2" and (await store.live_case_key("case-a")).key_id == "case-key-2"
 
+    async def test_replace_incoming_envelope_is_compare_and_swap(self, store: Store) -> None:
+        msg = incoming(envelope=b"RGAR1-old-blob")
+        assert await store.add_incoming(msg)
+        await store.set_incoming_status(msg.message_id, "read", T0 + timedelta(seconds=1))
+        assert await store.replace_incoming_envelope(msg.message_id, b"RGAR1-old-blob", b"RGAR2-new-blob")
+        assert not await store.replace_incoming_envelope(msg.message_id, b"RGAR1-old-blob", b"RGAR2-other")
+        assert not await store.replace_incoming_envelope(new_id(), b"RGAR1-old-blob", b"x")
+        record = await store.get_incoming(msg.message_id)
+        assert record.envelope == b"RGAR2-new-blob" and record.status == "read"
+        # Redelivery dedup is unaffected: the row stays one row.
+        assert not await store.add_incoming(msg)
+        with pytest.raises(ValueError):
+            await store.replace_incoming_envelope(msg.message_id, b"", b"x")
+
     async def test_case_keys_are_found_by_wrapping_prefix_and_rewrapped_once(self, store: Store) -> None:
         a = await store.add_data_key(data_key("case-key-a", "case-a", wrapped=b"old-kid:aaa"))
         b = await store.add_data_key(data_key("case-key-b", "case-b", wrapped=b"new-kid:bbb"))
