@@ -60,12 +60,19 @@ class QuarantineVault:
     def __init__(self, at_rest: AtRest, store: Store) -> None:
         self.at_rest = at_rest
         self.store = store
+        #: The current day's (scope, key id, key): a burst of poison messages must not cost a
+        #: store round trip each. Only past days' keys are ever destroyed, so it stays valid.
+        self._today: tuple[str, str, bytes] | None = None
 
     async def seal(self, body: bytes, at: datetime) -> bytes:
         """The body to hand to the quarantine queue (an already sealed body is kept as is)."""
         if sealed_key_id(body) is not None:
             return body  # quarantined again after a re-drive: still under its first day's key
-        key_id, key = await self.at_rest.scope_key(day_scope(at), at)
+        scope = day_scope(at)
+        if self._today is None or self._today[0] != scope:
+            key_id, key = await self.at_rest.scope_key(scope, at)
+            self._today = (scope, key_id, key)
+        _, key_id, key = self._today
         kid = key_id.encode("ascii")
         return MAGIC + bytes([len(kid)]) + kid + bytes(Aead(key).encrypt(body, _aad(kid)))
 
