@@ -362,11 +362,11 @@ def test_enc_ahead_prints_back_to_back_keys_for_the_authority(tmp_path) -> None:
     # The current key cut to end one period from now, then new keys up to three periods ahead.
     assert all(k["use"] == "enc" for k in entries) and len(entries) == 3
     assert parse_ts(entries[0]["not_after"]) - utcnow() <= PERIOD
-    assert parse_ts(entries[-1]["not_after"]) - utcnow() >= 3 * PERIOD - timedelta(minutes=1)
+    assert parse_ts(entries[-1]["not_after"]) - utcnow() > 2 * PERIOD
     for earlier, later in zip(entries, entries[1:]):
         assert earlier["not_after"] == later["not_before"]  # no gap, no long overlap
         assert parse_ts(later["not_after"]) - parse_ts(later["not_before"]) == PERIOD
-    # Again: the keys already cover the periods asked for; nothing new.
+    # Again (seconds later): three keys already end later than now; nothing new.
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli_main(["keys", "enc-ahead", "--key-dir", str(key_dir), "--periods", "3"]) == 0

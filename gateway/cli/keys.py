@@ -58,7 +58,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--period-days", type=_positive, default=DEFAULT_ENC_PERIOD_DAYS,
                    help="days each encryption key is valid (the gateway's enc_key_period_days)")
     p.add_argument("--periods", type=_positive, default=DEFAULT_ENC_PERIODS_AHEAD,
-                   help="make sure keys cover now + this many periods")
+                   help="make sure this many encryption keys (the current one included) end later than now")
     p.add_argument("--shorten-current", action="store_true",
                    help="cut a long-lived current encryption key to end one period from now (switching to "
                         "short-lived keys)")
@@ -182,24 +182,25 @@ def cmd_enc_ahead(args: argparse.Namespace) -> int:
     for pair in changed:
         print(f"current enc {pair.kid} now ends {format_ts(pair.not_after)}", file=sys.stderr)
     if not new and not changed:
-        print(f"keys already cover {args.periods} period(s) ahead; nothing to add", file=sys.stderr)
+        print(f"{args.periods} encryption key(s) already end later than now; nothing to add", file=sys.stderr)
     return 0
 
 
 def plan_enc_keys(pairs: list[KeyPair], agency_id: str, *, now: datetime, period: timedelta,
                   periods: int) -> list[KeyPair]:
-    """New encryption keys, back to back, so that keys cover ``now + periods * period``.
+    """New encryption keys, back to back after the last one, so that ``periods`` keys (the
+    current one included) end later than ``now``. Counting keys, not time, keeps a re-run a
+    few seconds later from adding a key.
 
-    Each starts when the latest-ending key ends (or now), so at every moment one key is
-    valid and senders, who seal to the newest valid key, switch at the boundary."""
+    Each new key starts when the latest-ending key ends (or now), so at every moment one key
+    is valid and senders, who seal to the newest valid key, switch at the boundary."""
     latest: dict[str, KeyPair] = {}
-    for pair in pairs:  # the last version of a key wins (a shortened copy comes first in pairs)
+    for pair in pairs:  # the first version of a kid wins (a shortened copy comes first in pairs)
         latest.setdefault(pair.kid, pair)
-    ends = [p.not_after for p in latest.values() if p.use == "enc" and p.not_after >= now]
-    start = max(ends, default=now)
-    horizon = now + periods * period
+    live = [p for p in latest.values() if p.use == "enc" and p.not_after > now]
+    start = max((p.not_after for p in live), default=now)
     new = []
-    while start < horizon:
+    for _ in range(periods - len(live)):
         pair = keyfile.generate_key(agency_id, "enc", not_before=start, not_after=start + period)
         new.append(pair)
         start = pair.not_after
