@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Awaitable, Callable, Protocol
@@ -35,7 +35,7 @@ from gateway.actors import SYSTEM_ACTOR
 from gateway.at_rest import AtRest
 from gateway.clock import format_ts
 from gateway.errors import KeyFileError
-from gateway.keyfile import KEY_SUFFIX, KeyPair, read_key_dir
+from gateway.keyfile import KEY_SUFFIX, KeyPair, read_key_file
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.store.base import AuditEntry, AuditQuery, Store
@@ -51,8 +51,11 @@ def destruction_due(not_after: datetime, *, max_lifetime: timedelta, skew: timed
 class KeySource(Protocol):
     """Where the gateway's private keys live (its key directory)."""
 
-    async def load(self) -> list[KeyPair]:
-        """Every key now in the store (blocking I/O runs off the event loop)."""
+    async def kids(self) -> list[str]:
+        """Ids of the keys now in the store (blocking I/O runs off the event loop)."""
+
+    async def read(self, kid: str) -> KeyPair:
+        """One key (a passphrase-protected file costs an Argon2id run: only new keys are read)."""
 
     async def destroy(self, kid: str) -> bool:
         """Overwrite and delete the private key ``kid``; False if it was not there."""
@@ -63,15 +66,32 @@ class KeyDirectory:
     """A key directory of ``<kid>.key`` files (gateway/keyfile.py) as a KeySource."""
 
     path: Path
-    passphrase: bytes | None = None
+    passphrase: bytes | None = field(default=None, repr=False)
+    #: Kids of signing keys read once: not read again on every pass.
+    _signing: set[str] = field(default_factory=set, repr=False)
 
-    async def load(self) -> list[KeyPair]:
-        """Read every key file off the event loop."""
-        return await asyncio.to_thread(read_key_dir, self.path, self.passphrase)
+    async def kids(self) -> list[str]:
+        """The kids of the ``<kid>.key`` files (signing keys already seen left out), off the event loop."""
+        return [kid for kid in await asyncio.to_thread(_key_file_kids, self.path) if kid not in self._signing]
+
+    async def read(self, kid: str) -> KeyPair:
+        """Read and check one key file off the event loop."""
+        pair = await asyncio.to_thread(read_key_file, self.path / f"{kid}{KEY_SUFFIX}", self.passphrase)
+        if pair.kid != kid:
+            raise KeyFileError(f"key file {kid}{KEY_SUFFIX} holds key {pair.kid}; the file name must be its kid")
+        if pair.use == "sig":
+            self._signing.add(kid)
+        return pair
 
     async def destroy(self, kid: str) -> bool:
         """Overwrite the key file with zeros, fsync, then delete it (off the event loop)."""
         return await asyncio.to_thread(_shred_file, self.path / f"{kid}{KEY_SUFFIX}")
+
+
+def _key_file_kids(path: Path) -> list[str]:
+    if not path.is_dir():
+        raise KeyFileError(f"key directory {path} does not exist")
+    return sorted(p.name[: -len(KEY_SUFFIX)] for p in path.glob(f"*{KEY_SUFFIX}"))
 
 
 def _shred_file(path: Path) -> bool:
@@ -147,20 +167,21 @@ class EncryptionKeyLifecycle:
 
     async def _load_new(self) -> None:
         assert self.source is not None
+        added = []
         try:
-            pairs = await self.source.load()
+            for kid in await self.source.kids():
+                if kid in self.identity.destroyed_encryption_kids:
+                    # A deletion that failed after its audit entry, or a file restored from a backup.
+                    await self.source.destroy(kid)
+                    continue
+                if kid in self.identity.encryption_keys or kid == self.identity.signing_kid:
+                    continue
+                pair = await self.source.read(kid)
+                if pair.use == "enc" and pair.agency_id == self.identity.agency_id:
+                    added.append(self.identity.add_encryption_key(pair.private_key(), pair.not_before,
+                                                                  pair.not_after))
         except KeyFileError as exc:
             log.warning("keys.load_failed", error=exc.code)
-            return
-        added = []
-        for pair in pairs:
-            if pair.use != "enc" or pair.agency_id != self.identity.agency_id:
-                continue
-            if pair.kid in self.identity.destroyed_encryption_kids:
-                await self.source.destroy(pair.kid)  # a deletion that failed after its audit entry
-                continue
-            if pair.kid not in self.identity.encryption_keys:
-                added.append(self.identity.add_encryption_key(pair.private_key(), pair.not_before, pair.not_after))
         if added:
             await self.store.append_audit(self._entry("keys.loaded", {"enc": sorted(added)}))
             log.info("keys.loaded", enc=sorted(added))
