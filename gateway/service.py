@@ -905,6 +905,7 @@ class Gateway:
             ("receipt_failures_total", "Receipts that could not be sealed to the sender, by reason code"),
             ("consent_refusals_total", "Referrals refused before sending because of their consent, by reason code"),
             ("retention_shredded_total", "Received messages made unreadable because their retention ended"),
+            ("enc_keys_destroyed_total", "Private encryption keys destroyed because no message sealed to them can be valid"),
             ("audit_fork_detected_total", "Partner checkpoints inconsistent with what the partner signed before"),
         ):
             self.metrics.describe(name, text)
