@@ -16,13 +16,24 @@ so a redelivery of the same bytes is still recognised after shredding.
 Control messages without personal data (receipts, withdrawals, their acknowledgements,
 audit checkpoints) are stored as ``"RGAR0" || SHA-256(envelope) || envelope``: they must
 stay processable after the case's data is shredded (a withdrawal is itself "case data").
+
+Since encryption keys are short-lived (docs/keys.md, "Short-lived encryption keys"), the
+transport key an envelope is sealed to is destroyed weeks after it arrived, while the inbox
+keeps messages for their retention period. So the decrypted ``inner signature || payload``
+is stored next to the envelope: ``"RGAR2" || SHA-256(envelope) || nonce || AEAD(frame)``
+(keyed) or ``"RGAR3" || SHA-256(envelope) || frame`` (control types), where
+``frame = len(envelope) (4 bytes, big-endian) || envelope || inner signature || payload``.
+Re-opening checks both signatures again without the transport key. ``RGAR1``/``RGAR0``
+blobs written before still open, while their transport key lives.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import struct
 import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from nacl.exceptions import CryptoError
@@ -35,6 +46,9 @@ from gateway.store import DataKey, InboxRecord, Store
 
 KEYED = b"RGAR1"
 UNKEYED = b"RGAR0"
+KEYED_WITH_PLAINTEXT = b"RGAR2"
+UNKEYED_WITH_PLAINTEXT = b"RGAR3"
+_FORMATS = (KEYED, UNKEYED, KEYED_WITH_PLAINTEXT, UNKEYED_WITH_PLAINTEXT)
 _DIGEST = 32
 #: Message types whose payloads never carry personal data (schema-checked).
 CONTROL_TYPES = frozenset({"receipt", "consent.withdrawal", "consent.withdrawal.ack", "audit.checkpoint"})
@@ -57,9 +71,24 @@ def envelope_digest(envelope: bytes) -> bytes:
     return hashlib.sha256(envelope).digest()
 
 
+def needs_transport_key(blob: bytes) -> bool:
+    """True for a blob in the older formats, which re-open only with the transport key."""
+    return blob[:5] in (KEYED, UNKEYED)
+
+
+@dataclass(frozen=True)
+class StoredEnvelope:
+    """A received envelope as kept at rest, and (for blobs written since short-lived keys)
+    the ``inner signature || payload`` it decrypted to, so it re-opens without the
+    transport key (gateway/envelope.py ``open_sealed(plaintext=...)``)."""
+
+    envelope: bytes = field(repr=False)
+    plaintext: bytes | None = field(default=None, repr=False)
+
+
 def stored_digest(blob: bytes) -> bytes:
     """The envelope digest a stored blob carries (readable after shredding)."""
-    if blob[:5] not in (KEYED, UNKEYED) or len(blob) < 5 + _DIGEST:
+    if blob[:5] not in _FORMATS or len(blob) < 5 + _DIGEST:
         raise AtRestError("stored blob has an unknown format")
     return blob[5 : 5 + _DIGEST]
 
@@ -71,11 +100,14 @@ class AtRest:
         self.identity = identity
         self.store = store
 
-    async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime) -> bytes:
-        """The blob to store for ``envelope``; creates (or reuses) the case and message keys."""
+    async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
+                   plaintext: bytes | None = None) -> bytes:
+        """The blob to store for ``envelope`` (and its decrypted ``plaintext``, if given);
+        creates (or reuses) the case and message keys."""
         digest = envelope_digest(envelope)
+        content = envelope if plaintext is None else _frame(envelope, plaintext)
         if message_type in CONTROL_TYPES:
-            return UNKEYED + digest + envelope
+            return (UNKEYED if plaintext is None else UNKEYED_WITH_PLAINTEXT) + digest + content
         case_key = await self._case_key(case_ref, at)
         message_key = secrets.token_bytes(Aead.KEY_SIZE)
         wrapped = Aead(case_key.key).encrypt(message_key, _key_aad(message_id))
@@ -92,14 +124,16 @@ class AtRest:
             raise AtRestError(f"message key {message_id} belongs to another case key")
         # A redelivery reuses the key stored the first time (add_data_key is idempotent).
         message_key = self._unwrap_message_key(stored, case_key.key, message_id)
-        return KEYED + digest + bytes(Aead(message_key).encrypt(envelope, message_id.encode("ascii")))
+        prefix = KEYED if plaintext is None else KEYED_WITH_PLAINTEXT
+        return prefix + digest + bytes(Aead(message_key).encrypt(content, message_id.encode("ascii")))
 
-    async def open(self, record: InboxRecord) -> bytes:
+    async def open(self, record: InboxRecord) -> StoredEnvelope:
         """The stored envelope of ``record``; PayloadShreddedError if its keys were destroyed."""
         blob = record.envelope
         stored_digest(blob)
-        if blob[:5] == UNKEYED:
-            return blob[5 + _DIGEST :]
+        kind = blob[:5]
+        if kind in (UNKEYED, UNKEYED_WITH_PLAINTEXT):
+            return _unframe(blob[5 + _DIGEST :], kind == UNKEYED_WITH_PLAINTEXT, blob[5 : 5 + _DIGEST], record.message_id)
         message = await self.store.get_data_key(record.message_id)
         if message is None:
             raise AtRestError(f"no data key for message {record.message_id}")
@@ -112,12 +146,43 @@ class AtRest:
             raise PayloadShreddedError(f"message {record.message_id} was shredded ({case.shred_reason})")
         message_key = self._unwrap_message_key(message, self._unwrap_case_key(case), record.message_id)
         try:
-            envelope = bytes(Aead(message_key).decrypt(blob[5 + _DIGEST :], record.message_id.encode("ascii")))
+            content = bytes(Aead(message_key).decrypt(blob[5 + _DIGEST :], record.message_id.encode("ascii")))
         except CryptoError:
             raise AtRestError(f"stored message {record.message_id} fails authentication") from None
-        if envelope_digest(envelope) != blob[5 : 5 + _DIGEST]:
-            raise AtRestError(f"stored message {record.message_id} does not match its digest")
-        return envelope
+        return _unframe(content, kind == KEYED_WITH_PLAINTEXT, blob[5 : 5 + _DIGEST], record.message_id)
+
+    async def rewrap_case_keys(self, old_kid: str, batch: int = 500) -> int:
+        """Move every live case key wrapped by our key ``old_kid`` under the newest held key
+        (before ``old_kid`` is destroyed); return how many were moved."""
+        new_kid, public = self._wrapping_key()
+        if new_kid == old_kid:
+            raise AtRestError(f"key {old_kid} is the newest held key; it cannot be replaced by itself")
+        moved = 0
+        while True:
+            due = await self.store.case_keys_wrapped_by(old_kid.encode("ascii"), batch)
+            if not due:
+                return moved
+            progressed = False
+            for key in due:
+                rewrapped = new_kid.encode("ascii") + SealedBox(public).encrypt(self._unwrap_case_key(key))
+                if await self.store.rewrap_data_key(key.key_id, key.wrapped or b"", rewrapped):
+                    moved += 1
+                    progressed = True
+            if not progressed and len(due) < batch:
+                return moved  # the rest were shredded or moved by someone else meanwhile
+
+    async def scope_key(self, scope: str, at: datetime) -> tuple[str, bytes]:
+        """(key id, key) of the live key of a scope that is not a case (e.g. one day of
+        quarantine), created on first use and wrapped like a case key."""
+        key = await self._case_key(scope, at)
+        return key.key_id, key.key
+
+    async def key_by_id(self, key_id: str) -> bytes | None:
+        """The unwrapped key ``key_id`` made by :meth:`scope_key`; None once it is shredded."""
+        key = await self.store.get_data_key(key_id)
+        if key is None:
+            raise AtRestError(f"no data key {key_id}")
+        return None if key.wrapped is None else self._unwrap_case_key(key)
 
     async def _case_key(self, case_ref: str, at: datetime) -> "_CaseKey":
         live = await self.store.live_case_key(case_ref)
@@ -130,8 +195,10 @@ class AtRest:
         return _CaseKey(live.key_id, self._unwrap_case_key(live))
 
     def _wrapping_key(self) -> tuple[str, PublicKey]:
-        # The newest held key wraps new case keys; older held keys still unwrap old ones.
-        kid, private = max(self.identity.encryption_keys.items())
+        # The newest held key (latest validity start; the kid breaks ties) wraps new case
+        # keys; older held keys still unwrap old ones until they are re-wrapped and destroyed.
+        kid = self.identity.newest_encryption_kid()
+        private = self.identity.encryption_keys[kid]
         assert kid == key_id(bytes(private.public_key))
         return kid, private.public_key
 
@@ -160,6 +227,23 @@ class _CaseKey:
     def __init__(self, key_id: str, key: bytes) -> None:
         self.key_id = key_id
         self.key = key
+
+
+def _frame(envelope: bytes, plaintext: bytes) -> bytes:
+    return struct.pack(">I", len(envelope)) + envelope + plaintext
+
+
+def _unframe(content: bytes, framed: bool, digest: bytes, message_id: str) -> StoredEnvelope:
+    if not framed:
+        envelope, plaintext = content, None
+    else:
+        (size,) = struct.unpack(">I", content[:4]) if len(content) >= 4 else (len(content),)
+        if len(content) < 4 + size:
+            raise AtRestError(f"stored message {message_id} is truncated")
+        envelope, plaintext = content[4 : 4 + size], content[4 + size :]
+    if envelope_digest(envelope) != digest:
+        raise AtRestError(f"stored message {message_id} does not match its digest")
+    return StoredEnvelope(envelope, plaintext)
 
 
 def _key_aad(message_id: str) -> bytes:

@@ -14,6 +14,7 @@ from gateway.demo_identities import demo_identity
 from gateway.directory import Directory, load_directory
 from gateway.directory_updates import DirectoryKeeper
 from gateway.errors import DirectoryError, DirectoryRollbackError, GatewayError
+from gateway.key_lifecycle import KeyDirectory
 from gateway.keyfile import load_identity, parse_authority_public
 from gateway.keys import AgencyIdentity
 from gateway.service import Gateway
@@ -135,7 +136,16 @@ async def open_gateway(settings: Settings, *, broker: MemoryBroker | None = None
         await store.close()
         raise
     return Gateway(settings, identity, directory, store, make_transport(settings, directory, broker),
-                   directory_keeper=keeper, directory_feed=make_directory_feed(settings, broker))
+                   directory_keeper=keeper, directory_feed=make_directory_feed(settings, broker),
+                   key_source=key_source(settings))
+
+
+def key_source(settings: Settings) -> KeyDirectory | None:
+    """The key directory the gateway reloads keys generated ahead from (None with demo keys)."""
+    if settings.demo_keys or settings.key_dir is None:
+        return None
+    passphrase = settings.key_passphrase.encode("utf-8") if settings.key_passphrase else None
+    return KeyDirectory(Path(settings.key_dir), passphrase)
 
 
 async def check_broker(transport: Transport, settings: Settings) -> None:

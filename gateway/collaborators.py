@@ -46,3 +46,8 @@ class MakeEntry(Protocol):
 #: The decrypted payload of a received message as stored (raises PayloadShreddedError or
 #: AtRestError when it can no longer be read).
 ReadPayload = Callable[[InboxRecord], Awaitable[dict[str, Any]]]
+
+
+#: Replace the sealed body of an outbox message by its digest record (``Gateway.delete_outgoing_body``):
+#: message id and reason code; True if deleted now.
+DeleteBody = Callable[[str, str], Awaitable[bool]]

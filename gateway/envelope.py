@@ -39,6 +39,8 @@ from gateway.errors import (
     BadSignatureError,
     ClockSkewError,
     DecryptionError,
+    EncryptionKeyDestroyedError,
+    EncryptionKeyExpiredError,
     EnvelopeError,
     ExpiredMessageError,
     GatewayError,
@@ -279,6 +281,11 @@ def _parse(data: bytes, policy: EnvelopePolicy) -> _Parsed:
     return _Parsed(header, canonical_bytes(doc["header"]), ciphertext, signature)
 
 
+def parse_header(raw: Any) -> Header:
+    """Check a header object (as decoded from JSON) strictly and return it."""
+    return _check_header(raw)
+
+
 def _check_header(raw: Any) -> Header:
     _members(raw, set(_REQUIRED), set(_OPTIONAL), "$.header")
     if not all(isinstance(v, str) for v in raw.values()):
@@ -338,13 +345,17 @@ def open_sealed(
     policy: EnvelopePolicy = DEFAULT_POLICY,
     validate: Callable[[str, Any], None] = validate_payload,
     stored_at: datetime | None = None,
+    plaintext: bytes | None = None,
 ) -> OpenedMessage:
     """Verify, decrypt and validate an envelope addressed to ``recipient``.
 
     Checks run in the order documented in docs/wire-format.md; each failure raises its
     own EnvelopeError subclass. ``replay_guard=None`` means the caller deduplicates.
     To re-open a message stored earlier, pass ``now=stored_at=`` the time it was stored:
-    every check then runs as of that moment (see Directory.sender_key).
+    every check then runs as of that moment (see Directory.sender_key). ``plaintext`` is
+    the ``inner signature || payload`` the recipient kept at rest when it first opened the
+    envelope (gateway/at_rest.py): given, no private key is needed (it may be destroyed by
+    now) and every signature is still checked.
     """
     now = now or utcnow()
     parsed = _parse(data, policy)
@@ -353,8 +364,17 @@ def open_sealed(
     if header.recipient != recipient.agency_id:
         raise WrongRecipientError(f"message {header.id} is addressed to {header.recipient}, not {recipient.agency_id}")
     private_key = recipient.encryption_keys.get(header.enc_kid)
-    if private_key is None:
+    if private_key is None and plaintext is None:
+        if header.enc_kid in recipient.destroyed_encryption_kids:
+            raise EncryptionKeyDestroyedError(
+                f"message {header.id} is sealed to encryption key {header.enc_kid} of {recipient.agency_id}, "
+                "destroyed because every message sealed to it has expired")
         raise WrongRecipientError(f"message {header.id} is sealed to key {header.enc_kid}, which {recipient.agency_id} does not hold")
+    validity = recipient.encryption_validity.get(header.enc_kid)
+    if validity is not None and header.created > validity[1] + policy.max_clock_skew:
+        raise EncryptionKeyExpiredError(
+            f"message {header.id} was created {format_ts(header.created)}, after encryption key {header.enc_kid} "
+            f"ended ({format_ts(validity[1])}); the sender must seal to the key valid at sending time")
     if now > header.expires:
         raise ExpiredMessageError(f"message {header.id} expired at {format_ts(header.expires)}")
     if header.created > now + policy.max_clock_skew:
@@ -365,10 +385,12 @@ def open_sealed(
         raise MalformedEnvelopeError(f"$.header.expires: lifetime exceeds the allowed {policy.max_lifetime}")
     if replay_guard is not None and replay_guard.seen(header.id):
         raise ReplayedMessageError(f"message id {header.id} was already accepted")
-    try:
-        plaintext = SealedBox(private_key).decrypt(parsed.ciphertext)
-    except CryptoError:
-        raise DecryptionError(f"message {header.id} does not decrypt with key {header.enc_kid}") from None
+    if plaintext is None:
+        assert private_key is not None  # checked above
+        try:
+            plaintext = SealedBox(private_key).decrypt(parsed.ciphertext)
+        except CryptoError:
+            raise DecryptionError(f"message {header.id} does not decrypt with key {header.enc_kid}") from None
     inner, payload_bytes = plaintext[:SIGNATURE_BYTES], plaintext[SIGNATURE_BYTES:]
     try:
         verify_key.verify(payload_signing_input(parsed.header_bytes, payload_bytes), inner)
@@ -426,6 +448,6 @@ def _b64(value: Any, path: str) -> bytes:
 
 __all__ = [
     "DEFAULT_POLICY", "EnvelopeError", "EnvelopePolicy", "FORMAT", "Header", "MemoryReplayGuard",
-    "OpenedMessage", "RecipientRefusesError", "ReplayGuard", "open_sealed", "parse_envelope", "seal",
+    "OpenedMessage", "RecipientRefusesError", "ReplayGuard", "open_sealed", "parse_envelope", "parse_header", "seal",
     "verify_origin",
 ]

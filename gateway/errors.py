@@ -94,6 +94,21 @@ class WrongRecipientError(EnvelopeError):
     code = "wrong_recipient"
 
 
+class EncryptionKeyDestroyedError(WrongRecipientError):
+    """The envelope is sealed to one of our encryption keys that was destroyed: every message
+    sealed to it has expired, so nobody can (or should) open it any more."""
+
+    code = "enc_key_destroyed"
+
+
+class EncryptionKeyExpiredError(EnvelopeError):
+    """The envelope was created after the end of the encryption key it is sealed to (plus
+    the allowed clock skew): the sender used an outdated directory. Refused, so that no
+    message sealed to a key outlives the key's destruction date."""
+
+    code = "enc_key_expired"
+
+
 class ExpiredMessageError(EnvelopeError):
     """The message's ``expires`` time has passed."""
 

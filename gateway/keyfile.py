@@ -178,7 +178,9 @@ def identity_from_keys(pairs: list[KeyPair], *, at: datetime, agency_id: str | N
     if not any(p.valid_at(at) for p in enc):
         raise KeyFileError(f"no encryption key of {agency_id} is valid at {format_ts(at)}")
     newest = max(sig, key=lambda p: (p.not_before, p.kid))
-    return AgencyIdentity.create(agency_id, newest.signing_key(), *(p.private_key() for p in enc))
+    identity = AgencyIdentity.create(agency_id, newest.signing_key(), *(p.private_key() for p in enc))
+    identity.encryption_validity.update({p.kid: (p.not_before, p.not_after) for p in enc})
+    return identity
 
 
 # --- file encoding (pure) ---------------------------------------------------------------

@@ -28,22 +28,43 @@ from typing import Any, AsyncIterator, Callable, cast
 import structlog
 
 from gateway.actors import SYSTEM, SYSTEM_ACTOR, Actor
-from gateway.at_rest import CONTROL_TYPES, AtRest, PayloadShreddedError, envelope_digest, stored_digest
+from gateway.at_rest import (
+    CONTROL_TYPES,
+    AtRest,
+    AtRestError,
+    PayloadShreddedError,
+    StoredEnvelope,
+    envelope_digest,
+    needs_transport_key,
+    stored_digest,
+)
 from gateway.audit.exchange import CheckpointExchange
 from gateway.audit.log import AuditLog
 from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent
 from gateway.retention import Retention
+from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource
+from gateway.outbox_body import body_sha256, digest_record, is_deleted, outbox_header
+from gateway.quarantine_vault import KEY_HEADER, QuarantineBodyDestroyedError, QuarantineVault, sealed_key_id
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
 from gateway.directory import Directory
 from gateway.directory import AGENCY_ID
 from gateway.directory_updates import DirectoryKeeper, Offer
 from gateway.transport.directory_feed import DirectoryFeed
 from gateway.delivery_health import DeliveryHealth
-from gateway.envelope import Header, OpenedMessage, RecipientRefusesError, open_sealed, parse_envelope, seal
+from gateway.envelope import (
+    DEFAULT_POLICY,
+    Header,
+    OpenedMessage,
+    RecipientRefusesError,
+    open_sealed,
+    parse_envelope,
+    seal,
+)
 from gateway.errors import (
     ConflictError,
+    EncryptionKeyDestroyedError,
     EnvelopeError,
     GatewayError,
     HandlerFailedError,
@@ -130,6 +151,7 @@ class Gateway:
         metrics: Metrics | None = None,
         directory_keeper: DirectoryKeeper | None = None,
         directory_feed: DirectoryFeed | None = None,
+        key_source: KeySource | None = None,
     ) -> None:
         self.settings = settings
         self.identity = identity
@@ -144,6 +166,11 @@ class Gateway:
         self._transport_ready = asyncio.Event()
         self._stopping = False
         self.at_rest = AtRest(identity, store)
+        #: Where encryption keys generated ahead come from and where destroyed ones are
+        #: deleted (the key directory; None: keys live in memory only, demo and tests).
+        self.key_source = key_source
+        self.quarantine_vault = QuarantineVault(self.at_rest, store)
+        self._legacy_restored = False
         self.case_locks = CaseLocks()
         self.audit_log = AuditLog(store, identity, clock)
         #: Failed handler runs per message (id + body digest), counted here: never taken
@@ -209,6 +236,7 @@ class Gateway:
 
     async def _record_keys(self) -> None:
         """Audit the key ids this gateway runs with, and ``key.rotated`` when they changed."""
+        await self._encryption_keys().remember_destroyed()
         now_using = {"sig": self.identity.signing_kid, "enc": sorted(self.identity.encryption_keys)}
         last: dict[str, Any] | None = None
         after = 0
@@ -335,6 +363,11 @@ class Gateway:
         return sum(results)
 
     async def _publish_one(self, record: Any, now: datetime) -> bool:
+        if is_deleted(record.envelope):
+            # Only a withdrawal deletes a body before delivery, and it gives the message up
+            # first; a queued digest record can only be a race with it: nothing to publish.
+            await self.store.mark_failed(record.message_id, "body_deleted", at=now)
+            return False
         header, _, _ = parse_envelope(record.envelope)
         if now > header.expires:
             await self.store.mark_failed(record.message_id, "expired", at=now)
@@ -529,6 +562,15 @@ class Gateway:
 
     async def _handle_delivery(self, delivery: Delivery, progress: _Progress) -> Disposition:
         now = self.clock()
+        if sealed_key_id(delivery.body) is not None:
+            # A quarantine copy re-driven by an operator: verified again from the start.
+            try:
+                delivery = dataclasses.replace(delivery, body=await self.quarantine_vault.open(delivery.body))
+            except PayloadShreddedError:
+                return await self._quarantine(delivery, QuarantineBodyDestroyedError(
+                    f"re-driven message {delivery.message_id}: its quarantine key was destroyed"), None)
+            except AtRestError as exc:
+                return await self._quarantine(delivery, exc, None)
         try:
             header, _, _ = parse_envelope(delivery.body)
         except EnvelopeError as exc:
@@ -541,8 +583,8 @@ class Gateway:
             # Redelivery after a crash or a lost ack: the application saw it once already.
             try:
                 opened = self.open_stored(await self.at_rest.open(existing), existing.received_at)
-            except PayloadShreddedError:
-                pass  # shredded since: its effects ran before the data could be shredded
+            except (PayloadShreddedError, EncryptionKeyDestroyedError):
+                pass  # shredded (or its key destroyed) since: its effects ran before that
             else:
                 await self._after_store(opened, existing.received_at)
             self.metrics.inc("duplicates_total")
@@ -595,7 +637,10 @@ class Gateway:
 
     async def _store_received(self, opened: OpenedMessage, envelope: bytes, now: datetime) -> bool:
         header = opened.header
-        blob = await self.at_rest.seal(header.id, header.case, header.type, envelope, now)
+        # The decrypted inner part is kept (under the message key) so the message stays
+        # readable for its retention period after the short-lived transport key is destroyed.
+        blob = await self.at_rest.seal(header.id, header.case, header.type, envelope, now,
+                                       opened.payload_signature + opened.payload_bytes)
         return await self.store.add_incoming(
             IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
             audit=self.entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
@@ -610,11 +655,12 @@ class Gateway:
         if not self.directory.may_receive(self.agency_id, header.type, purposes):
             raise RecipientRefusesError(f"{self.agency_id} does not accept {header.type} for purposes {sorted(purposes)}")
 
-    def open_stored(self, envelope: bytes, received_at: datetime) -> OpenedMessage:
+    def open_stored(self, stored: StoredEnvelope, received_at: datetime) -> OpenedMessage:
+        """Re-open a stored message (signatures checked again, from the kept plaintext)."""
         # Checks are re-run as of the moment we accepted the message: it was valid then,
         # and expiry of the envelope or of a key since must not make stored data unreadable.
-        return open_sealed(envelope, recipient=self.identity, directory=self.directory,
-                           replay_guard=None, now=received_at, stored_at=received_at)
+        return open_sealed(stored.envelope, recipient=self.identity, directory=self.directory,
+                           replay_guard=None, now=received_at, stored_at=received_at, plaintext=stored.plaintext)
 
     async def _check_reference(self, opened: OpenedMessage) -> None:
         header, payload = opened.header, opened.payload
@@ -671,6 +717,24 @@ class Gateway:
         if applied:
             await self._audit("message.status", SYSTEM_ACTOR, header, {"of": message_id, "status": status})
             log.info("message.status", message_id=message_id, status=status, via=header.id)
+        # A signed receipt or answer from the recipient proves the envelope arrived: nothing
+        # re-sends it any more, so the sealed body goes (its digest stays). Also on a redelivered
+        # receipt, so a crash between the status and the deletion is repaired.
+        await self.delete_outgoing_body(message_id, "delivered")
+
+    async def delete_outgoing_body(self, message_id: str, reason: str) -> bool:
+        """Replace the sealed body of an outbox message by its digest record
+        (gateway/outbox_body.py); audited once. False if already deleted or unknown."""
+        record = await self.store.get_outgoing(message_id)
+        if record is None or is_deleted(record.envelope):
+            return False
+        header = outbox_header(record.envelope)
+        entry = self.entry("message.body_deleted", SYSTEM_ACTOR, header,
+                           {"reason": reason, "digest": body_sha256(record.envelope)})
+        deleted = await self.store.replace_outgoing_body(message_id, digest_record(record.envelope), audit=entry)
+        if deleted:
+            log.info("message.body_deleted", message_id=message_id, reason=reason)
+        return deleted
 
     async def _ensure_receipt(self, about: Header, status: str, at: datetime) -> None:
         receipt_id = derived_message_id("receipt", about.id, status, self.agency_id)
@@ -710,7 +774,11 @@ class Gateway:
             # the signed header (evidence of what was sent) and drop the encrypted payload.
             stub = {"header": header.to_json(), "payload_removed": exc.code}
             delivery = dataclasses.replace(delivery, body=json.dumps(stub, sort_keys=True).encode("utf-8"))
-        await self.transport.quarantine(delivery, exc.code, detail)
+        # Kept encrypted under a quarantine key that retention destroys (gateway/quarantine_vault.py).
+        sealed = await self.quarantine_vault.seal(delivery.body, self.clock())
+        headers = dict(delivery.headers)
+        headers[KEY_HEADER] = sealed_key_id(sealed) or ""
+        await self.transport.quarantine(dataclasses.replace(delivery, body=sealed, headers=headers), exc.code, detail)
         if verified and header is not None:
             entry = self.entry("message.quarantined", SYSTEM_ACTOR, header,
                                {"reason": exc.code, "sender": header.sender, "verified": True}, agency=header.sender)
@@ -789,7 +857,11 @@ class Gateway:
     async def apply_retention(self) -> int:
         """Destroy the keys of received messages past their retention period; return how many
         (gateway/retention.py)."""
-        return await Retention(self.store, self.clock, self.settings.retention_for, self.metrics).apply()
+        shredded = await Retention(self.store, self.clock, self.settings.retention_for, self.metrics).apply()
+        await self.quarantine_vault.destroy_expired(
+            self.clock(), timedelta(days=self.settings.quarantine_retention_days))
+        await self._encryption_keys().apply()
+        return shredded
 
     async def checkpoint_and_share(self) -> CheckpointRecordT | None:
         """Sign a checkpoint if the log grew and send it to every audit partner (gateway/audit/exchange.py)."""
@@ -802,7 +874,50 @@ class Gateway:
     def _withdrawals(self) -> WithdrawalFlow:
         return WithdrawalFlow(store=self.store, case_locks=self.case_locks, clock=self.clock,
                               agency_id=self.agency_id, submit=self.submit, entry=self.entry,
-                              metrics=self.metrics, read_payload=self._stored_payload)
+                              metrics=self.metrics, read_payload=self._stored_payload,
+                              delete_body=self.delete_outgoing_body)
+
+    def _encryption_keys(self) -> EncryptionKeyLifecycle:
+        return EncryptionKeyLifecycle(
+            identity=self.identity, at_rest=self.at_rest, store=self.store, clock=self.clock,
+            source=self.key_source, max_lifetime=DEFAULT_POLICY.max_lifetime, skew=DEFAULT_POLICY.max_clock_skew,
+            grace=timedelta(days=self.settings.enc_key_grace_days),
+            period=timedelta(days=self.settings.enc_key_period_days), metrics=self.metrics,
+            restore_legacy=self._restore_legacy_once)
+
+    async def _restore_legacy_once(self) -> int:
+        if self._legacy_restored:
+            return 0
+        moved = await self.restore_legacy_inbox()
+        self._legacy_restored = True
+        return moved
+
+    async def restore_legacy_inbox(self) -> int:
+        """Re-store inbox rows kept in the at-rest format that re-opens only with the transport
+        key, with their decrypted inner part (gateway/at_rest.py), so that destroying transport
+        keys loses none of them; return how many."""
+        offset, moved = 0, 0
+        while True:
+            page = await self.store.list_incoming(500, offset)
+            if not page:
+                break
+            offset += len(page)
+            for record in page:
+                if not needs_transport_key(record.envelope):
+                    continue
+                try:
+                    stored = await self.at_rest.open(record)
+                    opened = self.open_stored(stored, record.received_at)
+                except (PayloadShreddedError, AtRestError, EnvelopeError):
+                    continue  # shredded, or unreadable already: nothing left to keep
+                blob = await self.at_rest.seal(record.message_id, record.case_ref, record.message_type,
+                                               stored.envelope, record.received_at,
+                                               opened.payload_signature + opened.payload_bytes)
+                if await self.store.replace_incoming_envelope(record.message_id, record.envelope, blob):
+                    moved += 1
+        if moved:
+            log.info("inbox.restored_for_key_destruction", messages=moved)
+        return moved
 
     def _checkpoints(self) -> CheckpointExchange:
         return CheckpointExchange(store=self.store, audit_log=self.audit_log, directory=self.directory,
@@ -836,10 +951,10 @@ class Gateway:
                 if record.message_type != message_type:
                     continue
                 try:
-                    envelope = await self.at_rest.open(record)
+                    stored = await self.at_rest.open(record)
                 except PayloadShreddedError:
                     continue
-                yield record.received_at, self.open_stored(envelope, record.received_at).payload
+                yield record.received_at, self.open_stored(stored, record.received_at).payload
 
     # --- reading and responding ---------------------------------------------------------
 
@@ -886,8 +1001,7 @@ class Gateway:
         response_id = derived_message_id("response", message_id, decision, self.agency_id)
         existing = await self.store.get_outgoing(response_id)
         if existing is not None:
-            header, _, _ = parse_envelope(existing.envelope)
-            return header
+            return outbox_header(existing.envelope)
         for final in FINAL_DECISIONS:
             if await self.store.get_outgoing(derived_message_id("response", message_id, final, self.agency_id)):
                 raise ConflictError(f"referral {message_id} was already answered: {final}")
@@ -941,6 +1055,7 @@ class Gateway:
             ("receipt_failures_total", "Receipts that could not be sealed to the sender, by reason code"),
             ("consent_refusals_total", "Referrals refused before sending because of their consent, by reason code"),
             ("retention_shredded_total", "Received messages made unreadable because their retention ended"),
+            ("enc_keys_destroyed_total", "Private encryption keys destroyed because no message sealed to them can be valid"),
             ("audit_fork_detected_total", "Partner checkpoints inconsistent with what the partner signed before"),
         ):
             self.metrics.describe(name, text)

@@ -101,6 +101,12 @@ class Settings:
     retention_default_days: int = 365
     #: How often the retention task looks for expired messages.
     retention_poll_seconds: float = 3600.0
+    #: Short-lived encryption keys (docs/keys.md): the period each key is valid, and how
+    #: long after "no message sealed to it can still be valid" its private key is destroyed.
+    enc_key_period_days: int = 7
+    enc_key_grace_days: int = 1
+    #: Days a quarantined body stays readable (re-drivable) before its quarantine key is destroyed.
+    quarantine_retention_days: int = 30
     #: How often the audit log is checkpointed (signed) if it grew; 0 turns it off.
     checkpoint_interval_seconds: float = 60.0
     #: Partner agencies that receive our signed checkpoints (``audit.checkpoint``).
@@ -134,6 +140,12 @@ class Settings:
         if self.directory_max_age_hours < 0 or self.directory_check_seconds <= 0:
             raise SettingsError("directory_max_age_hours must be 0 (never warn) or positive, "
                                 "directory_check_seconds positive")
+        if not 1 <= self.enc_key_period_days <= 365:
+            raise SettingsError("enc_key_period_days must be between 1 and 365")
+        if not 0 <= self.enc_key_grace_days <= 30:
+            raise SettingsError("enc_key_grace_days must be between 0 and 30")
+        if self.quarantine_retention_days < 1:
+            raise SettingsError("quarantine_retention_days must be at least 1")
         if self.checkpoint_interval_seconds < 0:
             raise SettingsError("checkpoint_interval_seconds must be 0 (off) or positive")
         if not 0 <= self.http_port <= 65535:
@@ -353,6 +365,15 @@ SETTING_DOCS: dict[str, str] = {
     "retention_default_days": "Retention in days of received message types not listed in `retention_days`. "
                               "At least 1.",
     "retention_poll_seconds": "How often the retention task looks for expired messages to shred.",
+    "enc_key_period_days": "Days each short-lived encryption key is valid; `gateway keys enc-ahead` generates "
+                           "keys of this period ahead, and the gateway warns when it holds none starting later "
+                           "(docs/keys.md, \"Short-lived encryption keys\"). 1 to 365.",
+    "enc_key_grace_days": "Days after the last moment a message sealed to an encryption key can be valid "
+                          "(its `not_after` + 30 days lifetime + 5 minutes skew) before the retention task "
+                          "destroys the private key. 0 to 30.",
+    "quarantine_retention_days": "Days a quarantined body stays readable (re-drivable); then the retention "
+                                 "task destroys the key of that day's quarantine and the body is gone "
+                                 "(docs/consent.md). At least 1.",
     "checkpoint_interval_seconds": "How often the audit log is checkpointed (signed) if it grew, and the "
                                    "checkpoint sent to `audit_partners`; 0 turns the periodic task off "
                                    "(docs/audit.md).",

@@ -21,9 +21,10 @@ from gateway.actors import SYSTEM_ACTOR, Actor
 from gateway.at_rest import CONTROL_TYPES, AtRestError, PayloadShreddedError
 from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, parse_ts
-from gateway.collaborators import MakeEntry, ReadPayload, Submit
+from gateway.collaborators import DeleteBody, MakeEntry, ReadPayload, Submit
 from gateway.consent import ConsentRefusedError, ConsentWithdrawnError
-from gateway.envelope import Header, OpenedMessage, parse_envelope
+from gateway.envelope import Header, OpenedMessage
+from gateway.outbox_body import outbox_header
 from gateway.errors import GatewayError, NotFoundError
 from gateway.message_ids import derived_message_id
 from gateway.metrics import Metrics
@@ -188,6 +189,7 @@ class WithdrawalFlow:
     entry: MakeEntry
     metrics: Metrics
     read_payload: ReadPayload
+    delete_body: DeleteBody
 
     async def withdrawal_closes_case(self, case_ref: str, counterpart: str) -> str | None:
         """The id of an all-purposes withdrawal between us and ``counterpart`` for the case that is
@@ -227,6 +229,9 @@ class WithdrawalFlow:
                                                                               at=now):
                     await self._audit_event("message.failed", actor, {"reason": "consent_withdrawn"},
                                             case_ref=case_ref, agency=record.recipient)
+                # Queued or on its way: either way the sender keeps no readable copy from now
+                # on (forward secrecy; docs/consent.md). Its digest stays for the audit trail.
+                await self.delete_body(record.message_id, "consent_withdrawn")
             # Every recipient, even of a referral given up just now: a publish may have reached
             # the broker before its confirm was lost, and a withdrawal to an agency holding
             # nothing costs one acknowledgement of zero messages.
@@ -251,7 +256,7 @@ class WithdrawalFlow:
         result = WithdrawalResult()
         for recipient, own, message_id, existing in plans:
             if existing is not None:
-                result.headers.append(parse_envelope(existing.envelope)[0])
+                result.headers.append(outbox_header(existing.envelope))
                 continue
             try:
                 result.headers.append(await self.submit("consent.withdrawal", own, recipient=recipient,

@@ -187,8 +187,9 @@ async def test_payloads_at_rest_are_encrypted_under_case_keys(tmp_path) -> None:
                                  case_ref=CASE, actor=WORKER)
         await _inbox_has(ng, header.id)
         record = await ng.store.get_incoming(header.id)
-        sent = await ne.store.get_outgoing(header.id)
-        assert record.envelope[:5] == b"RGAR1" and sent.envelope not in record.envelope
+        sent = await ng.at_rest.open(record)  # the bytes as sent (the sender deletes its copy once delivered)
+        assert record.envelope[:5] == b"RGAR2" and sent.envelope not in record.envelope
+        assert sent.plaintext is not None and sent.plaintext[64:] not in record.envelope
         key = await ng.store.get_data_key(header.id)
         assert key.kind == "message" and key.parent_key_id == (await ng.store.live_case_key(CASE)).key_id
         # A redelivery of the same bytes is recognised by digest and changes nothing.

@@ -17,6 +17,7 @@ from gateway.api.context import gateway_of
 from gateway.api.parse import int_query
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
+from gateway.quarantine_vault import KEY_HEADER
 
 routes = web.RouteTableDef()
 
@@ -29,10 +30,14 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["items"],
         "properties": {"items": {"type": "array", "items": {
             "type": "object",
-            "required": ["message_id", "sender", "reason", "detail", "size"],
+            "required": ["message_id", "sender", "reason", "detail", "size", "body"],
             "properties": {
                 "message_id": {"type": "string"}, "sender": {"type": ["string", "null"]},
                 "reason": {"type": "string"}, "detail": {"type": "string"}, "size": {"type": "integer"},
+                "body": {"type": "string", "enum": ["encrypted", "destroyed", "clear"],
+                         "description": "`encrypted`: under a quarantine key, re-drivable; `destroyed`: the key "
+                                        "was destroyed by retention, the body is gone; `clear`: stored before "
+                                        "bodies were sealed, or dead-lettered by the broker"},
             },
         }}},
     },
@@ -53,10 +58,12 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
 @requires(Permission.OPERATE)
 async def list_quarantine(request: web.Request) -> web.Response:
     limit = int_query(request.query, "limit", default=50, minimum=1, maximum=200)
-    entries = await gateway_of(request).transport.list_quarantine(limit)
+    gateway = gateway_of(request)
+    entries = await gateway.transport.list_quarantine(limit)
     return json_body({"items": [
         # The body is ciphertext and stays out; the detail is a code-like reason text.
         {"message_id": q.message_id, "sender": q.sender or None, "reason": q.reason_code,
-         "detail": q.detail, "size": q.size}
+         "detail": q.detail, "size": q.size,
+         "body": await gateway.quarantine_vault.state(q.headers.get(KEY_HEADER))}
         for q in entries
     ]})

@@ -83,8 +83,8 @@ EVENTS: Mapping[str, EventType] = _events(
               {"reason": _REASON}),
     EventType("consent.withdrawal_ack_failed", "Acknowledging a consent withdrawal failed",
               {"reason": _REASON}),
-    EventType("data.shredded", "Data keys destroyed (consent withdrawn or retention ended)",
-              {"reason": "`consent_withdrawn` or `retention`", "keys": "keys destroyed (withdrawal)",
+    EventType("data.shredded", "Data keys destroyed (consent withdrawn, retention or quarantine retention ended)",
+              {"reason": "`consent_withdrawn`, `retention` or `quarantine_expired`", "keys": "keys destroyed (withdrawal)",
                "type": "message type (retention)"}),
     EventType("audit.checkpoint_received", "Partner checkpoint received and linked",
               {"origin": "partner agency id", "tree_size": "checkpoint size",
@@ -120,6 +120,15 @@ EVENTS: Mapping[str, EventType] = _events(
                "source": "`file` or `broker`"}),
     EventType("directory.stale", "The directory in force is older than `directory_max_age_hours`",
               {"serial": "serial in force", "age_hours": "hours since it was issued"}),
+    EventType("keys.loaded", "Encryption keys generated ahead were picked up from the key directory (no restart)",
+              {"enc": "key ids added"}),
+    EventType("key.destroyed", "A private encryption key was destroyed: no message sealed to it can still be valid",
+              {"kid": "key id (never key material)", "not_after": "end of the key's validity",
+               "due": "not_after + message lifetime + clock skew + grace",
+               "case_keys_rewrapped": "case keys moved to the newest key first"}),
+    EventType("message.body_deleted", "The sealed body of an outgoing message was deleted; its SHA-256 stays",
+              {"reason": "`delivered` (signed receipt or answer) or `consent_withdrawn`",
+               "digest": "hex SHA-256 of the deleted envelope"}),
 )
 
 

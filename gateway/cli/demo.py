@@ -221,9 +221,11 @@ async def _audit(say: "_Printer", gateways: dict[str, Gateway]) -> None:
 
 async def _tampered_copy(say: "_Printer", gateways: dict[str, Gateway], message_id: str) -> None:
     sender, recipient = gateways[SENDER], gateways[RECIPIENT]
-    record = await sender.store.get_outgoing(message_id)
+    # The sender deleted its sealed copy once the receipt came; the copy "on the wire" is the
+    # one the recipient stored.
+    record = await recipient.store.get_incoming(message_id)
     assert record is not None
-    doc = json.loads(record.envelope)
+    doc = json.loads((await recipient.at_rest.open(record)).envelope)
     doc["header"]["id"] = str(uuid.uuid4())
     doc["header"]["case"] = "ne-ng-tamperedcase01"
     await sender.transport.publish(WireMessage(doc["header"]["id"], SENDER, RECIPIENT,

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +39,8 @@ from gateway.keyfile import KeyPair
 DEFAULT_VALID_DAYS = 365
 DEFAULT_AUTHORITY_VALID_DAYS = 5 * 365
 DEFAULT_OVERLAP_DAYS = 30
+DEFAULT_ENC_PERIOD_DAYS = 7
+DEFAULT_ENC_PERIODS_AHEAD = 4
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -64,6 +67,18 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--valid-days", type=_positive, default=DEFAULT_VALID_DAYS, help="days the new keys are valid")
     _passphrase_options(p)
     p.set_defaults(func=cmd_rotate)
+
+    p = cmds.add_parser("enc-ahead", help="generate short-lived encryption keys ahead; print their public entries")
+    p.add_argument("--key-dir", required=True, type=Path, help="the agency's key directory")
+    p.add_argument("--period-days", type=_positive, default=DEFAULT_ENC_PERIOD_DAYS,
+                   help="days each encryption key is valid (the gateway's enc_key_period_days)")
+    p.add_argument("--periods", type=_positive, default=DEFAULT_ENC_PERIODS_AHEAD,
+                   help="make sure this many encryption keys (the current one included) end later than now")
+    p.add_argument("--shorten-current", action="store_true",
+                   help="cut a long-lived current encryption key to end one period from now (switching to "
+                        "short-lived keys)")
+    _passphrase_options(p)
+    p.set_defaults(func=cmd_enc_ahead)
 
     p = cmds.add_parser("export", help="print the public entries of a key directory as JSON")
     p.add_argument("--key-dir", required=True, type=Path, help="the agency's key directory")
@@ -192,6 +207,54 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         print(f"old {pair.use} {pair.kid} now ends {format_ts(pair.not_after)}")
     print(f"updated {args.key_dir / keyfile.PUBLIC_FILE}; add it to the directory draft with 'gateway keys add-keys'")
     return 0
+
+
+def cmd_enc_ahead(args: argparse.Namespace) -> int:
+    """Generate the encryption keys of the coming periods; print the entries the authority adds."""
+    passphrase = _passphrase(args)
+    pairs = keyfile.read_key_dir(args.key_dir, passphrase)
+    agency_id = _single_agency(pairs, args.key_dir)
+    now = utcnow()
+    period = timedelta(days=args.period_days)
+    changed = []
+    if args.shorten_current:
+        changed = [keyfile.shorten(p, now + period) for p in pairs
+                   if p.use == "enc" and p.valid_at(now) and p.not_after > now + period]
+    new = plan_enc_keys([*changed, *pairs], agency_id, now=now, period=period, periods=args.periods)
+    for pair in new + changed:  # new keys first: if anything fails the old ones are intact
+        keyfile.write_key_file(keyfile.key_path(args.key_dir, pair), pair, passphrase, limits=keyfile.DEFAULT_LIMITS)
+    by_kid = {p.kid: p for p in pairs} | {p.kid: p for p in changed} | {p.kid: p for p in new}
+    _write_public(args.key_dir, agency_id, list(by_kid.values()))
+    # stdout: exactly the records to hand to the authority ('gateway keys add-keys --public FILE').
+    print(json.dumps(keyfile.public_document(agency_id, changed + new), indent=2))
+    for pair in new:
+        print(f"new enc {pair.kid} valid {_period(pair)}", file=sys.stderr)
+    for pair in changed:
+        print(f"current enc {pair.kid} now ends {format_ts(pair.not_after)}", file=sys.stderr)
+    if not new and not changed:
+        print(f"{args.periods} encryption key(s) already end later than now; nothing to add", file=sys.stderr)
+    return 0
+
+
+def plan_enc_keys(pairs: list[KeyPair], agency_id: str, *, now: datetime, period: timedelta,
+                  periods: int) -> list[KeyPair]:
+    """New encryption keys, back to back after the last one, so that ``periods`` keys (the
+    current one included) end later than ``now``. Counting keys, not time, keeps a re-run a
+    few seconds later from adding a key.
+
+    Each new key starts when the latest-ending key ends (or now), so at every moment one key
+    is valid and senders, who seal to the newest valid key, switch at the boundary."""
+    latest: dict[str, KeyPair] = {}
+    for pair in pairs:  # the first version of a kid wins (a shortened copy comes first in pairs)
+        latest.setdefault(pair.kid, pair)
+    live = [p for p in latest.values() if p.use == "enc" and p.not_after > now]
+    start = max((p.not_after for p in live), default=now)
+    new = []
+    for _ in range(periods - len(live)):
+        pair = keyfile.generate_key(agency_id, "enc", not_before=start, not_after=start + period)
+        new.append(pair)
+        start = pair.not_after
+    return new
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -621,6 +621,16 @@ class Store(ABC):
         _require_text("case_ref", case_ref)
         return await self._list_outgoing_for_case(case_ref)
 
+    async def replace_outgoing_body(self, message_id: str, body: bytes, *, audit: AuditEntry | None = None) -> bool:
+        """Overwrite the stored envelope of an outbox row (forward secrecy: the sender keeps a
+        digest, not the sealed body; gateway/outbox_body.py). True if it changed now; False if
+        it already held exactly ``body``. ``audit`` is appended in the same transaction when
+        it changed. MessageNotFoundError for an unknown id."""
+        if not isinstance(body, bytes) or not body:
+            raise StoreArgumentError("body must be non-empty bytes")
+        _require_entry("audit", audit, optional=True)
+        return await self._replace_outgoing_body(require_message_id("message_id", message_id), body, audit)
+
     # --- inbox ----------------------------------------------------------------------------
 
     async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
@@ -642,6 +652,14 @@ class Store(ABC):
         if status is not None:
             require_status("status", status, INCOMING_STATUSES)
         return await self._list_incoming(limit, offset, status)
+
+    async def replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool:
+        """Replace a stored inbox blob ``old`` by ``new`` (the same message re-stored in a
+        newer at-rest format, gateway/at_rest.py). False if the row no longer holds ``old``."""
+        for name, value in (("old", old), ("new", new)):
+            if not isinstance(value, bytes) or not value:
+                raise StoreArgumentError(f"{name} must be non-empty bytes")
+        return await self._replace_incoming_envelope(require_message_id("message_id", message_id), old, new)
 
     async def get_incoming(self, message_id: str) -> InboxRecord | None:
         """The inbox row of ``message_id``, or None."""
@@ -753,6 +771,22 @@ class Store(ABC):
         """Ids of every key of the case, live or shredded, case keys first."""
         _require_text("case_ref", case_ref)
         return await self._case_key_ids(case_ref)
+
+    async def case_keys_wrapped_by(self, prefix: bytes, limit: int) -> list[DataKey]:
+        """Live case keys whose wrapped bytes start with ``prefix`` (the id of the gateway key
+        that wraps them, gateway/at_rest.py), at most ``limit``, in key id order."""
+        if not isinstance(prefix, bytes) or not prefix:
+            raise StoreArgumentError("prefix must be non-empty bytes")
+        return await self._case_keys_wrapped_by(prefix, _require_count("limit", limit))
+
+    async def rewrap_data_key(self, key_id: str, old: bytes, new: bytes) -> bool:
+        """Replace a live key's wrapped bytes ``old`` by ``new`` (the same key wrapped by
+        another gateway key). False if the key is shredded or no longer holds ``old``."""
+        _require_text("key_id", key_id)
+        for name, value in (("old", old), ("new", new)):
+            if not isinstance(value, bytes) or not value:
+                raise StoreArgumentError(f"{name} must be non-empty bytes")
+        return await self._rewrap_data_key(key_id, old, new)
 
     async def retention_due(self, message_type: str, received_before: datetime, limit: int) -> list[InboxRecord]:
         """Inbox rows of ``message_type`` received before ``received_before`` whose message
@@ -866,6 +900,18 @@ class Store(ABC):
 
     @abstractmethod
     async def _current_directory(self) -> DirectoryRecord | None: ...
+
+    @abstractmethod
+    async def _replace_outgoing_body(self, message_id: str, body: bytes, audit: AuditEntry | None) -> bool: ...
+
+    @abstractmethod
+    async def _case_keys_wrapped_by(self, prefix: bytes, limit: int) -> list[DataKey]: ...
+
+    @abstractmethod
+    async def _rewrap_data_key(self, key_id: str, old: bytes, new: bytes) -> bool: ...
+
+    @abstractmethod
+    async def _replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool: ...
 
     @abstractmethod
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]: ...

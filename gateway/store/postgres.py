@@ -923,6 +923,28 @@ class PostgresStore(Store):
 
         return await self._one("get_outgoing", run)
 
+    async def _replace_outgoing_body(self, message_id: str, body: bytes, audit: AuditEntry | None) -> bool:
+        async def run(conn: Conn) -> bool:
+            current = await conn.fetchval("SELECT envelope FROM outbox WHERE message_id = $1 FOR UPDATE", message_id)
+            if current is None:
+                raise MessageNotFoundError(f"no outgoing message {message_id}")
+            if bytes(current) == body:
+                return False
+            await conn.execute("UPDATE outbox SET envelope = $2 WHERE message_id = $1", message_id, body)
+            if audit is not None:
+                await _insert_audit(conn, audit)
+            return True
+
+        return await self._tx("replace_outgoing_body", run)
+
+    async def _replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool:
+        async def run(conn: Conn) -> bool:
+            status = await conn.execute(
+                "UPDATE inbox SET envelope = $3 WHERE message_id = $1 AND envelope = $2", message_id, old, new)
+            return bool(status == "UPDATE 1")
+
+        return await self._tx("replace_incoming_envelope", run)
+
     async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]:
         column = {"outgoing": "outbox_id", "incoming": "inbox_id"}[direction]
 
@@ -1261,6 +1283,25 @@ class PostgresStore(Store):
             return result
 
         return await self._tx("shred_data_keys", run)
+
+    async def _case_keys_wrapped_by(self, prefix: bytes, limit: int) -> list[DataKey]:
+        async def run(conn: Conn) -> list[DataKey]:
+            rows = await conn.fetch(
+                "SELECT * FROM data_keys WHERE kind = 'case' AND wrapped IS NOT NULL"
+                " AND substring(wrapped FROM 1 FOR $2) = $1 ORDER BY key_id LIMIT $3",
+                prefix, len(prefix), limit,
+            )
+            return [_data_key(r) for r in rows]
+
+        return await self._one("case_keys_wrapped_by", run)
+
+    async def _rewrap_data_key(self, key_id: str, old: bytes, new: bytes) -> bool:
+        async def run(conn: Conn) -> bool:
+            status = await conn.execute(
+                "UPDATE data_keys SET wrapped = $3 WHERE key_id = $1 AND wrapped = $2", key_id, old, new)
+            return bool(status == "UPDATE 1")
+
+        return await self._tx("rewrap_data_key", run)
 
     async def _case_key_ids(self, case_ref: str) -> list[str]:
         async def run(conn: Conn) -> list[str]:

@@ -674,6 +674,31 @@ class SQLiteStore(Store):
 
         return await self._call(run)
 
+    async def _replace_outgoing_body(self, message_id: str, body: bytes, audit: AuditEntry | None) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT envelope FROM outbox WHERE message_id = ?", (message_id,)).fetchone()
+            if row is None:
+                raise MessageNotFoundError(f"no outgoing message {message_id}")
+            if bytes(row[0]) == body:
+                return False
+            conn.execute("UPDATE outbox SET envelope = ? WHERE message_id = ?", (body, message_id))
+            if audit is not None:
+                _insert_audit(conn, audit)
+            return True
+
+        # No WAL scrub here (unlike shredding): the old body is sealed to a short-lived key
+        # whose destruction makes any lingering page unreadable, and a checkpoint per
+        # delivered message would cost every message an fsync of the main file.
+        return await self._in_write(run)
+
+    async def _replace_incoming_envelope(self, message_id: str, old: bytes, new: bytes) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE inbox SET envelope = ? WHERE message_id = ? AND envelope = ?", (new, message_id, old))
+            return cur.rowcount == 1
+
+        return await self._in_write(run)
+
     async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]:
         column = {"outgoing": "outbox_id", "incoming": "inbox_id"}[direction]
 
@@ -969,6 +994,26 @@ class SQLiteStore(Store):
             reason = "reader_active"
         if busy:
             log.warning("store.wal_scrub_incomplete", reason=reason)
+
+    async def _case_keys_wrapped_by(self, prefix: bytes, limit: int) -> list[DataKey]:
+        def run(conn: sqlite3.Connection) -> list[DataKey]:
+            rows = conn.execute(
+                "SELECT * FROM data_keys WHERE kind = 'case' AND wrapped IS NOT NULL"
+                " AND substr(wrapped, 1, ?) = ? ORDER BY key_id LIMIT ?",
+                (len(prefix), prefix, limit),
+            ).fetchall()
+            return [_data_key(r) for r in rows]
+
+        return await self._call(run)
+
+    async def _rewrap_data_key(self, key_id: str, old: bytes, new: bytes) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE data_keys SET wrapped = ? WHERE key_id = ? AND wrapped = ?", (new, key_id, old))
+            return cur.rowcount == 1
+
+        # The old wrapped bytes are sealed to the key about to be destroyed: no WAL scrub needed.
+        return await self._in_write(run)
 
     async def _case_key_ids(self, case_ref: str) -> list[str]:
         def run(conn: sqlite3.Connection) -> list[str]:

@@ -255,6 +255,28 @@ class StoreConformance:
             await store.add_outgoing(outgoing(message_id=msg.message_id, envelope=b"second"))
         assert (await store.get_outgoing(msg.message_id)).envelope == b"first"
 
+    async def test_replace_outgoing_body_keeps_status_trail_and_audits_once(self, store: Store) -> None:
+        msg = outgoing(envelope=b"sealed-body")
+        await store.add_outgoing(msg)
+        await store.mark_sent(msg.message_id, T0 + timedelta(seconds=1))
+        await store.set_status(msg.message_id, "delivered", T0 + timedelta(seconds=2))
+        before = await store.audit_size()
+        entry = audit(1, event_type="message.body_deleted", message_id=msg.message_id)
+        assert await store.replace_outgoing_body(msg.message_id, b"digest-only", audit=entry)
+        assert not await store.replace_outgoing_body(msg.message_id, b"digest-only", audit=audit(2))
+        assert await store.audit_size() == before + 1
+        record = await store.get_outgoing(msg.message_id)
+        assert record.envelope == b"digest-only" and record.status == "delivered"
+        assert [s for s, _ in await store.status_trail(msg.message_id)] == ["queued", "sent", "delivered"]
+        # The same id with the old body is now a conflict, not a silent re-queue of the body.
+        with pytest.raises(MessageConflictError):
+            await store.add_outgoing(msg)
+        assert await store.due_outgoing(T0 + timedelta(days=1), 10) == []
+        with pytest.raises(MessageNotFoundError):
+            await store.replace_outgoing_body(new_id(), b"x")
+        with pytest.raises(ValueError):
+            await store.replace_outgoing_body(msg.message_id, b"")
+
     async def test_unknown_message_ids_raise(self, store: Store) -> None:
         unknown = new_id()
         with pytest.raises(MessageNotFoundError):
@@ -572,6 +594,36 @@ class StoreConformance:
         assert await store.live_case_key("case-a") is None
         new = await store.add_data_key(data_key("case-key-2", "case-a"))
         assert new.key_id == "case-key-2" and (await store.live_case_key("case-a")).key_id == "case-key-2"
+
+    async def test_replace_incoming_envelope_is_compare_and_swap(self, store: Store) -> None:
+        msg = incoming(envelope=b"RGAR1-old-blob")
+        assert await store.add_incoming(msg)
+        await store.set_incoming_status(msg.message_id, "read", T0 + timedelta(seconds=1))
+        assert await store.replace_incoming_envelope(msg.message_id, b"RGAR1-old-blob", b"RGAR2-new-blob")
+        assert not await store.replace_incoming_envelope(msg.message_id, b"RGAR1-old-blob", b"RGAR2-other")
+        assert not await store.replace_incoming_envelope(new_id(), b"RGAR1-old-blob", b"x")
+        record = await store.get_incoming(msg.message_id)
+        assert record.envelope == b"RGAR2-new-blob" and record.status == "read"
+        # Redelivery dedup is unaffected: the row stays one row.
+        assert not await store.add_incoming(msg)
+        with pytest.raises(ValueError):
+            await store.replace_incoming_envelope(msg.message_id, b"", b"x")
+
+    async def test_case_keys_are_found_by_wrapping_prefix_and_rewrapped_once(self, store: Store) -> None:
+        a = await store.add_data_key(data_key("case-key-a", "case-a", wrapped=b"old-kid:aaa"))
+        b = await store.add_data_key(data_key("case-key-b", "case-b", wrapped=b"new-kid:bbb"))
+        await store.add_data_key(data_key(new_id(), "case-a", parent=a.key_id, wrapped=b"old-kid:msg"))
+        c = await store.add_data_key(data_key("case-key-c", "case-c", wrapped=b"old-kid:ccc"))
+        await store.shred_data_keys([c.key_id], "consent_withdrawn", T0)
+        found = await store.case_keys_wrapped_by(b"old-kid:", 10)
+        assert [k.key_id for k in found] == ["case-key-a"]  # not message keys, not shredded ones
+        assert [k.key_id for k in await store.case_keys_wrapped_by(b"new-kid:", 10)] == [b.key_id]
+        assert await store.rewrap_data_key("case-key-a", b"old-kid:aaa", b"new-kid:AAA")
+        assert not await store.rewrap_data_key("case-key-a", b"old-kid:aaa", b"new-kid:XXX")  # stale
+        assert not await store.rewrap_data_key(c.key_id, b"old-kid:ccc", b"new-kid:CCC")  # shredded stays
+        assert (await store.get_data_key("case-key-a")).wrapped == b"new-kid:AAA"
+        assert (await store.get_data_key(c.key_id)).wrapped is None
+        assert await store.case_keys_wrapped_by(b"old-kid:", 10) == []
 
     async def test_retention_due_lists_live_messages_past_the_cutoff(self, store: Store) -> None:
         case = await store.add_data_key(data_key("case-key-1", "case-7f3a9c01"))
