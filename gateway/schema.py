@@ -30,6 +30,8 @@ from gateway.errors import SchemaInvalidError, Violation
 #: Every payload version this code reads and writes, oldest first.
 SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2")
 LATEST_SCHEMA_VERSION: str = SCHEMA_VERSIONS[-1]
+#: The versions whose payloads carry a ``schema_version`` member (all but version 1).
+_DECLARED_VERSIONS: tuple[str, ...] = SCHEMA_VERSIONS[1:]
 #: The version of a payload without a ``schema_version`` member (version 1).
 SCHEMA_VERSION: str = "1"
 SCHEMA_BASE_URI: str = "https://schemas.referral-gateway.example/v1/"
@@ -238,8 +240,9 @@ def find_violations(message_type: str, payload: object, version: str | None = No
         if mismatch:
             return mismatch
     declared = payload_version(payload)
-    if declared not in SCHEMA_VERSIONS:
-        return version_violations(payload, LATEST_SCHEMA_VERSION)
+    if isinstance(payload, Mapping) and "schema_version" in payload and declared not in _DECLARED_VERSIONS:
+        return [Violation("$.schema_version", "schema_version", "unknown schema version; must be one of: "
+                          + ", ".join(_DECLARED_VERSIONS) + " (a version 1 payload has no schema_version member)")]
     if _fast_validator(message_type, declared).is_valid(payload):
         return []
     validator = _validator(message_type, declared)
