@@ -30,6 +30,7 @@ from gateway.envelope import parse_envelope, seal
 from gateway.key_lifecycle import destruction_due
 from gateway.outbox_body import body_sha256, is_deleted, outbox_header
 from gateway.schema import load_example
+from gateway.schema_versions import upgrade_to_v2
 from gateway.service import Actor, Gateway
 from gateway.store import AuditQuery
 from gateway.transport import Delivery, MemoryBroker, WireMessage
@@ -185,7 +186,9 @@ async def test_withdrawn_copies_open_with_no_key_the_receiver_still_holds(tmp_pa
 
         # Nothing is lost for what the receiver keeps: the other case's referral still reads.
         opened = await ng.read_incoming(kept.id, actor=OFFICER, purpose="safety_assessment")
-        assert opened.payload == load_example("referral.request")
+        # (the demo agencies negotiate schema v2, so it arrived upgraded)
+        assert opened.payload == upgrade_to_v2(load_example("referral.request"), "referral.request",
+                                               recipient=NIGERIA, recipient_country="NG").payload
 
         # A copy sealed to the destroyed key arriving late is quarantined with its own reason.
         late_header, late = seal(load_example("referral.request"), message_type="referral.request",

@@ -3,7 +3,7 @@
 It imports nothing from ``gateway`` or ``testkit``: raw libsodium calls (PyNaCl's
 ``nacl.bindings``), ``hashlib``/``hmac``/``json`` from the standard library, its own RFC 8785
 encoder, and, for check 15 only, the ``jsonschema`` package over the published
-``schemas/v1`` files. Where it disagrees with the gateway on a vector, the page is wrong
+``schemas/v1`` and ``schemas/v2`` files. Where it disagrees with the gateway on a vector, the page is wrong
 or incomplete. ``tests/test_interop_verifier.py`` runs it over every vector.
 """
 
@@ -44,8 +44,10 @@ ORG_TYPES = {"central_government", "health_service", "immigration_service", "int
              "law_enforcement", "legal_service", "local_government", "ngo"}
 ROLES = {"child_protection", "health_service", "iom_mission", "law_enforcement", "legal_service",
          "national_referral_mechanism", "ngo", "shelter", "social_services", "unhcr"}
-PURPOSES = {"assistance", "safety_assessment", "family_tracing", "assisted_return", "reintegration_handover"}
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "v1"
+PURPOSES = {"assistance", "safety_assessment", "family_tracing", "assisted_return", "reintegration_handover",
+            "criminal_justice_cooperation", "international_protection"}
+SCHEMA_VERSIONS = {"1", "2"}
+SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 class Rejected(Exception):
@@ -266,7 +268,12 @@ def load_directory(data: bytes, authority_public_keys: list[bytes]) -> Directory
     directory = Directory(serial, {}, {})
     seen: set[str] = set()
     for agency in _array(d["agencies"]):
-        a = _exact(agency, {"id", "country", "name", "org_type", "roles", "accepts", "keys"}, "agency")
+        optional = {"schema_versions"} & set(agency) if isinstance(agency, dict) else set()
+        a = _exact(agency, {"id", "country", "name", "org_type", "roles", "accepts", "keys"} | optional, "agency")
+        versions = a.get("schema_versions", ["1"])
+        if not isinstance(versions, list) or not versions or len(set(map(str, versions))) != len(versions) \
+                or not all(isinstance(v, str) and v in SCHEMA_VERSIONS for v in versions):
+            raise Rejected("directory_malformed", "schema_versions")
         if not (isinstance(a["id"], str) and AGENCY.fullmatch(a["id"]) and isinstance(a["country"], str)
                 and re.fullmatch(r"[A-Z]{2}", a["country"]) and a["id"].startswith(a["country"] + "-")):
             raise Rejected("directory_malformed", "agency id or country")
@@ -383,7 +390,9 @@ def open_envelope(data: bytes, *, me: str, my_keys: dict[str, tuple[bytes, bytes
         raise Rejected("malformed", "payload is not strict JSON") from None
     if not canonical:
         raise Rejected("malformed", "payload is not an RFC 8785 object")
-    if not schema_valid(header["type"], payload):  # 15
+    # 15: a v2 payload says so (`schema_version` "2"); a v1 payload has no such member
+    version = payload.get("schema_version", "1") if isinstance(payload, dict) else "1"
+    if version != header["schema"] or not schema_valid(header["type"], payload, version):  # 15
         raise Rejected("schema_invalid", "payload breaks its schema")
     seen_ids.add(header["id"])
     return Opened(header, payload, p)
@@ -412,7 +421,7 @@ def _check_structure(data: bytes) -> tuple[dict[str, str], bytes, bytes, bytes]:
     for name, pattern in rules:
         if name in header and not pattern.fullmatch(header[name]):
             raise bad(name)
-    if header["type"] not in TYPES or header["schema"] != "1":
+    if header["type"] not in TYPES or header["schema"] not in SCHEMA_VERSIONS:
         raise bad("type or schema")
     try:
         if timestamp(header["expires"]) <= timestamp(header["created"]):
@@ -427,24 +436,30 @@ def _check_structure(data: bytes) -> tuple[dict[str, str], bytes, bytes, bytes]:
 
 # --- check 15: the published schemas ----------------------------------------------------------
 
-_VALIDATORS: dict[str, Any] = {}
+_VALIDATORS: dict[str, dict[str, Any]] = {}
 
 
-def schema_valid(message_type: str, payload: Any) -> bool:
-    """JSON Schema 2020-12 over schemas/v1, with `format` date/date-time as "the day exists"."""
-    if not _VALIDATORS:
-        from jsonschema import Draft202012Validator, FormatChecker
-        from referencing import Registry, Resource
+def schema_valid(message_type: str, payload: Any, version: str = "1") -> bool:
+    """JSON Schema 2020-12 over schemas/v<version>, with `format` date/date-time as "the day exists"."""
+    if version not in _VALIDATORS:
+        _VALIDATORS[version] = _load_validators(SCHEMAS / f"v{version}")
+    return bool(_VALIDATORS[version][message_type].is_valid(payload))
 
-        docs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(SCHEMAS.glob("*.schema.json"))]
-        registry = Registry().with_resources((d["$id"], Resource.from_contents(d)) for d in docs)
-        formats = FormatChecker(formats=())
-        formats.checks("date", raises=ValueError)(_real_date)
-        formats.checks("date-time", raises=ValueError)(_real_date)
-        for d in docs:
-            _VALIDATORS[d["$id"].rsplit("/", 1)[1].removesuffix(".schema.json")] = Draft202012Validator(
-                d, registry=registry, format_checker=formats)
-    return _VALIDATORS[message_type].is_valid(payload)
+
+def _load_validators(folder: Path) -> dict[str, Any]:
+    from jsonschema import Draft202012Validator, FormatChecker
+    from referencing import Registry, Resource
+
+    docs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.schema.json"))]
+    registry = Registry().with_resources((d["$id"], Resource.from_contents(d)) for d in docs)
+    formats = FormatChecker(formats=())
+    formats.checks("date", raises=ValueError)(_real_date)
+    formats.checks("date-time", raises=ValueError)(_real_date)
+    validators: dict[str, Any] = {}
+    for d in docs:
+        validators[d["$id"].rsplit("/", 1)[1].removesuffix(".schema.json")] = Draft202012Validator(
+            d, registry=registry, format_checker=formats)
+    return validators
 
 
 def _real_date(value: object) -> bool:
