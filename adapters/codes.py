@@ -36,7 +36,8 @@ def _common_defs() -> dict[str, Any]:
 @dataclass(frozen=True)
 class CodeList:
     """Local spellings -> shared codes. Lookup ignores case and accents; the first spelling listed
-    for a code is the one written back by ``from_shared``."""
+    for a code is the one written back by ``from_shared``. A spelling mapped to ``null`` is a
+    value the form has and the shared schema cannot say: it is accepted and not sent."""
 
     name: str
     label: str
@@ -63,7 +64,7 @@ class CodeList:
         index: dict[str, Any] = {}
         reverse: dict[Any, str] = {}
         for local, shared in codes.items():
-            if allowed is not None and shared not in allowed:
+            if allowed is not None and shared is not None and shared not in allowed:
                 raise MappingDefinitionError(f"code_lists.{name}: {shared!r} is not a code of {target}")
             key = normalise(local)
             if key in index and index[key] != shared:
@@ -94,6 +95,11 @@ class CodeList:
         if self.accept_codes and isinstance(code, str) and self._index.get(normalise(code)) == code:
             return code
         raise KeyError(code)
+
+    def accepted(self, limit: int = 20) -> list[str]:
+        """The preferred local spelling of each code, in table order (what an error lists); [] if more than ``limit``."""
+        labels = list(dict.fromkeys(self._reverse.values()))
+        return labels if len(labels) <= limit else []
 
     def missing_codes(self) -> list[Any]:
         """Shared codes of the target enum that have no local spelling (from_shared cannot write them)."""
