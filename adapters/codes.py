@@ -17,10 +17,19 @@ COMMON_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "v1" / "com
 _ECHO_MAX = 40
 
 def normalise(text: str) -> str:
-    """Fold a local value for matching: case, accents, hyphens, apostrophes and spaces do not matter."""
+    """Fold a local value for matching: case, accents, hyphens, apostrophes, spaces and a plural -s do not matter.
+
+    "Violences physiques", "violence  physique" and "VIOLENCE-PHYSIQUE" are one spelling. The
+    plural -s is folded on words of five letters or more (not "-ss"), so codes such as "NS",
+    "MS" and short words ("pays", "abus") stay as they are.
+    """
     text = text.replace("œ", "oe").replace("Œ", "oe").replace("æ", "ae").replace("Æ", "ae")
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return re.sub(r"[\s'’`\-_]+", " ", text.casefold()).strip()
+    text = re.sub(r"[\s'’`\-_]+", " ", text.casefold()).strip()
+    return _PLURAL.sub("", text)
+
+
+_PLURAL = re.compile(r"(?<=[a-z]{3}[^s\W])s\b")
 
 
 def _echo(value: object) -> str:

@@ -305,20 +305,20 @@ class MappingAdapter:
             if not isinstance(raw, list):
                 raise UnmappableValueError(where, "must be a list")
             out: list[Any] = []
-            problems: list[AdapterError] = []
+            item_problems: list[AdapterError] = []
             for i, item in self._items(rule, raw):
                 item_where = f"{where}[{i}]"
                 try:
                     value = self._to_shared_value(rule.items, item, item_where, f"{shared_where}[{len(out)}]", trace)
                 except AdapterError as exc:
-                    problems.append(exc)
+                    item_problems.append(exc)
                     continue
                 if value is _MISSING and rule.items.unknown is not _UNSET:
                     value = rule.items.unknown
                 if value is not _MISSING and value not in out:
                     out.append(value)
-            if problems:
-                raise_group(problems)
+            if item_problems:
+                raise_group(item_problems)
             return out or _MISSING
         value = raw
         if rule.transform is not None:

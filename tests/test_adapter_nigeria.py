@@ -117,14 +117,17 @@ def test_minor_with_guardian_consent_for_family_tracing(nigeria: MappingAdapter)
     result = nigeria.to_shared(sample(MINOR))
     p = result.payload
     assert p["purposes"] == ["family_tracing", "safety_assessment"]
-    assert p["person"]["age"] == {"minor": True, "date_of_birth": "2012-05-02", "estimated": True}
+    # a declared age is neither estimated nor documented: v1 cannot say it, so it is not sent (and reported)
+    assert p["person"]["age"] == {"minor": True, "date_of_birth": "2012-05-02"}
+    assert any(d.local_field == "age_basis" and "no shared equivalent" in d.reason for d in result.dropped)
+    assert "age_basis" not in nigeria.from_shared(p)
     assert p["person"]["place_of_origin"] == {"country": "NG", "admin1": "Kano", "admin2": "Fagge"}
     assert p["consent"]["decision_maker"] == "parent_guardian"
     assert p["person"]["family_contacts"] == [{"relationship": "aunt_uncle", "names": {"given": "Musa", "family": "Testfixture"},
                                                 "last_known_place": {"country": "NG", "admin1": "Kano"}}]
     assert {"exploitation_category", "needs"} <= {d.local_field for d in result.dropped}
     safety = nigeria.to_shared(sample(MINOR), ["safety_assessment"])
-    assert safety.payload["person"]["age"] == {"minor": True, "years": 13, "estimated": True}
+    assert safety.payload["person"]["age"] == {"minor": True, "years": 13}
     assert any(d.local_field == "date_of_birth" and "age in years sent instead" in d.reason for d in safety.dropped)
 
 
@@ -159,7 +162,7 @@ def test_safety_assessment_only_drops_identity_and_reports_it(nigeria: MappingAd
     assert dropped["surname"].shared_path == "person.names.family"
     assert dropped["first_name"].shared_path == "person.names.given"
     assert all(d.reason.startswith("not allowed for purposes [safety_assessment]")
-               for k, d in dropped.items() if k not in ("case_number", "zonal_office", "remarks"))
+               for k, d in dropped.items() if k not in ("case_number", "zonal_office", "remarks", "age_basis"))
 
 
 # --- the cross-country trip --------------------------------------------------------------

@@ -321,7 +321,10 @@ def test_transforms_invert() -> None:
 
 
 def test_normalise() -> None:
-    assert normalise("  Prélèvement d’ORGANES ") == normalise("prelevement d'organes") == "prelevement d organes"
+    assert normalise("  Prélèvement d’ORGANES ") == normalise("prelevement d'organe") == "prelevement d organe"
+    # a plural -s on a word of five letters or more is folded; short words and codes keep theirs
+    assert normalise("Violences  physiques") == normalise("violence-physique") == "violence physique"
+    assert [normalise(w) for w in ("pays", "abus", "MS", "business")] == ["pays", "abus", "ms", "business"]
     assert normalise("SŒUR") == "soeur"
 
 
