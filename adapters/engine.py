@@ -185,7 +185,7 @@ class MappingAdapter:
             errors.extend(self._consent_errors(payload, wanted if purposes_known else [], trace))
         raise_all(errors)
         dropped.extend(
-            DroppedField(local, shared, f"has no shared equivalent in the {label} codes: not sent")
+            DroppedField(local, shared, f"no shared code for this {label}: not sent")
             for local, shared, label in trace.unsent
         )
         dropped.extend(
@@ -578,7 +578,7 @@ def _describe_local(rule: str, expected: Any, hint: str | None = None,
             return "is not written the way the form expects", "bad_format", {}
         if isinstance(instance, str) and _YEAR_FIRST.match(instance):
             return f"is written year first; write the date as {hint}", "date_year_first", {"hint": hint}
-        return f"must be written {hint}", "bad_format", {"hint": hint}
+        return f"must be written as {hint}", "bad_format", {"hint": hint}
     if rule in ("maxLength", "minLength"):
         return (f"must be at {'most' if rule == 'maxLength' else 'least'} {expected} characters long",
                 "too_long" if rule == "maxLength" else "too_short", {"limit": expected})

@@ -93,7 +93,8 @@ def _parse_dmy(value: Any, with_time: bool, args: Mapping[str, Any]) -> tuple[da
     try:
         parsed = date(year, month, day)
     except ValueError:
-        raise TransformFailed(f"is not a calendar date ({hint})", "not_a_calendar_date", hint=hint) from None
+        day_hint = date_hint(args)
+        raise TransformFailed(f"is not a calendar date ({day_hint})", "not_a_calendar_date", hint=day_hint) from None
     time = (int(match.group(4)), int(match.group(5)), int(match.group(6) or 0)) if match.group(4) is not None else None
     if time and not (time[0] < 24 and time[1] < 60 and time[2] < 60):
         raise TransformFailed("has an impossible time (HH:MM[:SS])", "impossible_time", hint="HH:MM[:SS]")
@@ -157,6 +158,10 @@ def _phone(value: Any, args: Mapping[str, Any]) -> str:
     text = value.strip()
     if text.startswith("00"):
         text = "+" + text[2:]
+    if text.startswith("+"):
+        # "+227 (0) 96..." : a bracketed 0 after the country code is never dialled from abroad,
+        # whether or not the country has a trunk prefix (the library only drops it where it has).
+        text = re.sub(r"\(\s*0\s*\)", " ", text)
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:

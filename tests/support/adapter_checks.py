@@ -4,8 +4,11 @@ only what is particular to its format: the local schema, overrides and nudges)."
 from __future__ import annotations
 
 import copy
+import json
+import re
 import string
 from datetime import date
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from hypothesis import strategies as st
@@ -168,3 +171,38 @@ def fuzz_respelled_sample(data: st.DataObject, adapter: MappingAdapter, local_sc
 def assert_hides(shown: str, secret: str) -> None:
     """An error text shows nothing of ``secret`` (a name typed into the record), in any case."""
     assert secret not in shown and secret.lower() not in shown.lower(), shown
+
+
+# --- hand-written records (tests/support/handwritten/) -----------------------------------
+
+HANDWRITTEN = Path(__file__).resolve().parent / "handwritten"
+
+
+def handwritten_names(country: str) -> list[str]:
+    """The hand-written records of one country (file stems, ``niger_01_...``)."""
+    return sorted(p.stem for p in HANDWRITTEN.glob(f"{country}_*.json"))
+
+
+def handwritten(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A hand-written record and the payload values it must produce (``expected.json``)."""
+    record = json.loads((HANDWRITTEN / f"{name}.json").read_text(encoding="utf-8"))
+    expected = json.loads((HANDWRITTEN / "expected.json").read_text(encoding="utf-8"))[name]
+    return record, expected
+
+
+def at(payload: Any, dotted: str) -> Any:
+    """The value at ``a.b[0].c`` in a payload (KeyError/IndexError when absent)."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", dotted):
+        payload = payload[int(part[1:-1])] if part.startswith("[") else payload[part]
+    return payload
+
+
+def converts_first_time(adapter: MappingAdapter, name: str) -> None:
+    """A hand-written record maps as it is, holds the expected values, and survives the form's round trip."""
+    record, expected = handwritten(name)
+    result = adapter.to_shared(record)
+    assert find_violations("referral.request", result.payload) == []
+    for path, value in expected.items():
+        assert at(result.payload, path) == value, path
+    back = adapter.from_shared(result.payload)
+    assert adapter.to_shared(back, result.payload["purposes"]).payload == result.payload
