@@ -183,7 +183,7 @@ class MappingAdapter:
                 errors.append(exc)
         if not any(_within(shared, "consent") for shared in failed):
             errors.extend(self._consent_errors(payload, wanted if purposes_known else [], trace))
-        raise_all(errors)
+        raise_all(_in_form_order(errors, local_record, self.table))
         dropped.extend(
             DroppedField(local, shared, f"no shared code for this {label}: not sent")
             for local, shared, label in trace.unsent
@@ -526,6 +526,19 @@ class MappingAdapter:
             if value is None:
                 return _MISSING
         return value
+
+
+def _in_form_order(errors: list[AdapterError], record: Mapping[str, Any], table: MappingTable) -> list[AdapterError]:
+    """The problems in the order of the form (the record's own field order, then the table's)."""
+    places = {name: i for i, name in enumerate(record)}
+    for rule in table.rules:
+        places.setdefault((rule.local or "").split(".")[0], len(places))
+
+    def place(error: AdapterError) -> int:
+        top = re.split(r"[.\[]", error.local_field or "", maxsplit=1)[0]
+        return places.get(top, len(places))
+
+    return sorted((one for e in errors for one in e.errors), key=place)
 
 
 def _within(path: str, prefix: str) -> bool:

@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
+from adapters import AdapterError, MissingFieldError, PurposesError, RecordErrors, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.nigeria import NigeriaAdapter
 from gateway.schema import example_names, find_violations, load_example
 from tests.support.adapter_checks import (
+    converts_first_time, handwritten, handwritten_names,
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
 from tests.support.hypothesis_profiles import scaled
@@ -334,3 +335,56 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     fuzz_respelled_sample(data, nigeria, LOCAL_SCHEMA, [p.stem for p in SAMPLES], sample, minor="minor",
                           refusable={"requested_purposes", "consent.purposes", "minor"})
 
+
+
+# --- as staff use the form (issue 11) --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", handwritten_names("nigeria"))
+def test_hand_written_record_converts_on_the_first_try(nigeria: MappingAdapter, name: str) -> None:
+    converts_first_time(nigeria, name)
+
+
+def test_english_form_errors_show_english_date_hints(nigeria: MappingAdapter) -> None:
+    rec = sample(ADULT) | {"date_identified": "2026-03-04", "languages": ["English", "Klingon"], "surname": "Zyxwvuta"}
+    rec["consent"]["expiry"] = "31/02/2030"
+    rec["family_contacts"][0]["phone"] = "0803"
+    with pytest.raises(RecordErrors) as info:
+        nigeria.to_shared(rec)
+    found = {e.local_field: e.reason for e in info.value.errors}
+    assert found == {
+        "date_identified": "is written year first; write the date as DD/MM/YYYY",
+        "family_contacts[0].phone": "is too short for a phone number of NG",
+        "languages[1]": "'Klingon' is not in the code list for language (see the code list 'language' in docs/adapters.md)",
+        "consent.expiry": "is not a calendar date (DD/MM/YYYY)",
+    }
+    assert "JJ" not in str(info.value) and "Zyxwvuta" not in str(info.value)
+
+
+def test_zonal_office_is_checked_with_every_other_error(nigeria: MappingAdapter) -> None:
+    rec = sample(ADULT) | {"zonal_office": "Atlantis", "gender": "Q"}
+    with pytest.raises(RecordErrors) as info:
+        nigeria.to_shared(rec)
+    assert [e.local_field for e in info.value.errors] == ["zonal_office", "gender"]  # the form's order
+
+
+def test_meaning_is_kept_on_the_way_back(nigeria: MappingAdapter) -> None:
+    """"guardian" does not come back as "parent"; NIS/NSCDC not as "police"; "declared" not as "estimated"."""
+    record, _ = handwritten("nigeria_02_minor_guardian_nscdc")
+    result = nigeria.to_shared(record)
+    local = nigeria.from_shared(result.payload)
+    assert local["consent"]["given_by"] == "parent or guardian"
+    assert local["referral_source"] == "law enforcement"
+    assert local["family_contacts"][0]["relationship"] == "legal guardian"
+    assert "age_basis" not in local
+    record, _ = handwritten("nigeria_01_returnee_benin")
+    local = nigeria.from_shared(nigeria.to_shared(record).payload)
+    assert local["identified_by"] == "immigration service" and local["referral_source"] == "law enforcement"
+
+
+@pytest.mark.parametrize(("typed", "codes"), [
+    ("Esan, Pidgin", ["ish", "pcm"]), ("Urhobo and Isoko", ["urh", "iso"]), ("Itsekiri/Ijaw", ["its", "ijc"]),
+    (["Hausa, Yoruba", "English"], ["ha", "yo", "en"]),
+])
+def test_several_languages_in_one_field(nigeria: MappingAdapter, typed: Any, codes: list[str]) -> None:
+    assert nigeria.trace(sample(ADULT) | {"languages": typed})["languages"] == codes
