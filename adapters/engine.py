@@ -590,7 +590,7 @@ def _describe_local(rule: str, expected: Any, hint: str | None = None,
         if hint is None:
             return "is not written the way the form expects", "bad_format", {}
         if isinstance(instance, str) and _YEAR_FIRST.match(instance):
-            return f"is written year first; write the date as {hint}", "date_year_first", {"hint": hint}
+            return f"is written year first: write the date as {hint}", "date_year_first", {"hint": hint}
         return f"must be written as {hint}", "bad_format", {"hint": hint}
     if rule in ("maxLength", "minLength"):
         return (f"must be at {'most' if rule == 'maxLength' else 'least'} {expected} characters long",

@@ -85,7 +85,7 @@ def _parse_dmy(value: Any, with_time: bool, args: Mapping[str, Any]) -> tuple[da
     if not match or (match.group(4) is not None and not with_time):
         if isinstance(value, str) and _YEAR_FIRST.match(value):
             # An ISO date (2026-03-14) typed on the form: say how the form writes it, not a regex.
-            raise TransformFailed(f"is written year first; write the date as {hint}", "date_year_first", hint=hint)
+            raise TransformFailed(f"is written year first: write the date as {hint}", "date_year_first", hint=hint)
         raise TransformFailed(f"must be a date written {hint}", "not_a_date", hint=hint)
     day, month, year = int(match.group(1)), int(match.group(2)), int(match.group(3))
     if not 1900 <= year <= 2100:

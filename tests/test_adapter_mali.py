@@ -412,7 +412,7 @@ def test_every_error_of_a_fiche_is_reported_at_once(mali: MappingAdapter) -> Non
     # in the form's order; the guardian block is not sent for assistance, so its errors do not block
     assert [e.local_field for e in info.value.errors] == [
         "date_identification", "evaluation_interet_superieur.conclusion", "moyens[1]"]
-    assert info.value.errors[0].reason == "is written year first; write the date as JJ/MM/AAAA"
+    assert info.value.errors[0].reason == "is written year first: write the date as JJ/MM/AAAA"
     assert_hides(str(info.value), "Zyxwvuta")
     with pytest.raises(RecordErrors) as info:
         mali.to_shared(rec, ["family_tracing"])

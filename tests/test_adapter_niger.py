@@ -310,7 +310,7 @@ def test_every_error_of_a_fiche_is_reported_at_once(niger: MappingAdapter) -> No
     found = {e.local_field: e for e in info.value.errors}
     assert set(found) == {"sexe", "date_identification", "nationalite", "langues[1]", "contacts_famille[0].telephone",
                           "consentement.expiration"}
-    assert found["date_identification"].reason == "is written year first; write the date as JJ/MM/AAAA"
+    assert found["date_identification"].reason == "is written year first: write the date as JJ/MM/AAAA"
     assert found["consentement.expiration"].reason == "is not a calendar date (JJ/MM/AAAA)"
     assert found["contacts_famille[0].telephone"].reason_code == "phone_too_short"
     assert found["sexe"].params["accepted"][:2] == ["F", "M"]
@@ -323,7 +323,7 @@ def test_an_iso_date_gets_a_french_hint_not_a_regex(niger: MappingAdapter) -> No
     rec = sample("mineure_retour_tuteur") | {"date_naissance": "2009-05-02"}
     with pytest.raises(AdapterError) as info:
         niger.to_shared(rec)
-    assert str(info.value) == "date_naissance: is written year first; write the date as JJ/MM/AAAA"
+    assert str(info.value) == "date_naissance: is written year first: write the date as JJ/MM/AAAA"
     assert info.value.params == {"hint": "JJ/MM/AAAA"}
     rec = sample("mineure_retour_tuteur") | {"date_naissance": "2 mai 2009"}
     with pytest.raises(AdapterError, match=r"^date_naissance: must be written as JJ/MM/AAAA$"):

@@ -353,7 +353,7 @@ def test_english_form_errors_show_english_date_hints(nigeria: MappingAdapter) ->
         nigeria.to_shared(rec)
     found = {e.local_field: e.reason for e in info.value.errors}
     assert found == {
-        "date_identified": "is written year first; write the date as DD/MM/YYYY",
+        "date_identified": "is written year first: write the date as DD/MM/YYYY",
         "family_contacts[0].phone": "is too short for a phone number of NG",
         "languages[1]": "'Klingon' is not in the code list for language (see the code list 'language' in docs/adapters.md)",
         "consent.expiry": "is not a calendar date (DD/MM/YYYY)",

@@ -445,7 +445,7 @@ def test_the_form_language_sets_the_date_hint(tmp_path: Path) -> None:
     fr = cls()
     with pytest.raises(UnmappableValueError) as info:
         fr.to_shared(record(naissance="2001-02-03"), ["family_tracing"])
-    assert str(info.value) == "naissance: is written year first; write the date as JJ/MM/AAAA"
+    assert str(info.value) == "naissance: is written year first: write the date as JJ/MM/AAAA"
     # and the form's country is the region of a national phone number
     rec = record(contacts=[{"lien": "tuteur", "tel": "96 12 34 56"}])
     assert fr.to_shared(rec, ["family_tracing"]).payload["person"]["family_contacts"][0]["phone"] == "+22796123456"

@@ -67,6 +67,17 @@ async def test_bad_local_submissions_are_422_naming_the_field(tmp_path: Path) ->
             "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00003", "format": "niger", "record": bad})
         assert status == 422 and "sexe" in body["detail"], body
         assert "Zyxwvuta" not in json.dumps(body)
+        # every problem of the fiche in one answer, each named by its local field, no value quoted
+        bad = dict(FICHE, sexe="Q", date_identification="2026-03-04", nom="Zyxwvuta", langues=["haoussa", "Zyxwvuta"])
+        status, body = await ne.call("POST", "/referrals", json={
+            "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00005", "format": "niger", "record": bad})
+        assert status == 422, body
+        assert body["detail"].split("; ") == [
+            "date_identification: is written year first: write the date as JJ/MM/AAAA",
+            "sexe: is not in the code list for sex (accepted: F, M, autre, inconnu)",
+            "langues[1]: is not in the code list for language (see the code list 'langue' in docs/adapters.md)",
+        ], body
+        assert "Zyxwvuta" not in json.dumps(body) and "'Q'" not in body["detail"]
         status, body = await ne.call("POST", "/referrals", json={
             "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00004", "format": "niger", "record": FICHE,
             "payload": {}})
