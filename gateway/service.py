@@ -33,7 +33,7 @@ from gateway.audit.exchange import CheckpointExchange
 from gateway.audit.log import AuditLog
 from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
-from gateway.consent import ConsentRefusedError, check_referral_consent
+from gateway.consent import ConsentRefusedError, check_referral_consent, v1_consent_covers
 from gateway.retention import Retention
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
 from gateway.directory import Directory
@@ -52,7 +52,8 @@ from gateway.errors import (
 )
 from gateway.failure_site import failure_code, failure_site
 from gateway.message_ids import derived_message_id, uuid_or_none
-from gateway.schema import PURPOSES
+from gateway.schema import PURPOSES, payload_version, validate_payload
+from gateway.schema_versions import Upgraded, convert, negotiate
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -251,8 +252,13 @@ class Gateway:
         in_reply_to: str | None = None,
         message_id: str | None = None,
     ) -> Header:
-        """Validate, seal and store a message in the outbox; it is published in the background."""
+        """Validate, seal and store a message in the outbox; it is published in the background.
+
+        The payload (v1 or v2) is sent in the schema version negotiated with the recipient
+        (:meth:`for_recipient`).
+        """
         now = self.clock()
+        payload = self.for_recipient(message_type, payload, recipient).payload
         header, envelope = seal(
             payload, message_type=message_type, sender=self.identity, recipient=recipient,
             directory=self.directory, case_ref=case_ref, now=now,
@@ -277,6 +283,31 @@ class Gateway:
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
         self._wake.set()
         return header
+
+    def schema_version_for(self, recipient: str) -> str:
+        """The payload schema version to send to ``recipient``: the highest both directory entries list."""
+        version = negotiate(self.directory.schema_versions(self.agency_id), self.directory.schema_versions(recipient))
+        if version is None:
+            raise RecipientRefusesError(f"{recipient} lists no payload schema version this gateway writes")
+        return version
+
+    def for_recipient(self, message_type: str, payload: dict[str, Any], recipient: str) -> Upgraded:
+        """The payload in the version negotiated with ``recipient``, and what an upgrade left out.
+
+        The submitted payload is validated in its own version first, so violations name its
+        own paths; a v2 payload that v1 cannot carry raises DowngradeError (its fields listed).
+        """
+        validate_payload(message_type, payload)
+        purposes = payload.get("purposes", []) if message_type == "referral.request" else []
+        if not self.directory.may_receive(recipient, message_type, purposes):
+            raise RecipientRefusesError(f"{recipient} does not accept {message_type} for purposes {sorted(purposes)}")
+        country = self.directory.agency(recipient).country
+        version = self.schema_version_for(recipient)
+        if (version != payload_version(payload) and message_type == "referral.request"
+                and payload_version(payload) == "1" and not v1_consent_covers(payload, recipient, country)):
+            # It cannot be sent at all: left as written, so the consent check refuses it by its cause.
+            version = "1"
+        return convert(payload, message_type, version, recipient=recipient, recipient_country=country)
 
     async def publish_due(self, *, include_backoff: bool = False) -> int:
         """Publish every due outbox message once; return how many the broker confirmed.
