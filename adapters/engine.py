@@ -38,9 +38,20 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
-from gateway.schema import PURPOSES, disallowed_person_fields, load_schema, validate_payload
+from gateway.schema import PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, payload_version, validate_payload
+from gateway.schema_versions import (
+    V2_ONLY_ORGANISATION_TYPES,
+    V2_ONLY_PURPOSES,
+    V2_ONLY_REFERRAL_SOURCES,
+    DowngradeError,
+    downgrade_to_v1,
+    upgrade_to_v2,
+)
 
-from adapters.codes import CodeList, _common_defs, _echo
+#: The table builds a v1 payload (``to_shared``); ``to_shared_v2`` upgrades it.
+PURPOSES = PURPOSES_BY_VERSION["1"]
+
+from adapters.codes import CodeList, _common_defs, _echo, normalise
 from adapters.errors import (
     AdapterError,
     LocalRecordInvalidError,
@@ -195,6 +206,65 @@ class MappingAdapter:
         )
         validate_payload(MESSAGE_TYPE, payload)
         return AdaptResult(payload, tuple(dropped))
+
+    def to_shared_v2(self, local_record: dict[str, Any], purposes: Iterable[str] | None = None, *,
+                     recipient: str | None = None, recipient_country: str | None = None) -> AdaptResult:
+        """The record as a schema v2 ``referral.request`` (``to_shared``, upgraded, plus what v2 adds).
+
+        ``recipient`` (agency id) and its country let a consent that names recipient countries
+        cover that agency (v2 consent names agencies). What the upgrade leaves out is reported in
+        ``dropped`` like any other field; :meth:`extend_v2` adds what only v2 can say.
+        """
+        record, v2_codes = self._v2_spelled(local_record)
+        result = self.to_shared(record, purposes)
+        upgraded = upgrade_to_v2(result.payload, MESSAGE_TYPE, recipient=recipient, recipient_country=recipient_country)
+        payload = upgraded.payload
+        for shared_path, code in v2_codes.items():
+            set_path(payload, shared_path, code)
+        dropped = list(result.dropped)
+        for item in upgraded.dropped:
+            shared = item.path.removeprefix("$.")
+            dropped.append(DroppedField(self.table.local_for(re.sub(r"\[\d+\]", "", shared)), shared, item.reason))
+        consent = payload.get("consent")
+        if isinstance(consent, dict) and "recipients" not in consent:
+            where = self.table.local_for("consent.recipient_agencies")
+            if recipient is not None:
+                raise MissingFieldError(where, "does not name the recipient agency, nor does the consent name its "
+                                               "country: the consent does not cover this recipient",
+                                        reason_code="consent_not_covering_recipient", params={"recipient": recipient})
+            raise MissingFieldError(where, "is required for a schema v2 referral (v2 consent names the recipient "
+                                           "agencies) unless the recipient agency is given", reason_code="required_for_v2")
+        self.extend_v2(self.prepare_local(copy.deepcopy(local_record)), payload, dropped)
+        validate_payload(MESSAGE_TYPE, payload)
+        return AdaptResult(payload, tuple(dropped))
+
+    def _v2_spelled(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Values spelled as a v2-only code (``v2_spellings``: "juge des mineurs" -> juvenile_judge) and
+        the record with a v1 stand-in for the table (the v2 code replaces it after the upgrade)."""
+        if not isinstance(record, dict):
+            return record, {}
+        out, codes = dict(record), {}
+        for shared_path, spellings in self.table.v2_spellings.items():
+            where = self.table.local_for(shared_path)
+            value = out.get(where)
+            found = [code for code, spelling in spellings.items()
+                     if isinstance(value, str) and normalise(spelling) == normalise(value)]
+            if found and "." not in where:
+                codes[shared_path] = found[0]
+                rule = next(r for r in self.table.rules if r.local == where)
+                stand_in = rule.codes.to_local("third_person") if rule.codes and shared_path.endswith("referral_source") else None
+                if stand_in is None:
+                    del out[where]
+                else:
+                    out[where] = stand_in
+        return out, codes
+
+    def extend_v2(self, local: dict[str, Any], payload: dict[str, Any], dropped: list[DroppedField]) -> None:
+        """Add to an upgraded v2 payload what only v2 can say (guardian role, best interests...). Default: nothing."""
+
+    def finish_local_v2(self, record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        """Write into the local record what only a v2 payload says (after the table ran). Default: nothing."""
+        return record
 
     def _check_local_codes(self, local: dict[str, Any]) -> list[AdapterError]:
         """Local-only coded fields (``local_checks``) must hold a value of their code list, though they are not sent."""
@@ -381,7 +451,7 @@ class MappingAdapter:
                          failed: Mapping[str, AdapterError], dropped: list[DroppedField],
                          errors: list[AdapterError]) -> dict[str, Any]:
         reason = f"not allowed for purposes [{', '.join(purposes)}]"
-        disallowed = sorted(disallowed_person_fields(purposes))
+        disallowed = sorted(disallowed_person_fields(purposes, "1"))
         removed: dict[str, Any] = {}
         for path in disallowed:
             value = delete_path(payload, path)
@@ -487,10 +557,52 @@ class MappingAdapter:
     def from_shared(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Map a valid shared ``referral.request`` to a local record (codes in their preferred spelling)."""
         validate_payload(MESSAGE_TYPE, payload)
+        v2 = payload_version(payload) == "2"
+        v1, v2_codes = self._for_the_table(payload) if v2 else (payload, {})
         local: dict[str, Any] = {}
         for rule in self.table.rules:
-            self._from_field(rule, payload, local, "")
-        return self.finish_local(local)
+            self._from_field(rule, v1, local, "")
+        for shared_path, code in v2_codes.items():
+            spelling = self.table.v2_spellings.get(shared_path, {}).get(code)
+            where = self.table.local_for(shared_path)
+            if spelling is None:
+                raise UnmappableValueError(shared_path, f"'{code}' has no local spelling (schema v2 code)",
+                                           reason_code="no_local_spelling", params={"label": shared_path})
+            set_path(local, where, spelling)
+        local = self.finish_local(local)
+        return self.finish_local_v2(local, payload) if v2 else local
+
+    def _for_the_table(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """A v2 payload in the v1 shape the table reads, and the v2-only codes the table cannot spell.
+
+        What the local form has no field for (criminal justice, the needs beyond services, an
+        uncoded language) is left to :meth:`finish_local_v2` or not written; v2-only purposes
+        are not the form's and are left out.
+        """
+        body = copy.deepcopy(payload)
+        for member in ("child_protection", "criminal_justice"):
+            body.pop(member, None)
+        body["purposes"] = [p for p in body.get("purposes", []) if p not in V2_ONLY_PURPOSES] or ["assistance"]
+        needs = body.get("needs")
+        if isinstance(needs, dict):
+            body["needs"] = {"services": needs["services"]} if needs.get("services") else None
+            if body["needs"] is None:
+                del body["needs"]
+        codes: dict[str, str] = {}
+        identification = body.get("identification", {})
+        if identification.get("referral_source") in V2_ONLY_REFERRAL_SOURCES:
+            codes["identification.referral_source"] = identification["referral_source"]
+            identification["referral_source"] = "third_person"  # a stand-in the spelling above replaces
+        if identification.get("identified_by") in V2_ONLY_ORGANISATION_TYPES:
+            codes["identification.identified_by"] = identification.pop("identified_by")
+        for _ in range(2):
+            try:
+                return downgrade_to_v1(body, MESSAGE_TYPE), codes
+            except DowngradeError as exc:
+                # A field v1 cannot carry is not on the form either: leave it out.
+                for refused in exc.fields:
+                    _delete_json_path(body, refused.path)
+        return downgrade_to_v1(body, MESSAGE_TYPE), codes
 
     def _from_field(self, rule: Rule, src: dict[str, Any], out: dict[str, Any], shared_base: str) -> None:
         assert rule.local is not None and rule.shared is not None
@@ -526,6 +638,22 @@ class MappingAdapter:
             if value is None:
                 return _MISSING
         return value
+
+
+def _delete_json_path(body: dict[str, Any], path: str) -> None:
+    """Remove ``$.a.b[2].c`` from a payload (nothing if absent)."""
+    parts: list[Any] = [int(p[1:-1]) if p.startswith("[") else p
+                        for p in re.findall(r"[^.\[\]$]+|\[\d+\]", path)]
+    node: Any = body
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+    elif isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node):
+        node.pop(parts[-1])
 
 
 def _in_form_order(errors: list[AdapterError], record: Mapping[str, Any], table: MappingTable) -> list[AdapterError]:

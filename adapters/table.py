@@ -98,6 +98,7 @@ class MappingTable:
     date_hint: str = "DD/MM/YYYY"
     country: str | None = None
     local_checks: Mapping[str, str] = field(default_factory=dict)
+    v2_spellings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, transforms: Mapping[str, Transform] = TRANSFORMS) -> MappingTable:
@@ -108,7 +109,8 @@ class MappingTable:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], folder: Path, transforms: Mapping[str, Transform] = TRANSFORMS) -> MappingTable:
         _check_keys("mapping", spec, {"format_id", "description", "message_type", "missing_values", "missing_local",
-                                      "local_only", "local_checks", "code_lists", "fields", "date_hint", "country"})
+                                      "local_only", "local_checks", "code_lists", "fields", "date_hint", "country",
+                                      "v2_spellings"})
         if spec.get("message_type", MESSAGE_TYPE) != MESSAGE_TYPE:
             raise MappingDefinitionError(f"mapping: only {MESSAGE_TYPE} is supported")
         lists = {name: CodeList.build(name, s, folder) for name, s in spec.get("code_lists", {}).items()}
@@ -123,6 +125,7 @@ class MappingTable:
             date_hint=spec.get("date_hint", "DD/MM/YYYY"),
             country=spec.get("country"),
             local_checks=dict(spec.get("local_checks", {})),
+            v2_spellings={k: dict(v) for k, v in spec.get("v2_spellings", {}).items()},
         )
         for local, name in table.local_checks.items():
             if name not in lists:

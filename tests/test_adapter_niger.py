@@ -16,7 +16,7 @@ from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.niger import NigerAdapter
 from gateway.schema import example_names, find_violations, load_example
 from tests.support.adapter_checks import (
-    assert_hides, converts_first_time, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample,
+    assert_hides, converts_first_time, converts_to_v2_and_back, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample,
     handwritten, handwritten_names, local_dates,
 )
 from tests.support.hypothesis_profiles import scaled
@@ -396,3 +396,8 @@ def test_meaning_is_kept_on_the_way_back(niger: MappingAdapter) -> None:
     result = niger.to_shared(record)
     assert "estimated" not in result.payload["person"]["age"]  # "déclaré" is not "estimé"
     assert "methode_age" not in niger.from_shared(result.payload)
+
+
+@pytest.mark.parametrize("name", handwritten_names("niger"))
+def test_hand_written_record_as_schema_v2(niger: MappingAdapter, name: str) -> None:
+    converts_to_v2_and_back(niger, name)

@@ -16,7 +16,7 @@ from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.nigeria import NigeriaAdapter
 from gateway.schema import example_names, find_violations, load_example
 from tests.support.adapter_checks import (
-    converts_first_time, handwritten, handwritten_names,
+    converts_first_time, converts_to_v2_and_back, handwritten, handwritten_names,
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
 from tests.support.hypothesis_profiles import scaled
@@ -388,3 +388,21 @@ def test_meaning_is_kept_on_the_way_back(nigeria: MappingAdapter) -> None:
 ])
 def test_several_languages_in_one_field(nigeria: MappingAdapter, typed: Any, codes: list[str]) -> None:
     assert nigeria.trace(sample(ADULT) | {"languages": typed})["languages"] == codes
+
+
+@pytest.mark.parametrize("name", handwritten_names("nigeria"))
+def test_hand_written_record_as_schema_v2(nigeria: MappingAdapter, name: str) -> None:
+    converts_to_v2_and_back(nigeria, name)
+
+
+def test_v2_keeps_a_faith_based_source_and_iso_639_3_languages(nigeria: MappingAdapter) -> None:
+    payload = converts_to_v2_and_back(nigeria, "nigeria_04_ijaw_child_church")
+    assert payload["identification"]["referral_source"] == "faith_based_organisation"  # v1 could only say ngo
+    assert payload["person"]["languages"] == ["ijc", "eng"]
+    assert nigeria.from_shared(payload)["referral_source"] == "faith-based organisation"
+
+
+def test_a_consent_that_does_not_cover_the_recipient_is_named(nigeria: MappingAdapter) -> None:
+    record, _ = handwritten("nigeria_01_returnee_benin")
+    with pytest.raises(MissingFieldError, match=r"^consent.recipient_agencies: does not name the recipient agency"):
+        nigeria.to_shared_v2(record, recipient="NE-ANLTP", recipient_country="NE")
