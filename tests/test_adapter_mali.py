@@ -452,7 +452,7 @@ def test_v2_carries_the_guardian_role_and_the_best_interests_determination(mali:
         "status": "completed", "outcome": "return_to_family", "decided_on": "2026-01-20", "decided_by": "ML-DNPEF"}
     local = mali.from_shared(payload)
     assert local["evaluation_interet_superieur"] == {"conclusion": "retour recommandé", "date": "20/01/2026"}
-    assert local["tuteur"]["lien"] == "oncle"  # a relative stays a family contact
+    assert local["tuteur"]["lien"] == "oncle ou tante"  # a relative stays a family contact
 
 
 def test_a_v2_only_code_reads_back_in_the_forms_words(mali: MappingAdapter) -> None:
