@@ -33,13 +33,16 @@ async def test_niger_fiche_in_naptip_record_out(tmp_path: Path) -> None:
             return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"}))[0] == 200
         await eventually(arrived)
         status, shared = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"})
-        assert shared["payload"] == get_adapter("niger").to_shared(FICHE, None).payload
+        # Both gateways take schema v2: the fiche travels as the v2 form of what the adapter makes.
+        assert shared["payload"] == get_adapter("niger").to_shared_v2(FICHE, None, recipient=NIGERIA,
+                                                                      recipient_country="NG").payload
 
         status, local = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "nigeria"})
         assert status == 200 and local["format"] == "nigeria"
         assert_conforms(doc, "/inbox/{id}", "GET", 200, local)
         # The NAPTIP record carries the same person through the shared schema.
-        assert get_adapter("nigeria").to_shared(local["record"], None).payload == shared["payload"]
+        assert get_adapter("nigeria").to_shared_v2(local["record"], None, recipient=NIGERIA,
+                                                   recipient_country="NG").payload == shared["payload"]
         assert local["record"]["nationality"] and local["record"]["gender"] == "F"
 
 
