@@ -45,17 +45,7 @@ class AdapterError(GatewayError):
                 "params": dict(self.params)}
 
 
-class _FieldError(AdapterError):
-    """An error about one local field, with a reason (English text) and its code and parameters."""
-
-    def __init__(self, local_field: str, reason: str, *, reason_code: str | None = None,
-                 params: Mapping[str, Any] | None = None, quoted: str | None = None) -> None:
-        self.reason = reason
-        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params,
-                         quoted=quoted)
-
-
-class UnmappableValueError(_FieldError):
+class UnmappableValueError(AdapterError):
     """A local value has no shared equivalent (not in the code list, not a date, ...).
 
     The reason quotes the value only when the field is coded (has a code list); free-text
@@ -64,21 +54,34 @@ class UnmappableValueError(_FieldError):
 
     code = "unmappable_value"
 
+    def __init__(self, local_field: str, reason: str, *, reason_code: str | None = None,
+                 params: Mapping[str, Any] | None = None, quoted: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params,
+                         quoted=quoted)
 
-class MissingFieldError(_FieldError):
+
+class MissingFieldError(AdapterError):
     """A field the shared schema requires is absent or holds a missing value ("inconnu", "")."""
 
     code = "missing_field"
 
     def __init__(self, local_field: str, reason: str = "is required and has no value", *,
                  reason_code: str = "required", params: Mapping[str, Any] | None = None) -> None:
-        super().__init__(local_field, reason, reason_code=reason_code, params=params)
+        self.reason = reason
+        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params)
 
 
-class LocalRecordInvalidError(_FieldError):
+class LocalRecordInvalidError(AdapterError):
     """The local record does not have the shape its local JSON Schema describes."""
 
     code = "local_record_invalid"
+
+    def __init__(self, local_field: str, reason: str, *, reason_code: str | None = None,
+                 params: Mapping[str, Any] | None = None, quoted: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params,
+                         quoted=quoted)
 
 
 class RecordErrors(AdapterError):
