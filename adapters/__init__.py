@@ -14,6 +14,7 @@ from adapters.base import (
     MappingDefinitionError,
     MissingFieldError,
     PurposesError,
+    RecordErrors,
     UnknownFormatError,
     UnmappableValueError,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "MappingDefinitionError",
     "MissingFieldError",
     "PurposesError",
+    "RecordErrors",
     "UnknownFormatError",
     "UnmappableValueError",
     "available_formats",

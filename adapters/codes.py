@@ -17,10 +17,19 @@ COMMON_SCHEMA = Path(__file__).resolve().parent.parent / "schemas" / "v1" / "com
 _ECHO_MAX = 40
 
 def normalise(text: str) -> str:
-    """Fold a local value for matching: case, accents, hyphens, apostrophes and spaces do not matter."""
+    """Fold a local value for matching: case, accents, hyphens, apostrophes, spaces and a plural -s do not matter.
+
+    "Violences physiques", "violence  physique" and "VIOLENCE-PHYSIQUE" are one spelling. The
+    plural -s is folded on words of five letters or more (not "-ss"), so codes such as "NS",
+    "MS" and short words ("pays", "abus") stay as they are.
+    """
     text = text.replace("œ", "oe").replace("Œ", "oe").replace("æ", "ae").replace("Æ", "ae")
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return re.sub(r"[\s'’`\-_]+", " ", text.casefold()).strip()
+    text = re.sub(r"[\s'’`\-_]+", " ", text.casefold()).strip()
+    return _PLURAL.sub("", text)
+
+
+_PLURAL = re.compile(r"(?<=[a-z]{3}[^s\W])s\b")
 
 
 def _echo(value: object) -> str:
@@ -36,7 +45,8 @@ def _common_defs() -> dict[str, Any]:
 @dataclass(frozen=True)
 class CodeList:
     """Local spellings -> shared codes. Lookup ignores case and accents; the first spelling listed
-    for a code is the one written back by ``from_shared``."""
+    for a code is the one written back by ``from_shared``. A spelling mapped to ``null`` is a
+    value the form has and the shared schema cannot say: it is accepted and not sent."""
 
     name: str
     label: str
@@ -63,7 +73,7 @@ class CodeList:
         index: dict[str, Any] = {}
         reverse: dict[Any, str] = {}
         for local, shared in codes.items():
-            if allowed is not None and shared not in allowed:
+            if allowed is not None and shared is not None and shared not in allowed:
                 raise MappingDefinitionError(f"code_lists.{name}: {shared!r} is not a code of {target}")
             key = normalise(local)
             if key in index and index[key] != shared:
@@ -94,6 +104,11 @@ class CodeList:
         if self.accept_codes and isinstance(code, str) and self._index.get(normalise(code)) == code:
             return code
         raise KeyError(code)
+
+    def accepted(self, limit: int = 20) -> list[str]:
+        """The preferred local spelling of each code, in table order (what an error lists); [] if more than ``limit``."""
+        labels = list(dict.fromkeys(self._reverse.values()))
+        return labels if len(labels) <= limit else []
 
     def missing_codes(self) -> list[Any]:
         """Shared codes of the target enum that have no local spelling (from_shared cannot write them)."""

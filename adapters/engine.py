@@ -38,20 +38,33 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
-from gateway.schema import PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, validate_payload
+from gateway.schema import PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, payload_version, validate_payload
+from gateway.schema_versions import (
+    V2_ONLY_ORGANISATION_TYPES,
+    V2_ONLY_PURPOSES,
+    V2_ONLY_REFERRAL_SOURCES,
+    DowngradeError,
+    downgrade_to_v1,
+    upgrade_to_v2,
+)
 
-from adapters.codes import _common_defs, _echo
+#: The table builds a v1 payload (``to_shared``); ``to_shared_v2`` upgrades it.
+PURPOSES = PURPOSES_BY_VERSION["1"]
+
+from adapters.codes import CodeList, _common_defs, _echo, normalise
 from adapters.errors import (
     AdapterError,
     LocalRecordInvalidError,
     MissingFieldError,
     PurposesError,
     UnmappableValueError,
+    raise_all,
+    raise_group,
 )
 from adapters.paths import _MISSING, _join, delete_path, get_path, set_path
 from adapters.results import AdaptResult, DroppedField
 from adapters.table import _UNSET, MESSAGE_TYPE, MappingTable, Rule
-from adapters.transforms import TRANSFORMS, Transform, TransformFailed
+from adapters.transforms import _YEAR_FIRST, TRANSFORMS, Transform, TransformFailed
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -61,6 +74,8 @@ class _Trace:
 
     origins: list[tuple[str, str]] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    #: (local field, shared path, code list label): a value the form has and v1 cannot say.
+    unsent: list[tuple[str, str, str]] = field(default_factory=list)
 
     def local_for(self, shared_path: str, table: MappingTable) -> str:
         for local, shared in self.origins:
@@ -109,23 +124,35 @@ class MappingAdapter:
     # -- local -> shared --
 
     def check_local(self, record: Any) -> None:
-        """Check the record against the local JSON Schema; errors name the field, never the value."""
+        """Check the record against the local JSON Schema; errors name the field, never the value.
+
+        Every problem is reported at once (:class:`~adapters.errors.RecordErrors` when there are several).
+        """
+        raise_all(self.local_errors(record))
+
+    def local_errors(self, record: Any) -> list[AdapterError]:
+        """Every way the record breaks its local JSON Schema, in form order (no value quoted)."""
         if self._local_validator is None:
-            return
-        errors = sorted(self._local_validator.iter_errors(record), key=lambda e: [str(p) for p in e.absolute_path])
-        if not errors:
-            return
-        error = errors[0]
-        where = _local_path(error.absolute_path)
-        if error.validator == "required":
-            missing = next((k for k in error.validator_value if k not in error.instance), "?")
-            raise MissingFieldError(_local_join(where, missing), "is required by the local format")
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-            known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
-            extra = [k for k in error.instance if k not in known]
-            shown = extra[0] if extra and _IDENTIFIER.fullmatch(extra[0]) and len(extra[0]) <= 64 else "?"
-            raise LocalRecordInvalidError(_local_join(where, shown), "is not a field of the local format")
-        raise LocalRecordInvalidError(where or "$", _describe_local(error.validator, error.validator_value))
+            return []
+        found = sorted(self._local_validator.iter_errors(record), key=lambda e: [str(p) for p in e.absolute_path])
+        out: list[AdapterError] = []
+        for error in found:
+            where = _local_path(error.absolute_path)
+            if error.validator == "required":
+                out.extend(MissingFieldError(_local_join(where, k), "is required by the local format")
+                           for k in error.validator_value if isinstance(error.instance, dict) and k not in error.instance)
+            elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+                known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+                for extra in (k for k in error.instance if k not in known):
+                    shown = extra if _IDENTIFIER.fullmatch(extra) and len(extra) <= 64 else "?"
+                    out.append(LocalRecordInvalidError(_local_join(where, shown), "is not a field of the local format",
+                                                       reason_code="not_a_field"))
+            else:
+                schema = error.schema if isinstance(error.schema, dict) else {}
+                reason, code, params = _describe_local(error.validator, error.validator_value, schema.get("x-hint"),
+                                                       error.instance)
+                out.append(LocalRecordInvalidError(where or "$", reason, reason_code=code, params=params))
+        return out
 
     def to_shared(self, local_record: dict[str, Any], purposes: Iterable[str] | None = None) -> AdaptResult:
         """Map a local record to a schema-valid ``referral.request`` for ``purposes``.
@@ -134,15 +161,44 @@ class MappingAdapter:
         else to every purpose its consent records. Fields the purposes do not allow are
         dropped and listed in ``AdaptResult.dropped``.
         """
-        self.check_local(local_record)
-        local = self.prepare_local(copy.deepcopy(local_record))
-        payload, trace, failed = self._map_record(local)
-        wanted = self._purposes(purposes, payload, trace, failed)
+        errors: list[AdapterError] = self.local_errors(local_record)
+        if errors and not isinstance(local_record, dict):
+            raise_group(errors)
+        try:
+            local = self.prepare_local(copy.deepcopy(local_record))
+            payload, trace, failed = self._map_record(local)
+        except AdapterError as exc:
+            raise_group([*errors, exc])
+        except Exception:
+            # A record of the wrong shape can trip a hook or the table; its shape errors say why.
+            if errors:
+                raise_group(errors)
+            raise
+        errors.extend(self._check_local_codes(local))
+        purposes_known = True
+        try:
+            wanted = self._purposes(purposes, payload, trace, failed)
+        except AdapterError as exc:
+            # Keep going with every purpose so each other field is still checked and reported.
+            errors.append(exc)
+            wanted, purposes_known = list(PURPOSES), False
+            payload.pop("purposes", None)
         payload = {"purposes": wanted, **payload}
         dropped: list[DroppedField] = []
-        dropped_values = self._drop_disallowed(payload, wanted, trace, failed, dropped)
-        self._settle_age(payload, trace, dropped_values, dropped)
-        self._check_consent(payload, wanted, trace)
+        dropped_values = self._drop_disallowed(payload, wanted, trace, failed, dropped, errors)
+        try:
+            self._settle_age(payload, trace, dropped_values, dropped)
+        except AdapterError as exc:
+            # An age field that could not be read is already reported; what follows from it is noise.
+            if not any(_within(shared, "person.age") for shared in failed):
+                errors.append(exc)
+        if not any(_within(shared, "consent") for shared in failed):
+            errors.extend(self._consent_errors(payload, wanted if purposes_known else [], trace))
+        raise_all(_in_form_order(errors, local_record, self.table))
+        dropped.extend(
+            DroppedField(local, shared, f"no shared code for this {label}: not sent")
+            for local, shared, label in trace.unsent
+        )
         dropped.extend(
             DroppedField(name, None, f"local only: {why}")
             for name, why in self.table.local_only.items()
@@ -150,6 +206,79 @@ class MappingAdapter:
         )
         validate_payload(MESSAGE_TYPE, payload)
         return AdaptResult(payload, tuple(dropped))
+
+    def to_shared_v2(self, local_record: dict[str, Any], purposes: Iterable[str] | None = None, *,
+                     recipient: str | None = None, recipient_country: str | None = None) -> AdaptResult:
+        """The record as a schema v2 ``referral.request`` (``to_shared``, upgraded, plus what v2 adds).
+
+        ``recipient`` (agency id) and its country let a consent that names recipient countries
+        cover that agency (v2 consent names agencies). What the upgrade leaves out is reported in
+        ``dropped`` like any other field; :meth:`extend_v2` adds what only v2 can say.
+        """
+        record, v2_codes = self._v2_spelled(local_record)
+        result = self.to_shared(record, purposes)
+        upgraded = upgrade_to_v2(result.payload, MESSAGE_TYPE, recipient=recipient, recipient_country=recipient_country)
+        payload = upgraded.payload
+        for shared_path, code in v2_codes.items():
+            set_path(payload, shared_path, code)
+        dropped = list(result.dropped)
+        for item in upgraded.dropped:
+            shared = item.path.removeprefix("$.")
+            dropped.append(DroppedField(self.table.local_for(re.sub(r"\[\d+\]", "", shared)), shared, item.reason))
+        consent = payload.get("consent")
+        if isinstance(consent, dict) and "recipients" not in consent:
+            where = self.table.local_for("consent.recipient_agencies")
+            if recipient is not None:
+                raise MissingFieldError(where, "does not name the recipient agency, nor does the consent name its "
+                                               "country: the consent does not cover this recipient",
+                                        reason_code="consent_not_covering_recipient", params={"recipient": recipient})
+            raise MissingFieldError(where, "is required for a schema v2 referral (v2 consent names the recipient "
+                                           "agencies) unless the recipient agency is given", reason_code="required_for_v2")
+        self.extend_v2(self.prepare_local(copy.deepcopy(local_record)), payload, dropped)
+        validate_payload(MESSAGE_TYPE, payload)
+        return AdaptResult(payload, tuple(dropped))
+
+    def _v2_spelled(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """Values spelled as a v2-only code (``v2_spellings``: "juge des mineurs" -> juvenile_judge) and
+        the record with a v1 stand-in for the table (the v2 code replaces it after the upgrade)."""
+        if not isinstance(record, dict):
+            return record, {}
+        out, codes = dict(record), {}
+        for shared_path, spellings in self.table.v2_spellings.items():
+            where = self.table.local_for(shared_path)
+            value = out.get(where)
+            found = [code for code, spelling in spellings.items()
+                     if isinstance(value, str) and normalise(spelling) == normalise(value)]
+            if found and "." not in where:
+                codes[shared_path] = found[0]
+                rule = next(r for r in self.table.rules if r.local == where)
+                stand_in = rule.codes.to_local("third_person") if rule.codes and shared_path.endswith("referral_source") else None
+                if stand_in is None:
+                    del out[where]
+                else:
+                    out[where] = stand_in
+        return out, codes
+
+    def extend_v2(self, local: dict[str, Any], payload: dict[str, Any], dropped: list[DroppedField]) -> None:
+        """Add to an upgraded v2 payload what only v2 can say (guardian role, best interests...). Default: nothing."""
+
+    def finish_local_v2(self, record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        """Write into the local record what only a v2 payload says (after the table ran). Default: nothing."""
+        return record
+
+    def _check_local_codes(self, local: dict[str, Any]) -> list[AdapterError]:
+        """Local-only coded fields (``local_checks``) must hold a value of their code list, though they are not sent."""
+        out: list[AdapterError] = []
+        for name, list_name in self.table.local_checks.items():
+            value = get_path(local, name)
+            if value is _MISSING or self.table.is_missing(value):
+                continue
+            codes = self.table.code_lists[list_name]
+            try:
+                codes.to_shared(value)
+            except KeyError:
+                out.append(_not_in_code_list(name, value, codes))
+        return out
 
     def trace(self, local_record: dict[str, Any]) -> dict[str, Any]:
         """Every mapped local field (``lieu_origine.pays``, ``langues``) -> the shared value it produced.
@@ -214,20 +343,29 @@ class MappingAdapter:
             obj: dict[str, Any] = {}
             real = 0
             missing_required: list[str] = []
+            problems: list[AdapterError] = []
             for sub in rule.fields:
                 is_scalar = scalar_item and sub.local == rule.scalar
                 try:
                     written = self._map_field(sub, raw, obj, where, shared_where, trace, where if is_scalar else None)
                 except MissingFieldError as exc:
-                    missing_required.append(exc.local_field or where)
+                    if exc.reason_code == "required":
+                        missing_required.append(exc.local_field or where)
+                    else:
+                        problems.append(exc)
+                    continue
+                except AdapterError as exc:
+                    problems.append(exc)
                     continue
                 # ["inconnu"] is an item of unknown kind (e.g. exploitation type undetermined),
                 # not "no item": the scalar's unknown value counts as a real value.
                 real += written or (is_scalar and sub.unknown is not _UNSET)
-            if not real:
+            if not real and not problems:
                 return _MISSING
-            if missing_required:
-                raise MissingFieldError(missing_required[0], f"is required when {where} is given")
+            problems.extend(MissingFieldError(m, f"is required when {where} is given", reason_code="required_with",
+                                              params={"with": where}) for m in missing_required)
+            if problems:
+                raise_group(problems)
             return obj
         if self.table.is_missing(raw):
             return _MISSING
@@ -237,29 +375,57 @@ class MappingAdapter:
             if not isinstance(raw, list):
                 raise UnmappableValueError(where, "must be a list")
             out: list[Any] = []
-            for i, item in enumerate(raw):
+            item_problems: list[AdapterError] = []
+            for i, item in self._items(rule, raw):
                 item_where = f"{where}[{i}]"
-                value = self._to_shared_value(rule.items, item, item_where, f"{shared_where}[{len(out)}]", trace)
+                try:
+                    value = self._to_shared_value(rule.items, item, item_where, f"{shared_where}[{len(out)}]", trace)
+                except AdapterError as exc:
+                    item_problems.append(exc)
+                    continue
                 if value is _MISSING and rule.items.unknown is not _UNSET:
                     value = rule.items.unknown
                 if value is not _MISSING and value not in out:
                     out.append(value)
+            if item_problems:
+                raise_group(item_problems)
             return out or _MISSING
         value = raw
         if rule.transform is not None:
             try:
-                value = self.table.transforms[rule.transform].to_shared(value, rule.transform_args)
+                value = self.table.transforms[rule.transform].to_shared(value, self.table.transform_args(rule))
             except TransformFailed as exc:
-                raise UnmappableValueError(where, str(exc)) from None
+                raise UnmappableValueError(where, str(exc), reason_code=exc.reason_code, params=exc.params) from None
         if rule.codes is not None:
             try:
                 value = rule.codes.to_shared(value)
             except KeyError:
-                # Coded fields hold vocabulary, not personal data: the value is quoted.
-                raise UnmappableValueError(where, f"{_echo(value)} is not in the code list for {rule.codes.label}") from None
+                raise _not_in_code_list(where, value, rule.codes) from None
+            if value is None:
+                trace.unsent.append((where, shared_where, rule.codes.label))
+                return _MISSING
         elif rule.transform is None and isinstance(value, (dict, list)):
             raise UnmappableValueError(where, "must be a single value")
         return value
+
+    def _items(self, rule: Rule, raw: list[Any]) -> list[tuple[int, Any]]:
+        """(index as the clerk wrote it, item): with ``split``, "Hausa, Yoruba" is two items of index 0."""
+        if not rule.split or rule.items is None or rule.items.codes is None:
+            return list(enumerate(raw))
+        codes = rule.items.codes
+        pattern = re.compile("|".join(
+            rf"\s+{re.escape(sep.strip())}\s+" if sep.strip().isalpha() else rf"\s*{re.escape(sep.strip() or sep)}\s*"
+            for sep in rule.split), re.IGNORECASE)
+        out: list[tuple[int, Any]] = []
+        for i, item in enumerate(raw):
+            if isinstance(item, str) and not self.table.is_missing(item):
+                try:
+                    codes.to_shared(item)  # a spelling that itself holds a separator stays whole
+                except KeyError:
+                    out.extend((i, part) for part in pattern.split(item) if part.strip())
+                    continue
+            out.append((i, item))
+        return out
 
     def _purposes(self, purposes: Iterable[str] | None, payload: dict[str, Any], trace: _Trace,
                   failed: Mapping[str, AdapterError]) -> list[str]:
@@ -284,9 +450,10 @@ class MappingAdapter:
         return wanted
 
     def _drop_disallowed(self, payload: dict[str, Any], purposes: list[str], trace: _Trace,
-                         failed: Mapping[str, AdapterError], dropped: list[DroppedField]) -> dict[str, Any]:
+                         failed: Mapping[str, AdapterError], dropped: list[DroppedField],
+                         errors: list[AdapterError]) -> dict[str, Any]:
         reason = f"not allowed for purposes [{', '.join(purposes)}]"
-        disallowed = sorted(disallowed_person_fields(purposes))
+        disallowed = sorted(disallowed_person_fields(purposes, "1"))
         removed: dict[str, Any] = {}
         for path in disallowed:
             value = delete_path(payload, path)
@@ -294,7 +461,7 @@ class MappingAdapter:
                 removed[path] = value
         for shared, exc in failed.items():
             if not any(_within(shared, p) for p in disallowed):
-                raise exc
+                errors.append(exc)
         hits = [
             (local, shared, path)
             for local, shared in trace.origins
@@ -362,33 +529,82 @@ class MappingAdapter:
             raise UnmappableValueError(where, "implies an age over 120")
         return years
 
-    def _check_consent(self, payload: dict[str, Any], purposes: list[str], trace: _Trace) -> None:
+    def _consent_errors(self, payload: dict[str, Any], purposes: list[str], trace: _Trace) -> list[AdapterError]:
+        """What is wrong with the consent for these purposes (each problem, not the first)."""
         consent = payload.get("consent")
         if not isinstance(consent, dict):
-            raise MissingFieldError(trace.local_for("consent", self.table), "is required: the consent record travels with every referral")
+            return [MissingFieldError(trace.local_for("consent", self.table),
+                                      "is required: the consent record travels with every referral")]
+        out: list[AdapterError] = []
         consented = consent.get("purposes", [])
         missing = [p for p in purposes if p not in consented]
-        if missing:
+        if missing and "purposes" in consent:
             where = trace.local_for("consent.purposes", self.table)
-            raise PurposesError(f"{where}: {', '.join(map(repr, missing))} not consented", where)
+            out.append(PurposesError(f"{where}: {', '.join(map(repr, missing))} not consented", where,
+                                     reason_code="not_consented", params={"purposes": missing}))
         if "recipient_countries" not in consent and "recipient_agencies" not in consent:
             countries = trace.local_for("consent.recipient_countries", self.table)
             agencies = trace.local_for("consent.recipient_agencies", self.table)
-            raise MissingFieldError(countries, f"is required unless {agencies} is given")
+            out.append(MissingFieldError(countries, f"is required unless {agencies} is given",
+                                         reason_code="required_unless", params={"unless": agencies}))
         if get_path(payload, "person.age.minor") is True and consent.get("decision_maker") == "self":
             where = trace.local_for("consent.decision_maker", self.table)
-            raise UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
-                                              "service or a judge of minors must give the consent")
+            out.append(UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
+                                                   "service or a judge of minors must give the consent",
+                                            reason_code="minor_consents_alone"))
+        return out
 
     # -- shared -> local --
 
     def from_shared(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Map a valid shared ``referral.request`` to a local record (codes in their preferred spelling)."""
         validate_payload(MESSAGE_TYPE, payload)
+        v2 = payload_version(payload) == "2"
+        v1, v2_codes = self._for_the_table(payload) if v2 else (payload, {})
         local: dict[str, Any] = {}
         for rule in self.table.rules:
-            self._from_field(rule, payload, local, "")
-        return self.finish_local(local)
+            self._from_field(rule, v1, local, "")
+        for shared_path, code in v2_codes.items():
+            spelling = self.table.v2_spellings.get(shared_path, {}).get(code)
+            where = self.table.local_for(shared_path)
+            if spelling is None:
+                raise UnmappableValueError(shared_path, f"'{code}' has no local spelling (schema v2 code)",
+                                           reason_code="no_local_spelling", params={"label": shared_path})
+            set_path(local, where, spelling)
+        local = self.finish_local(local)
+        return self.finish_local_v2(local, payload) if v2 else local
+
+    def _for_the_table(self, payload: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """A v2 payload in the v1 shape the table reads, and the v2-only codes the table cannot spell.
+
+        What the local form has no field for (criminal justice, the needs beyond services, an
+        uncoded language) is left to :meth:`finish_local_v2` or not written; v2-only purposes
+        are not the form's and are left out.
+        """
+        body = copy.deepcopy(payload)
+        for member in ("child_protection", "criminal_justice"):
+            body.pop(member, None)
+        body["purposes"] = [p for p in body.get("purposes", []) if p not in V2_ONLY_PURPOSES] or ["assistance"]
+        needs = body.get("needs")
+        if isinstance(needs, dict):
+            body["needs"] = {"services": needs["services"]} if needs.get("services") else None
+            if body["needs"] is None:
+                del body["needs"]
+        codes: dict[str, str] = {}
+        identification = body.get("identification", {})
+        if identification.get("referral_source") in V2_ONLY_REFERRAL_SOURCES:
+            codes["identification.referral_source"] = identification["referral_source"]
+            identification["referral_source"] = "third_person"  # a stand-in the spelling above replaces
+        if identification.get("identified_by") in V2_ONLY_ORGANISATION_TYPES:
+            codes["identification.identified_by"] = identification.pop("identified_by")
+        for _ in range(2):
+            try:
+                return downgrade_to_v1(body, MESSAGE_TYPE), codes
+            except DowngradeError as exc:
+                # A field v1 cannot carry is not on the form either: leave it out.
+                for refused in exc.fields:
+                    _delete_json_path(body, refused.path)
+        return downgrade_to_v1(body, MESSAGE_TYPE), codes
 
     def _from_field(self, rule: Rule, src: dict[str, Any], out: dict[str, Any], shared_base: str) -> None:
         assert rule.local is not None and rule.shared is not None
@@ -414,14 +630,45 @@ class MappingAdapter:
             except KeyError:
                 if rule.unknown is not _UNSET and value == rule.unknown:
                     return self.table.missing_local
-                raise UnmappableValueError(where, f"{_echo(value)} has no local spelling in the code list for {rule.codes.label}") from None
+                raise UnmappableValueError(where, f"{_echo(value)} has no local spelling in the code list for {rule.codes.label}",
+                                           reason_code="no_local_spelling", params={"label": rule.codes.label},
+                                           quoted=_echo(value)) from None
         elif rule.unknown is not _UNSET and value == rule.unknown:
             return self.table.missing_local
         if rule.transform is not None:
-            value = self.table.transforms[rule.transform].to_local(value, rule.transform_args)
+            value = self.table.transforms[rule.transform].to_local(value, self.table.transform_args(rule))
             if value is None:
                 return _MISSING
         return value
+
+
+def _delete_json_path(body: dict[str, Any], path: str) -> None:
+    """Remove ``$.a.b[2].c`` from a payload (nothing if absent)."""
+    parts: list[Any] = [int(p[1:-1]) if p.startswith("[") else p
+                        for p in re.findall(r"[^.\[\]$]+|\[\d+\]", path)]
+    node: Any = body
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return
+    if isinstance(node, dict):
+        node.pop(parts[-1], None)
+    elif isinstance(node, list) and isinstance(parts[-1], int) and parts[-1] < len(node):
+        node.pop(parts[-1])
+
+
+def _in_form_order(errors: list[AdapterError], record: Mapping[str, Any], table: MappingTable) -> list[AdapterError]:
+    """The problems in the order of the form (the record's own field order, then the table's)."""
+    places = {name: i for i, name in enumerate(record)}
+    for rule in table.rules:
+        places.setdefault((rule.local or "").split(".")[0], len(places))
+
+    def place(error: AdapterError) -> int:
+        top = re.split(r"[.\[]", error.local_field or "", maxsplit=1)[0]
+        return places.get(top, len(places))
+
+    return sorted((one for e in errors for one in e.errors), key=place)
 
 
 def _within(path: str, prefix: str) -> bool:
@@ -443,21 +690,47 @@ def _local_path(parts: Iterable[Any]) -> str:
     return out
 
 
-def _describe_local(rule: str, expected: Any) -> str:
-    """A reason from the local schema's side only (the value is never quoted)."""
+def _not_in_code_list(where: str, value: Any, codes: CodeList) -> UnmappableValueError:
+    """A coded value that is not in its list; the accepted spellings are named (vocabulary, not personal data)."""
+    accepted = codes.accepted()
+    listing = (f" (accepted: {', '.join(accepted)})" if accepted
+               else f" (see the code list '{codes.name}' in docs/adapters.md)")
+    # Coded fields hold vocabulary, not personal data: the value is quoted.
+    return UnmappableValueError(where, f"{_echo(value)} is not in the code list for {codes.label}{listing}",
+                                reason_code="not_in_code_list",
+                                params={"code_list": codes.name, "label": codes.label, "accepted": accepted},
+                                quoted=_echo(value))
+
+
+def _describe_local(rule: str, expected: Any, hint: str | None = None,
+                    instance: Any = None) -> tuple[str, str, dict[str, Any]]:
+    """A reason from the local schema's side only (the value is never quoted, nor a regular expression).
+
+    Returns (English reason, reason code, parameters). ``hint`` is the schema's ``x-hint``: how
+    the form writes the value, in the form's own language ("JJ/MM/AAAA").
+    """
     if rule == "type":
-        return f"must be of type {' or '.join(expected) if isinstance(expected, list) else expected}"
+        kinds = list(expected) if isinstance(expected, list) else [expected]
+        return f"must be of type {' or '.join(kinds)}", "wrong_type", {"types": kinds}
     if rule == "enum":
-        return "must be one of: " + ", ".join(map(str, expected)) if len(expected) <= 12 else "is not an allowed value"
+        if len(expected) <= 12:
+            return "must be one of: " + ", ".join(map(str, expected)), "not_allowed", {"accepted": list(expected)}
+        return "is not an allowed value", "not_allowed", {}
     if rule == "pattern":
-        return f"must match the pattern {expected}"
+        if hint is None:
+            return "is not written the way the form expects", "bad_format", {}
+        if isinstance(instance, str) and _YEAR_FIRST.match(instance):
+            return f"is written year first: write the date as {hint}", "date_year_first", {"hint": hint}
+        return f"must be written as {hint}", "bad_format", {"hint": hint}
     if rule in ("maxLength", "minLength"):
-        return f"must be at {'most' if rule == 'maxLength' else 'least'} {expected} characters long"
+        return (f"must be at {'most' if rule == 'maxLength' else 'least'} {expected} characters long",
+                "too_long" if rule == "maxLength" else "too_short", {"limit": expected})
     if rule in ("maxItems", "minItems"):
-        return f"must have at {'most' if rule == 'maxItems' else 'least'} {expected} items"
+        return (f"must have at {'most' if rule == 'maxItems' else 'least'} {expected} items",
+                "too_many_items" if rule == "maxItems" else "too_few_items", {"limit": expected})
     if rule in ("minimum", "maximum"):
-        return f"must be {'>=' if rule == 'minimum' else '<='} {expected}"
-    return f"breaks the local format's '{rule}' rule"
+        return f"must be {'>=' if rule == 'minimum' else '<='} {expected}", rule, {"limit": expected}
+    return f"breaks the local format's '{rule}' rule", "local_rule", {"rule": rule}
 
 
 def shared_request_fields() -> frozenset[str]:

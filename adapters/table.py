@@ -16,7 +16,7 @@ MESSAGE_TYPE = "referral.request"
 
 _UNSET: Any = object()
 _RULE_KEYS = {"local", "shared", "codes", "transform", "required", "unknown", "default", "fields", "items",
-              "scalar", "note"}
+              "scalar", "split", "note"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class Rule:
     fields: tuple[Rule, ...] | None = None
     items: Rule | None = None
     scalar: str | None = None
+    split: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, spec: Mapping[str, Any], table: MappingTable, where: str, element: bool = False) -> Rule:
@@ -64,6 +65,9 @@ class Rule:
         items = cls.build(spec["items"], table, f"{where}.items", element=True) if "items" in spec else None
         if sum(x is not None for x in (fields, items, codes or transform)) > 1:
             raise MappingDefinitionError(f"{name}: use one of fields, items, or codes/transform")
+        split = spec.get("split", [])
+        if split and (items is None or items.codes is None or not all(isinstance(s, str) and s for s in split)):
+            raise MappingDefinitionError(f"{where}: 'split' (separators) needs an items rule with codes")
         return cls(
             local=spec.get("local"),
             shared=spec.get("shared"),
@@ -76,6 +80,7 @@ class Rule:
             fields=fields,
             items=items,
             scalar=spec.get("scalar"),
+            split=tuple(split),
         )
 
 
@@ -90,6 +95,10 @@ class MappingTable:
     missing_local: str
     local_only: Mapping[str, str]
     transforms: Mapping[str, Transform]
+    date_hint: str = "DD/MM/YYYY"
+    country: str | None = None
+    local_checks: Mapping[str, str] = field(default_factory=dict)
+    v2_spellings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, transforms: Mapping[str, Transform] = TRANSFORMS) -> MappingTable:
@@ -100,7 +109,8 @@ class MappingTable:
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], folder: Path, transforms: Mapping[str, Transform] = TRANSFORMS) -> MappingTable:
         _check_keys("mapping", spec, {"format_id", "description", "message_type", "missing_values", "missing_local",
-                                      "local_only", "code_lists", "fields"})
+                                      "local_only", "local_checks", "code_lists", "fields", "date_hint", "country",
+                                      "v2_spellings"})
         if spec.get("message_type", MESSAGE_TYPE) != MESSAGE_TYPE:
             raise MappingDefinitionError(f"mapping: only {MESSAGE_TYPE} is supported")
         lists = {name: CodeList.build(name, s, folder) for name, s in spec.get("code_lists", {}).items()}
@@ -112,10 +122,24 @@ class MappingTable:
             missing_local=spec.get("missing_local", "inconnu"),
             local_only=dict(spec.get("local_only", {})),
             transforms=transforms,
+            date_hint=spec.get("date_hint", "DD/MM/YYYY"),
+            country=spec.get("country"),
+            local_checks=dict(spec.get("local_checks", {})),
+            v2_spellings={k: dict(v) for k, v in spec.get("v2_spellings", {}).items()},
         )
+        for local, name in table.local_checks.items():
+            if name not in lists:
+                raise MappingDefinitionError(f"local_checks.{local}: unknown code list {name!r}")
         rules = tuple(Rule.build(s, table, f"fields[{i}]") for i, s in enumerate(spec.get("fields", [])))
         object.__setattr__(table, "rules", rules)
         return table
+
+    def transform_args(self, rule: Rule) -> dict[str, Any]:
+        """A rule's transform arguments, with the form's date hint and country (phone region) as defaults."""
+        base: dict[str, Any] = {"date_hint": self.date_hint}
+        if self.country:
+            base["region"] = self.country
+        return {**base, **rule.transform_args}
 
     def is_missing(self, value: Any) -> bool:
         """None, an empty list/object, or a missing-value spelling ("inconnu", "NSP", "")."""

@@ -39,3 +39,24 @@ def test_every_shared_code_has_a_local_spelling(adapter: MappingAdapter) -> None
     """from_shared can write back every code the shared schema can send."""
     for name, codes in adapter.table.code_lists.items():
         assert codes.missing_codes() == [], name
+
+
+def test_the_code_lists_in_the_docs_are_generated_from_the_tables() -> None:
+    """docs/adapters.md shows every country's code lists as the tables have them (no drift)."""
+    from adapters import code_list_doc
+
+    text = code_list_doc.DOC.read_text(encoding="utf-8")
+    assert code_list_doc.updated(text) == text, "run: python -m adapters.code_list_doc --write"
+    for folder, title in code_list_doc.COUNTRIES:
+        assert f"### Code lists: {title}" in text
+    assert "| `abuse_of_vulnerability` |" in text and "abus de vulnérabilité" in text
+    assert "[docs/htcds.md](htcds.md)" in text
+
+
+def test_local_schema_patterns_are_explained_in_the_forms_words(adapter: MappingAdapter) -> None:
+    """Every pattern in a local schema has an x-hint, so no error shows a regular expression."""
+    assert adapter.local_schema_file is not None
+    text = (adapter.folder / adapter.local_schema_file).read_text(encoding="utf-8")
+    if adapter.format_id in ("niger", "nigeria", "mali"):
+        assert text.count('"pattern"') == text.count('"x-hint"')
+        assert ("JJ/MM/AAAA" in text) == (adapter.table.date_hint == "JJ/MM/AAAA")

@@ -11,12 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
+from adapters import AdapterError, MissingFieldError, PurposesError, RecordErrors, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.mali import MaliAdapter
 from gateway.schema import example_names, find_violations, load_example
 from tests.support.adapter_checks import (
-    assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
+    assert_hides, converts_first_time, converts_to_v2_and_back, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample,
+    handwritten, handwritten_names, local_dates,
 )
 from tests.support.hypothesis_profiles import scaled
 
@@ -376,3 +377,90 @@ def test_fuzz_sample_variants_always_map(nationalite: str, case: Any, age: int, 
     result = mali.to_shared(rec, purposes)
     assert find_violations("referral.request", result.payload) == []
     assert result.payload["person"]["age"]["years"] == age
+
+
+# --- as staff use the form (issue 11) --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", handwritten_names("mali"))
+def test_hand_written_fiche_converts_on_the_first_try(mali: MappingAdapter, name: str) -> None:
+    converts_first_time(mali, name)
+
+
+def test_best_interests_conclusion_is_a_coded_field(mali: MappingAdapter) -> None:
+    """Not sent, but checked: an unknown conclusion is refused with the accepted values."""
+    rec = sample("garcon_mendicite_assistance")
+    rec["evaluation_interet_superieur"]["conclusion"] = "à voir"
+    with pytest.raises(UnmappableValueError) as info:
+        mali.to_shared(rec)
+    assert str(info.value) == ("evaluation_interet_superieur.conclusion: 'à voir' is not in the code list for "
+                               "best-interests conclusion (accepted: retour recommandé, retour non recommandé, en cours)")
+    assert info.value.params["accepted"] == ["retour recommandé", "retour non recommandé", "en cours"]
+    rec["evaluation_interet_superieur"]["conclusion"] = "Retour  recommandé"
+    mali.to_shared(rec)
+    rec["evaluation_interet_superieur"]["conclusion"] = "NSP"
+    mali.to_shared(rec)
+
+
+def test_every_error_of_a_fiche_is_reported_at_once(mali: MappingAdapter) -> None:
+    rec = sample("garcon_mendicite_assistance")
+    rec |= {"date_identification": "2026-03-03", "moyens": ["tromperie", "ruse"], "prenom": "Zyxwvuta",
+            "tuteur": {"lien": "voisin", "telephone": "+223 7"}}
+    rec["evaluation_interet_superieur"]["conclusion"] = "peut-être"
+    with pytest.raises(RecordErrors) as info:
+        mali.to_shared(rec)
+    # in the form's order; the guardian block is not sent for assistance, so its errors do not block
+    assert [e.local_field for e in info.value.errors] == [
+        "date_identification", "evaluation_interet_superieur.conclusion", "moyens[1]"]
+    assert info.value.errors[0].reason == "is written year first: write the date as JJ/MM/AAAA"
+    assert_hides(str(info.value), "Zyxwvuta")
+    with pytest.raises(RecordErrors) as info:
+        mali.to_shared(rec, ["family_tracing"])
+    assert {"tuteur[0].lien", "tuteur[0].telephone"} <= {e.local_field for e in info.value.errors}
+
+
+def test_meaning_is_kept_on_the_way_back(mali: MappingAdapter) -> None:
+    """"brigade des mineurs" does not come back as "police", a declared age not as "estimé"."""
+    record, _ = handwritten("mali_01_talibe_retour")
+    result = mali.to_shared(record)
+    local = mali.from_shared(result.payload)
+    assert local["source_referencement"] == "forces de l'ordre"
+    assert local["identifie_par"] == "forces de l'ordre"
+    assert "methode_age" not in local
+    assert any(d.local_field == "methode_age" for d in result.dropped)
+    record, _ = handwritten("mali_02_fillette_domestique")
+    assert mali.from_shared(mali.to_shared(record).payload)["consentement"]["donne_par"] == "parent ou tuteur"
+
+
+@pytest.mark.parametrize("name", handwritten_names("mali"))
+def test_hand_written_record_as_schema_v2(mali: MappingAdapter, name: str) -> None:
+    converts_to_v2_and_back(mali, name)
+
+
+def test_v2_carries_the_guardian_role_and_the_best_interests_determination(mali: MappingAdapter) -> None:
+    """A DNPEF social worker is a guardian role with an agency, not a family contact "other"."""
+    record, _ = handwritten("mali_03_garcon_orpaillage")
+    payload = converts_to_v2_and_back(mali, "mali_03_garcon_orpaillage")
+    assert payload["child_protection"]["guardian"] == {"role": "child_protection_social_worker", "agency": "ML-DNPEF"}
+    # "retour non recommandé" names no solution, which a completed v2 determination needs: reported, not sent
+    result = mali.to_shared_v2(record, recipient="ML-DNPEF", recipient_country="ML")
+    assert "best_interests" not in result.payload["child_protection"]
+    assert any(d.local_field == "evaluation_interet_superieur.conclusion" for d in result.dropped)
+    assert mali.from_shared(payload)["tuteur"]["lien"] == "service social"
+    payload = converts_to_v2_and_back(mali, "mali_01_talibe_retour")
+    assert payload["child_protection"]["best_interests"] == {
+        "status": "completed", "outcome": "return_to_family", "decided_on": "2026-01-20", "decided_by": "ML-DNPEF"}
+    local = mali.from_shared(payload)
+    assert local["evaluation_interet_superieur"] == {"conclusion": "retour recommandé", "date": "20/01/2026"}
+    assert local["tuteur"]["lien"] == "oncle ou tante"  # a relative stays a family contact
+
+
+def test_a_v2_only_code_reads_back_in_the_forms_words(mali: MappingAdapter) -> None:
+    payload = converts_to_v2_and_back(mali, "mali_02_fillette_domestique")
+    payload["identification"]["referral_source"] = "juvenile_judge"
+    payload["identification"]["identified_by"] = "court_or_prosecution"
+    local = mali.from_shared(payload)
+    assert (local["source_referencement"], local["identifie_par"]) == ("juge des mineurs", "tribunal ou parquet")
+    again = mali.to_shared_v2(local, payload["purposes"], recipient="ML-DNPEF").payload
+    assert again["identification"]["referral_source"] == "juvenile_judge"
+    assert again["identification"]["identified_by"] == "court_or_prosecution"

@@ -11,12 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
+from adapters import AdapterError, MissingFieldError, PurposesError, RecordErrors, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.niger import NigerAdapter
 from gateway.schema import example_names, find_violations, load_example
 from tests.support.adapter_checks import (
-    assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
+    assert_hides, converts_first_time, converts_to_v2_and_back, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample,
+    handwritten, handwritten_names, local_dates,
 )
 from tests.support.hypothesis_profiles import scaled
 
@@ -288,3 +289,115 @@ def test_fuzz_sample_variants_always_map(nationalite: str, case: Any, age: int, 
     result = niger.to_shared(rec, purposes)
     assert find_violations("referral.request", result.payload) == []
     assert result.payload["person"]["age"]["years"] == age
+
+
+# --- as staff use the form (issue 11) --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", handwritten_names("niger"))
+def test_hand_written_fiche_converts_on_the_first_try(niger: MappingAdapter, name: str) -> None:
+    converts_first_time(niger, name)
+
+
+def test_every_error_of_a_fiche_is_reported_at_once(niger: MappingAdapter) -> None:
+    rec = sample("mineure_retour_tuteur")
+    rec |= {"sexe": "Q", "date_identification": "2026-01-18", "nationalite": "Atlantide",
+            "langues": ["anglais", "klingon"], "nom": "Zyxwvuta"}
+    rec["contacts_famille"][0]["telephone"] = "+227 12"
+    rec["consentement"]["expiration"] = "31/02/2030"
+    with pytest.raises(RecordErrors) as info:
+        niger.to_shared(rec)
+    found = {e.local_field: e for e in info.value.errors}
+    assert set(found) == {"sexe", "date_identification", "nationalite", "langues[1]", "contacts_famille[0].telephone",
+                          "consentement.expiration"}
+    assert found["date_identification"].reason == "is written year first: write the date as JJ/MM/AAAA"
+    assert found["consentement.expiration"].reason == "is not a calendar date (JJ/MM/AAAA)"
+    assert found["contacts_famille[0].telephone"].reason_code == "phone_too_short"
+    assert found["sexe"].params["accepted"][:2] == ["F", "M"]
+    text = str(info.value) + json.dumps(info.value.as_dict(), ensure_ascii=False)
+    assert_hides(text, "Zyxwvuta")
+    assert "+227 12" not in text and "^" not in text  # no phone number, no regular expression
+
+
+def test_an_iso_date_gets_a_french_hint_not_a_regex(niger: MappingAdapter) -> None:
+    rec = sample("mineure_retour_tuteur") | {"date_naissance": "2009-05-02"}
+    with pytest.raises(AdapterError) as info:
+        niger.to_shared(rec)
+    assert str(info.value) == "date_naissance: is written year first: write the date as JJ/MM/AAAA"
+    assert info.value.params == {"hint": "JJ/MM/AAAA"}
+    rec = sample("mineure_retour_tuteur") | {"date_naissance": "2 mai 2009"}
+    with pytest.raises(AdapterError, match=r"^date_naissance: must be written as JJ/MM/AAAA$"):
+        niger.to_shared(rec)
+
+
+@pytest.mark.parametrize(("typed", "e164"), [
+    ("+234 (0) 803 555 0142", "+2348035550142"),
+    ("+227 (0) 96 12 34 56", "+22796123456"),
+    ("96 12 34 56", "+22796123456"),          # national: Niger is the form's country
+    ("00227 97 65 43 21", "+22797654321"),
+    ("+223 76.12.34.56", "+22376123456"),
+])
+def test_phone_numbers_as_staff_write_them(niger: MappingAdapter, typed: str, e164: str) -> None:
+    rec = sample("mineure_retour_tuteur")
+    rec["contacts_famille"][0]["telephone"] = typed
+    assert niger.to_shared(rec).payload["person"]["family_contacts"][0]["phone"] == e164
+
+
+@pytest.mark.parametrize(("typed", "reason"), [
+    ("+227 96 12", "is too short for a phone number of NE"),
+    ("+227 96 12 34 56 78", "is too long for a phone number of NE"),
+    ("+234 803 555 0142 99", "is not a number in use in NG's numbering plan"),
+    ("+999 1234567", "has no valid country code"),
+    ("-", None),                                # a missing value, not an error
+])
+def test_bad_phone_numbers_get_a_precise_reason(niger: MappingAdapter, typed: str, reason: str | None) -> None:
+    rec = sample("mineure_retour_tuteur")
+    rec["contacts_famille"][0]["telephone"] = typed
+    if reason is None:
+        assert "phone" not in niger.to_shared(rec).payload["person"]["family_contacts"][0]
+        return
+    with pytest.raises(UnmappableValueError) as info:
+        niger.to_shared(rec)
+    assert str(info.value) == f"contacts_famille[0].telephone: {reason}"
+
+
+@pytest.mark.parametrize(("field", "typed", "code"), [
+    ("nationalite", "Niger Republic", "NE"),
+    ("nationalite", "République du Niger", "NE"),
+    ("nationalite", "republique  du NIGER", "NE"),
+    ("moyens", ["abus de vulnérabilité"], ["abuse_of_vulnerability"]),
+    ("methodes_controle", ["violences physiques", "Violence Physique"], ["physical_abuse"]),
+    ("langues", "haoussa et zarma", ["ha", "dje"]),
+    ("langues", ["Hausa, Yoruba"], ["ha", "yo"]),
+    ("langues", "français / Haoussa ; ZARMA", ["fr", "ha", "dje"]),
+])
+def test_common_local_spellings_are_accepted(niger: MappingAdapter, field: str, typed: Any, code: Any) -> None:
+    rec = sample("adulte_nigeriane_securite_recherche") | {field: typed}
+    assert niger.trace(rec)[field] == code
+
+
+def test_a_list_spelling_that_holds_a_separator_stays_whole(niger: MappingAdapter) -> None:
+    """Only the languages field splits; "pêche et pisciculture" is one sector."""
+    rec = sample("mineure_retour_tuteur")
+    rec["type_exploitation"][0]["secteurs"] = ["pêche et pisciculture"]
+    assert niger.trace(rec)["type_exploitation[0].secteurs"] == ["aquafarming"]
+    with pytest.raises(UnmappableValueError, match=r"^langues\[0\]: 'klingon' is not in the code list for language"):
+        niger.to_shared(sample("mineure_retour_tuteur") | {"langues": "haoussa et klingon"})
+
+
+def test_meaning_is_kept_on_the_way_back(niger: MappingAdapter) -> None:
+    """A guardian's consent is not written back as a parent's; a minors' brigade not as the police."""
+    record, _ = handwritten("niger_02_mineure_tuteur_legal")
+    local = niger.from_shared(niger.to_shared(record).payload)
+    assert local["consentement"]["donne_par"] == "parent ou tuteur"
+    assert local["source_referencement"] == "forces de l'ordre"
+    assert local["contacts_famille"][0]["lien"] == "tuteur légal"
+    record, _ = handwritten("niger_04_garcon_talibe")
+    result = niger.to_shared(record)
+    assert "estimated" not in result.payload["person"]["age"]  # "déclaré" is not "estimé"
+    assert "methode_age" not in niger.from_shared(result.payload)
+
+
+@pytest.mark.parametrize("name", handwritten_names("niger"))
+def test_hand_written_record_as_schema_v2(niger: MappingAdapter, name: str) -> None:
+    converts_to_v2_and_back(niger, name)

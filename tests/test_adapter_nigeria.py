@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, get_adapter
+from adapters import AdapterError, MissingFieldError, PurposesError, RecordErrors, UnmappableValueError, get_adapter
 from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.nigeria import NigeriaAdapter
 from gateway.schema import example_names, find_violations, load_example
 from tests.support.adapter_checks import (
+    converts_first_time, converts_to_v2_and_back, handwritten, handwritten_names,
     assert_hides, day_month_year_overrides, fuzz_local_record, fuzz_respelled_sample, local_dates,
 )
 from tests.support.hypothesis_profiles import scaled
@@ -117,14 +118,17 @@ def test_minor_with_guardian_consent_for_family_tracing(nigeria: MappingAdapter)
     result = nigeria.to_shared(sample(MINOR))
     p = result.payload
     assert p["purposes"] == ["family_tracing", "safety_assessment"]
-    assert p["person"]["age"] == {"minor": True, "date_of_birth": "2012-05-02", "estimated": True}
+    # a declared age is neither estimated nor documented: v1 cannot say it, so it is not sent (and reported)
+    assert p["person"]["age"] == {"minor": True, "date_of_birth": "2012-05-02"}
+    assert any(d.local_field == "age_basis" and "no shared code" in d.reason for d in result.dropped)
+    assert "age_basis" not in nigeria.from_shared(p)
     assert p["person"]["place_of_origin"] == {"country": "NG", "admin1": "Kano", "admin2": "Fagge"}
     assert p["consent"]["decision_maker"] == "parent_guardian"
     assert p["person"]["family_contacts"] == [{"relationship": "aunt_uncle", "names": {"given": "Musa", "family": "Testfixture"},
                                                 "last_known_place": {"country": "NG", "admin1": "Kano"}}]
     assert {"exploitation_category", "needs"} <= {d.local_field for d in result.dropped}
     safety = nigeria.to_shared(sample(MINOR), ["safety_assessment"])
-    assert safety.payload["person"]["age"] == {"minor": True, "years": 13, "estimated": True}
+    assert safety.payload["person"]["age"] == {"minor": True, "years": 13}
     assert any(d.local_field == "date_of_birth" and "age in years sent instead" in d.reason for d in safety.dropped)
 
 
@@ -159,7 +163,7 @@ def test_safety_assessment_only_drops_identity_and_reports_it(nigeria: MappingAd
     assert dropped["surname"].shared_path == "person.names.family"
     assert dropped["first_name"].shared_path == "person.names.given"
     assert all(d.reason.startswith("not allowed for purposes [safety_assessment]")
-               for k, d in dropped.items() if k not in ("case_number", "zonal_office", "remarks"))
+               for k, d in dropped.items() if k not in ("case_number", "zonal_office", "remarks", "age_basis"))
 
 
 # --- the cross-country trip --------------------------------------------------------------
@@ -331,3 +335,74 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     fuzz_respelled_sample(data, nigeria, LOCAL_SCHEMA, [p.stem for p in SAMPLES], sample, minor="minor",
                           refusable={"requested_purposes", "consent.purposes", "minor"})
 
+
+
+# --- as staff use the form (issue 11) --------------------------------------------------
+
+
+@pytest.mark.parametrize("name", handwritten_names("nigeria"))
+def test_hand_written_record_converts_on_the_first_try(nigeria: MappingAdapter, name: str) -> None:
+    converts_first_time(nigeria, name)
+
+
+def test_english_form_errors_show_english_date_hints(nigeria: MappingAdapter) -> None:
+    rec = sample(ADULT) | {"date_identified": "2026-03-04", "languages": ["English", "Klingon"], "surname": "Zyxwvuta"}
+    rec["consent"]["expiry"] = "31/02/2030"
+    rec["family_contacts"][0]["phone"] = "0803"
+    with pytest.raises(RecordErrors) as info:
+        nigeria.to_shared(rec)
+    found = {e.local_field: e.reason for e in info.value.errors}
+    assert found == {
+        "date_identified": "is written year first: write the date as DD/MM/YYYY",
+        "family_contacts[0].phone": "is too short for a phone number of NG",
+        "languages[1]": "'Klingon' is not in the code list for language (see the code list 'language' in docs/adapters.md)",
+        "consent.expiry": "is not a calendar date (DD/MM/YYYY)",
+    }
+    assert "JJ" not in str(info.value) and "Zyxwvuta" not in str(info.value)
+
+
+def test_zonal_office_is_checked_with_every_other_error(nigeria: MappingAdapter) -> None:
+    rec = sample(ADULT) | {"zonal_office": "Atlantis", "gender": "Q"}
+    with pytest.raises(RecordErrors) as info:
+        nigeria.to_shared(rec)
+    assert [e.local_field for e in info.value.errors] == ["zonal_office", "gender"]  # the form's order
+
+
+def test_meaning_is_kept_on_the_way_back(nigeria: MappingAdapter) -> None:
+    """"guardian" does not come back as "parent"; NIS/NSCDC not as "police"; "declared" not as "estimated"."""
+    record, _ = handwritten("nigeria_02_minor_guardian_nscdc")
+    result = nigeria.to_shared(record)
+    local = nigeria.from_shared(result.payload)
+    assert local["consent"]["given_by"] == "parent or guardian"
+    assert local["referral_source"] == "law enforcement"
+    assert local["family_contacts"][0]["relationship"] == "legal guardian"
+    assert "age_basis" not in local
+    record, _ = handwritten("nigeria_01_returnee_benin")
+    local = nigeria.from_shared(nigeria.to_shared(record).payload)
+    assert local["identified_by"] == "immigration service" and local["referral_source"] == "law enforcement"
+
+
+@pytest.mark.parametrize(("typed", "codes"), [
+    ("Esan, Pidgin", ["ish", "pcm"]), ("Urhobo and Isoko", ["urh", "iso"]), ("Itsekiri/Ijaw", ["its", "ijc"]),
+    (["Hausa, Yoruba", "English"], ["ha", "yo", "en"]),
+])
+def test_several_languages_in_one_field(nigeria: MappingAdapter, typed: Any, codes: list[str]) -> None:
+    assert nigeria.trace(sample(ADULT) | {"languages": typed})["languages"] == codes
+
+
+@pytest.mark.parametrize("name", handwritten_names("nigeria"))
+def test_hand_written_record_as_schema_v2(nigeria: MappingAdapter, name: str) -> None:
+    converts_to_v2_and_back(nigeria, name)
+
+
+def test_v2_keeps_a_faith_based_source_and_iso_639_3_languages(nigeria: MappingAdapter) -> None:
+    payload = converts_to_v2_and_back(nigeria, "nigeria_04_ijaw_child_church")
+    assert payload["identification"]["referral_source"] == "faith_based_organisation"  # v1 could only say ngo
+    assert payload["person"]["languages"] == ["ijc", "eng"]
+    assert nigeria.from_shared(payload)["referral_source"] == "faith-based organisation"
+
+
+def test_a_consent_that_does_not_cover_the_recipient_is_named(nigeria: MappingAdapter) -> None:
+    record, _ = handwritten("nigeria_01_returnee_benin")
+    with pytest.raises(MissingFieldError, match=r"^consent.recipient_agencies: does not name the recipient agency"):
+        nigeria.to_shared_v2(record, recipient="NE-ANLTP", recipient_country="NE")

@@ -8,10 +8,15 @@ tests/support/adapter_checks.py.
 from __future__ import annotations
 
 import json
+import unicodedata
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+import phonenumbers
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from adapters import (
     AdapterError,
@@ -20,6 +25,7 @@ from adapters import (
     MappingDefinitionError,
     MissingFieldError,
     PurposesError,
+    RecordErrors,
     UnknownFormatError,
     UnmappableValueError,
     available_formats,
@@ -29,6 +35,7 @@ from adapters.base import TRANSFORMS, MappingTable, TransformFailed, normalise, 
 from gateway.cli import main
 from gateway.errors import GatewayError
 from gateway.schema import find_violations
+from tests.support.hypothesis_profiles import scaled
 
 # --- a tiny adapter --------------------------------------------------------------------
 
@@ -198,7 +205,13 @@ def test_accents_and_case_do_not_matter(tiny: MappingAdapter) -> None:
 def test_unknown_code_names_the_field_and_the_code_list(tiny: MappingAdapter) -> None:
     with pytest.raises(UnmappableValueError) as info:
         tiny.to_shared(record(exploitation=["exploitation sexuelle", "pêche"]), ["assistance"])
-    assert str(info.value) == "exploitation[1]: 'pêche' is not in the code list for exploitation type"
+    assert str(info.value) == ("exploitation[1]: 'pêche' is not in the code list for exploitation type "
+                               "(accepted: exploitation sexuelle, mendicité forcée, indéterminé)")
+    # structured for a translation layer: reason code and parameters, the value kept apart
+    assert info.value.reason_code == "not_in_code_list"
+    assert info.value.params == {"code_list": "type", "label": "exploitation type",
+                                 "accepted": ["exploitation sexuelle", "mendicité forcée", "indéterminé"]}
+    assert info.value.quoted == "'pêche'" and "pêche" not in json.dumps(info.value.as_dict())
     assert info.value.local_field == "exploitation[1]"
     assert isinstance(info.value, AdapterError) and isinstance(info.value, GatewayError)
 
@@ -207,7 +220,7 @@ def test_free_text_values_are_never_echoed(tiny: MappingAdapter) -> None:
     with pytest.raises(UnmappableValueError) as info:
         tiny.to_shared(record(contacts=[{"lien": "tuteur", "tel": "Zebulon-Quixote"}]), ["family_tracing"])
     assert "Zebulon" not in str(info.value)
-    assert str(info.value).startswith("contacts[0].tel: is not an international phone number")
+    assert str(info.value) == "contacts[0].tel: is not a phone number"
     with pytest.raises(UnmappableValueError) as info:
         tiny.to_shared(record(naissance="31/02/2001"), ["family_tracing"])
     assert "31/02" not in str(info.value) and "naissance" in str(info.value)
@@ -315,7 +328,10 @@ def test_transforms_invert() -> None:
 
 
 def test_normalise() -> None:
-    assert normalise("  Prélèvement d’ORGANES ") == normalise("prelevement d'organes") == "prelevement d organes"
+    assert normalise("  Prélèvement d’ORGANES ") == normalise("prelevement d'organe") == "prelevement d organe"
+    # a plural -s on a word of five letters or more is folded; short words and codes keep theirs
+    assert normalise("Violences  physiques") == normalise("violence-physique") == "violence physique"
+    assert [normalise(w) for w in ("pays", "abus", "MS", "business")] == ["pays", "abus", "ms", "business"]
     assert normalise("SŒUR") == "soeur"
 
 
@@ -380,3 +396,182 @@ def test_local_schema_errors_name_the_path_not_the_value() -> None:
         niger.to_shared(rec | {"Qwerty Uiopname": 1})
     with pytest.raises(MissingFieldError, match=r"^statut_identification: is required by the local format"):
         niger.to_shared({k: v for k, v in rec.items() if k != "statut_identification"})
+
+
+# --- every error at once, structured (issue 11) ----------------------------------------
+
+
+def test_every_problem_of_a_record_is_reported_in_one_run(tiny: MappingAdapter) -> None:
+    rec = record(sexe="Q", naissance="2001-02-03", exploitation=["pêche", "exploitation sexuelle", "chasse"],
+                 contacts=[{"lien": "voisin", "tel": "12"}], nom="Zyxwvuta")
+    rec["consentement"]["le"] = "31/02/2026"
+    with pytest.raises(RecordErrors) as info:
+        tiny.to_shared(rec, ["family_tracing", "assistance"])
+    errors = info.value.errors
+    assert [(e.local_field, e.reason_code) for e in errors] == [
+        ("sexe", "not_in_code_list"), ("contacts[0].lien", "not_in_code_list"),
+        ("contacts[0].tel", "phone_country_code"), ("exploitation[0]", "not_in_code_list"),
+        ("exploitation[2]", "not_in_code_list"), ("consentement.le", "not_a_calendar_date"),
+        ("naissance", "date_year_first"),
+    ]
+    assert isinstance(info.value, AdapterError) and info.value.local_field is None
+    assert str(info.value) == "; ".join(str(e) for e in errors)
+    data = info.value.as_dict()
+    assert data["code"] == "record_invalid" and len(data["errors"]) == 7
+    assert data["errors"][-1] == {"code": "unmappable_value", "reason_code": "date_year_first",
+                                  "local_field": "naissance", "params": {"hint": "DD/MM/YYYY"}}
+    shown = str(info.value) + json.dumps(data)
+    assert "Zyxwvuta" not in shown and "2001" not in shown
+
+
+def test_one_problem_is_raised_as_itself(tiny: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError) as info:
+        tiny.to_shared(record(sexe="Q"), ["assistance"])
+    assert info.value.errors == (info.value,)
+
+
+def test_problems_that_follow_from_another_are_not_repeated(tiny: MappingAdapter) -> None:
+    """A consent block that cannot be read is one problem, not also "consent is required"."""
+    rec = record()
+    rec["consentement"]["le"] = "hier"
+    with pytest.raises(UnmappableValueError, match=r"^consentement.le: must be a date written DD/MM/YYYY \[HH:MM\]$"):
+        tiny.to_shared(rec, ["assistance"])
+
+
+def test_the_form_language_sets_the_date_hint(tmp_path: Path) -> None:
+    spec = dict(TINY_MAPPING, date_hint="JJ/MM/AAAA", country="NE")
+    (tmp_path / "mapping.json").write_text(json.dumps(spec), encoding="utf-8")
+    cls = type("FrAdapter", (MappingAdapter,), {"format_id": "tiny", "folder": tmp_path, "local_schema_file": None})
+    fr = cls()
+    with pytest.raises(UnmappableValueError) as info:
+        fr.to_shared(record(naissance="2001-02-03"), ["family_tracing"])
+    assert str(info.value) == "naissance: is written year first: write the date as JJ/MM/AAAA"
+    # and the form's country is the region of a national phone number
+    rec = record(contacts=[{"lien": "tuteur", "tel": "96 12 34 56"}])
+    assert fr.to_shared(rec, ["family_tracing"]).payload["person"]["family_contacts"][0]["phone"] == "+22796123456"
+
+
+def test_local_checks_and_unsent_codes_and_split_are_table_data(tmp_path: Path) -> None:
+    spec = json.loads(json.dumps(TINY_MAPPING))
+    spec["code_lists"]["basis"] = {"label": "age basis", "codes": {"estimé": True, "déclaré": None, "documenté": False}}
+    spec["code_lists"]["lang"] = {"label": "language", "codes": {"haoussa": "ha", "zarma": "dje", "pêche et chasse": "xx"}}
+    spec["code_lists"]["office"] = {"label": "office", "codes": {"Niamey": "niamey"}}
+    spec["local_checks"] = {"bureau": "office"}
+    spec["fields"] += [{"local": "base", "shared": "person.age.estimated", "codes": "basis"},
+                       {"local": "langues", "shared": "person.languages", "items": {"codes": "lang"}, "split": [",", " et "]}]
+    (tmp_path / "mapping.json").write_text(json.dumps(spec), encoding="utf-8")
+    cls = type("T2", (MappingAdapter,), {"format_id": "tiny", "folder": tmp_path, "local_schema_file": None})
+    t2 = cls()
+    result = t2.to_shared(record(base="déclaré", langues="Haoussa et zarma", bureau="niamey"), ["assistance"])
+    assert "estimated" not in result.payload["person"]["age"]
+    assert any(d.local_field == "base" and d.shared_path == "person.age.estimated" for d in result.dropped)
+    assert result.payload["person"]["languages"] == ["ha", "dje"]
+    assert t2.trace(record(langues=["pêche et chasse"]))["langues"] == ["xx"]  # a spelling with a separator stays whole
+    with pytest.raises(UnmappableValueError, match=r"^bureau: 'Zinder' is not in the code list for office \(accepted: Niamey\)$"):
+        t2.to_shared(record(bureau="Zinder"), ["assistance"])
+    bad = dict(spec, local_checks={"bureau": "nope"})
+    with pytest.raises(MappingDefinitionError, match="local_checks.bureau"):
+        MappingTable.from_dict(bad, tmp_path)
+    bad = json.loads(json.dumps(spec))
+    bad["fields"][-1] = {"local": "langues", "shared": "person.languages", "transform": "text", "split": [","]}
+    with pytest.raises(MappingDefinitionError, match="split"):
+        MappingTable.from_dict(bad, tmp_path)
+
+
+# --- the parsers staff input goes through (hypothesis) ---------------------------------
+
+_DATE = TRANSFORMS["date_dmy"]
+_PHONE = TRANSFORMS["phone_e164"]
+
+
+@settings(max_examples=scaled(300))
+@given(day=st.dates(date(1900, 1, 1), date(2100, 12, 31)), sep=st.sampled_from("/.-"), pad=st.booleans(),
+       hint=st.sampled_from(["JJ/MM/AAAA", "DD/MM/YYYY"]))
+def test_any_day_month_year_date_parses_and_any_iso_date_gets_the_form_hint(day: date, sep: str, pad: bool,
+                                                                            hint: str) -> None:
+    typed = f"{day.day:02d}{sep}{day.month:02d}{sep}{day.year}" if pad else f"{day.day}{sep}{day.month}{sep}{day.year}"
+    assert _DATE.to_shared(typed, {"date_hint": hint}) == day.isoformat()
+    assert _DATE.to_shared(_DATE.to_local(day.isoformat(), {}), {}) == day.isoformat()
+    with pytest.raises(TransformFailed) as info:
+        _DATE.to_shared(day.isoformat(), {"date_hint": hint})
+    assert info.value.reason_code == "date_year_first" and info.value.params == {"hint": hint}
+    assert str(day.year) not in str(info.value)  # a date of birth is never echoed
+
+
+@settings(max_examples=scaled(300))
+@given(text=st.text(max_size=30), hint=st.sampled_from(["JJ/MM/AAAA", "DD/MM/YYYY"]))
+def test_date_parser_answers_any_text_with_a_date_or_a_reason_in_the_form_language(text: str, hint: str) -> None:
+    try:
+        parsed = _DATE.to_shared(text, {"date_hint": hint})
+    except TransformFailed as exc:
+        other = "DD/MM/YYYY" if hint == "JJ/MM/AAAA" else "JJ/MM/AAAA"
+        assert other not in str(exc) and "^" not in str(exc)
+        assert len(text.strip()) < 4 or text.strip() not in str(exc)
+    else:
+        assert date.fromisoformat(parsed)
+
+
+def _national_numbers(region: str) -> st.SearchStrategy[phonenumbers.PhoneNumber]:
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    digits = str(example.national_number)
+
+    def vary(tail: int) -> phonenumbers.PhoneNumber:
+        number = phonenumbers.parse(digits[:-4] + f"{tail:04d}", region)
+        return number
+
+    return st.integers(0, 9999).map(vary)
+
+
+@settings(max_examples=scaled(300))
+@given(data=st.data(), region=st.sampled_from(["NE", "NG", "ML"]), form_region=st.sampled_from(["NE", "NG", "ML"]),
+       style=st.sampled_from(["international", "e164", "00", "trunk_in_brackets", "national", "dotted"]))
+def test_valid_numbers_in_any_usual_writing_become_e164(data: st.DataObject, region: str, form_region: str,
+                                                        style: str) -> None:
+    number = data.draw(_national_numbers(region))
+    assume(phonenumbers.is_valid_number(number))
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    international = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    code = f"+{number.country_code}"
+    typed = {
+        "international": international,
+        "e164": e164,
+        "00": "00" + e164[1:],
+        "trunk_in_brackets": international.replace(code, code + " (0)", 1),
+        "national": phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL),
+        "dotted": international.replace(" ", "."),
+    }[style]
+    if style == "national":
+        form_region = region  # a national number is read in the form's own country
+    assert _PHONE.to_shared(typed, {"region": form_region}) == e164
+
+
+@settings(max_examples=scaled(300))
+@given(text=st.text(alphabet="0123456789 +()-.", max_size=22), region=st.sampled_from(["NE", "NG", "ML"]))
+def test_phone_parser_answers_any_text_with_e164_or_a_precise_reason(text: str, region: str) -> None:
+    try:
+        out = _PHONE.to_shared(text, {"region": region})
+    except TransformFailed as exc:
+        assert exc.reason_code.startswith("phone_")
+        digits = "".join(c for c in text if c.isdigit())
+        assert len(digits) < 3 or digits not in str(exc).replace(" ", "")
+    else:
+        assert phonenumbers.is_valid_number(phonenumbers.parse(out))
+
+
+def _respell(text: str, data: st.DataObject) -> str:
+    """How a clerk may type a listed spelling: case, accents dropped, spacing, hyphens, a plural."""
+    if data.draw(st.booleans()):
+        text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    text = data.draw(st.sampled_from([str.upper, str.lower, str.title, str]))(text)
+    text = text.replace(" ", data.draw(st.sampled_from([" ", "  ", "-", " - "])))
+    return data.draw(st.sampled_from(["", " ", "\t"])) + text + data.draw(st.sampled_from(["", " "]))
+
+
+@settings(max_examples=scaled(300))
+@given(data=st.data(), country=st.sampled_from(["niger", "nigeria", "mali"]))
+def test_any_listed_spelling_typed_loosely_finds_its_code(data: st.DataObject, country: str) -> None:
+    table = get_adapter(country).table  # type: ignore[attr-defined]
+    name = data.draw(st.sampled_from(sorted(table.code_lists)))
+    codes = table.code_lists[name]
+    spelling = data.draw(st.sampled_from(sorted(k for k in codes.codes if isinstance(k, str))))
+    assert codes.to_shared(_respell(spelling, data)) == codes.codes[spelling]

@@ -34,19 +34,16 @@ async def test_niger_fiche_in_naptip_record_out(tmp_path: Path) -> None:
             return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"}))[0] == 200
         await eventually(arrived)
         status, shared = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"})
-        # Both demo agencies take schema version 2: the fiche's v1 payload travelled upgraded.
-        sent = get_adapter("niger").to_shared(FICHE, None).payload
-        assert shared["header"]["schema"] == "2"
-        assert shared["payload"] == upgrade_to_v2(sent, "referral.request", recipient=NIGERIA,
-                                                  recipient_country="NG").payload
+        # Both gateways take schema v2: the fiche travels as the v2 form of what the adapter makes.
+        assert shared["payload"] == get_adapter("niger").to_shared_v2(FICHE, None, recipient=NIGERIA,
+                                                                      recipient_country="NG").payload
 
         status, local = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "nigeria"})
         assert status == 200 and local["format"] == "nigeria"
         assert_conforms(doc, "/inbox/{id}", "GET", 200, local)
         # The NAPTIP record carries the same person through the shared schema.
-        # (the NAPTIP adapter reads v1: the gateway hands it the v1 form of the stored v2 payload)
-        assert get_adapter("nigeria").to_shared(local["record"], None).payload == downgrade_to_v1(
-            shared["payload"], "referral.request", recipient=NIGERIA)
+        assert get_adapter("nigeria").to_shared_v2(local["record"], None, recipient=NIGERIA,
+                                                   recipient_country="NG").payload == shared["payload"]
         assert local["record"]["nationality"] and local["record"]["gender"] == "F"
 
 
@@ -74,6 +71,17 @@ async def test_bad_local_submissions_are_422_naming_the_field(tmp_path: Path) ->
             "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00003", "format": "niger", "record": bad})
         assert status == 422 and "sexe" in body["detail"], body
         assert "Zyxwvuta" not in json.dumps(body)
+        # every problem of the fiche in one answer, each named by its local field, no value quoted
+        bad = dict(FICHE, sexe="Q", date_identification="2026-03-04", nom="Zyxwvuta", langues=["haoussa", "Zyxwvuta"])
+        status, body = await ne.call("POST", "/referrals", json={
+            "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00005", "format": "niger", "record": bad})
+        assert status == 422, body
+        assert body["detail"].split("; ") == [
+            "date_identification: is written year first: write the date as JJ/MM/AAAA",
+            "sexe: is not in the code list for sex (accepted: F, M, autre, inconnu)",
+            "langues[1]: is not in the code list for language (see the code list 'langue' in docs/adapters.md)",
+        ], body
+        assert "Zyxwvuta" not in json.dumps(body) and "'Q'" not in body["detail"]
         status, body = await ne.call("POST", "/referrals", json={
             "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00004", "format": "niger", "record": FICHE,
             "payload": {}})

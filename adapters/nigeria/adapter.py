@@ -1,13 +1,14 @@
-"""The Nigeria adapter: the mapping table plus two local habits a table cannot say."""
+"""The Nigeria adapter: the mapping table plus the one local habit a table cannot say."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from adapters.base import MappingAdapter, MissingFieldError, UnmappableValueError, _echo
+from adapters.base import AdapterError, MappingAdapter, MissingFieldError, get_path
 
 _ORIGIN = ("state_of_origin", "lga", "town_of_origin")
+_SHARED_ORIGIN = "person.place_of_origin"
 
 
 class NigeriaAdapter(MappingAdapter):
@@ -18,22 +19,13 @@ class NigeriaAdapter(MappingAdapter):
     local_schema_file = "naptip.schema.json"
 
     def prepare_local(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Check the zonal office against its code list; take Nigeria as the country of a Nigerian state of origin.
+        """Take Nigeria as the country of a Nigerian state of origin.
 
         NAPTIP forms record the state of origin and LGA without a country: a state that is one
-        of the 36 states or the FCT means Nigeria. Any other place of origin needs a country.
+        of the 36 states or the FCT means Nigeria. (The zonal office is checked against its
+        code list by the table's ``local_checks``.)
         """
-        office = record.get("zonal_office")
-        if not self.table.is_missing(office):
-            try:
-                self.table.code_lists["zonal_office"].to_shared(office)
-            except KeyError:
-                raise UnmappableValueError("zonal_office", f"{_echo(office)} is not in the code list for "
-                                                           "NAPTIP zonal command") from None
         if not self.table.is_missing(record.get("country_of_origin")):
-            return record
-        given = [f for f in _ORIGIN if not self.table.is_missing(record.get(f))]
-        if not given:
             return record
         state = record.get("state_of_origin")
         if isinstance(state, str) and not self.table.is_missing(state):
@@ -42,5 +34,17 @@ class NigeriaAdapter(MappingAdapter):
                 return {**record, "country_of_origin": "NG"}
             except KeyError:
                 pass
-        raise MissingFieldError("country_of_origin", f"is required when {given[0]} is given "
-                                                     "(unless the state of origin is a Nigerian state)")
+        return record
+
+    def _map_record(self, local: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, AdapterError]]:
+        """Any other place of origin needs a country; recorded like any failed field, so it blocks
+        only when the purposes keep the place of origin (otherwise it is dropped and reported)."""
+        payload, trace, failed = super()._map_record(local)
+        place = get_path(payload, _SHARED_ORIGIN)
+        given = [f for f in _ORIGIN if not self.table.is_missing(local.get(f)) and f in local]
+        if given and not (isinstance(place, dict) and "country" in place) \
+                and not any(k.startswith(_SHARED_ORIGIN) and k.endswith("country") for k in failed):
+            failed[_SHARED_ORIGIN] = MissingFieldError(
+                "country_of_origin", f"is required when {given[0]} is given (unless the state of origin is a Nigerian state)",
+                reason_code="required_with", params={"with": given[0]})
+        return payload, trace, failed

@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from gateway.api.responses import json_body
-from adapters.base import AdapterError, LocalRecordInvalidError, UnmappableValueError
+from adapters.base import AdapterError, LocalRecordInvalidError, RecordErrors, UnmappableValueError
 from gateway.directory import NoValidKeyError, UnknownAgencyError
 from gateway.envelope import RecipientRefusesError
 from gateway.at_rest import PayloadShreddedError
@@ -117,6 +117,9 @@ SAFE_DETAIL: tuple[tuple[type[GatewayError], str], ...] = (
 
 def safe_detail(exc: GatewayError) -> str:
     """The detail of a 4xx answer: the error's text unless it may quote the request."""
+    if isinstance(exc, RecordErrors):
+        # every problem of the local record, each told the safe way
+        return "; ".join(dict.fromkeys(safe_detail(one) for one in exc.errors))
     if isinstance(exc, UnmappableValueError):
         # Adapters quote a coded value for the operator's CLI; over HTTP the field and rule only.
         for marker in (" is not in the code list for ", " has no local spelling in the code list for "):
