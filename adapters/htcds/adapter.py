@@ -1,21 +1,26 @@
-"""The HTCDS adapter: a flat IOM HTCDS-style case record <-> the shared ``referral.request``.
+"""The HTCDS adapter: an IOM HTCDS 2.0 case record <-> the shared ``referral.request``.
 
-Almost everything is data (``mapping.json``, ``countries.json``, ``htcds.schema.json``).
-Code handles what a table cannot say:
+Field names and picklist values are HTCDS 2.0's own (``htcds_2.0.json``); what the shared
+schema needs and HTCDS lacks is in ``x_rgw_`` extension fields. Almost everything is data
+(``mapping.json``, ``countries.json``, ``htcds.schema.json``). Code handles what a table
+cannot say (docs/htcds.md):
 
-* ISO dates and date-times (``date_iso``, ``datetime_iso`` transforms);
-* the flat ``prs_PlaceOfOrigin{Country,State,District,City}`` fields, grouped into one
-  object so that a place without a country is a named error, and flattened back;
-* ``vic_TypeOfExploitation`` items written with an intended variant
-  (``"SexualExploitationIntended"``, ``"Sexual exploitation (intended)"``), and the flat
-  HTCDS ``vic_TypeOfLabourExploitation``, attached to every exploitation item without
-  sectors of its own;
-* ``cas_Status`` stays local but its picklist value is still checked.
+* field names of older HTCDS versions are refused, naming the 2.0 field to use;
+* picklist values of the 2.0 fields that stay local are still checked against the standard;
+* Salesforce multiselect values written ``"A;B"``;
+* ISO 639-2 languages in ``prs_PrimaryLanguage``/``prs_SecondaryLanguage`` (``iso639``);
+* ``prs_Citizenship`` (multiselect): the first country is the nationality;
+* the flat exploitation fields (``vic_TypeOfExploitation``, ``vic_ForcedLabourIndustry`` and
+  the ``x_rgw_`` intended/sector/country fields) grouped into items, and flattened back
+  (with ``x_rgw_Exploitation`` item by item only when the flat fields cannot say it);
+* ``cas_ReasonForOutgoingReferral`` and ``con_Consent``.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,20 +28,40 @@ from typing import Any, Mapping
 from adapters.base import (
     TRANSFORMS,
     AdaptResult,
+    DroppedField,
+    LocalRecordInvalidError,
     MappingAdapter,
     MissingFieldError,
     Transform,
     TransformFailed,
     UnmappableValueError,
+    _echo,
     normalise,
 )
+from adapters.htcds import standard
 
-PLACE = "prs_PlaceOfOrigin"
+X = standard.EXTENSION_PREFIX
+PLACE = X + "PlaceOfOrigin"
 PLACE_PARTS = ("Country", "State", "District", "City")
 EXPLOITATION = "vic_TypeOfExploitation"
-SECTORS = "vic_TypeOfLabourExploitation"
-
-_INTENDED = re.compile(r"^(?P<type>.*?\S)\s*(?:\(\s*intended\s*\)|intended)$", re.IGNORECASE)
+DETAILED = X + "Exploitation"
+INTENDED = X + "IntendedExploitation"
+INDUSTRY = "vic_ForcedLabourIndustry"
+SECTORS = X + "LabourSectors"
+COUNTRIES = X + "ExploitationCountries"
+LANGUAGES = X + "Languages"
+LANGUAGE_FIELDS = ("prs_PrimaryLanguage", "prs_SecondaryLanguage", X + "OtherLanguages")
+CITIZENSHIP = "prs_Citizenship"
+REASON = "cas_ReasonForOutgoingReferral"
+PURPOSES = X + "Purposes"
+CONSENT = "con_Consent"
+#: Exploitation types whose items carry vic_ForcedLabourIndustry (when the record has one).
+LABOUR_TYPES = frozenset({"forced_labour", "domestic_servitude"})
+#: HTCDS 2.0 values that shared schema v1 has no code for, not even a broader one.
+V1_UNCARRIED = {
+    "org_Type": ("CorporateBusiness", "SchoolOrCollege"),
+    "vic_TraffickingStatus": ("NotAVictimOfTrafficking",),
+}
 _ISO_DATE = re.compile(r"^\s*([0-9]{4})-([0-9]{2})-([0-9]{2})\s*$")
 _ISO_DATETIME = re.compile(
     r"^\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
@@ -97,8 +122,36 @@ def _datetime_iso_back(value: Any, args: Mapping[str, Any]) -> str:
     return text
 
 
+def _iso639(value: Any, args: Mapping[str, Any]) -> str:
+    code = standard.language_to_v1(value) if isinstance(value, str) else None
+    if code is None:
+        raise TransformFailed("is not an ISO 639 language code (ISO 639-2, e.g. hau, fre/fra, eng)")
+    return code
+
+
+def _iso639_back(value: Any, args: Mapping[str, Any]) -> str:
+    # ISO 639-2/T, which is also the ISO 639-3 code.
+    return standard.language_code(str(value)) or str(value)
+
+
+def _checkbox(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    key = normalise(str(value))
+    return {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}.get(key)
+
+
+def _split_multiselect(value: Any) -> Any:
+    """Salesforce writes a multiselect picklist as ``"A;B"``."""
+    if isinstance(value, str) and ";" in value:
+        return [part.strip() for part in value.split(";") if part.strip()]
+    return value
+
+
+
+
 class HtcdsAdapter(MappingAdapter):
-    """A flat HTCDS-style record (English picklists, ISO dates, UTC times)."""
+    """An HTCDS 2.0 record (the standard's field names and picklist values, ``x_rgw_`` extensions)."""
 
     format_id = "htcds"
     folder = Path(__file__).resolve().parent
@@ -107,39 +160,208 @@ class HtcdsAdapter(MappingAdapter):
         **TRANSFORMS,
         "date_iso": Transform(_date_iso, _date_iso_back),
         "datetime_iso": Transform(_datetime_iso, _datetime_iso_back),
+        "iso639": Transform(_iso639, _iso639_back),
     }
 
-    def to_shared(self, local_record: dict[str, Any], purposes: Any = None) -> AdaptResult:
+    # -- local -> shared --
+
+    def check_local(self, record: Any) -> None:
+        """Refuse field names of older HTCDS versions first, naming the 2.0 field to use."""
+        if isinstance(record, dict):
+            for name in sorted(set(record) & set(standard.LEGACY_FIELDS)):
+                raise LocalRecordInvalidError(name, f"is not an HTCDS 2.0 field: use {standard.LEGACY_FIELDS[name]}")
+        super().check_local(record)
+
+    def to_shared(self, local_record: dict[str, Any], purposes: Iterable[str] | None = None) -> AdaptResult:
+        """Map an HTCDS 2.0 record; a second ``prs_Citizenship`` country is reported as dropped."""
         try:
-            return super().to_shared(local_record, purposes)
+            result = super().to_shared(local_record, purposes)
         except (MissingFieldError, UnmappableValueError) as exc:
             # Name the flat field the clerk filled in, not the adapter's grouping object.
             field = exc.local_field or ""
             if field.startswith(PLACE + "."):
                 raise type(exc)(PLACE + field[len(PLACE) + 1:], exc.reason.replace(f"{PLACE} is given", f"any {PLACE}* field is given")) from None
             raise
+        citizenship = _split_multiselect(local_record.get(CITIZENSHIP))
+        if isinstance(citizenship, list):
+            known = [c for c in citizenship if not self.table.is_missing(c)]
+            codes = list(dict.fromkeys(self.table.code_lists["country"].to_shared(c) for c in known))
+            if len(codes) > 1 and "nationality" in result.payload.get("person", {}):
+                extra = DroppedField(CITIZENSHIP, "person.nationality",
+                                     f"{len(codes) - 1} further citizenship(s) not sent: the shared schema carries one nationality")
+                result = AdaptResult(result.payload, (*result.dropped, extra))
+        return result
 
     def prepare_local(self, record: dict[str, Any]) -> dict[str, Any]:
         record = dict(record)
-        self._check_case_status(record.get("cas_Status"))
+        for name in list(record):
+            field = standard.fields().get(name)
+            if field is not None and field.multiselect or name.startswith(X):
+                record[name] = _split_multiselect(record[name])
+        self._check_standard_picklists(record)
+        self._check_v1_carries(record)
+        self._take_consent(record)
+        self._take_reason(record)
+        self._take_citizenship(record)
+        self._take_languages(record)
         parts = {part: record.pop(PLACE + part) for part in PLACE_PARTS if PLACE + part in record}
         if parts:
             record[PLACE] = parts
-        items = record.get(EXPLOITATION)
-        if isinstance(items, str) and not self.table.is_missing(items):
-            items = [items]
-        if isinstance(items, list):
-            items = [_split_intended(item) for item in items]
-        sectors = record.pop(SECTORS, None)
-        if sectors is not None and not self.table.is_missing(sectors):
-            if not isinstance(items, list) or all(self._missing_item(i) for i in items):
-                # Sectors known, type not: one item of undetermined type carries them.
-                items = [{"Type": self.table.missing_local, SECTORS: sectors}]
-            else:
-                items = [self._with_sectors(item, sectors) for item in items]
-        if isinstance(items, list):
-            record[EXPLOITATION] = items
+        self._take_exploitation(record)
         return record
+
+    def _check_standard_picklists(self, record: dict[str, Any]) -> None:
+        """A 2.0 picklist field that stays local must still hold one of the standard's values."""
+        for name in self.table.local_only:
+            field = standard.fields().get(name)
+            if field is None or not field.values or name not in record:
+                continue
+            value = record[name]
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                if self.table.is_missing(item):
+                    continue
+                if not isinstance(item, str) or not field.accepts(item):
+                    where = f"{name}[{i}]" if isinstance(value, list) else name
+                    raise UnmappableValueError(where, f"{_echo(item)} is not in the HTCDS 2.0 picklist for {name}")
+
+    def _check_v1_carries(self, record: dict[str, Any]) -> None:
+        for name, values in V1_UNCARRIED.items():
+            value = record.get(name)
+            if isinstance(value, str) and normalise(value) in {normalise(v) for v in values}:
+                raise UnmappableValueError(name, f"{_echo(value)} is an HTCDS 2.0 value that shared schema v1 "
+                                                 "cannot carry (schema v2 can)")
+
+    def _take_consent(self, record: dict[str, Any]) -> None:
+        if CONSENT not in record or self.table.is_missing(record[CONSENT]):
+            record.pop(CONSENT, None)
+            return
+        given = _checkbox(record.pop(CONSENT))
+        if given is None:
+            raise UnmappableValueError(CONSENT, "must be a checkbox value (true or false)")
+        if not given:
+            raise UnmappableValueError(CONSENT, "is false: without the person's consent nothing can be referred")
+
+    def _take_reason(self, record: dict[str, Any]) -> None:
+        """``cas_ReasonForOutgoingReferral`` gives the purpose when ``x_rgw_Purposes`` does not."""
+        reason = record.pop(REASON, None)
+        if reason is None or self.table.is_missing(reason):
+            return
+        try:
+            purpose = self.table.code_lists["outgoing_reason"].to_shared(reason)
+        except KeyError:
+            raise UnmappableValueError(REASON, f"{_echo(reason)} is not in the HTCDS 2.0 picklist for {REASON}") from None
+        if purpose != "other" and self.table.is_missing(record.get(PURPOSES)):
+            record[PURPOSES] = [purpose]
+
+    def _take_citizenship(self, record: dict[str, Any]) -> None:
+        value = record.get(CITIZENSHIP)
+        if isinstance(value, list):
+            known = [c for c in value if not self.table.is_missing(c)]
+            for i, item in enumerate(value):
+                if self.table.is_missing(item):
+                    continue
+                try:
+                    self.table.code_lists["country"].to_shared(item)
+                except KeyError:
+                    raise UnmappableValueError(f"{CITIZENSHIP}[{i}]", f"{_echo(item)} is not in the code list for country") from None
+            record[CITIZENSHIP] = known[0] if known else self.table.missing_local
+
+    def _take_languages(self, record: dict[str, Any]) -> None:
+        languages: list[Any] = []
+        for name in LANGUAGE_FIELDS:
+            value = record.pop(name, None)
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if item is None or self.table.is_missing(item):
+                    continue
+                where = f"{name}[{i}]" if isinstance(value, list) else name
+                try:
+                    languages.append(_iso639(item, {}))
+                except TransformFailed as exc:
+                    raise UnmappableValueError(where, str(exc)) from None
+        if languages:
+            record[LANGUAGES] = languages
+
+    def _take_exploitation(self, record: dict[str, Any]) -> None:
+        """Flat HTCDS exploitation fields (or ``x_rgw_Exploitation``) -> items ``{Type, Intended, Sectors, Countries}``."""
+        types = self._listed(record, EXPLOITATION)
+        intended = self._listed(record, INTENDED)
+        industry = self._listed(record, INDUSTRY)
+        sectors = self._listed(record, SECTORS)
+        countries = self._listed(record, COUNTRIES)
+        detailed = record.pop(DETAILED, None)
+        for name in (EXPLOITATION, INTENDED, INDUSTRY, SECTORS, COUNTRIES):
+            record.pop(name, None)
+        if detailed:
+            items = [self._detailed_item(item) for item in detailed]
+            self._agree(EXPLOITATION, types, {self._code("type_of_exploitation", DETAILED, i["Type"]) for i in items})
+            self._agree(INDUSTRY, industry, {s for i in detailed for s in i.get("ForcedLabourIndustry", [])}, "forced_labour_industry")
+            if items:
+                record[EXPLOITATION] = items
+            return
+        codes = [self._code("type_of_exploitation", f"{EXPLOITATION}[{i}]", t) for i, t in enumerate(types)]
+        intended_codes = [self._code("type_of_exploitation", f"{INTENDED}[{i}]", t) for i, t in enumerate(intended)]
+        for i, s in enumerate(industry):
+            self._code("forced_labour_industry", f"{INDUSTRY}[{i}]" if len(industry) > 1 else INDUSTRY, s)
+        for i, s in enumerate(sectors):
+            self._code("labour_sector", f"{SECTORS}[{i}]", s)
+        all_sectors = industry + sectors
+        items: list[dict[str, Any]] = []
+        for t, code in zip(types, codes):
+            items.append({"Type": t, "Intended": code in intended_codes})
+        for t, code in zip(intended, intended_codes):
+            if code not in codes:
+                items.append({"Type": t, "Intended": True})
+        if not items and (all_sectors or countries):
+            # Sectors or countries known, type not: one item of undetermined type carries them.
+            items = [{"Type": self.table.missing_local, "Intended": False}]
+        labour = [i for i in items if self._type_code(i["Type"]) in LABOUR_TYPES] or items
+        for item in items:
+            if all_sectors and item in labour:
+                item["Sectors"] = list(all_sectors)
+            if countries:
+                item["Countries"] = list(countries)
+        if items:
+            record[EXPLOITATION] = items
+
+    def _listed(self, record: dict[str, Any], name: str) -> list[Any]:
+        value = record.get(name)
+        items = value if isinstance(value, list) else [value]
+        return [v for v in items if v is not None and not self.table.is_missing(v)]
+
+    def _code(self, code_list: str, where: str, value: Any) -> Any:
+        codes = self.table.code_lists[code_list]
+        try:
+            return codes.to_shared(value)
+        except KeyError:
+            raise UnmappableValueError(where, f"{_echo(value)} is not in the code list for {codes.label}") from None
+
+    def _type_code(self, value: Any) -> Any:
+        try:
+            return self.table.code_lists["type_of_exploitation"].to_shared(value)
+        except KeyError:
+            return None
+
+    def _detailed_item(self, item: dict[str, Any]) -> dict[str, Any]:
+        sectors = [*item.get("ForcedLabourIndustry", []), *item.get("LabourSectors", [])]
+        out = {"Type": item["Type"], "Intended": item.get("Intended", False)}
+        if sectors:
+            out["Sectors"] = sectors
+        if item.get("Countries"):
+            out["Countries"] = item["Countries"]
+        return out
+
+    def _agree(self, name: str, flat: list[Any], detailed: set[Any], code_list: str = "type_of_exploitation") -> None:
+        codes = self.table.code_lists[code_list]
+        try:
+            mine = {codes.to_shared(v) for v in flat}
+            theirs = {codes.to_shared(v) for v in detailed}
+        except KeyError as exc:
+            raise UnmappableValueError(name, f"{_echo(exc.args[0])} is not in the code list for {codes.label}") from None
+        if flat and mine != theirs:
+            raise UnmappableValueError(name, f"disagrees with {DETAILED}: list the same values in both")
+
+    # -- shared -> local --
 
     def finish_local(self, record: dict[str, Any]) -> dict[str, Any]:
         place = record.pop(PLACE, None)
@@ -147,44 +369,63 @@ class HtcdsAdapter(MappingAdapter):
             for part in PLACE_PARTS:
                 if part in place:
                     record[PLACE + part] = place[part]
-        items = record.get(EXPLOITATION)
+        languages = record.pop(LANGUAGES, None)
+        if languages:
+            record["prs_PrimaryLanguage"] = languages[0]
+            if len(languages) > 1:
+                record["prs_SecondaryLanguage"] = languages[1]
+            if len(languages) > 2:
+                record[X + "OtherLanguages"] = languages[2:]
+        if CITIZENSHIP in record:
+            record[CITIZENSHIP] = [record[CITIZENSHIP]]
+        purposes = record.get(PURPOSES, [])
+        reasons = self.table.code_lists["outgoing_reason"]
+        # HTCDS has one reason: assistance first, then return; any other purpose is "Other".
+        shared_purposes = [self.table.code_lists["purpose"].to_shared(p) for p in purposes]
+        purpose = next((p for p in ("assistance", "assisted_return") if p in shared_purposes), "other")
+        record[REASON] = reasons.to_local(purpose)
+        record[CONSENT] = True
+        items = record.pop(EXPLOITATION, None)
         if isinstance(items, list):
-            record[EXPLOITATION] = [self._simple_item(item) for item in items]
+            self._flatten_exploitation(record, items)
         return record
 
-    def _check_case_status(self, value: Any) -> None:
-        if value is None or self.table.is_missing(value):
-            return
-        try:
-            self.table.code_lists["case_status"].to_shared(value)
-        except KeyError:
-            shown = value if len(str(value)) <= 60 else str(value)[:60] + "…"
-            raise UnmappableValueError("cas_Status", f"{shown!r} is not in the code list for case status") from None
-
-    def _missing_item(self, item: Any) -> bool:
-        if isinstance(item, dict):
-            return all(self.table.is_missing(v) for v in item.values())
-        return self.table.is_missing(item)
-
-    def _with_sectors(self, item: Any, sectors: Any) -> Any:
-        if self._missing_item(item):
-            return item
-        obj = dict(item) if isinstance(item, dict) else {"Type": item}
-        if obj.get(SECTORS) is None or self.table.is_missing(obj.get(SECTORS)):
-            obj[SECTORS] = sectors
-        return obj
-
-    def _simple_item(self, item: Any) -> Any:
-        """``{"Type": "ForcedBegging", "Intended": "No"}`` -> ``"ForcedBegging"``; ``...Intended`` when intended."""
-        if not isinstance(item, dict) or set(item) - {"Type", "Intended"} or item.get("Type") == self.table.missing_local:
-            return item
-        intended = self.table.code_lists["yes_no"].to_shared(item.get("Intended", "No"))
-        return f"{item['Type']}Intended" if intended else item["Type"]
-
-
-def _split_intended(item: Any) -> Any:
-    text = item.get("Type") if isinstance(item, dict) else item
-    match = _INTENDED.match(text.strip()) if isinstance(text, str) else None
-    if not match or normalise(match.group("type")) == "":
-        return item
-    return {**(item if isinstance(item, dict) else {}), "Type": match.group("type"), "Intended": True}
+    def _flatten_exploitation(self, record: dict[str, Any], items: list[dict[str, Any]]) -> None:
+        yes_no = self.table.code_lists["yes_no"]
+        flat: dict[str, list[Any]] = {EXPLOITATION: [], INTENDED: [], INDUSTRY: [], SECTORS: [], COUNTRIES: []}
+        isic = set(standard.fields()[INDUSTRY].values)
+        detailed = []
+        for item in items:
+            intended = yes_no.to_shared(item.get("Intended", "No"))
+            if item["Type"] not in flat[EXPLOITATION]:
+                flat[EXPLOITATION].append(item["Type"])
+            if intended and item["Type"] not in flat[INTENDED]:
+                flat[INTENDED].append(item["Type"])
+            sectors = item.get("Sectors", [])
+            for s in sectors:
+                key = INDUSTRY if s in isic else SECTORS
+                if s not in flat[key]:
+                    flat[key].append(s)
+            for c in item.get("Countries", []):
+                if c not in flat[COUNTRIES]:
+                    flat[COUNTRIES].append(c)
+            detail: dict[str, Any] = {"Type": item["Type"], "Intended": intended}
+            if [s for s in sectors if s in isic]:
+                detail["ForcedLabourIndustry"] = [s for s in sectors if s in isic]
+            if [s for s in sectors if s not in isic]:
+                detail["LabourSectors"] = [s for s in sectors if s not in isic]
+            if item.get("Countries"):
+                detail["Countries"] = item["Countries"]
+            detailed.append(detail)
+        if flat[EXPLOITATION] == [self.table.missing_local]:
+            del flat[EXPLOITATION]
+        for name, values in flat.items():
+            if values:
+                record[name] = values[0] if name == INDUSTRY and len(values) == 1 else values
+        # The flat fields are HTCDS's; when they cannot say it item by item, add the detail.
+        candidate = copy.deepcopy(record)
+        self._take_exploitation(candidate)
+        expected = [{k: v for k, v in i.items() if k != "Intended" or yes_no.to_shared(v)} for i in items]
+        got = [{k: v for k, v in i.items() if k != "Intended" or v} for i in candidate.get(EXPLOITATION, [])]
+        if got != expected:
+            record[DETAILED] = detailed
