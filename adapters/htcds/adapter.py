@@ -227,7 +227,9 @@ class HtcdsAdapter(MappingAdapter):
     def _check_v1_carries(self, record: dict[str, Any]) -> None:
         for name, values in V1_UNCARRIED.items():
             value = record.get(name)
-            if isinstance(value, str) and normalise(value) in {normalise(v) for v in values}:
+            field = standard.fields()[name]
+            spellings = {normalise(s) for v in values for s in (v, field.labels[field.values.index(v)])}
+            if isinstance(value, str) and normalise(value) in spellings:
                 raise UnmappableValueError(name, f"{_echo(value)} is an HTCDS 2.0 value that shared schema v1 "
                                                  "cannot carry (schema v2 can)")
 
@@ -285,6 +287,8 @@ class HtcdsAdapter(MappingAdapter):
     def _take_exploitation(self, record: dict[str, Any]) -> None:
         """Flat HTCDS exploitation fields (or ``x_rgw_Exploitation``) -> items ``{Type, Intended, Sectors, Countries}``."""
         types = self._listed(record, EXPLOITATION)
+        # ["Unknown"] is an item of unknown type (undetermined), not "no item".
+        unknown_listed = isinstance(record.get(EXPLOITATION), list) and bool(record[EXPLOITATION]) and not types
         intended = self._listed(record, INTENDED)
         industry = self._listed(record, INDUSTRY)
         sectors = self._listed(record, SECTORS)
@@ -304,7 +308,7 @@ class HtcdsAdapter(MappingAdapter):
         for i, s in enumerate(industry):
             self._code("forced_labour_industry", f"{INDUSTRY}[{i}]" if len(industry) > 1 else INDUSTRY, s)
         for i, s in enumerate(sectors):
-            self._code("labour_sector", f"{SECTORS}[{i}]", s)
+            self._code("extra_labour_sector", f"{SECTORS}[{i}]", s)
         all_sectors = industry + sectors
         items: list[dict[str, Any]] = []
         for t, code in zip(types, codes):
@@ -312,7 +316,7 @@ class HtcdsAdapter(MappingAdapter):
         for t, code in zip(intended, intended_codes):
             if code not in codes:
                 items.append({"Type": t, "Intended": True})
-        if not items and (all_sectors or countries):
+        if not items and (all_sectors or countries or unknown_listed):
             # Sectors or countries known, type not: one item of undetermined type carries them.
             items = [{"Type": self.table.missing_local, "Intended": False}]
         labour = [i for i in items if self._type_code(i["Type"]) in LABOUR_TYPES] or items
@@ -417,8 +421,6 @@ class HtcdsAdapter(MappingAdapter):
             if item.get("Countries"):
                 detail["Countries"] = item["Countries"]
             detailed.append(detail)
-        if flat[EXPLOITATION] == [self.table.missing_local]:
-            del flat[EXPLOITATION]
         for name, values in flat.items():
             if values:
                 record[name] = values[0] if name == INDUSTRY and len(values) == 1 else values
