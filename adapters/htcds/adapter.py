@@ -297,11 +297,8 @@ class HtcdsAdapter(MappingAdapter):
         for name in (EXPLOITATION, INTENDED, INDUSTRY, SECTORS, COUNTRIES):
             record.pop(name, None)
         if detailed:
-            items = [self._detailed_item(item) for item in detailed]
-            self._agree(EXPLOITATION, types, {self._code("type_of_exploitation", DETAILED, i["Type"]) for i in items})
-            self._agree(INDUSTRY, industry, {s for i in detailed for s in i.get("ForcedLabourIndustry", [])}, "forced_labour_industry")
-            if items:
-                record[EXPLOITATION] = items
+            record[EXPLOITATION] = self._detailed_items(detailed, {
+                EXPLOITATION: types, INTENDED: intended, INDUSTRY: industry, SECTORS: sectors, COUNTRIES: countries})
             return
         codes = [self._code("type_of_exploitation", f"{EXPLOITATION}[{i}]", t) for i, t in enumerate(types)]
         intended_codes = [self._code("type_of_exploitation", f"{INTENDED}[{i}]", t) for i, t in enumerate(intended)]
@@ -310,7 +307,7 @@ class HtcdsAdapter(MappingAdapter):
         for i, s in enumerate(sectors):
             self._code("extra_labour_sector", f"{SECTORS}[{i}]", s)
         all_sectors = industry + sectors
-        items: list[dict[str, Any]] = []
+        items = []
         for t, code in zip(types, codes):
             items.append({"Type": t, "Intended": code in intended_codes})
         for t, code in zip(intended, intended_codes):
@@ -346,24 +343,33 @@ class HtcdsAdapter(MappingAdapter):
         except KeyError:
             return None
 
-    def _detailed_item(self, item: dict[str, Any]) -> dict[str, Any]:
-        sectors = [*item.get("ForcedLabourIndustry", []), *item.get("LabourSectors", [])]
-        out = {"Type": item["Type"], "Intended": item.get("Intended", False)}
-        if sectors:
-            out["Sectors"] = sectors
-        if item.get("Countries"):
-            out["Countries"] = item["Countries"]
-        return out
-
-    def _agree(self, name: str, flat: list[Any], detailed: set[Any], code_list: str = "type_of_exploitation") -> None:
-        codes = self.table.code_lists[code_list]
-        try:
-            mine = {codes.to_shared(v) for v in flat}
-            theirs = {codes.to_shared(v) for v in detailed}
-        except KeyError as exc:
-            raise UnmappableValueError(name, f"{_echo(exc.args[0])} is not in the code list for {codes.label}") from None
-        if flat and mine != theirs:
-            raise UnmappableValueError(name, f"disagrees with {DETAILED}: list the same values in both")
+    def _detailed_items(self, detailed: list[dict[str, Any]], flat: dict[str, list[Any]]) -> list[dict[str, Any]]:
+        """``x_rgw_Exploitation`` items; the flat fields, when given, must say the same."""
+        lists = {EXPLOITATION: "type_of_exploitation", INTENDED: "type_of_exploitation", INDUSTRY: "forced_labour_industry",
+                 SECTORS: "extra_labour_sector", COUNTRIES: "country"}
+        found: dict[str, set[Any]] = {name: set() for name in lists}
+        items = []
+        for i, item in enumerate(detailed):
+            where = f"{DETAILED}[{i}]"
+            code = self._code(lists[EXPLOITATION], f"{where}.Type", item["Type"])
+            found[EXPLOITATION].add(code)
+            if self._code("yes_no", f"{where}.Intended", item.get("Intended", False)):
+                found[INTENDED].add(code)
+            for key, name in (("ForcedLabourIndustry", INDUSTRY), ("LabourSectors", SECTORS), ("Countries", COUNTRIES)):
+                for j, value in enumerate(item.get(key, [])):
+                    found[name].add(self._code(lists[name], f"{where}.{key}[{j}]", value))
+            sectors = [*item.get("ForcedLabourIndustry", []), *item.get("LabourSectors", [])]
+            out: dict[str, Any] = {"Type": item["Type"], "Intended": item.get("Intended", False)}
+            if sectors:
+                out["Sectors"] = sectors
+            if item.get("Countries"):
+                out["Countries"] = item["Countries"]
+            items.append(out)
+        for name, values in flat.items():
+            mine = {self._code(lists[name], name, v) for v in values}
+            if values and mine != found[name]:
+                raise UnmappableValueError(name, f"disagrees with {DETAILED}: list the same values in both")
+        return items
 
     # -- shared -> local --
 
