@@ -1,7 +1,7 @@
 """The consent policy: may this referral go to (or be accepted from) this agency now?
 
-The schema checks what the payload alone shows (purposes inside ``consent.purposes``, a
-minor's decision maker). This policy adds what needs the header, the directory, the
+The schema checks what the payload alone shows (purposes inside ``consent.purposes``, or in
+v2 inside some ``consent.recipients`` entry; a minor's decision maker). This policy adds what needs the header, the directory, the
 clock or the case history: the recipient is covered, the consent is in force, and no
 withdrawal recorded for the case covers it. The sending gateway runs it before sealing
 (refusal → HTTP 422, audited); the receiving gateway runs it again and quarantines what
@@ -19,8 +19,10 @@ from gateway.clock import parse_ts
 from gateway.errors import GatewayError
 from gateway.store.base import Withdrawal
 
-#: Who may consent for a child (schema: ``decision_maker`` enum without ``self``).
-MINOR_DECISION_MAKERS = frozenset({"parent_guardian", "guardian_with_child_protection", "judge_of_minors"})
+#: Who may consent for a child (schema: ``decision_maker`` enum without ``self``; v2 adds appointed_guardian).
+MINOR_DECISION_MAKERS = frozenset(
+    {"parent_guardian", "guardian_with_child_protection", "judge_of_minors", "appointed_guardian"}
+)
 
 
 class ConsentRefusedError(GatewayError):
@@ -69,20 +71,21 @@ def check_referral_consent(
     now: datetime,
     withdrawals: Iterable[Withdrawal] = (),
 ) -> None:
-    """Raise a ConsentRefusedError unless the request's consent covers ``recipient`` now."""
+    """Raise a ConsentRefusedError unless the request's consent covers ``recipient`` now.
+
+    A v1 consent covers the recipient by agency or by country, for all its purposes; a v2
+    consent names each recipient agency with the purposes granted to it, so consent given
+    to one agency of a country never covers another (NAPTIP's protection work is not the
+    police's investigation).
+    """
     consent = payload.get("consent")
     if not isinstance(consent, dict):
         raise ConsentMissingError("$.consent", "a referral.request must carry a consent record")
-    agencies = consent.get("recipient_agencies") or []
-    countries = consent.get("recipient_countries") or []
-    if recipient not in agencies and recipient_country not in countries:
-        raise ConsentRecipientError(
-            "$.consent", "covers neither the recipient agency ($.recipient) nor its country "
-                         "(recipient_agencies, recipient_countries)")
     purposes = payload.get("purposes") or []
-    missing = sorted(set(purposes) - set(consent.get("purposes") or []))
-    if missing:
-        raise ConsentPurposeError("$.consent.purposes", f"does not include every purpose of $.purposes ({len(missing)} missing)")
+    if "schema_version" in payload:
+        _check_recipient_v2(consent, recipient, purposes)
+    else:
+        _check_recipient_v1(consent, recipient, recipient_country, purposes)
     given_at, expires_at = _when(consent, "given_at"), _when(consent, "expires_at")
     if given_at >= expires_at:
         raise ConsentExpiredError("$.consent.expires_at", "is not after given_at")
@@ -98,6 +101,33 @@ def check_referral_consent(
             raise ConsentWithdrawnError(
                 "$.consent", f"was withdrawn on {withdrawal.withdrawn_at:%Y-%m-%d} (withdrawal {withdrawal.message_id});"
                 " a new consent given after that date is needed")
+
+
+def _check_recipient_v1(consent: dict[str, Any], recipient: str, country: str, purposes: list[str]) -> None:
+    agencies = consent.get("recipient_agencies") or []
+    countries = consent.get("recipient_countries") or []
+    if recipient not in agencies and country not in countries:
+        raise ConsentRecipientError(
+            "$.consent", "covers neither the recipient agency ($.recipient) nor its country "
+                         "(recipient_agencies, recipient_countries)")
+    missing = sorted(set(purposes) - set(consent.get("purposes") or []))
+    if missing:
+        raise ConsentPurposeError("$.consent.purposes", f"does not include every purpose of $.purposes ({len(missing)} missing)")
+
+
+def _check_recipient_v2(consent: dict[str, Any], recipient: str, purposes: list[str]) -> None:
+    entries = [(i, e) for i, e in enumerate(consent.get("recipients") or [])
+               if isinstance(e, dict) and e.get("agency") == recipient]
+    if not entries:
+        raise ConsentRecipientError(
+            "$.consent.recipients", "does not name the recipient agency ($.recipient); consent to another agency, "
+                                    "even of the same country, does not cover it")
+    granted = {p for _, e in entries for p in e.get("purposes") or []}
+    missing = sorted(set(purposes) - granted)
+    if missing:
+        raise ConsentPurposeError(
+            f"$.consent.recipients[{entries[0][0]}].purposes",
+            f"does not grant the recipient agency every purpose of $.purposes (not granted: {', '.join(missing)})")
 
 
 def _is_minor(payload: dict[str, Any], now: datetime) -> bool:

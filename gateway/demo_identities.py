@@ -29,7 +29,7 @@ from nacl.signing import SigningKey
 from gateway.b64 import b64url_encode
 from gateway.directory import AGENCY_ID, FORMAT, sign_directory
 from gateway.keyfile import authority_public_document
-from gateway.schema import MESSAGE_TYPES, PURPOSES
+from gateway.schema import MESSAGE_TYPES, PURPOSES, PURPOSES_BY_VERSION
 from gateway.keys import AgencyIdentity, key_id
 
 SEED_PREFIX = b"referral-gateway demo key v1|"
@@ -67,10 +67,15 @@ DEMO_AGENCIES: tuple[tuple[str, str, str, str, tuple[str, ...], tuple[str, ...],
     (
         "ML-DNPEF", "ML", "Direction Nationale de la Promotion de l'Enfant et de la Famille (DNPEF)",
         "central_government", ("child_protection", "national_referral_mechanism"),
-        MESSAGE_TYPES, PURPOSES,
+        MESSAGE_TYPES, PURPOSES_BY_VERSION["1"],
     ),
 )
 DEMO_AGENCY_IDS = tuple(entry[0] for entry in DEMO_AGENCIES)
+#: Payload schema versions each demo agency's entry lists: Niger's and Nigeria's gateways
+#: take v2 (they negotiate it); DNPEF's entry predates v2 and lists none (version 1 only).
+DEMO_SCHEMA_VERSIONS: dict[str, tuple[str, ...]] = {
+    "NE-ANLTP-TIM": ("1", "2"), "NE-IOM": ("1", "2"), "NG-NAPTIP": ("1", "2"), "NG-IOM": ("1", "2"),
+}
 
 
 def demo_seed(name: str, use: str) -> bytes:
@@ -121,6 +126,8 @@ def demo_directory_document() -> dict[str, Any]:
                 _key_entry("enc", bytes(enc_key.public_key)),
             ],
         })
+        if agency_id in DEMO_SCHEMA_VERSIONS:
+            agencies[-1]["schema_versions"] = list(DEMO_SCHEMA_VERSIONS[agency_id])
     return {
         "format": FORMAT,
         "authority": AUTHORITY,

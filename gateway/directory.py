@@ -29,6 +29,7 @@ from gateway.errors import (
     UnknownSenderError,
 )
 from gateway.keys import key_id
+from gateway.schema import SCHEMA_VERSIONS
 
 FORMAT = "rgw-directory/1"
 #: Domain separation: a directory signature can never be mistaken for an envelope signature.
@@ -87,6 +88,8 @@ class Agency:
     message_types: frozenset[str]
     purposes: frozenset[str]
     keys: tuple[KeyRecord, ...]
+    #: Payload schema versions the agency's gateway accepts (absent from the entry: version 1 only).
+    schema_versions: frozenset[str] = frozenset({"1"})
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,10 @@ class Directory:
         """True if the agency accepts this message type and every listed purpose."""
         agency = self.agency(agency_id)
         return message_type in agency.message_types and set(purposes) <= agency.purposes
+
+    def schema_versions(self, agency_id: str) -> frozenset[str]:
+        """The payload schema versions the agency accepts (its entry's ``schema_versions``)."""
+        return self.agency(agency_id).schema_versions
 
     def sender_key(
         self, agency_id: str, kid: str, *, created: datetime, now: datetime, stored_at: datetime | None = None
@@ -232,7 +239,8 @@ def parse_document(doc: Any) -> Directory:
 
 
 def _parse_agency(entry: Any, path: str, seen_kids: set[str]) -> Agency:
-    _exact_keys(entry, {"id", "country", "name", "org_type", "roles", "accepts", "keys"}, path)
+    optional = {"schema_versions"} & (entry.keys() if isinstance(entry, dict) else set())
+    _exact_keys(entry, {"id", "country", "name", "org_type", "roles", "accepts", "keys"} | optional, path)
     agency_id = _match(entry["id"], AGENCY_ID, f"{path}.id")
     country = _match(entry["country"], COUNTRY, f"{path}.country")
     if not agency_id.startswith(country + "-"):
@@ -261,7 +269,16 @@ def _parse_agency(entry: Any, path: str, seen_kids: set[str]) -> Agency:
         message_types=frozenset(_strings(accepts["message_types"], f"{path}.accepts.message_types")),
         purposes=frozenset(_strings(accepts["purposes"], f"{path}.accepts.purposes")),
         keys=tuple(keys),
+        schema_versions=_schema_versions(entry.get("schema_versions", ["1"]), f"{path}.schema_versions"),
     )
+
+
+def _schema_versions(value: Any, path: str) -> frozenset[str]:
+    versions = _strings(value, path)
+    if not versions or len(set(versions)) != len(versions) or not set(versions) <= set(SCHEMA_VERSIONS):
+        raise MalformedDirectoryError(
+            f"{path}: must be a non-empty list of distinct versions among {list(SCHEMA_VERSIONS)}")
+    return frozenset(versions)
 
 
 def _parse_key(key: Any, agency_id: str, path: str) -> KeyRecord:

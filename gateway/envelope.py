@@ -43,12 +43,13 @@ from gateway.errors import (
     ExpiredMessageError,
     GatewayError,
     MalformedEnvelopeError,
+    SchemaInvalidError,
     OversizeEnvelopeError,
     ReplayedMessageError,
     WrongRecipientError,
 )
 from gateway.keys import AgencyIdentity
-from gateway.schema import MESSAGE_TYPES, SCHEMA_VERSION, validate_payload
+from gateway.schema import MESSAGE_TYPES, SCHEMA_VERSIONS, payload_version, validate_payload, version_violations
 
 FORMAT = "rgw-envelope/1"
 ENVELOPE_CONTEXT = b"RGW1-ENVELOPE\x00"
@@ -204,16 +205,21 @@ def seal(
     # Our own key must pass the recipient's checks, or the message would only be quarantined there.
     directory.sender_key(sender.agency_id, sender.signing_kid, created=now, now=now)
     validate_payload(message_type, payload)
+    version = payload_version(payload)
     purposes = payload.get("purposes", []) if message_type == "referral.request" else []
     if not directory.may_receive(recipient, message_type, purposes):
         raise RecipientRefusesError(f"{recipient} does not accept {message_type} for purposes {sorted(purposes)}")
+    if version not in directory.schema_versions(recipient):
+        raise RecipientRefusesError(
+            f"{recipient} does not accept schema version {version} (its directory entry lists "
+            f"{', '.join(sorted(directory.schema_versions(recipient)))}); convert the payload first")
     if lifetime <= timedelta(0) or lifetime > policy.max_lifetime:
         raise ValueError(f"lifetime must be positive and at most {policy.max_lifetime}")
     enc_key = directory.encryption_key(recipient, at=now)
     header = Header(
         id=message_id or str(uuid.uuid4()),
         type=message_type,
-        schema=SCHEMA_VERSION,
+        schema=version,
         sender=sender.agency_id,
         recipient=recipient,
         created=now.replace(microsecond=0),
@@ -286,8 +292,9 @@ def _check_header(raw: Any) -> Header:
     _field(raw["id"], UUID_TEXT, "$.header.id", "a lowercase version-4 UUID")
     if raw["type"] not in MESSAGE_TYPES:
         raise MalformedEnvelopeError(f"$.header.type: unknown message type; expected one of {list(MESSAGE_TYPES)}")
-    if raw["schema"] != SCHEMA_VERSION:
-        raise MalformedEnvelopeError(f"$.header.schema: unsupported schema version; this gateway speaks {SCHEMA_VERSION!r}")
+    if raw["schema"] not in SCHEMA_VERSIONS:
+        raise MalformedEnvelopeError(
+            f"$.header.schema: unsupported schema version; this gateway speaks {', '.join(map(repr, SCHEMA_VERSIONS))}")
     _field(raw["sender"], AGENCY_ID, "$.header.sender", "an agency id")
     _field(raw["recipient"], AGENCY_ID, "$.header.recipient", "an agency id")
     _field(raw["sig_kid"], KID, "$.header.sig_kid", "a key id (32 hex digits)")
@@ -375,6 +382,11 @@ def open_sealed(
     except NaclBadSignature:
         raise BadSignatureError(f"inner signature of message {header.id} from {header.sender} does not verify") from None
     payload = _decode_payload(payload_bytes, header.id)
+    # The signed header names the payload's version; a payload of another version is a
+    # schema violation (quarantined like any other), not something to guess around.
+    mismatch = version_violations(payload, header.schema)
+    if mismatch:
+        raise SchemaInvalidError(header.type, mismatch)
     validate(header.type, payload)
     if replay_guard is not None:
         replay_guard.remember(header.id, header.expires)

@@ -1,4 +1,8 @@
-"""Validate message payloads against the shared v1 JSON Schemas, with path-and-rule errors.
+"""Validate message payloads against the shared v1 and v2 JSON Schemas, with path-and-rule errors.
+
+A payload declares its version: a v2 payload has ``"schema_version": "2"``, a v1 payload has
+no such member (:func:`payload_version`). Validators, minimal-data tables and examples are
+chosen by version.
 
 Pure apart from reading the schema files once (cached). Violation messages are built from
 the schema side only -- the keyword, the rule and property *names* -- and never quote the
@@ -23,8 +27,15 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway.errors import SchemaInvalidError, Violation
 
+#: Every payload version this code reads and writes, oldest first.
+SCHEMA_VERSIONS: tuple[str, ...] = ("1", "2")
+LATEST_SCHEMA_VERSION: str = SCHEMA_VERSIONS[-1]
+#: The versions whose payloads carry a ``schema_version`` member (all but version 1).
+_DECLARED_VERSIONS: tuple[str, ...] = SCHEMA_VERSIONS[1:]
+#: The version of a payload without a ``schema_version`` member (version 1).
 SCHEMA_VERSION: str = "1"
 SCHEMA_BASE_URI: str = "https://schemas.referral-gateway.example/v1/"
+SCHEMA_BASE_URIS: dict[str, str] = {v: f"https://schemas.referral-gateway.example/v{v}/" for v in SCHEMA_VERSIONS}
 MESSAGE_TYPES: tuple[str, ...] = (
     "referral.request",
     "referral.response",
@@ -39,17 +50,25 @@ MESSAGE_TYPES: tuple[str, ...] = (
     "consent.withdrawal.ack",
     "audit.checkpoint",
 )
-PURPOSES: tuple[str, ...] = (
-    "assistance",
-    "safety_assessment",
-    "family_tracing",
-    "assisted_return",
-    "reintegration_handover",
-)
+#: The purposes of each version; v2 adds two to v1's five.
+PURPOSES_BY_VERSION: dict[str, tuple[str, ...]] = {
+    "1": ("assistance", "safety_assessment", "family_tracing", "assisted_return", "reintegration_handover"),
+    "2": (
+        "assistance",
+        "safety_assessment",
+        "family_tracing",
+        "assisted_return",
+        "reintegration_handover",
+        "criminal_justice_cooperation",
+        "international_protection",
+    ),
+}
+#: Every purpose some version knows (a superset of each version's; v1's first).
+PURPOSES: tuple[str, ...] = PURPOSES_BY_VERSION[LATEST_SCHEMA_VERSION]
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-_V1 = SCHEMA_DIR / "v1"
 _EXAMPLES = SCHEMA_DIR / "examples"
+_EXAMPLE_DIRS = {"1": _EXAMPLES, "2": _EXAMPLES / "v2"}
 _MAX_NAME = 64
 #: Errors explained per payload; enough to fix a form, small enough to never block the loop.
 MAX_EXPLAINED = 25
@@ -63,11 +82,37 @@ def _read(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def version_dir(version: str) -> Path:
+    """The folder of one version's schema files (``schemas/v2``)."""
+    _check_version(version)
+    return SCHEMA_DIR / f"v{version}"
+
+
 @cache
 def _schemas() -> dict[str, dict[str, Any]]:
-    """All v1 schema documents by $id."""
-    docs = (_read(p) for p in sorted(_V1.glob("*.schema.json")))
+    """The schema documents of every version by $id."""
+    docs = (_read(p) for v in SCHEMA_VERSIONS for p in sorted(version_dir(v).glob("*.schema.json")))
     return {doc["$id"]: doc for doc in docs}
+
+
+def _check_version(version: object) -> str:
+    if version not in SCHEMA_VERSIONS:
+        raise SchemaInvalidError(
+            "schema",
+            [Violation("$.schema_version", "schema_version", "unknown schema version; expected one of: " + ", ".join(SCHEMA_VERSIONS))],
+        )
+    return str(version)
+
+
+def payload_version(payload: object) -> str:
+    """The schema version a payload declares: its ``schema_version`` member, or "1" without one.
+
+    A declared value this code does not know is returned as is; validation then refuses it.
+    """
+    if isinstance(payload, Mapping) and "schema_version" in payload:
+        declared = payload["schema_version"]
+        return declared if isinstance(declared, str) else "?"
+    return SCHEMA_VERSION
 
 
 @cache
@@ -112,20 +157,20 @@ def _is_calendar_date_time(value: object) -> bool:
     return True
 
 
-def schema_id(message_type: str) -> str:
-    """The $id of the schema for a message type."""
-    return f"{SCHEMA_BASE_URI}{message_type}.schema.json"
+def schema_id(message_type: str, version: str = SCHEMA_VERSION) -> str:
+    """The $id of the schema for a message type in one version."""
+    return f"{SCHEMA_BASE_URIS[_check_version(version)]}{message_type}.schema.json"
 
 
-def load_schema(message_type: str) -> dict[str, Any]:
-    """The schema document of a message type (shared and cached: do not mutate)."""
+def load_schema(message_type: str, version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """The schema document of a message type in one version (shared and cached: do not mutate)."""
     _check_type(message_type)
-    return _schemas()[schema_id(message_type)]
+    return _schemas()[schema_id(message_type, version)]
 
 
 @cache
-def _validator(message_type: str) -> Draft202012Validator:
-    return Draft202012Validator(load_schema(message_type), registry=_registry(), format_checker=_FORMATS)
+def _validator(message_type: str, version: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(message_type, version), registry=_registry(), format_checker=_FORMATS)
 
 
 def _calendar_date(value: str) -> bool:
@@ -145,13 +190,13 @@ def _calendar_date_time(value: str) -> bool:
 
 
 @cache
-def _fast_validator(message_type: str) -> jsonschema_rs.Draft202012Validator:
+def _fast_validator(message_type: str, version: str) -> jsonschema_rs.Draft202012Validator:
     # The Rust engine answers "valid?" ~100x faster; the Python engine above explains
     # failures (paths, rules, our own messages). Same schemas, same format rules: only
     # date and date-time are checked (uuid shape is enforced by `pattern`).
     registry = jsonschema_rs.Registry(list(_schemas().items()))
     return jsonschema_rs.Draft202012Validator(
-        load_schema(message_type),
+        load_schema(message_type, version),
         registry=registry,
         validate_formats=True,
         formats={"date": _calendar_date, "date-time": _calendar_date_time, "uuid": lambda _: True},
@@ -170,12 +215,37 @@ def _check_type(message_type: str) -> None:
 # --- validation ------------------------------------------------------------------------
 
 
-def find_violations(message_type: str, payload: object) -> list[Violation]:
-    """Every rule the payload breaks, sorted by path and deduplicated (empty when valid)."""
-    _check_type(message_type)
-    if _fast_validator(message_type).is_valid(payload):
+def version_violations(payload: object, expected: str) -> list[Violation]:
+    """A violation when the payload's declared version is not ``expected`` (e.g. the envelope's)."""
+    declared = payload_version(payload)
+    if declared == expected:
         return []
-    validator = _validator(message_type)
+    if declared not in SCHEMA_VERSIONS:
+        return [Violation("$.schema_version", "schema_version", "unknown schema version; expected one of: " + ", ".join(SCHEMA_VERSIONS))]
+    if expected == SCHEMA_VERSION:
+        return [Violation("$.schema_version", "schema_version", f"a version {declared} payload where version 1 (no schema_version member) is expected")]
+    return [Violation("$.schema_version", "schema_version", f"a version {declared} payload where version {expected} is expected")]
+
+
+def find_violations(message_type: str, payload: object, version: str | None = None) -> list[Violation]:
+    """Every rule the payload breaks, sorted by path and deduplicated (empty when valid).
+
+    The payload is validated against the schema of the version it declares; with ``version``
+    given, a payload declaring another version is refused (its only violation says so).
+    """
+    _check_type(message_type)
+    if version is not None:
+        _check_version(version)
+        mismatch = version_violations(payload, version)
+        if mismatch:
+            return mismatch
+    declared = payload_version(payload)
+    if isinstance(payload, Mapping) and "schema_version" in payload and declared not in _DECLARED_VERSIONS:
+        return [Violation("$.schema_version", "schema_version", "unknown schema version; must be one of: "
+                          + ", ".join(_DECLARED_VERSIONS) + " (a version 1 payload has no schema_version member)")]
+    if _fast_validator(message_type, declared).is_valid(payload):
+        return []
+    validator = _validator(message_type, declared)
     found = set()
     # Explaining is slow (pure Python); a hostile payload can break thousands of rules,
     # so the first MAX_EXPLAINED errors are explained and the rest only counted as invalid.
@@ -191,9 +261,9 @@ def find_violations(message_type: str, payload: object) -> list[Violation]:
     return sorted(found, key=lambda v: (_path_key(v.path), v.rule, v.message))
 
 
-def validate_payload(message_type: str, payload: object) -> None:
-    """Raise SchemaInvalidError listing every violation unless the payload is valid."""
-    violations = find_violations(message_type, payload)
+def validate_payload(message_type: str, payload: object, version: str | None = None) -> None:
+    """Raise SchemaInvalidError listing every violation unless the payload is valid (in ``version``, if given)."""
+    violations = find_violations(message_type, payload, version)
     if violations:
         raise SchemaInvalidError(message_type, violations)
 
@@ -372,41 +442,50 @@ def _describe(rule: str, expected: Any, schema: Any) -> str:
 
 
 @cache
-def minimal_data_table() -> dict[str, Any]:
-    """The purpose -> allowed subject fields table (schemas/v1/minimal-data.json)."""
-    return _read(_V1 / "minimal-data.json")
+def minimal_data_table(version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """The purpose -> allowed subject fields table of a version (schemas/v<N>/minimal-data.json)."""
+    return _read(version_dir(version) / "minimal-data.json")
 
 
-def _check_purposes(purposes: Iterable[str]) -> list[str]:
+def _check_purposes(purposes: Iterable[str], version: str) -> list[str]:
     listed = list(purposes)
-    unknown = sorted(set(listed) - set(PURPOSES))
+    unknown = sorted(set(listed) - set(PURPOSES_BY_VERSION[_check_version(version)]))
     if unknown:
-        raise ValueError(f"unknown purposes: {', '.join(unknown)}")
+        raise ValueError(f"unknown purposes in schema version {version}: {', '.join(unknown)}")
     return listed
 
 
-def allowed_person_fields(purposes: Iterable[str]) -> frozenset[str]:
+def allowed_person_fields(purposes: Iterable[str], version: str = SCHEMA_VERSION) -> frozenset[str]:
     """Dotted subject fields (``person.names``, ``narrative``) a request with these purposes may carry."""
-    table = minimal_data_table()
+    table = minimal_data_table(version)
     allowed = set(table["always_allowed"])
-    for purpose in _check_purposes(purposes):
+    for purpose in _check_purposes(purposes, version):
         allowed.update(table["allowed_by_purpose"][purpose])
     return frozenset(allowed)
 
 
-def disallowed_person_fields(purposes: Iterable[str]) -> frozenset[str]:
+def disallowed_person_fields(purposes: Iterable[str], version: str = SCHEMA_VERSION) -> frozenset[str]:
     """Restricted subject fields a request with these purposes must not carry (adapters drop them)."""
-    table = minimal_data_table()
+    table = minimal_data_table(version)
     restricted = {f for fields in table["allowed_by_purpose"].values() for f in fields}
-    return frozenset(restricted - allowed_person_fields(purposes))
+    return frozenset(restricted - allowed_person_fields(purposes, version))
+
+
+def minimal_data_reason(purpose: str | None, field: str) -> str:
+    """Why a v2 request may carry ``field`` for ``purpose`` (None: a field always allowed)."""
+    reasons = minimal_data_table("2")["reasons"]
+    if purpose is None:
+        return str(reasons["always_allowed"][field])
+    return str(reasons["by_purpose"][purpose][field])
 
 
 # --- examples --------------------------------------------------------------------------
 
 
-def example_names() -> tuple[str, ...]:
-    """Names of the example payload files, e.g. ``referral.request.minor_guardian``."""
-    return tuple(sorted(p.name.removesuffix(".json") for p in _EXAMPLES.glob("*.json")))
+def example_names(version: str = SCHEMA_VERSION) -> tuple[str, ...]:
+    """Names of one version's example payload files, e.g. ``referral.request.minor_guardian``."""
+    folder = _EXAMPLE_DIRS[_check_version(version)]
+    return tuple(sorted(p.name.removesuffix(".json") for p in folder.glob("*.json")))
 
 
 def example_message_type(name: str) -> str:
@@ -417,8 +496,8 @@ def example_message_type(name: str) -> str:
     raise ValueError(f"example {name!r} does not start with a message type")
 
 
-def load_example(message_type: str, variant: str | None = None) -> dict[str, Any]:
-    """A fresh copy of a synthetic example payload from schemas/examples/."""
+def load_example(message_type: str, variant: str | None = None, version: str = SCHEMA_VERSION) -> dict[str, Any]:
+    """A fresh copy of a synthetic example payload from schemas/examples/ (v2: schemas/examples/v2/)."""
     _check_type(message_type)
     name = message_type if variant is None else f"{message_type}.{variant}"
-    return _read(_EXAMPLES / f"{name}.json")
+    return _read(_EXAMPLE_DIRS[_check_version(version)] / f"{name}.json")

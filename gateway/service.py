@@ -52,7 +52,8 @@ from gateway.errors import (
 )
 from gateway.failure_site import failure_code, failure_site
 from gateway.message_ids import derived_message_id, uuid_or_none
-from gateway.schema import PURPOSES
+from gateway.schema import PURPOSES, validate_payload
+from gateway.schema_versions import Upgraded, convert, negotiate
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
 from gateway.settings import Settings
@@ -251,8 +252,13 @@ class Gateway:
         in_reply_to: str | None = None,
         message_id: str | None = None,
     ) -> Header:
-        """Validate, seal and store a message in the outbox; it is published in the background."""
+        """Validate, seal and store a message in the outbox; it is published in the background.
+
+        The payload (v1 or v2) is sent in the schema version negotiated with the recipient
+        (:meth:`for_recipient`).
+        """
         now = self.clock()
+        payload = self.for_recipient(message_type, payload, recipient).payload
         header, envelope = seal(
             payload, message_type=message_type, sender=self.identity, recipient=recipient,
             directory=self.directory, case_ref=case_ref, now=now,
@@ -277,6 +283,24 @@ class Gateway:
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
         self._wake.set()
         return header
+
+    def schema_version_for(self, recipient: str) -> str:
+        """The payload schema version to send to ``recipient``: the highest both directory entries list."""
+        version = negotiate(self.directory.schema_versions(self.agency_id), self.directory.schema_versions(recipient))
+        if version is None:
+            raise RecipientRefusesError(f"{recipient} lists no payload schema version this gateway writes")
+        return version
+
+    def for_recipient(self, message_type: str, payload: dict[str, Any], recipient: str) -> Upgraded:
+        """The payload in the version negotiated with ``recipient``, and what an upgrade left out.
+
+        The submitted payload is validated in its own version first, so violations name its
+        own paths; a v2 payload that v1 cannot carry raises DowngradeError (its fields listed).
+        """
+        validate_payload(message_type, payload)
+        country = self.directory.agency(recipient).country
+        return convert(payload, message_type, self.schema_version_for(recipient), recipient=recipient,
+                       recipient_country=country)
 
     async def publish_due(self, *, include_backoff: bool = False) -> int:
         """Publish every due outbox message once; return how many the broker confirmed.

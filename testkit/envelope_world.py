@@ -83,17 +83,19 @@ def build_world() -> World:
                     datetime(2024, 1, 1, tzinfo=timezone.utc), datetime(2024, 12, 31, tzinfo=timezone.utc),
                 )
             )
-        agencies.append(
-            {
-                "id": aid,
-                "country": country,
-                "name": f"Test agency {aid}",
-                "org_type": "central_government",
-                "roles": ["national_referral_mechanism"],
-                "accepts": {"message_types": list(MESSAGE_TYPES), "purposes": list(PURPOSES)},
-                "keys": keys,
-            }
-        )
+        entry = {
+            "id": aid,
+            "country": country,
+            "name": f"Test agency {aid}",
+            "org_type": "central_government",
+            "roles": ["national_referral_mechanism"],
+            "accepts": {"message_types": list(MESSAGE_TYPES), "purposes": list(PURPOSES)},
+            "keys": keys,
+        }
+        # Niger and Nigeria take v1 and v2 payloads; Mali's entry predates v2 (v1 only).
+        if aid != "ML-DNPEF":
+            entry["schema_versions"] = ["1", "2"]
+        agencies.append(entry)
     document = {
         "format": "rgw-directory/1",
         "authority": "TEST-AUTHORITY",

@@ -104,3 +104,59 @@ def test_a_date_of_birth_under_18_makes_a_minor_even_if_the_flag_says_otherwise(
         check(payload)  # 15 on NOW (turns 16 the next day)
     payload["person"]["age"]["date_of_birth"] = "2008-06-01"
     check(payload)  # 18 exactly on NOW
+
+
+# --- version 2: consent scoped to recipient agencies and purposes -------------------------
+
+
+def request_v2(recipients, purposes=("assistance",)):
+    payload = copy.deepcopy(load_example("referral.request", "interpreter_uncoded_language", "2"))
+    payload["purposes"] = list(purposes)
+    payload["consent"]["recipients"] = recipients
+    payload["consent"]["given_at"] = "2026-05-01T09:00:00Z"
+    return payload
+
+
+def test_v2_consent_for_naptip_assistance_does_not_cover_an_ng_police_agency() -> None:
+    payload = request_v2([{"agency": "NG-NAPTIP", "purposes": ["assistance"]}])
+    check(payload, recipient="NG-NAPTIP", country="NG")
+    with pytest.raises(consent.ConsentRecipientError) as info:
+        check(payload, recipient="NG-POLICE", country="NG")
+    assert info.value.path == "$.consent.recipients"
+    assert "Dogon" not in str(info.value)
+
+
+def test_v2_consent_covers_only_the_purposes_granted_to_that_agency() -> None:
+    recipients = [{"agency": "NG-NAPTIP", "purposes": ["assistance"]},
+                  {"agency": "NG-POLICE", "purposes": ["criminal_justice_cooperation"]}]
+    payload = request_v2(recipients, purposes=("criminal_justice_cooperation",))
+    check(payload, recipient="NG-POLICE")
+    with pytest.raises(consent.ConsentPurposeError) as info:
+        check(payload, recipient="NG-NAPTIP")
+    assert info.value.path == "$.consent.recipients[0].purposes"
+    assert "criminal_justice_cooperation" in str(info.value)
+
+
+def test_v2_entries_for_one_agency_add_up() -> None:
+    recipients = [{"agency": "NG-NAPTIP", "purposes": ["assistance"]},
+                  {"agency": "NG-NAPTIP", "purposes": ["family_tracing"]}]
+    check(request_v2(recipients, purposes=("assistance", "family_tracing")))
+
+
+def test_v2_country_of_the_recipient_is_not_enough() -> None:
+    # v1 could consent to "Nigeria"; a v2 consent always names the agency.
+    with pytest.raises(consent.ConsentRecipientError):
+        check(request_v2([{"agency": "NG-IOM", "purposes": ["assistance"]}]), recipient="NG-NAPTIP", country="NG")
+
+
+def test_v1_consent_keeps_its_country_rule() -> None:
+    check(request(recipient_countries=["NG"], recipient_agencies=None), recipient="NG-POLICE", country="NG")
+
+
+def test_v2_minor_may_consent_through_an_appointed_guardian() -> None:
+    payload = copy.deepcopy(load_example("referral.request", "minor_guardian", "2"))
+    payload["consent"]["decision_maker"] = "appointed_guardian"
+    check(payload)
+    payload["consent"]["decision_maker"] = "self"
+    with pytest.raises(consent.ConsentDecisionMakerError):
+        check(payload)

@@ -314,7 +314,7 @@ def test_non_object_payload_is_malformed(world: World) -> None:
         (lambda d: _edit(d, lambda doc: doc.update(ciphertext="AAAA")), "ciphertext"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(id="not-a-uuid")), "header.id"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(type="referral.gossip")), "header.type"),
-        (lambda d: _edit(d, lambda doc: doc["header"].update(schema="2")), "header.schema"),
+        (lambda d: _edit(d, lambda doc: doc["header"].update(schema="3")), "header.schema"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(sender="naptip")), "header.sender"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(case="x")), "header.case"),
         (lambda d: _edit(d, lambda doc: doc["header"].update(case=doc["header"]["case"] + "\n")), "header.case"),

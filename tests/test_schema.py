@@ -71,12 +71,18 @@ def test_public_constants() -> None:
         "consent.withdrawal.ack",
         "audit.checkpoint",
     )
-    assert schema.PURPOSES == (
+    assert schema.SCHEMA_VERSIONS == ("1", "2")
+    assert schema.PURPOSES_BY_VERSION["1"] == (
         "assistance",
         "safety_assessment",
         "family_tracing",
         "assisted_return",
         "reintegration_handover",
+    )
+    assert schema.PURPOSES == schema.PURPOSES_BY_VERSION["2"] == (
+        *schema.PURPOSES_BY_VERSION["1"],
+        "criminal_justice_cooperation",
+        "international_protection",
     )
 
 
@@ -410,4 +416,5 @@ def test_long_unexpected_property_names_are_cut() -> None:
 
 
 def test_validators_are_compiled_once() -> None:
-    assert schema._validator("referral.request") is schema._validator("referral.request")
+    assert schema._validator("referral.request", "1") is schema._validator("referral.request", "1")
+    assert schema._validator("referral.request", "2") is schema._validator("referral.request", "2")

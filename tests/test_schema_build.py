@@ -15,10 +15,12 @@ from jsonschema import Draft202012Validator
 from gateway import schema
 
 V1 = schema.SCHEMA_DIR / "v1"
-FILES = sorted(V1.glob("*.schema.json"))
+V2 = schema.SCHEMA_DIR / "v2"
+FILES = sorted(V1.glob("*.schema.json")) + sorted(V2.glob("*.schema.json"))
 # Subschemas under these keywords constrain part of an object defined elsewhere.
 PARTIAL = {"if", "then", "else", "not", "contains"}
-PERSON_DEFS = {"person", "names", "place", "family_contact", "identity_document", "phone", "age"}
+PURPOSES_V1 = schema.PURPOSES_BY_VERSION["1"]
+PERSON_DEFS = {"guardian", "child_protection", "person", "names", "place", "family_contact", "identity_document", "phone", "age"}
 
 
 def _build() -> Any:
@@ -26,6 +28,14 @@ def _build() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _version(path: Path) -> str:
+    return path.parent.name.removeprefix("v")
+
+
+def _ids(path: Path) -> str:
+    return f"{path.parent.name}/{path.name}"
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -53,6 +63,26 @@ def test_committed_schemas_equal_the_generated_ones() -> None:
     assert stale == [], "run: .venv/bin/python schemas/build.py"
 
 
+def test_build_checks_both_versions() -> None:
+    rendered = {(p.parent.name, p.name) for p in _build().render_all()}
+    for version in schema.SCHEMA_VERSIONS:
+        assert (f"v{version}", "referral.request.schema.json") in rendered
+
+
+def test_build_rejects_a_v2_table_without_a_reason_for_a_field() -> None:
+    build = _build()
+    table = schema.minimal_data_table("2")
+    reasons = table["reasons"]
+    by_purpose = {**reasons["by_purpose"], "assistance": {k: v for k, v in reasons["by_purpose"]["assistance"].items() if k != "needs"}}
+    broken = {**table, "reasons": {**reasons, "by_purpose": by_purpose}}
+    with pytest.raises(ValueError, match="missing for assistance/needs"):
+        build.check_table(broken, _load(V2 / "referral.request.schema.json"), _load(V2 / "common.schema.json"))
+    by_purpose = {**reasons["by_purpose"], "assistance": {**reasons["by_purpose"]["assistance"], "narrative": "why not"}}
+    broken = {**table, "reasons": {**reasons, "by_purpose": by_purpose}}
+    with pytest.raises(ValueError, match="not allowed: assistance/narrative"):
+        build.check_table(broken, _load(V2 / "referral.request.schema.json"), _load(V2 / "common.schema.json"))
+
+
 def test_build_rejects_a_table_that_misses_a_field() -> None:
     build = _build()
     table = schema.minimal_data_table()
@@ -64,20 +94,21 @@ def test_build_rejects_a_table_that_misses_a_field() -> None:
         build.check_table(broken, _load(V1 / "referral.request.schema.json"), _load(V1 / "common.schema.json"))
 
 
-def test_one_schema_file_per_message_type_plus_common() -> None:
-    names = {p.name.removesuffix(".schema.json") for p in FILES}
+@pytest.mark.parametrize("folder", [V1, V2], ids=lambda p: p.name)
+def test_one_schema_file_per_message_type_plus_common(folder: Path) -> None:
+    names = {p.name.removesuffix(".schema.json") for p in folder.glob("*.schema.json")}
     assert names == {*schema.MESSAGE_TYPES, "common"}
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", FILES, ids=_ids)
 def test_schema_is_valid_draft_2020_12_with_its_id(path: Path) -> None:
     doc = _load(path)
     Draft202012Validator.check_schema(doc)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
-    assert doc["$id"] == schema.SCHEMA_BASE_URI + path.name
+    assert doc["$id"] == schema.SCHEMA_BASE_URIS[_version(path)] + path.name
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", FILES, ids=_ids)
 def test_every_object_is_closed(path: Path) -> None:
     for where, node, partial in _subschemas(_load(path)):
         if node.get("type") == "object":
@@ -87,7 +118,7 @@ def test_every_object_is_closed(path: Path) -> None:
             assert False, f"{path.name} {where}: properties outside an object schema or a rule"
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", FILES, ids=_ids)
 def test_every_ref_is_local_and_resolves(path: Path) -> None:
     doc = _load(path)
     resolver = schema._registry().resolver(base_uri=doc["$id"])
@@ -101,7 +132,7 @@ def test_every_ref_is_local_and_resolves(path: Path) -> None:
 MESSAGE_FILES = [p for p in FILES if p.name not in ("referral.request.schema.json", "common.schema.json")]
 
 
-@pytest.mark.parametrize("path", MESSAGE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MESSAGE_FILES, ids=_ids)
 def test_only_referral_request_carries_identity_data(path: Path) -> None:
     refs = {node["$ref"] for _, node, _ in _subschemas(_load(path)) if "$ref" in node}
     assert not {r.rsplit("/", 1)[-1] for r in refs} & PERSON_DEFS
@@ -109,12 +140,29 @@ def test_only_referral_request_carries_identity_data(path: Path) -> None:
 
 def test_receipt_has_only_the_acknowledgement() -> None:
     assert set(schema.load_schema("receipt")["properties"]) == {"message_id", "status", "status_at"}
+    assert set(schema.load_schema("receipt", "2")["properties"]) == {"schema_version", "message_id", "status", "status_at"}
 
 
-def test_purposes_agree_everywhere() -> None:
-    common = _load(V1 / "common.schema.json")
-    assert tuple(common["$defs"]["purpose"]["enum"]) == schema.PURPOSES
-    assert tuple(schema.minimal_data_table()["allowed_by_purpose"]) == schema.PURPOSES
+@pytest.mark.parametrize("version", schema.SCHEMA_VERSIONS)
+def test_purposes_agree_everywhere(version: str) -> None:
+    common = _load(schema.version_dir(version) / "common.schema.json")
+    assert tuple(common["$defs"]["purpose"]["enum"]) == schema.PURPOSES_BY_VERSION[version]
+    assert tuple(schema.minimal_data_table(version)["allowed_by_purpose"]) == schema.PURPOSES_BY_VERSION[version]
+
+
+@pytest.mark.parametrize("path", sorted(V2.glob("*.schema.json")), ids=_ids)
+def test_every_v2_message_declares_its_version(path: Path) -> None:
+    doc = _load(path)
+    if path.name == "common.schema.json":
+        assert doc["$defs"]["schema_version"] == {"description": doc["$defs"]["schema_version"]["description"], "const": "2"}
+        return
+    assert doc["properties"]["schema_version"] == {"$ref": "common.schema.json#/$defs/schema_version"}
+    assert "schema_version" in doc["required"]
+
+
+def test_v1_schemas_have_no_version_member() -> None:
+    for path in V1.glob("*.schema.json"):
+        assert "schema_version" not in _load(path).get("properties", {}), path.name
 
 
 def test_country_codes() -> None:
@@ -146,10 +194,10 @@ def test_docs_minimal_data_table_matches_the_json_table() -> None:
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         fields = re.findall(r"`([a-z_.]+)`", cells[0])
-        marked = {p for p, cell in zip(schema.PURPOSES, cells[1:]) if cell == "✓"}
+        marked = {p for p, cell in zip(PURPOSES_V1, cells[1:]) if cell == "✓"}
         for field in fields:
             seen.add(field)
-            expected = {p for p in schema.PURPOSES if field in schema.allowed_person_fields([p])}
+            expected = {p for p in PURPOSES_V1 if field in schema.allowed_person_fields([p])}
             assert marked == expected, field
     table = schema.minimal_data_table()
     documented = {f for fields in table["allowed_by_purpose"].values() for f in fields} | set(table["always_allowed"])

@@ -11,7 +11,7 @@ from gateway import schema
 from gateway.schema import example_message_type, example_names
 from tests.support.hypothesis_profiles import scaled
 
-EXAMPLES = [(example_message_type(n), n) for n in example_names()]
+EXAMPLES = [(example_message_type(n), v, n) for v in schema.SCHEMA_VERSIONS for n in example_names(v)]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-5, 200) | st.sampled_from(
@@ -22,24 +22,25 @@ json_values = st.recursive(
 )
 
 
-def _agree(message_type: str, payload: object) -> None:
-    fast = schema._fast_validator(message_type).is_valid(payload)
-    slow = schema._validator(message_type).is_valid(payload)
+def _agree(message_type: str, payload: object, version: str) -> None:
+    fast = schema._fast_validator(message_type, version).is_valid(payload)
+    slow = schema._validator(message_type, version).is_valid(payload)
     assert fast == slow
-    assert (schema.find_violations(message_type, payload) == []) == fast
+    assert (schema.find_violations(message_type, payload, version) == []) == fast
 
 
 def test_engines_agree_on_every_example() -> None:
-    for message_type, name in EXAMPLES:
-        payload = _load(name)
-        _agree(message_type, payload)
+    for message_type, version, name in EXAMPLES:
+        payload = _load(name, version)
+        _agree(message_type, payload, version)
         assert schema.find_violations(message_type, payload) == []
 
 
-def _load(name: str) -> dict:
+def _load(name: str, version: str = "1") -> dict:
     import json
 
-    return json.loads((schema.SCHEMA_DIR / "examples" / f"{name}.json").read_text(encoding="utf-8"))
+    folder = schema.SCHEMA_DIR / "examples" / ("" if version == "1" else f"v{version}")
+    return json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def _paths(value, prefix=()):
@@ -55,8 +56,8 @@ def _paths(value, prefix=()):
 @settings(max_examples=scaled(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_engines_agree_on_mutated_examples(data) -> None:
-    message_type, name = data.draw(st.sampled_from(EXAMPLES))
-    payload = copy.deepcopy(_load(name))
+    message_type, version, name = data.draw(st.sampled_from(EXAMPLES))
+    payload = copy.deepcopy(_load(name, version))
     path = data.draw(st.sampled_from([p for p in _paths(payload) if p]))
     parent = payload
     for part in path[:-1]:
@@ -67,8 +68,8 @@ def test_engines_agree_on_mutated_examples(data) -> None:
     elif op == "delete":
         del parent[path[-1]]
     elif isinstance(parent, dict):
-        parent[data.draw(st.sampled_from(["extra", "narrative", "names", "exploitation", "x"]))] = data.draw(json_values)
-    _agree(message_type, payload)
+        parent[data.draw(st.sampled_from(["extra", "narrative", "names", "exploitation", "x", "child_protection"]))] = data.draw(json_values)
+    _agree(message_type, payload, version)
 
 
 def test_trailing_newline_breaks_anchored_patterns() -> None:

@@ -1,4 +1,6 @@
-"""Minimal data: a referral.request carries only the subject fields its purposes allow."""
+"""Minimal data, version 1: a referral.request carries only the subject fields its purposes allow.
+
+Version 2 has its own tests (tests/test_schema_minimal_data_v2.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +17,10 @@ from gateway.errors import Violation
 from tests.support.hypothesis_profiles import scaled
 
 FULL = schema.load_example("referral.request", "all_purposes")
-TABLE = schema.minimal_data_table()
+TABLE = schema.minimal_data_table("1")
+PURPOSES = schema.PURPOSES_BY_VERSION["1"]
 RESTRICTED = sorted({f for fields in TABLE["allowed_by_purpose"].values() for f in fields})
-SUBSETS = [c for n in range(1, len(schema.PURPOSES) + 1) for c in combinations(schema.PURPOSES, n)]
+SUBSETS = [c for n in range(1, len(PURPOSES) + 1) for c in combinations(PURPOSES, n)]
 
 
 def _get(payload: dict[str, Any], dotted: str) -> Any:
@@ -58,7 +61,7 @@ def _request(purposes: tuple[str, ...], fields: set[str]) -> dict[str, Any]:
 
 def _forbidden(field: str) -> Violation:
     name = field.rsplit(".", 1)[-1]
-    allowing = [p for p in schema.PURPOSES if field in TABLE["allowed_by_purpose"][p]]
+    allowing = [p for p in PURPOSES if field in TABLE["allowed_by_purpose"][p]]
     return Violation(
         schema.json_path(field.split(".")),
         "false",
@@ -127,7 +130,7 @@ def test_allowed_person_fields_is_the_union() -> None:
 
 @settings(max_examples=scaled(150), deadline=None)
 @given(
-    purposes=st.lists(st.sampled_from(schema.PURPOSES), min_size=1, unique=True),
+    purposes=st.lists(st.sampled_from(PURPOSES), min_size=1, unique=True),
     fields=st.sets(st.sampled_from(RESTRICTED)),
 )
 def test_random_purposes_and_fields_match_the_table(purposes: list[str], fields: set[str]) -> None:

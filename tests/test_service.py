@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 from gateway import errors
 from gateway.envelope import seal
 from gateway.schema import load_example
+from gateway.schema_versions import upgrade_to_v2
 from gateway.service import Actor, ConflictError, InvalidPurposeError, NotFoundError, derived_message_id
 from gateway.store import StoreUnavailableError, Withdrawal
 from gateway.transport import Delivery, Disposition
@@ -52,7 +53,10 @@ async def test_referral_round_trip_with_receipts_and_acceptance(tmp_path) -> Non
         inbox = await ng.list_inbox()
         assert [r.message_id for r in inbox] == [header.id]
         opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
-        assert opened.payload == load_example("referral.request")
+        # Both demo agencies list schema version 2: the v1 submission travels upgraded.
+        assert opened.header.schema == "2"
+        assert opened.payload == upgrade_to_v2(load_example("referral.request"), "referral.request",
+                                               recipient=NIGERIA, recipient_country="NG").payload
 
         await _reaches(ne, header.id, "read")
 
