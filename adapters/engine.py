@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
-from gateway.schema import PURPOSES, disallowed_person_fields, load_schema, validate_payload
+from gateway.schema import PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, validate_payload
 
 from adapters.codes import _common_defs, _echo
 from adapters.errors import (
@@ -86,6 +86,8 @@ class MappingAdapter:
     mapping_file: ClassVar[str] = "mapping.json"
     local_schema_file: ClassVar[str | None] = "fiche.schema.json"
     transforms: ClassVar[Mapping[str, Transform]] = TRANSFORMS
+    #: The shared schema version this adapter writes ("1", or "2": payloads then carry ``schema_version``).
+    schema_version: ClassVar[str] = "1"
 
     def __init__(self) -> None:
         self.table = MappingTable.load(self.folder / self.mapping_file, self.transforms)
@@ -105,6 +107,9 @@ class MappingAdapter:
     def finish_local(self, record: dict[str, Any]) -> dict[str, Any]:
         """Adjust the local record ``from_shared`` built from the table."""
         return record
+
+    def check_shared(self, payload: dict[str, Any], trace: _Trace) -> None:
+        """Rules across fields the adapter adds, checked before validation and named by local field."""
 
     # -- local -> shared --
 
@@ -138,11 +143,12 @@ class MappingAdapter:
         local = self.prepare_local(copy.deepcopy(local_record))
         payload, trace, failed = self._map_record(local)
         wanted = self._purposes(purposes, payload, trace, failed)
-        payload = {"purposes": wanted, **payload}
+        payload = {**self._version_member(), "purposes": wanted, **payload}
         dropped: list[DroppedField] = []
         dropped_values = self._drop_disallowed(payload, wanted, trace, failed, dropped)
         self._settle_age(payload, trace, dropped_values, dropped)
         self._check_consent(payload, wanted, trace)
+        self.check_shared(payload, trace)
         dropped.extend(
             DroppedField(name, None, f"local only: {why}")
             for name, why in self.table.local_only.items()
@@ -276,15 +282,16 @@ class MappingAdapter:
         wanted = list(dict.fromkeys(purposes))
         if isinstance(purposes, str) or not wanted:
             raise PurposesError("purposes: at least one purpose is required")
-        unknown = [p for p in wanted if p not in PURPOSES]
+        known = PURPOSES_BY_VERSION[self.schema_version]
+        unknown = [p for p in wanted if p not in known]
         if unknown:
-            raise PurposesError(f"purposes: {', '.join(map(repr, unknown))} not one of: {', '.join(PURPOSES)}")
+            raise PurposesError(f"purposes: {', '.join(map(repr, unknown))} not one of: {', '.join(known)}")
         return wanted
 
     def _drop_disallowed(self, payload: dict[str, Any], purposes: list[str], trace: _Trace,
                          failed: Mapping[str, AdapterError], dropped: list[DroppedField]) -> dict[str, Any]:
         reason = f"not allowed for purposes [{', '.join(purposes)}]"
-        disallowed = sorted(disallowed_person_fields(purposes))
+        disallowed = sorted(disallowed_person_fields(purposes, self.schema_version))
         removed: dict[str, Any] = {}
         for path in disallowed:
             value = delete_path(payload, path)
@@ -360,10 +367,17 @@ class MappingAdapter:
             raise UnmappableValueError(where, "implies an age over 120")
         return years
 
+    def _version_member(self) -> dict[str, str]:
+        """``{"schema_version": "2"}`` for a v2 adapter; v1 payloads have no such member."""
+        return {} if self.schema_version == "1" else {"schema_version": self.schema_version}
+
     def _check_consent(self, payload: dict[str, Any], purposes: list[str], trace: _Trace) -> None:
         consent = payload.get("consent")
         if not isinstance(consent, dict):
             raise MissingFieldError(trace.local_for("consent", self.table), "is required: the consent record travels with every referral")
+        if self.schema_version != "1":
+            self._check_consent_recipients(payload, purposes, trace)
+            return
         consented = consent.get("purposes", [])
         missing = [p for p in purposes if p not in consented]
         if missing:
@@ -373,6 +387,21 @@ class MappingAdapter:
             countries = trace.local_for("consent.recipient_countries", self.table)
             agencies = trace.local_for("consent.recipient_agencies", self.table)
             raise MissingFieldError(countries, f"is required unless {agencies} is given")
+        if get_path(payload, "person.age.minor") is True and consent.get("decision_maker") == "self":
+            where = trace.local_for("consent.decision_maker", self.table)
+            raise UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
+                                              "service or a judge of minors must give the consent")
+
+    def _check_consent_recipients(self, payload: dict[str, Any], purposes: list[str], trace: _Trace) -> None:
+        """v2 consent: every purpose is consented for some recipient agency; a minor cannot consent alone."""
+        consent = payload["consent"]
+        consented = {p for r in consent.get("recipients", []) for p in r.get("purposes", [])}
+        where = trace.local_for("consent.recipients", self.table)
+        if not consent.get("recipients"):
+            raise MissingFieldError(where, "is required: the consent names the recipient agencies and their purposes")
+        missing = [p for p in purposes if p not in consented]
+        if missing:
+            raise PurposesError(f"{where}: {', '.join(map(repr, missing))} not consented for any recipient", where)
         if get_path(payload, "person.age.minor") is True and consent.get("decision_maker") == "self":
             where = trace.local_for("consent.decision_maker", self.table)
             raise UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "

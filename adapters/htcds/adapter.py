@@ -19,9 +19,11 @@ cannot say (docs/htcds.md):
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta, timezone
+from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,7 +33,9 @@ from adapters.base import (
     DroppedField,
     LocalRecordInvalidError,
     MappingAdapter,
+    MappingDefinitionError,
     MissingFieldError,
+    PurposesError,
     Transform,
     TransformFailed,
     UnmappableValueError,
@@ -39,10 +43,30 @@ from adapters.base import (
     normalise,
 )
 from adapters.htcds import standard
+from adapters.paths import _MISSING, get_path, set_path
+from gateway.schema import SCHEMA_DIR, payload_version
+from gateway.schema_versions import upgrade_to_v2
 
 X = standard.EXTENSION_PREFIX
-PLACE = X + "PlaceOfOrigin"
-PLACE_PARTS = ("Country", "State", "District", "City")
+#: Flat extension fields -> where they sit in the objects the table maps (and back).
+GROUPS: dict[str, dict[str, str]] = {
+    X + "PlaceOfOrigin": {X + "PlaceOfOriginCountry": "Country", X + "PlaceOfOriginState": "State",
+                          X + "PlaceOfOriginDistrict": "District", X + "PlaceOfOriginCity": "City"},
+    X + "Interpreter": {X + "InterpreterNeeded": "Needed", X + "InterpreterLanguage": "Language"},
+    X + "ChildProtection": {X + "CareStatus": "CareStatus", X + "GuardianRole": "Guardian.Role",
+                            X + "GuardianAgency": "Guardian.Agency", X + "GuardianOrganisationType": "Guardian.OrganisationType",
+                            X + "GuardianFirstName": "Guardian.FirstName", X + "GuardianSecondName": "Guardian.SecondName",
+                            X + "BestInterestsStatus": "BestInterests.Status", X + "BestInterestsOutcome": "BestInterests.Outcome",
+                            X + "BestInterestsDecidedOn": "BestInterests.DecidedOn",
+                            X + "BestInterestsDecidedBy": "BestInterests.DecidedBy"},
+    X + "CriminalJustice": {X + "CooperationDecision": "CooperationDecision", X + "CooperationDecidedOn": "DecidedOn",
+                            X + "ReflectionPeriodUntil": "ReflectionPeriodUntil",
+                            X + "ProtectionMeasuresRequested": "ProtectionMeasuresRequested"},
+}
+RECIPIENTS = X + "ConsentRecipients"
+RECIPIENT_AGENCIES = X + "ConsentRecipientAgencies"
+CONSENT_PURPOSES = X + "ConsentPurposes"
+CHILDREN = X + "AccompanyingChildren"
 EXPLOITATION = "vic_TypeOfExploitation"
 DETAILED = X + "Exploitation"
 INTENDED = X + "IntendedExploitation"
@@ -56,11 +80,22 @@ REASON = "cas_ReasonForOutgoingReferral"
 PURPOSES = X + "Purposes"
 CONSENT = "con_Consent"
 #: Exploitation types whose items carry vic_ForcedLabourIndustry (when the record has one).
-LABOUR_TYPES = frozenset({"forced_labour", "domestic_servitude"})
-#: HTCDS 2.0 values that shared schema v1 has no code for, not even a broader one.
-V1_UNCARRIED = {
-    "org_Type": ("CorporateBusiness", "SchoolOrCollege"),
-    "vic_TraffickingStatus": ("NotAVictimOfTrafficking",),
+LABOUR_TYPES = frozenset({"forced_labour", "child_labour", "domestic_servitude"})
+#: Code lists -> the shared schema v2 enumeration they map to (checked when the adapter loads).
+V2_TARGETS: dict[str, tuple[str, ...]] = {
+    "gender": ("sex",), "trafficking_status": ("identification_status",), "organisation_type": ("organisation_type",),
+    "type_of_exploitation": ("exploitation_type",), "method_of_control": ("method_of_control",),
+    "labour_sector": ("labour_sector",), "purpose": ("purpose",), "urgency": ("urgency",), "age_band": ("age_band",),
+    "referral_source": ("referral_source",), "relationship": ("relationship",), "document_type": ("document_type",),
+    "act": ("act",), "means": ("means",), "need": ("need",), "risk_factor": ("risk_factor",),
+    "decision_maker": ("decision_maker",), "consent_form": ("consent", "form"),
+    "medical_urgency": ("needs", "medical_urgency"), "medical_category": ("needs", "medical_category", "items"),
+    "fit_to_travel": ("needs", "fit_to_travel"), "disability": ("needs", "disability", "items"),
+    "access_need": ("needs", "access_needs", "items"), "care_status": ("care_status",), "guardian_role": ("guardian", "role"),
+    "best_interests_status": ("best_interests", "status"), "best_interests_outcome": ("best_interests", "outcome"),
+    "cooperation_decision": ("criminal_justice", "cooperation_decision"),
+    "protection_measure": ("criminal_justice", "protection_measures_requested", "items"),
+    "child_documents": ("accompanying_child", "documents"), "child_relationship": ("accompanying_child", "relationship"),
 }
 _ISO_DATE = re.compile(r"^\s*([0-9]{4})-([0-9]{2})-([0-9]{2})\s*$")
 _ISO_DATETIME = re.compile(
@@ -122,16 +157,29 @@ def _datetime_iso_back(value: Any, args: Mapping[str, Any]) -> str:
     return text
 
 
-def _iso639(value: Any, args: Mapping[str, Any]) -> str:
-    code = standard.language_to_v1(value) if isinstance(value, str) else None
+_UNCODED = re.compile(r"^\s*mis\s*:\s*(?P<name>\S.*?)\s*$", re.IGNORECASE)
+
+
+def _iso639(value: Any, args: Mapping[str, Any]) -> Any:
+    """An ISO 639 code (or English name) -> its ISO 639-3 code; ``mis:<name>`` -> an uncoded language."""
+    uncoded = _UNCODED.match(value) if isinstance(value, str) else None
+    if uncoded:
+        name = uncoded.group("name")
+        if len(name) > 200:
+            raise TransformFailed("has a language name longer than 200 characters")
+        return {"code": "mis", "name": name}
+    code = standard.language_code(value) if isinstance(value, str) else None
     if code is None:
-        raise TransformFailed("is not an ISO 639 language code (ISO 639-2, e.g. hau, fre/fra, eng)")
+        raise TransformFailed("is not an ISO 639 language code (ISO 639-2, e.g. hau, fre/fra, eng; "
+                              "mis:<name> for a language without a code)")
     return code
 
 
 def _iso639_back(value: Any, args: Mapping[str, Any]) -> str:
-    # ISO 639-2/T, which is also the ISO 639-3 code.
-    return standard.language_code(str(value)) or str(value)
+    # A v2 language is already ISO 639-3, which is also the ISO 639-2/T code where one exists.
+    if isinstance(value, dict):
+        return f"mis:{value.get('name', '')}"
+    return str(value)
 
 
 def _checkbox(value: Any) -> bool | None:
@@ -156,12 +204,25 @@ class HtcdsAdapter(MappingAdapter):
     format_id = "htcds"
     folder = Path(__file__).resolve().parent
     local_schema_file = "htcds.schema.json"
+    schema_version = "2"
     transforms = {
         **TRANSFORMS,
         "date_iso": Transform(_date_iso, _date_iso_back),
         "datetime_iso": Transform(_datetime_iso, _datetime_iso_back),
         "iso639": Transform(_iso639, _iso639_back),
     }
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name, path in V2_TARGETS.items():
+            codes = self.table.code_lists[name]
+            allowed = _v2_enum(*path)
+            wrong = sorted({str(c) for c in codes.codes.values()} - set(allowed))
+            if wrong:
+                raise MappingDefinitionError(f"code_lists.{name}: {wrong} not codes of shared schema v2 {'.'.join(path)}")
+            unwritable = [c for c in allowed if c not in codes.codes.values()]
+            if unwritable:
+                raise MappingDefinitionError(f"code_lists.{name}: no local spelling for {unwritable}")
 
     # -- local -> shared --
 
@@ -178,9 +239,12 @@ class HtcdsAdapter(MappingAdapter):
             result = super().to_shared(local_record, purposes)
         except (MissingFieldError, UnmappableValueError) as exc:
             # Name the flat field the clerk filled in, not the adapter's grouping object.
-            field = exc.local_field or ""
-            if field.startswith(PLACE + "."):
-                raise type(exc)(PLACE + field[len(PLACE) + 1:], exc.reason.replace(f"{PLACE} is given", f"any {PLACE}* field is given")) from None
+            flat = _flat_name(exc.local_field or "")
+            if flat is not None:
+                reason = exc.reason
+                for group, members in GROUPS.items():
+                    reason = reason.replace(f"{group} is given", f"any of {', '.join(members)} is given")
+                raise type(exc)(flat, reason) from None
             raise
         citizenship = _split_multiselect(local_record.get(CITIZENSHIP))
         if isinstance(citizenship, list):
@@ -199,14 +263,19 @@ class HtcdsAdapter(MappingAdapter):
             if field is not None and field.multiselect or name.startswith(X):
                 record[name] = _split_multiselect(record[name])
         self._check_standard_picklists(record)
-        self._check_v1_carries(record)
         self._take_consent(record)
+        self._take_recipients(record)
         self._take_reason(record)
         self._take_citizenship(record)
         self._take_languages(record)
-        parts = {part: record.pop(PLACE + part) for part in PLACE_PARTS if PLACE + part in record}
-        if parts:
-            record[PLACE] = parts
+        self._take_children(record)
+        for group, members in GROUPS.items():
+            grouped: dict[str, Any] = {}
+            for flat, inner in members.items():
+                if flat in record:
+                    set_path(grouped, inner, record.pop(flat))
+            if grouped:
+                record[group] = grouped
         self._take_exploitation(record)
         return record
 
@@ -224,15 +293,6 @@ class HtcdsAdapter(MappingAdapter):
                     where = f"{name}[{i}]" if isinstance(value, list) else name
                     raise UnmappableValueError(where, f"{_echo(item)} is not in the HTCDS 2.0 picklist for {name}")
 
-    def _check_v1_carries(self, record: dict[str, Any]) -> None:
-        for name, values in V1_UNCARRIED.items():
-            value = record.get(name)
-            field = standard.fields()[name]
-            spellings = {normalise(s) for v in values for s in (v, field.labels[field.values.index(v)])}
-            if isinstance(value, str) and normalise(value) in spellings:
-                raise UnmappableValueError(name, f"{_echo(value)} is an HTCDS 2.0 value that shared schema v1 "
-                                                 "cannot carry (schema v2 can)")
-
     def _take_consent(self, record: dict[str, Any]) -> None:
         if CONSENT not in record or self.table.is_missing(record[CONSENT]):
             record.pop(CONSENT, None)
@@ -243,17 +303,53 @@ class HtcdsAdapter(MappingAdapter):
         if not given:
             raise UnmappableValueError(CONSENT, "is false: without the person's consent nothing can be referred")
 
-    def _take_reason(self, record: dict[str, Any]) -> None:
-        """``cas_ReasonForOutgoingReferral`` gives the purpose when ``x_rgw_Purposes`` does not."""
-        reason = record.pop(REASON, None)
-        if reason is None or self.table.is_missing(reason):
+    def _take_recipients(self, record: dict[str, Any]) -> None:
+        """``x_rgw_ConsentRecipientAgencies`` with ``x_rgw_ConsentPurposes``: every agency for every purpose."""
+        agencies = record.pop(RECIPIENT_AGENCIES, None)
+        purposes = record.pop(CONSENT_PURPOSES, None)
+        given = [name for name, v in ((RECIPIENT_AGENCIES, agencies), (CONSENT_PURPOSES, purposes))
+                 if v is not None and not self.table.is_missing(v)]
+        if not given:
             return
-        try:
-            purpose = self.table.code_lists["outgoing_reason"].to_shared(reason)
-        except KeyError:
-            raise UnmappableValueError(REASON, f"{_echo(reason)} is not in the HTCDS 2.0 picklist for {REASON}") from None
-        if purpose != "other" and self.table.is_missing(record.get(PURPOSES)):
+        if RECIPIENTS in record and not self.table.is_missing(record[RECIPIENTS]):
+            raise UnmappableValueError(given[0], f"give the consent either as {RECIPIENTS} or as "
+                                                 f"{RECIPIENT_AGENCIES} with {CONSENT_PURPOSES}, not both")
+        if len(given) == 1:
+            other = CONSENT_PURPOSES if given[0] == RECIPIENT_AGENCIES else RECIPIENT_AGENCIES
+            raise MissingFieldError(other, f"is required when {given[0]} is given (or use {RECIPIENTS})")
+        listed = agencies if isinstance(agencies, list) else [agencies]
+        record[RECIPIENTS] = [{"Agency": agency, "Purposes": purposes} for agency in listed]
+
+    def _take_reason(self, record: dict[str, Any]) -> None:
+        """``cas_ReasonForOutgoingReferral`` gives the purpose when ``x_rgw_Purposes`` does not; else every consented one."""
+        reason = record.pop(REASON, None)
+        purpose = "other"
+        if reason is not None and not self.table.is_missing(reason):
+            try:
+                purpose = self.table.code_lists["outgoing_reason"].to_shared(reason)
+            except KeyError:
+                raise UnmappableValueError(REASON, f"{_echo(reason)} is not in the HTCDS 2.0 picklist for {REASON}") from None
+        if not self.table.is_missing(record.get(PURPOSES)):
+            return
+        if purpose != "other":
             record[PURPOSES] = [purpose]
+            return
+        consented = []
+        for entry in record.get(RECIPIENTS) or []:
+            items = entry.get("Purposes") if isinstance(entry, dict) else None
+            for item in items if isinstance(items, list) else [items]:
+                if isinstance(item, str) and not self.table.is_missing(item) and item not in consented:
+                    consented.append(item)
+        if consented:
+            record[PURPOSES] = consented
+
+    def _take_children(self, record: dict[str, Any]) -> None:
+        """A number N of accompanying children: N children of unknown age band and documents, escorted."""
+        value = record.get(CHILDREN)
+        if isinstance(value, bool) or not isinstance(value, int):
+            return
+        record[CHILDREN] = [{"AgeBand": "Unknown", "Documents": "Unknown", "NeedsEscort": True, "Relationship": "Child"}
+                            for _ in range(value)] or self.table.missing_local
 
     def _take_citizenship(self, record: dict[str, Any]) -> None:
         value = record.get(CITIZENSHIP)
@@ -278,9 +374,10 @@ class HtcdsAdapter(MappingAdapter):
                     continue
                 where = f"{name}[{i}]" if isinstance(value, list) else name
                 try:
-                    languages.append(_iso639(item, {}))
+                    _iso639(item, {})
                 except TransformFailed as exc:
                     raise UnmappableValueError(where, str(exc)) from None
+                languages.append(item)
         if languages:
             record[LANGUAGES] = languages
 
@@ -371,14 +468,45 @@ class HtcdsAdapter(MappingAdapter):
                 raise UnmappableValueError(name, f"disagrees with {DETAILED}: list the same values in both")
         return items
 
+    def check_shared(self, payload: dict[str, Any], trace: Any) -> None:
+        """Child protection only for a minor; cooperation with justice only with the person's agreement."""
+        if "child_protection" in payload and get_path(payload, "person.age.minor") is not True:
+            raise UnmappableValueError(X + "CareStatus", "child protection fields are for a minor only "
+                                                         f"({X}IsMinor, prs_Birthdate or the age say the person is an adult)")
+        if "criminal_justice_cooperation" in payload.get("purposes", []):
+            decision = get_path(payload, "criminal_justice.cooperation_decision")
+            if decision is _MISSING:
+                raise MissingFieldError(X + "CooperationDecision", "is required for the purpose criminal_justice_cooperation")
+            if decision != "agrees":
+                raise PurposesError(f"{X}CooperationDecision: criminal_justice_cooperation needs the person's agreement "
+                                    "(the person keeps every assistance purpose without it)", X + "CooperationDecision")
+
     # -- shared -> local --
 
+    def from_shared(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Map a shared ``referral.request`` (v2; a v1 payload is upgraded first) to an HTCDS 2.0 record."""
+        if payload_version(payload) == "1":
+            payload = upgrade_to_v2(payload, "referral.request").payload
+        return super().from_shared(payload)
+
     def finish_local(self, record: dict[str, Any]) -> dict[str, Any]:
-        place = record.pop(PLACE, None)
-        if isinstance(place, dict):
-            for part in PLACE_PARTS:
-                if part in place:
-                    record[PLACE + part] = place[part]
+        for group, members in GROUPS.items():
+            grouped = record.pop(group, None)
+            if isinstance(grouped, dict):
+                for flat, inner in members.items():
+                    value = get_path(grouped, inner)
+                    if value is not _MISSING:
+                        record[flat] = value
+        recipients = record.get(RECIPIENTS)
+        if isinstance(recipients, list) and recipients and all(r.get("Purposes") == recipients[0].get("Purposes") for r in recipients):
+            # One set of purposes for every agency: the two flat fields say it.
+            del record[RECIPIENTS]
+            record[RECIPIENT_AGENCIES] = [r["Agency"] for r in recipients]
+            record[CONSENT_PURPOSES] = recipients[0]["Purposes"]
+        children = record.get(CHILDREN)
+        default_child = {"AgeBand": "Unknown", "Documents": "Unknown", "NeedsEscort": "Yes", "Relationship": "Child"}
+        if isinstance(children, list) and all(c == default_child for c in children):
+            record[CHILDREN] = len(children)
         languages = record.pop(LANGUAGES, None)
         if languages:
             record["prs_PrimaryLanguage"] = languages[0]
@@ -437,3 +565,26 @@ class HtcdsAdapter(MappingAdapter):
         got = [{k: v for k, v in i.items() if k != "Intended" or v} for i in candidate.get(EXPLOITATION, [])]
         if got != expected:
             record[DETAILED] = detailed
+
+
+def _flat_name(local_field: str) -> str | None:
+    """``x_rgw_ChildProtection.Guardian.Role`` -> ``x_rgw_GuardianRole`` (None if not in a group)."""
+    for group, members in GROUPS.items():
+        if local_field.startswith(group + "."):
+            inner = local_field[len(group) + 1:]
+            for flat, path in members.items():
+                if inner == path or inner.startswith(path + "."):
+                    return flat
+    return None
+
+
+@cache
+def _v2_defs() -> dict[str, Any]:
+    return dict(json.loads((SCHEMA_DIR / "v2" / "common.schema.json").read_text(encoding="utf-8"))["$defs"])
+
+
+def _v2_enum(*path: str) -> list[Any]:
+    node: Any = _v2_defs()[path[0]]
+    for part in path[1:]:
+        node = node["items"] if part == "items" else node["properties"][part]
+    return list(node["enum"])
