@@ -34,6 +34,7 @@ from adapters.base import (
     LocalRecordInvalidError,
     MappingAdapter,
     MappingDefinitionError,
+    MappingTable,
     MissingFieldError,
     PurposesError,
     Transform,
@@ -198,6 +199,57 @@ def _split_multiselect(value: Any) -> Any:
 
 
 
+#: An accompanying child: local key -> (shared key, code list, value when missing; None: required).
+_CHILD = {"AgeBand": ("age_band", "child_age_band", "unknown"), "Documents": ("documents", "child_documents", "unknown"),
+          "NeedsEscort": ("needs_escort", "yes_no", True), "Relationship": ("relationship", "child_relationship", None)}
+
+
+@cache
+def _own_table() -> MappingTable:
+    # The children transform needs the code lists of the table it belongs to.
+    return MappingTable.load(Path(__file__).resolve().parent / "mapping.json", {**TRANSFORMS, **_OWN_TRANSFORMS})
+
+
+def _children(value: Any, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Accompanying children, one entry each (two alike are two children, not a duplicate)."""
+    if not isinstance(value, list):
+        raise TransformFailed("must be a list of children (AgeBand, Documents, NeedsEscort, Relationship) or a number")
+    table = _own_table()
+    out = []
+    for i, child in enumerate(value):
+        if not isinstance(child, dict):
+            raise TransformFailed(f"[{i}] must be an object")
+        entry: dict[str, Any] = {}
+        for key, (shared, codes, missing) in _CHILD.items():
+            raw = child.get(key)
+            if raw is None or table.is_missing(raw):
+                if missing is None:
+                    raise TransformFailed(f"[{i}].{key} is required")
+                entry[shared] = missing
+                continue
+            try:
+                entry[shared] = table.code_lists[codes].to_shared(raw)
+            except KeyError:
+                raise TransformFailed(f"[{i}].{key}: {_echo(raw)} is not in the code list for "
+                                      f"{table.code_lists[codes].label}") from None
+        out.append(entry)
+    return out
+
+
+def _children_back(value: Any, args: Mapping[str, Any]) -> list[dict[str, Any]]:
+    table = _own_table()
+    return [{key: table.code_lists[codes].to_local(child[shared]) for key, (shared, codes, _) in _CHILD.items()}
+            for child in value]
+
+
+_OWN_TRANSFORMS = {
+    "date_iso": Transform(_date_iso, _date_iso_back),
+    "datetime_iso": Transform(_datetime_iso, _datetime_iso_back),
+    "iso639": Transform(_iso639, _iso639_back),
+    "accompanying_children": Transform(_children, _children_back),
+}
+
+
 class HtcdsAdapter(MappingAdapter):
     """An HTCDS 2.0 record (the standard's field names and picklist values, ``x_rgw_`` extensions)."""
 
@@ -205,12 +257,7 @@ class HtcdsAdapter(MappingAdapter):
     folder = Path(__file__).resolve().parent
     local_schema_file = "htcds.schema.json"
     schema_version = "2"
-    transforms = {
-        **TRANSFORMS,
-        "date_iso": Transform(_date_iso, _date_iso_back),
-        "datetime_iso": Transform(_datetime_iso, _datetime_iso_back),
-        "iso639": Transform(_iso639, _iso639_back),
-    }
+    transforms = {**TRANSFORMS, **_OWN_TRANSFORMS}
 
     def __init__(self) -> None:
         super().__init__()
@@ -246,6 +293,8 @@ class HtcdsAdapter(MappingAdapter):
                     reason = reason.replace(f"{group} is given", f"any of {', '.join(members)} is given")
                 raise type(exc)(flat, reason) from None
             raise
+        renamed = tuple(DroppedField(_flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
+        result = AdaptResult(result.payload, renamed)
         citizenship = _split_multiselect(local_record.get(CITIZENSHIP))
         if isinstance(citizenship, list):
             known = [c for c in citizenship if not self.table.is_missing(c)]
