@@ -103,10 +103,17 @@ def check_referral_consent(
                 " a new consent given after that date is needed")
 
 
+def v1_consent_covers(payload: dict[str, Any], recipient: str, recipient_country: str) -> bool:
+    """True if a v1 request's consent names the recipient agency or its country."""
+    consent = payload.get("consent")
+    if not isinstance(consent, dict):
+        return False
+    return recipient in (consent.get("recipient_agencies") or []) or recipient_country in (
+        consent.get("recipient_countries") or [])
+
+
 def _check_recipient_v1(consent: dict[str, Any], recipient: str, country: str, purposes: list[str]) -> None:
-    agencies = consent.get("recipient_agencies") or []
-    countries = consent.get("recipient_countries") or []
-    if recipient not in agencies and country not in countries:
+    if not v1_consent_covers({"consent": consent}, recipient, country):
         raise ConsentRecipientError(
             "$.consent", "covers neither the recipient agency ($.recipient) nor its country "
                          "(recipient_agencies, recipient_countries)")

@@ -33,7 +33,7 @@ from gateway.audit.exchange import CheckpointExchange
 from gateway.audit.log import AuditLog
 from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
-from gateway.consent import ConsentRefusedError, check_referral_consent
+from gateway.consent import ConsentRefusedError, check_referral_consent, v1_consent_covers
 from gateway.retention import Retention
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
 from gateway.directory import Directory
@@ -52,7 +52,7 @@ from gateway.errors import (
 )
 from gateway.failure_site import failure_code, failure_site
 from gateway.message_ids import derived_message_id, uuid_or_none
-from gateway.schema import PURPOSES, validate_payload
+from gateway.schema import PURPOSES, payload_version, validate_payload
 from gateway.schema_versions import Upgraded, convert, negotiate
 from gateway.keys import AgencyIdentity
 from gateway.metrics import Metrics
@@ -298,9 +298,16 @@ class Gateway:
         own paths; a v2 payload that v1 cannot carry raises DowngradeError (its fields listed).
         """
         validate_payload(message_type, payload)
+        purposes = payload.get("purposes", []) if message_type == "referral.request" else []
+        if not self.directory.may_receive(recipient, message_type, purposes):
+            raise RecipientRefusesError(f"{recipient} does not accept {message_type} for purposes {sorted(purposes)}")
         country = self.directory.agency(recipient).country
-        return convert(payload, message_type, self.schema_version_for(recipient), recipient=recipient,
-                       recipient_country=country)
+        version = self.schema_version_for(recipient)
+        if (version != payload_version(payload) and message_type == "referral.request"
+                and payload_version(payload) == "1" and not v1_consent_covers(payload, recipient, country)):
+            # It cannot be sent at all: left as written, so the consent check refuses it by its cause.
+            version = "1"
+        return convert(payload, message_type, version, recipient=recipient, recipient_country=country)
 
     async def publish_due(self, *, include_backoff: bool = False) -> int:
         """Publish every due outbox message once; return how many the broker confirmed.

@@ -27,6 +27,7 @@ from math import gcd
 from typing import Any
 
 from gateway.errors import GatewayError
+from gateway.schema_versions import EXPLOITATION_TYPE_V2_TO_V1
 
 DEFAULT_THRESHOLD = 11
 
@@ -95,6 +96,12 @@ def check_threshold(threshold: object, *, name: str = "threshold") -> int:
 
 
 # --- records ------------------------------------------------------------------------------
+
+
+def _v1_exploitation_type(kind: object, minor: bool) -> object:
+    if kind == "forced_military_by_non_state_actors":
+        return "child_soldiering" if minor else "other"
+    return EXPLOITATION_TYPE_V2_TO_V1.get(kind, kind) if isinstance(kind, str) else kind
 
 
 def month_of(moment: datetime) -> str:
@@ -197,9 +204,14 @@ class StatsRecord:
         sex = person.get("sex")
         nationality = person.get("nationality")
         items = payload.get("exploitation")
+        # A v2 payload (schema_version "2") spells some types as HTCDS 2.0 does: counted under
+        # their v1 category until the report itself moves to the v2 codes.
+        v2 = payload.get("schema_version") == "2"
+        minor = isinstance(person.get("age"), Mapping) and person["age"].get("minor") is True
         types = frozenset(
-            item["type"] for item in (items if isinstance(items, list) else ())
-            if isinstance(item, Mapping) and item.get("type") in EXPLOITATION_TYPES
+            kind for kind in (_v1_exploitation_type(item.get("type"), minor) if v2 else item.get("type")
+                              for item in (items if isinstance(items, list) else ()) if isinstance(item, Mapping))
+            if kind in EXPLOITATION_TYPES
         )
         return cls(
             month=month,

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from gateway.schema import load_example
+from gateway.schema_versions import upgrade_to_v2
 from gateway.store import StoreUnavailableError
 
 from testkit.gateway_pair import NIGERIA, eventually
@@ -50,7 +51,13 @@ async def test_full_flow_through_http_only(tmp_path) -> None:
 
         status, opened = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "safety_assessment"})
         assert status == 200
-        assert opened["payload"] == load_example("referral.request")
+        # Both demo agencies list schema version 2: the v1 body travelled upgraded, as the answer said.
+        assert queued["schema_version"] == "2" and opened["header"]["schema"] == "2"
+        assert queued["converted"] == [{"path": "$.consent.recipient_countries",
+                                        "reason": "v2 consent names recipient agencies, not countries (kept for "
+                                                  "the recipient only)"}]
+        assert opened["payload"] == upgrade_to_v2(load_example("referral.request"), "referral.request",
+                                                  recipient=NIGERIA, recipient_country="NG").payload
         assert opened["header"]["id"] == mid and opened["header"]["sender"] == "NE-ANLTP-TIM"
         assert_conforms(doc, "/inbox/{id}", "GET", 200, opened)
         reads = [a for a in await ng.gateway.store.read_audit(1, 1000) if a.event_type == "message.read"]

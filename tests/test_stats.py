@@ -702,3 +702,15 @@ async def test_received_payloads_of_a_real_gateway_feed_the_statistics(tmp_path:
         assert {r.month for r in records} == {ng.clock().strftime("%Y-%m")}
         doc = aggregate(records, threshold=1).to_json()
         assert doc["records"]["count"] == 3 and "Testfixture" not in json.dumps(doc)
+
+
+def test_v2_payloads_count_under_the_v1_categories() -> None:
+    from gateway.schema import load_example
+
+    payload = load_example("referral.request", "criminal_justice_cooperation", "2")
+    payload["exploitation"] = [{"type": "servitude", "intended": False},
+                               {"type": "child_labour", "intended": False},
+                               {"type": "forced_labour", "intended": True}]
+    record = StatsRecord.from_payload(payload, datetime(2026, 4, 6, tzinfo=timezone.utc))
+    assert record.exploitation_types == {"slavery_servitude", "other", "forced_labour"}
+    assert (record.sex, record.age_band, record.nationality) == ("male", "21-23", "NG")

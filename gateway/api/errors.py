@@ -26,6 +26,7 @@ from gateway.envelope import RecipientRefusesError
 from gateway.at_rest import PayloadShreddedError
 from gateway.audit.log import ProofRequestError
 from gateway.consent import ConsentRefusedError
+from gateway.schema_versions import DowngradeError
 from gateway.errors import (
     ConflictError,
     GatewayError,
@@ -77,6 +78,7 @@ STATUS_OF: tuple[tuple[type[GatewayError], int], ...] = (
     (ProofRequestError, 400),
     (AdapterError, 422),
     (ConsentRefusedError, 422),
+    (DowngradeError, 422),
     (PayloadShreddedError, 410),
     (SchemaInvalidError, 422),
     (RecipientRefusesError, 422),
@@ -164,6 +166,10 @@ def response_for(exc: GatewayError) -> web.Response:
     if isinstance(exc, SchemaInvalidError):
         return error_response(422, exc.code, f"{exc.message_type} payload does not match its schema",
                               violations=exc.violations)
+    if isinstance(exc, DowngradeError):
+        return error_response(422, exc.code, f"the recipient takes schema version 1 only, and version 1 cannot "
+                                             f"carry these fields of the {exc.message_type}",
+                              violations=[Violation(f.path, "schema_version", f.reason) for f in exc.fields])
     if status == 503:
         detail = next(text for cls, text in UNAVAILABLE_DETAIL if isinstance(exc, cls))
         return error_response(503, exc.code, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})

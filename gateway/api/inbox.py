@@ -25,7 +25,8 @@ from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.errors import Violation
-from gateway.schema import MESSAGE_TYPES, load_schema, schema_id
+from gateway.schema import MESSAGE_TYPES, SCHEMA_VERSIONS, load_schema, schema_id
+from gateway.schema_versions import for_adapter
 from gateway.service import READ_PURPOSES, Gateway
 from gateway.store import INCOMING_STATUSES, InboxRecord, IncomingStatus, MessageConflictError
 
@@ -49,7 +50,29 @@ def inbox_item(record: InboxRecord) -> dict[str, Any]:
 
 # --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
 
-_RESPONSE_ID = schema_id("referral.response")
+_ANSWER_FIELDS = ("decision", "accepted_purposes", "decline_reason", "information_needed", "expected_by", "comment")
+
+
+def _answer_schema(version: str) -> dict[str, Any]:
+    """The Answer body in one schema version: the referral.response fields and rules, by reference."""
+    response_id = schema_id("referral.response", version)
+    names = _ANSWER_FIELDS + (("schema_version", "best_interests") if version != "1" else ())
+    return {
+        "type": "object",
+        "description": "A referral.response payload without request_message_id (taken from the path), with the "
+                       f"same rules as {response_id} (which fields go with which decision).",
+        "required": ["decision", *(["schema_version"] if version != "1" else [])],
+        "properties": {
+            **{name: {"$ref": f"{response_id}#/properties/{name}"} for name in names},
+            "request_message_id": {"not": {}, "description": "must not be given: the message id in the path is "
+                                                              "the request answered"},
+        },
+        "additionalProperties": False,
+        # The decision rules of the shared schema, by reference: one statement of them.
+        "allOf": [{"$ref": f"{response_id}#/allOf/{i}"}
+                  for i in range(len(load_schema("referral.response", version)["allOf"]))],
+    }
+
 
 _SCHEMAS: dict[str, Any] = {
     "Queued": QUEUED,
@@ -83,7 +106,9 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["id", "type", "schema", "sender", "recipient", "created", "expires", "sig_kid", "enc_kid",
                      "case"],
         "properties": {
-            "id": _UUID, "type": {"type": "string", "enum": list(MESSAGE_TYPES)}, "schema": {"type": "string"},
+            "id": _UUID, "type": {"type": "string", "enum": list(MESSAGE_TYPES)},
+            "schema": {"type": "string", "enum": list(SCHEMA_VERSIONS),
+                       "description": "The payload's schema version (docs/wire-format.md)"},
             "sender": _AGENCY, "recipient": _AGENCY, "created": _TIME, "expires": _TIME,
             "sig_kid": {"type": "string"}, "enc_kid": {"type": "string"}, "case": _CASE_REF, "in_reply_to": _UUID,
         },
@@ -96,9 +121,9 @@ _SCHEMAS: dict[str, Any] = {
             "payload": {"type": "object", "description": "Decrypted payload, valid against the schema of header.type"},
         },
         "allOf": [
-            {"if": {"properties": {"header": {"properties": {"type": {"const": t}}}}},
-             "then": {"properties": {"payload": {"$ref": schema_id(t)}}}}
-            for t in MESSAGE_TYPES
+            {"if": {"properties": {"header": {"properties": {"type": {"const": t}, "schema": {"const": v}}}}},
+             "then": {"properties": {"payload": {"$ref": schema_id(t, v)}}}}
+            for t in MESSAGE_TYPES for v in SCHEMA_VERSIONS
         ],
     },
     "ReadResult": {"oneOf": [_ref("OpenedMessage"), _ref("LocalMessage")]},
@@ -112,22 +137,14 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Answer": {
-        "type": "object",
-        "description": "A referral.response payload without request_message_id (taken from the path), with the "
-                       f"same rules as {_RESPONSE_ID} (which fields go with which decision).",
-        "required": ["decision"],
-        "properties": {
-            **{name: {"$ref": f"{_RESPONSE_ID}#/properties/{name}"}
-               for name in ("decision", "accepted_purposes", "decline_reason", "information_needed", "expected_by",
-                            "comment")},
-            "request_message_id": {"not": {}, "description": "must not be given: the message id in the path is "
-                                                              "the request answered"},
-        },
-        "additionalProperties": False,
-        # The decision rules of the shared schema, by reference: one statement of them.
-        "allOf": [{"$ref": f"{_RESPONSE_ID}#/allOf/{i}"}
-                  for i in range(len(load_schema("referral.response")["allOf"]))],
+        "description": "A referral.response payload without request_message_id (taken from the path): version 2 "
+                       "(AnswerV2) when it has schema_version, else version 1 (AnswerV1).",
+        "if": {"required": ["schema_version"]},
+        "then": _ref("AnswerV2"),
+        "else": _ref("AnswerV1"),
     },
+    "AnswerV1": _answer_schema("1"),
+    "AnswerV2": _answer_schema("2"),
 }
 
 _OPERATIONS: dict[str, dict[str, Any]] = {
@@ -172,6 +189,10 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
                          "value": {"decision": "accepted", "accepted_purposes": ["safety_assessment"]}},
             "declined": {"summary": "Declined, with a reason",
                          "value": {"decision": "declined", "decline_reason": "no_capacity"}},
+            "accepted_v2": {"summary": "Accepted (schema version 2), with the child's best-interests determination",
+                            "value": {"schema_version": "2", "decision": "accepted",
+                                      "accepted_purposes": ["safety_assessment"],
+                                      "best_interests": {"status": "in_progress", "outcome": "pending"}}},
             "more_information_needed": {"summary": "More information needed first",
                                         "value": {"decision": "more_information_needed",
                                                   "information_needed": ["identity"], "expected_by": "2030-01-01"}},
@@ -224,7 +245,9 @@ async def read_message(request: web.Request) -> web.Response:
         return json_body({"header": opened.header.to_json(), "payload": opened.payload})
     if opened.header.type != "referral.request":
         raise ApiError(409, "conflict", f"only a referral.request can be read in a local format, not a {opened.header.type}")
-    record = await asyncio.to_thread(lambda: get_adapter(local_format).from_shared(opened.payload))
+    adapter = get_adapter(local_format)
+    shared = for_adapter(adapter, opened.payload, recipient=gateway_of(request).agency_id)
+    record = await asyncio.to_thread(lambda: adapter.from_shared(shared))
     return json_body({"header": opened.header.to_json(), "format": local_format, "record": record})
 
 

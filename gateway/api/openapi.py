@@ -9,10 +9,11 @@ documented query parameters are also the ones the API accepts (``query_rules``);
 documented request body schemas are the ones the API validates bodies with
 (gateway/api/bodies.py).
 
-The document is self-contained: the shared v1 schemas (``schemas/v1/*.schema.json``) are
-bundled into ``components/schemas`` (a file as ``referral.request``, its ``$defs`` entry
-``date`` as ``common.date``) and every ``$ref`` points inside the document, so standard tools
-need no network or file access.
+The document is self-contained: the shared v1 and v2 schemas (``schemas/v1/*.schema.json``,
+``schemas/v2/*.schema.json``) are bundled into ``components/schemas`` (a v1 file as
+``referral.request``, its ``$defs`` entry ``date`` as ``common.date``; v2 ones with a ``v2.``
+prefix: ``v2.referral.request``, ``v2.common.date``) and every ``$ref`` points inside the
+document, so standard tools need no network or file access.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.api.operation import schema_ref as _ref
 from gateway.api.parse import MAX_BODY_BYTES, QUERY_RULES
 from gateway.api.responses import NO_STORE
 from gateway.api.roles import policy_of, public, roles_with
-from gateway.schema import SCHEMA_BASE_URI, SCHEMA_DIR
+from gateway.schema import SCHEMA_BASE_URIS, SCHEMA_VERSIONS, version_dir
 
 routes = web.RouteTableDef()
 
@@ -69,32 +70,43 @@ _OPENAPI = {
 
 
 
-def _shared_component_name(file_stem: str, def_name: str | None = None) -> str:
-    return file_stem if def_name is None else f"{file_stem}.{def_name}"
+def _shared_component_name(file_stem: str, def_name: str | None = None, version: str = "1") -> str:
+    prefix = "" if version == "1" else f"v{version}."
+    return prefix + (file_stem if def_name is None else f"{file_stem}.{def_name}")
+
+
+def shared_component(message_type: str, version: str) -> str:
+    """The component name of a shared schema file: ``referral.request`` (v1), ``v2.referral.request``."""
+    return _shared_component_name(message_type, None, version)
 
 
 def shared_components() -> dict[str, Any]:
-    """The shared v1 schemas as components: each file under its message type (``common`` for
-    common.schema.json), each ``$defs`` entry as ``<file>.<name>``; $refs rewritten to ``#/``."""
+    """The shared v1 and v2 schemas as components: each file under its message type (``common``
+    for common.schema.json), each ``$defs`` entry as ``<file>.<name>``, v2 ones prefixed ``v2.``;
+    $refs rewritten to ``#/``."""
     out: dict[str, Any] = {}
-    for path in sorted((SCHEMA_DIR / "v1").glob("*.schema.json")):
-        stem = path.name.removesuffix(".schema.json")
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        defs = doc.pop("$defs", {})
-        for key in ("$id", "$schema"):  # an $id would re-base every "#/..." below it
-            doc.pop(key, None)
-        for name, node in [(stem, doc), *((_shared_component_name(stem, d), n) for d, n in defs.items())]:
-            if name in out:
-                raise ValueError(f"shared schema component {name} is defined twice")
-            out[name] = _rewrite_refs(node, stem)
+    for version in SCHEMA_VERSIONS:
+        for path in sorted(version_dir(version).glob("*.schema.json")):
+            stem = path.name.removesuffix(".schema.json")
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            defs = doc.pop("$defs", {})
+            for key in ("$id", "$schema"):  # an $id would re-base every "#/..." below it
+                doc.pop(key, None)
+            named = [(_shared_component_name(stem, None, version), doc),
+                     *((_shared_component_name(stem, d, version), n) for d, n in defs.items())]
+            for name, node in named:
+                if name in out:
+                    raise ValueError(f"shared schema component {name} is defined twice")
+                out[name] = _rewrite_refs(node, stem, version)
     return out
 
 
-def _internal_ref(ref: str, here: str) -> str:
+def _internal_ref(ref: str, here: str, version: str = "1") -> str:
     """A $ref of a shared schema (relative, by $id, or into another file) as a ``#/components`` ref."""
     target, _, fragment = ref.partition("#")
-    if target.startswith(SCHEMA_BASE_URI):
-        target = target[len(SCHEMA_BASE_URI):]
+    for known, base_uri in SCHEMA_BASE_URIS.items():
+        if target.startswith(base_uri):
+            target, version = target[len(base_uri):], known
     if target:
         if not target.endswith(".schema.json"):
             return ref  # not one of ours: left alone (and the self-containment test would say so)
@@ -106,16 +118,17 @@ def _internal_ref(ref: str, here: str) -> str:
     base = "#/components/schemas/"
     if fragment.startswith("/$defs/"):
         name, _, rest = fragment[len("/$defs/"):].partition("/")
-        return base + _shared_component_name(stem, name) + (f"/{rest}" if rest else "")
-    return base + stem + fragment
+        return base + _shared_component_name(stem, name, version) + (f"/{rest}" if rest else "")
+    return base + _shared_component_name(stem, None, version) + fragment
 
 
-def _rewrite_refs(node: Any, here: str) -> Any:
+def _rewrite_refs(node: Any, here: str, version: str = "1") -> Any:
     if isinstance(node, dict):
-        return {k: (_internal_ref(v, here) if k == "$ref" and isinstance(v, str) else _rewrite_refs(v, here))
+        return {k: (_internal_ref(v, here, version) if k == "$ref" and isinstance(v, str)
+                    else _rewrite_refs(v, here, version))
                 for k, v in node.items()}
     if isinstance(node, list):
-        return [_rewrite_refs(v, here) for v in node]
+        return [_rewrite_refs(v, here, version) for v in node]
     return node
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from gateway.envelope import CASE_REF, UUID_TEXT
+from gateway.schema import schema_id
 from gateway.transport.base import AGENCY_ID_RE
 
 H = TypeVar("H", bound=Callable[..., Any])
@@ -50,6 +51,12 @@ def documentation_of(handler: Any) -> Documented | None:
 
 
 # --- building blocks shared by the resource modules' operations ---------------------------
+
+
+def versioned_payload(message_type: str) -> dict[str, Any]:
+    """A payload of either schema version: one with ``schema_version`` is checked as v2, else as v1."""
+    return {"if": {"required": ["schema_version"]},
+            "then": {"$ref": schema_id(message_type, "2")}, "else": {"$ref": schema_id(message_type, "1")}}
 
 
 def schema_ref(name: str) -> dict[str, str]:

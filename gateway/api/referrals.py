@@ -24,7 +24,7 @@ from adapters.registry import available_formats, get_adapter
 from gateway.api.operation import (
     AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, LOCATION_HEADER as _LOCATION,
     RETRY_HEADER as _RETRY, UUID_SCHEMA as _UUID, documented, error_content as _error, json_content as _json,
-    json_request, schema_ref as _ref,
+    json_request, schema_ref as _ref, versioned_payload,
 )
 from gateway.api.context import actor_of, gateway_of, settings_of
 from gateway.api.dates import date_violations
@@ -35,7 +35,8 @@ from gateway.api.parse import MAX_BODY_BYTES
 from gateway.api.roles import Permission, requires
 from gateway.errors import Violation
 from gateway.pseudonym import case_pseudonym
-from gateway.schema import MESSAGE_TYPES, PURPOSES, load_example, schema_id
+from gateway.schema import MESSAGE_TYPES, PURPOSES, SCHEMA_VERSIONS, load_example
+from gateway.schema_versions import Dropped
 from gateway.service import Gateway, derived_message_id
 from gateway.settings import Settings
 from gateway.store import MessageConflictError, OutboxRecord
@@ -100,15 +101,16 @@ _SAMPLES = Path(adapters.__file__).resolve().parent / "niger" / "samples"
 
 
 def _payload_by_type() -> list[dict[str, Any]]:
-    """``payload`` must match the shared schema of ``message_type`` (default referral.request)."""
+    """``payload`` must match the shared schema of ``message_type`` (default referral.request), in
+    the version it declares (v2 with ``schema_version``, v1 without)."""
     rules: list[dict[str, Any]] = [{
         "if": {"not": {"required": ["message_type"]}},
-        "then": {"properties": {"payload": {"$ref": schema_id(DEFAULT_TYPE)}}},
+        "then": {"properties": {"payload": versioned_payload(DEFAULT_TYPE)}},
     }]
     for message_type in SUBMITTABLE_TYPES:
         rules.append({
             "if": {"required": ["message_type"], "properties": {"message_type": {"const": message_type}}},
-            "then": {"properties": {"payload": {"$ref": schema_id(message_type)}}},
+            "then": {"properties": {"payload": versioned_payload(message_type)}},
         })
     return rules
 
@@ -125,6 +127,10 @@ def _submission_examples() -> dict[str, dict[str, Any]]:
             "summary": "A referral for a case of the agency's own case management system",
             "value": {"recipient": "NG-NAPTIP", "local_case_id": "NE-ZINDER-2026-0142",
                       "payload": load_example("referral.request")}},
+        "referral_v2": {
+            "summary": "A schema version 2 referral (a child with a guardian and a best-interests determination)",
+            "value": {"recipient": "NG-NAPTIP", "local_case_id": "ML-BAMAKO-2026-0031",
+                      "payload": load_example("referral.request", "minor_guardian", "2")}},
         "followup_by_case_ref": {
             "summary": "A later message on a case, by its pseudonym",
             "value": {"recipient": "NG-NAPTIP", "case_ref": "ne-ng-qgfqyk3q6bwq5ydzn3ctmcck",
@@ -150,6 +156,15 @@ QUEUED: dict[str, Any] = {
         "status": {"const": "queued"},
         "case_ref": _CASE_REF,
         "in_reply_to": _UUID,
+        "schema_version": {"type": "string", "enum": list(SCHEMA_VERSIONS),
+                           "description": "The payload schema version sent: the highest both agencies' directory "
+                                          "entries list (docs/schema.md)"},
+        "converted": {
+            "type": "array",
+            "description": "Fields of a v1 payload left out when it was upgraded for a v2 recipient (path and reason)",
+            "items": {"type": "object", "required": ["path", "reason"],
+                      "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}},
+        },
         "dropped": {
             "type": "array",
             "description": "Local-record submissions only: fields the purposes do not allow, left out",
@@ -180,7 +195,8 @@ _SCHEMAS: dict[str, Any] = {
                               "pattern": LOCAL_CASE_ID.pattern,
                               "description": "not blank; no control or invisible formatting characters"},
             "message_type": {"type": "string", "enum": list(SUBMITTABLE_TYPES), "default": DEFAULT_TYPE},
-            "payload": {"type": "object", "description": "Validated against the shared schema of message_type"},
+            "payload": {"type": "object", "description": "Validated against the shared schema of message_type, "
+                                                         "version 2 if it has schema_version \"2\", else version 1"},
             "format": {"type": "string", "enum": list(available_formats()),
                        "description": "Instead of payload: the local format of `record` (see docs/adapters.md)"},
             "record": {"type": "object", "description": "A referral.request in the agency's local format"},
@@ -213,7 +229,10 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
                        "of the payload lies from 1900-01-01 to one day ahead, or 100 years for dates of plans and "
                        "expiries (rule date_range, docs/api.md). A local record must map to the shared schema (the "
                        "adapter's code); the directory must list the recipient (unknown_agency, recipient_refuses, "
-                       "no_valid_key) and the consent cover the purposes (consent_*).",
+                       "no_valid_key) and the consent cover the recipient agency and the purposes (consent_*). The "
+                       "payload (v1 or v2) is sent in the highest schema version both directory entries list; a v2 "
+                       "payload the recipient can only take as v1 and that v1 cannot carry: 422 "
+                       "not_representable_in_v1, its violations naming each field.",
         "requestBody": json_request(_ref("Submission"), _submission_examples()),
         "responses": {
             "202": _json(_ref("Queued"), "Queued in the outbox", _LOCATION),
@@ -221,8 +240,8 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
             "413": _error("Body or payload too large (request_too_large, oversize)"),
             "415": _error("Body is not application/json"),
             "422": _error("schema_invalid (with violations), invalid_request (with violations; also a date out of "
-                          "range), consent_* (the consent does not cover it), recipient_refuses, unknown_agency, "
-                          "no_valid_key"),
+                          "range), consent_* (the consent does not cover it), not_representable_in_v1 (with "
+                          "violations), recipient_refuses, unknown_agency, no_valid_key"),
             "503": _json(_ref("Error"), "store_unavailable: nothing was stored; retry later", _RETRY),
         },
     },
@@ -261,14 +280,16 @@ async def submit(request: web.Request) -> web.Response:
         message_id = None if seed is None else derived_message_id("referral", seed)
         if message_id is not None and (existing := await gateway.store.get_outgoing(message_id)) is not None:
             return _answer(_same(existing, submission, case_ref), case_ref, dropped)
+        # Converted here to report what an upgrade left out; submit finds it in the right version.
+        converted = gateway.for_recipient(submission.message_type, payload, submission.recipient)
         try:
-            header = await gateway.submit(submission.message_type, payload, recipient=submission.recipient,
+            header = await gateway.submit(submission.message_type, converted.payload, recipient=submission.recipient,
                                           case_ref=case_ref, actor=actor_of(request), message_id=message_id)
         except MessageConflictError:
             if message_id is None or (existing := await gateway.store.get_outgoing(message_id)) is None:
                 raise
             return _answer(_same(existing, submission, case_ref), case_ref, dropped)  # a concurrent retry won
-        return _answer((header.id, header.type), case_ref, dropped)
+        return _answer((header.id, header.type), case_ref, dropped, header.schema, converted.dropped)
 
     return await idempotent(request, path={}, body=body, create=create)
 
@@ -282,11 +303,16 @@ def _same(existing: OutboxRecord, submission: Submission, case_ref: str) -> tupl
     return existing.message_id, existing.message_type
 
 
-def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | None]] | None) -> Answer:
+def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | None]] | None,
+            schema_version: str | None = None, converted: tuple[Dropped, ...] = ()) -> Answer:
     message_id, message_type = made
     link = f"/messages/{message_id}"
     body: dict[str, Any] = {"message_id": message_id, "type": message_type, "status": "queued", "case_ref": case_ref,
                             "links": {"status": link}}
+    if schema_version is not None:
+        body["schema_version"] = schema_version
+    if converted:
+        body["converted"] = [{"path": d.path, "reason": d.reason} for d in converted]  # reported, never silent
     if dropped is not None:
         body["dropped"] = dropped  # local fields the purposes do not allow: reported, never silent
     return Answer(202, body, link)
