@@ -563,6 +563,14 @@ def test_gender_picklist(htcds: MappingAdapter, spelling: str, code: str) -> Non
         ({"x_rgw_InterpreterLanguage": "hau"}, MissingFieldError, "x_rgw_InterpreterNeeded: is required when any of"),
         ({"x_rgw_BestInterestsStatus": "Finished", "x_rgw_CareStatus": "Separated", "x_rgw_IsMinor": "Yes"}, UnmappableValueError,
          "x_rgw_BestInterestsStatus: 'Finished' is not in the code list for best-interests status"),
+        ({"x_rgw_MedicalCategory": ["Injury"]}, MissingFieldError, "x_rgw_MedicalUrgency: must be other than None"),
+        ({"x_rgw_InterpreterNeeded": "Yes"}, MissingFieldError, "x_rgw_InterpreterLanguage: is required when x_rgw_InterpreterNeeded is Yes"),
+        ({"x_rgw_CareStatus": "Separated", "x_rgw_IsMinor": "Yes", "x_rgw_Age": 16, "x_rgw_BestInterestsStatus": "Completed",
+          "x_rgw_ConsentDecisionMaker": "ParentGuardian"},
+         MissingFieldError, "x_rgw_BestInterestsOutcome: is required (and not Pending)"),
+        ({"x_rgw_CareStatus": "Separated", "x_rgw_IsMinor": "Yes", "x_rgw_Age": 16, "x_rgw_BestInterestsStatus": "InProgress",
+          "x_rgw_BestInterestsDecidedBy": "ML-DNPEF", "x_rgw_ConsentDecisionMaker": "ParentGuardian"}, UnmappableValueError,
+         "x_rgw_BestInterestsDecidedBy: is given only once x_rgw_BestInterestsStatus is Completed"),
         ({"colour": "blue"}, AdapterError, "colour: is not a field of the local format"),
     ],
 )
@@ -654,7 +662,9 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
     assert isinstance(htcds, MappingAdapter)
     fuzz_respelled_sample(data, htcds, LOCAL_SCHEMA, [p.stem for p in SAMPLES], sample, minor="x_rgw_IsMinor",
                           refusable={"x_rgw_Purposes", "cas_ReasonForOutgoingReferral", "x_rgw_ConsentRecipients", "x_rgw_IsMinor",
-                                     "x_rgw_ConsentDecisionMaker", "x_rgw_CareStatus", "x_rgw_CooperationDecision"})
+                                     "x_rgw_ConsentDecisionMaker", "x_rgw_CareStatus", "x_rgw_CooperationDecision",
+                                     "x_rgw_MedicalUrgency", "x_rgw_InterpreterLanguage", "x_rgw_BestInterestsOutcome",
+                                     "x_rgw_BestInterestsDecidedOn", "x_rgw_BestInterestsDecidedBy"})
 
 
 @settings(max_examples=scaled(150), deadline=None)

@@ -522,6 +522,19 @@ class HtcdsAdapter(MappingAdapter):
         if "child_protection" in payload and get_path(payload, "person.age.minor") is not True:
             raise UnmappableValueError(X + "CareStatus", "child protection fields are for a minor only "
                                                          f"({X}IsMinor, prs_Birthdate or the age say the person is an adult)")
+        needs = payload.get("needs", {})
+        if "medical_category" in needs and needs.get("medical_urgency", "none") == "none":
+            raise MissingFieldError(X + "MedicalUrgency", f"must be other than None when {X}MedicalCategory is given")
+        if get_path(needs, "interpreter.needed") is True and get_path(needs, "interpreter.language") is _MISSING:
+            raise MissingFieldError(X + "InterpreterLanguage", f"is required when {X}InterpreterNeeded is Yes")
+        best = get_path(payload, "child_protection.best_interests")
+        if isinstance(best, dict):
+            if best["status"] == "completed" and best.get("outcome", "pending") == "pending":
+                raise MissingFieldError(X + "BestInterestsOutcome", "is required (and not Pending) when the determination is completed")
+            early = [k for k in ("decided_on", "decided_by") if k in best and best["status"] != "completed"]
+            if early:
+                field = X + ("BestInterestsDecidedOn" if early[0] == "decided_on" else "BestInterestsDecidedBy")
+                raise UnmappableValueError(field, f"is given only once {X}BestInterestsStatus is Completed")
         if "criminal_justice_cooperation" in payload.get("purposes", []):
             decision = get_path(payload, "criminal_justice.cooperation_decision")
             if decision is _MISSING:
