@@ -684,3 +684,33 @@ def test_fuzz_sample_variants_always_map(nationality: str, case: Any, age: int, 
     result = htcds.to_shared(rec, purposes)
     assert find_violations("referral.request", result.payload) == []
     assert result.payload["person"]["age"]["years"] == age
+
+
+# --- through the API -------------------------------------------------------------------
+
+
+async def test_an_htcds_record_goes_out_as_v2_and_comes_back_as_htcds(tmp_path: Path) -> None:
+    from testkit.gateway_pair import NIGERIA, eventually
+    from tests.test_api_world import api_pair
+
+    htcds = get_adapter("htcds")
+    record = sample(COMPLETE) | {"x_rgw_ConsentPurposes": ["Assistance", "FamilyTracing"]}
+    async with api_pair(tmp_path) as (ne, ng):
+        body = {"recipient": NIGERIA, "local_case_id": "NE-HTCDS-2026-0001", "format": "htcds", "record": record}
+        status, queued = await ne.call("POST", "/referrals", json=body)
+        assert status == 202, queued
+        assert {"cco_CaseComment", "prs_MobilePhone"} <= {d["local_field"] for d in queued["dropped"]}
+        mid = queued["message_id"]
+
+        async def arrived() -> bool:
+            return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "assistance"}))[0] == 200
+        await eventually(arrived)
+        status, shared = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "assistance"})
+        assert shared["header"]["schema"] == "2"
+        assert shared["payload"] == htcds.to_shared(record, None).payload
+        status, local = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "assistance", "format": "htcds"})
+        assert status == 200 and local["format"] == "htcds"
+        back = local["record"]
+        for field in ("org_Type", "prs_Gender", "vic_TraffickingStatus", "vic_TypeOfExploitation", "vic_ForcedLabourIndustry",
+                      "prs_Citizenship", "prs_PrimaryLanguage", "cas_ReasonForOutgoingReferral"):
+            assert back[field] == record[field], field
