@@ -16,6 +16,7 @@ from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableV
 from adapters.base import MappingAdapter, _walk_rules
 from adapters.htcds import HtcdsAdapter
 from adapters.htcds import standard
+from adapters.htcds.adapter import V2_TARGETS
 from gateway.schema import SCHEMA_DIR, example_names, find_violations, load_example, load_schema
 from gateway.schema_versions import upgrade_to_v2
 from tests.support.adapter_checks import assert_hides, fuzz_local_record, fuzz_respelled_sample
@@ -714,3 +715,17 @@ async def test_an_htcds_record_goes_out_as_v2_and_comes_back_as_htcds(tmp_path: 
         for field in ("org_Type", "prs_Gender", "vic_TraffickingStatus", "vic_TypeOfExploitation", "vic_ForcedLabourIndustry",
                       "prs_Citizenship", "prs_PrimaryLanguage", "cas_ReasonForOutgoingReferral"):
             assert back[field] == record[field], field
+
+
+@pytest.mark.parametrize("name", sorted(V2_TARGETS))
+def test_every_v2_code_is_written_back_in_a_spelling_that_reads_back(htcds: MappingAdapter, name: str) -> None:
+    """No code is written as a missing-value spelling ("Unknown", "None") unless missing means that code."""
+    codes = htcds.table.code_lists[name]
+    means_missing = {"sex": "unknown", "age_band": "unknown", "exploitation_type": "undetermined",
+                     "accompanying_child": "unknown"}.get(V2_TARGETS[name][0])
+    for code in codes.codes.values():
+        spelled = codes.to_local(code)
+        if htcds.table.is_missing(spelled):
+            assert code == means_missing, (code, spelled)
+        else:
+            assert codes.to_shared(spelled) == code
