@@ -200,8 +200,12 @@ def test_minor_with_guardian_and_child_protection(htcds: MappingAdapter) -> None
     assert {(d.local_field, d.shared_path) for d in safety.dropped} >= {
         ("x_rgw_GuardianFirstName", "child_protection.guardian.names.given"),
         ("x_rgw_GuardianSecondName", "child_protection.guardian.names.family")}
-    with pytest.raises(MissingFieldError, match=r"^x_rgw_CareStatus: is required when any of x_rgw_PlaceOfOrigin|^x_rgw_CareStatus: is required when any of"):
+    with pytest.raises(MissingFieldError, match=r"^x_rgw_CareStatus: is required when any of x_rgw_CareStatus, x_rgw_GuardianRole"):
         htcds.to_shared(sample(MINOR) | {"x_rgw_GuardianRole": "Parent"})
+    with pytest.raises(MissingFieldError) as info:
+        htcds.to_shared(sample(MINOR) | {"x_rgw_CareStatus": "Separated", "x_rgw_BestInterestsOutcome": "Pending"})
+    assert str(info.value) == ("x_rgw_BestInterestsStatus: is required when any of x_rgw_BestInterestsStatus, "
+                               "x_rgw_BestInterestsOutcome, x_rgw_BestInterestsDecidedOn, x_rgw_BestInterestsDecidedBy is given")
     with pytest.raises(UnmappableValueError, match=r"^x_rgw_CareStatus: child protection fields are for a minor only"):
         htcds.to_shared(sample(ADULT) | {"x_rgw_CareStatus": "Separated"})
 
@@ -665,7 +669,8 @@ def test_fuzz_good_spellings_map_and_round_trip(data: st.DataObject) -> None:
                           refusable={"x_rgw_Purposes", "cas_ReasonForOutgoingReferral", "x_rgw_ConsentRecipients", "x_rgw_IsMinor",
                                      "x_rgw_ConsentDecisionMaker", "x_rgw_CareStatus", "x_rgw_CooperationDecision",
                                      "x_rgw_MedicalUrgency", "x_rgw_InterpreterLanguage", "x_rgw_BestInterestsOutcome",
-                                     "x_rgw_BestInterestsDecidedOn", "x_rgw_BestInterestsDecidedBy"})
+                                     "x_rgw_BestInterestsDecidedOn", "x_rgw_BestInterestsDecidedBy", "x_rgw_BestInterestsStatus",
+                                     "x_rgw_GuardianRole", "x_rgw_InterpreterNeeded", "x_rgw_CooperationDecidedOn"})
 
 
 @settings(max_examples=scaled(150), deadline=None)
@@ -729,3 +734,11 @@ def test_every_v2_code_is_written_back_in_a_spelling_that_reads_back(htcds: Mapp
             assert code == means_missing, (code, spelled)
         else:
             assert codes.to_shared(spelled) == code
+
+
+def test_semicolons_split_multiselect_fields_only(htcds: MappingAdapter) -> None:
+    rec = sample(MINOR) | {"x_rgw_CareStatus": "Separated", "x_rgw_GuardianRole": "Parent",
+                           "x_rgw_GuardianFirstName": "Awa;Binta", "x_rgw_ConsentRecipientAgencies": "NG-NAPTIP;NG-IOM"}
+    p = htcds.to_shared(rec).payload
+    assert p["child_protection"]["guardian"]["names"] == {"given": "Awa;Binta"}
+    assert [r["agency"] for r in p["consent"]["recipients"]] == ["NG-NAPTIP", "NG-IOM"]

@@ -288,10 +288,7 @@ class HtcdsAdapter(MappingAdapter):
             # Name the flat field the clerk filled in, not the adapter's grouping object.
             flat = _flat_name(exc.local_field or "")
             if flat is not None:
-                reason = exc.reason
-                for group, members in GROUPS.items():
-                    reason = reason.replace(f"{group} is given", f"any of {', '.join(members)} is given")
-                raise type(exc)(flat, reason) from None
+                raise type(exc)(flat, _flat_reason(exc.reason, flat)) from None
             raise
         renamed = tuple(DroppedField(_flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
         result = AdaptResult(result.payload, renamed)
@@ -307,9 +304,11 @@ class HtcdsAdapter(MappingAdapter):
 
     def prepare_local(self, record: dict[str, Any]) -> dict[str, Any]:
         record = dict(record)
+        properties = (self.local_schema or {}).get("properties", {})
         for name in list(record):
             field = standard.fields().get(name)
-            if field is not None and field.multiselect or name.startswith(X):
+            # Only fields that take several values: a ';' in a name or a narrative is text.
+            if field is not None and field.multiselect or name.startswith(X) and "oneOf" in properties.get(name, {}):
                 record[name] = _split_multiselect(record[name])
         self._check_standard_picklists(record)
         self._take_consent(record)
@@ -627,6 +626,24 @@ class HtcdsAdapter(MappingAdapter):
         got = [{k: v for k, v in i.items() if k != "Intended" or v} for i in candidate.get(EXPLOITATION, [])]
         if got != expected:
             record[DETAILED] = detailed
+
+
+_GIVEN = re.compile(r"when (?P<object>\S+) is given")
+
+
+def _flat_reason(reason: str, flat: str) -> str:
+    """``... when x_rgw_ChildProtection is given`` -> ``... when any of x_rgw_BestInterestsStatus, ... is given``.
+
+    The fields named are those of the smallest object holding ``flat`` (the guardian's, the
+    determination's), not every field of the group.
+    """
+    match = _GIVEN.search(reason)
+    group = next((g for g, members in GROUPS.items() if flat in members), None)
+    if not match or group is None:
+        return reason
+    parent = GROUPS[group][flat].rpartition(".")[0]
+    members = [f for f, path in GROUPS[group].items() if not parent or path.startswith(parent + ".")]
+    return reason[:match.start()] + f"when any of {', '.join(members)} is given" + reason[match.end():]
 
 
 def _flat_name(local_field: str) -> str | None:
