@@ -282,6 +282,7 @@ class MappingAdapter:
         wanted = list(dict.fromkeys(purposes))
         if isinstance(purposes, str) or not wanted:
             raise PurposesError("purposes: at least one purpose is required")
+        # Each adapter maps to its own schema version (v2 purposes only for a v2 adapter).
         known = PURPOSES_BY_VERSION[self.schema_version]
         unknown = [p for p in wanted if p not in known]
         if unknown:
