@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 from adapters.base import (
     TRANSFORMS,
+    AdapterError,
     AdaptResult,
     DroppedField,
     LocalRecordInvalidError,
@@ -285,13 +286,12 @@ class HtcdsAdapter(MappingAdapter):
         try:
             result = super().to_shared(local_record, purposes)
         except (MissingFieldError, UnmappableValueError) as exc:
-            # Name the flat field the clerk filled in, not the adapter's grouping object.
-            flat = _flat_name(exc.local_field or "")
-            if flat is not None:
-                raise type(exc)(flat, _flat_reason(exc.reason, flat)) from None
+            named = _renamed(exc)
+            if named is not exc:
+                raise named from None
             raise
-        renamed = tuple(DroppedField(_flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
-        result = AdaptResult(result.payload, renamed)
+        dropped = tuple(DroppedField(_flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
+        result = AdaptResult(result.payload, dropped)
         citizenship = _split_multiselect(local_record.get(CITIZENSHIP))
         if isinstance(citizenship, list):
             known = [c for c in citizenship if not self.table.is_missing(c)]
@@ -626,6 +626,14 @@ class HtcdsAdapter(MappingAdapter):
         got = [{k: v for k, v in i.items() if k != "Intended" or v} for i in candidate.get(EXPLOITATION, [])]
         if got != expected:
             record[DETAILED] = detailed
+
+
+def _renamed(error: MissingFieldError | UnmappableValueError) -> AdapterError:
+    """The same error naming the flat field the clerk filled in, not the adapter's grouping object."""
+    flat = _flat_name(error.local_field or "")
+    if flat is None:
+        return error
+    return type(error)(flat, _flat_reason(error.reason, flat))
 
 
 _GIVEN = re.compile(r"when (?P<object>\S+) is given")
