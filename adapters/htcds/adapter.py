@@ -262,6 +262,8 @@ class HtcdsAdapter(MappingAdapter):
 
     def __init__(self) -> None:
         super().__init__()
+        standard.fields()  # read the standard and the children's code lists now, not per record
+        _own_table()
         for name, path in V2_TARGETS.items():
             codes = self.table.code_lists[name]
             allowed = _v2_enum(*path)
