@@ -20,51 +20,33 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, timezone
 from functools import cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from adapters.base import (
     TRANSFORMS,
-    AdapterError,
     AdaptResult,
     DroppedField,
     LocalRecordInvalidError,
     MappingAdapter,
     MappingDefinitionError,
-    MappingTable,
     MissingFieldError,
     PurposesError,
-    Transform,
     TransformFailed,
     UnmappableValueError,
     _echo,
     normalise,
 )
 from adapters.htcds import standard
+from adapters.htcds.groups import GROUPS, flat_name, renamed
+from adapters.htcds.transforms import HTCDS_TRANSFORMS, iso639, own_table
 from adapters.paths import _MISSING, get_path, set_path
 from gateway.schema import SCHEMA_DIR, payload_version
 from gateway.schema_versions import upgrade_to_v2
 
 X = standard.EXTENSION_PREFIX
-#: Flat extension fields -> where they sit in the objects the table maps (and back).
-GROUPS: dict[str, dict[str, str]] = {
-    X + "PlaceOfOrigin": {X + "PlaceOfOriginCountry": "Country", X + "PlaceOfOriginState": "State",
-                          X + "PlaceOfOriginDistrict": "District", X + "PlaceOfOriginCity": "City"},
-    X + "Interpreter": {X + "InterpreterNeeded": "Needed", X + "InterpreterLanguage": "Language"},
-    X + "ChildProtection": {X + "CareStatus": "CareStatus", X + "GuardianRole": "Guardian.Role",
-                            X + "GuardianAgency": "Guardian.Agency", X + "GuardianOrganisationType": "Guardian.OrganisationType",
-                            X + "GuardianFirstName": "Guardian.FirstName", X + "GuardianSecondName": "Guardian.SecondName",
-                            X + "BestInterestsStatus": "BestInterests.Status", X + "BestInterestsOutcome": "BestInterests.Outcome",
-                            X + "BestInterestsDecidedOn": "BestInterests.DecidedOn",
-                            X + "BestInterestsDecidedBy": "BestInterests.DecidedBy"},
-    X + "CriminalJustice": {X + "CooperationDecision": "CooperationDecision", X + "CooperationDecidedOn": "DecidedOn",
-                            X + "ReflectionPeriodUntil": "ReflectionPeriodUntil",
-                            X + "ProtectionMeasuresRequested": "ProtectionMeasuresRequested"},
-}
 RECIPIENTS = X + "ConsentRecipients"
 RECIPIENT_AGENCIES = X + "ConsentRecipientAgencies"
 CONSENT_PURPOSES = X + "ConsentPurposes"
@@ -99,91 +81,6 @@ V2_TARGETS: dict[str, tuple[str, ...]] = {
     "protection_measure": ("criminal_justice", "protection_measures_requested", "items"),
     "child_documents": ("accompanying_child", "documents"), "child_relationship": ("accompanying_child", "relationship"),
 }
-_ISO_DATE = re.compile(r"^\s*([0-9]{4})-([0-9]{2})-([0-9]{2})\s*$")
-_ISO_DATETIME = re.compile(
-    r"^\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
-    r"(?:[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?\s*(Z|[+-][0-9]{2}:?[0-9]{2})?)?\s*$"
-)
-
-
-def _real_date(year: str, month: str, day: str) -> date:
-    if not 1900 <= int(year) <= 2100:
-        raise TransformFailed("has a year outside 1900-2100")
-    try:
-        return date(int(year), int(month), int(day))
-    except ValueError:
-        raise TransformFailed("is not a calendar date (YYYY-MM-DD)") from None
-
-
-def _date_iso(value: Any, args: Mapping[str, Any]) -> str:
-    match = _ISO_DATE.match(value) if isinstance(value, str) else None
-    if not match:
-        raise TransformFailed("must be a date YYYY-MM-DD")
-    return _real_date(*match.groups()).isoformat()
-
-
-def _date_iso_back(value: Any, args: Mapping[str, Any]) -> str:
-    return str(value)
-
-
-def _datetime_iso(value: Any, args: Mapping[str, Any]) -> str:
-    """``YYYY-MM-DD[THH:MM[:SS][Z|±HH:MM]]`` -> RFC 3339 UTC. No offset means UTC; a date alone takes ``default_time``."""
-    match = _ISO_DATETIME.match(value) if isinstance(value, str) else None
-    if not match:
-        raise TransformFailed("must be a date-time YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM]")
-    year, month, day, hh, mm, ss, offset = match.groups()
-    day_ = _real_date(year, month, day)
-    if hh is None:
-        h, m, s = map(int, args.get("default_time", "00:00:00").split(":"))
-    else:
-        h, m, s = int(hh), int(mm), int(ss or 0)
-    if not (h < 24 and m < 60 and s < 60):
-        raise TransformFailed("has an impossible time (HH:MM[:SS])")
-    tz = timezone.utc
-    if offset and offset != "Z":
-        sign, oh, om = offset[0], int(offset[1:3]), int(offset[-2:])
-        if oh > 14 or om > 59:
-            raise TransformFailed("has an impossible UTC offset")
-        delta = timedelta(hours=oh, minutes=om)
-        tz = timezone(delta if sign == "+" else -delta)
-    moment = datetime(day_.year, day_.month, day_.day, h, m, s, tzinfo=tz).astimezone(timezone.utc)
-    if not 1900 <= moment.year <= 2100:
-        raise TransformFailed("has a year outside 1900-2100")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _datetime_iso_back(value: Any, args: Mapping[str, Any]) -> str:
-    text = str(value)
-    if text[11:19] == args.get("default_time", "00:00:00"):
-        return text[:10]
-    return text
-
-
-_UNCODED = re.compile(r"^\s*mis\s*:\s*(?P<name>\S.*?)\s*$", re.IGNORECASE)
-
-
-def _iso639(value: Any, args: Mapping[str, Any]) -> Any:
-    """An ISO 639 code (or English name) -> its ISO 639-3 code; ``mis:<name>`` -> an uncoded language."""
-    uncoded = _UNCODED.match(value) if isinstance(value, str) else None
-    if uncoded:
-        name = uncoded.group("name")
-        if len(name) > 200:
-            raise TransformFailed("has a language name longer than 200 characters")
-        return {"code": "mis", "name": name}
-    code = standard.language_code(value) if isinstance(value, str) else None
-    if code is None:
-        raise TransformFailed("is not an ISO 639 language code (ISO 639-2, e.g. hau, fre/fra, eng; "
-                              "mis:<name> for a language without a code)")
-    return code
-
-
-def _iso639_back(value: Any, args: Mapping[str, Any]) -> str:
-    # A v2 language is already ISO 639-3, which is also the ISO 639-2/T code where one exists.
-    if isinstance(value, dict):
-        return f"mis:{value.get('name', '')}"
-    return str(value)
-
-
 def _checkbox(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
@@ -200,57 +97,6 @@ def _split_multiselect(value: Any) -> Any:
 
 
 
-#: An accompanying child: local key -> (shared key, code list, value when missing; None: required).
-_CHILD = {"AgeBand": ("age_band", "child_age_band", "unknown"), "Documents": ("documents", "child_documents", "unknown"),
-          "NeedsEscort": ("needs_escort", "yes_no", True), "Relationship": ("relationship", "child_relationship", None)}
-
-
-@cache
-def _own_table() -> MappingTable:
-    # The children transform needs the code lists of the table it belongs to.
-    return MappingTable.load(Path(__file__).resolve().parent / "mapping.json", {**TRANSFORMS, **_OWN_TRANSFORMS})
-
-
-def _children(value: Any, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Accompanying children, one entry each (two alike are two children, not a duplicate)."""
-    if not isinstance(value, list):
-        raise TransformFailed("must be a list of children (AgeBand, Documents, NeedsEscort, Relationship) or a number")
-    table = _own_table()
-    out = []
-    for i, child in enumerate(value):
-        if not isinstance(child, dict):
-            raise TransformFailed(f"[{i}] must be an object")
-        entry: dict[str, Any] = {}
-        for key, (shared, codes, missing) in _CHILD.items():
-            raw = child.get(key)
-            if raw is None or table.is_missing(raw):
-                if missing is None:
-                    raise TransformFailed(f"[{i}].{key} is required")
-                entry[shared] = missing
-                continue
-            try:
-                entry[shared] = table.code_lists[codes].to_shared(raw)
-            except KeyError:
-                raise TransformFailed(f"[{i}].{key}: {_echo(raw)} is not in the code list for "
-                                      f"{table.code_lists[codes].label}") from None
-        out.append(entry)
-    return out
-
-
-def _children_back(value: Any, args: Mapping[str, Any]) -> list[dict[str, Any]]:
-    table = _own_table()
-    return [{key: table.code_lists[codes].to_local(child[shared]) for key, (shared, codes, _) in _CHILD.items()}
-            for child in value]
-
-
-_OWN_TRANSFORMS = {
-    "date_iso": Transform(_date_iso, _date_iso_back),
-    "datetime_iso": Transform(_datetime_iso, _datetime_iso_back),
-    "iso639": Transform(_iso639, _iso639_back),
-    "accompanying_children": Transform(_children, _children_back),
-}
-
-
 class HtcdsAdapter(MappingAdapter):
     """An HTCDS 2.0 record (the standard's field names and picklist values, ``x_rgw_`` extensions)."""
 
@@ -258,12 +104,12 @@ class HtcdsAdapter(MappingAdapter):
     folder = Path(__file__).resolve().parent
     local_schema_file = "htcds.schema.json"
     schema_version = "2"
-    transforms = {**TRANSFORMS, **_OWN_TRANSFORMS}
+    transforms = {**TRANSFORMS, **HTCDS_TRANSFORMS}
 
     def __init__(self) -> None:
         super().__init__()
         standard.fields()  # read the standard and the children's code lists now, not per record
-        _own_table()
+        own_table()
         for name, path in V2_TARGETS.items():
             codes = self.table.code_lists[name]
             allowed = _v2_enum(*path)
@@ -288,11 +134,11 @@ class HtcdsAdapter(MappingAdapter):
         try:
             result = super().to_shared(local_record, purposes)
         except (MissingFieldError, UnmappableValueError) as exc:
-            named = _renamed(exc)
+            named = renamed(exc)
             if named is not exc:
                 raise named from None
             raise
-        dropped = tuple(DroppedField(_flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
+        dropped = tuple(DroppedField(flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
         result = AdaptResult(result.payload, dropped)
         citizenship = _split_multiselect(local_record.get(CITIZENSHIP))
         if isinstance(citizenship, list):
@@ -424,7 +270,7 @@ class HtcdsAdapter(MappingAdapter):
                     continue
                 where = f"{name}[{i}]" if isinstance(value, list) else name
                 try:
-                    _iso639(item, {})
+                    iso639(item, {})
                 except TransformFailed as exc:
                     raise UnmappableValueError(where, str(exc)) from None
                 languages.append(item)
@@ -628,43 +474,6 @@ class HtcdsAdapter(MappingAdapter):
         got = [{k: v for k, v in i.items() if k != "Intended" or v} for i in candidate.get(EXPLOITATION, [])]
         if got != expected:
             record[DETAILED] = detailed
-
-
-def _renamed(error: MissingFieldError | UnmappableValueError) -> AdapterError:
-    """The same error naming the flat field the clerk filled in, not the adapter's grouping object."""
-    flat = _flat_name(error.local_field or "")
-    if flat is None:
-        return error
-    return type(error)(flat, _flat_reason(error.reason, flat))
-
-
-_GIVEN = re.compile(r"when (?P<object>\S+) is given")
-
-
-def _flat_reason(reason: str, flat: str) -> str:
-    """``... when x_rgw_ChildProtection is given`` -> ``... when any of x_rgw_BestInterestsStatus, ... is given``.
-
-    The fields named are those of the smallest object holding ``flat`` (the guardian's, the
-    determination's), not every field of the group.
-    """
-    match = _GIVEN.search(reason)
-    group = next((g for g, members in GROUPS.items() if flat in members), None)
-    if not match or group is None:
-        return reason
-    parent = GROUPS[group][flat].rpartition(".")[0]
-    members = [f for f, path in GROUPS[group].items() if not parent or path.startswith(parent + ".")]
-    return reason[:match.start()] + f"when any of {', '.join(members)} is given" + reason[match.end():]
-
-
-def _flat_name(local_field: str) -> str | None:
-    """``x_rgw_ChildProtection.Guardian.Role`` -> ``x_rgw_GuardianRole`` (None if not in a group)."""
-    for group, members in GROUPS.items():
-        if local_field.startswith(group + "."):
-            inner = local_field[len(group) + 1:]
-            for flat, path in members.items():
-                if inner == path or inner.startswith(path + "."):
-                    return flat
-    return None
 
 
 @cache
