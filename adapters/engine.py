@@ -101,6 +101,8 @@ class MappingAdapter:
     mapping_file: ClassVar[str] = "mapping.json"
     local_schema_file: ClassVar[str | None] = "fiche.schema.json"
     transforms: ClassVar[Mapping[str, Transform]] = TRANSFORMS
+    #: The shared schema version this adapter writes ("1", or "2": payloads then carry ``schema_version``).
+    schema_version: ClassVar[str] = "1"
 
     def __init__(self) -> None:
         self.table = MappingTable.load(self.folder / self.mapping_file, self.transforms)
@@ -120,6 +122,9 @@ class MappingAdapter:
     def finish_local(self, record: dict[str, Any]) -> dict[str, Any]:
         """Adjust the local record ``from_shared`` built from the table."""
         return record
+
+    def check_shared(self, payload: dict[str, Any], trace: _Trace) -> None:
+        """Rules across fields the adapter adds, checked before validation and named by local field."""
 
     # -- local -> shared --
 
@@ -181,9 +186,9 @@ class MappingAdapter:
         except AdapterError as exc:
             # Keep going with every purpose so each other field is still checked and reported.
             errors.append(exc)
-            wanted, purposes_known = list(PURPOSES), False
+            wanted, purposes_known = list(PURPOSES_BY_VERSION[self.schema_version]), False
             payload.pop("purposes", None)
-        payload = {"purposes": wanted, **payload}
+        payload = {**self._version_member(), "purposes": wanted, **payload}
         dropped: list[DroppedField] = []
         dropped_values = self._drop_disallowed(payload, wanted, trace, failed, dropped, errors)
         try:
@@ -194,6 +199,11 @@ class MappingAdapter:
                 errors.append(exc)
         if not any(_within(shared, "consent") for shared in failed):
             errors.extend(self._consent_errors(payload, wanted if purposes_known else [], trace))
+        if not errors:
+            try:
+                self.check_shared(payload, trace)
+            except AdapterError as exc:
+                errors.append(exc)
         raise_all(_in_form_order(errors, local_record, self.table))
         dropped.extend(
             DroppedField(local, shared, f"no shared code for this {label}: not sent")
@@ -442,8 +452,8 @@ class MappingAdapter:
         wanted = list(dict.fromkeys(purposes))
         if isinstance(purposes, str) or not wanted:
             raise PurposesError("purposes: at least one purpose is required")
-        # The local formats map to schema version 1 (the v2 purposes are not theirs yet).
-        known = PURPOSES_BY_VERSION["1"]
+        # Each adapter maps to its own schema version (v2 purposes only for a v2 adapter).
+        known = PURPOSES_BY_VERSION[self.schema_version]
         unknown = [p for p in wanted if p not in known]
         if unknown:
             raise PurposesError(f"purposes: {', '.join(map(repr, unknown))} not one of: {', '.join(known)}")
@@ -453,7 +463,7 @@ class MappingAdapter:
                          failed: Mapping[str, AdapterError], dropped: list[DroppedField],
                          errors: list[AdapterError]) -> dict[str, Any]:
         reason = f"not allowed for purposes [{', '.join(purposes)}]"
-        disallowed = sorted(disallowed_person_fields(purposes, "1"))
+        disallowed = sorted(disallowed_person_fields(purposes, self.schema_version))
         removed: dict[str, Any] = {}
         for path in disallowed:
             value = delete_path(payload, path)
@@ -529,12 +539,18 @@ class MappingAdapter:
             raise UnmappableValueError(where, "implies an age over 120")
         return years
 
+    def _version_member(self) -> dict[str, str]:
+        """``{"schema_version": "2"}`` for a v2 adapter; v1 payloads have no such member."""
+        return {} if self.schema_version == "1" else {"schema_version": self.schema_version}
+
     def _consent_errors(self, payload: dict[str, Any], purposes: list[str], trace: _Trace) -> list[AdapterError]:
         """What is wrong with the consent for these purposes (each problem, not the first)."""
         consent = payload.get("consent")
         if not isinstance(consent, dict):
             return [MissingFieldError(trace.local_for("consent", self.table),
                                       "is required: the consent record travels with every referral")]
+        if self.schema_version != "1":
+            return self._consent_recipient_errors(payload, purposes, trace)
         out: list[AdapterError] = []
         consented = consent.get("purposes", [])
         missing = [p for p in purposes if p not in consented]
@@ -554,12 +570,34 @@ class MappingAdapter:
                                             reason_code="minor_consents_alone"))
         return out
 
+    def _consent_recipient_errors(self, payload: dict[str, Any], purposes: list[str],
+                                  trace: _Trace) -> list[AdapterError]:
+        """v2 consent: every purpose is consented for some recipient agency; a minor cannot consent alone."""
+        consent = payload["consent"]
+        out: list[AdapterError] = []
+        consented = {p for r in consent.get("recipients", []) for p in r.get("purposes", [])}
+        where = trace.local_for("consent.recipients", self.table)
+        if not consent.get("recipients"):
+            out.append(MissingFieldError(where, "is required: the consent names the recipient agencies and their purposes"))
+        else:
+            missing = [p for p in purposes if p not in consented]
+            if missing:
+                out.append(PurposesError(f"{where}: {', '.join(map(repr, missing))} not consented for any recipient",
+                                         where, reason_code="not_consented", params={"purposes": missing}))
+        if get_path(payload, "person.age.minor") is True and consent.get("decision_maker") == "self":
+            where = trace.local_for("consent.decision_maker", self.table)
+            out.append(UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
+                                                   "service or a judge of minors must give the consent",
+                                            reason_code="minor_consents_alone"))
+        return out
+
     # -- shared -> local --
 
     def from_shared(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Map a valid shared ``referral.request`` to a local record (codes in their preferred spelling)."""
         validate_payload(MESSAGE_TYPE, payload)
-        v2 = payload_version(payload) == "2"
+        # A v2 table (schema_version "2") reads v2 codes itself; a v1 table reads the v1 shape.
+        v2 = payload_version(payload) == "2" and self.schema_version == "1"
         v1, v2_codes = self._for_the_table(payload) if v2 else (payload, {})
         local: dict[str, Any] = {}
         for rule in self.table.rules:
