@@ -63,6 +63,11 @@ async def test_error_details_follow_accept_language_codes_and_paths_do_not(tmp_p
             # Violations (paths and rules) are the same in every language.
             assert [(v["path"], v["rule"]) for v in fr.get("violations", [])] == \
                    [(v["path"], v["rule"]) for v in en.get("violations", [])]
+        # The violations named in a 422 detail are in French too, where the API wrote them.
+        status, body = await ne.call("POST", "/referrals", json={"local_case_id": "x"}, headers=FR)
+        assert status == 422 and "$.recipient : la propriété obligatoire « recipient » manque" in body["detail"], body
+        assert {"path": "$.recipient", "rule": "required", "message": "required property 'recipient' is missing"} \
+            in body["violations"]
 
 
 async def test_auth_errors_in_french(tmp_path: Path) -> None:
