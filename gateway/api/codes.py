@@ -61,6 +61,11 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: Every list in every language, built at import: a request reads no schema or locale file.
+_TABLES: dict[str, dict[str, dict[str, str]]] = {
+    language: {name: labels(name, language) for name in code_lists()} for language in LANGUAGES}
+
+
 def _headers(language: str) -> dict[str, str]:
     return {"Content-Language": language, "Vary": "Accept-Language"}
 
@@ -71,7 +76,7 @@ def _headers(language: str) -> dict[str, str]:
 async def list_codes(request: web.Request) -> web.Response:
     """Every code list with its labels."""
     language = CURRENT.get()
-    body = {"language": language, "code_lists": {name: labels(name, language) for name in code_lists()}}
+    body = {"language": language, "code_lists": _TABLES[language]}
     return json_body(body, headers=_headers(language))
 
 
@@ -81,8 +86,8 @@ async def list_codes(request: web.Request) -> web.Response:
 async def one_code_list(request: web.Request) -> web.Response:
     """One code list with its labels."""
     name = request.match_info["name"]
-    if name not in code_lists():
-        raise ApiError(404, "not_found", msg("no code list has the name in the path (GET /codes lists them)"))
     language = CURRENT.get()
-    return json_body({"code_list": name, "language": language, "labels": labels(name, language)},
+    if name not in _TABLES[language]:
+        raise ApiError(404, "not_found", msg("no code list has the name in the path (GET /codes lists them)"))
+    return json_body({"code_list": name, "language": language, "labels": _TABLES[language][name]},
                      headers=_headers(language))
