@@ -6,10 +6,12 @@ quoted only for coded fields (see ``adapters/base.py``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from gateway.errors import GatewayError
+from gateway.i18n import Message, msg
 
 
 class AdapterError(GatewayError):
@@ -173,6 +175,114 @@ class AuditExportError(GatewayError, ValueError):
     the message names the field, never its value. Also a ValueError, as it always was."""
 
     code = "audit_export_invalid"
+
+
+# --- the text of an adapter error, for a reader in another language ----------------------
+
+#: Today's reasons (adapters/engine.py, adapters/transforms.py, the country adapters) as
+#: translatable templates: (pattern of the English reason, template marked with ``msg``). Parameters keep field
+#: names, code-list names and limits; a value quoted for a coded field is left out, so an
+#: answer never echoes a submitted value. A reason that is already a ``Message`` (see
+#: ``adapter_detail``) needs no entry here.
+_REASONS: tuple[tuple[re.Pattern[str], Message], ...] = (
+    (re.compile(r"is required and has no value"),
+     msg("is required and has no value")),
+    (re.compile(r"is required by the local format"),
+     msg("is required by the local format")),
+    (re.compile(r"is required: the consent record travels with every referral"),
+     msg("is required: the consent record travels with every referral")),
+    (re.compile(r"is required when (?P<other>\S+) is given"),
+     msg("is required when {other} is given")),
+    (re.compile(r"is required unless (?P<other>\S+) is given"),
+     msg("is required unless {other} is given")),
+    (re.compile(r"is needed when the age is unknown \(presume minority: say the person is a minor when there are "
+                r"reasons to believe so\)"),
+     msg("is needed when the age is unknown (presume minority: say the person is a minor when there are reasons "
+         "to believe so)")),
+    (re.compile(r"contradicts (?P<other>\S+)"),
+     msg("contradicts {other}")),
+    (re.compile(r"is after the date of identification \(or of consent\)"),
+     msg("is after the date of identification (or of consent)")),
+    (re.compile(r"implies an age over 120"),
+     msg("implies an age over 120")),
+    (re.compile(r"a minor cannot consent alone: .*"),
+     msg("a minor cannot consent alone: a parent/guardian, the child protection service or a judge of minors "
+         "must give the consent")),
+    (re.compile(r"must be an object"),
+     msg("must be an object")),
+    (re.compile(r"must be a list"),
+     msg("must be a list")),
+    (re.compile(r"must be a single value"),
+     msg("must be a single value")),
+    (re.compile(r"must be text"),
+     msg("must be text")),
+    (re.compile(r"is empty"),
+     msg("is empty")),
+    (re.compile(r"is longer than (?P<limit>\d+) characters"),
+     msg("is longer than {limit} characters")),
+    (re.compile(r"must be a whole number"),
+     msg("must be a whole number")),
+    (re.compile(r"must be between (?P<low>-?\d+) and (?P<high>-?\d+)"),
+     msg("must be between {low} and {high}")),
+    (re.compile(r"has a year outside 1900-2100"),
+     msg("has a year outside 1900-2100")),
+    (re.compile(r"is not a calendar date \((?P<form>[^)]*)\)"),
+     msg("is not a calendar date ({form})")),
+    (re.compile(r"must be a date (?P<form>.+)"),
+     msg("must be a date {form}")),
+    (re.compile(r"has an impossible time \(HH:MM\[:SS\]\)"),
+     msg("has an impossible time (HH:MM[:SS])")),
+    (re.compile(r"is not an international phone number \(\+ country code, 7-15 digits\)"),
+     msg("is not an international phone number (+ country code, 7-15 digits)")),
+    (re.compile(r"is not an ISO 3166-1 alpha-2 country code"),
+     msg("is not an ISO 3166-1 alpha-2 country code")),
+    (re.compile(r".* is not in the code list for (?P<codes>.+)"),
+     msg("is not in the code list for {codes}")),
+    (re.compile(r".* has no local spelling in the code list for (?P<codes>.+)"),
+     msg("has no local spelling in the code list for {codes}")),
+    (re.compile(r"is not a field of the local format"),
+     msg("is not a field of the local format")),
+    (re.compile(r"must be of type (?P<types>[a-z ]+)"),
+     msg("must be of type {types}")),
+    (re.compile(r"is not an allowed value"),
+     msg("is not an allowed value")),
+    (re.compile(r"must match the pattern (?P<pattern>.+)"),
+     msg("must match the pattern {pattern}")),
+    (re.compile(r"must be at most (?P<limit>\d+) characters long"),
+     msg("must be at most {limit} characters long")),
+    (re.compile(r"must be at least (?P<limit>\d+) characters long"),
+     msg("must be at least {limit} characters long")),
+    (re.compile(r"must have at most (?P<limit>\d+) items"),
+     msg("must have at most {limit} items")),
+    (re.compile(r"must have at least (?P<limit>\d+) items"),
+     msg("must have at least {limit} items")),
+)
+
+
+def reason_text(reason: str) -> str:
+    """An adapter error's reason as a translatable text (gateway/i18n.py); unknown reasons as they are."""
+    if isinstance(reason, Message):
+        return reason
+    for pattern, template in _REASONS:
+        found = pattern.fullmatch(reason)
+        if found:
+            return msg(template.template, **found.groupdict())
+    return reason
+
+
+def adapter_detail(exc: AdapterError) -> str:
+    """The text of an adapter error for an API answer: field and rule, translatable, no submitted value.
+
+    Errors with a reason (``UnmappableValueError``, ``MissingFieldError``,
+    ``LocalRecordInvalidError``) are rendered as "<local field>: <reason>", with coded
+    values left out; an unknown field's name is not echoed either.
+    """
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, LocalRecordInvalidError) and isinstance(reason, str) and reason.startswith("is not a field"):
+        return msg("$.record: has a field the local format does not have (names are not echoed)")
+    if isinstance(reason, str) and exc.local_field is not None:
+        return msg("{field}: {reason}", field=exc.local_field, reason=reason_text(reason))
+    return str(exc)
 
 
 def _check_keys(where: str, spec: Mapping[str, Any], known: set[str]) -> None:

@@ -41,7 +41,8 @@ MATRIX = {
     ("GET", "/audit/proofs/consistency?first=1&second=1"): {"auditor"},
     ("GET", f"/audit/cases/{SOME_CASE}"): {"auditor"},
 }
-PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/auditor")]
+PUBLIC = [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/openapi.json"), ("GET", "/auditor"),
+          ("GET", "/codes"), ("GET", "/codes/sex")]
 ROLES = ("caseworker", "supervisor", "auditor", "admin")
 
 
@@ -69,7 +70,8 @@ async def test_every_route_has_an_access_policy(tmp_path) -> None:
         assert routes and all(policy_of(r.handler) is not None for r in routes)
         documented = {(m, p.split("?")[0]) for m, p in MATRIX} | set(PUBLIC)
         documented |= {("HEAD", p) for m, p in documented if m == "GET"}  # HEAD works where GET does
-        templated = {(r.method, r.resource.canonical.replace("{id}", SOME_ID).replace("{case_ref}", SOME_CASE))
+        templated = {(r.method, r.resource.canonical.replace("{id}", SOME_ID).replace("{case_ref}", SOME_CASE)
+                      .replace("{name}", "sex"))
                      for r in routes}
         assert templated == documented  # a new route needs a row in MATRIX (and in docs/api.md)
 

@@ -127,7 +127,7 @@ async def test_unknown_and_repeated_query_parameters_are_refused_on_every_route(
         status, doc = await ne.call("GET", "/openapi.json", role=None)
         role_of = {"caseworker": "caseworker", "supervisor": "supervisor", "auditor": "auditor", "admin": "admin"}
         for template, ops in doc["paths"].items():
-            path = template.replace("{id}", mid).replace("{case_ref}", "ne-ng-contract0001")
+            path = template.replace("{id}", mid).replace("{case_ref}", "ne-ng-contract0001").replace("{name}", "sex")
             for method, op in ops.items():
                 if method == "head":
                     continue

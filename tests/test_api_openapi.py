@@ -95,7 +95,8 @@ async def test_document_is_openapi_31_and_lists_every_route(tmp_path) -> None:
 async def test_security_follows_the_access_policies(tmp_path) -> None:
     doc, _ = await _document(tmp_path)
     public = {(m, p) for p, ops in doc["paths"].items() for m, op in ops.items() if op["security"] == []}
-    assert public == {(m, p) for m in ("get", "head") for p in ("/healthz", "/readyz", "/openapi.json", "/auditor")}
+    assert public == {(m, p) for m in ("get", "head")
+                      for p in ("/healthz", "/readyz", "/openapi.json", "/auditor", "/codes", "/codes/{name}")}
     read = doc["paths"]["/inbox/{id}"]["get"]
     assert read["x-roles"] == ["caseworker", "supervisor"]
     assert {"401", "403"} <= set(read["responses"])

@@ -2,7 +2,7 @@
 
 One module per concern: ``auth`` (bearer tokens, roles, audited refusals), ``roles`` (the
 role matrix), ``errors`` (errors → JSON), ``parse`` (input at the edge), ``access_log``;
-resources ``referrals``, ``inbox``, ``messages``, ``health``, ``metrics``, ``quarantine``
+resources ``referrals``, ``inbox``, ``messages``, ``codes``, ``health``, ``metrics``, ``quarantine``
 and ``openapi`` (built from the operations the handlers carry: ``operation``), whose
 request body schemas validate the bodies (``bodies``). See docs/api.md.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api import audit, cases, health, inbox, messages, metrics, openapi, quarantine, referrals, stats
+from gateway.api import audit, cases, codes, health, inbox, messages, metrics, openapi, quarantine, referrals, stats
 from gateway.api.access_log import access_log_middleware
 from gateway.api.auth import auth_middleware
 from gateway.api.context import GATEWAY, SETTINGS
@@ -21,7 +21,7 @@ from gateway.api.roles import ROLE_PERMISSIONS, Permission
 from gateway.service import Gateway
 from gateway.settings import Settings
 
-RESOURCES = (referrals, inbox, messages, cases, health, metrics, quarantine, audit, stats, openapi)
+RESOURCES = (referrals, inbox, messages, cases, codes, health, metrics, quarantine, audit, stats, openapi)
 # Each route's OpenAPI operation travels with its handler (gateway/api/operation.py):
 # openapi.install builds the document, the query rules and the body validators from the router.
 

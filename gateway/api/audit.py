@@ -42,6 +42,7 @@ from gateway.envelope import CASE_REF
 from gateway.errors import GatewayError
 from gateway.service import Gateway
 from gateway.store import AuditQuery, AuditRecord, CheckpointRecord
+from gateway.i18n import msg
 
 log = structlog.get_logger("gateway.api")
 routes = web.RouteTableDef()
@@ -66,7 +67,7 @@ def _pattern(query: Mapping[str, str], name: str, pattern: re.Pattern[str], what
     if raw is None:
         return None
     if not pattern.fullmatch(raw):
-        raise ApiError(400, "invalid_query", f"query parameter {name} must be {what}")
+        raise ApiError(400, "invalid_query", msg("query parameter {name} must be {what}", name=name, what=what))
     return raw
 
 
@@ -77,24 +78,26 @@ def _time(query: Mapping[str, str], name: str) -> Any:
     try:
         return parse_ts(raw)
     except ValueError:
-        raise ApiError(400, "invalid_query", f"query parameter {name} must be a time like 2026-03-06T10:15:00Z") from None
+        raise ApiError(400, "invalid_query", msg("query parameter {name} must be a time like 2026-03-06T10:15:00Z",
+                                                  name=name)) from None
 
 
 def audit_query(query: MultiMapping[str], after_seq: int = 0) -> AuditQuery:
     """The filters of /audit/entries and /audit/export (every given filter must match)."""
     event_types = query.getall("event_type", [])
     if len(event_types) > MAX_EVENT_TYPES:
-        raise ApiError(400, "invalid_query", f"query parameter event_type may be given at most {MAX_EVENT_TYPES} times")
+        raise ApiError(400, "invalid_query", msg("query parameter event_type may be given at most {limit} times",
+                                                  limit=MAX_EVENT_TYPES))
     for value in event_types:
         if not EVENT_TYPE.fullmatch(value):
-            raise ApiError(400, "invalid_query", "query parameter event_type must be a dotted lower-case event code "
-                                                 "such as message.read")
+            raise ApiError(400, "invalid_query", msg("query parameter event_type must be a dotted lower-case event "
+                                                     "code such as message.read"))
     since, until = _time(query, "since"), _time(query, "until")
     if since is not None and until is not None and until <= since:
-        raise ApiError(400, "invalid_query", "query parameter until must be later than since")
+        raise ApiError(400, "invalid_query", msg("query parameter until must be later than since"))
     return AuditQuery(
-        case_ref=_pattern(query, "case_ref", CASE_REF, "a case pseudonym (8 to 64 of A-Z a-z 0-9 . _ -)"),
-        agency=_pattern(query, "agency", AGENCY_ID, "an agency id such as NG-NAPTIP"),
+        case_ref=_pattern(query, "case_ref", CASE_REF, msg("a case pseudonym (8 to 64 of A-Z a-z 0-9 . _ -)")),
+        agency=_pattern(query, "agency", AGENCY_ID, msg("an agency id such as NG-NAPTIP")),
         event_types=tuple(dict.fromkeys(event_types)),
         since=since,
         until=until,
@@ -350,7 +353,7 @@ async def export(request: web.Request) -> web.StreamResponse:
     allow_only(q, (*FILTERS, "format"), repeatable=("event_type",))
     fmt = q.get("format", "jsonl")
     if fmt not in EXPORT_FORMATS:
-        raise ApiError(400, "invalid_query", "query parameter format must be one of: jsonl, csv")
+        raise ApiError(400, "invalid_query", msg("query parameter format must be one of: jsonl, csv"))
     query = audit_query(q)
     gateway = gateway_of(request)
     # The log size is fixed first: the export is the log (or its matching entries) up to
@@ -409,7 +412,7 @@ async def _record_export(gateway: Gateway, request: web.Request, fmt: str, count
 
 
 def _origin(request: web.Request) -> str:
-    origin = _pattern(request.query, "origin", AGENCY_ID, "an agency id such as NG-NAPTIP")
+    origin = _pattern(request.query, "origin", AGENCY_ID, msg("an agency id such as NG-NAPTIP"))
     return origin or gateway_of(request).agency_id
 
 
@@ -444,7 +447,8 @@ async def latest_checkpoint(request: web.Request) -> web.Response:
     gateway = gateway_of(request)
     record = await gateway.store.latest_checkpoint(origin)
     if record is None:
-        raise ApiError(404, "not_found", "no checkpoint of the agency in query parameter origin (default: this gateway) is stored")
+        raise ApiError(404, "not_found", msg("no checkpoint of the agency in query parameter origin (default: this "
+                                                 "gateway) is stored"))
     return json_body(checkpoint_item(gateway, record))
 
 
@@ -475,7 +479,7 @@ async def inclusion(request: web.Request) -> web.Response:
     seq = required_int_query(q, "seq", minimum=1, maximum=MAX_TREE_SIZE)
     tree_size = required_int_query(q, "tree_size", minimum=1, maximum=MAX_TREE_SIZE)
     if seq > tree_size:
-        raise ApiError(400, "invalid_query", "query parameter seq must not exceed tree_size")
+        raise ApiError(400, "invalid_query", msg("query parameter seq must not exceed tree_size"))
     log_ = gateway_of(request).audit_log
     hashes = await log_.leaf_hashes(await _within_log(log_, tree_size))  # read once for proof and root
     # O(tree size) hashing: off the event loop, as AuditLog does for its own proofs.
@@ -493,7 +497,7 @@ async def consistency(request: web.Request) -> web.Response:
     first = required_int_query(q, "first", minimum=1, maximum=MAX_TREE_SIZE)
     second = required_int_query(q, "second", minimum=1, maximum=MAX_TREE_SIZE)
     if first > second:
-        raise ApiError(400, "invalid_query", "query parameter first must not exceed second")
+        raise ApiError(400, "invalid_query", msg("query parameter first must not exceed second"))
     log_ = gateway_of(request).audit_log
     hashes = await log_.leaf_hashes(await _within_log(log_, second))
     proof, first_root, second_root = await asyncio.to_thread(
@@ -505,7 +509,7 @@ async def consistency(request: web.Request) -> web.Response:
 async def _within_log(audit_log: Any, tree_size: int) -> int:
     size = await audit_log.size()
     if tree_size > size:
-        raise ApiError(400, "invalid_query", f"tree sizes must be at most the log size {size}")
+        raise ApiError(400, "invalid_query", msg("tree sizes must be at most the log size {size}", size=size))
     return tree_size
 
 

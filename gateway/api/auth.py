@@ -19,6 +19,7 @@ from gateway.api.errors import Handler, Middleware, error_response
 from gateway.api.roles import Access, allowed, policy_of
 from gateway.errors import GatewayError
 from gateway.settings import User
+from gateway.i18n import msg
 
 log = structlog.get_logger("gateway.api")
 
@@ -67,19 +68,20 @@ def auth_middleware(users: tuple[User, ...]) -> Middleware:
         if access is None:
             # Fail closed: a route added without @requires/@public is reachable by nobody.
             log.error("auth.route_without_policy", route=route_template(request))
-            return error_response(500, "internal_error", "internal error")
+            return error_response(500, "internal_error", msg("internal error"))
         if access.public:
             return await handler(request)
         outcome = authenticate(request.headers.get("Authorization"), users)
         if isinstance(outcome, AuthFailure):
             await _audit(request, "auth.failed", ANONYMOUS, {"reason": outcome.value})
-            return error_response(401, "unauthorized", "a valid bearer token is required", headers=CHALLENGE)
+            return error_response(401, "unauthorized", msg("a valid bearer token is required"), headers=CHALLENGE)
         if not authorize(outcome, access):
             assert access.permission is not None
             await _audit(request, "auth.forbidden", Actor(outcome.name, outcome.role),
                          {"role": outcome.role, "permission": access.permission.value})
             request[USER] = outcome  # the access log names who was refused
-            return error_response(403, "forbidden", f"role {outcome.role} may not {access.permission.value}")
+            return error_response(403, "forbidden", msg("role {role} may not {permission}", role=outcome.role,
+                                                                   permission=access.permission.value))
         request[USER] = outcome
         return await handler(request)
 

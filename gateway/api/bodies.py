@@ -27,6 +27,7 @@ from referencing.jsonschema import DRAFT202012
 
 from gateway.api.parse import json_object
 from gateway.errors import SchemaInvalidError, Violation
+from gateway.i18n import msg
 from gateway.schema import MAX_EXPLAINED, find_violations, json_path
 # The payload explainer's building blocks: the same wording for the same rule everywhere.
 from gateway.schema import _FORMATS, _calendar_date, _calendar_date_time, _describe, _name, _path_key, _unexpected
@@ -73,7 +74,8 @@ class BodySchema:
             if self._fast.is_valid(body):
                 return BodyCheck()
         except ValueError:  # a lone UTF-16 surrogate (json.loads lets "\ud800" through) is no text
-            return BodyCheck(own=(Violation("$", "unicode", "a string holds a lone surrogate (U+D800 to U+DFFF)"),))
+            lone = msg("a string holds a lone surrogate (U+D800 to U+DFFF)")
+            return BodyCheck(own=(Violation("$", "unicode", lone),))
         own: set[Violation] = set()
         shared: set[Violation] = set()
         # A hostile body can break thousands of rules: explain the first ones only.
@@ -100,12 +102,12 @@ def _violations(error: ValidationError) -> Iterator[Violation]:
     instance = error.instance
     if rule == "additionalProperties" and isinstance(instance, dict):
         for key in _unexpected(error, instance):
-            yield Violation(json_path([*where, _name(key)]), rule, "unexpected property")
+            yield Violation(json_path([*where, _name(key)]), rule, msg("unexpected property"))
         return
     if rule == "required" and isinstance(instance, dict) and isinstance(error.validator_value, list):
         for key in error.validator_value:
             if key not in instance:
-                yield Violation(json_path([*where, key]), rule, f"required property '{key}' is missing")
+                yield Violation(json_path([*where, key]), rule, msg("required property '{key}' is missing", key=key))
         return
     if rule == "dependentRequired" and isinstance(instance, dict) and isinstance(error.validator_value, dict):
         for key, needs in error.validator_value.items():
@@ -113,7 +115,7 @@ def _violations(error: ValidationError) -> Iterator[Violation]:
                 yield Violation(json_path([*where, key]), rule, f"only together with: {', '.join(needs)}{suffix}")
         return
     if rule == "false":
-        yield Violation(json_path(where), rule, "no value is allowed here")
+        yield Violation(json_path(where), rule, msg("no value is allowed here"))
         return
     yield Violation(json_path(where), rule, _describe(rule, error.validator_value, error.schema) + suffix)
 

@@ -23,9 +23,10 @@ from gateway.errors import NotFoundError
 from gateway.service import Gateway
 from gateway.store import MessageConflictError
 from gateway.withdrawal import check_withdrawn_at
+from gateway.i18n import msg
 
 #: The answer for a case_ref this gateway never sent or received a message of.
-UNKNOWN_CASE = "no message of the case_ref in the path was sent or received by this gateway"
+UNKNOWN_CASE = msg("no message of the case_ref in the path was sent or received by this gateway")
 
 routes = web.RouteTableDef()
 
@@ -105,8 +106,9 @@ async def withdraw(request: web.Request) -> web.Response:
                 result = await gateway.withdraw_consent(case_ref, payload, actor=actor_of(request))
         except NotFoundError:
             # The service's text names the case; the client is told which rule instead.
-            detail = ("$.request_message_ids: names a referral.request not sent for this case"
-                      if payload.get("request_message_ids") else "no referral.request of this case was sent by this gateway")
+            detail = (msg("$.request_message_ids: names a referral.request not sent for this case")
+                      if payload.get("request_message_ids")
+                      else msg("no referral.request of this case was sent by this gateway"))
             raise ApiError(404, "not_found", detail) from None
         link = f"/cases/{case_ref}/withdrawals"
         return Answer(202, {

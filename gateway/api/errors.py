@@ -20,7 +20,9 @@ import structlog
 from aiohttp import web
 
 from gateway.api.responses import json_body
-from adapters.base import AdapterError, LocalRecordInvalidError, RecordErrors, UnmappableValueError
+from gateway.i18n import CURRENT, Joined, msg, negotiate, translate
+from adapters.base import AdapterError, RecordErrors
+from adapters.errors import adapter_detail
 from gateway.directory import NoValidKeyError, UnknownAgencyError
 from gateway.envelope import RecipientRefusesError
 from gateway.at_rest import PayloadShreddedError
@@ -68,8 +70,9 @@ class ApiError(GatewayError):
 
 def invalid_request(violations: list[Violation]) -> ApiError:
     """422 for a body whose JSON is fine but whose fields are not (paths like ``$.recipient``)."""
-    shown = "; ".join(str(v) for v in dict.fromkeys(redact(v) for v in violations[:5]))
-    return ApiError(422, "invalid_request", f"request body invalid: {shown}", violations)
+    shown = Joined("; ", (msg("{path}: {message}", path=v.path, message=v.message)
+                          for v in dict.fromkeys(redact(v) for v in violations[:5])))
+    return ApiError(422, "invalid_request", msg("request body invalid: {shown}", shown=shown), violations)
 
 
 #: GatewayError classes the API expects, most specific first: (class, status).
@@ -95,38 +98,33 @@ STATUS_OF: tuple[tuple[type[GatewayError], int], ...] = (
 #: What a client is told on 503: the cause in a phrase, never the backend's own text
 #: (a store error names a file path, a broker error a host).
 UNAVAILABLE_DETAIL: tuple[tuple[type[GatewayError], str], ...] = (
-    (StoreUnavailableError, "the gateway's store is unavailable; nothing was stored, retry later"),
-    (TransportError, "the message broker is unavailable; retry later"),
+    (StoreUnavailableError, msg("the gateway's store is unavailable; nothing was stored, retry later")),
+    (TransportError, msg("the message broker is unavailable; retry later")),
 )
 
 
 #: Errors whose own text quotes what the request named (a message id, a case, the recipient,
 #: purposes): the client is told the field and the rule instead. Most specific first.
 SAFE_DETAIL: tuple[tuple[type[GatewayError], str], ...] = (
-    (UnknownAgencyError, "$.recipient: no agency with this id is in the directory"),
-    (NoValidKeyError, "$.recipient: the directory lists no valid encryption key for this agency"),
-    (RecipientRefusesError, "$.recipient: the recipient's directory entry does not accept this message type "
-                            "for these purposes"),
-    (PayloadShreddedError, "the payload was shredded (consent withdrawn or retention period over)"),
-    (NotFoundError, "nothing here has the id in the path"),
-    (ConflictError, "the message in the path cannot take this (not a referral.request, or already answered "
-                    "with another final decision)"),
-    (MessageConflictError, "a message with this id already exists with other content"),
+    (UnknownAgencyError, msg("$.recipient: no agency with this id is in the directory")),
+    (NoValidKeyError, msg("$.recipient: the directory lists no valid encryption key for this agency")),
+    (RecipientRefusesError, msg("$.recipient: the recipient's directory entry does not accept this message "
+                                "type for these purposes")),
+    (PayloadShreddedError, msg("the payload was shredded (consent withdrawn or retention period over)")),
+    (NotFoundError, msg("nothing here has the id in the path")),
+    (ConflictError, msg("the message in the path cannot take this (not a referral.request, or already "
+                        "answered with another final decision)")),
+    (MessageConflictError, msg("a message with this id already exists with other content")),
 )
 
 
 def safe_detail(exc: GatewayError) -> str:
     """The detail of a 4xx answer: the error's text unless it may quote the request."""
     if isinstance(exc, RecordErrors):
-        # every problem of the local record, each told the safe way
-        return "; ".join(dict.fromkeys(safe_detail(one) for one in exc.errors))
-    if isinstance(exc, UnmappableValueError):
-        # Adapters quote a coded value for the operator's CLI; over HTTP the field and rule only.
-        for marker in (" is not in the code list for ", " has no local spelling in the code list for "):
-            if marker in exc.reason:
-                return f"{exc.local_field}: {marker.strip()} {exc.reason.rsplit(marker, 1)[1]}"
-    if isinstance(exc, LocalRecordInvalidError) and exc.reason.startswith("is not a field"):
-        return "$.record: has a field the local format does not have (names are not echoed)"
+        # every problem of the local record, each told the safe way (and translated on its own)
+        return Joined("; ", dict.fromkeys(adapter_detail(one) for one in exc.errors))
+    if isinstance(exc, AdapterError):
+        return adapter_detail(exc)
     for cls, text in SAFE_DETAIL:
         if isinstance(exc, cls):
             return text
@@ -149,12 +147,15 @@ def redact(violation: Violation) -> Violation:
     if violation.rule != "additionalProperties":
         return violation
     parent = _LAST_STEP.sub("", violation.path) or "$"
-    return Violation(parent, violation.rule, "has a property the schema does not allow (names are not echoed)")
+    return Violation(parent, violation.rule, msg("has a property the schema does not allow (names are not echoed)"))
 
 
 def error_response(status: int, code: str, detail: str, *, violations: list[Violation] | None = None,
                    headers: dict[str, str] | None = None) -> web.Response:
-    body: dict[str, Any] = {"error": code, "detail": detail}
+    """The JSON error answer; ``detail`` in the request's language (gateway/i18n.py), code and paths as is."""
+    language = CURRENT.get()
+    headers = {**(headers or {}), "Content-Language": language, "Vary": "Accept-Language"}
+    body: dict[str, Any] = {"error": code, "detail": translate(detail, language)}
     if violations is not None:
         shown = list(dict.fromkeys(redact(v) for v in violations))
         body["violations"] = [{"path": v.path, "rule": v.rule, "message": v.message} for v in shown]
@@ -167,19 +168,21 @@ def response_for(exc: GatewayError) -> web.Response:
         return error_response(exc.status, exc.code, exc.detail, violations=exc.violations, headers=exc.headers)
     status = status_of(exc)
     if isinstance(exc, SchemaInvalidError):
-        return error_response(422, exc.code, f"{exc.message_type} payload does not match its schema",
+        return error_response(422, exc.code, msg("{message_type} payload does not match its schema",
+                                                 message_type=exc.message_type),
                               violations=exc.violations)
     if isinstance(exc, DowngradeError):
-        return error_response(422, exc.code, f"the recipient takes schema version 1 only, and version 1 cannot "
-                                             f"carry these fields of the {exc.message_type}",
+        return error_response(422, exc.code, msg("the recipient takes schema version 1 only, and version 1 "
+                                                 "cannot carry these fields of the {message_type}",
+                                                 message_type=exc.message_type),
                               violations=[Violation(f.path, "schema_version", f.reason) for f in exc.fields])
     if status == 503:
         detail = next(text for cls, text in UNAVAILABLE_DETAIL if isinstance(exc, cls))
         return error_response(503, exc.code, detail, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     if status == 500:
         if isinstance(exc, SettingsError):
-            return error_response(500, exc.code, "the gateway is not configured for this request")
-        return error_response(500, exc.code, "internal error")
+            return error_response(500, exc.code, msg("the gateway is not configured for this request"))
+        return error_response(500, exc.code, msg("internal error"))
     return error_response(status, exc.code, safe_detail(exc))
 
 
@@ -196,9 +199,32 @@ def _http_code(exc: web.HTTPException) -> str:
     }.get(exc.status, "http_error")
 
 
+_TOO_LARGE = re.compile(r"^Maximum request body size (\d+) exceeded, actual body size (\d+)$")
+
+
+def _http_reason(exc: web.HTTPException) -> str:
+    """aiohttp's reason as a translatable text (the router's 404/405, the body size limit's 413)."""
+    sizes = _TOO_LARGE.match(exc.reason)
+    if sizes:
+        return msg("Maximum request body size {maximum} exceeded, actual body size {actual}",
+                   maximum=sizes[1], actual=sizes[2])
+    return {
+        "Not Found": msg("Not Found"), "Method Not Allowed": msg("Method Not Allowed"),
+        "Unsupported Media Type": msg("Unsupported Media Type"), "Bad Request": msg("Bad Request"),
+    }.get(exc.reason, exc.reason)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the JSON error shape; never echo bodies or tokens."""
+    """Turn every failure into the JSON error shape in the request's language; never echo bodies or tokens."""
+    token = CURRENT.set(negotiate(request.headers.get("Accept-Language")))
+    try:
+        return await _answer(request, handler)
+    finally:
+        CURRENT.reset(token)
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:
@@ -212,7 +238,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             raise
         # aiohttp's own reasons (404, 405, 413 with sizes) carry no request content.
         headers = {k: v for k, v in exc.headers.items() if k.lower() in {"allow", "www-authenticate"}}
-        return error_response(exc.status, _http_code(exc), exc.reason, headers=headers)
+        return error_response(exc.status, _http_code(exc), _http_reason(exc), headers=headers)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a JSON 500, no traceback text
         log.error("http.unhandled", exc_type=type(exc).__name__, where=_frames(exc))
-        return error_response(500, "internal_error", "internal error")
+        return error_response(500, "internal_error", msg("internal error"))

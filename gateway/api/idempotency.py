@@ -31,6 +31,7 @@ from gateway.canonical import canonical_bytes
 from gateway.clock import format_ts
 from gateway.errors import GatewayError
 from gateway.store import IdempotencyRecord
+from gateway.i18n import msg
 
 log = structlog.get_logger("gateway.api.idempotency")
 
@@ -59,10 +60,12 @@ def request_key(request: web.Request) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise ApiError(400, "invalid_idempotency_key", f"the {HEADER} header must be given at most once")
+        raise ApiError(400, "invalid_idempotency_key",
+                       msg("the {header} header must be given at most once", header=HEADER))
     if not KEY.fullmatch(values[0]):
         raise ApiError(400, "invalid_idempotency_key",
-                       f"the {HEADER} header must be 1 to 128 visible ASCII characters (0x21-0x7E, no spaces)")
+                       msg("the {header} header must be 1 to 128 visible ASCII characters (0x21-0x7E, no spaces)",
+                           header=HEADER))
     return values[0]
 
 
@@ -119,8 +122,8 @@ async def idempotent(request: web.Request, *, path: dict[str, str], body: dict[s
     held = await gateway.store.claim_idempotency_key(claim)
     if held.request_hash != claim.request_hash:
         raise ApiError(422, "idempotency_key_reused",
-                       f"this {HEADER} was already used for a different request on this route; a key names one "
-                       "request (same path and JSON body): send a new key for a new request")
+                       msg("this {header} was already used for a different request on this route; a key names one "
+                           "request (same path and JSON body): send a new key for a new request", header=HEADER))
     if held.completed:
         log.info("idempotency.replayed", route=route)
         return _send(_stored(held), replayed=True)

@@ -29,6 +29,7 @@ from gateway.schema import MESSAGE_TYPES, SCHEMA_VERSIONS, load_schema, schema_i
 from gateway.schema_versions import for_adapter
 from gateway.service import READ_PURPOSES, Gateway
 from gateway.store import INCOMING_STATUSES, InboxRecord, IncomingStatus, MessageConflictError
+from gateway.i18n import msg
 
 routes = web.RouteTableDef()
 
@@ -244,7 +245,8 @@ async def read_message(request: web.Request) -> web.Response:
     if local_format is None:
         return json_body({"header": opened.header.to_json(), "payload": opened.payload})
     if opened.header.type != "referral.request":
-        raise ApiError(409, "conflict", f"only a referral.request can be read in a local format, not a {opened.header.type}")
+        raise ApiError(409, "conflict", msg("only a referral.request can be read in a local format, not a "
+                                            "{message_type}", message_type=opened.header.type))
     adapter = get_adapter(local_format)
     shared = for_adapter(adapter, opened.payload, recipient=gateway_of(request).agency_id)
     record = await asyncio.to_thread(lambda: adapter.from_shared(shared))
@@ -279,7 +281,7 @@ async def check_accepted_purposes(gateway: Gateway, mid: str, body: dict[str, An
     asked = set(opened.payload.get("purposes") or ())
     if any(purpose not in asked for purpose in accepted):
         raise invalid_request([Violation("$.accepted_purposes", "request_purposes",
-                                         "must name only purposes the request asked for (its purposes)")])
+                                         msg("must name only purposes the request asked for (its purposes)"))])
 
 
 @routes.post("/inbox/{id}/response", name="inbox.respond")

@@ -23,6 +23,7 @@ from gateway.pseudonym import case_pseudonym
 from gateway.schema import MESSAGE_TYPES
 from gateway.store import OUTGOING_STATUSES, AuditEntry, OutboxRecord
 from gateway.transport.base import AGENCY_ID_RE
+from gateway.i18n import msg
 
 routes = web.RouteTableDef()
 
@@ -118,15 +119,16 @@ def find_query(request: web.Request) -> tuple[str, str | None]:
     query = request.query
     local_id = query.get("local_case_id")
     if local_id is None:
-        raise ApiError(400, "missing_parameter", "query parameter local_case_id is required")
+        raise ApiError(400, "missing_parameter", msg("query parameter local_case_id is required"))
     if not (0 < len(local_id.strip()) and len(local_id) <= MAX_LOCAL_CASE_ID and local_id.isprintable()):
-        raise ApiError(400, "invalid_query", "query parameter local_case_id must be a non-empty printable string "
-                                             f"of at most {MAX_LOCAL_CASE_ID} characters")
+        raise ApiError(400, "invalid_query", msg("query parameter local_case_id must be a non-empty printable "
+                                                 "string of at most {limit} characters", limit=MAX_LOCAL_CASE_ID))
     recipient = query.get("recipient")
     if recipient is not None:
         directory = gateway_of(request).directory
         if not AGENCY_ID_RE.fullmatch(recipient) or recipient not in directory.agencies:
-            raise ApiError(400, "invalid_query", "query parameter recipient must be the id of an agency in the directory")
+            raise ApiError(400, "invalid_query", msg("query parameter recipient must be the id of an agency in the "
+                                                     "directory"))
     return local_id, recipient
 
 

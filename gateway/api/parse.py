@@ -17,6 +17,7 @@ from gateway.api.errors import ApiError
 from gateway.envelope import CASE_REF
 from gateway.canonical import MAX_JSON_DEPTH, strict_loads
 from gateway.errors import DuplicateKeyError, NestingTooDeepError
+from gateway.i18n import msg
 
 #: Largest request body the API reads (aiohttp answers 413 past it). The largest payload
 #: that may be sealed is 64 KiB of canonical JSON; this leaves room for whitespace.
@@ -34,7 +35,7 @@ def message_id(request: web.Request, name: str = "id") -> str:
     except ValueError:
         ok = False
     if not ok:
-        raise ApiError(400, "invalid_id", f"path parameter {name} must be a lower-case hyphenated UUID")
+        raise ApiError(400, "invalid_id", msg("path parameter {name} must be a lower-case hyphenated UUID", name=name))
     return raw
 
 
@@ -42,7 +43,8 @@ def case_ref(request: web.Request, name: str = "case_ref") -> str:
     """A path case pseudonym (8-64 of A-Z a-z 0-9 . _ -), else 400 ``invalid_id``."""
     raw = request.match_info[name]
     if not CASE_REF.fullmatch(raw):
-        raise ApiError(400, "invalid_id", f"path parameter {name} must be a case pseudonym (8 to 64 of A-Z a-z 0-9 . _ -)")
+        raise ApiError(400, "invalid_id", msg("path parameter {name} must be a case pseudonym (8 to 64 of "
+                                              "A-Z a-z 0-9 . _ -)", name=name))
     return raw
 
 
@@ -55,10 +57,10 @@ def allow_only(query: MultiMapping[str], allowed: Iterable[str], *, repeatable: 
     allowed, repeatable = tuple(allowed), frozenset(repeatable)
     for name in set(query.keys()):
         if name not in allowed:
-            takes = ", ".join(allowed) if allowed else "no query parameters"
-            raise ApiError(400, "invalid_query", "unknown query parameter; this route takes: " + takes)
+            takes = ", ".join(allowed) if allowed else msg("no query parameters")
+            raise ApiError(400, "invalid_query", msg("unknown query parameter; this route takes: {takes}", takes=takes))
         if name not in repeatable and len(query.getall(name)) > 1:
-            raise ApiError(400, "invalid_query", f"query parameter {name} must be given at most once")
+            raise ApiError(400, "invalid_query", msg("query parameter {name} must be given at most once", name=name))
 
 
 def int_query(query: Mapping[str, str], name: str, *, default: int, minimum: int, maximum: int) -> int:
@@ -69,14 +71,15 @@ def int_query(query: Mapping[str, str], name: str, *, default: int, minimum: int
     # The length bound keeps int() off huge inputs: 9 digits, or as many as maximum has.
     digits = max(9, len(str(maximum)))
     if not (raw.isascii() and raw.isdigit() and len(raw) <= digits) or not minimum <= int(raw) <= maximum:
-        raise ApiError(400, "invalid_query", f"query parameter {name} must be an integer from {minimum} to {maximum}")
+        raise ApiError(400, "invalid_query", msg("query parameter {name} must be an integer from {minimum} to "
+                                                 "{maximum}", name=name, minimum=minimum, maximum=maximum))
     return int(raw)
 
 
 def required_int_query(query: Mapping[str, str], name: str, *, minimum: int, maximum: int) -> int:
     """A required integer parameter in minimum..maximum: 400 ``missing_parameter`` when absent."""
     if name not in query:
-        raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
+        raise ApiError(400, "missing_parameter", msg("query parameter {name} is required", name=name))
     return int_query(query, name, default=minimum, minimum=minimum, maximum=maximum)
 
 
@@ -86,11 +89,12 @@ def choice_query(query: Mapping[str, str], name: str, choices: Iterable[str], *,
     raw = query.get(name)
     if raw is None:
         if required:
-            raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
+            raise ApiError(400, "missing_parameter", msg("query parameter {name} is required", name=name))
         return None
     choices = frozenset(choices)
     if raw not in choices:
-        raise ApiError(400, "invalid_query", f"query parameter {name} must be one of: {', '.join(sorted(choices))}")
+        raise ApiError(400, "invalid_query", msg("query parameter {name} must be one of: {choices}", name=name,
+                                                  choices=", ".join(sorted(choices))))
     return raw
 
 
@@ -98,11 +102,12 @@ def text_query(query: Mapping[str, str], name: str, *, max_chars: int) -> str:
     """A required free-text parameter: 1..max_chars printable characters after trimming."""
     raw = query.get(name)
     if raw is None or not raw.strip():
-        raise ApiError(400, "missing_parameter", f"query parameter {name} is required")
+        raise ApiError(400, "missing_parameter", msg("query parameter {name} is required", name=name))
     value = raw.strip()
     if len(value) > max_chars or not value.isprintable():
         raise ApiError(400, "invalid_query",
-                       f"query parameter {name} must be at most {max_chars} printable characters")
+                       msg("query parameter {name} must be at most {max_chars} printable characters", name=name,
+                           max_chars=max_chars))
     return value
 
 
@@ -112,22 +117,24 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     not strict JSON."""
     if request.content_type not in JSON_TYPES:
         # Also keeps cross-site HTML forms out: they cannot send application/json.
-        raise ApiError(415, "unsupported_media_type", "the request body must be application/json")
+        raise ApiError(415, "unsupported_media_type", msg("the request body must be application/json"))
     charset = request.charset.lower() if request.charset else None
     if charset not in CHARSETS:
         # Decoding latin-1 bytes as UTF-8 would store other text than the client meant.
-        raise ApiError(415, "unsupported_media_type", "the request body must be UTF-8 (charset=utf-8 or no charset)")
+        raise ApiError(415, "unsupported_media_type",
+                       msg("the request body must be UTF-8 (charset=utf-8 or no charset)"))
     data = await request.read()
     try:
         value = strict_loads(data)
     except UnicodeDecodeError:
-        raise ApiError(400, "invalid_json", "the request body is not UTF-8") from None
+        raise ApiError(400, "invalid_json", msg("the request body is not UTF-8")) from None
     except ValueError as exc:
-        raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {_json_problem(exc)}") from None
+        raise ApiError(400, "invalid_json", msg("the request body is not valid JSON: {problem}",
+                                                  problem=_json_problem(exc))) from None
     except RecursionError:
-        raise ApiError(400, "invalid_json", "the request body is nested too deeply") from None
+        raise ApiError(400, "invalid_json", msg("the request body is nested too deeply")) from None
     if not isinstance(value, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+        raise ApiError(400, "invalid_json", msg("the request body must be a JSON object"))
     return value
 
 

@@ -40,6 +40,7 @@ from gateway.schema_versions import Dropped
 from gateway.service import Gateway, derived_message_id
 from gateway.settings import Settings
 from gateway.store import MessageConflictError, OutboxRecord
+from gateway.i18n import msg
 
 routes = web.RouteTableDef()
 
@@ -80,7 +81,7 @@ def parse_submission(body: dict[str, Any], *, own_agency: str) -> Submission:
     shapes are that schema's); 422 for the rule it cannot state: the recipient is another agency."""
     if body["recipient"] == own_agency:
         raise invalid_request([Violation("$.recipient", OWN_AGENCY_RULE,
-                                         "must be another agency than this gateway's own")])
+                                         msg("must be another agency than this gateway's own"))])
     return Submission(body["recipient"], body.get("message_type", DEFAULT_TYPE), body.get("payload"),
                       body.get("case_ref"), body.get("local_case_id"), body.get("format"), body.get("record"),
                       body.get("purposes"))
@@ -299,7 +300,8 @@ def _same(existing: OutboxRecord, submission: Submission, case_ref: str) -> tupl
     if (existing.case_ref, existing.recipient, existing.message_type) != (
             case_ref, submission.recipient, submission.message_type):
         raise ApiError(422, "idempotency_key_reused",
-                       "this Idempotency-Key already created a different message; send a new key for a new request")
+                       msg("this Idempotency-Key already created a different message; send a new key for a new "
+                           "request"))
     return existing.message_id, existing.message_type
 
 

@@ -29,6 +29,7 @@ from gateway.api.parse import int_query
 from gateway.api.responses import json_body
 from gateway.api.roles import Permission, requires
 from gateway.settings import Settings
+from gateway.i18n import msg
 from gateway.stats import (StatsError, StatsRecord, aggregate, check_month, month_of,
                            month_range)
 
@@ -69,8 +70,8 @@ def threshold_query(query: Mapping[str, str], minimum: int) -> int:
     threshold = int_query(query, "threshold", default=minimum, minimum=1, maximum=MAX_THRESHOLD)
     if threshold < minimum:
         raise ApiError(400, "invalid_query",
-                       f"query parameter threshold must be at least {minimum}, the configured minimum cell size: "
-                       "a caller may raise protection, never lower it")
+                       msg("query parameter threshold must be at least {minimum}, the configured minimum cell size: "
+                           "a caller may raise protection, never lower it", minimum=minimum))
     return threshold
 
 
@@ -81,7 +82,7 @@ def month_query(query: Mapping[str, str], name: str) -> str | None:
     try:
         return check_month(raw, name=name)
     except StatsError:
-        raise ApiError(400, "invalid_query", f"query parameter {name} must be a month YYYY-MM") from None
+        raise ApiError(400, "invalid_query", msg("query parameter {name} must be a month YYYY-MM", name=name)) from None
 
 
 def period(query: Mapping[str, str], now: datetime, retention_days: int) -> tuple[str, str]:
@@ -92,17 +93,17 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int) -> tupl
     month_to = month_query(query, "month_to") or last
     if month_to > last:
         raise ApiError(400, "invalid_query",
-                       f"query parameter month_to must be at most {last}, the last complete month: "
-                       "the current month is still changing")
+                       msg("query parameter month_to must be at most {last}, the last complete month: "
+                           "the current month is still changing", last=str(last)))
     if first > last:
         raise ApiError(400, "invalid_query",
-                       "no complete month is wholly within the retention period of referral.request")
+                       msg("no complete month is wholly within the retention period of referral.request"))
     if month_from is not None and month_from < first:
         raise ApiError(400, "invalid_query",
-                       f"query parameter month_from must be at least {first}: earlier months are partly "
-                       "deleted under the retention period, so their counts still change")
+                       msg("query parameter month_from must be at least {first}: earlier months are partly "
+                           "deleted under the retention period, so their counts still change", first=str(first)))
     if month_from is not None and month_from > month_to:
-        raise ApiError(400, "invalid_query", "query parameter month_from must not be after month_to")
+        raise ApiError(400, "invalid_query", msg("query parameter month_from must not be after month_to"))
     return month_from or first, month_to
 
 
@@ -110,7 +111,8 @@ def check_length(first: str, last: str) -> None:
     span = (int(last[:4]) - int(first[:4])) * 12 + int(last[5:]) - int(first[5:]) + 1
     if span > MAX_MONTHS:
         raise ApiError(400, "invalid_query",
-                       f"the period must be at most {MAX_MONTHS} months; give month_from (and month_to)")
+                       msg("the period must be at most {limit} months; give month_from (and month_to)",
+                           limit=MAX_MONTHS))
 
 
 # --- OpenAPI: the operation of GET /stats (see gateway/api/operation.py) ---------------
