@@ -72,6 +72,7 @@ from gateway.store import (
     Store,
     StoreError,
     StoreUnavailableError,
+    Withdrawal,
 )
 from gateway.transport import (
     Delivery,
@@ -721,6 +722,33 @@ class Gateway:
                 except PayloadShreddedError:
                     continue
                 yield record.received_at, self.open_stored(envelope, record.received_at).payload
+
+    async def sent_requests(self) -> AsyncIterator[tuple[datetime, str, str]]:
+        """(created_at, recipient, status) of every sent ``referral.request`` that statistics
+        count: not given up (``failed``) and not covered by a consent withdrawal we sent.
+
+        Outbox metadata only: the envelope is sealed to the recipient and we cannot open it.
+        A withdrawal covers the referrals to its recipient that existed when it was recorded
+        (only those it lists, if it lists some); a ``some_purposes`` one covers them all,
+        because we cannot read which purposes each referral named (as when withdrawing)."""
+        withdrawals: dict[str, list[Withdrawal]] = {}
+        offset = 0
+        while True:
+            page = await self.store.list_outgoing(500, offset, "referral.request")
+            if not page:
+                return
+            offset += len(page)
+            for record in page:
+                if record.status == "failed":
+                    continue
+                if record.case_ref not in withdrawals:
+                    withdrawals[record.case_ref] = [
+                        w for w in await self.store.withdrawals_for_case(record.case_ref) if w.direction == "outgoing"]
+                if any(w.counterpart == record.recipient and w.recorded_at >= record.created_at
+                       and (not w.request_message_ids or record.message_id in w.request_message_ids)
+                       for w in withdrawals[record.case_ref]):
+                    continue
+                yield record.created_at, record.recipient, record.status
 
     # --- reading and responding ---------------------------------------------------------
 

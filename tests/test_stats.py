@@ -30,11 +30,13 @@ from gateway.api.context import GATEWAY, SETTINGS
 from gateway.api.errors import error_middleware
 from gateway.metrics import Metrics
 from gateway.schema import SCHEMA_DIR, load_example
+from gateway.schema_versions import EXPLOITATION_TYPE_V1_TO_V2
 from gateway.service import Actor
 from gateway.settings import ROLES, Settings, User
 from gateway.stats import (
-    AGE_BANDS, AGE_CATEGORIES, EXPLOITATION_TYPES, SEXES, InvalidThresholdError, StatsError, StatsRecord, Table,
-    UnknownDimensionError, aggregate, band_of_years, derivable, is_protected, month_range,
+    ACTS, AGE_BANDS, AGE_CATEGORIES, EXPLOITATION_TYPES, MEANS, MINOR_OF_AGE, REFERRAL_SOURCES, SEXES,
+    V1_EXPLOITATION_TYPES, InvalidThresholdError, SentRecord, StatsError, StatsRecord, Table, UnknownDimensionError,
+    aggregate, band_of_years, carrying_purposes, derivable, is_protected, month_range, period_of,
 )
 
 from testkit.gateway_pair import NIGERIA, eventually, gateway_pair
@@ -45,15 +47,21 @@ MARCH = datetime(2026, 3, 6, 10, 15, tzinfo=timezone.utc)
 
 
 def rec(month: str = "2026-01", sex: str = "female", age: str = "21-23", nat: str = "NG",
-        types: tuple[str, ...] = ()) -> StatsRecord:
-    return StatsRecord(month, sex, age, nat, frozenset(types))
+        types: tuple[str, ...] = (), source: str = "ngo", acts: tuple[str, ...] | None = None,
+        means: tuple[str, ...] | None = None) -> StatsRecord:
+    return StatsRecord(month, sex, age, nat, frozenset(types), source,
+                       None if acts is None else frozenset(acts), None if means is None else frozenset(means))
 
 
 # --- the attacker, written independently of gateway.stats ---------------------------------
 
 
 def equations(report_json: dict[str, Any]) -> tuple[dict[tuple, int | None], list[list[tuple]]]:
-    """Published values and sums (first key = sum of the rest) of a report's JSON."""
+    """Published values and sums (first key = sum of the rest) of a report's JSON.
+
+    Keys: ("T",) grand total, ("M", p) period total, ("P", pop[, p]) a restricted
+    population's totals, (dim, p, c) a cell, (dim, c) a column total; a cross-tab's rows
+    and columns are the column totals of its two dimensions."""
     values: dict[tuple, int | None] = {}
     sums: list[list[tuple]] = []
 
@@ -63,21 +71,35 @@ def equations(report_json: dict[str, Any]) -> tuple[dict[tuple, int | None], lis
             values[key] = cell["count"]
 
     for table in report_json["tables"]:
-        dim, cats = table["dimension"], table.get("categories", [])
-        months = [r["month"] for r in table["rows"]]
-        put(("T",), table["total"])
-        sums.append([("T",)] + [("M", m) for m in months])
+        dim, cats, by = table["dimension"], table.get("categories", []), table.get("rows_by", "month")
+        rows = [r[by] for r in table["rows"]]
+        pop = table.get("population")
+        cross = "columns_by" in table
+        total = ("T",) if pop is None else ("P", pop)
+
+        def row_key(r: str, by: str = by, pop: str | None = pop, cross: bool = cross) -> tuple:
+            return (by, r) if cross else ("M", r) if pop is None else ("P", pop, r)
+
+        col_dim = table.get("columns_by", dim)
+        put(total, table["total"])
+        sums.append([total] + [row_key(r) for r in rows])
         for row in table["rows"]:
-            put(("M", row["month"]), row["total"])
+            put(row_key(row[by]), row["total"])
             for c in cats:
-                put((dim, row["month"], c), row["cells"][c])
+                put((dim, row[by], c), row["cells"][c])
         for c in cats:
-            put((dim, c), table["column_totals"][c])
-            sums.append([(dim, c)] + [(dim, m, c) for m in months])
+            put((col_dim, c), table["column_totals"][c])
+            sums.append([(col_dim, c)] + [(dim, r, c) for r in rows])
         if cats and not table["multi_valued"]:
-            for m in months:
-                sums.append([("M", m)] + [(dim, m, c) for c in cats])
-            sums.append([("T",)] + [(dim, c) for c in cats])
+            for r in rows:
+                sums.append([row_key(r)] + [(dim, r, c) for c in cats])
+            sums.append([total] + [(col_dim, c) for c in cats])
+        if "sums_of" in table:
+            source = table["sums_of"]["dimension"]
+            for c, parts in table["sums_of"]["categories"].items():
+                for r in rows:
+                    sums.append([(dim, r, c)] + [(source, r, part) for part in parts])
+                sums.append([(dim, c)] + [(source, part) for part in parts])
     return values, sums
 
 
@@ -132,17 +154,32 @@ def rank_leaks(values: dict[tuple, int | None], sums: list[list[tuple]]) -> set[
     return {k for i, k in enumerate(unknown) if i not in moves}
 
 
-def true_counts(records: list[StatsRecord]) -> dict[tuple, int]:
+MINOR_OF = {"0-8": "minor", "9-17": "minor", "under_18_unspecified": "minor", "unknown": "unknown"}
+
+
+def true_counts(records: list[Any], interval: str = "month") -> dict[tuple, int]:
     counts: Counter[tuple] = Counter()
     for r in records:
+        p = period_of(r.month, interval)
         counts[("T",)] += 1
-        counts[("M", r.month)] += 1
-        for dim in ("sex", "age_band", "nationality"):
-            counts[(dim, r.month, getattr(r, dim))] += 1
-            counts[(dim, getattr(r, dim))] += 1
-        for t in r.exploitation_types or {"not_recorded"}:
-            counts[("exploitation_type", r.month, t)] += 1
-            counts[("exploitation_type", t)] += 1
+        counts[("M", p)] += 1
+        if isinstance(r, SentRecord):
+            cats: dict[str, set[str]] = {"recipient": {r.recipient}, "outcome": {r.outcome}}
+        else:
+            cats = {"sex": {r.sex}, "age_band": {r.age_band}, "nationality": {r.nationality},
+                    "minor": {MINOR_OF.get(r.age_band, "adult")}, "referral_source": {r.referral_source},
+                    "exploitation_type": set(r.exploitation_types or {"not_recorded"})}
+            for name in ("acts", "means"):
+                value = getattr(r, name)
+                if value is not None:
+                    cats[name] = set(value or {"not_recorded"})
+                    counts[("P", name)] += 1
+                    counts[("P", name, p)] += 1
+            counts[("sex_by_age_band", r.sex, r.age_band)] += 1
+        for dim, found in cats.items():
+            for c in found:
+                counts[(dim, p, c)] += 1
+                counts[(dim, c)] += 1
     return counts
 
 
@@ -151,7 +188,7 @@ def check_report(records: list[StatsRecord], threshold: int, **kw: Any) -> dict[
     report = aggregate(records, threshold=threshold, **kw)
     doc = json.loads(json.dumps(report.to_json()))
     values, sums = equations(doc)
-    truth = true_counts(records)
+    truth = true_counts(records, kw.get("interval", "month"))
     for key, value in values.items():
         if value is not None:
             assert value == truth.get(key, 0), key  # published = true count
@@ -173,11 +210,24 @@ def check_report(records: list[StatsRecord], threshold: int, **kw: Any) -> dict[
 
 
 def test_categories_are_the_schema_enums() -> None:
-    defs = json.loads((SCHEMA_DIR / "v1" / "common.schema.json").read_text())["$defs"]
-    assert list(SEXES) == defs["sex"]["enum"]
-    assert [*AGE_BANDS, "unknown"] == defs["age_band"]["enum"]
-    assert list(EXPLOITATION_TYPES) == defs["exploitation_type"]["enum"]
+    """Categories are v2's; every v1 value is one of them or renamed by the v1 → v2 table."""
+    v1, v2 = (json.loads((SCHEMA_DIR / v / "common.schema.json").read_text())["$defs"] for v in ("v1", "v2"))
+    for defs in (v1, v2):
+        assert list(SEXES) == defs["sex"]["enum"]
+        assert [*AGE_BANDS, "unknown"] == defs["age_band"]["enum"]
+        assert list(ACTS) == defs["act"]["enum"] and list(MEANS) == defs["means"]["enum"]
+    assert list(EXPLOITATION_TYPES) == v2["exploitation_type"]["enum"]
+    assert list(REFERRAL_SOURCES) == v2["referral_source"]["enum"]
+    assert set(v1["referral_source"]["enum"]) <= set(REFERRAL_SOURCES)
+    assert V1_EXPLOITATION_TYPES == EXPLOITATION_TYPE_V1_TO_V2
+    assert {V1_EXPLOITATION_TYPES.get(t, t) for t in v1["exploitation_type"]["enum"]} <= set(EXPLOITATION_TYPES)
     assert AGE_CATEGORIES[-1] == "unknown" and set(AGE_BANDS) < set(AGE_CATEGORIES)
+    assert sorted(a for ages in MINOR_OF_AGE.values() for a in ages) == sorted(AGE_CATEGORIES)
+
+
+def test_acts_and_means_carriers_come_from_the_minimal_data_tables() -> None:
+    assert carrying_purposes("acts", "1") == carrying_purposes("means", "1") == {"assistance"}
+    assert carrying_purposes("acts", "2") == carrying_purposes("means", "2") == {"criminal_justice_cooperation"}
 
 
 def test_band_of_years_uses_the_schema_bands() -> None:
@@ -225,8 +275,10 @@ def test_from_payload_on_adapter_outputs() -> None:
         "unknown", "under_18_unspecified", "unknown", frozenset({"undetermined"}))
     # A date of birth is banded on the receipt date (2009-05-02 → 16 in March 2026).
     assert records["niger/mineure_retour_tuteur.json"].age_band == "9-17"
+    # v1 assistance carries acts and means (v1's minimal-data table), so they are counted.
     assert records["mali/garcon_mendicite_assistance.json"] == StatsRecord(
-        "2026-03", "male", "9-17", "GN", frozenset({"forced_begging"}))
+        "2026-03", "male", "9-17", "GN", frozenset({"forced_begging"}), "law_enforcement",
+        frozenset({"recruitment", "transportation", "harbouring"}), frozenset({"deception", "abuse_of_vulnerability"}))
 
 
 def test_from_payload_age_fallbacks_and_junk() -> None:
@@ -252,7 +304,7 @@ def test_from_payload_age_fallbacks_and_junk() -> None:
 
 def test_record_fields_are_checked() -> None:
     assert [f.name for f in dataclasses.fields(StatsRecord)] == [
-        "month", "sex", "age_band", "nationality", "exploitation_types"]
+        "month", "sex", "age_band", "nationality", "exploitation_types", "referral_source", "acts", "means"]
     for bad in (dict(month="2026-13"), dict(sex="woman"), dict(age="12"), dict(nat="Nigeria")):
         with pytest.raises(StatsError):
             rec(**bad)
@@ -285,7 +337,7 @@ def test_worked_example_one_month_by_sex() -> None:
     assert sex["rows"][0]["total"] == {"count": 18, "suppressed": False}
     assert doc["records"] == {"count": 18, "suppressed": False}
     eighteen = {"count": 18, "suppressed": False}
-    assert doc["tables"][0] == {"dimension": "month", "rows": [{"month": "2026-01", "total": eighteen}],
+    assert doc["tables"][0] == {"dimension": "month", "rows_by": "month", "rows": [{"month": "2026-01", "total": eighteen}],
                                 "total": eighteen}
 
 
@@ -380,6 +432,8 @@ def test_linked_tables_share_month_totals() -> None:
     records = [rec("2026-01", nat="NE")] * 30 + [rec("2026-02", nat="ML")] * 3
     doc = check_report(records, 11)
     for table in doc["tables"]:
+        if "population" in table or table["rows_by"] != "month":
+            continue  # acts and means count their own population; the cross-tab has no months
         assert [r["total"]["suppressed"] for r in table["rows"]] == [True, True]
     assert doc["records"]["count"] == 33
 
@@ -405,7 +459,8 @@ def test_empty_input_and_empty_months() -> None:
     doc = check_report([], 11, months=("2026-01", "2026-02"))
     assert doc["records"] == {"count": 0, "suppressed": False}
     assert doc["months"] == ["2026-01", "2026-02"]
-    assert doc["tables"][3]["categories"] == ["unknown"]  # nationality: only those seen, and unknown
+    tables = {t["dimension"]: t for t in doc["tables"]}
+    assert tables["nationality"]["categories"] == ["unknown"]  # only those seen, and unknown
 
 
 def test_no_name_reaches_the_report() -> None:
@@ -593,15 +648,18 @@ async def test_api_answers_complete_months_and_audits() -> None:
         # From the first month wholly within the 365-day retention to the last complete one.
         assert body["period"] == {"from": "2025-05", "to": "2026-03"} and len(body["months"]) == 11
         assert body["threshold"] == 11 and body["records"] == {"count": 50, "suppressed": False}
-        assert [t["dimension"] for t in body["tables"]] == ["month", "sex", "age_band", "nationality",
-                                                            "exploitation_type"]
-        age = body["tables"][2]
+        assert [t["dimension"] for t in body["tables"]] == [
+            "month", "sex", "age_band", "minor", "nationality", "referral_source", "exploitation_type", "acts",
+            "means", "sex_by_age_band"]
+        assert body["direction"] == "received" and body["interval"] == "month"
+        age = {t["dimension"]: t for t in body["tables"]}["age_band"]
         march = age["rows"][-1]["cells"]
         assert march["9-17"] == {"count": None, "suppressed": True}  # 4 minors
         assert march["21-23"] == {"count": None, "suppressed": True}  # their complement (21)
         assert is_protected([Table.from_json(t) for t in body["tables"]])
         assert gateway.audits == [("stats.read", "supervisor",
-                                   {"threshold": 11, "month_from": "2025-05", "month_to": "2026-03"})]
+                                   {"threshold": 11, "month_from": "2025-05", "month_to": "2026-03",
+                                    "direction": "received", "interval": "month"})]
         text = json.dumps(body)
         assert "Amaka" not in text and "Testfixture" not in text
         status, body = await _get(client, tokens["auditor"], month_from="2026-03", month_to="2026-03")

@@ -967,6 +967,16 @@ class SQLiteStore(Store):
 
         return await self._call(run)
 
+    async def _list_outgoing(self, limit: int, offset: int, message_type: str | None) -> list[OutboxRecord]:
+        def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
+            where, args = ("WHERE message_type = ?", [message_type]) if message_type is not None else ("", [])
+            rows = conn.execute(
+                f"SELECT * FROM outbox {where} ORDER BY created_at, rowid LIMIT ? OFFSET ?", (*args, limit, offset)
+            ).fetchall()
+            return [_outbox(r) for r in rows]
+
+        return await self._call(run)
+
     async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
         def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
             rows = conn.execute("SELECT * FROM outbox WHERE case_ref = ? ORDER BY created_at, rowid", (case_ref,)).fetchall()
