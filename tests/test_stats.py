@@ -36,7 +36,7 @@ from gateway.settings import ROLES, Settings, User
 from gateway.stats import (
     ACTS, AGE_BANDS, AGE_CATEGORIES, EXPLOITATION_TYPES, MEANS, MINOR_OF_AGE, REFERRAL_SOURCES, SEXES,
     V1_EXPLOITATION_TYPES, InvalidThresholdError, SentRecord, StatsError, StatsRecord, Table, UnknownDimensionError,
-    aggregate, band_of_years, carrying_purposes, derivable, is_protected, month_range, period_of,
+    OUTCOMES, aggregate, band_of_years, carrying_purposes, derivable, is_protected, month_range, period_of,
 )
 
 from testkit.gateway_pair import NIGERIA, eventually, gateway_pair
@@ -302,6 +302,72 @@ def test_from_payload_age_fallbacks_and_junk() -> None:
         StatsRecord.from_payload({}, datetime(2026, 3, 6))
 
 
+def test_v2_payloads_referral_sources_and_acts_only_with_criminal_justice() -> None:
+    """v2: the judicial and faith-based sources are counted; acts and means only from a
+    request whose purposes include criminal_justice_cooperation (v2's minimal data)."""
+    def v2(variant: str | None) -> StatsRecord:
+        return StatsRecord.from_payload(load_example("referral.request", variant, version="2"), MARCH)
+    cjc = v2("criminal_justice_cooperation")
+    assert cjc.referral_source == "prosecutor"
+    assert cjc.acts == {"recruitment", "transportation", "receipt"} and cjc.means == {"deception", "abuse_of_vulnerability"}
+    assert v2("minor_guardian").referral_source == "juvenile_judge" and v2("minor_guardian").minor == "minor"
+    protection = v2("international_protection")
+    assert protection.referral_source == "faith_based_organisation" and protection.acts is None
+    # Acts next to v2 assistance (the schema refuses them; statistics ignore them all the same).
+    assistance = dict(load_example("referral.request", "criminal_justice_cooperation", version="2"),
+                      purposes=["assistance"])
+    record = StatsRecord.from_payload(assistance, MARCH)
+    assert record.acts is None and record.means is None
+    assert record.categories("acts") == frozenset()
+    # With the purpose but no acts given: counted in the population as not recorded.
+    bare = {k: v for k, v in load_example("referral.request", "criminal_justice_cooperation", version="2").items()
+            if k not in ("acts", "means")}
+    assert StatsRecord.from_payload(bare, MARCH).categories("acts") == {"not_recorded"}
+
+
+def test_v1_payloads_acts_with_assistance_and_renamed_types() -> None:
+    """v1: acts and means travel with assistance (v1's minimal data), so they count; v1's
+    exploitation codes are counted in v2 words."""
+    v1 = load_example("referral.request", "all_purposes")
+    assert "schema_version" not in v1 and "assistance" in v1["purposes"]
+    record = StatsRecord.from_payload(v1, MARCH)
+    assert record.acts == frozenset(v1["acts"]) and record.means == frozenset(v1["means"])
+    without = dict(v1, purposes=["safety_assessment"])
+    assert StatsRecord.from_payload(without, MARCH).acts is None
+    renamed = dict(v1, exploitation=[{"type": "slavery_servitude"}, {"type": "child_soldiering"}])
+    assert StatsRecord.from_payload(renamed, MARCH).exploitation_types == {
+        "servitude", "forced_military_by_non_state_actors"}
+    junk = dict(v1, acts=["Amaka", "recruitment"], identification={"referral_source": "Amaka"})
+    record = StatsRecord.from_payload(junk, MARCH)
+    assert record.acts == {"recruitment"} and record.referral_source == "unknown"
+
+
+def test_acts_table_counts_its_population_only() -> None:
+    """20 referrals, 12 of them with a purpose carrying acts: the acts table's totals are
+    12, not 20; acts and means with the same population share its totals."""
+    records = ([rec(acts=("recruitment",), means=("deception",))] * 12 + [rec()] * 8)
+    doc = check_report(records, 11)
+    tables = {t["dimension"]: t for t in doc["tables"]}
+    assert tables["acts"]["population"] == tables["means"]["population"] == "acts"
+    assert tables["acts"]["total"]["count"] == 12 and doc["records"]["count"] == 20
+    assert tables["acts"]["column_totals"]["recruitment"]["count"] == 12
+    assert tables["means"]["column_totals"]["deception"]["count"] == 12
+    minor = tables["minor"]
+    assert minor["sums_of"]["dimension"] == "age_band" and minor["column_totals"]["adult"]["count"] == 20
+
+
+def test_cross_tab_margins_are_the_sex_and_age_totals() -> None:
+    """Sex x age band over the period: its margins are the sex and age column totals, so a
+    hidden cell next to published ones gets complements across the linked tables."""
+    records = [rec("2026-01", "female", "21-23")] * 20 + [rec("2026-02", "female", "9-17")] * 4 + [
+        rec("2026-02", "male", "21-23")] * 15
+    doc = check_report(records, 11, interval="quarter")
+    cross = next(t for t in doc["tables"] if t["dimension"] == "sex_by_age_band")
+    female = next(r for r in cross["rows"] if r["sex"] == "female")
+    assert female["cells"]["9-17"]["suppressed"] and female["cells"]["21-23"]["suppressed"]
+    assert cross["total"]["count"] == 39
+
+
 def test_record_fields_are_checked() -> None:
     assert [f.name for f in dataclasses.fields(StatsRecord)] == [
         "month", "sex", "age_band", "nationality", "exploitation_types", "referral_source", "acts", "means"]
@@ -501,6 +567,9 @@ records_strategy = st.lists(
         nationality=st.sampled_from(("NG", "NE", "ML", "unknown")),
         exploitation_types=st.frozensets(st.sampled_from(("sexual_exploitation", "forced_labour",
                                                           "forced_begging")), max_size=2),
+        referral_source=st.sampled_from(("law_enforcement", "ngo", "juvenile_judge", "unknown")),
+        acts=st.none() | st.frozensets(st.sampled_from(("recruitment", "transportation")), max_size=2),
+        means=st.none() | st.frozensets(st.sampled_from(("deception", "coercion")), max_size=2),
     ),
     max_size=90,
 )
@@ -512,6 +581,9 @@ wide_records = st.lists(
         age_band=st.sampled_from(AGE_CATEGORIES),
         nationality=st.sampled_from(("NG", "NE", "ML", "GN", "BF", "TD", "unknown")),
         exploitation_types=st.frozensets(st.sampled_from(EXPLOITATION_TYPES), max_size=3),
+        referral_source=st.sampled_from((*REFERRAL_SOURCES, "unknown")),
+        acts=st.none() | st.frozensets(st.sampled_from(ACTS), max_size=3),
+        means=st.none() | st.frozensets(st.sampled_from(MEANS), max_size=3),
     ),
     min_size=20, max_size=150,
 )
@@ -567,6 +639,49 @@ def test_checker_agrees_with_an_independent_rank_test(data: st.DataObject) -> No
     assert {_test_key(k) for k in derivable(table)} == rank_leaks(values, sums)
     assert {_test_key(k) for k in derivable(table)} >= single_unknown_leaks(values, sums) & {
         k for k, v in values.items() if v is None}
+
+
+@PROPERTY
+@given(records_strategy, st.integers(min_value=2, max_value=15), st.sampled_from(("quarter", "year")))
+def test_quarter_and_year_reports_are_protected_and_true(records: list[StatsRecord], threshold: int,
+                                                         interval: str) -> None:
+    """Rows by quarter or year: the same invariants, cross-tab margins and minor sums included."""
+    doc = check_report(records, threshold, interval=interval, months=("2025-12", "2026-01"))
+    assert doc["interval"] == interval
+    assert doc["periods"] == (["2025-Q4", "2026-Q1"] if interval == "quarter" else ["2025", "2026"])
+
+
+@PROPERTY
+@given(st.data())
+def test_no_suppressed_cross_tab_cell_follows_from_its_margins(data: st.DataObject) -> None:
+    """Random sex x age tables (the counts drawn per cell, not per record): no suppressed
+    cell of the cross-tab, nor any other suppressed value, can be derived by subtraction
+    or any combination of the published numbers of the same answer, the sex and age
+    totals (the cross-tab's margins) and the minor sums included."""
+    sexes = data.draw(st.lists(st.sampled_from(SEXES), min_size=1, max_size=4, unique=True))
+    ages = data.draw(st.lists(st.sampled_from(AGE_CATEGORIES), min_size=1, max_size=6, unique=True))
+    records = []
+    for sex in sexes:
+        for age in ages:
+            n = data.draw(st.integers(min_value=0, max_value=30))
+            month = data.draw(st.sampled_from(MONTHS))
+            records += [rec(month, sex, age)] * n
+    threshold = data.draw(st.integers(min_value=2, max_value=15))
+    doc = check_report(records, threshold, dimensions=("sex", "age_band", "minor"), interval="quarter")
+    cross = next(t for t in doc["tables"] if t["dimension"] == "sex_by_age_band")
+    assert cross["rows_by"] == "sex" and cross["columns_by"] == "age_band"
+    published = [c["count"] for r in cross["rows"] for c in r["cells"].values() if not c["suppressed"]]
+    assert all(v == 0 or v >= threshold for v in published)
+
+
+@PROPERTY
+@given(st.lists(st.builds(SentRecord, month=st.sampled_from(MONTHS),
+                          recipient=st.sampled_from(("NG-NAPTIP", "ML-DNPEF", "NG-POLICE")),
+                          outcome=st.sampled_from(OUTCOMES)), max_size=80),
+       st.integers(min_value=1, max_value=15), st.sampled_from(("month", "quarter")))
+def test_sent_reports_are_protected_and_true(records: list[SentRecord], threshold: int, interval: str) -> None:
+    doc = check_report(records, threshold, dimensions=("recipient", "outcome"), interval=interval)
+    assert [t["dimension"] for t in doc["tables"]] == ["month", "recipient", "outcome"]
 
 
 @PROPERTY
