@@ -710,6 +710,11 @@ class FakeGateway:
         self.audits: list[tuple[str, str, dict[str, Any]]] = []
         self.metrics = Metrics()
         self.asked: list[str] = []
+        # ANLTP-TIM mostly sends: 30 to NAPTIP and 12 to DNPEF in the first quarter, 5 in April.
+        self.sent = ([(datetime(2026, 1 + i % 3, 1 + i % 28, tzinfo=timezone.utc), "NG-NAPTIP",
+                       ("accepted", "delivered", "declined")[i % 3]) for i in range(30)]
+                     + [(datetime(2026, 2, 1 + i, tzinfo=timezone.utc), "ML-DNPEF", "sent") for i in range(12)]
+                     + [(datetime(2026, 4, 1 + i, tzinfo=timezone.utc), "NG-NAPTIP", "queued") for i in range(5)])
 
     def clock(self) -> datetime:
         return NOW
@@ -718,6 +723,11 @@ class FakeGateway:
         self.asked.append(message_type)
         for item in self.items:
             yield item
+
+    async def sent_requests(self):  # noqa: ANN201 - an async iterator
+        self.asked.append("sent")
+        for at, recipient, status in self.sent:
+            yield at, recipient, status
 
     async def audit_event(self, event: str, actor: Any, detail: dict[str, Any], **_: Any) -> None:
         self.audits.append((event, actor.role, detail))
@@ -849,7 +859,69 @@ async def test_api_retention_bounds_the_period() -> None:
         await client.close()
 
 
+async def test_api_sent_referrals_by_recipient_and_outcome() -> None:
+    client, gateway, tokens = await _client()
+    try:
+        status, body = await _get(client, tokens["supervisor"], direction="sent", interval="quarter")
+        assert status == 200, body
+        assert gateway.asked == ["sent"]  # no payload read: the sender cannot open what it sealed
+        assert body["direction"] == "sent" and body["interval"] == "quarter"
+        # No retention bound for outbox rows: the last 12 complete months, widened to whole quarters.
+        assert body["period"] == {"from": "2025-04", "to": "2026-03"}
+        assert body["periods"] == ["2025-Q2", "2025-Q3", "2025-Q4", "2026-Q1"]
+        assert [t["dimension"] for t in body["tables"]] == ["month", "recipient", "outcome"]
+        assert body["records"]["count"] == 42  # April's 5 are in the current month
+        recipient = body["tables"][1]
+        assert recipient["categories"] == ["ML-DNPEF", "NG-NAPTIP"]
+        assert recipient["column_totals"]["NG-NAPTIP"]["count"] == 30
+        assert recipient["column_totals"]["ML-DNPEF"]["count"] == 12
+        outcome = body["tables"][2]
+        assert outcome["categories"] == ["pending", "more_info_requested", "accepted", "declined"]
+        assert outcome["column_totals"]["pending"]["count"] == 22  # 10 delivered + 12 sent
+        assert outcome["column_totals"]["accepted"]["suppressed"]  # 10 < 11
+        assert is_protected([Table.from_json(t) for t in body["tables"]])
+        assert gateway.audits[-1][2] == {"threshold": 11, "month_from": "2025-04", "month_to": "2026-03",
+                                         "direction": "sent", "interval": "quarter"}
+    finally:
+        await client.close()
+
+
+async def test_api_quarter_and_year_periods() -> None:
+    client, _, tokens = await _client(retention_days={"referral.request": 800})
+    token = tokens["supervisor"]
+    try:
+        status, body = await _get(client, token, interval="quarter")
+        assert status == 200, body
+        # 800 days before 2026-04-10 is 2024-01-31: from 2024-02, widened forward to 2024-Q2.
+        assert body["period"] == {"from": "2024-04", "to": "2026-03"} and len(body["periods"]) == 8
+        assert body["tables"][0]["rows"][-1] == {"quarter": "2026-Q1", "total": {"count": 50, "suppressed": False}}
+        status, body = await _get(client, token, interval="year")
+        assert status == 200 and body["period"] == {"from": "2025-01", "to": "2025-12"}
+        assert body["periods"] == ["2025"] and body["records"]["count"] == 0
+        status, body = await _get(client, token, interval="quarter", month_from="2026-01", month_to="2026-03")
+        assert status == 200 and body["records"]["count"] == 50 and body["periods"] == ["2026-Q1"]
+        for params, words in (
+            ({"interval": "quarter", "month_from": "2026-02"}, "first month of a quarter"),
+            ({"interval": "year", "month_to": "2026-03"}, "last month of a year"),
+            ({"interval": "week"}, "one of: month, quarter, year"),
+            ({"direction": "both"}, "one of: received, sent"),
+        ):
+            status, body = await _get(client, token, **params)
+            assert status == 400 and words in body["detail"], (params, body)
+    finally:
+        await client.close()
+    client, _, tokens = await _client()
+    try:  # 365 days: no calendar year is ever wholly retained; quarters are
+        status, body = await _get(client, tokens["supervisor"], interval="year")
+        assert status == 400 and "no complete year" in body["detail"]
+        status, body = await _get(client, tokens["supervisor"], interval="quarter")
+        assert status == 200 and body["period"] == {"from": "2025-07", "to": "2026-03"}
+    finally:
+        await client.close()
+
+
 def test_month_helpers() -> None:
+    assert period_of("2026-03", "quarter") == "2026-Q1" and period_of("2026-10", "year") == "2026"
     assert stats_api.previous_month(datetime(2026, 1, 5, tzinfo=timezone.utc)) == "2025-12"
     assert stats_api.previous_month(NOW) == "2026-03"
     assert stats_api.first_retained_month(NOW, 365) == "2025-05"
@@ -875,3 +947,28 @@ async def test_received_payloads_of_a_real_gateway_feed_the_statistics(tmp_path:
         assert {r.month for r in records} == {ng.clock().strftime("%Y-%m")}
         doc = aggregate(records, threshold=1).to_json()
         assert doc["records"]["count"] == 3 and "Testfixture" not in json.dumps(doc)
+
+
+async def test_sent_requests_of_a_real_gateway(tmp_path: Path) -> None:
+    """NE sends three referrals to NG; NE counts them from its outbox metadata alone, and a
+    consent withdrawal for one case takes that referral out of the count."""
+    async with gateway_pair(tmp_path) as (ne, ng):
+        actor = Actor("caseworker.ne", "caseworker")
+        variants = (None, "all_purposes", "minor_guardian")
+        for i, variant in enumerate(variants):
+            await ne.submit("referral.request", load_example("referral.request", variant), recipient=NIGERIA,
+                            case_ref=f"ne-ng-sentcase{i:06d}", actor=actor)
+
+        async def arrived() -> bool:
+            return len(await ng.list_inbox()) >= len(variants)
+        await eventually(arrived)
+        sent = [item async for item in ne.sent_requests()]
+        assert [r for _, r, _ in sent] == [NIGERIA] * 3
+        records = [SentRecord.from_outbox(at, recipient, status) for at, recipient, status in sent]
+        assert {r.outcome for r in records} == {"pending"}
+        withdrawal = {"withdrawn_at": ne.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), "decision_maker": "self",
+                      "scope": "all_purposes"}
+        await ne.withdraw_consent("ne-ng-sentcase000001", withdrawal, actor=actor)
+        assert len([item async for item in ne.sent_requests()]) == 2
+        doc = aggregate(records, threshold=1, dimensions=("recipient", "outcome")).to_json()
+        assert doc["tables"][1]["column_totals"][NIGERIA]["count"] == 3
