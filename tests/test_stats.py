@@ -922,6 +922,12 @@ async def test_api_quarter_and_year_periods() -> None:
 
 def test_month_helpers() -> None:
     assert period_of("2026-03", "quarter") == "2026-Q1" and period_of("2026-10", "year") == "2026"
+    # docs/stats.md: a calendar year is answerable in January with 397 days of retention, never with 365.
+    january = datetime(2026, 1, 31, 23, 0, tzinfo=timezone.utc)
+    assert stats_api.period({}, january, 397, "year") == ("2025-01", "2025-12")
+    with pytest.raises(stats_api.ApiError, match="no complete year"):
+        stats_api.period({}, datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc), 365, "year")
+    assert stats_api.period({}, january, None, "year") == ("2025-01", "2025-12")  # sent: no retention bound
     assert stats_api.previous_month(datetime(2026, 1, 5, tzinfo=timezone.utc)) == "2025-12"
     assert stats_api.previous_month(NOW) == "2026-03"
     assert stats_api.first_retained_month(NOW, 365) == "2025-05"

@@ -38,7 +38,7 @@ from gateway.stats import (ACT_CATEGORIES, AGE_CATEGORIES, CROSS_TABS, DIMENSION
                            INTERVALS, MEANS_CATEGORIES, MINOR_CATEGORIES, OUTCOMES,
                            REFERRAL_SOURCE_CATEGORIES, RESTRICTED_FIELDS, SENT_DIMENSIONS, SEXES,
                            SentRecord, StatsError, StatsRecord, aggregate, carrying_purposes,
-                           check_month, is_period_start, month_of, month_range, period_of, shift_month)
+                           check_month, is_period_start, month_of, month_range, shift_month)
 from gateway.schema import SCHEMA_VERSIONS
 
 routes = web.RouteTableDef()
