@@ -533,6 +533,8 @@ def test_no_name_reaches_the_report() -> None:
     payloads = [load_example("referral.request", v)
                 for v in (None, "all_purposes", "minor_guardian", "safety_assessment_only")]
     payloads += [p for _, p in _adapter_payloads()]
+    payloads += [load_example("referral.request", v, version="2")
+                 for v in (None, "all_purposes", "criminal_justice_cooperation", "international_protection")]
     secrets_in: set[str] = set()
 
     def collect(value: Any, inside: bool) -> None:
