@@ -721,10 +721,11 @@ class FakeGateway:
     def clock(self) -> datetime:
         return NOW
 
-    async def received_payloads(self, message_type: str):  # noqa: ANN201 - an async iterator
+    async def received_payloads(self, message_type: str, *, since: datetime, until: datetime):  # noqa: ANN201
         self.asked.append(message_type)
         for item in self.items:
-            yield item
+            if since <= item[0] < until:  # the service filters on the inbox row, before decrypting
+                yield item
 
     async def sent_requests(self):  # noqa: ANN201 - an async iterator
         self.asked.append("sent")

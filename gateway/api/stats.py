@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
@@ -137,6 +137,11 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int | None,
                        f"no complete {interval} lies between {first} (the first month wholly within the retention "
                        f"period of referral.request) and {last} (the last complete month)")
     return month_from, month_to
+
+
+def month_start(month: str) -> datetime:
+    """00:00 UTC on the first day of ``month``."""
+    return datetime(int(month[:4]), int(month[5:]), 1, tzinfo=timezone.utc)
 
 
 def check_length(first: str, last: str) -> None:
@@ -282,7 +287,8 @@ async def stats(request: web.Request) -> web.Response:
     records: list[StatsRecord | SentRecord] = []
     if direction == "received":
         await _carriers()  # the minimal-data tables, cached before the loop reads them
-        async for received_at, payload in gateway.received_payloads(MESSAGE_TYPE):
+        since, until = month_start(month_from), month_start(shift_month(month_to, 1))
+        async for received_at, payload in gateway.received_payloads(MESSAGE_TYPE, since=since, until=until):
             record = StatsRecord.from_payload(payload, received_at)  # the payload goes no further
             if month_from <= record.month <= month_to:
                 records.append(record)
