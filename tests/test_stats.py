@@ -826,6 +826,7 @@ async def test_api_refuses_lower_thresholds_and_bad_months() -> None:
             ({"month_from": "2026-03", "month_to": "2026-02"}, "after"),
             ({"month_from": "2026-13"}, "YYYY-MM"),
             ({"month_from": "2025-04"}, "at least 2025-05"),
+            ({"month_to": "2025-04"}, "month_to must be at least 2025-05"),
         ):
             status, body = await _get(client, token, **params)
             assert status == 400 and words in body["detail"], (params, body)
@@ -931,6 +932,7 @@ def test_month_helpers() -> None:
     with pytest.raises(stats_api.ApiError, match="no complete year"):
         stats_api.period({}, datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc), 365, "year")
     assert stats_api.period({}, january, None, "year") == ("2025-01", "2025-12")  # sent: no retention bound
+    assert stats_api.period({"month_to": "2024-06"}, january, None) == ("2023-07", "2024-06")  # 12 months to month_to
     assert stats_api.previous_month(datetime(2026, 1, 5, tzinfo=timezone.utc)) == "2025-12"
     assert stats_api.previous_month(NOW) == "2026-03"
     assert stats_api.first_retained_month(NOW, 365) == "2025-05"

@@ -98,9 +98,9 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int | None,
     last = previous_month(now)
     bounded = retention_days is not None
     first = first_retained_month(now, retention_days) if retention_days is not None else "0001-01"
-    default_first = first if bounded else shift_month(last, -11)
     month_from = month_query(query, "month_from")
     month_to = month_query(query, "month_to")
+    default_first = first if bounded else shift_month(month_to or last, -11)
     if month_to is not None and month_to > last:
         raise ApiError(400, "invalid_query",
                        f"query parameter month_to must be at most {last}, the last complete month: "
@@ -108,6 +108,10 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int | None,
     if first > last:
         raise ApiError(400, "invalid_query",
                        "no complete month is wholly within the retention period of referral.request")
+    if month_to is not None and month_to < first:
+        raise ApiError(400, "invalid_query",
+                       f"query parameter month_to must be at least {first}: earlier months are partly "
+                       "deleted under the retention period, so their counts still change")
     if month_from is not None and month_from < first:
         raise ApiError(400, "invalid_query",
                        f"query parameter month_from must be at least {first}: earlier months are partly "
