@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
-from gateway.schema import PURPOSES, disallowed_person_fields, load_schema, validate_payload
+from gateway.schema import PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, validate_payload
 
 from adapters.codes import _common_defs, _echo
 from adapters.errors import (
@@ -276,9 +276,11 @@ class MappingAdapter:
         wanted = list(dict.fromkeys(purposes))
         if isinstance(purposes, str) or not wanted:
             raise PurposesError("purposes: at least one purpose is required")
-        unknown = [p for p in wanted if p not in PURPOSES]
+        # The local formats map to schema version 1 (the v2 purposes are not theirs yet).
+        known = PURPOSES_BY_VERSION["1"]
+        unknown = [p for p in wanted if p not in known]
         if unknown:
-            raise PurposesError(f"purposes: {', '.join(map(repr, unknown))} not one of: {', '.join(PURPOSES)}")
+            raise PurposesError(f"purposes: {', '.join(map(repr, unknown))} not one of: {', '.join(known)}")
         return wanted
 
     def _drop_disallowed(self, payload: dict[str, Any], purposes: list[str], trace: _Trace,

@@ -417,6 +417,16 @@ def _set_or_drop(node: dict[str, Any], member: str, values: list[Any]) -> None:
         del node[member]
 
 
+def for_adapter(adapter: Any, payload: Mapping[str, Any], *, recipient: str | None = None) -> dict[str, Any]:
+    """A referral.request in the schema version a local-format adapter reads.
+
+    An adapter class declares ``schema_version = "2"`` to read v2 payloads; one without the
+    attribute reads v1 and gets the v1 form (DowngradeError when v1 cannot carry it).
+    """
+    version = str(getattr(adapter, "schema_version", "1"))
+    return convert(payload, "referral.request", version, recipient=recipient).payload
+
+
 def negotiate(ours: Iterable[str], theirs: Iterable[str]) -> str | None:
     """The schema version to send: the highest both agencies' directory entries list.
 

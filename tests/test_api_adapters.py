@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from adapters import get_adapter
+from gateway.schema_versions import downgrade_to_v1, upgrade_to_v2
 
 from testkit.gateway_pair import NIGERIA, ROOT, eventually
 from .test_api_world import api_pair, assert_conforms
@@ -33,13 +34,19 @@ async def test_niger_fiche_in_naptip_record_out(tmp_path: Path) -> None:
             return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"}))[0] == 200
         await eventually(arrived)
         status, shared = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"})
-        assert shared["payload"] == get_adapter("niger").to_shared(FICHE, None).payload
+        # Both demo agencies take schema version 2: the fiche's v1 payload travelled upgraded.
+        sent = get_adapter("niger").to_shared(FICHE, None).payload
+        assert shared["header"]["schema"] == "2"
+        assert shared["payload"] == upgrade_to_v2(sent, "referral.request", recipient=NIGERIA,
+                                                  recipient_country="NG").payload
 
         status, local = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "nigeria"})
         assert status == 200 and local["format"] == "nigeria"
         assert_conforms(doc, "/inbox/{id}", "GET", 200, local)
         # The NAPTIP record carries the same person through the shared schema.
-        assert get_adapter("nigeria").to_shared(local["record"], None).payload == shared["payload"]
+        # (the NAPTIP adapter reads v1: the gateway hands it the v1 form of the stored v2 payload)
+        assert get_adapter("nigeria").to_shared(local["record"], None).payload == downgrade_to_v1(
+            shared["payload"], "referral.request", recipient=NIGERIA)
         assert local["record"]["nationality"] and local["record"]["gender"] == "F"
 
 

@@ -148,7 +148,8 @@ async def test_unknown_and_repeated_query_parameters_are_refused_on_every_route(
         read = doc["paths"]["/inbox/{id}"]["get"]
         purpose = next(p for p in read["parameters"] if p["name"] == "purpose")
         assert purpose["schema"]["enum"] == ["assistance", "safety_assessment", "family_tracing", "assisted_return",
-                                             "reintegration_handover", "case_followup"]
+                                             "reintegration_handover", "criminal_justice_cooperation",
+                                             "international_protection", "case_followup"]
         assert (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "curiosity"}))[0] == 400
         assert (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"}))[0] == 200
 

@@ -61,7 +61,8 @@ def test_every_date_property_of_the_schemas_is_found_and_is_always_a_date() -> N
     assert {"withdrawn_at", "date_of_birth", "given_at", "expires_at", "expected_by", "planned_on"} <= set(fields)
     assert FORWARD <= set(fields)
     # A name is a date wherever a schema declares it (else the walk by name would misjudge one).
-    text = "".join(p.read_text(encoding="utf-8") for p in (SCHEMA_DIR / "v1").glob("*.schema.json"))
+    assert {"decided_on", "reflection_period_until"} <= set(fields)  # v2 (best interests, criminal justice)
+    text = "".join(p.read_text(encoding="utf-8") for v in ("v1", "v2") for p in (SCHEMA_DIR / v).glob("*.schema.json"))
     for name in fields:
         for other in ('"type": "string"', '"type": "integer"'):
             assert f'"{name}": {{{other}' not in text, name

@@ -259,6 +259,11 @@ BAD_DOCUMENTS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "revocation kid": (_set(["revocations"], [dict(REVOKE, kid="ABC")]), r"revocations\[0\]\.kid"),
     "revocation time": (_set(["revocations"], [dict(REVOKE, revoked_at="now")]), r"revoked_at"),
     "revocation reason": (_set(["revocations"], [dict(REVOKE, reason="")]), r"reason"),
+    "schema_versions empty": (_set(A0 + ["schema_versions"], []), r"agencies\[0\]\.schema_versions"),
+    "schema_versions unknown": (_set(A0 + ["schema_versions"], ["1", "3"]), r"schema_versions"),
+    "schema_versions twice": (_set(A0 + ["schema_versions"], ["2", "2"]), r"schema_versions"),
+    "schema_versions not strings": (_set(A0 + ["schema_versions"], [2]), r"schema_versions"),
+    "schema_versions not list": (_set(A0 + ["schema_versions"], "2"), r"schema_versions"),
 }
 
 
@@ -451,3 +456,13 @@ def test_key_status() -> None:
     assert directory.key_status(NE_SIG, at=T1 + timedelta(days=1)) == "expired"
     assert directory.key_status(NG_SIG, at=MID) == "revoked"
     assert directory.key_status("0" * 32, at=MID) == "unknown"
+
+
+def test_schema_versions_default_to_version_1_only() -> None:
+    doc = document()
+    doc["agencies"][1]["schema_versions"] = ["2", "1"]
+    directory = load(signed(doc))
+    assert directory.schema_versions("NE-ANLTP-TIM") == {"1"}
+    assert directory.schema_versions("NG-NAPTIP") == {"1", "2"}
+    with pytest.raises(UnknownAgencyError):
+        directory.schema_versions("BJ-OCRTEH")

@@ -15,6 +15,7 @@ import pytest
 
 from gateway.envelope import seal
 from gateway.schema import load_example
+from gateway.schema_versions import upgrade_to_v2
 from gateway.service import Actor, derived_message_id
 from gateway.transport.base import H_RECIPIENT, H_SENDER
 
@@ -59,7 +60,10 @@ async def test_referral_round_trip_with_receipts_and_acceptance(tmp_path, amqp_u
         assert [(r.message_id, r.message_type, r.sender) for r in inbox] == [(header.id, "referral.request", NIGER)]
 
         opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
-        assert opened.payload == load_example("referral.request")
+        # Both demo agencies take schema version 2: the v1 example travelled upgraded.
+        assert opened.header.schema == "2"
+        assert opened.payload == upgrade_to_v2(load_example("referral.request"), "referral.request",
+                                               recipient=NIGERIA, recipient_country="NG").payload
         await _reaches(ne, header.id, "read")
 
         response = await ng.respond(header.id, {"decision": "accepted", "accepted_purposes": ["safety_assessment"]},

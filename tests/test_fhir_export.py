@@ -481,7 +481,8 @@ def test_code_systems_publish_as_valid_fhir(key: str) -> None:
 
 
 def test_code_tables_are_in_step_with_the_gateway() -> None:
-    common = json.loads((schema.SCHEMA_DIR / "v1" / "common.schema.json").read_text())["$defs"]
+    # v2's code lists are v1's plus the new codes: the tables follow v2.
+    common = json.loads((schema.SCHEMA_DIR / "v2" / "common.schema.json").read_text())["$defs"]
     table = lambda key: list(codes.CODE_SYSTEMS[key][2])  # noqa: E731
     assert table("purpose") == list(schema.PURPOSES)
     assert set(table("organisation-type")) == ORG_TYPES == set(codes.HL7_ORGANIZATION_TYPE)
@@ -620,8 +621,8 @@ def _cut_to(purposes: list[str], extra_consented: list[str]) -> dict[str, Any]:
 
 @settings(max_examples=scaled(60), deadline=None)
 @given(
-    purposes=st.lists(st.sampled_from(schema.PURPOSES), min_size=1, unique=True),
-    extra=st.lists(st.sampled_from(schema.PURPOSES), unique=True),
+    purposes=st.lists(st.sampled_from(schema.PURPOSES_BY_VERSION["1"]), min_size=1, unique=True),
+    extra=st.lists(st.sampled_from(schema.PURPOSES_BY_VERSION["1"]), unique=True),
     status=st.sampled_from(sorted(EXPECTED_TASK_STATUS)),
 )
 def test_any_purpose_subset_exports_minimal_and_valid(
@@ -640,3 +641,38 @@ def test_any_purpose_subset_exports_minimal_and_valid(
     assert [c["coding"][0]["code"] for c in one(data, "ServiceRequest")["category"]] == purposes
     assert [p["code"] for p in one(data, "Consent")["provision"]["purpose"]] == payload["consent"]["purposes"]
     assert one(data, "Task")["status"] == EXPECTED_TASK_STATUS[status]
+
+
+# --- schema version 2 payloads ------------------------------------------------------------------
+
+V2_REQUESTS = [n for n in schema.example_names("2") if schema.example_message_type(n) == "referral.request"]
+
+
+def _v2(name: str) -> dict[str, Any]:
+    return schema.load_example("referral.request", name[len("referral.request") + 1:] or None, "2")
+
+
+@pytest.mark.parametrize("name", V2_REQUESTS)
+def test_v2_requests_export_as_valid_bundles(directory: Directory, name: str) -> None:
+    payload = _v2(name)
+    header = dataclasses.replace(header_for("referral.request"), schema="2")
+    data = json.loads(referral_bundle(header, payload, directory).model_dump_json())
+    assert [c["coding"][0]["code"] for c in one(data, "ServiceRequest")["category"]] == payload["purposes"]
+    provision = one(data, "Consent")["provision"]
+    # Scoped consent: nothing is permitted but what each named agency was granted.
+    assert provision["type"] == "deny"
+    granted = [([a["reference"]["identifier"]["value"] for a in p["actor"]], [c["code"] for c in p["purpose"]])
+               for p in provision["provision"]]
+    assert granted == [([r["agency"]], r["purposes"]) for r in payload["consent"]["recipients"]]
+    patient = one(data, "Patient")
+    names_allowed = "person.names" in schema.allowed_person_fields(payload["purposes"], "2")
+    assert ("name" in patient) is (names_allowed and "names" in payload["person"])
+    assert "narrative" not in json.dumps(data) and "Synthetic test narrative" not in json.dumps(data)
+
+
+def test_v2_languages_export_as_bcp47_or_by_name(directory: Directory) -> None:
+    payload = _v2("referral.request.interpreter_uncoded_language")
+    header = dataclasses.replace(header_for("referral.request"), schema="2")
+    data = json.loads(referral_bundle(header, payload, directory).model_dump_json())
+    languages = [c["language"] for c in one(data, "Patient")["communication"]]
+    assert languages == [{"text": "Dogon (Tommo So)"}, {"coding": [{"system": codes.LANGUAGE_SYSTEM, "code": "bm"}]}]

@@ -176,19 +176,35 @@ def test_country_codes() -> None:
         assert set(codes) == {c["alpha_2"] for c in json.loads(iso.read_text())["3166-1"]} | {"XK"}
 
 
-def test_docs_describe_every_field_and_definition() -> None:
+@pytest.mark.parametrize(("version", "heading"), [("1", "### `{}`"), ("2", "### v2 `{}`")])
+def test_docs_describe_every_field_and_definition(version: str, heading: str) -> None:
     doc = (schema.SCHEMA_DIR.parent / "docs" / "schema.md").read_text(encoding="utf-8")
-    for name in _load(V1 / "common.schema.json")["$defs"]:
-        assert f"`{name}`" in doc, f"docs/schema.md does not describe $defs/{name}"
+    for name in _load(schema.version_dir(version) / "common.schema.json")["$defs"]:
+        assert f"`{name}`" in doc, f"docs/schema.md does not describe $defs/{name} (v{version})"
     for message_type in schema.MESSAGE_TYPES:
-        section = doc.split(f"### `{message_type}`", 1)[1].split("\n### ", 1)[0]
-        for name in schema.load_schema(message_type)["properties"]:
-            assert f"`{name}`" in section or f"`{name}." in section, f"{message_type}.{name} undocumented"
+        section = doc.split(heading.format(message_type), 1)[1].split("\n### ", 1)[0]
+        for name in schema.load_schema(message_type, version)["properties"]:
+            assert f"`{name}`" in section or f"`{name}." in section, f"v{version} {message_type}.{name} undocumented"
+
+
+def test_docs_cite_htcds_2_0_field_names_only() -> None:
+    doc = (schema.SCHEMA_DIR.parent / "docs" / "schema.md").read_text(encoding="utf-8")
+    # The project's shared reference folder sits beside the checkout (../shared, or ../../shared
+    # from a worktree); it is not part of the repository.
+    root = schema.SCHEMA_DIR.parent
+    found = [r / "shared" / "reference" / "htcds" / "htcds_2.0_fields.txt" for r in (root.parent, root.parent.parent)]
+    reference = next((r for r in found if r.exists()), None)
+    if reference is None:
+        pytest.skip("the HTCDS 2.0 field list (../shared/reference/htcds) is not next to this checkout")
+    current = {line.split(" | ")[1] for line in reference.read_text(encoding="utf-8").splitlines()
+               if line.startswith("DRAFT | ")}
+    cited = set(re.findall(r"\b(?:org|prs|vic|per|cas|hte|spl|con|cco)_[A-Za-z]+\b", doc))
+    assert cited and cited <= current, sorted(cited - current)
 
 
 def test_docs_minimal_data_table_matches_the_json_table() -> None:
     doc = (schema.SCHEMA_DIR.parent / "docs" / "schema.md").read_text(encoding="utf-8")
-    section = doc.split("## Minimal data", 1)[1].split("\n## ", 1)[0]
+    section = doc.split("## Minimal data, version 1", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     seen = set()
     for row in rows:
@@ -202,3 +218,30 @@ def test_docs_minimal_data_table_matches_the_json_table() -> None:
     table = schema.minimal_data_table()
     documented = {f for fields in table["allowed_by_purpose"].values() for f in fields} | set(table["always_allowed"])
     assert documented - {"person"} <= seen
+
+
+def test_docs_v2_minimal_data_tables_match_the_json_table() -> None:
+    doc = (schema.SCHEMA_DIR.parent / "docs" / "schema.md").read_text(encoding="utf-8")
+    section = doc.split("## Minimal data, version 2", 1)[1].split("\n## ", 1)[0]
+    purposes = schema.PURPOSES_BY_VERSION["2"]
+    table = schema.minimal_data_table("2")
+    header = next(line for line in section.splitlines() if line.startswith("| Field |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == list(purposes)
+    marks, reasons = {}, set()
+    for row in section.splitlines():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if row.startswith("| `") and len(cells) == len(purposes) + 1:
+            (field,) = re.findall(r"`([a-z_.]+)`", cells[0])
+            marks[field] = {p for p, cell in zip(purposes, cells[1:]) if cell == "✓"}
+        elif len(cells) == 3 and cells[1].startswith("`"):
+            purpose = None if cells[0] == "(every purpose)" else cells[0].strip("`")
+            field = cells[1].strip("`")
+            reasons.add((purpose, field))
+            assert cells[2] == schema.minimal_data_reason(purpose, field), (purpose, field)
+    for field, marked in marks.items():
+        assert marked == {p for p in purposes if field in schema.allowed_person_fields([p], "2")}, field
+    restricted = {f for fields in table["allowed_by_purpose"].values() for f in fields}
+    assert set(marks) == (restricted | set(table["always_allowed"])) - {"person"}
+    expected = {(None, f) for f in table["reasons"]["always_allowed"]} | {
+        (p, f) for p, fields in table["reasons"]["by_purpose"].items() for f in fields}
+    assert reasons == expected

@@ -983,3 +983,14 @@ async def test_sent_requests_of_a_real_gateway(tmp_path: Path) -> None:
         assert len([item async for item in ne.sent_requests()]) == 2
         doc = aggregate(records, threshold=1, dimensions=("recipient", "outcome")).to_json()
         assert doc["tables"][1]["column_totals"][NIGERIA]["count"] == 3
+
+
+def test_v2_payloads_count_under_the_v2_categories() -> None:
+    """The report's categories are v2's (HTCDS 2.0 plus the v1 extras): a v2 type is counted as spelled."""
+    payload = load_example("referral.request", "criminal_justice_cooperation", "2")
+    payload["exploitation"] = [{"type": "servitude", "intended": False},
+                               {"type": "child_labour", "intended": False},
+                               {"type": "forced_labour", "intended": True}]
+    record = StatsRecord.from_payload(payload, datetime(2026, 4, 6, tzinfo=timezone.utc))
+    assert record.exploitation_types == {"servitude", "child_labour", "forced_labour"}
+    assert (record.sex, record.age_band, record.nationality) == ("male", "21-23", "NG")

@@ -13,12 +13,18 @@ import pytest
 from gateway.at_rest import AtRest, PayloadShreddedError
 from gateway.consent import ConsentExpiredError, ConsentRecipientError, ConsentRefusedError, ConsentWithdrawnError
 from gateway.schema import load_example
+from gateway.schema_versions import upgrade_to_v2
 from gateway.service import Actor
 from gateway.transport import Delivery
 
 from testkit.gateway_pair import NIGER, NIGERIA, deliver_sealed, eventually, gateway_group, gateway_pair
 
 NG_IOM = "NG-IOM"
+
+
+def as_sent(payload: dict) -> dict:
+    """A v1 example as NAPTIP receives it: both demo agencies take schema version 2."""
+    return upgrade_to_v2(payload, "referral.request", recipient=NIGERIA, recipient_country="NG").payload
 WORKER = Actor("amina.caseworker", "caseworker")
 OFFICER = Actor("officer.ng", "caseworker")
 SUBJECT = ("Amaka", "Testfixture", "Ngozi")
@@ -126,7 +132,7 @@ async def test_withdrawn_case_is_unreadable_at_every_recipient_and_all_acknowled
         renewed["consent"]["given_at"] = "2026-11-21T09:00:00Z"
         again = await ne.submit("referral.request", renewed, recipient=NIGERIA, case_ref=CASE, actor=WORKER)
         await _inbox_has(naptip, again.id)
-        assert (await naptip.read_incoming(again.id, actor=OFFICER, purpose="safety_assessment")).payload == renewed
+        assert (await naptip.read_incoming(again.id, actor=OFFICER, purpose="safety_assessment")).payload == as_sent(renewed)
 
         for gw in (ne, naptip, iom):
             entries = await gw.store.read_audit(1, 10_000)
@@ -157,7 +163,7 @@ async def test_partial_withdrawal_shreds_only_the_requests_with_withdrawn_purpos
         async def acknowledged():
             return await _status(ne, header.id) == "accepted"
         await eventually(acknowledged)
-        assert (await ng.read_incoming(first.id, actor=OFFICER, purpose="safety_assessment")).payload == safety
+        assert (await ng.read_incoming(first.id, actor=OFFICER, purpose="safety_assessment")).payload == as_sent(safety)
         with pytest.raises(PayloadShreddedError):
             await ng.read_incoming(second.id, actor=OFFICER, purpose="family_tracing")
 
@@ -256,7 +262,7 @@ async def test_a_replayed_withdrawal_does_not_shred_data_sent_later_under_a_new_
         (header,) = result.headers
         again = Delivery(header.id, NIGER, NIGERIA, (await ne.store.get_outgoing(header.id)).envelope, {}, True)
         assert (await ng.handle_delivery(again)).name == "ACK"
-        assert (await ng.read_incoming(later.id, actor=OFFICER, purpose="safety_assessment")).payload == renewed
+        assert (await ng.read_incoming(later.id, actor=OFFICER, purpose="safety_assessment")).payload == as_sent(renewed)
         shredded = [e for e in await ng.store.read_audit(1, 1000) if e.event_type == "data.shredded"]
         assert len(shredded) == 1
 

@@ -69,6 +69,8 @@ CODE_SYSTEMS: Mapping[str, tuple[str, str, Mapping[str, str]]] = MappingProxyTyp
         "family_tracing": "Family tracing",
         "assisted_return": "Assisted voluntary return",
         "reintegration_handover": "Reintegration handover",
+        "criminal_justice_cooperation": "Cooperation with an investigation or prosecution",
+        "international_protection": "Referral to international protection (asylum, UNHCR)",
     })),
     "message-type": (_cs("message-type"), "Gateway message type", _table({
         "referral.request": "Transnational referral request",
@@ -98,6 +100,7 @@ CODE_SYSTEMS: Mapping[str, tuple[str, str, Mapping[str, str]]] = MappingProxyTyp
         "parent_guardian": "Parent or guardian",
         "guardian_with_child_protection": "Guardian with the child protection service",
         "judge_of_minors": "Judge of minors",
+        "appointed_guardian": "Guardian appointed for the child",
     })),
     "consent-role": (_cs("consent-role"), "Official role in a child's consent decision", _table({
         "child_protection_service": "Child protection service",

@@ -15,6 +15,9 @@ Minimal data: the Patient carries sex, age, nationality and languages (always al
 names and date of birth only when the request's purposes allow them -- the schema already
 guarantees that, and the export checks ``allowed_person_fields`` again rather than trust
 its input. Everything else in the payload is deliberately left out (see docs/fhir.md).
+
+Payloads of schema version 1 and 2 are exported alike; a v2 consent, scoped per recipient
+agency, becomes a deny-by-default provision with one permit per agency and its purposes.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from fhir.resources.R4B.task import Task
 from gateway.clock import parse_ts
 from gateway.directory import Agency, Directory
 from gateway.envelope import Header
-from gateway.schema import allowed_person_fields, validate_payload
+from gateway.languages import language_name, to_v1_code
+from gateway.schema import allowed_person_fields, payload_version, validate_payload
 
 from adapters.errors import FhirExportError
 from adapters.fhir.audit import audit_event  # noqa: F401  (re-exported: one import for callers)
@@ -216,7 +220,7 @@ def task(header: Header, status: str, rid: str, ref: dict[str, str]) -> Task:
 def patient(payload: dict[str, Any], rid: str) -> Patient:
     """The person, reduced to what the purposes allow (and what the payload carries)."""
     person = payload["person"]
-    allowed = allowed_person_fields(payload["purposes"])
+    allowed = allowed_person_fields(payload["purposes"], payload_version(payload))
     data: Json = {"resourceType": "Patient", "id": rid, "gender": GENDER[person["sex"]]}
     extensions: list[Json] = []
     if "nationality" in person:
@@ -234,10 +238,15 @@ def patient(payload: dict[str, Any], rid: str) -> Patient:
         if names:
             data["name"] = names
     if person.get("languages"):
-        data["communication"] = [
-            {"language": {"coding": [{"system": LANGUAGE_SYSTEM, "code": code}]}} for code in person["languages"]
-        ]
+        data["communication"] = [{"language": language_concept(lang)} for lang in person["languages"]]
     return Patient.model_validate(data)
+
+
+def language_concept(language: Any) -> Json:
+    """A language as BCP 47 (the shortest ISO 639 code: ``ha`` for v2 ``hau``); an uncoded one by its name."""
+    if isinstance(language, dict):
+        return {"text": language_name(language) or "uncoded language"}
+    return {"coding": [{"system": LANGUAGE_SYSTEM, "code": to_v1_code(language)}]}
 
 
 def age_extension(age: dict[str, Any]) -> Json:
@@ -278,6 +287,7 @@ DECISION_MAKER_PARTIES: dict[str, tuple[str, ...]] = {
     "parent_guardian": ("guardian",),
     "guardian_with_child_protection": ("guardian", "child_protection_service"),
     "judge_of_minors": ("judge_of_minors",),
+    "appointed_guardian": ("guardian",),
 }
 
 
@@ -298,8 +308,11 @@ def consent(
     extensions: list[Json] = [{"url": EXT_DECISION_MAKER, "valueCoding": coding("decision-maker", decision_maker)}]
     if "form" in record:
         extensions.append({"url": EXT_CONSENT_FORM, "valueCoding": coding("consent-form", record["form"])})
-    if "explained_in" in record:
-        extensions.append({"url": EXT_CONSENT_EXPLAINED_IN, "valueCode": record["explained_in"]})
+    explained = record.get("explained_in")
+    if isinstance(explained, str):
+        extensions.append({"url": EXT_CONSENT_EXPLAINED_IN, "valueCode": to_v1_code(explained)})
+    elif isinstance(explained, dict):  # an uncoded language (v2): ISO 639 "mis"
+        extensions.append({"url": EXT_CONSENT_EXPLAINED_IN, "valueCode": "mis"})
     data: Json = {
         "resourceType": "Consent",
         "id": rid,
@@ -312,16 +325,25 @@ def consent(
         "performer": performer,
         "organization": [{"reference": ref["sender"]}],
         "policy": [{"uri": CONSENT_POLICY_URI}],
-        "provision": {
-            "type": "permit",
-            "period": {"start": _when(record["given_at"]), "end": _when(record["expires_at"])},
-            "actor": consent_actors(record, directory, in_bundle),
-            "purpose": [coding("purpose", p) for p in record["purposes"]],
-        },
+        "provision": consent_provision(record, directory, in_bundle),
     }
     if parties:
         data["contained"] = parties
     return Consent.model_validate(data)
+
+
+def consent_provision(record: dict[str, Any], directory: Directory, in_bundle: dict[str, str]) -> Json:
+    """v1: one permit for every named recipient and purpose. v2 (``recipients``): deny by default,
+    with a nested permit per recipient agency for the purposes granted to it."""
+    period = {"start": _when(record["given_at"]), "end": _when(record["expires_at"])}
+    if "recipients" not in record:
+        return {"type": "permit", "period": period, "actor": consent_actors(record, directory, in_bundle),
+                "purpose": [coding("purpose", p) for p in record["purposes"]]}
+    return {"type": "deny", "period": period, "provision": [
+        {"type": "permit", "actor": [_agency_actor(entry["agency"], directory, in_bundle)],
+         "purpose": [coding("purpose", p) for p in entry["purposes"]]}
+        for entry in record["recipients"]
+    ]}
 
 
 _RECIPIENT_ROLE = {"coding": [{"system": HL7_PARTICIPATION_TYPE, "code": "IRCP", "display": "information recipient"}]}
@@ -335,15 +357,7 @@ def consent_actors(record: dict[str, Any], directory: Directory, in_bundle: dict
     named by id; countries are referenced by their ISO 3166 code, so a consumer checks an
     Organization's address.country against them.
     """
-    actors: list[Json] = []
-    for agency_id in record.get("recipient_agencies", []):
-        reference: Json = {"type": "Organization", "identifier": agency_identifier(agency_id)}
-        if agency_id in in_bundle:
-            reference["reference"] = in_bundle[agency_id]
-        listed = directory.agencies.get(agency_id)
-        if listed is not None:
-            reference["display"] = listed.name
-        actors.append({"role": _RECIPIENT_ROLE, "reference": reference})
+    actors = [_agency_actor(agency_id, directory, in_bundle) for agency_id in record.get("recipient_agencies", [])]
     for country in record.get("recipient_countries", []):
         actors.append({"role": _RECIPIENT_ROLE, "reference": {
             "type": "Organization",
@@ -351,6 +365,16 @@ def consent_actors(record: dict[str, Any], directory: Directory, in_bundle: dict
             "display": f"Any directory agency in {country}",
         }})
     return actors
+
+
+def _agency_actor(agency_id: str, directory: Directory, in_bundle: dict[str, str]) -> Json:
+    reference: Json = {"type": "Organization", "identifier": agency_identifier(agency_id)}
+    if agency_id in in_bundle:
+        reference["reference"] = in_bundle[agency_id]
+    listed = directory.agencies.get(agency_id)
+    if listed is not None:
+        reference["display"] = listed.name
+    return {"role": _RECIPIENT_ROLE, "reference": reference}
 
 
 def organization(agency: Agency) -> Organization:

@@ -7,7 +7,7 @@ now -- except the fields that name a time ahead (a document's expiry, a planned 
 review), which may lie up to 100 years ahead. Violations name the JSON path and the rule,
 never the value.
 
-The date fields are found by name: every property the v1 schemas declare as
+The date fields are found by name: every property the v1 and v2 schemas declare as
 ``common.schema.json#/$defs/date`` or ``date_time``; each such name is a date wherever it
 appears (tests/test_api_dates.py keeps it that way).
 """
@@ -20,7 +20,7 @@ from functools import cache
 from typing import Any
 
 from gateway.errors import Violation
-from gateway.schema import SCHEMA_DIR, json_path
+from gateway.schema import SCHEMA_DIR, SCHEMA_VERSIONS, json_path
 
 EARLIEST = date(1900, 1, 1)
 #: How far ahead a date of something that already happened may lie (time zones, clock skew).
@@ -29,14 +29,14 @@ AHEAD = timedelta(days=1)
 FAR_AHEAD_YEARS = 100
 #: Fields that name a time ahead: expiries, plans, reviews, follow-ups, answers expected.
 FORWARD = frozenset({"expires_on", "expires_at", "expected_by", "next_follow_up_on", "review_on", "planned_on",
-                     "valid_until"})
+                     "valid_until", "reflection_period_until"})
 #: How deep a payload is walked (the schemas nest far less; a deeper payload fails them anyway).
 MAX_DEPTH = 32
 
 
 @cache
 def date_fields() -> dict[str, str]:
-    """Property name → ``date`` or ``date_time``, for every date property of the v1 schemas."""
+    """Property name → ``date`` or ``date_time``, for every date property of the v1 and v2 schemas."""
     found: dict[str, str] = {}
 
     def walk(node: Any) -> None:
@@ -51,8 +51,9 @@ def date_fields() -> dict[str, str]:
             for value in node:
                 walk(value)
 
-    for path in sorted((SCHEMA_DIR / "v1").glob("*.schema.json")):
-        walk(json.loads(path.read_text(encoding="utf-8")))
+    for version in SCHEMA_VERSIONS:
+        for path in sorted((SCHEMA_DIR / f"v{version}").glob("*.schema.json")):
+            walk(json.loads(path.read_text(encoding="utf-8")))
     return found
 
 

@@ -26,6 +26,7 @@ from gateway.api.roles import Permission, requires
 from gateway.clock import format_ts
 from gateway.errors import Violation
 from gateway.schema import MESSAGE_TYPES, SCHEMA_VERSIONS, load_schema, schema_id
+from gateway.schema_versions import for_adapter
 from gateway.service import READ_PURPOSES, Gateway
 from gateway.store import INCOMING_STATUSES, InboxRecord, IncomingStatus, MessageConflictError
 
@@ -244,7 +245,9 @@ async def read_message(request: web.Request) -> web.Response:
         return json_body({"header": opened.header.to_json(), "payload": opened.payload})
     if opened.header.type != "referral.request":
         raise ApiError(409, "conflict", f"only a referral.request can be read in a local format, not a {opened.header.type}")
-    record = await asyncio.to_thread(lambda: get_adapter(local_format).from_shared(opened.payload))
+    adapter = get_adapter(local_format)
+    shared = for_adapter(adapter, opened.payload, recipient=gateway_of(request).agency_id)
+    record = await asyncio.to_thread(lambda: adapter.from_shared(shared))
     return json_body({"header": opened.header.to_json(), "format": local_format, "record": record})
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters import AdapterError, available_formats, get_adapter
+from gateway.schema_versions import for_adapter
 
 SHARED = "shared"
 
@@ -67,7 +68,7 @@ def run_adapt(args: argparse.Namespace) -> int:
         result = adapter.to_shared(record, purposes)
         output, dropped = result.payload, result.dropped
     else:
-        output, dropped = adapter.from_shared(record), ()
+        output, dropped = adapter.from_shared(for_adapter(adapter, record)), ()
     json.dump(output, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
     for item in dropped:
