@@ -970,8 +970,10 @@ class SQLiteStore(Store):
     async def _list_outgoing(self, limit: int, offset: int, message_type: str | None) -> list[OutboxRecord]:
         def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
             where, args = ("WHERE message_type = ?", [message_type]) if message_type is not None else ("", [])
+            # No index orders the outbox by time: sort the row ids only, not the envelopes.
             rows = conn.execute(
-                f"SELECT * FROM outbox {where} ORDER BY created_at, rowid LIMIT ? OFFSET ?", (*args, limit, offset)
+                f"SELECT * FROM outbox WHERE rowid IN (SELECT rowid FROM outbox {where} ORDER BY created_at, rowid"
+                " LIMIT ? OFFSET ?) ORDER BY created_at, rowid", (*args, limit, offset)
             ).fetchall()
             return [_outbox(r) for r in rows]
 
