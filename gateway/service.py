@@ -96,6 +96,7 @@ from gateway.store import (
     Store,
     StoreError,
     StoreUnavailableError,
+    Withdrawal,
 )
 from gateway.transport import (
     Delivery,
@@ -970,8 +971,10 @@ class Gateway:
 
     # --- statistics ------------------------------------------------------------------------------
 
-    async def received_payloads(self, message_type: str) -> AsyncIterator[tuple[datetime, dict[str, Any]]]:
-        """(received_at, payload) of every readable received message of a type (shredded ones skipped)."""
+    async def received_payloads(self, message_type: str, *, since: datetime | None = None,
+                                until: datetime | None = None) -> AsyncIterator[tuple[datetime, dict[str, Any]]]:
+        """(received_at, payload) of every readable received message of a type (shredded ones
+        skipped), received in [since, until) when given: others are not even decrypted."""
         offset = 0
         while True:
             page = await self.store.list_incoming(500, offset)
@@ -981,11 +984,46 @@ class Gateway:
             for record in page:
                 if record.message_type != message_type:
                     continue
+                if (since is not None and record.received_at < since) or (until is not None and record.received_at >= until):
+                    continue
                 try:
                     stored = await self.at_rest.open(record)
                 except PayloadShreddedError:
                     continue
                 yield record.received_at, self.open_stored(stored, record.received_at).payload
+
+    async def sent_requests(self) -> AsyncIterator[tuple[datetime, str, str]]:
+        """(created_at, recipient, status) of every sent ``referral.request`` that statistics
+        count: not given up (``failed``) and not covered by a consent withdrawal we sent.
+
+        Outbox metadata only: the envelope is sealed to the recipient and we cannot open it.
+        A withdrawal covers the referrals to its recipient that existed when it was recorded
+        (only those it lists, if it lists some); a ``some_purposes`` one covers them all,
+        because we cannot read which purposes each referral named (as when withdrawing)."""
+        # Every recorded withdrawal has its consent.withdrawn audit entry (same transaction),
+        # so one pass over those finds the few cases to look at, not one query per referral.
+        withdrawn_cases: set[str] = set()
+        after = 0
+        while entries := await self.store.query_audit(AuditQuery(event_types=("consent.withdrawn",), after_seq=after),
+                                                      500):
+            withdrawn_cases.update(entry.case_ref for entry in entries if entry.case_ref)
+            after = entries[-1].seq
+        withdrawals: dict[str, list[Withdrawal]] = {}
+        offset = 0
+        while page := await self.store.list_outgoing(500, offset, "referral.request"):
+            offset += len(page)
+            for record in page:
+                if record.status == "failed":
+                    continue
+                if record.case_ref in withdrawn_cases:
+                    if record.case_ref not in withdrawals:
+                        withdrawals[record.case_ref] = [w for w in await self.store.withdrawals_for_case(record.case_ref)
+                                                        if w.direction == "outgoing"]
+                    if any(w.counterpart == record.recipient and w.recorded_at >= record.created_at
+                           and (not w.request_message_ids or record.message_id in w.request_message_ids)
+                           for w in withdrawals[record.case_ref]):
+                        continue
+                yield record.created_at, record.recipient, record.status
 
     # --- reading and responding ---------------------------------------------------------
 

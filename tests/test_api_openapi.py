@@ -199,3 +199,23 @@ def test_operations_come_from_the_handlers_and_an_undocumented_route_is_refused(
     app.router.add_get("/undescribed", public(undescribed), name="undescribed")
     with pytest.raises(KeyError, match="undescribed"):
         build_document(app.router.routes(), agency_id="NE-ANLTP-TIM")
+
+
+async def test_stats_parameters_have_enums_and_answers_follow_the_document(tmp_path) -> None:
+    """GET /stats: direction and interval are documented with their enums, and real answers
+    (received and sent, by month and by quarter) validate against StatsReport."""
+    async with api_pair(tmp_path) as (ne, _):
+        status, doc = await ne.call("GET", "/openapi.json", role=None)
+        assert status == 200
+        params = {p["name"]: p for p in doc["paths"]["/stats"]["get"]["parameters"]}
+        assert params["direction"]["schema"]["enum"] == ["received", "sent"]
+        assert params["interval"]["schema"]["enum"] == ["month", "quarter", "year"]
+        assert set(params) == {"direction", "interval", "threshold", "month_from", "month_to"}
+        validator = request_validator(doc, "StatsReport")
+        for query in ("", "?direction=sent", "?interval=quarter", "?direction=sent&interval=year"):
+            status, body = await ne.call("GET", "/stats" + query, role="supervisor")
+            assert status == 200, (query, body)
+            errors = [e.message for e in validator.iter_errors(body)]
+            assert not errors, (query, errors)
+        status, body = await ne.call("GET", "/stats?interval=fortnight", role="supervisor")
+        assert status == 400 and body["error"] == "invalid_query"

@@ -30,11 +30,13 @@ from gateway.api.context import GATEWAY, SETTINGS
 from gateway.api.errors import error_middleware
 from gateway.metrics import Metrics
 from gateway.schema import SCHEMA_DIR, load_example
+from gateway.schema_versions import EXPLOITATION_TYPE_V1_TO_V2
 from gateway.service import Actor
 from gateway.settings import ROLES, Settings, User
 from gateway.stats import (
-    AGE_BANDS, AGE_CATEGORIES, EXPLOITATION_TYPES, SEXES, InvalidThresholdError, StatsError, StatsRecord, Table,
-    UnknownDimensionError, aggregate, band_of_years, derivable, is_protected, month_range,
+    ACTS, AGE_BANDS, AGE_CATEGORIES, EXPLOITATION_TYPES, MEANS, MINOR_OF_AGE, REFERRAL_SOURCES, SEXES,
+    V1_EXPLOITATION_TYPES, InvalidThresholdError, SentRecord, StatsError, StatsRecord, Table, UnknownDimensionError,
+    OUTCOMES, aggregate, band_of_years, carrying_purposes, derivable, is_protected, month_range, period_of,
 )
 
 from testkit.gateway_pair import NIGERIA, eventually, gateway_pair
@@ -45,15 +47,21 @@ MARCH = datetime(2026, 3, 6, 10, 15, tzinfo=timezone.utc)
 
 
 def rec(month: str = "2026-01", sex: str = "female", age: str = "21-23", nat: str = "NG",
-        types: tuple[str, ...] = ()) -> StatsRecord:
-    return StatsRecord(month, sex, age, nat, frozenset(types))
+        types: tuple[str, ...] = (), source: str = "ngo", acts: tuple[str, ...] | None = None,
+        means: tuple[str, ...] | None = None) -> StatsRecord:
+    return StatsRecord(month, sex, age, nat, frozenset(types), source,
+                       None if acts is None else frozenset(acts), None if means is None else frozenset(means))
 
 
 # --- the attacker, written independently of gateway.stats ---------------------------------
 
 
 def equations(report_json: dict[str, Any]) -> tuple[dict[tuple, int | None], list[list[tuple]]]:
-    """Published values and sums (first key = sum of the rest) of a report's JSON."""
+    """Published values and sums (first key = sum of the rest) of a report's JSON.
+
+    Keys: ("T",) grand total, ("M", p) period total, ("P", pop[, p]) a restricted
+    population's totals, (dim, p, c) a cell, (dim, c) a column total; a cross-tab's rows
+    and columns are the column totals of its two dimensions."""
     values: dict[tuple, int | None] = {}
     sums: list[list[tuple]] = []
 
@@ -63,21 +71,35 @@ def equations(report_json: dict[str, Any]) -> tuple[dict[tuple, int | None], lis
             values[key] = cell["count"]
 
     for table in report_json["tables"]:
-        dim, cats = table["dimension"], table.get("categories", [])
-        months = [r["month"] for r in table["rows"]]
-        put(("T",), table["total"])
-        sums.append([("T",)] + [("M", m) for m in months])
+        dim, cats, by = table["dimension"], table.get("categories", []), table.get("rows_by", "month")
+        rows = [r[by] for r in table["rows"]]
+        pop = table.get("population")
+        cross = "columns_by" in table
+        total = ("T",) if pop is None else ("P", pop)
+
+        def row_key(r: str, by: str = by, pop: str | None = pop, cross: bool = cross) -> tuple:
+            return (by, r) if cross else ("M", r) if pop is None else ("P", pop, r)
+
+        col_dim = table.get("columns_by", dim)
+        put(total, table["total"])
+        sums.append([total] + [row_key(r) for r in rows])
         for row in table["rows"]:
-            put(("M", row["month"]), row["total"])
+            put(row_key(row[by]), row["total"])
             for c in cats:
-                put((dim, row["month"], c), row["cells"][c])
+                put((dim, row[by], c), row["cells"][c])
         for c in cats:
-            put((dim, c), table["column_totals"][c])
-            sums.append([(dim, c)] + [(dim, m, c) for m in months])
+            put((col_dim, c), table["column_totals"][c])
+            sums.append([(col_dim, c)] + [(dim, r, c) for r in rows])
         if cats and not table["multi_valued"]:
-            for m in months:
-                sums.append([("M", m)] + [(dim, m, c) for c in cats])
-            sums.append([("T",)] + [(dim, c) for c in cats])
+            for r in rows:
+                sums.append([row_key(r)] + [(dim, r, c) for c in cats])
+            sums.append([total] + [(col_dim, c) for c in cats])
+        if "sums_of" in table:
+            source = table["sums_of"]["dimension"]
+            for c, parts in table["sums_of"]["categories"].items():
+                for r in rows:
+                    sums.append([(dim, r, c)] + [(source, r, part) for part in parts])
+                sums.append([(dim, c)] + [(source, part) for part in parts])
     return values, sums
 
 
@@ -132,17 +154,32 @@ def rank_leaks(values: dict[tuple, int | None], sums: list[list[tuple]]) -> set[
     return {k for i, k in enumerate(unknown) if i not in moves}
 
 
-def true_counts(records: list[StatsRecord]) -> dict[tuple, int]:
+MINOR_OF = {"0-8": "minor", "9-17": "minor", "under_18_unspecified": "minor", "unknown": "unknown"}
+
+
+def true_counts(records: list[Any], interval: str = "month") -> dict[tuple, int]:
     counts: Counter[tuple] = Counter()
     for r in records:
+        p = period_of(r.month, interval)
         counts[("T",)] += 1
-        counts[("M", r.month)] += 1
-        for dim in ("sex", "age_band", "nationality"):
-            counts[(dim, r.month, getattr(r, dim))] += 1
-            counts[(dim, getattr(r, dim))] += 1
-        for t in r.exploitation_types or {"not_recorded"}:
-            counts[("exploitation_type", r.month, t)] += 1
-            counts[("exploitation_type", t)] += 1
+        counts[("M", p)] += 1
+        if isinstance(r, SentRecord):
+            cats: dict[str, set[str]] = {"recipient": {r.recipient}, "outcome": {r.outcome}}
+        else:
+            cats = {"sex": {r.sex}, "age_band": {r.age_band}, "nationality": {r.nationality},
+                    "minor": {MINOR_OF.get(r.age_band, "adult")}, "referral_source": {r.referral_source},
+                    "exploitation_type": set(r.exploitation_types or {"not_recorded"})}
+            for name in ("acts", "means"):
+                value = getattr(r, name)
+                if value is not None:
+                    cats[name] = set(value or {"not_recorded"})
+                    counts[("P", name)] += 1
+                    counts[("P", name, p)] += 1
+            counts[("sex_by_age_band", r.sex, r.age_band)] += 1
+        for dim, found in cats.items():
+            for c in found:
+                counts[(dim, p, c)] += 1
+                counts[(dim, c)] += 1
     return counts
 
 
@@ -151,7 +188,7 @@ def check_report(records: list[StatsRecord], threshold: int, **kw: Any) -> dict[
     report = aggregate(records, threshold=threshold, **kw)
     doc = json.loads(json.dumps(report.to_json()))
     values, sums = equations(doc)
-    truth = true_counts(records)
+    truth = true_counts(records, kw.get("interval", "month"))
     for key, value in values.items():
         if value is not None:
             assert value == truth.get(key, 0), key  # published = true count
@@ -173,11 +210,24 @@ def check_report(records: list[StatsRecord], threshold: int, **kw: Any) -> dict[
 
 
 def test_categories_are_the_schema_enums() -> None:
-    defs = json.loads((SCHEMA_DIR / "v1" / "common.schema.json").read_text())["$defs"]
-    assert list(SEXES) == defs["sex"]["enum"]
-    assert [*AGE_BANDS, "unknown"] == defs["age_band"]["enum"]
-    assert list(EXPLOITATION_TYPES) == defs["exploitation_type"]["enum"]
+    """Categories are v2's; every v1 value is one of them or renamed by the v1 → v2 table."""
+    v1, v2 = (json.loads((SCHEMA_DIR / v / "common.schema.json").read_text())["$defs"] for v in ("v1", "v2"))
+    for defs in (v1, v2):
+        assert list(SEXES) == defs["sex"]["enum"]
+        assert [*AGE_BANDS, "unknown"] == defs["age_band"]["enum"]
+        assert list(ACTS) == defs["act"]["enum"] and list(MEANS) == defs["means"]["enum"]
+    assert list(EXPLOITATION_TYPES) == v2["exploitation_type"]["enum"]
+    assert list(REFERRAL_SOURCES) == v2["referral_source"]["enum"]
+    assert set(v1["referral_source"]["enum"]) <= set(REFERRAL_SOURCES)
+    assert V1_EXPLOITATION_TYPES == EXPLOITATION_TYPE_V1_TO_V2
+    assert {V1_EXPLOITATION_TYPES.get(t, t) for t in v1["exploitation_type"]["enum"]} <= set(EXPLOITATION_TYPES)
     assert AGE_CATEGORIES[-1] == "unknown" and set(AGE_BANDS) < set(AGE_CATEGORIES)
+    assert sorted(a for ages in MINOR_OF_AGE.values() for a in ages) == sorted(AGE_CATEGORIES)
+
+
+def test_acts_and_means_carriers_come_from_the_minimal_data_tables() -> None:
+    assert carrying_purposes("acts", "1") == carrying_purposes("means", "1") == {"assistance"}
+    assert carrying_purposes("acts", "2") == carrying_purposes("means", "2") == {"criminal_justice_cooperation"}
 
 
 def test_band_of_years_uses_the_schema_bands() -> None:
@@ -225,8 +275,10 @@ def test_from_payload_on_adapter_outputs() -> None:
         "unknown", "under_18_unspecified", "unknown", frozenset({"undetermined"}))
     # A date of birth is banded on the receipt date (2009-05-02 → 16 in March 2026).
     assert records["niger/mineure_retour_tuteur.json"].age_band == "9-17"
+    # v1 assistance carries acts and means (v1's minimal-data table), so they are counted.
     assert records["mali/garcon_mendicite_assistance.json"] == StatsRecord(
-        "2026-03", "male", "9-17", "GN", frozenset({"forced_begging"}))
+        "2026-03", "male", "9-17", "GN", frozenset({"forced_begging"}), "law_enforcement",
+        frozenset({"recruitment", "transportation", "harbouring"}), frozenset({"deception", "abuse_of_vulnerability"}))
 
 
 def test_from_payload_age_fallbacks_and_junk() -> None:
@@ -250,9 +302,75 @@ def test_from_payload_age_fallbacks_and_junk() -> None:
         StatsRecord.from_payload({}, datetime(2026, 3, 6))
 
 
+def test_v2_payloads_referral_sources_and_acts_only_with_criminal_justice() -> None:
+    """v2: the judicial and faith-based sources are counted; acts and means only from a
+    request whose purposes include criminal_justice_cooperation (v2's minimal data)."""
+    def v2(variant: str | None) -> StatsRecord:
+        return StatsRecord.from_payload(load_example("referral.request", variant, version="2"), MARCH)
+    cjc = v2("criminal_justice_cooperation")
+    assert cjc.referral_source == "prosecutor"
+    assert cjc.acts == {"recruitment", "transportation", "receipt"} and cjc.means == {"deception", "abuse_of_vulnerability"}
+    assert v2("minor_guardian").referral_source == "juvenile_judge" and v2("minor_guardian").minor == "minor"
+    protection = v2("international_protection")
+    assert protection.referral_source == "faith_based_organisation" and protection.acts is None
+    # Acts next to v2 assistance (the schema refuses them; statistics ignore them all the same).
+    assistance = dict(load_example("referral.request", "criminal_justice_cooperation", version="2"),
+                      purposes=["assistance"])
+    record = StatsRecord.from_payload(assistance, MARCH)
+    assert record.acts is None and record.means is None
+    assert record.categories("acts") == frozenset()
+    # With the purpose but no acts given: counted in the population as not recorded.
+    bare = {k: v for k, v in load_example("referral.request", "criminal_justice_cooperation", version="2").items()
+            if k not in ("acts", "means")}
+    assert StatsRecord.from_payload(bare, MARCH).categories("acts") == {"not_recorded"}
+
+
+def test_v1_payloads_acts_with_assistance_and_renamed_types() -> None:
+    """v1: acts and means travel with assistance (v1's minimal data), so they count; v1's
+    exploitation codes are counted in v2 words."""
+    v1 = load_example("referral.request", "all_purposes")
+    assert "schema_version" not in v1 and "assistance" in v1["purposes"]
+    record = StatsRecord.from_payload(v1, MARCH)
+    assert record.acts == frozenset(v1["acts"]) and record.means == frozenset(v1["means"])
+    without = dict(v1, purposes=["safety_assessment"])
+    assert StatsRecord.from_payload(without, MARCH).acts is None
+    renamed = dict(v1, exploitation=[{"type": "slavery_servitude"}, {"type": "child_soldiering"}])
+    assert StatsRecord.from_payload(renamed, MARCH).exploitation_types == {
+        "servitude", "forced_military_by_non_state_actors"}
+    junk = dict(v1, acts=["Amaka", "recruitment"], identification={"referral_source": "Amaka"})
+    record = StatsRecord.from_payload(junk, MARCH)
+    assert record.acts == {"recruitment"} and record.referral_source == "unknown"
+
+
+def test_acts_table_counts_its_population_only() -> None:
+    """20 referrals, 12 of them with a purpose carrying acts: the acts table's totals are
+    12, not 20; acts and means with the same population share its totals."""
+    records = ([rec(acts=("recruitment",), means=("deception",))] * 12 + [rec()] * 8)
+    doc = check_report(records, 11)
+    tables = {t["dimension"]: t for t in doc["tables"]}
+    assert tables["acts"]["population"] == tables["means"]["population"] == "acts"
+    assert tables["acts"]["total"]["count"] == 12 and doc["records"]["count"] == 20
+    assert tables["acts"]["column_totals"]["recruitment"]["count"] == 12
+    assert tables["means"]["column_totals"]["deception"]["count"] == 12
+    minor = tables["minor"]
+    assert minor["sums_of"]["dimension"] == "age_band" and minor["column_totals"]["adult"]["count"] == 20
+
+
+def test_cross_tab_margins_are_the_sex_and_age_totals() -> None:
+    """Sex x age band over the period: its margins are the sex and age column totals, so a
+    hidden cell next to published ones gets complements across the linked tables."""
+    records = [rec("2026-01", "female", "21-23")] * 20 + [rec("2026-02", "female", "9-17")] * 4 + [
+        rec("2026-02", "male", "21-23")] * 15
+    doc = check_report(records, 11, interval="quarter")
+    cross = next(t for t in doc["tables"] if t["dimension"] == "sex_by_age_band")
+    female = next(r for r in cross["rows"] if r["sex"] == "female")
+    assert female["cells"]["9-17"]["suppressed"] and female["cells"]["21-23"]["suppressed"]
+    assert cross["total"]["count"] == 39
+
+
 def test_record_fields_are_checked() -> None:
     assert [f.name for f in dataclasses.fields(StatsRecord)] == [
-        "month", "sex", "age_band", "nationality", "exploitation_types"]
+        "month", "sex", "age_band", "nationality", "exploitation_types", "referral_source", "acts", "means"]
     for bad in (dict(month="2026-13"), dict(sex="woman"), dict(age="12"), dict(nat="Nigeria")):
         with pytest.raises(StatsError):
             rec(**bad)
@@ -285,7 +403,7 @@ def test_worked_example_one_month_by_sex() -> None:
     assert sex["rows"][0]["total"] == {"count": 18, "suppressed": False}
     assert doc["records"] == {"count": 18, "suppressed": False}
     eighteen = {"count": 18, "suppressed": False}
-    assert doc["tables"][0] == {"dimension": "month", "rows": [{"month": "2026-01", "total": eighteen}],
+    assert doc["tables"][0] == {"dimension": "month", "rows_by": "month", "rows": [{"month": "2026-01", "total": eighteen}],
                                 "total": eighteen}
 
 
@@ -380,6 +498,8 @@ def test_linked_tables_share_month_totals() -> None:
     records = [rec("2026-01", nat="NE")] * 30 + [rec("2026-02", nat="ML")] * 3
     doc = check_report(records, 11)
     for table in doc["tables"]:
+        if "population" in table or table["rows_by"] != "month":
+            continue  # acts and means count their own population; the cross-tab has no months
         assert [r["total"]["suppressed"] for r in table["rows"]] == [True, True]
     assert doc["records"]["count"] == 33
 
@@ -405,13 +525,16 @@ def test_empty_input_and_empty_months() -> None:
     doc = check_report([], 11, months=("2026-01", "2026-02"))
     assert doc["records"] == {"count": 0, "suppressed": False}
     assert doc["months"] == ["2026-01", "2026-02"]
-    assert doc["tables"][3]["categories"] == ["unknown"]  # nationality: only those seen, and unknown
+    tables = {t["dimension"]: t for t in doc["tables"]}
+    assert tables["nationality"]["categories"] == ["unknown"]  # only those seen, and unknown
 
 
 def test_no_name_reaches_the_report() -> None:
     payloads = [load_example("referral.request", v)
                 for v in (None, "all_purposes", "minor_guardian", "safety_assessment_only")]
     payloads += [p for _, p in _adapter_payloads()]
+    payloads += [load_example("referral.request", v, version="2")
+                 for v in (None, "all_purposes", "criminal_justice_cooperation", "international_protection")]
     secrets_in: set[str] = set()
 
     def collect(value: Any, inside: bool) -> None:
@@ -446,6 +569,9 @@ records_strategy = st.lists(
         nationality=st.sampled_from(("NG", "NE", "ML", "unknown")),
         exploitation_types=st.frozensets(st.sampled_from(("sexual_exploitation", "forced_labour",
                                                           "forced_begging")), max_size=2),
+        referral_source=st.sampled_from(("law_enforcement", "ngo", "juvenile_judge", "unknown")),
+        acts=st.none() | st.frozensets(st.sampled_from(("recruitment", "transportation")), max_size=2),
+        means=st.none() | st.frozensets(st.sampled_from(("deception", "coercion")), max_size=2),
     ),
     max_size=90,
 )
@@ -457,6 +583,9 @@ wide_records = st.lists(
         age_band=st.sampled_from(AGE_CATEGORIES),
         nationality=st.sampled_from(("NG", "NE", "ML", "GN", "BF", "TD", "unknown")),
         exploitation_types=st.frozensets(st.sampled_from(EXPLOITATION_TYPES), max_size=3),
+        referral_source=st.sampled_from((*REFERRAL_SOURCES, "unknown")),
+        acts=st.none() | st.frozensets(st.sampled_from(ACTS), max_size=3),
+        means=st.none() | st.frozensets(st.sampled_from(MEANS), max_size=3),
     ),
     min_size=20, max_size=150,
 )
@@ -515,6 +644,49 @@ def test_checker_agrees_with_an_independent_rank_test(data: st.DataObject) -> No
 
 
 @PROPERTY
+@given(records_strategy, st.integers(min_value=2, max_value=15), st.sampled_from(("quarter", "year")))
+def test_quarter_and_year_reports_are_protected_and_true(records: list[StatsRecord], threshold: int,
+                                                         interval: str) -> None:
+    """Rows by quarter or year: the same invariants, cross-tab margins and minor sums included."""
+    doc = check_report(records, threshold, interval=interval, months=("2025-12", "2026-01"))
+    assert doc["interval"] == interval
+    assert doc["periods"] == (["2025-Q4", "2026-Q1"] if interval == "quarter" else ["2025", "2026"])
+
+
+@PROPERTY
+@given(st.data())
+def test_no_suppressed_cross_tab_cell_follows_from_its_margins(data: st.DataObject) -> None:
+    """Random sex x age tables (the counts drawn per cell, not per record): no suppressed
+    cell of the cross-tab, nor any other suppressed value, can be derived by subtraction
+    or any combination of the published numbers of the same answer, the sex and age
+    totals (the cross-tab's margins) and the minor sums included."""
+    sexes = data.draw(st.lists(st.sampled_from(SEXES), min_size=1, max_size=4, unique=True))
+    ages = data.draw(st.lists(st.sampled_from(AGE_CATEGORIES), min_size=1, max_size=6, unique=True))
+    records = []
+    for sex in sexes:
+        for age in ages:
+            n = data.draw(st.integers(min_value=0, max_value=30))
+            month = data.draw(st.sampled_from(MONTHS))
+            records += [rec(month, sex, age)] * n
+    threshold = data.draw(st.integers(min_value=2, max_value=15))
+    doc = check_report(records, threshold, dimensions=("sex", "age_band", "minor"), interval="quarter")
+    cross = next(t for t in doc["tables"] if t["dimension"] == "sex_by_age_band")
+    assert cross["rows_by"] == "sex" and cross["columns_by"] == "age_band"
+    published = [c["count"] for r in cross["rows"] for c in r["cells"].values() if not c["suppressed"]]
+    assert all(v == 0 or v >= threshold for v in published)
+
+
+@PROPERTY
+@given(st.lists(st.builds(SentRecord, month=st.sampled_from(MONTHS),
+                          recipient=st.sampled_from(("NG-NAPTIP", "ML-DNPEF", "NG-POLICE")),
+                          outcome=st.sampled_from(OUTCOMES)), max_size=80),
+       st.integers(min_value=1, max_value=15), st.sampled_from(("month", "quarter")))
+def test_sent_reports_are_protected_and_true(records: list[SentRecord], threshold: int, interval: str) -> None:
+    doc = check_report(records, threshold, dimensions=("recipient", "outcome"), interval=interval)
+    assert [t["dimension"] for t in doc["tables"]] == ["month", "recipient", "outcome"]
+
+
+@PROPERTY
 @given(records_strategy)
 def test_reports_do_not_depend_on_record_order(records: list[StatsRecord]) -> None:
     assert aggregate(records).to_json() == aggregate(list(reversed(records))).to_json()
@@ -540,14 +712,25 @@ class FakeGateway:
         self.audits: list[tuple[str, str, dict[str, Any]]] = []
         self.metrics = Metrics()
         self.asked: list[str] = []
+        # ANLTP-TIM mostly sends: 30 to NAPTIP and 12 to DNPEF in the first quarter, 5 in April.
+        self.sent = ([(datetime(2026, 1 + i % 3, 1 + i % 28, tzinfo=timezone.utc), "NG-NAPTIP",
+                       ("accepted", "delivered", "declined")[i % 3]) for i in range(30)]
+                     + [(datetime(2026, 2, 1 + i, tzinfo=timezone.utc), "ML-DNPEF", "sent") for i in range(12)]
+                     + [(datetime(2026, 4, 1 + i, tzinfo=timezone.utc), "NG-NAPTIP", "queued") for i in range(5)])
 
     def clock(self) -> datetime:
         return NOW
 
-    async def received_payloads(self, message_type: str):  # noqa: ANN201 - an async iterator
+    async def received_payloads(self, message_type: str, *, since: datetime, until: datetime):  # noqa: ANN201
         self.asked.append(message_type)
         for item in self.items:
-            yield item
+            if since <= item[0] < until:  # the service filters on the inbox row, before decrypting
+                yield item
+
+    async def sent_requests(self):  # noqa: ANN201 - an async iterator
+        self.asked.append("sent")
+        for at, recipient, status in self.sent:
+            yield at, recipient, status
 
     async def audit_event(self, event: str, actor: Any, detail: dict[str, Any], **_: Any) -> None:
         self.audits.append((event, actor.role, detail))
@@ -593,15 +776,18 @@ async def test_api_answers_complete_months_and_audits() -> None:
         # From the first month wholly within the 365-day retention to the last complete one.
         assert body["period"] == {"from": "2025-05", "to": "2026-03"} and len(body["months"]) == 11
         assert body["threshold"] == 11 and body["records"] == {"count": 50, "suppressed": False}
-        assert [t["dimension"] for t in body["tables"]] == ["month", "sex", "age_band", "nationality",
-                                                            "exploitation_type"]
-        age = body["tables"][2]
+        assert [t["dimension"] for t in body["tables"]] == [
+            "month", "sex", "age_band", "minor", "nationality", "referral_source", "exploitation_type", "acts",
+            "means", "sex_by_age_band"]
+        assert body["direction"] == "received" and body["interval"] == "month"
+        age = {t["dimension"]: t for t in body["tables"]}["age_band"]
         march = age["rows"][-1]["cells"]
         assert march["9-17"] == {"count": None, "suppressed": True}  # 4 minors
         assert march["21-23"] == {"count": None, "suppressed": True}  # their complement (21)
         assert is_protected([Table.from_json(t) for t in body["tables"]])
         assert gateway.audits == [("stats.read", "supervisor",
-                                   {"threshold": 11, "month_from": "2025-05", "month_to": "2026-03"})]
+                                   {"threshold": 11, "month_from": "2025-05", "month_to": "2026-03",
+                                    "direction": "received", "interval": "month"})]
         text = json.dumps(body)
         assert "Amaka" not in text and "Testfixture" not in text
         status, body = await _get(client, tokens["auditor"], month_from="2026-03", month_to="2026-03")
@@ -640,6 +826,7 @@ async def test_api_refuses_lower_thresholds_and_bad_months() -> None:
             ({"month_from": "2026-03", "month_to": "2026-02"}, "after"),
             ({"month_from": "2026-13"}, "YYYY-MM"),
             ({"month_from": "2025-04"}, "at least 2025-05"),
+            ({"month_to": "2025-04"}, "month_to must be at least 2025-05"),
         ):
             status, body = await _get(client, token, **params)
             assert status == 400 and words in body["detail"], (params, body)
@@ -676,7 +863,76 @@ async def test_api_retention_bounds_the_period() -> None:
         await client.close()
 
 
+async def test_api_sent_referrals_by_recipient_and_outcome() -> None:
+    client, gateway, tokens = await _client()
+    try:
+        status, body = await _get(client, tokens["supervisor"], direction="sent", interval="quarter")
+        assert status == 200, body
+        assert gateway.asked == ["sent"]  # no payload read: the sender cannot open what it sealed
+        assert body["direction"] == "sent" and body["interval"] == "quarter"
+        # No retention bound for outbox rows: the last 12 complete months, widened to whole quarters.
+        assert body["period"] == {"from": "2025-04", "to": "2026-03"}
+        assert body["periods"] == ["2025-Q2", "2025-Q3", "2025-Q4", "2026-Q1"]
+        assert [t["dimension"] for t in body["tables"]] == ["month", "recipient", "outcome"]
+        assert body["records"]["count"] == 42  # April's 5 are in the current month
+        recipient = body["tables"][1]
+        assert recipient["categories"] == ["ML-DNPEF", "NG-NAPTIP"]
+        assert recipient["column_totals"]["NG-NAPTIP"]["count"] == 30
+        assert recipient["column_totals"]["ML-DNPEF"]["count"] == 12
+        outcome = body["tables"][2]
+        assert outcome["categories"] == ["pending", "more_info_requested", "accepted", "declined"]
+        assert outcome["column_totals"]["pending"]["count"] == 22  # 10 delivered + 12 sent
+        assert outcome["column_totals"]["accepted"]["suppressed"]  # 10 < 11
+        assert is_protected([Table.from_json(t) for t in body["tables"]])
+        assert gateway.audits[-1][2] == {"threshold": 11, "month_from": "2025-04", "month_to": "2026-03",
+                                         "direction": "sent", "interval": "quarter"}
+    finally:
+        await client.close()
+
+
+async def test_api_quarter_and_year_periods() -> None:
+    client, _, tokens = await _client(retention_days={"referral.request": 800})
+    token = tokens["supervisor"]
+    try:
+        status, body = await _get(client, token, interval="quarter")
+        assert status == 200, body
+        # 800 days before 2026-04-10 is 2024-01-31: from 2024-02, widened forward to 2024-Q2.
+        assert body["period"] == {"from": "2024-04", "to": "2026-03"} and len(body["periods"]) == 8
+        assert body["tables"][0]["rows"][-1] == {"quarter": "2026-Q1", "total": {"count": 50, "suppressed": False}}
+        status, body = await _get(client, token, interval="year")
+        assert status == 200 and body["period"] == {"from": "2025-01", "to": "2025-12"}
+        assert body["periods"] == ["2025"] and body["records"]["count"] == 0
+        status, body = await _get(client, token, interval="quarter", month_from="2026-01", month_to="2026-03")
+        assert status == 200 and body["records"]["count"] == 50 and body["periods"] == ["2026-Q1"]
+        for params, words in (
+            ({"interval": "quarter", "month_from": "2026-02"}, "first month of a quarter"),
+            ({"interval": "year", "month_to": "2026-03"}, "last month of a year"),
+            ({"interval": "week"}, "one of: month, quarter, year"),
+            ({"direction": "both"}, "one of: received, sent"),
+        ):
+            status, body = await _get(client, token, **params)
+            assert status == 400 and words in body["detail"], (params, body)
+    finally:
+        await client.close()
+    client, _, tokens = await _client()
+    try:  # 365 days: no calendar year is ever wholly retained; quarters are
+        status, body = await _get(client, tokens["supervisor"], interval="year")
+        assert status == 400 and "no complete year" in body["detail"]
+        status, body = await _get(client, tokens["supervisor"], interval="quarter")
+        assert status == 200 and body["period"] == {"from": "2025-07", "to": "2026-03"}
+    finally:
+        await client.close()
+
+
 def test_month_helpers() -> None:
+    assert period_of("2026-03", "quarter") == "2026-Q1" and period_of("2026-10", "year") == "2026"
+    # docs/stats.md: a calendar year is answerable in January with 397 days of retention, never with 365.
+    january = datetime(2026, 1, 31, 23, 0, tzinfo=timezone.utc)
+    assert stats_api.period({}, january, 397, "year") == ("2025-01", "2025-12")
+    with pytest.raises(stats_api.ApiError, match="no complete year"):
+        stats_api.period({}, datetime(2026, 1, 1, 0, 1, tzinfo=timezone.utc), 365, "year")
+    assert stats_api.period({}, january, None, "year") == ("2025-01", "2025-12")  # sent: no retention bound
+    assert stats_api.period({"month_to": "2024-06"}, january, None) == ("2023-07", "2024-06")  # 12 months to month_to
     assert stats_api.previous_month(datetime(2026, 1, 5, tzinfo=timezone.utc)) == "2025-12"
     assert stats_api.previous_month(NOW) == "2026-03"
     assert stats_api.first_retained_month(NOW, 365) == "2025-05"
@@ -704,13 +960,37 @@ async def test_received_payloads_of_a_real_gateway_feed_the_statistics(tmp_path:
         assert doc["records"]["count"] == 3 and "Testfixture" not in json.dumps(doc)
 
 
-def test_v2_payloads_count_under_the_v1_categories() -> None:
-    from gateway.schema import load_example
+async def test_sent_requests_of_a_real_gateway(tmp_path: Path) -> None:
+    """NE sends three referrals to NG; NE counts them from its outbox metadata alone, and a
+    consent withdrawal for one case takes that referral out of the count."""
+    async with gateway_pair(tmp_path) as (ne, ng):
+        actor = Actor("caseworker.ne", "caseworker")
+        variants = (None, "all_purposes", "minor_guardian")
+        for i, variant in enumerate(variants):
+            await ne.submit("referral.request", load_example("referral.request", variant), recipient=NIGERIA,
+                            case_ref=f"ne-ng-sentcase{i:06d}", actor=actor)
 
+        async def arrived() -> bool:
+            return len(await ng.list_inbox()) >= len(variants)
+        await eventually(arrived)
+        sent = [item async for item in ne.sent_requests()]
+        assert [r for _, r, _ in sent] == [NIGERIA] * 3
+        records = [SentRecord.from_outbox(at, recipient, status) for at, recipient, status in sent]
+        assert {r.outcome for r in records} == {"pending"}
+        withdrawal = {"withdrawn_at": ne.clock().strftime("%Y-%m-%dT%H:%M:%SZ"), "decision_maker": "self",
+                      "scope": "all_purposes"}
+        await ne.withdraw_consent("ne-ng-sentcase000001", withdrawal, actor=actor)
+        assert len([item async for item in ne.sent_requests()]) == 2
+        doc = aggregate(records, threshold=1, dimensions=("recipient", "outcome")).to_json()
+        assert doc["tables"][1]["column_totals"][NIGERIA]["count"] == 3
+
+
+def test_v2_payloads_count_under_the_v2_categories() -> None:
+    """The report's categories are v2's (HTCDS 2.0 plus the v1 extras): a v2 type is counted as spelled."""
     payload = load_example("referral.request", "criminal_justice_cooperation", "2")
     payload["exploitation"] = [{"type": "servitude", "intended": False},
                                {"type": "child_labour", "intended": False},
                                {"type": "forced_labour", "intended": True}]
     record = StatsRecord.from_payload(payload, datetime(2026, 4, 6, tzinfo=timezone.utc))
-    assert record.exploitation_types == {"slavery_servitude", "other", "forced_labour"}
+    assert record.exploitation_types == {"servitude", "child_labour", "forced_labour"}
     assert (record.sex, record.age_band, record.nationality) == ("male", "21-23", "NG")

@@ -616,6 +616,15 @@ class Store(ABC):
         require_status("direction", direction, frozenset(get_args(Direction)))
         return await self._status_trail(message_id, direction)
 
+    async def list_outgoing(self, limit: int, offset: int = 0, message_type: str | None = None) -> list[OutboxRecord]:
+        """Outbox rows oldest (``created_at``) first, ties in arrival order, optionally of one
+        message type. New submissions append at the end, so offset pages stay stable."""
+        _require_count("limit", limit)
+        _require_count("offset", offset)
+        if message_type is not None:
+            _require_text("message_type", message_type)
+        return await self._list_outgoing(limit, offset, message_type)
+
     async def list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
         """Every outbox row of the case, oldest first."""
         _require_text("case_ref", case_ref)
@@ -935,6 +944,9 @@ class Store(ABC):
 
     @abstractmethod
     async def _status_trail(self, message_id: str, direction: str) -> list[StatusChange]: ...
+
+    @abstractmethod
+    async def _list_outgoing(self, limit: int, offset: int, message_type: str | None) -> list[OutboxRecord]: ...
 
     @abstractmethod
     async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]: ...

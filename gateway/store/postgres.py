@@ -956,6 +956,19 @@ class PostgresStore(Store):
 
         return await self._one("status_trail", run)
 
+    async def _list_outgoing(self, limit: int, offset: int, message_type: str | None) -> list[OutboxRecord]:
+        async def run(conn: Conn) -> list[OutboxRecord]:
+            if message_type is None:
+                rows = await conn.fetch(
+                    "SELECT * FROM outbox ORDER BY created_at, arrival LIMIT $1 OFFSET $2", limit, offset)
+            else:
+                rows = await conn.fetch(
+                    "SELECT * FROM outbox WHERE message_type = $3 ORDER BY created_at, arrival LIMIT $1 OFFSET $2",
+                    limit, offset, message_type)
+            return [_outbox(r) for r in rows]
+
+        return await self._one("list_outgoing", run)
+
     async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
         async def run(conn: Conn) -> list[OutboxRecord]:
             rows = await conn.fetch("SELECT * FROM outbox WHERE case_ref = $1 ORDER BY created_at, arrival", case_ref)

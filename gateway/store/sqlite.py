@@ -1039,6 +1039,18 @@ class SQLiteStore(Store):
 
         return await self._call(run)
 
+    async def _list_outgoing(self, limit: int, offset: int, message_type: str | None) -> list[OutboxRecord]:
+        def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
+            where, args = ("WHERE message_type = ?", [message_type]) if message_type is not None else ("", [])
+            # No index orders the outbox by time: sort the row ids only, not the envelopes.
+            rows = conn.execute(
+                f"SELECT * FROM outbox WHERE rowid IN (SELECT rowid FROM outbox {where} ORDER BY created_at, rowid"
+                " LIMIT ? OFFSET ?) ORDER BY created_at, rowid", (*args, limit, offset)
+            ).fetchall()
+            return [_outbox(r) for r in rows]
+
+        return await self._call(run)
+
     async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]:
         def run(conn: sqlite3.Connection) -> list[OutboxRecord]:
             rows = conn.execute("SELECT * FROM outbox WHERE case_ref = ? ORDER BY created_at, rowid", (case_ref,)).fetchall()

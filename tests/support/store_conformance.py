@@ -397,6 +397,24 @@ class StoreConformance:
         ]
         assert await store.list_incoming(10, status="responded") == []
 
+    async def test_list_outgoing_order_paging_and_type_filter(self, store: Store) -> None:
+        late, early, tie_a, tie_b = (
+            outgoing(T0 + timedelta(seconds=5)), outgoing(T0), outgoing(T0 + timedelta(seconds=1)),
+            outgoing(T0 + timedelta(seconds=1)),
+        )
+        other = dataclasses.replace(outgoing(T0 + timedelta(seconds=2)), message_type="case.followup")
+        for msg in (late, early, tie_a, tie_b, other):
+            await store.add_outgoing(msg)
+        expected = [early.message_id, tie_a.message_id, tie_b.message_id, late.message_id]
+        assert [r.message_id for r in await store.list_outgoing(limit=10, message_type="referral.request")] == expected
+        assert [r.message_id for r in await store.list_outgoing(2, 1, "referral.request")] == expected[1:3]
+        assert await store.list_outgoing(10, 4, "referral.request") == []
+        everything = [r.message_id for r in await store.list_outgoing(limit=10)]
+        assert everything == [*expected[:3], other.message_id, late.message_id]
+        for bad in (dict(limit=-1), dict(limit=1, offset=-1), dict(limit=1, message_type="")):
+            with pytest.raises(StoreArgumentError):
+                await store.list_outgoing(**bad)  # type: ignore[arg-type]
+
     async def test_incoming_status_moves_forward_with_trail(self, store: Store) -> None:
         msg = incoming()
         await store.add_incoming(msg)
