@@ -44,7 +44,7 @@ from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent
 from gateway.retention import Retention
-from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource
+from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource, next_key_missing
 from gateway.outbox_body import body_sha256, digest_record, is_deleted, outbox_header
 from gateway.quarantine_vault import KEY_HEADER, QuarantineBodyDestroyedError, QuarantineVault, sealed_key_id
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
@@ -165,10 +165,13 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._transport_ready = asyncio.Event()
         self._stopping = False
-        self.at_rest = AtRest(identity, store)
         #: Where encryption keys generated ahead come from and where destroyed ones are
         #: deleted (the key directory; None: keys live in memory only, demo and tests).
         self.key_source = key_source
+        #: Key files that could not be read (kid -> error code), across retention passes.
+        self.key_load_failures: dict[str, str] = {}
+        # The clock is looked up on each call: tests and fault harnesses replace it on a running gateway.
+        self.at_rest = AtRest(identity, store, lambda: self.clock(), reload_keys=self._reload_keys)
         self.quarantine_vault = QuarantineVault(self.at_rest, store)
         self._legacy_restored = False
         self.case_locks = CaseLocks()
@@ -192,6 +195,10 @@ class Gateway:
                            "Seconds since the directory in force was issued")
         self.metrics.gauge("directory_stale", lambda: float(self.directory_stale()),
                            "1 while the directory in force is older than directory_max_age_hours, else 0")
+        self.metrics.gauge("enc_key_files_unreadable", lambda: float(len(self.key_load_failures)),
+                           "Files in the key directory that could not be read (audited as keys.load_failed)")
+        self.metrics.gauge("enc_key_next_missing", lambda: float(self.next_enc_key_missing()),
+                           "1 while no held encryption key covers the next key period, else 0")
         on_reconnect = getattr(transport, "on_reconnect", None)
         if on_reconnect is not None:
             on_reconnect(self._broker_back)
@@ -883,7 +890,17 @@ class Gateway:
             source=self.key_source, max_lifetime=DEFAULT_POLICY.max_lifetime, skew=DEFAULT_POLICY.max_clock_skew,
             grace=timedelta(days=self.settings.enc_key_grace_days),
             period=timedelta(days=self.settings.enc_key_period_days), metrics=self.metrics,
-            restore_legacy=self._restore_legacy_once)
+            restore_legacy=self._restore_legacy_once, load_failures=self.key_load_failures)
+
+    async def _reload_keys(self) -> None:
+        # A case key wrapped by a key this process has not loaded yet (another process of
+        # the agency picked it up first): read the key directory once more before failing.
+        if self.key_source is not None:
+            await self._encryption_keys().load_new()
+
+    def next_enc_key_missing(self) -> bool:
+        """True when no held encryption key covers the next key period (docs/keys.md)."""
+        return next_key_missing(self.identity, self.clock(), timedelta(days=self.settings.enc_key_period_days))
 
     async def _restore_legacy_once(self) -> int:
         if self._legacy_restored:

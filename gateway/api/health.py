@@ -100,8 +100,11 @@ async def readyz(request: web.Request) -> web.Response:
     # A stale directory still verifies messages: a warning for the operator, not a reason to
     # take the gateway out of service (docs/operations.md "Directory freshness").
     extra: dict[str, Any] = {"directory": directory}
-    if directory["stale"]:
-        extra["warnings"] = ["directory_stale"]
+    warnings = [name for name, on in (("directory_stale", directory["stale"]),
+                                       ("enc_key_next_missing", gateway.next_enc_key_missing()),
+                                       ("key_files_unreadable", bool(gateway.key_load_failures))) if on]
+    if warnings:
+        extra["warnings"] = warnings
     if all(checks.values()):
         return json_body({"status": "ready", "checks": checks, **extra})
     failed = [name for name, ok in checks.items() if not ok]
