@@ -115,7 +115,8 @@ EVENTS: Mapping[str, EventType] = _events(
                "previous_serial": "serial in force before (null at the first start)",
                "source": "`file` (start-up) or `broker` (published by the authority)"}),
     EventType("directory.refused", "A directory was refused; the one in force stays",
-              {"reason": "`bad_signature`, `malformed`, `rollback`, `demo_directory` or `own_agency_missing`",
+              {"reason": "`bad_signature`, `malformed`, `oversize`, `rollback`, `demo_directory`, `own_agency_missing` "
+                         "or `store_mismatch` (the stored row outranking it does not match its signed file)",
                "serial": "its serial (null if it could not be read)", "current_serial": "serial in force",
                "source": "`file` or `broker`"}),
     EventType("directory.stale", "The directory in force is older than `directory_max_age_hours`",
