@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Callable, cast
 
@@ -125,6 +125,14 @@ FINAL_DECISIONS = ("accepted", "declined")
 #: Failures that say nothing about the message: requeued with back-off, never counted
 #: towards quarantine (the store or the broker is away; every message would fail).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailableError, TransportError)
+
+
+@dataclass(frozen=True)
+class RedrivenDelivery(Delivery):
+    """A quarantine copy re-driven by an operator, opened for verification; ``sealed_body``
+    is the copy as it was quarantined (under its first day's quarantine key)."""
+
+    sealed_body: bytes = field(default=b"", repr=False)
 
 
 @dataclass
@@ -572,7 +580,9 @@ class Gateway:
         if sealed_key_id(delivery.body) is not None:
             # A quarantine copy re-driven by an operator: verified again from the start.
             try:
-                delivery = dataclasses.replace(delivery, body=await self.quarantine_vault.open(delivery.body))
+                delivery = RedrivenDelivery(**{f.name: getattr(delivery, f.name) for f in dataclasses.fields(delivery)},
+                                            sealed_body=delivery.body)
+                delivery = dataclasses.replace(delivery, body=await self.quarantine_vault.open(delivery.sealed_body))
             except PayloadShreddedError:
                 return await self._quarantine(delivery, QuarantineBodyDestroyedError(
                     f"re-driven message {delivery.message_id}: its quarantine key was destroyed"), None)
@@ -782,7 +792,12 @@ class Gateway:
             stub = {"header": header.to_json(), "payload_removed": exc.code}
             delivery = dataclasses.replace(delivery, body=json.dumps(stub, sort_keys=True).encode("utf-8"))
         # Kept encrypted under a quarantine key that retention destroys (gateway/quarantine_vault.py).
-        sealed = await self.quarantine_vault.seal(delivery.body, self.clock())
+        if isinstance(delivery, RedrivenDelivery) and not (isinstance(exc, ConsentRefusedError) and header is not None):
+            # Quarantined again after a re-drive: the copy stays under its first day's key, so
+            # retention still destroys it on schedule (re-sealing would extend its life).
+            sealed = delivery.sealed_body
+        else:
+            sealed = await self.quarantine_vault.seal(delivery.body, self.clock())
         headers = dict(delivery.headers)
         headers[KEY_HEADER] = sealed_key_id(sealed) or ""
         await self.transport.quarantine(dataclasses.replace(delivery, body=sealed, headers=headers), exc.code, detail)
