@@ -524,12 +524,14 @@ class Gateway:
             except (PayloadShreddedError, EnvelopeError) as exc:
                 log.info("unanswered.unreadable", message_id=message_id, error=exc.code)
                 continue
-            if status == "read":
-                await self._ensure_receipt(opened.header, "read", record.at)
+            # Only the answer that failed: re-running every effect of the old message would
+            # roll back what later messages did since (the case state, for one).
+            if status == "ack":
+                # A recorded withdrawal is not applied again; only its acknowledgement is made.
+                await self._withdrawals().apply(opened)
             else:
-                # The idempotent effects of the stored message: its receipt and, for a
-                # withdrawal, the acknowledgement (already applied withdrawals are not re-applied).
-                await self._after_store(opened, incoming.received_at)
+                await self._ensure_receipt(opened.header, status,
+                                           record.at if status == "read" else incoming.received_at)
             if await self.store.get_outgoing(answer_id) is not None:
                 answered += 1
         return answered
