@@ -930,7 +930,7 @@ class Gateway:
         """Re-store inbox rows kept in the at-rest format that re-opens only with the transport
         key, with their decrypted inner part (gateway/at_rest.py), so that destroying transport
         keys loses none of them; return how many."""
-        offset, moved = 0, 0
+        offset, moved, skipped = 0, 0, 0
         while True:
             page = await self.store.list_incoming(500, offset)
             if not page:
@@ -942,8 +942,16 @@ class Gateway:
                 try:
                     stored = await self.at_rest.open(record)
                     opened = self.open_stored(stored, record.received_at)
-                except (PayloadShreddedError, AtRestError, EnvelopeError):
-                    continue  # shredded, or unreadable already: nothing left to keep
+                except PayloadShreddedError:
+                    continue  # shredded: nothing left to keep
+                except (AtRestError, EnvelopeError) as exc:
+                    # Unreadable now and for good once its transport key is destroyed: say so.
+                    skipped += 1
+                    await self.store.append_audit(AuditEntry(
+                        at=self.clock(), event_type="inbox.unrestorable", actor=SYSTEM_ACTOR.name,
+                        message_id=record.message_id, case_ref=record.case_ref, agency=record.sender,
+                        detail_json=json.dumps({"reason": exc.code}, sort_keys=True)))
+                    continue
                 blob = await self.at_rest.seal(record.message_id, record.case_ref, record.message_type,
                                                stored.envelope, record.received_at,
                                                opened.payload_signature + opened.payload_bytes)
@@ -951,6 +959,9 @@ class Gateway:
                     moved += 1
         if moved:
             log.info("inbox.restored_for_key_destruction", messages=moved)
+        if skipped:
+            self.metrics.inc("inbox_unrestorable_total", float(skipped))
+            log.warning("inbox.unrestorable", messages=skipped, hint="audit inbox.unrestorable names them")
         return moved
 
     def _checkpoints(self) -> CheckpointExchange:
@@ -1090,6 +1101,7 @@ class Gateway:
             ("consent_refusals_total", "Referrals refused before sending because of their consent, by reason code"),
             ("retention_shredded_total", "Received messages made unreadable because their retention ended"),
             ("enc_keys_destroyed_total", "Private encryption keys destroyed because no message sealed to them can be valid"),
+            ("inbox_unrestorable_total", "Stored messages in the older at-rest format that could not be re-stored before their transport key was destroyed"),
             ("audit_fork_detected_total", "Partner checkpoints inconsistent with what the partner signed before"),
         ):
             self.metrics.describe(name, text)

@@ -504,3 +504,19 @@ async def test_one_unreadable_key_file_does_not_stop_the_others(tmp_path) -> Non
         assert [d["kid"] for d in audited] == [bad.kid]
     finally:
         await store.close()
+
+
+async def test_legacy_inbox_rows_that_cannot_be_restored_are_audited_not_skipped_silently(tmp_path) -> None:
+    """Review 12 L8: before a key destruction, a legacy row that does not re-open is named."""
+    from gateway.store import IncomingMessage
+    from testkit.gateway_pair import gateway_pair
+
+    async with gateway_pair(tmp_path) as (ne, ng):
+        garbage = b"not an envelope at all"
+        message_id = "0b0c6a38-57c4-4a4e-9a4c-3f0d2b7d4a12"
+        blob = b"RGAR0" + hashlib.sha256(garbage).digest() + garbage  # older format, control type
+        await ng.store.add_incoming(IncomingMessage(message_id, NIGER, "receipt", "ne-ng-legacy0001", blob, utcnow()))
+        assert await ng.restore_legacy_inbox() == 0
+        (entry,) = await _audit(ng, "inbox.unrestorable")
+        assert entry.message_id == message_id and json.loads(entry.detail_json) == {"reason": "malformed"}
+        assert "inbox_unrestorable_total 1" in ng.metrics.render()

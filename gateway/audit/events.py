@@ -129,6 +129,9 @@ EVENTS: Mapping[str, EventType] = _events(
               {"kid": "key id (never key material)", "not_after": "end of the key's validity",
                "due": "not_after + message lifetime + clock skew + grace",
                "case_keys_rewrapped": "case keys moved to the key valid now first"}),
+    EventType("inbox.unrestorable", "Before an encryption key was destroyed, a stored message in the older "
+              "at-rest format could not be opened to re-store it: it stays unreadable",
+              {"reason": "error code (e.g. `at_rest_corrupt`, `malformed`)"}),
     EventType("message.body_deleted", "The sealed body of an outgoing message was deleted; its SHA-256 stays",
               {"reason": "`delivered` (signed receipt or answer) or `consent_withdrawn`",
                "digest": "hex SHA-256 of the deleted envelope"}),
