@@ -66,6 +66,9 @@ class KeySource(Protocol):
     async def destroy(self, kid: str) -> bool:
         """Overwrite and delete the private key ``kid``; False if it was not there."""
 
+    async def changed(self, kid: str) -> bool:
+        """True if the key ``kid`` may have changed since this source last read it (or it never did)."""
+
 
 @dataclass(frozen=True)
 class KeyDirectory:
@@ -75,6 +78,9 @@ class KeyDirectory:
     passphrase: bytes | None = field(default=None, repr=False)
     #: Kids of signing keys read once: not read again on every pass.
     _signing: set[str] = field(default_factory=set, repr=False)
+    #: (mtime_ns, size) of each key file when it was last read, to notice a rewritten file
+    #: (``enc-ahead --shorten-current``) without paying an Argon2id run on every pass.
+    _stamps: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     async def kids(self) -> list[str]:
         """The kids of the ``<kid>.key`` files (signing keys already seen left out), off the event loop."""
@@ -82,12 +88,20 @@ class KeyDirectory:
 
     async def read(self, kid: str) -> KeyPair:
         """Read and check one key file off the event loop."""
+        stamp = await asyncio.to_thread(_stamp, self.path / f"{kid}{KEY_SUFFIX}")
         pair = await asyncio.to_thread(read_key_file, self.path / f"{kid}{KEY_SUFFIX}", self.passphrase)
+        if stamp is not None:
+            self._stamps[kid] = stamp
         if pair.kid != kid:
             raise KeyFileError(f"key file {kid}{KEY_SUFFIX} holds key {pair.kid}; the file name must be its kid")
         if pair.use == "sig":
             self._signing.add(kid)
         return pair
+
+    async def changed(self, kid: str) -> bool:
+        """True if the key file was rewritten since it was last read here (or never read here)."""
+        stamp = await asyncio.to_thread(_stamp, self.path / f"{kid}{KEY_SUFFIX}")
+        return stamp is not None and self._stamps.get(kid) != stamp
 
     async def destroy(self, kid: str) -> bool:
         """Overwrite the key file with zeros, fsync, then delete it (off the event loop)."""
@@ -98,6 +112,14 @@ def _key_file_kids(path: Path) -> list[str]:
     if not path.is_dir():
         raise KeyFileError(f"key directory {path} does not exist")
     return sorted(p.name[: -len(KEY_SUFFIX)] for p in path.glob(f"*{KEY_SUFFIX}"))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
 def _shred_file(path: Path) -> bool:
@@ -191,7 +213,10 @@ class EncryptionKeyLifecycle:
                 # A deletion that failed after its audit entry, or a file restored from a backup.
                 await self.source.destroy(kid)
                 continue
-            if kid in self.identity.encryption_keys or kid == self.identity.signing_kid:
+            if kid == self.identity.signing_kid:
+                continue
+            held = kid in self.identity.encryption_keys
+            if held and not await self.source.changed(kid):
                 continue
             try:
                 pair = await self.source.read(kid)
@@ -203,7 +228,11 @@ class EncryptionKeyLifecycle:
                 log.warning("keys.load_failed", kid=kid, error=exc.code)
                 continue
             failures.pop(kid, None)
-            if pair.use == "enc" and pair.agency_id == self.identity.agency_id:
+            if not held and kid in self.identity.encryption_keys:
+                continue  # a concurrent pass (the retention task, an unwrap miss) added it meanwhile
+            if held:
+                await self._shorten_if_cut(pair)
+            elif pair.use == "enc" and pair.agency_id == self.identity.agency_id:
                 added.append(self.identity.add_encryption_key(pair.private_key(), pair.not_before, pair.not_after))
         for kid in set(failures) - set(kids):
             del failures[kid]  # the file was removed or replaced under another name
@@ -211,6 +240,18 @@ class EncryptionKeyLifecycle:
             await self.store.append_audit(self._entry("keys.loaded", {"enc": sorted(added)}))
             log.info("keys.loaded", enc=sorted(added))
         return added
+
+    async def _shorten_if_cut(self, pair: KeyPair) -> None:
+        # A held key whose file now ends earlier (``enc-ahead --shorten-current``): it ends
+        # (and is destroyed) on the new schedule without a restart. A file can only cut a
+        # validity short here, never extend it: a longer life needs a restart.
+        validity = self.identity.encryption_validity.get(pair.kid)
+        if pair.use != "enc" or validity is None or pair.not_after >= validity[1]:
+            return
+        self.identity.encryption_validity[pair.kid] = (validity[0], pair.not_after)
+        await self.store.append_audit(self._entry("key.shortened", {
+            "kid": pair.kid, "not_after": format_ts(pair.not_after), "previous_not_after": format_ts(validity[1])}))
+        log.info("key.shortened", kid=pair.kid, not_after=format_ts(pair.not_after))
 
     async def _destroy(self, kid: str, not_after: datetime, due: datetime, now: datetime) -> None:
         moved = await self.at_rest.rewrap_case_keys(kid)

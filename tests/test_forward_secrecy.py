@@ -520,3 +520,72 @@ async def test_legacy_inbox_rows_that_cannot_be_restored_are_audited_not_skipped
         (entry,) = await _audit(ng, "inbox.unrestorable")
         assert entry.message_id == message_id and json.loads(entry.detail_json) == {"reason": "malformed"}
         assert "inbox_unrestorable_total 1" in ng.metrics.render()
+
+
+async def test_a_shortened_current_key_takes_effect_without_a_restart(tmp_path) -> None:
+    """Review 12 M5: `enc-ahead --shorten-current` rewrites the current key's file; the next
+    retention pass follows the new end (and so the destruction schedule) without a restart."""
+    from gateway.at_rest import AtRest
+    from gateway.demo_identities import demo_identity
+    from gateway.key_lifecycle import EncryptionKeyLifecycle, KeyDirectory
+    from gateway.metrics import Metrics
+    from gateway.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        now = utcnow()
+        ident = demo_identity(NIGERIA)
+        kdir = tmp_path / "keys"
+        kdir.mkdir()
+        current = keyfile.generate_key(NIGERIA, "enc", not_before=now - timedelta(days=1),
+                                       not_after=now + timedelta(days=365))
+        keyfile.write_key_file(keyfile.key_path(kdir, current), current)
+        ident.add_encryption_key(current.private_key(), current.not_before, current.not_after)  # read at start
+        life = EncryptionKeyLifecycle(identity=ident, at_rest=AtRest(ident, store), store=store, clock=utcnow,
+                                      source=KeyDirectory(kdir), max_lifetime=timedelta(days=30),
+                                      skew=timedelta(minutes=5), grace=timedelta(days=1), period=PERIOD,
+                                      metrics=Metrics())
+        await life.apply()
+        assert ident.encryption_validity[current.kid][1] == current.not_after
+        cut = keyfile.shorten(current, now + PERIOD)
+        keyfile.write_key_file(keyfile.key_path(kdir, cut), cut)
+        await life.apply()
+        assert ident.encryption_validity[current.kid] == (current.not_before, cut.not_after)
+        (entry,) = await store.query_audit(AuditQuery(event_types=("key.shortened",)), 10)
+        assert json.loads(entry.detail_json)["not_after"] == format_ts(cut.not_after)
+        await life.apply()  # unchanged file: not read again, not audited again
+        assert len(await store.query_audit(AuditQuery(event_types=("key.shortened",)), 10)) == 1
+    finally:
+        await store.close()
+
+
+async def test_concurrent_key_directory_passes_load_a_new_key_once(tmp_path) -> None:
+    """The retention task and an unwrap miss may read the key directory at the same time."""
+    import asyncio
+
+    from gateway.at_rest import AtRest
+    from gateway.demo_identities import demo_identity
+    from gateway.key_lifecycle import EncryptionKeyLifecycle, KeyDirectory
+    from gateway.metrics import Metrics
+    from gateway.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        now = utcnow()
+        ident = demo_identity(NIGERIA)
+        kdir = tmp_path / "keys"
+        kdir.mkdir()
+        ahead = keyfile.generate_key(NIGERIA, "enc", not_before=now + PERIOD, not_after=now + 2 * PERIOD)
+        keyfile.write_key_file(keyfile.key_path(kdir, ahead), ahead)
+        source = KeyDirectory(kdir)
+
+        def life() -> EncryptionKeyLifecycle:
+            return EncryptionKeyLifecycle(identity=ident, at_rest=AtRest(ident, store), store=store, clock=utcnow,
+                                          source=source, max_lifetime=timedelta(days=30),
+                                          skew=timedelta(minutes=5), grace=timedelta(days=1), period=PERIOD,
+                                          metrics=Metrics())
+        added = await asyncio.gather(life().load_new(), life().load_new())
+        assert sorted(added) == [[], [ahead.kid]]
+        assert len(await store.query_audit(AuditQuery(event_types=("keys.loaded",)), 10)) == 1
+    finally:
+        await store.close()

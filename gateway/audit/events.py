@@ -123,6 +123,9 @@ EVENTS: Mapping[str, EventType] = _events(
               {"serial": "serial in force", "age_hours": "hours since it was issued"}),
     EventType("keys.loaded", "Encryption keys generated ahead were picked up from the key directory (no restart)",
               {"enc": "key ids added"}),
+    EventType("key.shortened", "A held encryption key's file now ends earlier (`enc-ahead --shorten-current`); "
+              "the running gateway follows it",
+              {"kid": "key id", "not_after": "the new end of its validity", "previous_not_after": "the end before"}),
     EventType("keys.load_failed", "A file in the key directory could not be read; the other keys still load",
               {"kid": "key id taken from the file name", "error": "error code (e.g. `key_file_error`)"}),
     EventType("key.destroyed", "A private encryption key was destroyed: no message sealed to it can still be valid",
