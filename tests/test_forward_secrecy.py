@@ -589,3 +589,24 @@ async def test_concurrent_key_directory_passes_load_a_new_key_once(tmp_path) -> 
         assert len(await store.query_audit(AuditQuery(event_types=("keys.loaded",)), 10)) == 1
     finally:
         await store.close()
+
+
+async def test_readyz_and_metrics_warn_when_the_next_key_is_missing_or_a_key_file_is_unreadable(tmp_path) -> None:
+    """Review 12 M4: what the operator sees, without the gateway leaving service."""
+    from nacl.public import PrivateKey
+
+    from tests.test_api_world import api_pair, assert_conforms
+
+    async with api_pair(tmp_path) as (ne, _):
+        gw = ne.gateway
+        doc = (await ne.call("GET", "/openapi.json", role=None))[1]
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert "enc_key_next_missing" not in body.get("warnings", [])
+        now = gw.clock()
+        gw.identity.add_encryption_key(PrivateKey.generate(), now - timedelta(days=1), now + timedelta(days=2))
+        gw.key_load_failures["0" * 32] = "key_file_error"
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert status == 200 and {"enc_key_next_missing", "key_files_unreadable"} <= set(body["warnings"])
+        assert_conforms(doc, "/readyz", "GET", 200, body)
+        metrics = gw.metrics.render()
+        assert "enc_key_next_missing 1" in metrics and "enc_key_files_unreadable 1" in metrics
