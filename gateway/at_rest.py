@@ -35,11 +35,13 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Awaitable, Callable
 
 from nacl.exceptions import CryptoError
 from nacl.public import PublicKey, SealedBox
 from nacl.secret import Aead
 
+from gateway.clock import utcnow
 from gateway.errors import GatewayError
 from gateway.keys import AgencyIdentity, key_id
 from gateway.store import DataKey, InboxRecord, Store
@@ -96,9 +98,14 @@ def stored_digest(blob: bytes) -> bytes:
 class AtRest:
     """Encrypts envelopes for the inbox and opens them again while their keys live."""
 
-    def __init__(self, identity: AgencyIdentity, store: Store) -> None:
+    def __init__(self, identity: AgencyIdentity, store: Store, clock: Callable[[], datetime] = utcnow,
+                 reload_keys: Callable[[], Awaitable[object]] | None = None) -> None:
         self.identity = identity
         self.store = store
+        self.clock = clock
+        #: Reads keys added to the key directory since the last pass (another process of the
+        #: agency may have wrapped a case key under a key this one has not loaded yet).
+        self.reload_keys = reload_keys
 
     async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
                    plaintext: bytes | None = None) -> bytes:
@@ -144,7 +151,7 @@ class AtRest:
             raise AtRestError(f"no case key for message {record.message_id}")
         if case.wrapped is None:
             raise PayloadShreddedError(f"message {record.message_id} was shredded ({case.shred_reason})")
-        message_key = self._unwrap_message_key(message, self._unwrap_case_key(case), record.message_id)
+        message_key = self._unwrap_message_key(message, await self._unwrap_case_key(case), record.message_id)
         try:
             content = bytes(Aead(message_key).decrypt(blob[5 + _DIGEST :], record.message_id.encode("ascii")))
         except CryptoError:
@@ -152,11 +159,11 @@ class AtRest:
         return _unframe(content, kind == KEYED_WITH_PLAINTEXT, blob[5 : 5 + _DIGEST], record.message_id)
 
     async def rewrap_case_keys(self, old_kid: str, batch: int = 500) -> int:
-        """Move every live case key wrapped by our key ``old_kid`` under the newest held key
+        """Move every live case key wrapped by our key ``old_kid`` under the key valid now
         (before ``old_kid`` is destroyed); return how many were moved."""
         new_kid, public = self._wrapping_key()
         if new_kid == old_kid:
-            raise AtRestError(f"key {old_kid} is the newest held key; it cannot be replaced by itself")
+            raise AtRestError(f"key {old_kid} is the key valid now; it cannot be replaced by itself")
         moved = 0
         while True:
             due = await self.store.case_keys_wrapped_by(old_kid.encode("ascii"), batch)
@@ -164,7 +171,7 @@ class AtRest:
                 return moved
             progressed = False
             for key in due:
-                rewrapped = new_kid.encode("ascii") + SealedBox(public).encrypt(self._unwrap_case_key(key))
+                rewrapped = new_kid.encode("ascii") + SealedBox(public).encrypt(await self._unwrap_case_key(key))
                 if await self.store.rewrap_data_key(key.key_id, key.wrapped or b"", rewrapped):
                     moved += 1
                     progressed = True
@@ -182,7 +189,7 @@ class AtRest:
         key = await self.store.get_data_key(key_id)
         if key is None:
             raise AtRestError(f"no data key {key_id}")
-        return None if key.wrapped is None else self._unwrap_case_key(key)
+        return None if key.wrapped is None else await self._unwrap_case_key(key)
 
     async def _case_key(self, case_ref: str, at: datetime) -> "_CaseKey":
         live = await self.store.live_case_key(case_ref)
@@ -192,20 +199,25 @@ class AtRest:
             wrapped = kid.encode("ascii") + SealedBox(public).encrypt(fresh)
             live = await self.store.add_data_key(DataKey(
                 key_id=f"case-{uuid.uuid4()}", case_ref=case_ref, kind="case", wrapped=wrapped, created_at=at))
-        return _CaseKey(live.key_id, self._unwrap_case_key(live))
+        return _CaseKey(live.key_id, await self._unwrap_case_key(live))
 
     def _wrapping_key(self) -> tuple[str, PublicKey]:
-        # The newest held key (latest validity start; the kid breaks ties) wraps new case
-        # keys; older held keys still unwrap old ones until they are re-wrapped and destroyed.
-        kid = self.identity.newest_encryption_kid()
+        # The key valid now wraps new case keys, not one generated ahead: every process of
+        # the agency (one shared store) holds it, while a key ahead reaches each process only
+        # on its next pass over the key directory. Older held keys still unwrap old case keys
+        # until they are re-wrapped and destroyed.
+        kid = self.identity.current_encryption_kid(self.clock())
         private = self.identity.encryption_keys[kid]
         assert kid == key_id(bytes(private.public_key))
         return kid, private.public_key
 
-    def _unwrap_case_key(self, key: DataKey) -> bytes:
+    async def _unwrap_case_key(self, key: DataKey) -> bytes:
         wrapped = key.wrapped or b""
         kid, sealed = wrapped[:32].decode("ascii", "replace"), wrapped[32:]
         private = self.identity.encryption_keys.get(kid)
+        if private is None and self.reload_keys is not None and kid not in self.identity.destroyed_encryption_kids:
+            await self.reload_keys()
+            private = self.identity.encryption_keys.get(kid)
         if private is None:
             raise AtRestError(f"case key {key.key_id} is wrapped by key {kid}, which this gateway no longer holds")
         try:

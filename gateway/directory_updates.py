@@ -19,6 +19,7 @@ from typing import Callable, Literal
 import structlog
 
 from gateway.actors import SYSTEM_ACTOR
+from gateway.canonical import strict_loads
 from gateway.directory import Directory, check_serial_advance, directory_digest, load_directory
 from gateway.errors import DirectoryError, DirectoryRollbackError, DirectorySignatureError
 from gateway.store import AuditEntry, DirectoryRecord, Store
@@ -27,11 +28,20 @@ log = structlog.get_logger("gateway.directory_updates")
 
 Source = Literal["file", "broker"]
 
+#: A signed directory is far below this; anything bigger is not one (refused unread).
+MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
+
 
 class DemoDirectoryRefusedError(DirectoryError):
     """A demo directory offered to a gateway that does not allow one."""
 
     code = "directory_demo_refused"
+
+
+class StoredDirectoryMismatchError(DirectoryError):
+    """The stored directory row's serial or digest is not that of the signed bytes it holds."""
+
+    code = "directory_store_mismatch"
 
 
 class OwnAgencyMissingError(DirectoryError):
@@ -91,6 +101,17 @@ class DirectoryKeeper:
             raise OwnAgencyMissingError(f"this agency {self.agency_id} is not listed in directory serial {directory.serial}")
         return directory
 
+    def _verify_stored(self, stored: DirectoryRecord) -> Directory:
+        """Verify a stored directory row and bind its serial and digest to the signed bytes
+        (the row's own columns are what rollback checks compare against: never trusted alone)."""
+        directory = self.verify(stored.signed)
+        if directory.serial != stored.serial or directory_digest(stored.signed) != stored.digest:
+            raise StoredDirectoryMismatchError(
+                f"the stored directory row claims serial {stored.serial} but its signed file is serial "
+                f"{directory.serial} or has another digest: the store was altered or mis-restored; restore it "
+                "or remove the directory rows and start with a current signed directory")
+        return directory
+
     # --- start-up -------------------------------------------------------------------------
 
     async def startup(self, file_bytes: bytes) -> Directory:
@@ -104,14 +125,19 @@ class DirectoryKeeper:
         digest = directory_digest(file_bytes)
         stored = await self.store.current_directory()
         if stored is None or directory.serial > stored.serial:
-            await self._record(directory, file_bytes, digest, "file", previous=stored.serial if stored else None)
-            self._current = InForce(directory, digest)
-            return directory
+            if await self._record(directory, file_bytes, digest, "file", previous=stored.serial if stored else None):
+                self._current = InForce(directory, digest)
+                return directory
+            # Another process of the agency recorded a directory meanwhile: decide against it.
+            stored = await self.store.current_directory()
+            assert stored is not None
         if directory.serial == stored.serial and digest == stored.digest:
             self._current = InForce(directory, digest)
             return directory
         try:
-            kept = await asyncio.to_thread(self.verify, stored.signed)
+            kept = await asyncio.to_thread(self._verify_stored, stored)
+        except StoredDirectoryMismatchError:
+            raise
         except DirectoryError as exc:
             raise DirectoryRollbackError(
                 f"the directory file has serial {directory.serial}, not newer than serial {stored.serial} this "
@@ -132,6 +158,11 @@ class DirectoryKeeper:
         retries: nothing is lost)."""
         async with self._lock:
             current = self.current
+            if len(data) > MAX_DIRECTORY_BYTES:
+                await self._audit_refused("oversize", None, current.directory.serial, source)
+                log.warning("directory.refused", reason="oversize", source=source, size=len(data),
+                            serial=current.directory.serial)
+                return Offer("refused", None, "oversize")
             try:
                 directory = await asyncio.to_thread(self.verify, data)
             except Exception as exc:  # noqa: BLE001 - whatever fails to verify is refused, never retried
@@ -150,8 +181,25 @@ class DirectoryKeeper:
             except DirectoryRollbackError:
                 return await self._refuse_rollback(directory.serial, current.directory.serial, source)
             if not await self._record(directory, data, digest, source, previous=current.directory.serial):
-                # Another process of this agency recorded a newer one first.
                 stored = await self.store.current_directory()
+                if stored is not None and stored.serial == directory.serial and stored.digest == digest:
+                    # This very file was recorded by an earlier try whose answer was lost
+                    # (connection dropped after COMMIT), or by another process: take it.
+                    self._current = InForce(directory, digest)
+                    log.info("directory.updated", serial=directory.serial, digest=digest, source=source,
+                             recorded="before")
+                    return Offer("updated", directory.serial)
+                if stored is not None:
+                    try:
+                        await asyncio.to_thread(self._verify_stored, stored)
+                    except DirectoryError as exc:
+                        # The row that outranks this file is not a directory we accepted.
+                        await self._audit_refused("store_mismatch", directory.serial, current.directory.serial,
+                                                  source)
+                        log.error("directory.refused", reason="store_mismatch", source=source,
+                                  offered_serial=directory.serial, error=exc.code)
+                        return Offer("refused", directory.serial, "store_mismatch")
+                # Another process of this agency recorded a newer one first.
                 return await self._refuse_rollback(directory.serial, stored.serial if stored else 0, source)
             self._current = InForce(directory, digest)
             return Offer("updated", directory.serial)
@@ -165,7 +213,7 @@ class DirectoryKeeper:
         async with self._lock:
             if stored.serial <= self.current.directory.serial:
                 return None
-            directory = await asyncio.to_thread(self.verify, stored.signed)
+            directory = await asyncio.to_thread(self._verify_stored, stored)
             self._current = InForce(directory, stored.digest)
             log.info("directory.reloaded", serial=directory.serial, digest=stored.digest)
             return directory
@@ -215,7 +263,7 @@ def _refusal_reason(exc: Exception) -> str:
 def _claimed_serial(data: bytes) -> int | None:
     """The serial a refused file claims, for the audit entry only (never trusted)."""
     try:
-        serial = json.loads(data)["directory"]["serial"]
-    except (ValueError, TypeError, KeyError):
+        serial = strict_loads(data)["directory"]["serial"]
+    except Exception:  # noqa: BLE001 - a refusal must never raise (deep nesting, odd shapes)
         return None
     return serial if isinstance(serial, int) and not isinstance(serial, bool) and 0 < serial < 2**53 else None

@@ -48,6 +48,12 @@ def destruction_due(not_after: datetime, *, max_lifetime: timedelta, skew: timed
     return not_after + skew + max_lifetime + grace
 
 
+def next_key_missing(identity: AgencyIdentity, now: datetime, period: timedelta) -> bool:
+    """True when the held encryption keys cover less than one ``period`` ahead of ``now``."""
+    ends = [not_after for _, not_after in identity.encryption_validity.values()]
+    return bool(ends) and max(ends) - now < period
+
+
 class KeySource(Protocol):
     """Where the gateway's private keys live (its key directory)."""
 
@@ -60,6 +66,9 @@ class KeySource(Protocol):
     async def destroy(self, kid: str) -> bool:
         """Overwrite and delete the private key ``kid``; False if it was not there."""
 
+    async def changed(self, kid: str) -> bool:
+        """True if the key ``kid`` may have changed since this source last read it (or it never did)."""
+
 
 @dataclass(frozen=True)
 class KeyDirectory:
@@ -69,6 +78,9 @@ class KeyDirectory:
     passphrase: bytes | None = field(default=None, repr=False)
     #: Kids of signing keys read once: not read again on every pass.
     _signing: set[str] = field(default_factory=set, repr=False)
+    #: (mtime_ns, size) of each key file when it was last read, to notice a rewritten file
+    #: (``enc-ahead --shorten-current``) without paying an Argon2id run on every pass.
+    _stamps: dict[str, tuple[int, int]] = field(default_factory=dict, repr=False)
 
     async def kids(self) -> list[str]:
         """The kids of the ``<kid>.key`` files (signing keys already seen left out), off the event loop."""
@@ -76,12 +88,20 @@ class KeyDirectory:
 
     async def read(self, kid: str) -> KeyPair:
         """Read and check one key file off the event loop."""
+        stamp = await asyncio.to_thread(_stamp, self.path / f"{kid}{KEY_SUFFIX}")
         pair = await asyncio.to_thread(read_key_file, self.path / f"{kid}{KEY_SUFFIX}", self.passphrase)
+        if stamp is not None:
+            self._stamps[kid] = stamp
         if pair.kid != kid:
             raise KeyFileError(f"key file {kid}{KEY_SUFFIX} holds key {pair.kid}; the file name must be its kid")
         if pair.use == "sig":
             self._signing.add(kid)
         return pair
+
+    async def changed(self, kid: str) -> bool:
+        """True if the key file was rewritten since it was last read here (or never read here)."""
+        stamp = await asyncio.to_thread(_stamp, self.path / f"{kid}{KEY_SUFFIX}")
+        return stamp is not None and self._stamps.get(kid) != stamp
 
     async def destroy(self, kid: str) -> bool:
         """Overwrite the key file with zeros, fsync, then delete it (off the event loop)."""
@@ -92,6 +112,14 @@ def _key_file_kids(path: Path) -> list[str]:
     if not path.is_dir():
         raise KeyFileError(f"key directory {path} does not exist")
     return sorted(p.name[: -len(KEY_SUFFIX)] for p in path.glob(f"*{KEY_SUFFIX}"))
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_mtime_ns, status.st_size
 
 
 def _shred_file(path: Path) -> bool:
@@ -130,6 +158,9 @@ class EncryptionKeyLifecycle:
     #: Re-stores inbox rows kept in the older at-rest format (which needs the transport key)
     #: with their decrypted inner part; run before the first destruction (Gateway).
     restore_legacy: Callable[[], Awaitable[int]] | None = None
+    #: Key files that could not be read, kid -> error code (kept by the Gateway across
+    #: passes, so each failure is audited once and counted in /metrics and /readyz).
+    load_failures: dict[str, str] | None = None
 
     async def remember_destroyed(self) -> None:
         """Learn from the audit log which of our keys were destroyed before (at start)."""
@@ -148,43 +179,79 @@ class EncryptionKeyLifecycle:
         """Load keys generated ahead, destroy the keys past due; return the kids destroyed."""
         now = self.clock()
         if self.source is not None:
-            await self._load_new()
+            await self.load_new()
         destroyed: list[str] = []
-        newest = self.identity.newest_encryption_kid()
+        wrapping = self.identity.current_encryption_kid(now)
         for kid, (not_before, not_after) in sorted(self.identity.encryption_validity.items()):
             due = destruction_due(not_after, max_lifetime=self.max_lifetime, skew=self.skew, grace=self.grace)
-            if now < due or kid == newest:
-                continue  # the newest key is never destroyed: new case keys need a wrapping key
+            if now < due or kid == wrapping:
+                continue  # the key valid now is never destroyed: new case keys need a wrapping key
             if self.restore_legacy is not None and not destroyed:
                 await self.restore_legacy()
             await self._destroy(kid, not_after, due, now)
             destroyed.append(kid)
-        ends = [na for _, na in self.identity.encryption_validity.values()]
-        if ends and max(ends) - now < self.period:
+        if next_key_missing(self.identity, now, self.period):
             # Senders switch to the next key only if it is in the directory before it starts.
-            log.warning("keys.none_ahead", held=len(self.identity.encryption_keys), covered_until=format_ts(max(ends)))
+            ends = [na for _, na in self.identity.encryption_validity.values()]
+            log.warning("keys.none_ahead", held=len(self.identity.encryption_keys),
+                        covered_until=format_ts(max(ends)) if ends else None)
         return destroyed
 
-    async def _load_new(self) -> None:
+    async def load_new(self) -> list[str]:
+        """Read the key files added since the last pass (one unreadable file does not stop
+        the others); return the kids of the encryption keys added."""
         assert self.source is not None
-        added = []
+        added: list[str] = []
+        failures = self.load_failures if self.load_failures is not None else {}
         try:
-            for kid in await self.source.kids():
-                if kid in self.identity.destroyed_encryption_kids:
-                    # A deletion that failed after its audit entry, or a file restored from a backup.
-                    await self.source.destroy(kid)
-                    continue
-                if kid in self.identity.encryption_keys or kid == self.identity.signing_kid:
-                    continue
-                pair = await self.source.read(kid)
-                if pair.use == "enc" and pair.agency_id == self.identity.agency_id:
-                    added.append(self.identity.add_encryption_key(pair.private_key(), pair.not_before,
-                                                                  pair.not_after))
+            kids = await self.source.kids()
         except KeyFileError as exc:
             log.warning("keys.load_failed", error=exc.code)
+            return added
+        for kid in kids:
+            if kid in self.identity.destroyed_encryption_kids:
+                # A deletion that failed after its audit entry, or a file restored from a backup.
+                await self.source.destroy(kid)
+                continue
+            if kid == self.identity.signing_kid:
+                continue
+            held = kid in self.identity.encryption_keys
+            if held and not await self.source.changed(kid):
+                continue
+            try:
+                pair = await self.source.read(kid)
+            except KeyFileError as exc:
+                if failures.get(kid) != exc.code:
+                    # Once per file and error, not on every pass: the kid and a code, never the key.
+                    failures[kid] = exc.code
+                    await self.store.append_audit(self._entry("keys.load_failed", {"kid": kid, "error": exc.code}))
+                log.warning("keys.load_failed", kid=kid, error=exc.code)
+                continue
+            failures.pop(kid, None)
+            if not held and kid in self.identity.encryption_keys:
+                continue  # a concurrent pass (the retention task, an unwrap miss) added it meanwhile
+            if held:
+                await self._shorten_if_cut(pair)
+            elif pair.use == "enc" and pair.agency_id == self.identity.agency_id:
+                added.append(self.identity.add_encryption_key(pair.private_key(), pair.not_before, pair.not_after))
+        for kid in set(failures) - set(kids):
+            del failures[kid]  # the file was removed or replaced under another name
         if added:
             await self.store.append_audit(self._entry("keys.loaded", {"enc": sorted(added)}))
             log.info("keys.loaded", enc=sorted(added))
+        return added
+
+    async def _shorten_if_cut(self, pair: KeyPair) -> None:
+        # A held key whose file now ends earlier (``enc-ahead --shorten-current``): it ends
+        # (and is destroyed) on the new schedule without a restart. A file can only cut a
+        # validity short here, never extend it: a longer life needs a restart.
+        validity = self.identity.encryption_validity.get(pair.kid)
+        if pair.use != "enc" or validity is None or pair.not_after >= validity[1]:
+            return
+        self.identity.encryption_validity[pair.kid] = (validity[0], pair.not_after)
+        await self.store.append_audit(self._entry("key.shortened", {
+            "kid": pair.kid, "not_after": format_ts(pair.not_after), "previous_not_after": format_ts(validity[1])}))
+        log.info("key.shortened", kid=pair.kid, not_after=format_ts(pair.not_after))
 
     async def _destroy(self, kid: str, not_after: datetime, due: datetime, now: datetime) -> None:
         moved = await self.at_rest.rewrap_case_keys(kid)

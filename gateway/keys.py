@@ -44,6 +44,17 @@ class AgencyIdentity:
         earliest = datetime.min.replace(tzinfo=timezone.utc)
         return max(self.encryption_keys, key=lambda kid: (self.encryption_validity.get(kid, (earliest,))[0], kid))
 
+    def current_encryption_kid(self, now: datetime) -> str:
+        """The held encryption key valid now with the latest validity start (kid breaks ties;
+        keys of unknown validity count as oldest); if none has started yet, the soonest."""
+        earliest = datetime.min.replace(tzinfo=timezone.utc)
+
+        def start(kid: str) -> tuple[datetime, str]:
+            return self.encryption_validity.get(kid, (earliest,))[0], kid
+
+        started = [kid for kid in self.encryption_keys if start(kid)[0] <= now]
+        return max(started, key=start) if started else min(self.encryption_keys, key=start)
+
     def add_encryption_key(self, private: PrivateKey, not_before: datetime, not_after: datetime) -> str:
         """Hold one more encryption private key (generated ahead); return its kid."""
         kid = key_id(bytes(private.public_key))

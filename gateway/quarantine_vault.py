@@ -19,6 +19,7 @@ decrypts it while the day's key lives and verifies the envelope as if it had jus
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -39,6 +40,8 @@ KEY_HEADER = "rgw-quarantine-key"
 LOOKBACK_DAYS = 60
 
 BodyState = Literal["encrypted", "destroyed", "clear"]
+#: The only key ids :meth:`QuarantineVault.seal` writes (gateway/at_rest.py data key ids).
+_KEY_ID = re.compile(r"case-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def day_scope(moment: datetime) -> str:
@@ -47,11 +50,16 @@ def day_scope(moment: datetime) -> str:
 
 
 def sealed_key_id(body: bytes) -> str | None:
-    """The quarantine key id a body is sealed under; None for a body in another format."""
+    """The quarantine key id a body is sealed under; None for a body in another format,
+    including one that merely starts with the magic (anyone can publish that: its bytes are
+    then an unverified envelope like any other, never a key id quoted or looked up)."""
     if body[:4] != MAGIC or len(body) < 5:
         return None
     size = body[4]
-    return body[5 : 5 + size].decode("ascii", "replace") if len(body) >= 5 + size else None
+    if len(body) < 5 + size:
+        return None
+    key_id = body[5 : 5 + size].decode("ascii", "replace")
+    return key_id if _KEY_ID.fullmatch(key_id) else None
 
 
 class QuarantineVault:
@@ -82,14 +90,17 @@ class QuarantineVault:
         key_id = sealed_key_id(body)
         if key_id is None:
             return body
-        key = await self.at_rest.key_by_id(key_id)
+        try:
+            key = await self.at_rest.key_by_id(key_id)
+        except AtRestError:
+            raise AtRestError("quarantined body names a quarantine key this gateway never made") from None
         if key is None:
-            raise PayloadShreddedError(f"quarantined body was under key {key_id}, destroyed since")
+            raise PayloadShreddedError("quarantined body was under a quarantine key destroyed since")
         kid = key_id.encode("ascii")
         try:
             return bytes(Aead(key).decrypt(body[5 + len(kid) :], _aad(kid)))
         except CryptoError:
-            raise AtRestError(f"quarantined body under key {key_id} fails authentication") from None
+            raise AtRestError("quarantined body fails authentication under its quarantine key") from None
 
     async def state(self, key_id: str | None) -> BodyState:
         """Whether a listed quarantine copy's body can still be read by this gateway."""

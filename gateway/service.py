@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Callable, cast
 
@@ -44,7 +44,7 @@ from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent, v1_consent_covers
 from gateway.retention import Retention
-from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource
+from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource, next_key_missing
 from gateway.outbox_body import body_sha256, digest_record, is_deleted, outbox_header
 from gateway.quarantine_vault import KEY_HEADER, QuarantineBodyDestroyedError, QuarantineVault, sealed_key_id
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
@@ -129,6 +129,14 @@ FINAL_DECISIONS = ("accepted", "declined")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailableError, TransportError)
 
 
+@dataclass(frozen=True)
+class RedrivenDelivery(Delivery):
+    """A quarantine copy re-driven by an operator, opened for verification; ``sealed_body``
+    is the copy as it was quarantined (under its first day's quarantine key)."""
+
+    sealed_body: bytes = field(default=b"", repr=False)
+
+
 @dataclass
 class _Progress:
     """How far one delivery got: its header once parsed, and whether its signature was
@@ -167,10 +175,13 @@ class Gateway:
         self._tasks: list[asyncio.Task[None]] = []
         self._transport_ready = asyncio.Event()
         self._stopping = False
-        self.at_rest = AtRest(identity, store)
         #: Where encryption keys generated ahead come from and where destroyed ones are
         #: deleted (the key directory; None: keys live in memory only, demo and tests).
         self.key_source = key_source
+        #: Key files that could not be read (kid -> error code), across retention passes.
+        self.key_load_failures: dict[str, str] = {}
+        # The clock is looked up on each call: tests and fault harnesses replace it on a running gateway.
+        self.at_rest = AtRest(identity, store, lambda: self.clock(), reload_keys=self._reload_keys)
         self.quarantine_vault = QuarantineVault(self.at_rest, store)
         self._legacy_restored = False
         self.case_locks = CaseLocks()
@@ -194,6 +205,10 @@ class Gateway:
                            "Seconds since the directory in force was issued")
         self.metrics.gauge("directory_stale", lambda: float(self.directory_stale()),
                            "1 while the directory in force is older than directory_max_age_hours, else 0")
+        self.metrics.gauge("enc_key_files_unreadable", lambda: float(len(self.key_load_failures)),
+                           "Files in the key directory that could not be read (audited as keys.load_failed)")
+        self.metrics.gauge("enc_key_next_missing", lambda: float(self.next_enc_key_missing()),
+                           "1 while no held encryption key covers the next key period, else 0")
         on_reconnect = getattr(transport, "on_reconnect", None)
         if on_reconnect is not None:
             on_reconnect(self._broker_back)
@@ -541,12 +556,14 @@ class Gateway:
             except (PayloadShreddedError, EnvelopeError) as exc:
                 log.info("unanswered.unreadable", message_id=message_id, error=exc.code)
                 continue
-            if status == "read":
-                await self._ensure_receipt(opened.header, "read", record.at)
+            # Only the answer that failed: re-running every effect of the old message would
+            # roll back what later messages did since (the case state, for one).
+            if status == "ack":
+                # A recorded withdrawal is not applied again; only its acknowledgement is made.
+                await self._withdrawals().apply(opened)
             else:
-                # The idempotent effects of the stored message: its receipt and, for a
-                # withdrawal, the acknowledgement (already applied withdrawals are not re-applied).
-                await self._after_store(opened, incoming.received_at)
+                await self._ensure_receipt(opened.header, status,
+                                           record.at if status == "read" else incoming.received_at)
             if await self.store.get_outgoing(answer_id) is not None:
                 answered += 1
         return answered
@@ -597,7 +614,9 @@ class Gateway:
         if sealed_key_id(delivery.body) is not None:
             # A quarantine copy re-driven by an operator: verified again from the start.
             try:
-                delivery = dataclasses.replace(delivery, body=await self.quarantine_vault.open(delivery.body))
+                delivery = RedrivenDelivery(**{f.name: getattr(delivery, f.name) for f in dataclasses.fields(delivery)},
+                                            sealed_body=delivery.body)
+                delivery = dataclasses.replace(delivery, body=await self.quarantine_vault.open(delivery.sealed_body))
             except PayloadShreddedError:
                 return await self._quarantine(delivery, QuarantineBodyDestroyedError(
                     f"re-driven message {delivery.message_id}: its quarantine key was destroyed"), None)
@@ -807,7 +826,12 @@ class Gateway:
             stub = {"header": header.to_json(), "payload_removed": exc.code}
             delivery = dataclasses.replace(delivery, body=json.dumps(stub, sort_keys=True).encode("utf-8"))
         # Kept encrypted under a quarantine key that retention destroys (gateway/quarantine_vault.py).
-        sealed = await self.quarantine_vault.seal(delivery.body, self.clock())
+        if isinstance(delivery, RedrivenDelivery) and not (isinstance(exc, ConsentRefusedError) and header is not None):
+            # Quarantined again after a re-drive: the copy stays under its first day's key, so
+            # retention still destroys it on schedule (re-sealing would extend its life).
+            sealed = delivery.sealed_body
+        else:
+            sealed = await self.quarantine_vault.seal(delivery.body, self.clock())
         headers = dict(delivery.headers)
         headers[KEY_HEADER] = sealed_key_id(sealed) or ""
         await self.transport.quarantine(dataclasses.replace(delivery, body=sealed, headers=headers), exc.code, detail)
@@ -915,7 +939,17 @@ class Gateway:
             source=self.key_source, max_lifetime=DEFAULT_POLICY.max_lifetime, skew=DEFAULT_POLICY.max_clock_skew,
             grace=timedelta(days=self.settings.enc_key_grace_days),
             period=timedelta(days=self.settings.enc_key_period_days), metrics=self.metrics,
-            restore_legacy=self._restore_legacy_once)
+            restore_legacy=self._restore_legacy_once, load_failures=self.key_load_failures)
+
+    async def _reload_keys(self) -> None:
+        # A case key wrapped by a key this process has not loaded yet (another process of
+        # the agency picked it up first): read the key directory once more before failing.
+        if self.key_source is not None:
+            await self._encryption_keys().load_new()
+
+    def next_enc_key_missing(self) -> bool:
+        """True when no held encryption key covers the next key period (docs/keys.md)."""
+        return next_key_missing(self.identity, self.clock(), timedelta(days=self.settings.enc_key_period_days))
 
     async def _restore_legacy_once(self) -> int:
         if self._legacy_restored:
@@ -928,7 +962,7 @@ class Gateway:
         """Re-store inbox rows kept in the at-rest format that re-opens only with the transport
         key, with their decrypted inner part (gateway/at_rest.py), so that destroying transport
         keys loses none of them; return how many."""
-        offset, moved = 0, 0
+        offset, moved, skipped = 0, 0, 0
         while True:
             page = await self.store.list_incoming(500, offset)
             if not page:
@@ -940,8 +974,16 @@ class Gateway:
                 try:
                     stored = await self.at_rest.open(record)
                     opened = self.open_stored(stored, record.received_at)
-                except (PayloadShreddedError, AtRestError, EnvelopeError):
-                    continue  # shredded, or unreadable already: nothing left to keep
+                except PayloadShreddedError:
+                    continue  # shredded: nothing left to keep
+                except (AtRestError, EnvelopeError) as exc:
+                    # Unreadable now and for good once its transport key is destroyed: say so.
+                    skipped += 1
+                    await self.store.append_audit(AuditEntry(
+                        at=self.clock(), event_type="inbox.unrestorable", actor=SYSTEM_ACTOR.name,
+                        message_id=record.message_id, case_ref=record.case_ref, agency=record.sender,
+                        detail_json=json.dumps({"reason": exc.code}, sort_keys=True)))
+                    continue
                 blob = await self.at_rest.seal(record.message_id, record.case_ref, record.message_type,
                                                stored.envelope, record.received_at,
                                                opened.payload_signature + opened.payload_bytes)
@@ -949,6 +991,9 @@ class Gateway:
                     moved += 1
         if moved:
             log.info("inbox.restored_for_key_destruction", messages=moved)
+        if skipped:
+            self.metrics.inc("inbox_unrestorable_total", float(skipped))
+            log.warning("inbox.unrestorable", messages=skipped, hint="audit inbox.unrestorable names them")
         return moved
 
     def _checkpoints(self) -> CheckpointExchange:
@@ -1125,6 +1170,7 @@ class Gateway:
             ("consent_refusals_total", "Referrals refused before sending because of their consent, by reason code"),
             ("retention_shredded_total", "Received messages made unreadable because their retention ended"),
             ("enc_keys_destroyed_total", "Private encryption keys destroyed because no message sealed to them can be valid"),
+            ("inbox_unrestorable_total", "Stored messages in the older at-rest format that could not be re-stored before their transport key was destroyed"),
             ("audit_fork_detected_total", "Partner checkpoints inconsistent with what the partner signed before"),
         ):
             self.metrics.describe(name, text)

@@ -219,24 +219,23 @@ class WithdrawalFlow:
         wanted = set(payload.get("request_message_ids") or ())
         plans: list[tuple[str, dict[str, Any], str, OutboxRecord | None]] = []
         async with self.case_locks.hold(case_ref):
-            requests = select_requests(
-                [r for r in await self.store.list_outgoing_for_case(case_ref) if r.message_type == "referral.request"],
-                wanted, case_ref)
+            sent = await self.store.list_outgoing_for_case(case_ref)
+            requests = select_requests([r for r in sent if r.message_type == "referral.request"], wanted, case_ref)
             for record in requests:
                 # The sender cannot read its own sealed envelopes to compare purposes, so a
                 # partial withdrawal also stops every queued referral of the case: the safe side.
-                if record.status == "queued" and await self.store.mark_failed(record.message_id, "consent_withdrawn",
-                                                                              at=now):
-                    await self._audit_event("message.failed", actor, {"reason": "consent_withdrawn"},
-                                            case_ref=case_ref, agency=record.recipient)
-                # Queued or on its way: either way the sender keeps no readable copy from now
-                # on (forward secrecy; docs/consent.md). Its digest stays for the audit trail.
-                await self.delete_body(record.message_id, "consent_withdrawn")
+                await self._give_up(record, actor, now)
             # Every recipient, even of a referral given up just now: a publish may have reached
             # the broker before its confirm was lost, and a withdrawal to an agency holding
             # nothing costs one acknowledgement of zero messages.
             for recipient in sorted({r.recipient for r in requests}):
                 own = recipient_payload(payload, requests, recipient, wanted)
+                if withdraws_whole_case(own):
+                    # Case data sent to this recipient is covered too (as at the receiver):
+                    # queued, it is never published; on its way, its body goes now.
+                    for record in sent:
+                        if record.recipient == recipient and record.message_type in CASE_DATA_TYPES:
+                            await self._give_up(record, actor, now)
                 base = derived_message_id("withdrawal", case_ref, recipient, json.dumps(own, sort_keys=True))
                 message_id, existing, attempt = base, await self.store.get_outgoing(base), 0
                 while existing is not None and existing.status == "failed":
@@ -268,6 +267,14 @@ class WithdrawalFlow:
                 await self._audit_event("consent.withdrawal_failed", actor, {"reason": exc.code},
                                         case_ref=case_ref, agency=recipient)
         return result
+
+    async def _give_up(self, record: OutboxRecord, actor: Actor, now: datetime) -> None:
+        if record.status == "queued" and await self.store.mark_failed(record.message_id, "consent_withdrawn", at=now):
+            await self._audit_event("message.failed", actor, {"reason": "consent_withdrawn"},
+                                    case_ref=record.case_ref, agency=record.recipient)
+        # Queued or on its way: either way the sender keeps no readable copy from now on
+        # (forward secrecy; docs/consent.md). Its digest stays for the audit trail.
+        await self.delete_body(record.message_id, "consent_withdrawn")
 
     async def apply(self, opened: OpenedMessage) -> None:
         """A partner withdrew consent: destroy the keys of what it sent us that the withdrawal

@@ -408,3 +408,208 @@ async def test_case_keys_move_to_the_newest_key_before_the_old_one_is_destroyed(
         assert case.wrapped[:32] == new_kid.encode("ascii")
     finally:
         await store.close()
+
+
+async def test_processes_sharing_a_store_wrap_case_keys_under_the_key_valid_now(tmp_path) -> None:
+    """Review 12 H1: a process that picked up a key generated ahead must not wrap new case keys
+    under it, or the other processes of the agency cannot read that case until their next pass."""
+    from nacl.public import PrivateKey
+
+    from gateway.at_rest import AtRest
+    from gateway.demo_identities import demo_identity
+    from gateway.store import IncomingMessage, open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 'shared.db'}")
+    try:
+        now = utcnow()
+        a, b = demo_identity(NIGERIA), demo_identity(NIGERIA)
+        a.add_encryption_key(PrivateKey.generate(), now + PERIOD, now + 2 * PERIOD)  # ahead, only in A
+        case = "ne-ng-twoproc0001"
+        first = "00000000-0000-4000-8000-000000000001"
+        blob = await AtRest(a, store).seal(first, case, "referral.request", b'{"x":1}', now, b"p")
+        await store.add_incoming(IncomingMessage(first, NIGER, "referral.request", case, blob, now))
+        at_b = AtRest(b, store)
+        await at_b.seal("00000000-0000-4000-8000-000000000002", case, "referral.request", b'{"x":2}', now, b"q")
+        stored = await at_b.open(await store.get_incoming(first))
+        assert stored.plaintext == b"p"
+    finally:
+        await store.close()
+
+
+async def test_a_case_key_wrapped_by_a_key_not_loaded_yet_reloads_the_key_directory(tmp_path) -> None:
+    """Review 12 H1: on an unwrap miss the process reads its key directory once before failing."""
+    from nacl.public import PrivateKey
+
+    from gateway.at_rest import AtRest, AtRestError
+    from gateway.demo_identities import demo_identity
+    from gateway.key_lifecycle import EncryptionKeyLifecycle, KeyDirectory
+    from gateway.metrics import Metrics
+    from gateway.store import IncomingMessage, open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 'shared.db'}")
+    try:
+        now = utcnow()
+        kdir = tmp_path / "keys"
+        kdir.mkdir()
+        pair = keyfile.generate_key(NIGERIA, "enc", not_before=now - timedelta(hours=1), not_after=now + PERIOD)
+        keyfile.write_key_file(keyfile.key_path(kdir, pair), pair)
+        a, b = demo_identity(NIGERIA), demo_identity(NIGERIA)
+        a.add_encryption_key(pair.private_key(), pair.not_before, pair.not_after)  # A's pass already ran
+        case, first = "ne-ng-twoproc0002", "00000000-0000-4000-8000-000000000003"
+        blob = await AtRest(a, store).seal(first, case, "referral.request", b'{"x":1}', now, b"p")
+        await store.add_incoming(IncomingMessage(first, NIGER, "referral.request", case, blob, now))
+        with pytest.raises(AtRestError):
+            await AtRest(b, store).open(await store.get_incoming(first))  # no reload hook: the miss is final
+        life = EncryptionKeyLifecycle(identity=b, at_rest=AtRest(b, store), store=store, clock=utcnow,
+                                      source=KeyDirectory(kdir), max_lifetime=timedelta(days=30),
+                                      skew=timedelta(minutes=5), grace=timedelta(days=1), period=PERIOD,
+                                      metrics=Metrics())
+        stored = await AtRest(b, store, reload_keys=life.load_new).open(await store.get_incoming(first))
+        assert stored.plaintext == b"p" and pair.kid in b.encryption_keys
+    finally:
+        await store.close()
+
+
+async def test_one_unreadable_key_file_does_not_stop_the_others(tmp_path) -> None:
+    """Review 12 M4: each key file is read on its own; the bad one is audited once by kid."""
+    import os
+
+    from gateway.at_rest import AtRest
+    from gateway.demo_identities import demo_identity
+    from gateway.key_lifecycle import EncryptionKeyLifecycle, KeyDirectory
+    from gateway.metrics import Metrics
+    from gateway.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        now = utcnow()
+        ident = demo_identity(NIGERIA)
+        kdir = tmp_path / "keys"
+        kdir.mkdir()
+        pairs = [keyfile.generate_key(NIGERIA, "enc", not_before=now + i * PERIOD, not_after=now + (i + 1) * PERIOD)
+                 for i in range(1, 6)]
+        for p in pairs:
+            keyfile.write_key_file(keyfile.key_path(kdir, p), p)
+        bad = sorted(pairs, key=lambda p: p.kid)[0]
+        os.chmod(keyfile.key_path(kdir, bad), 0o644)  # copied with cp instead of install -m 600
+        failures: dict[str, str] = {}
+        life = EncryptionKeyLifecycle(identity=ident, at_rest=AtRest(ident, store), store=store, clock=utcnow,
+                                      source=KeyDirectory(kdir), max_lifetime=timedelta(days=30),
+                                      skew=timedelta(minutes=5), grace=timedelta(days=1), period=PERIOD,
+                                      metrics=Metrics(), load_failures=failures)
+        await life.apply()
+        await life.apply()
+        assert sorted(p.kid for p in pairs if p.kid in ident.encryption_keys) == sorted(
+            p.kid for p in pairs if p is not bad)
+        assert list(failures) == [bad.kid]
+        audited = [json.loads(e.detail_json) for e in await store.query_audit(
+            AuditQuery(event_types=("keys.load_failed",)), 100)]
+        assert [d["kid"] for d in audited] == [bad.kid]
+    finally:
+        await store.close()
+
+
+async def test_legacy_inbox_rows_that_cannot_be_restored_are_audited_not_skipped_silently(tmp_path) -> None:
+    """Review 12 L8: before a key destruction, a legacy row that does not re-open is named."""
+    from gateway.store import IncomingMessage
+    from testkit.gateway_pair import gateway_pair
+
+    async with gateway_pair(tmp_path) as (ne, ng):
+        garbage = b"not an envelope at all"
+        message_id = "0b0c6a38-57c4-4a4e-9a4c-3f0d2b7d4a12"
+        blob = b"RGAR0" + hashlib.sha256(garbage).digest() + garbage  # older format, control type
+        await ng.store.add_incoming(IncomingMessage(message_id, NIGER, "receipt", "ne-ng-legacy0001", blob, utcnow()))
+        assert await ng.restore_legacy_inbox() == 0
+        (entry,) = await _audit(ng, "inbox.unrestorable")
+        assert entry.message_id == message_id and json.loads(entry.detail_json) == {"reason": "malformed"}
+        assert "inbox_unrestorable_total 1" in ng.metrics.render()
+
+
+async def test_a_shortened_current_key_takes_effect_without_a_restart(tmp_path) -> None:
+    """Review 12 M5: `enc-ahead --shorten-current` rewrites the current key's file; the next
+    retention pass follows the new end (and so the destruction schedule) without a restart."""
+    from gateway.at_rest import AtRest
+    from gateway.demo_identities import demo_identity
+    from gateway.key_lifecycle import EncryptionKeyLifecycle, KeyDirectory
+    from gateway.metrics import Metrics
+    from gateway.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        now = utcnow()
+        ident = demo_identity(NIGERIA)
+        kdir = tmp_path / "keys"
+        kdir.mkdir()
+        current = keyfile.generate_key(NIGERIA, "enc", not_before=now - timedelta(days=1),
+                                       not_after=now + timedelta(days=365))
+        keyfile.write_key_file(keyfile.key_path(kdir, current), current)
+        ident.add_encryption_key(current.private_key(), current.not_before, current.not_after)  # read at start
+        life = EncryptionKeyLifecycle(identity=ident, at_rest=AtRest(ident, store), store=store, clock=utcnow,
+                                      source=KeyDirectory(kdir), max_lifetime=timedelta(days=30),
+                                      skew=timedelta(minutes=5), grace=timedelta(days=1), period=PERIOD,
+                                      metrics=Metrics())
+        await life.apply()
+        assert ident.encryption_validity[current.kid][1] == current.not_after
+        cut = keyfile.shorten(current, now + PERIOD)
+        keyfile.write_key_file(keyfile.key_path(kdir, cut), cut)
+        await life.apply()
+        assert ident.encryption_validity[current.kid] == (current.not_before, cut.not_after)
+        (entry,) = await store.query_audit(AuditQuery(event_types=("key.shortened",)), 10)
+        assert json.loads(entry.detail_json)["not_after"] == format_ts(cut.not_after)
+        await life.apply()  # unchanged file: not read again, not audited again
+        assert len(await store.query_audit(AuditQuery(event_types=("key.shortened",)), 10)) == 1
+    finally:
+        await store.close()
+
+
+async def test_concurrent_key_directory_passes_load_a_new_key_once(tmp_path) -> None:
+    """The retention task and an unwrap miss may read the key directory at the same time."""
+    import asyncio
+
+    from gateway.at_rest import AtRest
+    from gateway.demo_identities import demo_identity
+    from gateway.key_lifecycle import EncryptionKeyLifecycle, KeyDirectory
+    from gateway.metrics import Metrics
+    from gateway.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        now = utcnow()
+        ident = demo_identity(NIGERIA)
+        kdir = tmp_path / "keys"
+        kdir.mkdir()
+        ahead = keyfile.generate_key(NIGERIA, "enc", not_before=now + PERIOD, not_after=now + 2 * PERIOD)
+        keyfile.write_key_file(keyfile.key_path(kdir, ahead), ahead)
+        source = KeyDirectory(kdir)
+
+        def life() -> EncryptionKeyLifecycle:
+            return EncryptionKeyLifecycle(identity=ident, at_rest=AtRest(ident, store), store=store, clock=utcnow,
+                                          source=source, max_lifetime=timedelta(days=30),
+                                          skew=timedelta(minutes=5), grace=timedelta(days=1), period=PERIOD,
+                                          metrics=Metrics())
+        added = await asyncio.gather(life().load_new(), life().load_new())
+        assert sorted(added) == [[], [ahead.kid]]
+        assert len(await store.query_audit(AuditQuery(event_types=("keys.loaded",)), 10)) == 1
+    finally:
+        await store.close()
+
+
+async def test_readyz_and_metrics_warn_when_the_next_key_is_missing_or_a_key_file_is_unreadable(tmp_path) -> None:
+    """Review 12 M4: what the operator sees, without the gateway leaving service."""
+    from nacl.public import PrivateKey
+
+    from tests.test_api_world import api_pair, assert_conforms
+
+    async with api_pair(tmp_path) as (ne, _):
+        gw = ne.gateway
+        doc = (await ne.call("GET", "/openapi.json", role=None))[1]
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert "enc_key_next_missing" not in body.get("warnings", [])
+        now = gw.clock()
+        gw.identity.add_encryption_key(PrivateKey.generate(), now - timedelta(days=1), now + timedelta(days=2))
+        gw.key_load_failures["0" * 32] = "key_file_error"
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert status == 200 and {"enc_key_next_missing", "key_files_unreadable"} <= set(body["warnings"])
+        assert_conforms(doc, "/readyz", "GET", 200, body)
+        metrics = gw.metrics.render()
+        assert "enc_key_next_missing 1" in metrics and "enc_key_files_unreadable 1" in metrics

@@ -22,6 +22,9 @@ CHECK_TIMEOUT_SECONDS = 2.0
 
 # --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
 
+#: Warnings ``/readyz`` may add without changing its status (docs/api.md).
+READY_WARNINGS = ["directory_stale", "enc_key_next_missing", "key_files_unreadable"]
+
 _SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
     "Checks": {
@@ -46,14 +49,14 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["status", "checks", "directory"],
         "properties": {"status": {"const": "ready"}, "checks": _ref("Checks"), "directory": _ref("DirectoryStatus"),
-                       "warnings": {"type": "array", "items": {"enum": ["directory_stale"]}}},
+                       "warnings": {"type": "array", "items": {"enum": READY_WARNINGS}}},
     },
     "NotReady": {
         "type": "object",
         "required": ["error", "detail", "checks", "directory"],
         "properties": {"error": {"enum": ["not_ready", "degraded"]}, "detail": {"type": "string"},
                        "checks": _ref("Checks"), "directory": _ref("DirectoryStatus"),
-                       "warnings": {"type": "array", "items": {"enum": ["directory_stale"]}}},
+                       "warnings": {"type": "array", "items": {"enum": READY_WARNINGS}}},
     },
 }
 
@@ -100,8 +103,11 @@ async def readyz(request: web.Request) -> web.Response:
     # A stale directory still verifies messages: a warning for the operator, not a reason to
     # take the gateway out of service (docs/operations.md "Directory freshness").
     extra: dict[str, Any] = {"directory": directory}
-    if directory["stale"]:
-        extra["warnings"] = ["directory_stale"]
+    warnings = [name for name, on in (("directory_stale", directory["stale"]),
+                                       ("enc_key_next_missing", gateway.next_enc_key_missing()),
+                                       ("key_files_unreadable", bool(gateway.key_load_failures))) if on]
+    if warnings:
+        extra["warnings"] = warnings
     if all(checks.values()):
         return json_body({"status": "ready", "checks": checks, **extra})
     failed = [name for name, ok in checks.items() if not ok]

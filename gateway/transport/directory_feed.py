@@ -31,10 +31,27 @@ log = structlog.get_logger("gateway.transport.directory_feed")
 #: to the queue (after a pause) so a store outage loses no update.
 DirectoryHandler = Callable[[bytes], Awaitable[object]]
 
-#: A signed directory is far below this; anything bigger is not one (refused unread).
-MAX_DIRECTORY_BYTES = 4 * 1024 * 1024
-#: Pause before a directory whose handling failed is returned to the queue.
+#: Pause before a directory whose handling failed is returned to the queue, doubled after
+#: each failure in a row up to RETRY_MAX_SECONDS: a long store outage then costs few
+#: redeliveries (a quorum queue's delivery limit, deploy/rabbitmq/README.md).
 RETRY_SECONDS = 2.0
+RETRY_MAX_SECONDS = 300.0
+
+
+class RetryDelay:
+    """The pause before returning a directory whose handling failed: doubles, reset on success."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+
+    def next(self) -> float:
+        """The pause for one more failure in a row."""
+        self.failures += 1
+        return min(RETRY_SECONDS * 2 ** (self.failures - 1), RETRY_MAX_SECONDS)
+
+    def reset(self) -> None:
+        """A directory was handled: the next failure starts from RETRY_SECONDS again."""
+        self.failures = 0
 
 
 @dataclass(frozen=True)
@@ -60,20 +77,22 @@ class DirectoryFeed(Protocol):
     async def close(self) -> None: ...
 
 
-async def _handle(handler: DirectoryHandler, body: bytes) -> bool:
-    """True if the directory was handled (ack); False to return it to the queue."""
-    if len(body) > MAX_DIRECTORY_BYTES:
-        log.warning("directory_feed.oversize", size=len(body))
-        return True  # not a directory; dropping it loses nothing the authority signed
+async def _handle(handler: DirectoryHandler, body: bytes, delay: RetryDelay) -> bool:
+    """True if the directory was handled (ack); False to return it to the queue.
+
+    Every publication goes to the handler, oversize ones too: the keeper refuses and audits
+    them (gateway/directory_updates.py) without parsing."""
     try:
         await handler(body)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - requeue, never drop, a directory we could not handle
+        pause = delay.next()
         log.warning("directory_feed.handler_failed", error=getattr(exc, "code", type(exc).__name__),
-                    retry_in=RETRY_SECONDS)
-        await asyncio.sleep(RETRY_SECONDS)
+                    retry_in=pause, failures=delay.failures)
+        await asyncio.sleep(pause)
         return False
+    delay.reset()
     return True
 
 
@@ -116,8 +135,10 @@ class AmqpDirectoryFeed:
             await self.close()
             raise TopologyError(f"directory queue {self.names.queue} missing or not permitted: {exc}") from exc
 
+        delay = RetryDelay()
+
         async def on_message(message: AbstractIncomingMessage) -> None:
-            if await _handle(handler, message.body):
+            if await _handle(handler, message.body, delay):
                 await message.ack()
             else:
                 await message.nack(requeue=True)
@@ -180,10 +201,11 @@ class MemoryDirectoryFeed:
         self._task = asyncio.create_task(self._consume(handler), name=f"directory-feed {self.names.queue}")
 
     async def _consume(self, handler: DirectoryHandler) -> None:
+        delay = RetryDelay()
         while True:
             tag, message = await self.broker.take(self.names.queue)
             try:
-                handled = await _handle(handler, message.body)
+                handled = await _handle(handler, message.body, delay)
             except BaseException:
                 self.broker.give_back(self.names.queue, tag)
                 raise
