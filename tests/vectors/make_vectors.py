@@ -178,6 +178,7 @@ def main() -> None:
     bigger = canonical_bytes(dict(json.loads(big), narrative="é" + json.loads(big)["narrative"][1:]))
     assert len(bigger) == DEFAULT_POLICY.max_payload_bytes + 1
     checkpoint = example_payload("audit.checkpoint")
+    v2 = canonical_bytes(load_example("referral.request", None, "2"))
 
     def with_tree_size(n: int) -> bytes:
         doc_ = copy.deepcopy(checkpoint)
@@ -189,6 +190,10 @@ def main() -> None:
     ack = example_payload("consent.withdrawal.ack")
 
     rejections = [
+        reject("header schema 1 with a schema v2 payload", "schema_invalid", forged("v2-as-1", v2)),
+        reject("header schema 2 with a v1 payload (no schema_version member)", "schema_invalid",
+               forged("v1-as-2", p, schema="2")),
+        reject("header schema 3 (unknown version)", "malformed", forged("v3", p, schema="3")),
         reject("ciphertext bit flipped", "bad_signature", doc(flip)),
         reject("header case changed after signing", "bad_signature",
                doc(lambda d: d["header"].update(case="ne-ng-othercase0002"))),
@@ -272,6 +277,7 @@ def main() -> None:
 
     skew = DEFAULT_POLICY.max_clock_skew
     acceptances = [
+        accept("schema v2 referral.request (header schema 2)", forged("v2", v2, schema="2"), v2),
         accept("opened exactly at expires (now == expires)", wire.decode(), p, at=format_ts(header.expires)),
         accept("opened one second before expires", wire.decode(), p,
                at=format_ts(header.expires - timedelta(seconds=1))),
