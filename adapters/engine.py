@@ -563,11 +563,7 @@ class MappingAdapter:
             agencies = trace.local_for("consent.recipient_agencies", self.table)
             out.append(MissingFieldError(countries, f"is required unless {agencies} is given",
                                          reason_code="required_unless", params={"unless": agencies}))
-        if get_path(payload, "person.age.minor") is True and consent.get("decision_maker") == "self":
-            where = trace.local_for("consent.decision_maker", self.table)
-            out.append(UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
-                                                   "service or a judge of minors must give the consent",
-                                            reason_code="minor_consents_alone"))
+        out.extend(self._minor_alone(payload, consent, trace))
         return out
 
     def _consent_recipient_errors(self, payload: dict[str, Any], purposes: list[str],
@@ -584,12 +580,17 @@ class MappingAdapter:
             if missing:
                 out.append(PurposesError(f"{where}: {', '.join(map(repr, missing))} not consented for any recipient",
                                          where, reason_code="not_consented", params={"purposes": missing}))
-        if get_path(payload, "person.age.minor") is True and consent.get("decision_maker") == "self":
-            where = trace.local_for("consent.decision_maker", self.table)
-            out.append(UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
-                                                   "service or a judge of minors must give the consent",
-                                            reason_code="minor_consents_alone"))
+        out.extend(self._minor_alone(payload, consent, trace))
         return out
+
+    def _minor_alone(self, payload: dict[str, Any], consent: dict[str, Any], trace: _Trace) -> list[AdapterError]:
+        """A minor cannot consent alone (v1 and v2 alike)."""
+        if get_path(payload, "person.age.minor") is not True or consent.get("decision_maker") != "self":
+            return []
+        where = trace.local_for("consent.decision_maker", self.table)
+        return [UnmappableValueError(where, "a minor cannot consent alone: a parent/guardian, the child protection "
+                                            "service or a judge of minors must give the consent",
+                                     reason_code="minor_consents_alone")]
 
     # -- shared -> local --
 
