@@ -89,3 +89,25 @@ async def test_bad_local_submissions_are_422_naming_the_field(tmp_path: Path) ->
         status, body = await ne.call("GET", "/inbox/5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4",
                                      params={"purpose": "family_tracing", "format": "klingon"})
         assert (status, body["error"]) == (400, "invalid_query")
+
+
+async def test_a_mali_record_to_a_v2_recipient_keeps_the_child_protection_block(tmp_path: Path) -> None:
+    """The adapter's v2 path, not a v1 payload upgraded: the guardian's role survives."""
+    from .support.adapter_checks import handwritten
+    record, _ = handwritten("mali_03_garcon_orpaillage")
+    assert record["tuteur"]["lien"] == "service social"
+    record["consentement"]["agences_destinataires"] = [NIGERIA]  # the consent names this recipient
+    async with api_pair(tmp_path) as (ne, ng):
+        body = {"recipient": NIGERIA, "local_case_id": "ML-2026-0003", "format": "mali", "record": record}
+        status, queued = await ne.call("POST", "/referrals", json=body)
+        assert status == 202, queued
+        mid = queued["message_id"]
+        purpose = get_adapter("mali").to_shared_v2(record, None, recipient=NIGERIA,
+                                                   recipient_country="NG").payload["purposes"][0]
+
+        async def arrived() -> bool:
+            return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": purpose}))[0] == 200
+        await eventually(arrived)
+        status, shared = await ng.call("GET", f"/inbox/{mid}", params={"purpose": purpose})
+        assert shared["payload"]["schema_version"] == "2"
+        assert shared["payload"]["child_protection"]["guardian"]["role"] == "child_protection_social_worker"

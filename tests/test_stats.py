@@ -994,3 +994,19 @@ def test_v2_payloads_count_under_the_v2_categories() -> None:
     record = StatsRecord.from_payload(payload, datetime(2026, 4, 6, tzinfo=timezone.utc))
     assert record.exploitation_types == {"servitude", "child_labour", "forced_labour"}
     assert (record.sex, record.age_band, record.nationality) == ("male", "21-23", "NG")
+
+
+@pytest.mark.parametrize(("query", "retention", "interval", "english"), [
+    ({"month_from": "2026-02"}, 800, "quarter", "first month of a quarter"),
+    ({"month_to": "2026-02"}, 800, "year", "last month of a year"),
+    ({}, 365, "year", "no complete year"),
+    ({"month_to": "2020-01"}, 800, "month", "month_to must be at least"),
+])
+def test_period_checks_answer_in_french(query: dict[str, str], retention: int, interval: str, english: str) -> None:
+    from gateway.i18n import translate
+    with pytest.raises(stats_api.ApiError) as refused:
+        stats_api.period(query, datetime(2026, 4, 10, tzinfo=timezone.utc), retention, interval)
+    detail = refused.value.detail
+    assert english in translate(detail, "en")
+    french = translate(detail, "fr")
+    assert english not in french and ("paramètre de requête" in french or "aucune période" in french)

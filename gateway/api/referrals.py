@@ -33,7 +33,7 @@ from gateway.api.idempotency import Answer, idempotent
 from gateway.api.bodies import payload_invalid, request_body
 from gateway.api.parse import MAX_BODY_BYTES
 from gateway.api.roles import Permission, requires
-from gateway.errors import Violation
+from gateway.errors import GatewayError, Violation
 from gateway.pseudonym import case_pseudonym
 from gateway.schema import MESSAGE_TYPES, PURPOSES, SCHEMA_VERSIONS, load_example
 from gateway.schema_versions import Dropped
@@ -267,8 +267,9 @@ async def submit(request: web.Request) -> web.Response:
         payload, dropped = submission.payload, None
         if submission.local_format is not None:
             # Loading a mapping reads files and mapping is CPU work: both off the event loop.
+            v2_for = _v2_recipient(gateway, submission.recipient)
             result = await asyncio.to_thread(_to_shared, submission.local_format, submission.record,
-                                             submission.purposes)
+                                             submission.purposes, v2_for)
             payload = result.payload
             dropped = [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason}
                        for d in result.dropped]
@@ -320,5 +321,25 @@ def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | 
     return Answer(202, body, link)
 
 
-def _to_shared(format_id: str, record: Any, purposes: list[str] | None) -> AdaptResult:
-    return get_adapter(format_id).to_shared(record, purposes)
+def _v2_recipient(gateway: Any, recipient: str) -> tuple[str, str] | None:
+    """(recipient, its country) when the recipient negotiates schema v2, else None.
+
+    An unknown recipient or one with no common version is left to the submission, which
+    refuses it by its cause after the record has been checked.
+    """
+    try:
+        if gateway.schema_version_for(recipient) != "2":
+            return None
+        return recipient, gateway.directory.agency(recipient).country
+    except GatewayError:
+        return None
+
+
+def _to_shared(format_id: str, record: Any, purposes: list[str] | None,
+               v2_for: tuple[str, str] | None = None) -> AdaptResult:
+    """The local record as a shared payload: v2 (with what only v2 says) when the recipient takes v2."""
+    adapter = get_adapter(format_id)
+    to_v2 = getattr(adapter, "to_shared_v2", None)
+    if v2_for is not None and to_v2 is not None:
+        return to_v2(record, purposes, recipient=v2_for[0], recipient_country=v2_for[1])
+    return adapter.to_shared(record, purposes)

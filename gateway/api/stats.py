@@ -111,8 +111,8 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int | None,
                        msg("no complete month is wholly within the retention period of referral.request"))
     if month_to is not None and month_to < first:
         raise ApiError(400, "invalid_query",
-                       f"query parameter month_to must be at least {first}: earlier months are partly "
-                       "deleted under the retention period, so their counts still change")
+                       msg("query parameter month_to must be at least {first}: earlier months are partly "
+                           "deleted under the retention period, so their counts still change", first=str(first)))
     if month_from is not None and month_from < first:
         raise ApiError(400, "invalid_query",
                        msg("query parameter month_from must be at least {first}: earlier months are partly "
@@ -125,9 +125,11 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int | None,
     # same label, and two of them would differ by the months in between.
     for name, value, start in (("month_from", month_from, True), ("month_to", month_to, False)):
         if value is not None and is_period_start(value if start else shift_month(value, 1), interval) is False:
-            edge = "first" if start else "last"
-            raise ApiError(400, "invalid_query",
-                           f"query parameter {name} must be the {edge} month of a {interval} with interval={interval}")
+            text = (msg("query parameter {name} must be the first month of a {interval} with interval={interval}",
+                        name=name, interval=interval) if start else
+                    msg("query parameter {name} must be the last month of a {interval} with interval={interval}",
+                        name=name, interval=interval))
+            raise ApiError(400, "invalid_query", text)
     if month_from is None:
         # Within retention: forward to the first whole period; without: back to its start.
         month_from = default_first
@@ -139,8 +141,9 @@ def period(query: Mapping[str, str], now: datetime, retention_days: int | None,
             month_to = shift_month(month_to, -1)
     if month_from > month_to:
         raise ApiError(400, "invalid_query",
-                       f"no complete {interval} lies between {first} (the first month wholly within the retention "
-                       f"period of referral.request) and {last} (the last complete month)")
+                       msg("no complete {interval} lies between {first} (the first month wholly within the retention "
+                           "period of referral.request) and {last} (the last complete month)",
+                           interval=interval, first=str(first), last=str(last)))
     return month_from, month_to
 
 
