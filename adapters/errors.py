@@ -185,6 +185,8 @@ class AuditExportError(GatewayError, ValueError):
 #: answer never echoes a submitted value. A reason that is already a ``Message`` (see
 #: ``adapter_detail``) needs no entry here.
 _REASONS: tuple[tuple[re.Pattern[str], Message], ...] = (
+    (re.compile(r"must be a date written (?P<hint>.+)"),
+     msg("must be a date written {hint}")),
     (re.compile(r"is required and has no value"),
      msg("is required and has no value")),
     (re.compile(r"is required by the local format"),
@@ -256,6 +258,42 @@ _REASONS: tuple[tuple[re.Pattern[str], Message], ...] = (
      msg("must have at most {limit} items")),
     (re.compile(r"must have at least (?P<limit>\d+) items"),
      msg("must have at least {limit} items")),
+    (re.compile(r"is written year first: write the date as (?P<hint>.+)"),
+     msg("is written year first: write the date as {hint}")),
+    (re.compile(r"must be written as (?P<hint>.+)"),
+     msg("must be written as {hint}")),
+    (re.compile(r"is not written the way the form expects"),
+     msg("is not written the way the form expects")),
+    (re.compile(r"has no valid country code"),
+     msg("has no valid country code")),
+    (re.compile(r"is too short for a phone number of (?P<country>[A-Z]{2})"),
+     msg("is too short for a phone number of {country}")),
+    (re.compile(r"is too long for a phone number of (?P<country>[A-Z]{2})"),
+     msg("is too long for a phone number of {country}")),
+    (re.compile(r"is too short for a phone number( of its country)?"),
+     msg("is too short for a phone number")),
+    (re.compile(r"is too long for a phone number( of its country)?"),
+     msg("is too long for a phone number")),
+    (re.compile(r"does not have a length phone numbers of (?P<country>[A-Z]{2}) have"),
+     msg("does not have a length phone numbers of {country} have")),
+    (re.compile(r"does not have a length phone numbers of its country have"),
+     msg("does not have the length of a phone number of its country")),
+    (re.compile(r"is not a number in use in (?P<country>[A-Z]{2})'s numbering plan"),
+     msg("is not a number in use in the numbering plan of {country}")),
+    (re.compile(r"is not a number in use in its country's numbering plan"),
+     msg("is not a number in use in its country's numbering plan")),
+    (re.compile(r"is not a phone number"),
+     msg("is not a phone number")),
+    (re.compile(r"does not name the recipient agency, nor does the consent name its country: the consent does "
+                r"not cover this recipient"),
+     msg("does not name the recipient agency, nor does the consent name its country: the consent does not cover "
+         "this recipient")),
+    (re.compile(r"is required for a schema v2 referral \(v2 consent names the recipient agencies\) unless the "
+                r"recipient agency is given"),
+     msg("is required for a schema v2 referral (v2 consent names the recipient agencies) unless the recipient "
+         "agency is given")),
+    (re.compile(r"is not an HTCDS 2\.0 field: use (?P<use>\S+)"),
+     msg("is not an HTCDS 2.0 field: use {use}")),
 )
 
 
