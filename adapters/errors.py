@@ -47,7 +47,19 @@ class AdapterError(GatewayError):
                 "params": dict(self.params)}
 
 
-class UnmappableValueError(AdapterError):
+class FieldError(AdapterError):
+    """A problem with one named local field: ``str(error)`` is ``"<local field>: <reason>"``."""
+
+    code = "field_error"
+
+    def __init__(self, local_field: str, reason: str, *, reason_code: str | None = None,
+                 params: Mapping[str, Any] | None = None, quoted: str | None = None) -> None:
+        self.reason = reason
+        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params,
+                         quoted=quoted)
+
+
+class UnmappableValueError(FieldError):
     """A local value has no shared equivalent (not in the code list, not a date, ...).
 
     The reason quotes the value only when the field is coded (has a code list); free-text
@@ -56,34 +68,22 @@ class UnmappableValueError(AdapterError):
 
     code = "unmappable_value"
 
-    def __init__(self, local_field: str, reason: str, *, reason_code: str | None = None,
-                 params: Mapping[str, Any] | None = None, quoted: str | None = None) -> None:
-        self.reason = reason
-        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params,
-                         quoted=quoted)
 
-
-class MissingFieldError(AdapterError):
+class MissingFieldError(FieldError):
     """A field the shared schema requires is absent or holds a missing value ("inconnu", "")."""
 
     code = "missing_field"
 
     def __init__(self, local_field: str, reason: str = "is required and has no value", *,
-                 reason_code: str = "required", params: Mapping[str, Any] | None = None) -> None:
-        self.reason = reason
-        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params)
+                 reason_code: str | None = "required", params: Mapping[str, Any] | None = None,
+                 quoted: str | None = None) -> None:
+        super().__init__(local_field, reason, reason_code=reason_code, params=params, quoted=quoted)
 
 
-class LocalRecordInvalidError(AdapterError):
+class LocalRecordInvalidError(FieldError):
     """The local record does not have the shape its local JSON Schema describes."""
 
     code = "local_record_invalid"
-
-    def __init__(self, local_field: str, reason: str, *, reason_code: str | None = None,
-                 params: Mapping[str, Any] | None = None, quoted: str | None = None) -> None:
-        self.reason = reason
-        super().__init__(f"{local_field}: {reason}", local_field, reason_code=reason_code, params=params,
-                         quoted=quoted)
 
 
 class RecordErrors(AdapterError):
@@ -311,16 +311,14 @@ def reason_text(reason: str) -> str:
 def adapter_detail(exc: AdapterError) -> str:
     """The text of an adapter error for an API answer: field and rule, translatable, no submitted value.
 
-    Errors with a reason (``UnmappableValueError``, ``MissingFieldError``,
-    ``LocalRecordInvalidError``) are rendered as "<local field>: <reason>", with coded
-    values left out; an unknown field's name is not echoed either.
+    A :class:`FieldError` is rendered as "<local field>: <reason>", with coded values left
+    out; an unknown field's name is not echoed either.
     """
-    reason = getattr(exc, "reason", None)
-    if isinstance(exc, LocalRecordInvalidError) and isinstance(reason, str) and reason.startswith("is not a field"):
+    if not isinstance(exc, FieldError):
+        return str(exc)
+    if isinstance(exc, LocalRecordInvalidError) and exc.reason.startswith("is not a field"):
         return msg("$.record: has a field the local format does not have (names are not echoed)")
-    if isinstance(reason, str) and exc.local_field is not None:
-        return msg("{field}: {reason}", field=exc.local_field, reason=reason_text(reason))
-    return str(exc)
+    return msg("{field}: {reason}", field=exc.local_field, reason=reason_text(exc.reason))
 
 
 def _check_keys(where: str, spec: Mapping[str, Any], known: set[str]) -> None:

@@ -35,7 +35,6 @@ from adapters.base import (
     MappingDefinitionError,
     MissingFieldError,
     PurposesError,
-    RecordErrors,
     TransformFailed,
     UnmappableValueError,
     _echo,
@@ -138,14 +137,11 @@ class HtcdsAdapter(MappingAdapter):
         """Map an HTCDS 2.0 record; a second ``prs_Citizenship`` country is reported as dropped."""
         try:
             result = super().to_shared(local_record, purposes)
-        except (MissingFieldError, UnmappableValueError) as exc:
-            named = renamed(exc)
-            if named is not exc:
-                raise named from None
-            raise
-        except RecordErrors as exc:
-            raise_all(renamed(e) if isinstance(e, (MissingFieldError, UnmappableValueError)) else e
-                      for e in exc.errors)
+        except AdapterError as exc:
+            named = [renamed(one) for one in exc.errors]
+            if all(new is old for new, old in zip(named, exc.errors)):
+                raise
+            raise_all(named)
             raise
         dropped = tuple(DroppedField(flat_name(d.local_field) or d.local_field, d.shared_path, d.reason) for d in result.dropped)
         result = AdaptResult(result.payload, dropped)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from adapters.base import AdapterError, MissingFieldError, UnmappableValueError
+from adapters.base import AdapterError
+from adapters.errors import FieldError
 from adapters.htcds.standard import EXTENSION_PREFIX as X
 
 #: Flat extension fields -> where they sit in the objects the table maps (and back).
@@ -24,12 +25,13 @@ GROUPS: dict[str, dict[str, str]] = {
 }
 
 
-def renamed(error: MissingFieldError | UnmappableValueError) -> AdapterError:
+def renamed(error: AdapterError) -> AdapterError:
     """The same error naming the flat field the clerk filled in, not the adapter's grouping object."""
     flat = flat_name(error.local_field or "")
-    if flat is None:
+    if flat is None or not isinstance(error, FieldError):
         return error
-    return type(error)(flat, flat_reason(error.reason, flat))
+    return type(error)(flat, flat_reason(error.reason, flat), reason_code=error.reason_code, params=error.params,
+                       quoted=error.quoted)
 
 
 _GIVEN = re.compile(r"when (?P<object>\S+) is given")
