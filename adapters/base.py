@@ -11,29 +11,8 @@ was importable from ``adapters.base`` still is:
 - ``adapters/paths.py``: dotted paths (:func:`get_path`, :func:`set_path`, :func:`delete_path`);
 - ``adapters/engine.py``: :class:`MappingAdapter`, which applies a table.
 
-An adapter turns one agency's local case record into the shared ``referral.request``
-payload (``to_shared``) and back (``from_shared``). Most of that is *data*: a mapping
-table (``mapping.json`` beside the adapter) that says which local field goes to which
-shared path, through which code list or named transform, and what a missing value
-becomes. Code is only for the genuinely odd cases (hooks on :class:`MappingAdapter`).
-See ``docs/adapters.md``.
-
-``to_shared`` works in five steps, each with its own error:
-
-1. the local record is checked against the adapter's local JSON Schema
-   (:class:`LocalRecordInvalidError`, :class:`MissingFieldError`);
-2. the table is applied (:class:`UnmappableValueError`, :class:`MissingFieldError`);
-3. fields the purposes do not allow are removed and *reported* in
-   :attr:`AdaptResult.dropped` -- never silently;
-4. the shared rules that span fields (age and minor flag, consent covers the purposes, a
-   minor cannot consent alone) are checked and named by *local* field;
-5. the payload is validated with :func:`gateway.schema.validate_payload`. Anything that
-   still fails there is a mapping bug and surfaces as ``SchemaInvalidError``.
-
-Errors never carry personal data: a message names the local field (``contacts_famille[0].telephone``)
-and says why, and quotes the offending value only for *coded* fields (a field with a code
-list, whose legitimate values are vocabulary such as ``'pêche'``). Free-text, name, date,
-phone and number fields are never echoed, because a clerk's value there may be a name.
+What an adapter does, in five steps, and why errors never carry personal data: see
+the docstring of ``adapters/engine.py`` and ``docs/adapters.md``.
 """
 
 from __future__ import annotations

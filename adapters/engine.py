@@ -7,7 +7,8 @@ shared path, through which code list or named transform, and what a missing valu
 becomes. Code is only for the genuinely odd cases (hooks on :class:`MappingAdapter`).
 See ``docs/adapters.md``.
 
-``to_shared`` works in five steps, each with its own error:
+``to_shared`` works in five steps; the problems of steps 1, 2 and 4 are collected and
+reported together (one error, or a :class:`~adapters.errors.RecordErrors` holding each):
 
 1. the local record is checked against the adapter's local JSON Schema
    (:class:`LocalRecordInvalidError`, :class:`MissingFieldError`);
@@ -30,6 +31,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from functools import cache
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -38,7 +40,8 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
-from gateway.schema import PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, payload_version, validate_payload
+from gateway.schema import (PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, payload_version,
+                            validate_payload, version_dir)
 from gateway.schema_versions import (
     V2_ONLY_ORGANISATION_TYPES,
     V2_ONLY_PURPOSES,
@@ -51,7 +54,7 @@ from gateway.schema_versions import (
 #: The table builds a v1 payload (``to_shared``); ``to_shared_v2`` upgrades it.
 PURPOSES = PURPOSES_BY_VERSION["1"]
 
-from adapters.codes import CodeList, _common_defs, _echo, normalise
+from adapters.codes import CodeList, _echo, normalise
 from adapters.errors import (
     AdapterError,
     LocalRecordInvalidError,
@@ -772,9 +775,11 @@ def _describe_local(rule: str, expected: Any, hint: str | None = None,
     return f"breaks the local format's '{rule}' rule", "local_rule", {"rule": rule}
 
 
-def shared_request_fields() -> frozenset[str]:
-    """Every dotted path a referral.request can carry (for mapping-coverage tests)."""
-    defs = _common_defs()
+@cache
+def shared_request_fields(version: str = "1") -> frozenset[str]:
+    """Every dotted path a referral.request of a schema version can carry (for mapping-coverage tests)."""
+    common = version_dir(version) / "common.schema.json"
+    defs = json.loads(common.read_text(encoding="utf-8"))["$defs"]
     out: set[str] = set()
 
     def walk(node: Any, prefix: str) -> None:
@@ -789,5 +794,5 @@ def shared_request_fields() -> frozenset[str]:
                 out.add(path)
                 walk(sub, path)
 
-    walk(load_schema(MESSAGE_TYPE), "")
+    walk(load_schema(MESSAGE_TYPE, version), "")
     return frozenset(out)

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
 from adapters import AdapterError, MissingFieldError, PurposesError, UnmappableValueError, available_formats, get_adapter
-from adapters.base import MappingAdapter, _walk_rules
+from adapters.base import MappingAdapter, _walk_rules, shared_request_fields
 from adapters.htcds import HtcdsAdapter
 from adapters.htcds import standard
 from adapters.htcds.adapter import V2_TARGETS
-from gateway.schema import SCHEMA_DIR, example_names, find_violations, load_example, load_schema
+from gateway.schema import SCHEMA_DIR, example_names, find_violations, load_example
 from gateway.schema_versions import upgrade_to_v2
 from tests.support.adapter_checks import assert_hides, fuzz_local_record, fuzz_respelled_sample
 from tests.support.adapter_checks import mostly
@@ -60,23 +60,8 @@ def test_registered() -> None:
 
 def _v2_request_leaves() -> set[str]:
     """Every leaf path a v2 referral.request can carry (schema_version aside)."""
-    defs = json.loads((SCHEMA_DIR / "v2" / "common.schema.json").read_text(encoding="utf-8"))["$defs"]
-    out: set[str] = set()
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict) and "$ref" in node:
-            node = defs[node["$ref"].rsplit("/", 1)[-1]]
-        if isinstance(node, dict) and node.get("type") == "array" and "items" in node:
-            walk(node["items"], prefix)
-            return
-        if isinstance(node, dict) and "properties" in node:
-            for name, sub in node["properties"].items():
-                walk(sub, f"{prefix}.{name}" if prefix else name)
-            return
-        out.add(prefix)
-
-    walk(load_schema("referral.request", "2"), "")
-    return out - {"schema_version"}
+    fields = shared_request_fields("2")
+    return {f for f in fields if not any(g.startswith(f + ".") for g in fields)} - {"schema_version"}
 
 
 def test_the_mapping_covers_every_field_of_the_v2_request(htcds: MappingAdapter) -> None:
