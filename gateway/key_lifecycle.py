@@ -161,6 +161,9 @@ class EncryptionKeyLifecycle:
     #: Key files that could not be read, kid -> error code (kept by the Gateway across
     #: passes, so each failure is audited once and counted in /metrics and /readyz).
     load_failures: dict[str, str] | None = None
+    #: One pass reads the key directory at a time (held by the Gateway): a second pass
+    #: must not return before the first one's ``keys.loaded`` entry is written.
+    load_lock: asyncio.Lock | None = None
 
     async def remember_destroyed(self) -> None:
         """Learn from the audit log which of our keys were destroyed before (at start)."""
@@ -200,6 +203,12 @@ class EncryptionKeyLifecycle:
     async def load_new(self) -> list[str]:
         """Read the key files added since the last pass (one unreadable file does not stop
         the others); return the kids of the encryption keys added."""
+        if self.load_lock is None:
+            return await self._load_new()
+        async with self.load_lock:
+            return await self._load_new()
+
+    async def _load_new(self) -> list[str]:
         assert self.source is not None
         added: list[str] = []
         failures = self.load_failures if self.load_failures is not None else {}

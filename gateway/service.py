@@ -180,6 +180,7 @@ class Gateway:
         self.key_source = key_source
         #: Key files that could not be read (kid -> error code), across retention passes.
         self.key_load_failures: dict[str, str] = {}
+        self.key_load_lock = asyncio.Lock()
         # The clock is looked up on each call: tests and fault harnesses replace it on a running gateway.
         self.at_rest = AtRest(identity, store, lambda: self.clock(), reload_keys=self._reload_keys)
         self.quarantine_vault = QuarantineVault(self.at_rest, store)
@@ -939,7 +940,8 @@ class Gateway:
             source=self.key_source, max_lifetime=DEFAULT_POLICY.max_lifetime, skew=DEFAULT_POLICY.max_clock_skew,
             grace=timedelta(days=self.settings.enc_key_grace_days),
             period=timedelta(days=self.settings.enc_key_period_days), metrics=self.metrics,
-            restore_legacy=self._restore_legacy_once, load_failures=self.key_load_failures)
+            restore_legacy=self._restore_legacy_once, load_failures=self.key_load_failures,
+            load_lock=self.key_load_lock)
 
     async def _reload_keys(self) -> None:
         # A case key wrapped by a key this process has not loaded yet (another process of
