@@ -449,7 +449,7 @@ APP_GRANTS = (
     "GRANT USAGE ON SCHEMA {schema} TO {role}",
     "GRANT SELECT ON schema_version TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON outbox, inbox, cases, data_keys TO {role}",
-    "GRANT SELECT, INSERT ON message_events, withdrawals, checkpoints, audit_entries, directories TO {role}",
+    "GRANT SELECT, INSERT ON message_events, withdrawals, checkpoints, audit_entries, audit_nodes, directories TO {role}",
     "GRANT SELECT, INSERT, DELETE ON seen_message_ids TO {role}",
     "GRANT SELECT, UPDATE ON audit_head TO {role}",
 )

@@ -3,15 +3,20 @@
 Inputs are already-hashed leaves (``SHA-256(0x00 || leaf data)``, see leaf.py); interior
 nodes are ``SHA-256(0x01 || left || right)``. Everything walks index ranges of the one
 hash list instead of slicing it, so a proof over n leaves costs O(n) hashing and O(log n)
-memory beyond the list. :class:`MerkleFrontier` keeps only the O(log n) roots of the
-perfect subtrees ("compact range"), so a gateway can extend its tree and sign a checkpoint
-without re-reading the whole log. See docs/audit.md.
+memory beyond the list: the reference the tests hold the stored path to.
+
+The store keeps the hash of every perfect subtree as it completes (:func:`completed_nodes`,
+in the append's transaction), and a gateway assembles any root or proof from O(log n) of
+them (:func:`inclusion_ranges`, :func:`consistency_ranges`, :func:`range_root`), hashing at
+most O(log n) for the partial right edge. :class:`MerkleFrontier` keeps only the O(log n)
+roots of the perfect subtrees ("compact range"), so a verifier can extend a tree over an
+export without storing it. See docs/audit.md.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from gateway.audit.leaf import NODE_PREFIX
 
@@ -54,23 +59,54 @@ def root(hashes: Sequence[bytes]) -> bytes:
     return _range_root(hashes, 0, len(hashes))
 
 
-def inclusion_proof(hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """PATH(index, D[n]) (RFC 9162 §2.1.3.1), leaf-side sibling first."""
-    n = len(hashes)
-    if not 0 <= index < n:
-        raise ValueError(f"leaf index {index} is outside a tree of size {n}")
-    path: list[bytes] = []  # collected root-side first, reversed at the end
-    lo, hi = 0, n
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """The leaf ranges [lo, hi) whose MTHs make up PATH(index, D[size]), leaf-side first.
+
+    Pure index arithmetic: a proof is these ranges' roots, whether they are hashed from the
+    leaves (:func:`inclusion_proof`) or assembled from stored subtree hashes (:func:`range_root`)."""
+    if not 0 <= index < size:
+        raise ValueError(f"leaf index {index} is outside a tree of size {size}")
+    ranges: list[tuple[int, int]] = []  # collected root-side first, reversed at the end
+    lo, hi = 0, size
     while hi - lo > 1:
         k = _split(hi - lo)
         if index < lo + k:
-            path.append(_range_root(hashes, lo + k, hi))
+            ranges.append((lo + k, hi))
             hi = lo + k
         else:
-            path.append(_range_root(hashes, lo, lo + k))
+            ranges.append((lo, lo + k))
             lo += k
-    path.reverse()
-    return path
+    ranges.reverse()
+    return ranges
+
+
+def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """The leaf ranges [lo, hi) whose MTHs make up PROOF(old_size, D[new_size]), in proof order.
+
+    Empty when ``old_size`` is 0 or ``new_size`` (nothing to prove)."""
+    if not 0 <= old_size <= new_size:
+        raise ValueError(f"old size {old_size} is outside 0..{new_size}")
+    if old_size in (0, new_size):
+        return []
+    ranges: list[tuple[int, int]] = []  # SUBPROOF appends on the way back up: collect, then reverse
+    lo, hi, m, complete = 0, new_size, old_size, True
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            ranges.append((lo + k, hi))
+            hi = lo + k
+        else:
+            ranges.append((lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        ranges.append((lo, hi))
+    ranges.reverse()
+    return ranges
+
+
+def inclusion_proof(hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """PATH(index, D[n]) (RFC 9162 §2.1.3.1), leaf-side sibling first."""
+    return [_range_root(hashes, lo, hi) for lo, hi in inclusion_ranges(index, len(hashes))]
 
 
 def consistency_proof(hashes: Sequence[bytes], old_size: int) -> list[bytes]:
@@ -78,25 +114,59 @@ def consistency_proof(hashes: Sequence[bytes], old_size: int) -> list[bytes]:
 
     Empty when ``old_size`` is 0 or n: there is nothing to prove (the verifier then just
     compares roots)."""
-    n = len(hashes)
-    if not 0 <= old_size <= n:
-        raise ValueError(f"old size {old_size} is outside 0..{n}")
-    if old_size in (0, n):
-        return []
-    proof: list[bytes] = []  # SUBPROOF appends on the way back up: collect, then reverse
-    lo, hi, m, complete = 0, n, old_size, True
-    while m != hi - lo:
-        k = _split(hi - lo)
-        if m <= k:
-            proof.append(_range_root(hashes, lo + k, hi))
-            hi = lo + k
-        else:
-            proof.append(_range_root(hashes, lo, lo + k))
-            lo, m, complete = lo + k, m - k, False
-    if not complete:
-        proof.append(_range_root(hashes, lo, hi))
-    proof.reverse()
-    return proof
+    return [_range_root(hashes, lo, hi) for lo, hi in consistency_ranges(old_size, len(hashes))]
+
+
+# --- proofs from stored perfect-subtree hashes ---------------------------------------------
+# A perfect subtree is named (level, index): the 2**level leaves from index * 2**level. Level
+# 0 is a leaf. Every range a proof or a root needs ([lo, hi) with lo a multiple of a power of
+# two >= hi - lo) is a run of such subtrees of strictly decreasing size, so its MTH is
+# O(log n) stored hashes folded right to left: no leaf beyond them is read.
+
+NodeId = tuple[int, int]
+
+
+def perfect_subtrees(lo: int, hi: int) -> list[NodeId]:
+    """The (level, index) of the perfect subtrees that make up [lo, hi), largest first.
+
+    ValueError unless [lo, hi) is a range of the RFC's recursive split (the subtree sizes
+    then strictly decrease, and the fold of :func:`range_root` is its MTH)."""
+    if not 0 <= lo < hi:
+        raise ValueError(f"[{lo}, {hi}) is not a non-empty range")
+    ids: list[NodeId] = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1  # the largest power of two that fits...
+        if lo:
+            level = min(level, (lo & -lo).bit_length() - 1)  # ...and that lo is aligned to
+        if ids and level >= ids[-1][0]:
+            raise ValueError(f"[{lo}, {hi}) is not a subtree range of an RFC 9162 tree")
+        ids.append((level, lo >> level))
+        lo += 1 << level
+    return ids
+
+
+def range_root(nodes: Mapping[NodeId, bytes], lo: int, hi: int) -> bytes:
+    """MTH of leaves [lo, hi) from stored perfect-subtree hashes (see :func:`perfect_subtrees`)."""
+    ids = perfect_subtrees(lo, hi)
+    h = nodes[ids[-1]]
+    for node_id in reversed(ids[:-1]):
+        h = node_hash(nodes[node_id], h)
+    return h
+
+
+def completed_nodes(index: int, leaf_hash: bytes, left: Callable[[int, int], bytes]) -> list[tuple[int, int, bytes]]:
+    """The perfect subtrees that appending leaf ``index`` completes: (level, index, hash),
+    lowest first (none when ``index`` is even; amortised one per append).
+
+    ``left(level, index)`` returns a stored hash: each new node's left child, which is
+    complete already."""
+    out: list[tuple[int, int, bytes]] = []
+    h, i, level = leaf_hash, index, 0
+    while i & 1:
+        h = node_hash(left(level, i - 1), h)
+        level, i = level + 1, i >> 1
+        out.append((level, i, h))
+    return out
 
 
 def _is_hash(value: object) -> bool:
@@ -207,14 +277,23 @@ class MerkleFrontier:
 
     def append(self, leaf_hash: bytes) -> None:
         """Add one leaf hash at index ``size``."""
+        self.append_nodes(leaf_hash)
+
+    def append_nodes(self, leaf_hash: bytes) -> list[tuple[int, int, bytes]]:
+        """Add one leaf hash at index ``size``; return the perfect subtrees it completed as
+        (level, index, hash), lowest first (what a store keeps: see :func:`completed_nodes`)."""
         if not _is_hash(leaf_hash):
             raise ValueError("a leaf hash is 32 bytes")
-        h, n = leaf_hash, self._size
+        h, n, level = leaf_hash, self._size, 0
+        completed: list[tuple[int, int, bytes]] = []
         while n & 1:  # each trailing 1 bit is a perfect subtree of the same size: merge it
             h = node_hash(self._nodes.pop(), h)
             n >>= 1
+            level += 1
+            completed.append((level, n, h))
         self._nodes.append(h)
         self._size += 1
+        return completed
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         """Append several leaf hashes in order."""

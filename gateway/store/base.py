@@ -740,6 +740,28 @@ class Store(ABC):
         (cheaper than :meth:`read_audit` when building trees and proofs)."""
         return await self._audit_hashes(_require_count("from_seq", from_seq), _require_count("limit", limit))
 
+    async def audit_nodes(self, ids: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Stored hashes of perfect Merkle subtrees, by (level, index): the 2**level leaves
+        from leaf index ``index * 2**level`` (level 0 is an entry's ``entry_hash``, seq
+        ``index + 1``). A subtree is stored, in the transaction of the append that completes
+        it, once all its leaves are appended; ids not stored are missing from the answer.
+        Proofs and roots are assembled from these (gateway/audit/merkle.py, docs/audit.md)."""
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise StoreArgumentError("ids must be a sequence of (level, index) pairs")
+        checked: list[tuple[int, int]] = []
+        for node_id in ids:
+            if not (isinstance(node_id, tuple) and len(node_id) == 2):
+                raise StoreArgumentError("ids must be a sequence of (level, index) pairs")
+            level, index = node_id
+            _require_count("level", level)
+            _require_count("index", index)
+            if level > 62 or index >= 1 << (63 - level):  # leaf positions stay within a signed 64-bit seq
+                raise StoreArgumentError("a subtree id must lie within 2**63 leaves")
+            checked.append((level, index))
+        if not checked:
+            return {}
+        return await self._audit_nodes(sorted(set(checked)))
+
     # --- data keys (payload encryption at rest, crypto-shredding) -------------------------
 
     async def add_data_key(self, key: DataKey) -> DataKey:
@@ -989,6 +1011,9 @@ class Store(ABC):
 
     @abstractmethod
     async def _audit_hashes(self, from_seq: int, limit: int) -> list[bytes]: ...
+
+    @abstractmethod
+    async def _audit_nodes(self, ids: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]: ...
 
     @abstractmethod
     async def _add_data_key(self, key: DataKey) -> DataKey: ...

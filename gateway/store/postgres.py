@@ -312,6 +312,92 @@ MIGRATIONS += (
         ),
     ),
 )
+MIGRATIONS += (
+    (
+        # 5, not 4: the web-sessions migration of the same release is 4 (docs/store.md).
+        5,
+        (
+            # The hash of every perfect Merkle subtree of the audit log above the leaves
+            # (level >= 1; level 0 is audit_entries.entry_hash): proofs read O(log n) of
+            # these instead of every leaf (gateway/audit/merkle.py, docs/audit.md).
+            """
+            CREATE TABLE audit_nodes (
+                level smallint NOT NULL CHECK (level BETWEEN 1 AND 62),
+                idx   bigint NOT NULL CHECK (idx >= 0),
+                hash  bytea NOT NULL CHECK (length(hash) = 32),
+                PRIMARY KEY (level, idx)
+            )""",
+            """
+            CREATE TRIGGER audit_nodes_no_change BEFORE UPDATE OR DELETE ON audit_nodes
+            FOR EACH ROW EXECUTE FUNCTION gateway_audit_append_only()""",
+            """
+            CREATE TRIGGER audit_nodes_no_truncate BEFORE TRUNCATE ON audit_nodes
+            FOR EACH STATEMENT EXECUTE FUNCTION gateway_audit_append_only()""",
+            "REVOKE UPDATE, DELETE, TRUNCATE ON audit_nodes FROM PUBLIC",
+            # No append (of an older release still running) may slip between the backfill
+            # and the trigger: hold off inserts until this migration commits.
+            "LOCK TABLE audit_entries IN SHARE ROW EXCLUSIVE MODE",
+            # Backfill, level by level: each level's pairs make the next one.
+            """
+            DO $$
+            DECLARE
+                lvl integer := 1;
+                added bigint;
+            BEGIN
+                INSERT INTO audit_nodes (level, idx, hash)
+                    SELECT 1, (l.seq - 1) / 2, sha256('\x01'::bytea || l.entry_hash || r.entry_hash)
+                    FROM audit_entries l JOIN audit_entries r ON r.seq = l.seq + 1
+                    WHERE l.seq % 2 = 1;
+                LOOP
+                    INSERT INTO audit_nodes (level, idx, hash)
+                        SELECT lvl + 1, l.idx / 2, sha256('\x01'::bytea || l.hash || r.hash)
+                        FROM audit_nodes l JOIN audit_nodes r ON r.level = lvl AND r.idx = l.idx + 1
+                        WHERE l.level = lvl AND l.idx % 2 = 0;
+                    GET DIAGNOSTICS added = ROW_COUNT;
+                    EXIT WHEN added = 0;
+                    lvl := lvl + 1;
+                END LOOP;
+            END $$""",
+            # From now on every append stores the subtrees it completes, in its own
+            # transaction, whichever statement inserts the entry (_INSERT_AUDIT or the
+            # add_incoming CTE). Appends are serialized by audit_head, and each statement
+            # here reads a fresh snapshot (READ COMMITTED), so the left children written
+            # by the previous append are visible. A missing one aborts the append (GW003)
+            # rather than store a wrong hash.
+            """
+            CREATE FUNCTION gateway_audit_nodes_add() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                i bigint := NEW.seq - 1;
+                h bytea := NEW.entry_hash;
+                lvl integer := 0;
+                sibling bytea;
+            BEGIN
+                IF h IS NULL THEN
+                    RAISE EXCEPTION 'audit entry without entry_hash' USING ERRCODE = 'GW003';
+                END IF;
+                WHILE i % 2 = 1 LOOP
+                    IF lvl = 0 THEN
+                        SELECT entry_hash INTO sibling FROM audit_entries WHERE seq = i;
+                    ELSE
+                        SELECT hash INTO sibling FROM audit_nodes WHERE level = lvl AND idx = i - 1;
+                    END IF;
+                    IF sibling IS NULL THEN
+                        RAISE EXCEPTION 'audit_nodes: a left subtree is missing' USING ERRCODE = 'GW003';
+                    END IF;
+                    h := sha256('\x01'::bytea || sibling || h);
+                    lvl := lvl + 1;
+                    i := i / 2;
+                    INSERT INTO audit_nodes (level, idx, hash) VALUES (lvl, i, h);
+                    sibling := NULL;
+                END LOOP;
+                RETURN NULL;
+            END $$""",
+            """
+            CREATE TRIGGER audit_entries_add_nodes AFTER INSERT ON audit_entries
+            FOR EACH ROW EXECUTE FUNCTION gateway_audit_nodes_add()""",
+        ),
+    ),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 #: First key of the two-int advisory lock taken while migrating ('gw' + 1); the second
@@ -404,7 +490,11 @@ _UNAVAILABLE_STATES = {
     "55000",  # object_not_in_prerequisite_state (e.g. recovery in progress)
 }
 #: SQLSTATEs raised by this schema's own triggers (fixed texts: safe to show).
-_OWN_STATES = {"GW001": "the audit log, checkpoints and accepted directories are append-only", "GW002": "a shredded data key cannot be restored"}
+_OWN_STATES = {
+    "GW001": "the audit log, checkpoints and accepted directories are append-only",
+    "GW002": "a shredded data key cannot be restored",
+    "GW003": "the audit log's stored Merkle subtrees are incomplete",
+}
 
 
 def map_postgres_error(exc: BaseException, where: str) -> StoreError:
@@ -548,6 +638,15 @@ _ADD_INCOMING_AUDITED = _ADD_INCOMING_CTE + """, head AS (
     SELECT EXISTS (SELECT 1 FROM ins)"""
 
 
+_AUDIT_NODES = """
+    SELECT q.level, q.idx, e.entry_hash FROM unnest($1::int[], $2::bigint[]) AS q (level, idx)
+        JOIN audit_entries e ON e.seq = q.idx + 1 WHERE q.level = 0
+    UNION ALL
+    SELECT n.level, n.idx, n.hash FROM unnest($1::int[], $2::bigint[]) AS q (level, idx)
+        JOIN audit_nodes n ON n.level = q.level AND n.idx = q.idx WHERE q.level > 0
+"""
+
+
 async def _insert_audit(conn: Conn, entry: AuditEntry) -> int:
     """Append one entry inside the caller's transaction; return its seq."""
     return int(
@@ -622,6 +721,22 @@ async def _check_durability(conn: Conn) -> None:
         raise StoreError(
             "postgresql store refused: the server has fsync or synchronous_commit off, so a COMMIT can be "
             "lost after it returned; set fsync = on and synchronous_commit = on (or local/remote_*)"
+        )
+
+
+async def _check_audit_grants(conn: Conn) -> None:
+    """Refuse a role that may append audit entries but not store their Merkle subtrees.
+
+    Each append writes audit_nodes in its own transaction (migration 5); without the grant
+    every audited write would fail. Say so once, at open (deploy/postgres.md)."""
+    blocked = await conn.fetchval(
+        "SELECT has_table_privilege('audit_entries', 'INSERT')"
+        " AND NOT (has_table_privilege('audit_nodes', 'INSERT') AND has_table_privilege('audit_nodes', 'SELECT'))"
+    )
+    if blocked:
+        raise StoreError(
+            "postgresql store refused: this role may append audit entries but lacks SELECT, INSERT on "
+            "audit_nodes (added by schema migration 5); grant them as in deploy/postgres.md"
         )
 
 
@@ -722,6 +837,8 @@ class PostgresStore(Store):
             async with pool.acquire(timeout=acquire_timeout_ms / 1000) as conn:
                 await _check_durability(conn)
                 await _migrate(conn, read_only)
+                if not read_only:
+                    await _check_audit_grants(conn)
         except StoreError:
             await pool.close()
             raise
@@ -1221,6 +1338,17 @@ class PostgresStore(Store):
             return [bytes(r[0]) for r in rows]
 
         return await self._one("audit_hashes", run)
+
+    async def _audit_nodes(self, ids: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        levels = [level for level, _ in ids]
+        indexes = [idx for _, idx in ids]
+
+        async def run(conn: Conn) -> dict[tuple[int, int], bytes]:
+            # One statement (one snapshot, one round trip) for every id of a proof.
+            rows = await conn.fetch(_AUDIT_NODES, levels, indexes)
+            return {(int(r[0]), int(r[1])): bytes(r[2]) for r in rows if r[2] is not None}
+
+        return await self._one("audit_nodes", run)
 
     # --- data keys ------------------------------------------------------------------------
 

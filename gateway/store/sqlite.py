@@ -27,6 +27,7 @@ from typing import Any, Callable, TypeVar
 
 import structlog
 
+from gateway.audit import merkle
 from gateway.audit.leaf import leaf_hash
 from gateway.store import rows
 from gateway.store.base import (
@@ -266,6 +267,52 @@ MIGRATIONS += (
         ),
     ),
 )
+
+MIGRATIONS += (
+    (
+        # 6, not 5: the web-sessions migration of the same release is 5 (docs/store.md).
+        6,
+        (
+            # The hash of every perfect Merkle subtree of the audit log above the leaves
+            # (level >= 1; level 0 is audit_entries.entry_hash), written in the transaction
+            # of the append that completes it: proofs read O(log n) of these instead of every
+            # leaf (gateway/audit/merkle.py, docs/audit.md). Rows never change.
+            """
+            CREATE TABLE audit_nodes (
+                level INTEGER NOT NULL CHECK (level >= 1),
+                idx   INTEGER NOT NULL CHECK (idx >= 0),
+                hash  BLOB NOT NULL CHECK (length(hash) = 32),
+                PRIMARY KEY (level, idx)
+            ) WITHOUT ROWID""",
+            """
+            CREATE TRIGGER audit_nodes_no_update BEFORE UPDATE ON audit_nodes
+            BEGIN SELECT RAISE(ABORT, 'audit_nodes is append-only'); END""",
+            """
+            CREATE TRIGGER audit_nodes_no_delete BEFORE DELETE ON audit_nodes
+            BEGIN SELECT RAISE(ABORT, 'audit_nodes is append-only'); END""",
+            lambda conn: _backfill_audit_nodes(conn),
+        ),
+    ),
+)
+
+
+def _backfill_audit_nodes(conn: sqlite3.Connection) -> None:
+    """Store the subtree hashes of the entries appended before migration 6, in one pass.
+
+    Runs inside the migration's transaction (under the write lock: no append interleaves),
+    streaming the leaf hashes through a frontier that yields each subtree as it completes,
+    exactly as :func:`_insert_audit_nodes` does per append."""
+    frontier = merkle.MerkleFrontier()
+    leaves = conn.execute("SELECT seq, entry_hash FROM audit_entries ORDER BY seq")
+    batch: list[tuple[int, int, bytes]] = []
+    for seq, entry_hash in leaves:
+        if seq != frontier.size + 1 or entry_hash is None:  # cannot happen: seqs have no gaps, hashes were backfilled (2)
+            raise StoreError(f"sqlite store: audit entry {seq} cannot be a Merkle leaf (gap or no entry_hash)")
+        batch.extend(frontier.append_nodes(bytes(entry_hash)))
+        if len(batch) >= 10_000:
+            conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", batch)
+            batch.clear()
+    conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", batch)
 
 
 def _backfill_entry_hashes(conn: sqlite3.Connection) -> None:
@@ -917,6 +964,28 @@ class SQLiteStore(Store):
 
         return await self._call(run)
 
+    async def _audit_nodes(self, ids: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+
+        def run(conn: sqlite3.Connection) -> dict[tuple[int, int], bytes]:
+            # One read transaction, so every hash comes from one state of the log. A few
+            # dozen primary-key lookups with two cached statements are cheaper here than
+            # compiling an IN list of a different length for every proof.
+            found: dict[tuple[int, int], bytes] = {}
+            conn.execute("BEGIN")
+            try:
+                for level, idx in ids:
+                    if level == 0:
+                        row = conn.execute("SELECT entry_hash FROM audit_entries WHERE seq = ?", (idx + 1,)).fetchone()
+                    else:
+                        row = conn.execute("SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, idx)).fetchone()
+                    if row is not None and row[0] is not None:
+                        found[(level, idx)] = bytes(row[0])
+            finally:
+                conn.execute("COMMIT")
+            return found
+
+        return await self._call(run)
+
     # --- data keys ------------------------------------------------------------------------
 
     async def _add_data_key(self, key: DataKey) -> DataKey:
@@ -1211,4 +1280,27 @@ def _insert_audit(conn: sqlite3.Connection, entry: AuditEntry) -> int:
     )
     if cur.lastrowid is None:  # cannot happen: an INSERT of one row sets it
         raise StoreError("sqlite store: the audit entry got no seq")
+    if entry.entry_hash is None:  # cannot happen: AuditEntry computes it
+        raise StoreError("sqlite store: the audit entry has no leaf hash")
+    _insert_audit_nodes(conn, cur.lastrowid - 1, entry.entry_hash)
     return cur.lastrowid
+
+
+def _insert_audit_nodes(conn: sqlite3.Connection, index: int, entry_hash: bytes) -> None:
+    """Store the perfect subtrees that leaf ``index`` completes, in the append's transaction
+    (a rolled-back append leaves none). Their left children are read back from this
+    transaction's view, never from a cache: another process may share the file."""
+    nodes = merkle.completed_nodes(index, entry_hash, lambda level, idx: _stored_node(conn, level, idx))
+    if nodes:
+        conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+
+
+def _stored_node(conn: sqlite3.Connection, level: int, idx: int) -> bytes:
+    """One stored subtree hash; StoreError if it is missing (the tree would be wrong)."""
+    if level == 0:
+        row = conn.execute("SELECT entry_hash FROM audit_entries WHERE seq = ?", (idx + 1,)).fetchone()
+    else:
+        row = conn.execute("SELECT hash FROM audit_nodes WHERE level = ? AND idx = ?", (level, idx)).fetchone()
+    if row is None or row[0] is None:
+        raise StoreError(f"sqlite store: Merkle subtree ({level}, {idx}) of the audit log is missing")
+    return bytes(row[0])

@@ -45,7 +45,10 @@ from gateway.store import (
     StoreUnavailableError,
     Withdrawal,
 )
+from gateway.audit import merkle
 from gateway.audit.leaf import leaf_hash
+from gateway.audit.log import AuditLog
+from gateway.demo_identities import demo_identity
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 WAT = timezone(timedelta(hours=1))  # West Africa Time: inputs need not be in UTC
@@ -530,7 +533,64 @@ class StoreConformance:
 
     async def test_audit_is_append_only(self, store: Store) -> None:
         audit_methods = {name for name in dir(store) if "audit" in name and not name.startswith("_")}
-        assert audit_methods == {"append_audit", "read_audit", "query_audit", "audit_size", "audit_hashes"}
+        assert audit_methods == {"append_audit", "read_audit", "query_audit", "audit_size", "audit_hashes", "audit_nodes"}
+
+    # --- stored Merkle subtrees (proofs in O(log n)) --------------------------------------
+
+    async def test_audit_nodes_are_exactly_the_complete_subtrees(self, store: Store) -> None:
+        leaves = [hashlib.sha256(b"leaf %d" % i).digest() for i in range(70)]
+        for i, h in enumerate(leaves):
+            await store.append_audit(audit(i, entry_hash=h))
+            size = i + 1
+            # The subtrees this append completed are stored now, the next ones not yet.
+            done = [(level, size // (1 << level) - 1) for level in range(1, 8) if size % (1 << level) == 0]
+            pending = [(level, size >> level) for level in range(1, 8)]
+            got = await store.audit_nodes(done + pending + [(0, i), (0, size)])
+            assert set(got) == {*done, (0, i)}, size
+        complete = [(level, idx) for level in range(7) for idx in range(70 >> level)]
+        got = await store.audit_nodes(complete)
+        assert set(got) == set(complete)
+        for (level, idx), h in got.items():  # each one is the MTH of its leaves
+            assert h == merkle.root(leaves[idx << level:(idx + 1) << level]), (level, idx)
+        assert await store.audit_nodes([]) == {}
+        for bad in ([(-1, 0)], [(1, -1)], [(1,)], "ab", [(True, 0)], [(63, 0)], [(0, 2**63)]):
+            with pytest.raises(StoreArgumentError):
+                await store.audit_nodes(bad)  # type: ignore[arg-type]
+
+    async def test_proofs_from_stored_nodes_equal_proofs_from_the_leaves(self, store: Store) -> None:
+        # Every size 1..70 and every leaf; consistency for every pair up to 40 (RFC 9162 by
+        # the leaf-hashing reference in merkle.py, which the RFC vectors pin).
+        leaves = [hashlib.sha256(b"leaf %d" % i).digest() for i in range(70)]
+        for i, h in enumerate(leaves):
+            await store.append_audit(audit(i, entry_hash=h))
+        log = AuditLog(store, demo_identity("NE-ANLTP-TIM"), lambda: T0)
+        for n in range(1, 71):
+            assert await log.root(n) == merkle.root(leaves[:n])
+            paths = await log.inclusion_proofs(list(range(1, n + 1)), n)
+            assert paths == {i + 1: merkle.inclusion_proof(leaves[:n], i) for i in range(n)}, n
+        found = await log.inclusion(13, 70)
+        assert (found.leaf_hash, found.root_hash) == (leaves[12], merkle.root(leaves))
+        assert merkle.verify_inclusion(found.leaf_hash, 12, 70, found.proof, found.root_hash)
+        for n in range(1, 41):
+            for m in range(1, n + 1):
+                c = await log.consistency(m, n)
+                assert c.proof == merkle.consistency_proof(leaves[:n], m), (m, n)
+                assert (c.first_root, c.second_root) == (merkle.root(leaves[:m]), merkle.root(leaves[:n]))
+                assert merkle.verify_consistency(m, n, c.first_root, c.second_root, c.proof)
+
+    async def test_audit_nodes_follow_appends_from_every_write_path(self, store: Store) -> None:
+        # Entries appended with a message or a directory get their subtrees too
+        # (PostgreSQL's add_incoming inserts its entry in a CTE, not with _INSERT_AUDIT).
+        inc = incoming()
+        await store.add_outgoing(outgoing(), audit=audit(1, entry_hash=None))
+        assert await store.add_incoming(inc, audit=audit(2, entry_hash=None))
+        await store.append_audit(audit(3, entry_hash=None))
+        assert not await store.add_incoming(inc, audit=audit(9, entry_hash=None))  # duplicate: no entry, no node
+        await store.accept_directory(directory_record(1), audit=audit(4, entry_hash=None, event_type="directory.updated"))
+        size = await store.audit_size()
+        leaves = await store.audit_hashes(1, 100)
+        assert len(leaves) == size == 4
+        assert await store.audit_nodes([(2, 0)]) == {(2, 0): merkle.root(leaves)}
 
     async def test_audit_entry_hash_and_agency_round_trip(self, store: Store) -> None:
         entry = audit(1, entry_hash=None, agency="NG-NAPTIP", detail_json='{"b": 1, "a": [1, 2]}')
