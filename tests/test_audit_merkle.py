@@ -213,3 +213,78 @@ def test_large_tree_is_fast() -> None:
     assert merkle.verify_inclusion(d[123_457], 123_457, len(d), p, r)
     c = merkle.consistency_proof(d, 150_001)
     assert merkle.verify_consistency(150_001, len(d), merkle.root(d[:150_001]), r, c)
+
+
+# --- proofs assembled from stored perfect-subtree hashes ---------------------------------------
+
+
+def stored_nodes(d: list[bytes]) -> dict[tuple[int, int], bytes]:
+    """What a store holds after appending ``d`` one leaf at a time: leaves plus completed subtrees."""
+    nodes: dict[tuple[int, int], bytes] = {}
+    for i, h in enumerate(d):
+        nodes[(0, i)] = h
+        for level, idx, node in merkle.completed_nodes(i, h, lambda lv, ix: nodes[(lv, ix)]):
+            assert (level, idx) not in nodes  # each subtree is written once, when it completes
+            nodes[(level, idx)] = node
+    return nodes
+
+
+def test_completed_nodes_are_the_frontier_merges_and_each_subtree_root() -> None:
+    d = leaves(70)
+    nodes = stored_nodes(d)
+    frontier = merkle.MerkleFrontier()
+    emitted = {}
+    for h in d:
+        emitted.update({(lv, ix): node for lv, ix, node in frontier.append_nodes(h)})
+    assert emitted == {k: v for k, v in nodes.items() if k[0] > 0}
+    assert set(nodes) == {(lv, ix) for lv in range(7) for ix in range(70 >> lv)}
+    for (lv, ix), h in nodes.items():
+        assert h == mth(d[ix << lv:(ix + 1) << lv])
+    assert [len(merkle.completed_nodes(i, d[0], lambda lv, ix: d[0])) for i in range(8)] == [0, 1, 0, 2, 0, 1, 0, 3]
+
+
+def test_every_proof_from_stored_nodes_up_to_70() -> None:
+    d = leaves(70)
+    nodes = stored_nodes(d)
+    for n in range(1, 71):
+        assert merkle.range_root(nodes, 0, n) == mth(d[:n])
+        for i in range(n):
+            ranges = merkle.inclusion_ranges(i, n)
+            assert [merkle.range_root(nodes, lo, hi) for lo, hi in ranges] == path(i, d[:n])
+            assert sum(len(merkle.perfect_subtrees(lo, hi)) for lo, hi in ranges) <= 2 * n.bit_length()
+        for m in range(1, n + 1):
+            got = [merkle.range_root(nodes, lo, hi) for lo, hi in merkle.consistency_ranges(m, n)]
+            assert got == (proof(m, d[:n]) if m < n else [])
+
+
+def test_perfect_subtrees_refuses_ranges_that_are_not_rfc_subtrees() -> None:
+    assert merkle.perfect_subtrees(0, 13) == [(3, 0), (2, 2), (0, 12)]
+    assert merkle.perfect_subtrees(8, 13) == [(2, 2), (0, 12)]
+    for lo, hi in ((1, 4), (2, 7), (3, 3), (5, 2)):
+        with pytest.raises(ValueError):
+            merkle.perfect_subtrees(lo, hi)
+
+
+@settings(max_examples=scaled(80), deadline=None)
+@given(n=st.integers(1, 3000), data=st.data(), salt=st.binary(max_size=8))
+def test_random_proofs_from_stored_nodes(n: int, data: st.DataObject, salt: bytes) -> None:
+    d = leaves(n, salt)
+    nodes = stored_nodes(d)
+    size = data.draw(st.integers(1, n), label="tree size")
+    i = data.draw(st.integers(0, size - 1), label="leaf index")
+    m = data.draw(st.integers(0, size), label="old size")
+    assert [merkle.range_root(nodes, lo, hi) for lo, hi in merkle.inclusion_ranges(i, size)] == \
+        merkle.inclusion_proof(d[:size], i)
+    assert [merkle.range_root(nodes, lo, hi) for lo, hi in merkle.consistency_ranges(m, size)] == \
+        merkle.consistency_proof(d[:size], m)
+
+
+def test_a_proof_at_a_million_reads_a_few_dozen_nodes() -> None:
+    # O(log n) by construction: count the stored hashes a proof needs, without building the tree.
+    n = 1_000_003
+    for i in (0, 1, 499_999, 999_999, n - 1):
+        ids = {x for lo, hi in merkle.inclusion_ranges(i, n) + [(0, n)] for x in merkle.perfect_subtrees(lo, hi)}
+        assert len(ids) <= 2 * n.bit_length()
+    for m in (1, 3, 524_289, 999_999, n - 1):
+        ids = {x for lo, hi in merkle.consistency_ranges(m, n) + [(0, m), (0, n)] for x in merkle.perfect_subtrees(lo, hi)}
+        assert len(ids) <= 3 * n.bit_length()

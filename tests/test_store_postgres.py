@@ -600,3 +600,95 @@ async def test_complete_idempotency_key_survives_a_claim_released_in_between(
     assert answered.response_json == '{"n":1}'
     stored = await b.claim_idempotency_key(claim)
     assert stored.response_json == '{"n":1}'
+
+
+# --- stored Merkle subtrees: migration 5 and rollbacks ---------------------------------------
+
+
+async def _assert_nodes_match_leaves(store: Store) -> None:
+    from gateway.audit import merkle
+
+    leaves = await store.audit_hashes(1, 100_000)
+    ids = [(level, idx) for level in range(len(leaves).bit_length()) for idx in range(len(leaves) >> level)]
+    nodes = await store.audit_nodes(ids)
+    assert set(nodes) == set(ids)
+    for (level, idx), h in nodes.items():
+        assert h == merkle.root(leaves[idx << level:(idx + 1) << level]), (level, idx)
+    assert await store.audit_nodes([(1, len(leaves) // 2), (0, len(leaves))]) == {}
+
+
+async def test_a_version_4_schema_gets_its_subtrees_on_upgrade_then_proves(pg: PostgresHarness) -> None:
+    from gateway.audit import merkle
+    from gateway.audit.log import AuditLog
+    from gateway.demo_identities import demo_identity
+
+    store = await pg.open()
+    for i in range(45):
+        await store.append_audit(audit(i, entry_hash=None))
+    await store.close()
+    # What release 4 left: the same schema without migration 5's table, function and trigger.
+    await pg.sql("DROP TRIGGER audit_entries_add_nodes ON audit_entries")
+    await pg.sql("DROP FUNCTION gateway_audit_nodes_add()")
+    await pg.sql("DROP TABLE audit_nodes")
+    await pg.sql("UPDATE schema_version SET version = 4")
+
+    store = await pg.open()
+    try:
+        await _assert_nodes_match_leaves(store)
+        log = AuditLog(store, demo_identity("NE-ANLTP-TIM"), lambda: T0)
+        leaves = await store.audit_hashes(1, 100)
+        assert await log.inclusion_proof(17, 45) == (leaves[16], merkle.inclusion_proof(leaves, 16))
+        assert await log.consistency_proof(13, 45) == merkle.consistency_proof(leaves, 13)
+        for i in range(45, 64):
+            await store.append_audit(audit(i, entry_hash=None))
+        await _assert_nodes_match_leaves(store)
+        for sql in ("UPDATE audit_nodes SET hash = hash", "DELETE FROM audit_nodes", "TRUNCATE audit_nodes"):
+            with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                await pg.sql(sql)
+    finally:
+        await store.close()
+
+
+async def test_a_rolled_back_append_leaves_no_subtree(pg: PostgresHarness) -> None:
+    from gateway.store.postgres import _insert_audit
+
+    store = await pg.open()
+    try:
+        for i in range(3):
+            await store.append_audit(audit(i, entry_hash=None))
+
+        async def append_then_fail(conn: object) -> None:
+            await _insert_audit(conn, audit(3, entry_hash=None))  # type: ignore[arg-type]
+            raise RuntimeError("crash after the append, before the commit")
+
+        with pytest.raises(RuntimeError):
+            await store._run("test", append_then_fail, transaction=True)  # type: ignore[attr-defined]
+        assert await store.audit_size() == 3
+        assert await store.audit_nodes([(0, 3), (1, 1), (2, 0)]) == {}
+        for i in range(3, 9):
+            await store.append_audit(audit(i, entry_hash=None))
+        await _assert_nodes_match_leaves(store)
+    finally:
+        await store.close()
+
+
+async def test_two_processes_appending_keep_the_subtrees_right(two_stores: tuple[Store, Store]) -> None:
+    a, b = two_stores
+    await asyncio.gather(*((a if i % 2 else b).append_audit(audit(i, entry_hash=None)) for i in range(80)))
+    assert await a.audit_size() == 80
+    await _assert_nodes_match_leaves(b)
+
+
+async def test_a_role_without_the_audit_nodes_grant_is_refused_at_open(pg: PostgresHarness) -> None:
+    await (await pg.open()).close()
+    role = f"gw_app_{uuid.uuid4().hex[:12]}"
+    await pg.sql(f"CREATE ROLE {role} LOGIN")
+    try:
+        for grant in APP_GRANTS:
+            await pg.sql(grant.format(schema=pg.schema, role=role).replace("audit_nodes, ", ""))
+        app_dsn = pg.dsn.replace("postgres@", f"{role}@", 1)
+        with pytest.raises(StoreError, match="audit_nodes"):
+            await open_store(_with_query(app_dsn, f"search_path={pg.schema}"))
+    finally:
+        await pg.sql(f"DROP OWNED BY {role}")
+        await pg.sql(f"DROP ROLE {role}")

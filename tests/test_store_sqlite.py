@@ -284,3 +284,116 @@ async def test_version_1_audit_entries_get_leaf_hashes_on_upgrade(tmp_path: Path
     finally:
         raw.close()
         await store.close()
+
+
+# --- stored Merkle subtrees: migration 6 and rollbacks ---------------------------------------
+
+
+def _complete_subtrees(size: int) -> list[tuple[int, int]]:
+    return [(level, idx) for level in range(size.bit_length()) for idx in range(size >> level)]
+
+
+async def _assert_nodes_match_leaves(store: Store) -> None:
+    from gateway.audit import merkle
+
+    leaves = await store.audit_hashes(1, 100_000)
+    ids = _complete_subtrees(len(leaves))
+    nodes = await store.audit_nodes(ids)
+    assert set(nodes) == set(ids)
+    for (level, idx), h in nodes.items():
+        assert h == merkle.root(leaves[idx << level:(idx + 1) << level]), (level, idx)
+    assert await store.audit_nodes([(1, len(leaves) // 2), (0, len(leaves))]) == {}  # nothing beyond the log
+
+
+async def test_a_version_4_database_gets_its_subtrees_on_upgrade_then_proves(tmp_path: Path) -> None:
+    from gateway.audit import merkle
+    from gateway.audit.log import AuditLog
+    from gateway.demo_identities import demo_identity
+
+    path = tmp_path / "v4.db"
+    store = await open_store(f"sqlite:///{path}")
+    for i in range(45):
+        await store.append_audit(audit(i, entry_hash=None))
+    await store.close()
+    # What release 4 left: the same tables without audit_nodes (migration 6 only adds it).
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute("DROP TABLE audit_nodes")
+    raw.execute("PRAGMA user_version = 4")
+    raw.close()
+
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        await _assert_nodes_match_leaves(store)
+        log = AuditLog(store, demo_identity("NE-ANLTP-TIM"), lambda: T0)
+        leaves = await store.audit_hashes(1, 100)
+        assert await log.inclusion_proof(17, 45) == (leaves[16], merkle.inclusion_proof(leaves, 16))
+        assert await log.consistency_proof(13, 45) == merkle.consistency_proof(leaves, 13)
+        for i in range(45, 64):  # appends after the backfill complete the trees it started
+            await store.append_audit(audit(i, entry_hash=None))
+        await _assert_nodes_match_leaves(store)
+        raw = sqlite3.connect(path)
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute("UPDATE audit_nodes SET hash = zeroblob(32)")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute("DELETE FROM audit_nodes")
+        raw.close()
+    finally:
+        await store.close()
+
+
+async def test_a_rolled_back_append_leaves_no_subtree(sqlite_store: SQLiteStore) -> None:
+    from gateway.store.sqlite import _insert_audit
+
+    for i in range(3):
+        await sqlite_store.append_audit(audit(i, entry_hash=None))
+
+    def append_then_fail(conn: sqlite3.Connection) -> None:
+        _insert_audit(conn, audit(3, entry_hash=None))  # leaf 3 completes (1, 1) and (2, 0)
+        raise RuntimeError("crash after the append, before the commit")
+
+    with pytest.raises(RuntimeError):
+        await sqlite_store._in_write(append_then_fail)
+    assert await sqlite_store.audit_size() == 3
+    assert await sqlite_store.audit_nodes([(0, 3), (1, 1), (2, 0)]) == {}
+    for i in range(3, 9):
+        await sqlite_store.append_audit(audit(i, entry_hash=None))
+    await _assert_nodes_match_leaves(sqlite_store)
+
+
+def _append_and_die(path: str) -> None:  # a child process killed mid-transaction
+    import asyncio as aio
+
+    from gateway.store.sqlite import _insert_audit
+
+    async def run() -> None:
+        store = await SQLiteStore.open(path)
+
+        def append_and_exit(conn: sqlite3.Connection) -> None:
+            _insert_audit(conn, audit(7, entry_hash=None))
+            os._exit(3)  # no COMMIT, no ROLLBACK, no cleanup: as if the power went
+
+        await store._in_write(append_and_exit)
+
+    aio.run(run())
+
+
+async def test_a_process_killed_mid_append_leaves_no_orphan_subtree(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "gw.db"
+    store = await open_store(f"sqlite:///{path}")
+    for i in range(7):
+        await store.append_audit(audit(i, entry_hash=None))
+    await store.close()
+    child = multiprocessing.get_context("spawn").Process(target=_append_and_die, args=(str(path),))
+    child.start()
+    await asyncio.to_thread(child.join, 60)
+    assert child.exitcode == 3
+    store = await open_store(f"sqlite:///{path}")
+    try:
+        assert await store.audit_size() == 7
+        assert await store.audit_nodes([(0, 7), (1, 3), (2, 1), (3, 0)]) == {}
+        await store.append_audit(audit(8, entry_hash=None))
+        await _assert_nodes_match_leaves(store)
+    finally:
+        await store.close()
