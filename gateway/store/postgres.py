@@ -363,7 +363,8 @@ MIGRATIONS += (
             # add_incoming CTE). Appends are serialized by audit_head, and each statement
             # here reads a fresh snapshot (READ COMMITTED), so the left children written
             # by the previous append are visible. A missing one aborts the append (GW003)
-            # rather than store a wrong hash.
+            # rather than store a wrong hash. An even leaf index (odd seq) completes no
+            # subtree: WHEN skips the call, which runs while audit_head is locked.
             """
             CREATE FUNCTION gateway_audit_nodes_add() RETURNS trigger LANGUAGE plpgsql AS $$
             DECLARE
@@ -394,7 +395,7 @@ MIGRATIONS += (
             END $$""",
             """
             CREATE TRIGGER audit_entries_add_nodes AFTER INSERT ON audit_entries
-            FOR EACH ROW EXECUTE FUNCTION gateway_audit_nodes_add()""",
+            FOR EACH ROW WHEN (NEW.seq % 2 = 0) EXECUTE FUNCTION gateway_audit_nodes_add()""",
         ),
     ),
 )
