@@ -1290,9 +1290,13 @@ def _insert_audit_nodes(conn: sqlite3.Connection, index: int, entry_hash: bytes)
     """Store the perfect subtrees that leaf ``index`` completes, in the append's transaction
     (a rolled-back append leaves none). Their left children are read back from this
     transaction's view, never from a cache: another process may share the file."""
-    nodes = merkle.completed_nodes(index, entry_hash, lambda level, idx: _stored_node(conn, level, idx))
-    if nodes:
-        conn.executemany("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes)
+    # merkle.completed_nodes, unrolled: this runs on the worker thread for every append,
+    # and Python held there is time the event loop waits for the GIL.
+    h, i, level = entry_hash, index, 0
+    while i & 1:  # an even index (half the appends) completes nothing
+        h = merkle.node_hash(_stored_node(conn, level, i - 1), h)
+        level, i = level + 1, i >> 1
+        conn.execute("INSERT INTO audit_nodes (level, idx, hash) VALUES (?, ?, ?)", (level, i, h))
 
 
 def _stored_node(conn: sqlite3.Connection, level: int, idx: int) -> bytes:
