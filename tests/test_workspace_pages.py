@@ -132,6 +132,8 @@ async def test_inbox_read_answer_and_no_personal_data_outside_the_read(tmp_path)
             assert "Féminin" in page and "Mère" in page and "Lieu d’origine" in page and "Écrit" in page
             browsers: list[Browser] = [*ng.browsers, *ne.browsers]
             pages = [(path, status, page) for b in browsers for path, status, _, page in b.seen]
+            assert all(h.get("Content-Security-Policy") == CSP and h.get("Cache-Control") == "no-store"
+                       for b in browsers for _, _, h, _ in b.seen)
     # Only the answers to POST .../read may hold the canaries; no URL, no title, no log line.
     for path, status, page in pages:
         assert not _canaries_in(path), path
