@@ -284,3 +284,24 @@ async def test_follow_up_errors_speak_the_page_language(tmp_path, lang: str, exp
         assert status == 422
         errors = re.findall(r'class="error" id="f-[a-z_]+-error">([^<]*)<', page)
         assert errors and all(expected in e for e in errors), errors
+
+
+async def test_inbox_shows_the_newest_first_across_store_pages(tmp_path, monkeypatch) -> None:
+    from gateway.workspace.pages import inbox
+
+    monkeypatch.setattr(inbox, "SCAN_PAGE", 2)
+    monkeypatch.setattr(inbox, "MAX_ROWS", 3)
+    async with workspace_pair(tmp_path) as (ne, ng):
+        ids = []
+        for n in range(5):
+            header = await ne.gateway.submit("referral.request", load_example("referral.request", version="2"),
+                                             recipient=NIGERIA, case_ref=f"ne-ng-wsorder000{n}", actor=NE_WORKER)
+            ids.append(header.id)
+
+            async def arrived() -> bool:
+                return await ng.gateway.store.get_incoming(header.id) is not None
+            await eventually(arrived)
+        worker = await ng.browser("caseworker")
+        _, page, _ = await worker.get("/workspace/inbox")
+        shown = re.findall(r'<tr data-message-id="([0-9a-f-]{36})"', page)
+        assert shown == ids[::-1][:3] and "Only the newest 3 are shown" in page

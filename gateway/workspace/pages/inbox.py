@@ -10,6 +10,7 @@ as in the API), never behind a GET URL.
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from typing import Any
 
 from aiohttp import web
@@ -39,8 +40,8 @@ STATUS_LABELS: dict[str, Message] = {
 }
 #: How many rows the list shows (newest first).
 MAX_ROWS = 200
-#: How many stored rows the list looks through for the filters.
-SCAN_LIMIT = 5000
+#: Stored rows read at a time while looking for the newest matches.
+SCAN_PAGE = 500
 DECISIONS = ("accepted", "declined", "more_information_needed")
 
 
@@ -95,20 +96,21 @@ async def inbox(request: web.Request) -> web.StreamResponse:
     wanted_status = _choice(request.query, "status", tuple(STATUS_LABELS))
     wanted_sender = _choice(request.query, "sender", set(senders))
     store_status = wanted_status if wanted_status in ("received", "read", "responded") else None
-    records = [r for r in await ctx.gateway.list_inbox(limit=SCAN_LIMIT, status=store_status)
-               if r.message_type in INBOX_TYPES
-               and (not wanted_type or r.message_type == wanted_type)
-               and (not wanted_sender or r.sender == wanted_sender)]
-    rows = []
-    for record in reversed(records):
-        row = await _row(ctx, record)
-        if wanted_status and row["status"] != wanted_status:
-            continue
-        rows.append(row)
-        if len(rows) == MAX_ROWS:
+    newest: deque[InboxRecord] = deque(maxlen=MAX_ROWS)
+    offset = 0
+    while True:  # oldest first in the store: page through, keep the newest matches
+        batch = await ctx.gateway.list_inbox(limit=SCAN_PAGE, offset=offset, status=store_status)
+        for r in batch:
+            if (r.message_type in INBOX_TYPES and (not wanted_type or r.message_type == wanted_type)
+                    and (not wanted_sender or r.sender == wanted_sender)
+                    and (not wanted_status or (wanted_status == "erased") == await is_erased(ctx.gateway, r))):
+                newest.append(r)
+        if len(batch) < SCAN_PAGE:
             break
+        offset += SCAN_PAGE
+    rows = [await _row(ctx, record) for record in reversed(newest)]
     return render(request, "inbox.html", {
-        "rows": rows, "more": len(rows) == MAX_ROWS,
+        "rows": rows, "more": len(newest) == MAX_ROWS, "max_rows": MAX_ROWS,
         "types": [(t, message_type_label(t, ctx.lang)) for t in INBOX_TYPES],
         "statuses": [(s, translate(text, ctx.lang)) for s, text in STATUS_LABELS.items()],
         "senders": [(a, _agency_name(ctx, a)) for a in senders],
