@@ -305,3 +305,31 @@ async def test_inbox_shows_the_newest_first_across_store_pages(tmp_path, monkeyp
         _, page, _ = await worker.get("/workspace/inbox")
         shown = re.findall(r'<tr data-message-id="([0-9a-f-]{36})"', page)
         assert shown == ids[::-1][:3] and "Only the newest 3 are shown" in page
+
+
+def _flatten(rows) -> list[tuple[str, str | None]]:
+    out = []
+    for row in rows:
+        out.append((row.name, row.value))
+        out += _flatten(row.rows)
+        for group in row.groups:
+            out += _flatten(group)
+    return out
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_every_example_is_shown_with_labels_in_both_languages(version: str) -> None:
+    from gateway import schema
+    from gateway.code_lists import code_lists
+    from gateway.workspace.fields import describe
+
+    codes = {c for values in code_lists().values() for c in values if c not in ("other", "unknown")}
+    for name in schema.example_names(version):
+        message_type = schema.example_message_type(name)
+        payload = load_example(message_type, name[len(message_type) + 1:] or None, version=version)
+        for lang in ("en", "fr"):
+            shown = _flatten(describe(payload, message_type, version, lang))
+            assert {field for field, _ in shown} - {"schema_version"}, name
+            # A code is shown by its label, never as the bare code (labels exist for every code).
+            raw = [v for _, v in shown if v in codes and v not in {"NG", "NE", "ML"} and "-" not in v]
+            assert raw == [], (name, lang, raw)

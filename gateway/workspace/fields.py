@@ -229,42 +229,48 @@ class Node:
     schema: Mapping[str, Any]
     list_name: str | None  # set when the node (or its items) is an enumeration
     base: tuple[str, ...]  # where it is defined (code list naming, gateway/code_lists.py)
-    def_name: str | None = None  # the common definition it comes from, if any
+    def_name: str | None = None  # the definition it comes from, if any
+    doc: Mapping[str, Any] | None = None  # the document its local "#/$defs/..." refs point into
 
 
-def resolve(schema: Mapping[str, Any], base: tuple[str, ...], version: str) -> Node:
-    """Follow ``$ref`` (to common.schema.json) and merge the referring node's own keywords."""
+def resolve(schema: Mapping[str, Any], base: tuple[str, ...], version: str,
+            doc: Mapping[str, Any] | None = None) -> Node:
+    """Follow ``$ref`` (to common.schema.json, or to the same document's ``$defs``) and merge
+    the referring node's own keywords."""
     own = dict(schema)
     def_name = None
     has_enum = "enum" in own
     while "$ref" in own:
         ref = own.pop("$ref")
-        _, _, pointer = ref.partition("#")
+        file, _, pointer = ref.partition("#")
         name = pointer.rsplit("/", 1)[-1]
-        target = _common(version)["$defs"][name]
+        if file:  # another document: the shared definitions
+            doc = _common(version)
+        target = (doc or _common(version))["$defs"][name]
         own = {**target, **own}
         if def_name is None:
             def_name = name
         if not has_enum:
             base = (name,)
     list_name = ".".join(base) if "enum" in own else None
-    return Node(own, list_name, base, def_name)
+    return Node(own, list_name, base, def_name, doc)
 
 
 def child(node: Node, key: str, version: str) -> Node | None:
     """The node of property ``key`` of an object node (None if the schema has no such property)."""
     sub = node.schema.get("properties", {}).get(key)
-    return None if sub is None else resolve(sub, (*node.base, key), version)
+    return None if sub is None else resolve(sub, (*node.base, key), version, node.doc)
 
 
 def items(node: Node, version: str) -> Node:
     """The node of an array's items (named like the array: gateway/code_lists.py)."""
-    return resolve(node.schema.get("items", {}), node.base, version)
+    return resolve(node.schema.get("items", {}), node.base, version, node.doc)
 
 
 def message_node(message_type: str, version: str) -> Node:
     """The root node of a message type's payload schema."""
-    return Node(load_schema(message_type, version), None, (message_type,))
+    document = load_schema(message_type, version)
+    return Node(document, None, (message_type,), None, document)
 
 
 # --- showing a payload -------------------------------------------------------------------
