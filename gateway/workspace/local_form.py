@@ -115,9 +115,9 @@ class LocalForm:
         Names the form does not have (the CSRF token, the recipient) are ignored.
         """
         got: dict[str, list[str]] = {}
-        for name, value in posted:
-            if isinstance(value, str):
-                got.setdefault(name, []).append(value)
+        for name, text in posted:
+            if isinstance(text, str):
+                got.setdefault(name, []).append(text)
         record: dict[str, Any] = {}
         for form_field in self.fields():
             values = [v.strip() for v in got.get(form_field.name, []) if v.strip()]
