@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +42,8 @@ class Choice:
 
     value: str
     label: str
+    #: The shared code the spelling stands for (a JSON true for "oui"), not shown.
+    code: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -144,9 +146,9 @@ class LocalForm:
             if value is None or value == "" or value == []:
                 continue
             if isinstance(value, list):
-                out[form_field.name] = [_text(v) for v in value if not isinstance(v, (dict, list))]
+                out[form_field.name] = [_text(v, form_field) for v in value if not isinstance(v, (dict, list))]
             elif not isinstance(value, dict):
-                out[form_field.name] = [_text(value)]
+                out[form_field.name] = [_text(value, form_field)]
         return out
 
     def _scalar_rows(self, record: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -325,7 +327,7 @@ class _Builder:
             if code is not None and key in seen:
                 continue
             seen.add(key)
-            out.append(Choice(spelling, spelling))
+            out.append(Choice(spelling, spelling, code))
         return tuple(out)
 
     def _label(self, name: str) -> str:
@@ -357,10 +359,11 @@ def _with_values(form_field: FormField, values: list[str]) -> FormField:
     return replace(form_field, choices=form_field.choices + extra) if extra else form_field
 
 
-def _text(value: Any) -> str:
-    """A record value as the text of an input (a JSON true of a yes/no field as "true")."""
+def _text(value: Any, form_field: FormField) -> str:
+    """A record value as the text of an input: a JSON true of a yes/no field as its spelling ("oui")."""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        spelled = next((c.value for c in form_field.choices if c.code is value), None)
+        return spelled if spelled is not None else ("true" if value else "false")
     return str(value)
 
 
