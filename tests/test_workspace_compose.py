@@ -32,10 +32,15 @@ def form_fields(record: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def element(page: str, tag: str, ident: str) -> str:
-    """The HTML of ``<tag id="ident">…</tag>`` in a page (the first one, not nested in its own kind)."""
-    found = re.search(rf'<{tag}[^>]*\bid="{re.escape(ident)}"[^>]*>(.*?)</{tag}>', page, re.S)
-    assert found, f"no {tag}#{ident} in the page"
-    return found.group(0)
+    """The HTML of ``<tag id="ident">…</tag>`` in a page, nested elements of the same tag included."""
+    start = re.search(rf'<{tag}\b[^>]*\bid="{re.escape(ident)}"[^>]*>', page)
+    assert start, f"no {tag}#{ident} in the page"
+    depth = 0
+    for found in re.finditer(rf"<(/?){tag}\b[^>]*>", page[start.start():]):
+        depth += -1 if found.group(1) else 1
+        if depth == 0:
+            return page[start.start():start.start() + found.end()]
+    raise AssertionError(f"{tag}#{ident} is not closed")
 
 
 def title(page: str) -> str:
@@ -120,7 +125,7 @@ async def test_compose_the_niger_fiche_in_french_preview_send_and_follow_the_tra
         status, page, _ = await browser.get(f"/workspace/sent/{message_id}")
         assert status == 200
         trail = element(page, "ol", "trail")
-        assert 'data-status="queued"' in trail and "en attente d'envoi" in trail
+        assert 'data-status="queued"' in trail and "en attente d’envoi" in trail
         status, listing, _ = await browser.get("/workspace/sent")
         assert f'data-message-id="{message_id}"' in element(listing, "table", "sent")
         assert "Amaka" not in listing  # metadata only
@@ -146,7 +151,7 @@ async def test_errors_are_shown_next_to_their_field_in_french_and_in_english(tmp
     record["consentement"]["donne_par"] = ""
     async with workspace_pair(tmp_path) as (ne, _ng):
         for headers, date_text, required_text in (
-                (FR, "est écrite année en premier", "obligatoire"),
+                (FR, "année en premier", "obligatoire"),
                 (EN, "is written year first", "required")):
             browser = await ne.browser("caseworker", headers=headers)
             status, page = await preview(browser, record)

@@ -146,13 +146,11 @@ async def withdraw(request: web.Request) -> web.StreamResponse:
     posted = await request.post()
     decision_maker = str(posted.get("decision_maker", ""))
     if decision_maker not in dict(_decision_makers(ctx.lang)):
-        response = render(request, "withdraw_confirm.html", {
+        return render(request, "withdraw_confirm.html", {
             "case_ref": case_ref, "recipients": sorted({r.recipient for r in requests}),
             "decision_makers": _decision_makers(ctx.lang),
             "problem": translate(msg("say who withdraws the consent"), ctx.lang),
-        })
-        response.set_status(422)
-        return response
+        }, status=422)
     payload = {"withdrawn_at": format_ts(ctx.gateway.clock()), "decision_maker": decision_maker,
                "scope": "all_purposes", "erasure_requested": posted.get("erasure_requested") == "yes"}
     try:
@@ -238,15 +236,14 @@ def _decision_maker_codes() -> tuple[str, ...]:
     return tuple(common["$defs"]["decision_maker"]["enum"])
 
 
-def _trail(trail: list[Any], lang: str) -> list[dict[str, str]]:
+def _trail(trail: list[Any], lang: str) -> list[dict[str, Any]]:
     return [{"status": change.status, "text": status_text(change.status, lang), "at": _when(change.at)}
             for change in trail]
 
 
-def _when(moment: datetime) -> dict[str, str]:
-    """A time for a <time> element: ISO in the attribute, readable UTC in the text."""
-    iso = format_ts(moment)
-    return {"iso": iso, "text": iso.replace("T", " ").replace("Z", " UTC")}
+def _when(moment: datetime) -> dict[str, Any]:
+    """A time for a <time> element: ISO in the attribute, the moment for the template's ``when()``."""
+    return {"iso": format_ts(moment), "at": moment}
 
 
 def _may(ctx: Any, permission: Permission) -> bool:

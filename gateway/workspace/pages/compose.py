@@ -158,7 +158,7 @@ def _form_page(request: web.Request, form: LocalForm, recipient: str, values: di
             errors.setdefault(target, []).append(text)
         field_label = _field_label(form, problem.local_field) if problem.local_field else None
         summary.append((target, field_label or "", text))
-    response = render(request, "compose_form.html", {
+    return render(request, "compose_form.html", {
         "form": form,
         "sections": [(s, _blocks(s.fields)) for s in form.sections if s.id != "consent"],
         "consent": next(((s, _blocks(s.fields)) for s in form.sections if s.id == "consent"), None),
@@ -167,9 +167,7 @@ def _form_page(request: web.Request, form: LocalForm, recipient: str, values: di
         "values": values,
         "errors": errors,
         "summary": summary,
-    })
-    response.set_status(status)
-    return response
+    }, status=status)
 
 
 def _blocks(fields: tuple[FormField, ...]) -> list[tuple[str | None, list[FormField]]]:
