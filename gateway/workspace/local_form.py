@@ -298,7 +298,8 @@ class _Builder:
             if item_obj is not None:
                 out.extend(self.fields(f"{name}.{i}", item_obj, row=f"{name}.{i}", row_label=caption))
             else:
-                out.append(self._scalar(f"{name}.{i}", items, False, f"{name}.{i}", caption))
+                # One input per row: the row's caption is its label, no fieldset around it.
+                out.append(replace(self._scalar(f"{name}.{i}", items, False, None, None), label=caption))
         return out
 
     def _scalar(self, name: str, node: dict[str, Any], required: bool, row: str | None,
