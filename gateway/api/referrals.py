@@ -280,7 +280,8 @@ async def submit(request: web.Request) -> web.Response:
         except MessageConflictError:
             if message_id is None or (existing := await gateway.store.get_outgoing(message_id)) is None:
                 raise
-            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped))  # a concurrent retry won
+            # A concurrent retry won.
+            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped))
         return _answer((header.id, header.type), case_ref, _dropped_body(dropped), header.schema, outgoing.converted)
 
     return await idempotent(request, path={}, body=body, create=create)

@@ -181,13 +181,16 @@ class LocalForm:
     def with_choices(self, name: str, choices: Iterable[tuple[str, str]]) -> LocalForm:
         """This form with the choices of one field replaced (the directory's agencies for the consent's recipients)."""
         new = tuple(Choice(v, label) for v, label in choices)
-        sections = tuple(replace(s, fields=tuple(replace(f, choices=new, kind="checkboxes") if f.name == name else f
-                                                 for f in s.fields)) for s in self.sections)
+        def one(f: FormField) -> FormField:
+            return replace(f, choices=new, kind="checkboxes", hint=None) if f.name == name else f
+
+        sections = tuple(replace(s, fields=tuple(one(f) for f in s.fields)) for s in self.sections)
         return replace(self, sections=sections)
 
 
 def input_name(local_field: str) -> str:
-    """The input name of an adapter error's local field: ``contacts_famille[0].telephone`` → ``contacts_famille.0.telephone``."""
+    """The input name of an adapter error's local field (``contacts_famille[0].telephone`` →
+    ``contacts_famille.0.telephone``)."""
     return re.sub(r"\[(\d+)\]", r".\1", local_field)
 
 
