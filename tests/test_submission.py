@@ -83,3 +83,15 @@ async def test_preview_refuses_a_consent_that_does_not_cover_the_recipient(tmp_p
                                                        ["consent_recipient_not_covered"])
     assert found.problems[0].local_field is not None and found.problems[0].local_field.startswith("consentement")
     assert translate(found.problems[0].reason, "fr") != str(found.problems[0].reason)
+
+
+async def test_a_date_ahead_of_today_is_a_problem_of_its_local_field(tmp_path: Path) -> None:
+    record = copy.deepcopy(FICHE)
+    record["date_identification"] = "01/01/2099"
+    async with gateway_pair(tmp_path) as (ne, _ng):
+        found = await preview(ne, recipient=NIGERIA, local_format="niger", record=record)
+    assert found.outgoing is None
+    (problem,) = found.problems
+    assert problem.reason_code == "invalid_request" and problem.local_field == "date_identification"
+    assert problem.params == {"shared_path": "identification.identified_on"}
+    assert "date" in translate(problem.reason, "fr")
