@@ -174,7 +174,7 @@ def _blocks(fields: tuple[FormField, ...]) -> list[tuple[str | None, list[FormFi
     """A section's fields in blocks: each row of a list (a family contact) together under its caption."""
     out: list[tuple[str | None, list[FormField]]] = []
     for form_field in fields:
-        caption = form_field.row_label if form_field.row else None
+        caption = form_field.caption
         if out and out[-1][0] == caption and caption is not None:
             out[-1][1].append(form_field)
         elif out and caption is None and out[-1][0] is None:
@@ -201,7 +201,7 @@ def _field_label(form: LocalForm, local_field: str) -> str:
     if found is None:
         return local_field
     if found.name == name:
-        return f"{found.row_label} — {found.label}" if found.row_label else found.label
+        return f"{found.caption} — {found.label}" if found.caption else found.label
     # A group (lieu_origine, contacts_famille): the form's label for the group itself.
     labels = form_spec(form.format_id).get("labels", {})
     generic = ".".join(p for p in name.split(".") if not p.isdigit())
