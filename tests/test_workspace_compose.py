@@ -299,3 +299,24 @@ async def test_back_from_the_preview_the_form_is_filled_again(tmp_path: Path) ->
         assert re.search(r'<option value="mère" selected>', page)
         status, _, _ = await browser.post("/workspace/compose/niger", {"record": "[1]", "recipient": NIGERIA})
         assert status == 400
+
+
+async def test_naptip_composes_its_own_record_in_english_for_niger(tmp_path: Path) -> None:
+    record = json.loads((ROOT / "adapters" / "nigeria" / "samples" / "adult_returned_from_niger_reintegration.json")
+                        .read_text(encoding="utf-8"))
+    record["consent"]["recipient_agencies"] = ["NE-ANLTP-TIM"]
+    form = build_form("nigeria").fit(record)
+    fields = [(name, v) for name, vs in form.values(record).items() for v in vs]
+    async with workspace_pair(tmp_path) as (_ne, ng):
+        browser = await ng.browser("caseworker", headers=EN)
+        await browser.get("/workspace/compose/nigeria?recipient=NE-ANLTP-TIM")
+        status, page, _ = await browser.post("/workspace/compose/nigeria/preview",
+                                             [("recipient", "NE-ANLTP-TIM"), *fields])
+        assert status == 200, page
+        dropped = element(page, "table", "dropped")
+        assert 'data-local-field="case_number"' in dropped and "stays here" in dropped
+        assert 'data-local-field="surname"' in dropped  # reintegration handover: no names
+        assert "person.names" not in element(page, "table", "leaving")
+        status, _, headers = await browser.post("/workspace/compose/nigeria/send", {
+            "record": html.unescape(_RECORD.search(page).group(1)), "recipient": "NE-ANLTP-TIM"})
+        assert status == 303 and headers["Location"].startswith("/workspace/sent/")
