@@ -60,6 +60,7 @@ from gateway.envelope import (
     RecipientRefusesError,
     open_sealed,
     parse_envelope,
+    parse_sealed,
     seal,
 )
 from gateway.errors import (
@@ -624,10 +625,10 @@ class Gateway:
             except AtRestError as exc:
                 return await self._quarantine(delivery, exc, None)
         try:
-            header, _, _ = parse_envelope(delivery.body)
+            parsed = parse_sealed(delivery.body)
         except EnvelopeError as exc:
             return await self._quarantine(delivery, exc, None)
-        progress.header = header
+        header = progress.header = parsed.header
         existing = await self.store.get_incoming(header.id)
         if existing is not None:
             if stored_digest(existing.envelope) != envelope_digest(delivery.body):
@@ -643,7 +644,7 @@ class Gateway:
             log.info("message.duplicate", message_id=header.id, sender=header.sender)
             return Disposition.ACK
         try:
-            opened = open_sealed(delivery.body, recipient=self.identity, directory=self.directory,
+            opened = open_sealed(parsed, recipient=self.identity, directory=self.directory,
                                  replay_guard=None, now=now)
         except EnvelopeError as exc:
             return await self._quarantine(delivery, exc, header)
