@@ -446,6 +446,7 @@ def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
 
 
 _WriteJob = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_ReadJob = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 def _write_batch(conn: sqlite3.Connection, where: str, jobs: list[_WriteJob]) -> list[tuple[bool, Any]]:
@@ -507,6 +508,9 @@ class SQLiteStore(Store):
         self._pending: list[_WriteJob] = []
         self._pending_lock = threading.Lock()
         self._flush_queued = False
+        # Reads waiting for the worker, and whether a job to run them is already queued.
+        self._reads: list[_ReadJob] = []
+        self._reads_queued = False
 
     @classmethod
     async def open(
@@ -533,10 +537,37 @@ class SQLiteStore(Store):
         return self._path
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the worker thread (a read, outside any transaction).
+
+        Reads issued together share one trip to the worker and back: a thread hop and its
+        wake-ups cost several times more CPU than a point read, and every message needs a
+        few reads. Order is kept: each batch is one executor job, like a write flush.
+        """
         if self._closed:
             raise StoreUnavailableError(f"sqlite store {self._path} is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _guarded, str(self._path), fn, self._conn, *args)
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._reads.append((fn, args, future))
+            queue_run = not self._reads_queued
+            self._reads_queued = True
+        if queue_run:
+            self._executor.submit(self._run_reads, loop)
+        return await future
+
+    def _run_reads(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: run every queued read in order, then settle their futures at once."""
+        with self._pending_lock:
+            jobs, self._reads = self._reads, []
+            self._reads_queued = False
+        where = str(self._path)
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        for fn, args, future in jobs:
+            try:
+                outcomes.append((future, True, _guarded(where, fn, self._conn, *args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to that read's caller
+                outcomes.append((future, False, exc))
+        loop.call_soon_threadsafe(_settle_all, outcomes)
 
     async def _in_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; resolves once it is committed (durable).
@@ -553,7 +584,7 @@ class SQLiteStore(Store):
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
-            loop.run_in_executor(self._executor, self._flush, loop)
+            self._executor.submit(self._flush, loop)
         return await future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -568,8 +599,8 @@ class SQLiteStore(Store):
         except BaseException as exc:  # noqa: BLE001 - e.g. the connection was closed under us
             error = StoreUnavailableError(f"sqlite store {self._path} unavailable: {type(exc).__name__}")
             outcomes = [(False, error) for _ in jobs]
-        for (_, future), (ok, value) in zip(jobs, outcomes):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+        # One wake-up of the event loop for the whole batch, not one per write.
+        loop.call_soon_threadsafe(_settle_all, [(future, ok, value) for (_, future), (ok, value) in zip(jobs, outcomes)])
 
     # --- outbox ---------------------------------------------------------------------------
 
@@ -1182,13 +1213,14 @@ class SQLiteStore(Store):
             self._executor.shutdown(wait=False)
 
 
-def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled; the write itself was still committed
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(outcomes: list[tuple["asyncio.Future[Any]", bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():  # the caller was cancelled; the write itself was still committed
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:
