@@ -223,8 +223,11 @@ class BusyMeter:
     def install(self, loop: asyncio.AbstractEventLoop) -> "BusyMeter":
         from gateway.store import sqlite as sqlite_store
 
-        selector = loop._selector  # type: ignore[attr-defined]
-        select, guarded = selector.select, sqlite_store._guarded
+        guarded = sqlite_store._guarded
+        # uvloop has no selector to wrap: its loop busy time is then not measured (reported
+        # as the whole wall time).
+        selector = getattr(loop, "_selector", None)
+        select = selector.select if selector is not None else None
 
         def timed_select(timeout: float | None = None):  # type: ignore[no-untyped-def]
             began = time.perf_counter()
@@ -241,7 +244,8 @@ class BusyMeter:
                 self.store_busy += time.perf_counter() - began
                 self.store_calls += 1
 
-        selector.select = timed_select
+        if selector is not None:
+            selector.select = timed_select
         sqlite_store._guarded = timed_guarded
         return self
 

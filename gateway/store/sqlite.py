@@ -316,13 +316,17 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _ts(moment: datetime) -> str:
-    utc = moment.astimezone(timezone.utc)
-    # The year is padded by hand: glibc's %Y writes 999 as "999", which is neither fixed
-    # width (ordering) nor read back by strptime.
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
+    utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    # Integer fields, not strftime: glibc's %Y writes 999 as "999", which is neither fixed
+    # width (ordering) nor read back by strptime, and several of these run per message.
+    return (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+            f".{utc.microsecond:06d}Z")
 
 
 def _dt(text: str) -> datetime:
+    if len(text) == 27 and text[4] == "-" and text[10] == "T" and text[26] == "Z":
+        # What _ts writes: fromisoformat reads it several times faster than strptime.
+        return datetime.fromisoformat(text[:26]).replace(tzinfo=timezone.utc)
     year, _, rest = text.partition("-")
     # Rows written before the padding fix may hold a short year ("999-01-01..."): still read.
     return datetime.strptime(f"{int(year):04d}-{rest}", _TS_FORMAT).replace(tzinfo=timezone.utc)
