@@ -784,7 +784,8 @@ class Gateway:
         header = outbox_header(record.envelope)
         entry = self.entry("message.body_deleted", SYSTEM_ACTOR, header,
                            {"reason": reason, "digest": body_sha256(record.envelope)})
-        deleted = await self.store.replace_outgoing_body(message_id, digest_record(record.envelope), audit=entry)
+        deleted = await self.store.replace_outgoing_body(message_id, digest_record(record.envelope, header),
+                                                         audit=entry)
         if deleted:
             log.info("message.body_deleted", message_id=message_id, reason=reason)
         return deleted
