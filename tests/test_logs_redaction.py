@@ -262,6 +262,7 @@ def test_scrub_shortcut_changes_nothing() -> None:
     from hypothesis import strategies as st
 
     from gateway import logs
+    from tests.support.hypothesis_profiles import scaled
 
     def full(text: str) -> str:
         text = logs._HEADER_LINE.sub(lambda m: f"{m.group(1)}: {logs.REDACTED}", text)
@@ -272,7 +273,7 @@ def test_scrub_shortcut_changes_nothing() -> None:
     pieces = st.sampled_from(["Bearer ", "BASIC x", "authorization: y", "Cookie=z", "X-Api-Key: k", "amqp://u:p@h",
                               "?q=1", "@", "id-123", " ", "\u212aookie: v", "é", "\n"])
 
-    @settings(max_examples=300, deadline=None)
+    @settings(max_examples=scaled(300), deadline=None)
     @given(st.lists(pieces | st.text(max_size=5), max_size=6).map("".join))
     def check(text: str) -> None:
         assert logs.scrub(text) == full(text)
