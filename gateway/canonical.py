@@ -25,7 +25,11 @@ MAX_JSON_DEPTH = 32
 
 
 #: One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+#: No check for cycles: it only encodes values ``_stdlib_agrees`` walked to the end.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+#: More arrays and objects than any message has: a value beyond it (or a cycle, which never
+#: ends) goes to the reference encoder.
+_MAX_CONTAINERS = 1_000_000
 
 
 def canonical_bytes(value: Any) -> bytes:
@@ -43,23 +47,16 @@ def _stdlib_agrees(value: Any) -> bool:
     # node: this runs on every envelope sealed or opened and every audit entry appended.
     pending = [value]
     pop, extend = pending.pop, pending.extend
-    seen: set[int] = set()
+    budget = _MAX_CONTAINERS
     while pending:
         node = pop()
         kind = type(node)
-        if kind is str or node is None or kind is bool:
+        if kind is str:
             continue
-        if kind is int:
-            if not -_MAX_SAFE_INTEGER <= node <= _MAX_SAFE_INTEGER:
+        if kind is dict:
+            budget -= 1
+            if budget < 0:
                 return False
-            continue
-        if kind is dict or kind is list:
-            if id(node) in seen:
-                return False  # a shared or cyclic container: the reference encoder decides
-            seen.add(id(node))
-            if kind is list:
-                extend(node)
-                continue
             try:
                 names = "".join(node)
             except TypeError:
@@ -68,8 +65,16 @@ def _stdlib_agrees(value: Any) -> bool:
             if not names.isascii() and max(names) >= "\U00010000":
                 return False
             extend(node.values())
-            continue
-        return False  # floats and anything else: the reference encoder decides (or refuses)
+        elif kind is list:
+            budget -= 1
+            if budget < 0:
+                return False
+            extend(node)
+        elif kind is int:
+            if not -_MAX_SAFE_INTEGER <= node <= _MAX_SAFE_INTEGER:
+                return False
+        elif node is not None and kind is not bool:
+            return False  # floats and anything else: the reference encoder decides (or refuses)
     return True
 
 
