@@ -8,16 +8,18 @@ Gateway: NE (this process) submits ``--n`` referral.requests, ``--batch`` at a t
 concurrently, to NG (its own process, ``testkit/ng_process.py``). Timed from the first
 submit until NG's inbox holds all of them and every NE outbox status is ``delivered`` (NG's
 signed receipt came back), counted from the two SQLite stores. Each referral is two broker
-messages (request + delivered receipt) and about fifteen fsync'd SQLite commits.
+messages (request + delivered receipt); the SQLite writes of concurrent handlers share
+fsync'd group commits.
 
 Raw: the same number of messages of the same size (the sealed envelope's size) through a
 durable topic exchange into a quorum queue: persistent, mandatory, publisher confirms
 (batches of ``outbox_batch`` awaited together, as the outbox does), consumed with manual
 acks at the gateway's prefetch, in one process. Timed from first publish to last ack.
 
-Also measured: the SQLite store's commit latency on this disk, and NE's store operations
-per referral, which give the store's ceiling (one writer thread per gateway, each write a
-transaction that waits for fsync). ``--profile`` adds cProfile of both gateways.
+Also measured: the SQLite store's commit latency on this disk, NE's store operations per
+referral, and for each gateway its process CPU time per referral (target 1 of issue 14),
+the store thread's group commits, writes, reads and CPU. ``--profile`` adds cProfile of
+both gateways.
 """
 
 from __future__ import annotations
@@ -319,17 +321,18 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"CPU per referral (process CPU time / referrals): NE {g['ne_cpu_ms_per_referral']:.2f} ms, "
           f"NG {g['ng_cpu_ms_per_referral']:.2f} ms; raw aio-pika {r['cpu_ms_per_message']:.2f} ms per message "
           "(publish + consume)")
-    print(f"{'busy seconds during the gateway run':<40}{'wall':>8}{'loop':>8}{'store':>8}{'txns':>7}")
+    print(f"{'during the gateway run (seconds; counts)':<40}{'wall':>7}{'loop':>7}{'store':>7}{'st.cpu':>7}"
+          f"{'commits':>8}{'w.jobs':>8}{'reads':>7}")
     for side in ("ne", "ng"):
         b = g[f"{side}_busy"]
         print(f"  {side.upper() + (' (in-process, submits)' if side == 'ne' else ' (subprocess)'):<38}"
-              f"{b['wall_seconds']:>8.2f}{b['loop_busy_seconds']:>8.2f}{b['store_thread_busy_seconds']:>8.2f}"
-              f"{b['store_transactions']:>7}")
+              f"{b['wall_seconds']:>7.2f}{b['loop_busy_seconds']:>7.2f}{b['store_thread_busy_seconds']:>7.2f}"
+              f"{b['store_thread_cpu_seconds']:>7.2f}{b['store_commits']:>8}{b['store_write_jobs']:>8}{b['store_reads']:>7}")
     for side in ("ne", "ng"):
         b = g[f"{side}_busy"]
-        per_txn = b["store_thread_busy_seconds"] / max(b["store_transactions"], 1)
-        print(f"  {side.upper()} store under load: {per_txn * 1000:.2f} ms/transaction, "
-              f"{b['store_transactions'] / g['n']:.1f} per referral -> ceiling "
+        print(f"  {side.upper()} store per referral: {b['store_commits'] / g['n']:.2f} group commits "
+              f"({b['store_write_jobs'] / g['n']:.1f} writes), {b['store_reads'] / g['n']:.1f} reads, "
+              f"{b['store_thread_cpu_seconds'] * 1000 / g['n']:.2f} ms store-thread CPU; ceiling "
               f"~{g['n'] / max(b['store_thread_busy_seconds'], 1e-9):.0f} referrals/s "
               f"(store busy {b['store_thread_busy_seconds'] / b['wall_seconds']:.0%} of wall)")
     if "profile_ne" in g:
