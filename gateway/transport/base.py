@@ -508,11 +508,11 @@ async def settle(
         raise
     except GatewayError as exc:
         bound().warning("transport.handler_failed", error=type(exc).__name__, code=exc.code,
-                      where=failure_site(exc), reason=str(exc)[:MAX_DETAIL_CHARS])
+                        where=failure_site(exc), reason=str(exc)[:MAX_DETAIL_CHARS])
         disposition = None
     except Exception as exc:  # noqa: BLE001 - any handler bug: requeue, never lose
         bound().error("transport.handler_failed", error=type(exc).__name__, code=failure_code(exc),
-                    where=failure_site(exc))
+                      where=failure_site(exc))
         disposition = None
 
     if disposition is Disposition.ACK:
