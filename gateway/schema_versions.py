@@ -123,6 +123,23 @@ class DowngradeError(GatewayError):
         super().__init__(f"{message_type} cannot be carried in schema version 1: {listed}")
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value: dicts and lists rebuilt, scalars shared (they are
+    immutable); anything else goes through ``copy.deepcopy``. Several times faster than
+    ``copy.deepcopy`` on the payloads converted for every message sent or read."""
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [copy_json(item) for item in value]
+    if kind in _IMMUTABLE:
+        return value
+    return copy.deepcopy(value)
+
+
 # --- v1 → v2 --------------------------------------------------------------------------
 
 
@@ -135,8 +152,8 @@ def upgrade_to_v2(
     consent that covers it (by agency or by country) becomes a v2 consent entry for it.
     """
     if payload_version(payload) == "2":
-        return Upgraded(copy.deepcopy(dict(payload)), ())
-    body = copy.deepcopy(dict(payload))
+        return Upgraded(copy_json(dict(payload)), ())
+    body = copy_json(dict(payload))
     dropped: list[Dropped] = []
     if message_type == "referral.request":
         _upgrade_request(body, dropped, recipient, recipient_country)
@@ -240,8 +257,8 @@ def downgrade_to_v1(payload: Mapping[str, Any], message_type: str, *, recipient:
     with the purposes the v2 consent grants it (never more). A v1 payload is returned as is.
     """
     if payload_version(payload) != "2":
-        return copy.deepcopy(dict(payload))
-    body = copy.deepcopy(dict(payload))
+        return copy_json(dict(payload))
+    body = copy_json(dict(payload))
     del body["schema_version"]
     refused: list[Dropped] = []
     if message_type == "referral.request":

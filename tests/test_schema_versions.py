@@ -297,3 +297,15 @@ def test_readers_normalise_and_adapters_get_their_version() -> None:
     v2 = schema.load_example("referral.request", None, "2")
     assert for_adapter(_V2Adapter(), v2) == v2
     assert "schema_version" not in for_adapter(_V1Adapter(), v2, recipient="NG-NAPTIP")
+
+
+def test_copy_json_is_a_deep_copy() -> None:
+    from gateway.schema_versions import copy_json
+
+    original = {"a": [1, {"b": "c"}], "d": {"e": [True, None, 1.5]}, "t": (1, [2])}
+    copied = copy_json(original)
+    assert copied == original
+    copied["a"][1]["b"] = "changed"
+    copied["d"]["e"].append(0)
+    copied["t"][1].append(3)
+    assert original == {"a": [1, {"b": "c"}], "d": {"e": [True, None, 1.5]}, "t": (1, [2])}
