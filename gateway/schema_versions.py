@@ -334,20 +334,23 @@ def _downgrade_consent(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: consent[k] for k in ("decision_maker", "given_at", "expires_at") if k in consent}
     _downgrade_decision_maker(out)
-    entries = [e for e in consent.get("recipients") or [] if isinstance(e, dict)]
-    if recipient is not None:
-        entries = [e for e in entries if e.get("agency") == recipient]
-    grants = {tuple(sorted(e.get("purposes") or [])) for e in entries}
+    # Several entries for one agency add up (as the consent policy reads them): one grant per agency.
+    by_agency: dict[str, list[str]] = {}
+    for entry in consent.get("recipients") or []:
+        if isinstance(entry, dict) and (recipient is None or entry.get("agency") == recipient):
+            granted_to = by_agency.setdefault(entry.get("agency"), [])  # type: ignore[arg-type]
+            granted_to.extend(p for p in entry.get("purposes") or [] if p not in granted_to)
+    grants = {tuple(sorted(purposes)) for purposes in by_agency.values()}
     if len(grants) > 1:
         refused.append(Dropped("$.consent.recipients",
                                "purposes differ by recipient agency; a v1 consent grants the same purposes to all "
                                "(convert for one recipient)"))
-    elif entries:
+    elif by_agency:
         # Narrowing a consent is safe: v2-only purposes granted but not requested are left out.
-        granted = [p for p in entries[0].get("purposes") or [] if p not in V2_ONLY_PURPOSES]
+        granted = [p for p in next(iter(by_agency.values())) if p not in V2_ONLY_PURPOSES]
         if granted:
             out["purposes"] = granted
-        out["recipient_agencies"] = [e["agency"] for e in entries]
+        out["recipient_agencies"] = list(by_agency)
     # else: the consent does not cover the recipient; v1 validation and the consent check say so.
     if "form" in consent:
         out["form"] = consent["form"]

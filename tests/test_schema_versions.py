@@ -201,6 +201,21 @@ def test_downgrade_narrows_a_consent_to_v1_purposes() -> None:
     assert schema.find_violations("referral.request", v1) == []
 
 
+def test_downgrade_adds_up_several_entries_for_one_agency() -> None:
+    """docs/schema.md: several entries for one agency add up. Two entries for the recipient
+    (one per purpose) are one grant, not "purposes differ by recipient agency", and the v1
+    consent names the agency once (recipient_agencies is uniqueItems)."""
+    payload = schema.load_example("referral.request", "safety_assessment_only", "2")
+    payload["consent"]["recipients"] = [{"agency": "NG-NAPTIP", "purposes": ["safety_assessment"]},
+                                        {"agency": "NG-NAPTIP", "purposes": ["assistance"]}]
+    assert schema.find_violations("referral.request", payload) == []
+    for recipient in ("NG-NAPTIP", None):
+        v1 = downgrade_to_v1(payload, "referral.request", recipient=recipient)
+        assert v1["consent"]["recipient_agencies"] == ["NG-NAPTIP"]
+        assert sorted(v1["consent"]["purposes"]) == ["assistance", "safety_assessment"]
+        assert schema.find_violations("referral.request", v1) == []
+
+
 @pytest.mark.parametrize(("minor", "expected"), [(True, "child_soldiering"), (False, "other")])
 def test_forced_military_goes_back_to_child_soldiering_for_a_child_only(minor: bool, expected: str) -> None:
     payload = schema.load_example("referral.request", "interpreter_uncoded_language", "2")
