@@ -9,7 +9,8 @@ enumerations passes through unchanged and the output then fails validation).
   in v2), reporting each dropped field as a (path, reason) pair.
 * :func:`downgrade_to_v1` maps v2 codes to their v1 counterparts (a v2 code with no v1
   counterpart becomes v1 ``other`` where v1 has one) and raises :class:`DowngradeError`
-  listing every field v1 cannot carry (v2-only purposes, child_protection, criminal_justice,
+  listing every field v1 cannot carry (v2-only purposes, also a response's accepted ones,
+  child_protection, criminal_justice,
   the needs v1 has no place for, an uncoded language...).
 
 Paths and reasons name fields and codes only, never a value of the payload.
@@ -265,6 +266,7 @@ def downgrade_to_v1(payload: Mapping[str, Any], message_type: str, *, recipient:
         _downgrade_request(body, refused, recipient)
     elif message_type == "referral.response":
         _refuse_member(body, "best_interests", "$.best_interests", refused)
+        _refuse_purposes(body.get("accepted_purposes"), "$.accepted_purposes", refused)
     elif message_type == "safety_assessment.result":
         _downgrade_organisation(body, "assessed_by", "$.assessed_by", refused)
     elif message_type == "return.plan":

@@ -233,6 +233,18 @@ def test_forced_military_goes_back_to_child_soldiering_for_a_child_only(minor: b
     assert schema.find_violations("referral.request", v1) == []
 
 
+def test_a_response_accepting_a_v2_only_purpose_is_refused_by_name() -> None:
+    """A v2 answer accepting criminal_justice_cooperation cannot go to a v1-only agency:
+    the downgrade says which field (not_representable_in_v1), instead of handing on a v1
+    payload that fails its schema with an enum error."""
+    payload = schema.load_example("referral.response", None, "2")
+    payload["accepted_purposes"] = ["assistance", "criminal_justice_cooperation"]
+    assert schema.find_violations("referral.response", payload) == []
+    with pytest.raises(DowngradeError) as info:
+        downgrade_to_v1(payload, "referral.response")
+    assert [f.path for f in info.value.fields] == ["$.accepted_purposes"]
+
+
 def test_return_plan_and_response_keep_v2_only_data_from_a_v1_recipient() -> None:
     with pytest.raises(DowngradeError, match=r"\$\.child_protection"):
         downgrade_to_v1(schema.load_example("return.plan", None, "2"), "return.plan")
