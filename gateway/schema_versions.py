@@ -11,7 +11,8 @@ enumerations passes through unchanged and the output then fails validation).
   counterpart becomes v1 ``other`` where v1 has one) and raises :class:`DowngradeError`
   listing every field v1 cannot carry (v2-only purposes, also a response's accepted ones,
   child_protection, criminal_justice,
-  the needs v1 has no place for, an uncoded language...).
+  the needs v1 has no place for, an uncoded language...); :func:`convert` also reports
+  what the downgrade carries only coarsely (children's details, codes sent as ``other``).
 
 Paths and reasons name fields and codes only, never a value of the payload.
 docs/schema.md has the same mapping as a table.
@@ -106,7 +107,7 @@ class Dropped(NamedTuple):
 
 
 class Upgraded(NamedTuple):
-    """A v2 payload and the v1 fields it does not carry."""
+    """A converted payload and what it does not carry (or carries only coarsely), path and reason."""
 
     payload: dict[str, Any]
     dropped: tuple[Dropped, ...]
@@ -257,13 +258,19 @@ def downgrade_to_v1(payload: Mapping[str, Any], message_type: str, *, recipient:
     ``recipient``: the agency the message goes to; the v1 consent then covers that agency
     with the purposes the v2 consent grants it (never more). A v1 payload is returned as is.
     """
+    return _downgrade(payload, message_type, recipient).payload
+
+
+def _downgrade(payload: Mapping[str, Any], message_type: str, recipient: str | None) -> Upgraded:
+    # The v1 payload, and what it carries only coarsely (reported like an upgrade's drops).
     if payload_version(payload) != "2":
-        return copy_json(dict(payload))
+        return Upgraded(copy_json(dict(payload)), ())
     body = copy_json(dict(payload))
     del body["schema_version"]
     refused: list[Dropped] = []
+    lost: list[Dropped] = []
     if message_type == "referral.request":
-        _downgrade_request(body, refused, recipient)
+        _downgrade_request(body, refused, recipient, lost)
     elif message_type == "referral.response":
         _refuse_member(body, "best_interests", "$.best_interests", refused)
         _refuse_purposes(body.get("accepted_purposes"), "$.accepted_purposes", refused)
@@ -279,10 +286,11 @@ def downgrade_to_v1(payload: Mapping[str, Any], message_type: str, *, recipient:
         _downgrade_decision_maker(body)
     if refused:
         raise DowngradeError(message_type, refused)
-    return body
+    return Upgraded(body, tuple(lost))
 
 
-def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: str | None) -> None:
+def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: str | None,
+                       lost: list[Dropped]) -> None:
     _refuse_purposes(body.get("purposes"), "$.purposes", refused)
     _refuse_member(body, "child_protection", "$.child_protection", refused)
     _refuse_member(body, "criminal_justice", "$.criminal_justice", refused)
@@ -305,8 +313,13 @@ def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: 
             person["languages"] = _downgrade_languages(person["languages"], "$.person.languages", refused)
         children = person.get("accompanying_children")
         if isinstance(children, list):
-            # v1 counts the children; their details (age band, documents, escort) stay behind.
+            # v1 counts the children; their details (age band, documents, escort) stay behind,
+            # and the recipient reads each as v1's default child: say so unless each is one.
             person["accompanying_children"] = len(children)
+            if any(child != _V1_CHILD for child in children):
+                lost.append(Dropped("$.person.accompanying_children",
+                                    "v1 carries the number of children only; their age band, documents, escort need "
+                                    "and relationship are left out"))
     for index, item in enumerate(body.get("exploitation") or []):
         if isinstance(item, dict):
             kind = item.get("type")
@@ -314,9 +327,18 @@ def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: 
                 item["type"] = "child_soldiering" if minor else "other"
             elif isinstance(kind, str):
                 item["type"] = EXPLOITATION_TYPE_V2_TO_V1.get(kind, kind)
-            if isinstance(item.get("labour_sectors"), list):
-                item["labour_sectors"] = _mapped(item["labour_sectors"], LABOUR_SECTOR_V2_TO_V1, default="other")
+            if item.get("type") == "other" and kind != "other":
+                lost.append(Dropped(f"$.exploitation[{index}].type", f"v1 has no code for {kind}; sent as other"))
+            sectors = item.get("labour_sectors")
+            if isinstance(sectors, list):
+                item["labour_sectors"] = _mapped(sectors, LABOUR_SECTOR_V2_TO_V1, default="other")
+                coarse = sorted(s for s in sectors if isinstance(s, str) and s not in LABOUR_SECTOR_V2_TO_V1)
+                if coarse:
+                    lost.append(Dropped(f"$.exploitation[{index}].labour_sectors",
+                                        f"v1 has no code for {', '.join(coarse)}; sent as other"))
     if isinstance(body.get("methods_of_control"), list):
+        if "threatens_children_family" in body["methods_of_control"]:
+            lost.append(Dropped("$.methods_of_control", "v1 has no code for threatens_children_family; sent as threats"))
         body["methods_of_control"] = _mapped(body["methods_of_control"], METHOD_OF_CONTROL_V2_TO_V1)
     needs = body.get("needs")
     if isinstance(needs, dict):
@@ -408,11 +430,12 @@ def convert(
     payload: Mapping[str, Any], message_type: str, version: str, *, recipient: str | None = None,
     recipient_country: str | None = None,
 ) -> Upgraded:
-    """The payload in ``version`` (upgraded or downgraded as needed) and what an upgrade dropped."""
+    """The payload in ``version`` (upgraded or downgraded as needed) and what the conversion
+    left out or carried only coarsely (paths and codes)."""
     if version == "2":
         return upgrade_to_v2(payload, message_type, recipient=recipient, recipient_country=recipient_country)
     if version == "1":
-        return Upgraded(downgrade_to_v1(payload, message_type, recipient=recipient), ())
+        return _downgrade(payload, message_type, recipient)
     raise ValueError(f"unknown schema version {version!r}")
 
 

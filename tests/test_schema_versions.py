@@ -20,6 +20,7 @@ from gateway.schema_versions import (
     V2_ONLY_PURPOSES,
     V2_ONLY_REFERRAL_SOURCES,
     DowngradeError,
+    convert,
     Dropped,
     downgrade_to_v1,
     for_adapter,
@@ -243,6 +244,39 @@ def test_a_response_accepting_a_v2_only_purpose_is_refused_by_name() -> None:
     with pytest.raises(DowngradeError) as info:
         downgrade_to_v1(payload, "referral.response")
     assert [f.path for f in info.value.fields] == ["$.accepted_purposes"]
+
+
+def _v1_able_request() -> dict[str, Any]:
+    payload = schema.load_example("referral.request", "interpreter_uncoded_language", "2")
+    payload["person"]["languages"] = ["bam"]
+    payload["needs"] = {"services": ["medical"]}
+    payload["identification"]["referral_source"] = "ngo"
+    payload["identification"]["identified_by"] = "ngo"
+    payload["consent"]["explained_in"] = "bam"
+    return payload
+
+
+def test_a_downgrade_reports_what_it_leaves_out_or_coarsens() -> None:
+    """v1 counts accompanying children and has coarser codes: the details and the exact
+    codes are lost on the way to a v1 recipient, so the conversion says so (the 202's
+    ``converted``), as an upgrade does; paths and codes only."""
+    payload = _v1_able_request()
+    payload["person"]["accompanying_children"] = [
+        {"age_band": "0-8", "documents": "missing", "needs_escort": True, "relationship": "child"}]
+    payload["exploitation"] = [{"type": "child_labour", "intended": False,
+                                "labour_sectors": ["education"]}]
+    assert schema.find_violations("referral.request", payload) == []
+    converted = convert(payload, "referral.request", "1", recipient="ML-DNPEF")
+    assert schema.find_violations("referral.request", converted.payload) == []
+    assert converted.payload["person"]["accompanying_children"] == 1
+    paths = {d.path for d in converted.dropped}
+    assert paths == {"$.person.accompanying_children", "$.exploitation[0].type", "$.exploitation[0].labour_sectors"}
+    assert all("Testfixture" not in d.reason for d in converted.dropped)
+    # What v1 carries as it is: nothing to report (the v1 default child comes back the same).
+    plain = _v1_able_request()
+    plain["person"]["accompanying_children"] = [
+        {"age_band": "unknown", "documents": "unknown", "needs_escort": True, "relationship": "child"}]
+    assert convert(plain, "referral.request", "1", recipient="ML-DNPEF").dropped == ()
 
 
 def test_return_plan_and_response_keep_v2_only_data_from_a_v1_recipient() -> None:

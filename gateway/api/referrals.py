@@ -161,7 +161,9 @@ QUEUED: dict[str, Any] = {
                                           "entries list (docs/schema.md)"},
         "converted": {
             "type": "array",
-            "description": "Fields of a v1 payload left out when it was upgraded for a v2 recipient (path and reason)",
+            "description": "Fields of a v1 payload left out when it was upgraded for a v2 recipient, or of a v2 "
+                           "payload a v1 recipient gets only coarsely (children's details, codes sent as "
+                           "other): path and reason",
             "items": {"type": "object", "required": ["path", "reason"],
                       "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}},
         },
