@@ -338,7 +338,8 @@ def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: 
                                         f"v1 has no code for {', '.join(coarse)}; sent as other"))
     if isinstance(body.get("methods_of_control"), list):
         if "threatens_children_family" in body["methods_of_control"]:
-            lost.append(Dropped("$.methods_of_control", "v1 has no code for threatens_children_family; sent as threats"))
+            lost.append(Dropped("$.methods_of_control",
+                                "v1 has no code for threatens_children_family; sent as threats"))
         body["methods_of_control"] = _mapped(body["methods_of_control"], METHOD_OF_CONTROL_V2_TO_V1)
     needs = body.get("needs")
     if isinstance(needs, dict):

@@ -32,7 +32,7 @@ from gateway.api.bodies import payload_invalid, request_body
 from gateway.api.parse import MAX_BODY_BYTES
 from gateway.api.submission import leaving, shared_payload, submit as submit_outgoing
 from gateway.api.roles import Permission, requires
-from gateway.errors import Violation
+from gateway.errors import GatewayError, Violation
 from gateway.pseudonym import case_pseudonym
 from gateway.schema import MESSAGE_TYPES, PURPOSES, SCHEMA_VERSIONS, load_example
 from gateway.schema_versions import Dropped
@@ -273,7 +273,8 @@ async def submit(request: web.Request) -> web.Response:
         # crash finds the message the first attempt stored instead of making a second one.
         message_id = None if seed is None else derived_message_id("referral", seed)
         if message_id is not None and (existing := await gateway.store.get_outgoing(message_id)) is not None:
-            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped))
+            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped),
+                           *_conversion(gateway, submission, payload, dropped))
         # Converted here to report what an upgrade left out; submit finds it in the right version.
         outgoing = leaving(gateway, submission.message_type, payload, submission.recipient, dropped)
         try:
@@ -283,7 +284,8 @@ async def submit(request: web.Request) -> web.Response:
             if message_id is None or (existing := await gateway.store.get_outgoing(message_id)) is None:
                 raise
             # A concurrent retry won.
-            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped))
+            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped),
+                           *_conversion(gateway, submission, payload, dropped))
         return _answer((header.id, header.type), case_ref, _dropped_body(dropped), header.schema, outgoing.converted)
 
     return await idempotent(request, path={}, body=body, create=create)
@@ -297,6 +299,19 @@ def _same(existing: OutboxRecord, submission: Submission, case_ref: str) -> tupl
                        msg("this Idempotency-Key already created a different message; send a new key for a new "
                            "request"))
     return existing.message_id, existing.message_type
+
+
+def _conversion(gateway: Gateway, submission: Submission, payload: dict[str, Any],
+                dropped: tuple[DroppedField, ...] | None) -> tuple[str | None, tuple[Dropped, ...]]:
+    """(schema version, what the conversion reports) for an answer made from a message an
+    earlier attempt stored: its answer was lost, and with it the report of what the
+    conversion left out, which must not go unsaid. The conversion is deterministic; if it
+    no longer succeeds (the directory changed), the message is queued all the same."""
+    try:
+        outgoing = leaving(gateway, submission.message_type, payload, submission.recipient, dropped)
+    except GatewayError:
+        return None, ()
+    return outgoing.schema_version, outgoing.converted
 
 
 def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | None]] | None,
