@@ -166,9 +166,13 @@ def upgrade_to_v2(
     return Upgraded({"schema_version": "2", **body}, tuple(dropped))
 
 
-def normalise_to_v2(payload: Mapping[str, Any], message_type: str, *, recipient: str | None = None) -> dict[str, Any]:
-    """The v2 form of a stored payload of either version, for readers (stats, exports, views)."""
-    return upgrade_to_v2(payload, message_type, recipient=recipient).payload
+def normalise_to_v2(payload: Mapping[str, Any], message_type: str, *, recipient: str | None = None,
+                    recipient_country: str | None = None) -> dict[str, Any]:
+    """The v2 form of a stored payload of either version, for readers (stats, exports, views).
+
+    Give the recipient's country with the recipient: a v1 consent that covered it by country
+    becomes a consent entry for it (without, such a consent names no agency in v2)."""
+    return upgrade_to_v2(payload, message_type, recipient=recipient, recipient_country=recipient_country).payload
 
 
 def _upgrade_request(body: dict[str, Any], dropped: list[Dropped], recipient: str | None, country: str | None) -> None:
@@ -463,14 +467,18 @@ def _set_or_drop(node: dict[str, Any], member: str, values: list[Any]) -> None:
         del node[member]
 
 
-def for_adapter(adapter: Any, payload: Mapping[str, Any], *, recipient: str | None = None) -> dict[str, Any]:
+def for_adapter(adapter: Any, payload: Mapping[str, Any], *, recipient: str | None = None,
+                recipient_country: str | None = None) -> dict[str, Any]:
     """A referral.request in the schema version a local-format adapter reads.
 
     An adapter class declares ``schema_version = "2"`` to read v2 payloads; one without the
     attribute reads v1 and gets the v1 form (DowngradeError when v1 cannot carry it).
+    ``recipient_country``: as for :func:`upgrade_to_v2`, so that a received v1 consent given
+    for the recipient's country still covers the recipient in the v2 form.
     """
     version = str(getattr(adapter, "schema_version", "1"))
-    return convert(payload, "referral.request", version, recipient=recipient).payload
+    return convert(payload, "referral.request", version, recipient=recipient,
+                   recipient_country=recipient_country).payload
 
 
 def negotiate(ours: Iterable[str], theirs: Iterable[str]) -> str | None:
