@@ -747,12 +747,12 @@ def _outside(tables: Sequence[Table]) -> tuple[dict[Key, int], list[Line]]:
         if table.base is None or ("outside", table.base) in counts:
             continue
         for row in table.rows:
-            key = ("outside", table.base, row)
-            counts[key] = (period_table.row_totals[row] or 0) - (table.row_totals[row] or 0)
-            lines.append((_month_key(row), (table.row_key(row), key)))
-        key = ("outside", table.base)
-        counts[key] = (period_table.total or 0) - (table.total or 0)
-        lines.append((GRAND, (table.total_key, key)))
+            outside: Key = ("outside", table.base, row)
+            counts[outside] = (period_table.row_totals[row] or 0) - (table.row_totals[row] or 0)
+            lines.append((_month_key(row), (table.row_key(row), outside)))
+        outside = ("outside", table.base)
+        counts[outside] = (period_table.total or 0) - (table.total or 0)
+        lines.append((GRAND, (table.total_key, outside)))
     return counts, lines
 
 
