@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 from adapters import get_adapter
+from gateway.schema import load_example
 from gateway.schema_versions import downgrade_to_v1, upgrade_to_v2
 
 from testkit.gateway_pair import NIGERIA, ROOT, eventually
@@ -118,11 +121,6 @@ async def test_a_v1_referral_consented_by_country_reads_in_a_v2_local_format(tmp
     with a consent naming the recipient's country: a local format that reads v2 (HTCDS)
     gets the v2 form, whose consent names this agency (the country covered it), instead of
     a v2 payload without recipients that fails its own schema."""
-    import dataclasses
-    from types import MappingProxyType
-
-    from gateway.schema import load_example
-
     async with api_pair(tmp_path) as (ne, ng):
         directory = ne.gateway.directory
         v1_only = dataclasses.replace(directory.agency(NIGERIA), schema_versions=frozenset({"1"}))
