@@ -41,7 +41,8 @@ class Outgoing:
     schema_version: str
     #: Local-record submissions only: local fields the purposes (or the shared schema) do not take.
     dropped: tuple[DroppedField, ...] | None = None
-    #: Fields a v1 payload lost when it was upgraded for a v2 recipient.
+    #: Fields a v1 payload lost when it was upgraded for a v2 recipient, or a v2 payload
+    #: carries only coarsely when downgraded for a v1 one.
     converted: tuple[Dropped, ...] = ()
 
 
