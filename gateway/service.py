@@ -356,6 +356,14 @@ class Gateway:
         """
         now = self.clock()
         payload = self.for_recipient(message_type, payload, recipient).payload
+        if (message_type == "referral.request"
+                and payload_version(payload) not in self.directory.schema_versions(recipient)):
+            # A v1 referral whose consent does not cover the recipient is left in v1
+            # (for_recipient); for a recipient that takes only v2, the consent check must
+            # refuse it by its cause (audited consent.refused) before sealing refuses the version.
+            async with self.case_locks.hold(case_ref):
+                await self._check_case_consent(message_type, payload, recipient=recipient, case_ref=case_ref,
+                                               actor=actor, now=now)
         header, envelope = seal(
             payload, message_type=message_type, sender=self.identity, recipient=recipient,
             directory=self.directory, case_ref=case_ref, now=now,
