@@ -51,6 +51,7 @@ from gateway.store.base import (
     Store,
     StoreError,
     StoreUnavailableError,
+    WebSession,
     Withdrawal,
     incoming_moves_forward,
     outgoing_moves_forward,
@@ -263,6 +264,26 @@ MIGRATIONS += (
             """
             CREATE TRIGGER directories_no_delete BEFORE DELETE ON directories
             BEGIN SELECT RAISE(ABORT, 'directories are append-only'); END""",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    (
+        5,
+        (
+            # Workspace sessions (docs/workspace.md): the SHA-256 of the session id (never the
+            # id), who signed in and the session's times. Deleted at sign-out and expiry.
+            """
+            CREATE TABLE web_sessions (
+                id_hash      TEXT PRIMARY KEY,
+                user_name    TEXT NOT NULL,
+                role         TEXT NOT NULL,
+                created_at   TEXT NOT NULL,
+                last_seen_at TEXT NOT NULL,
+                expires_at   TEXT NOT NULL
+            )""",
+            "CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen_at)",
         ),
     ),
 )
@@ -834,6 +855,52 @@ class SQLiteStore(Store):
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (cutoff,)).rowcount
+
+        return await self._in_write(run)
+
+    # --- workspace sessions ---------------------------------------------------------------
+
+    async def _add_web_session(self, session: WebSession) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session.id_hash, session.user_name, session.role, _ts(session.created_at),
+                 _ts(session.last_seen_at), _ts(session.expires_at)),
+            )
+
+        await self._in_write(run)
+
+    async def _get_web_session(self, id_hash: str) -> WebSession | None:
+        def run(conn: sqlite3.Connection) -> WebSession | None:
+            row = conn.execute("SELECT * FROM web_sessions WHERE id_hash = ?", (id_hash,)).fetchone()
+            return None if row is None else rows.web_session(row, _dt)
+
+        return await self._call(run)
+
+    async def _touch_web_session(self, id_hash: str, at: datetime) -> bool:
+        when = _ts(at)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            found = conn.execute("SELECT 1 FROM web_sessions WHERE id_hash = ?", (id_hash,)).fetchone()
+            conn.execute("UPDATE web_sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at < ?",
+                         (when, id_hash, when))
+            return found is not None
+
+        return await self._in_write(run)
+
+    async def _delete_web_session(self, id_hash: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM web_sessions WHERE id_hash = ?", (id_hash,)).rowcount == 1
+
+        return await self._in_write(run)
+
+    async def _prune_web_sessions(self, idle_before: datetime, now: datetime) -> int:
+        idle, cutoff = _ts(idle_before), _ts(now)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM web_sessions WHERE last_seen_at < ? OR expires_at < ?",
+                                (idle, cutoff)).rowcount
 
         return await self._in_write(run)
 
