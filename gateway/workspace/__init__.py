@@ -14,11 +14,11 @@ from types import ModuleType
 from aiohttp import web
 
 from gateway.workspace import csrf, render, security, session
-from gateway.workspace.pages import home, signin, static
+from gateway.workspace.pages import compose, home, sent, signin, static
 
 #: The page modules, each with ``routes = web.RouteTableDef()``; every handler carries a
 #: ``@page``/``@page_public`` policy (gateway/api/roles.py).
-PAGES: tuple[ModuleType, ...] = (static, signin, home)
+PAGES: tuple[ModuleType, ...] = (static, signin, home, compose, sent)
 
 
 def install(app: web.Application) -> None:
