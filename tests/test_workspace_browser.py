@@ -23,11 +23,12 @@ from typing import Any, AsyncIterator
 import pytest
 
 from gateway.clock import utcnow
+from gateway.schema import load_example
 from gateway.workspace.local_form import build_form
 
-from testkit.gateway_pair import NIGER, NIGERIA, ROOT
+from testkit.gateway_pair import NIGER, NIGERIA, ROOT, eventually
 from .support.chromium import (
-    LAUNCH_ARGS, Recorder, axe_source, chromium_binary, no_horizontal_scroll, tab_to,
+    LAUNCH_ARGS, Recorder, Visit, axe_source, chromium_binary, no_horizontal_scroll, tab_to,
 )
 from .support.workspace import Site, name_for, password_for, workspace_pair
 
@@ -38,7 +39,7 @@ FICHE = json.loads((ROOT / "adapters" / "niger" / "samples" / "adulte_nigeriane_
 FICHE.update(source_referencement="forces de l'ordre", nationalite="Nigeria",
              type_exploitation=["exploitation sexuelle", "travail domestique"])
 #: Values of the fiche that are personal data (names, phone, local case number, free text).
-CANARIES = ("Amaka", "Testfixture", "Ngozi", "+234 800", "ANLTP-2026-TEST-0001", "Fiche de test")
+CANARIES = ("Amaka", "Testfixture", "Ngozi", "+234 800", "+2348000000001", "ANLTP-2026-TEST-0001", "Fiche de test")
 DESKTOP = {"width": 1280, "height": 900}
 NARROW = 360
 OTHER = {"fr": "en", "en": "fr"}
@@ -278,4 +279,168 @@ async def test_referral_from_niger_to_nigeria_and_back_in_the_browser(tmp_path: 
         for person in (amina, musa, bello, ama_en):
             await person.close()
     assert_no_canaries(recorder)
+    recorder.assert_clean()
+
+
+async def referral_via_api(ne: Site, ng: Site) -> str:
+    """A referral NE sends through its API (the example payload: same names as the fiche),
+    once it is in NG's inbox; its message id."""
+    client = (await ne.browser()).client
+    body = {"recipient": NIGERIA, "local_case_id": "NE-ZINDER-2026-0142", "payload": load_example("referral.request")}
+    async with client.post("/referrals", json=body, headers=ne.auth("caseworker")) as resp:
+        assert resp.status == 202, await resp.text()
+        message_id = (await resp.json())["message_id"]
+
+    async def arrived() -> bool:
+        return await ng.gateway.store.get_incoming(message_id) is not None
+    await eventually(arrived)
+    return message_id
+
+
+async def post_from_page(person: Person, path: str, fields: dict[str, str], *, csrf: bool = True) -> tuple[int, str]:
+    """A form post from the signed-in browser (its cookies; the token of the page shown)."""
+    data = dict(fields)
+    if csrf:
+        data["csrf"] = await person.page.get_attribute("input[name=csrf]", "value")
+    resp = await person.page.request.post(person.url(path), form=data, max_redirects=0)
+    return resp.status, await resp.text()
+
+
+async def test_a_form_without_its_csrf_token_is_refused_in_the_browser(tmp_path: Path, chromium: Any,
+                                                                       recorder: Recorder) -> None:
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        person = await Person.open(chromium, ne, "caseworker", "fr", recorder)
+        # Sign-in form with its token removed: refused, no session.
+        await person.goto("/workspace/sign-in")
+        await person.page.evaluate("document.querySelector('form#sign-in input[name=csrf]').remove()")
+        await person.page.fill("input[name=username]", name_for("caseworker", NIGER))
+        await person.page.fill("input[name=password]", password_for("caseworker", NIGER))
+        async with person.page.expect_navigation() as navigation:
+            await person.page.click("form#sign-in button[type=submit]")
+        assert (await navigation.value).status == 403
+        await person.check("csrf-refused")
+        assert not [c for c in await person.context.cookies() if c["name"] == "rgw_session"]
+        # Signed in: the sign-out form without its token is refused, and the session stays.
+        await person.sign_in()
+        await person.goto("/workspace/sent")
+        await person.page.evaluate("document.querySelector('form#sign-out input[name=csrf]').remove()")
+        async with person.page.expect_navigation() as navigation:
+            await person.page.click("form#sign-out button[type=submit]")
+        assert (await navigation.value).status == 403
+        response = await person.goto("/workspace/sent")
+        assert response.status == 200 and person.page.url.endswith("/workspace/sent")
+        # A token from another browser's session does not work either.
+        other = await Person.open(chromium, ne, "caseworker", "fr", recorder)
+        await other.sign_in()
+        await other.goto("/workspace/sent")
+        foreign = await other.page.get_attribute("input[name=csrf]", "value")
+        resp = await person.page.request.post(person.url("/workspace/sign-out"), form={"csrf": foreign},
+                                              max_redirects=0)
+        assert resp.status == 403
+        await person.close()
+        await other.close()
+    recorder.assert_clean()
+
+
+async def test_an_idle_session_ends_and_the_browser_is_sent_to_sign_in(tmp_path: Path, chromium: Any,
+                                                                      recorder: Recorder) -> None:
+    async with workspace_pair(tmp_path, workspace_idle_minutes=1) as (ne, _ng):
+        person = await Person.open(chromium, ne, "caseworker", "en", recorder)
+        await person.sign_in()
+        await person.goto("/workspace/compose")
+        assert person.page.url.endswith("/workspace/compose")
+        ne.gateway.clock = lambda: utcnow() + timedelta(minutes=2)  # two idle minutes later
+        await person.goto("/workspace/compose")
+        assert "/workspace/sign-in" in person.page.url
+        assert await person.page.locator(".notice").count() == 1
+        await person.check("session-ended", both=False)
+        await person.sign_in()  # signing in again works, and lands on the inbox
+        assert person.page.url.endswith("/workspace/inbox")
+        await person.close()
+    recorder.assert_clean()
+
+
+async def test_auditor_and_admin_reach_no_payload_page(tmp_path: Path, chromium: Any, recorder: Recorder) -> None:
+    async with workspace_pair(tmp_path) as (ne, ng):
+        message_id = await referral_via_api(ne, ng)
+        case_ref = (await ng.gateway.store.get_incoming(message_id)).case_ref
+        payload_pages = [
+            ("GET", f"/workspace/compose/niger?recipient={NIGERIA}", {}),
+            ("POST", f"/workspace/inbox/{message_id}/read", {"purpose": "safety_assessment"}),
+            ("POST", "/workspace/compose/niger/preview", {"recipient": NIGERIA, "prenom": "Amaka"}),
+            ("POST", f"/workspace/inbox/{message_id}/answer", {"decision": "accepted"}),
+            ("GET", f"/workspace/cases/{case_ref}/withdraw", {}),
+        ]
+        auditor = await Person.open(chromium, ng, "auditor", "en", recorder)
+        await auditor.sign_in()
+        row = f'table#inbox tr[data-message-id="{message_id}"]'
+        assert await auditor.page.locator(row).count() == 1  # the metadata list: allowed
+        await auditor.check("inbox-auditor")
+        response = await auditor.goto(f"/workspace/inbox/{message_id}")
+        if response.status == 200:  # metadata at most: no way to a read
+            assert await auditor.page.locator("form#read-purpose").count() == 0
+            assert await auditor.page.locator("section#payload").count() == 0
+        await auditor.check("inbox-item-auditor", both=False)
+
+        admin = await Person.open(chromium, ng, "admin", "en", recorder)
+        await admin.sign_in()
+        assert admin.page.url.endswith("/workspace/admin")
+        await admin.check("admin")
+        admin_pages = payload_pages + [("GET", "/workspace/inbox", {}), ("GET", f"/workspace/inbox/{message_id}", {}),
+                                       ("GET", "/workspace/sent", {})]
+        for person, pages in ((auditor, payload_pages), (admin, admin_pages)):
+            for method, path, fields in pages:
+                if method == "GET":
+                    status = (await person.goto(path)).status
+                    text = await person.page.content()
+                    recorder.visits.append(Visit(f"{person.role}:{path}", person.page.url, await person.page.title(),
+                                                 text, False))
+                else:
+                    await person.goto("/workspace/")
+                    status, text = await post_from_page(person, path, fields)
+                assert status == 403, (person.role, method, path, status)
+                for canary in CANARIES:
+                    assert canary not in text, (person.role, path)
+        await admin.goto("/workspace/inbox")
+        await admin.check("forbidden")
+        for person in (auditor, admin):
+            await person.close()
+    assert_no_canaries(recorder)
+    recorder.assert_clean()
+
+
+async def test_sign_in_and_read_with_the_keyboard_only(tmp_path: Path, chromium: Any, recorder: Recorder) -> None:
+    async with workspace_pair(tmp_path) as (ne, ng):
+        message_id = await referral_via_api(ne, ng)
+        person = await Person.open(chromium, ng, "caseworker", "en", recorder)
+        page = person.page
+        await person.goto("/workspace/sign-in")
+        await page.keyboard.press("Tab")  # the first stop skips the header
+        assert await page.evaluate("document.activeElement.matches('a.skip')")
+        await tab_to(page, "input[name=username]")
+        await page.keyboard.type(name_for("caseworker", NIGERIA))
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.matches('input[name=password]')")
+        await page.keyboard.type(password_for("caseworker", NIGERIA))
+        async with page.expect_navigation():
+            await page.keyboard.press("Enter")
+        assert page.url.endswith("/workspace/inbox")
+
+        await tab_to(page, f'tr[data-message-id="{message_id}"] a.open')
+        async with page.expect_navigation():
+            await page.keyboard.press("Enter")
+        await tab_to(page, "form#read-purpose select[name=purpose]")
+        # A closed select changes with the arrow keys; the first purpose is chosen either way.
+        chosen = await page.input_value("form#read-purpose select[name=purpose]")
+        assert chosen
+        await tab_to(page, "form#read-purpose button[type=submit]")
+        async with page.expect_navigation():
+            await page.keyboard.press("Enter")
+        assert "Amaka" in await page.inner_text("section#payload")
+        # The focus is visible where it lands (an outline or a box shadow on the focused element).
+        await tab_to(page, "form#answer select[name=decision]")
+        style = await page.evaluate("(() => { const s = getComputedStyle(document.activeElement); "
+                                    "return [s.outlineStyle, s.outlineWidth, s.boxShadow]; })()")
+        assert style[0] != "none" or style[2] != "none", style
+        await person.close()
     recorder.assert_clean()
