@@ -14,11 +14,11 @@ from types import ModuleType
 from aiohttp import web
 
 from gateway.workspace import csrf, render, security, session
-from gateway.workspace.pages import compose, home, sent, signin, static
+from gateway.workspace.pages import compose, followup, home, inbox, sent, signin, static
 
 #: The page modules, each with ``routes = web.RouteTableDef()``; every handler carries a
 #: ``@page``/``@page_public`` policy (gateway/api/roles.py).
-PAGES: tuple[ModuleType, ...] = (static, signin, home, compose, sent)
+PAGES: tuple[ModuleType, ...] = (static, signin, home, inbox, followup, compose, sent)
 
 
 def install(app: web.Application) -> None:

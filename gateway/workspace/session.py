@@ -33,6 +33,7 @@ from gateway.workspace.tokens import (
 log = structlog.get_logger("gateway.workspace")
 
 SIGN_IN = "/workspace/sign-in"
+STATIC_ROUTE = "workspace.static"
 THROTTLE = web.AppKey("workspace_throttle", Throttle)
 #: The id of the request's session (set when one is valid): sign-out needs it.
 SESSION_ID = web.RequestKey("workspace_session_id", str)
@@ -49,8 +50,8 @@ def setup(app: web.Application) -> None:
 async def session_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Find the request's session, enforce the page's policy, and build its PageContext."""
     access = page_policy_of(request.match_info.handler)
-    if access is None:
-        return await handler(request)
+    if access is None or getattr(request.match_info.route, "name", None) == STATIC_ROUTE:
+        return await handler(request)  # not a page; static files need no session (nor a store read)
     lang = language_of(request)
     token = CURRENT.set(lang)
     try:
