@@ -78,6 +78,8 @@ class Recorder:
     axe: str
     visits: list[Visit] = field(default_factory=list)
     axe_failures: list[str] = field(default_factory=list)
+    #: Pages wider than the narrow viewport (the page, not a table inside its own scroll box).
+    layout_failures: list[str] = field(default_factory=list)
     console_problems: list[str] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
 
@@ -117,8 +119,10 @@ class Recorder:
             self.screenshots.append(path)
 
     def assert_clean(self) -> None:
-        """No serious or critical axe-core violation, no CSP violation or script error."""
+        """No serious or critical axe-core violation, no sideways scrolling at 360 px, no CSP
+        violation or script error."""
         assert self.axe_failures == [], "axe-core: " + "; ".join(self.axe_failures)
+        assert self.layout_failures == [], "360 px: " + "; ".join(self.layout_failures)
         assert self.console_problems == [], "browser console: " + "; ".join(self.console_problems)
 
 
