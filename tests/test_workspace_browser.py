@@ -28,7 +28,7 @@ from gateway.workspace.local_form import build_form
 
 from testkit.gateway_pair import NIGER, NIGERIA, ROOT, eventually
 from .support.chromium import (
-    LAUNCH_ARGS, Recorder, Visit, axe_source, chromium_binary, no_horizontal_scroll, tab_to,
+    ARTIFACTS, LAUNCH_ARGS, Recorder, Visit, axe_source, chromium_binary, no_horizontal_scroll, tab_to,
 )
 from .support.workspace import Site, name_for, password_for, workspace_pair
 
@@ -96,22 +96,25 @@ class Person:
         async with self.page.expect_navigation():
             await self.page.click("form#sign-in button[type=submit]")
 
-    async def check(self, name: str, *, payload_allowed: bool = False, both: bool = True) -> None:
+    async def check(self, name: str, *, payload_allowed: bool = False, both: bool = True,
+                    narrow_shot: bool = True) -> None:
         """Screenshot, axe-core and 360 px check of the page shown; with ``both``, the same in
         the other language (a GET page: reloaded with the language cookie switched)."""
-        await self._check_here(name, payload_allowed)
+        await self._check_here(name, payload_allowed, narrow_shot)
         if both:
             await self._set_lang(OTHER[self.lang])
             await self.page.reload()
-            await self._check_here(name, payload_allowed)
+            await self._check_here(name, payload_allowed, narrow_shot)
             await self._set_lang(self.lang)
             await self.page.reload()
 
-    async def _check_here(self, name: str, payload_allowed: bool) -> None:
+    async def _check_here(self, name: str, payload_allowed: bool, narrow_shot: bool) -> None:
         await self.recorder.check(self.page, name, payload_allowed=payload_allowed)
         await self.page.set_viewport_size({"width": NARROW, "height": 740})
         width = await no_horizontal_scroll(self.page)
         lang = await self.page.evaluate("document.documentElement.lang")
+        if narrow_shot:  # what a phone shows (the page, not the full scroll height)
+            await self.page.screenshot(path=str(ARTIFACTS / f"workspace-{name}-{lang}-360.png"))
         await self.page.set_viewport_size(DESKTOP)
         if width > NARROW:
             self.recorder.layout_failures.append(f"{name}-{lang}: scrolls sideways at {NARROW} px ({width} px wide)")
@@ -241,6 +244,12 @@ async def test_referral_from_niger_to_nigeria_and_back_in_the_browser(tmp_path: 
         assert "Amaka" in await bello.page.inner_text("section#payload")
         await bello.check("read", payload_allowed=True, both=False)
 
+        # A follow-up message form of the case (generated from the schema), in both languages.
+        case_ref = (await ng.gateway.store.get_incoming(message_id)).case_ref
+        await musa.goto(f"/workspace/cases/{case_ref}/send/safety_assessment.result")
+        assert await musa.page.locator("form").count() >= 2  # the language switch and the message's form
+        await musa.check("followup-form")
+
         # NE sees the answer in the trail, in French.
         await amina.goto(sent_path)
         await wait_for(amina.page, 'ol#trail li[data-status="accepted"]')
@@ -355,7 +364,7 @@ async def test_an_idle_session_ends_and_the_browser_is_sent_to_sign_in(tmp_path:
         await person.goto("/workspace/compose")
         assert "/workspace/sign-in" in person.page.url
         assert await person.page.locator(".notice").count() == 1
-        await person.check("session-ended", both=False)
+        await person.check("session-ended")
         await person.sign_in()  # signing in again works, and lands on the inbox
         assert person.page.url.endswith("/workspace/inbox")
         await person.close()
@@ -382,7 +391,7 @@ async def test_auditor_and_admin_reach_no_payload_page(tmp_path: Path, chromium:
         if response.status == 200:  # metadata at most: no way to a read
             assert await auditor.page.locator("form#read-purpose").count() == 0
             assert await auditor.page.locator("section#payload").count() == 0
-        await auditor.check("inbox-item-auditor", both=False)
+        await auditor.check("inbox-item-auditor")
 
         admin = await Person.open(chromium, ng, "admin", "en", recorder)
         await admin.sign_in()
