@@ -19,7 +19,7 @@ import pytest
 
 from testkit.gateway_pair import ROOT
 
-WORKSPACE_LINE = re.compile(r"\] (NE-ANLTP-TIM|NG-NAPTIP) workspace: (http://127\.0\.0\.1:\d+)/workspace/ ")
+WORKSPACE_LINE = re.compile(r"\] (NE-ANLTP-TIM|NG-NAPTIP) workspace: (http://(?:127\.0\.0\.1|localhost):\d+)/workspace/ ")
 LOGIN_LINE = re.compile(r"^\s+(caseworker|auditor):\s+name (\S+)\s+password (\S+)$")
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
 READY = "Press Ctrl-C to stop."
@@ -74,20 +74,25 @@ def _stop(served: Served, sig: int) -> tuple[int, str, str]:
     return served.proc.returncode, "".join(served.lines) + out, err
 
 
-async def _sign_in(base: str, name: str, password: str) -> tuple[int, str, str]:
+async def _sign_in(base: str, name: str, password: str,
+                   http: aiohttp.ClientSession | None = None) -> tuple[int, str, str]:
     """GET the sign-in form, post it with its CSRF token; (status, Location, final page)."""
-    jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1, as a browser keeps them
-    async with aiohttp.ClientSession(cookie_jar=jar) as http:
-        async with http.get(f"{base}/workspace/sign-in") as resp:
-            assert resp.status == 200
-            token = CSRF.search(await resp.text())
-        assert token is not None
-        form = {"username": name, "password": password, "csrf": token.group(1)}
-        async with http.post(f"{base}/workspace/sign-in", data=form, allow_redirects=False) as resp:
-            status, location = resp.status, resp.headers.get("Location", "")
-        async with http.get(f"{base}/workspace/", allow_redirects=True) as resp:
-            page = f"{resp.status} {resp.url.path}"
-    return status, location, page
+    if http is None:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as own:
+            return await _sign_in(base, name, password, own)
+    async with http.get(f"{base}/workspace/sign-in") as resp:
+        assert resp.status == 200
+        token = CSRF.search(await resp.text())
+    assert token is not None
+    form = {"username": name, "password": password, "csrf": token.group(1)}
+    async with http.post(f"{base}/workspace/sign-in", data=form, allow_redirects=False) as resp:
+        status, location = resp.status, resp.headers.get("Location", "")
+    return status, location, await _landing(base, http)
+
+
+async def _landing(base: str, http: aiohttp.ClientSession) -> str:
+    async with http.get(f"{base}/workspace/", allow_redirects=True) as resp:
+        return f"{resp.status} {resp.url.path}"
 
 
 async def test_demo_serve_prints_logins_that_sign_in_and_stops_on_sigint() -> None:
@@ -105,6 +110,16 @@ async def test_demo_serve_prints_logins_that_sign_in_and_stops_on_sigint() -> No
             name, password = served.logins[agency]["caseworker"]
             status, _, page = await _sign_in(base, name, password + "x")
             assert status == 401 and page.endswith("/workspace/sign-in")
+        # One browser (one cookie jar, unsafe=True keeps cookies for 127.0.0.1 as a browser
+        # does) signed in at both agencies keeps both sessions: the URLs differ in host name.
+        assert served.urls["NE-ANLTP-TIM"].startswith("http://127.0.0.1:")
+        assert served.urls["NG-NAPTIP"].startswith("http://localhost:")
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            for agency, base in served.urls.items():
+                name, password = served.logins[agency]["caseworker"]
+                assert (await _sign_in(base, name, password, http))[0] == 303
+            for base in served.urls.values():
+                assert await _landing(base, http) == "200 /workspace/inbox"
         # Two agencies' passwords differ, and each differs from the other users'.
         passwords = [pw for logins in served.logins.values() for _, pw in logins.values()]
         assert len(set(passwords)) == 4

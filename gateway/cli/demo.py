@@ -163,6 +163,11 @@ async def _serve_until_stopped(*, force_memory: bool, host: str, ports: dict[str
                     print(f"demo: cannot listen on {host}:{ports[agency]} ({why}); "
                           f"choose another port with --{SHORT[agency]}-port", flush=True)
                     return 1
+            if host == "127.0.0.1":
+                # Cookies are per host, not per port: the same browser signed in at both
+                # agencies under one host name would have one session cookie overwrite the
+                # other. "localhost" is another host name for the same address.
+                urls[RECIPIENT] = urls[RECIPIENT].replace("//127.0.0.1:", "//localhost:", 1)
             for agency in (SENDER, RECIPIENT):
                 say.step(f"{agency} workspace: {urls[agency]}/workspace/  (API: {urls[agency]}/)")
                 for role, name, password in logins[agency]:
