@@ -1,7 +1,7 @@
 # Quick start: `make demo` runs the two-agency demo, `make test` runs the tests;
 # `make serve` keeps the two demo gateways and their workspaces running until Ctrl-C
 # (`gateway demo --serve`, docs/workspace.md).
-# Both create .venv and install the project into it on first use.
+# Each creates .venv and installs the project into it on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
