@@ -272,3 +272,51 @@ async def test_an_auditor_cannot_withdraw(tmp_path: Path) -> None:
         status, _, _ = await auditor.post(f"/workspace/cases/{case_ref}/withdraw", {"decision_maker": "self"})
         assert status == 403
         assert await ne.gateway.store.withdrawals_for_case(case_ref) == []
+
+
+async def test_the_form_speaks_its_own_language_whatever_the_page_language(tmp_path: Path) -> None:
+    async with workspace_pair(tmp_path) as (ne, ng):
+        english_ui = await ne.browser("caseworker", headers=EN)
+        _, page, _ = await english_ui.get(f"/workspace/compose/niger?recipient={NIGERIA}")
+        assert '<html lang="en">' in page and "Compose a referral" in page
+        assert '<div lang="fr">' in page and "Prénom(s)" in page and "Lieu d'origine" in html.unescape(page)
+        french_ui = await ng.browser("caseworker", headers=FR)
+        _, page, _ = await french_ui.get("/workspace/compose/nigeria?recipient=NE-ANLTP-TIM")
+        assert '<html lang="fr">' in page and "Rédiger un référencement" in page
+        assert '<div lang="en">' in page and "First name" in page and 'name="family_contacts.1.location.town"' in page
+        assert '<option value="nigeria" selected>' in (await french_ui.get("/workspace/compose"))[1]
+
+
+async def test_back_from_the_preview_the_form_is_filled_again(tmp_path: Path) -> None:
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        browser = await ne.browser("caseworker")
+        _, page = await preview(browser, FICHE)
+        record = html.unescape(_RECORD.search(page).group(1))
+        status, page, _ = await browser.post("/workspace/compose/niger", {"record": record, "recipient": NIGERIA})
+        assert status == 200 and 'id="compose"' in page
+        assert 'name="prenom" type="text" value="Amaka Joy"' in page
+        assert re.search(r'name="besoins" value="médical" checked', page)
+        assert re.search(r'<option value="mère" selected>', page)
+        status, _, _ = await browser.post("/workspace/compose/niger", {"record": "[1]", "recipient": NIGERIA})
+        assert status == 400
+
+
+async def test_naptip_composes_its_own_record_in_english_for_niger(tmp_path: Path) -> None:
+    record = json.loads((ROOT / "adapters" / "nigeria" / "samples" / "adult_returned_from_niger_reintegration.json")
+                        .read_text(encoding="utf-8"))
+    record["consent"]["recipient_agencies"] = ["NE-ANLTP-TIM"]
+    form = build_form("nigeria").fit(record)
+    fields = [(name, v) for name, vs in form.values(record).items() for v in vs]
+    async with workspace_pair(tmp_path) as (_ne, ng):
+        browser = await ng.browser("caseworker", headers=EN)
+        await browser.get("/workspace/compose/nigeria?recipient=NE-ANLTP-TIM")
+        status, page, _ = await browser.post("/workspace/compose/nigeria/preview",
+                                             [("recipient", "NE-ANLTP-TIM"), *fields])
+        assert status == 200, page
+        dropped = element(page, "table", "dropped")
+        assert 'data-local-field="case_number"' in dropped and "stays here" in dropped
+        assert 'data-local-field="surname"' in dropped  # reintegration handover: no names
+        assert "person.names" not in element(page, "table", "leaving")
+        status, _, headers = await browser.post("/workspace/compose/nigeria/send", {
+            "record": html.unescape(_RECORD.search(page).group(1)), "recipient": "NE-ANLTP-TIM"})
+        assert status == 303 and headers["Location"].startswith("/workspace/sent/")

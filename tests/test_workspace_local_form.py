@@ -79,7 +79,9 @@ def test_labels_are_in_the_forms_own_language() -> None:
     assert niger.field("contacts_famille.0.prenom").row_label == "Contact familial n° 1"
     assert niger.field("consentement.date").label == "Date du consentement"
     assert nigeria.field("first_name").label == "First name"
-    assert nigeria.field("family_contacts.1.location.town").label == "Town"
+    assert nigeria.field("family_contacts.1.location.town").label == "Location — Town"
+    assert niger.field("lieu_origine.ville").caption == "Lieu d'origine"
+    assert niger.field("contacts_famille.0.lieu.ville").caption == "Contact familial n° 1"
     assert mali.field("tuteur.lien").label == "Lien de parenté"  # one guardian block, as on the paper form
 
 

@@ -60,6 +60,14 @@ class FormField:
     #: The row this field belongs to (``contacts_famille.0``) and its caption, for a list of objects.
     row: str | None = None
     row_label: str | None = None
+    #: The object this field belongs to outside a row (``lieu_origine``) and its caption.
+    group: str | None = None
+    group_label: str | None = None
+
+    @property
+    def caption(self) -> str | None:
+        """The caption of the fieldset around this field: its row's, else its object's."""
+        return self.row_label if self.row else self.group_label if self.group else None
 
     @property
     def multiple(self) -> bool:
@@ -272,9 +280,16 @@ class _Builder:
         arr = next((v for v in variants if v.get("type") == "array"), None)
         if obj is not None:
             required_here = set(obj.get("required", []))
-            return [f for sub, sub_node in obj.get("properties", {}).items()
-                    for f in self.fields(f"{name}.{sub}", sub_node, required=sub in required_here,
-                                         row=row, row_label=row_label)]
+            out = [f for sub, sub_node in obj.get("properties", {}).items()
+                   for f in self.fields(f"{name}.{sub}", sub_node, required=sub in required_here,
+                                        row=row, row_label=row_label)]
+            if name in (self.consent_field(), row):
+                return out  # the consent block is a section of its own; a row has its caption
+            if row is None:
+                # An object (the place of origin) is a fieldset captioned by its label.
+                return [f if f.group else replace(f, group=name, group_label=self._label(name)) for f in out]
+            # Inside a row, the object's label goes before its fields' ("Lieu — Ville ou village").
+            return [replace(f, label=f"{self._label(name)} — {f.label}") for f in out]
         if arr is not None:
             return self._list(name, node, arr, row, row_label)
         return [self._scalar(name, node, required, row, row_label)]

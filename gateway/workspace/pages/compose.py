@@ -23,6 +23,7 @@ from gateway.api.context import gateway_of, settings_of
 from gateway.api.roles import Permission, page
 from gateway.api.submission import Outgoing, Problem, general_problem, preview, submit
 from gateway.errors import GatewayError
+from gateway.code_lists import label as country_label
 from gateway.i18n import code_label, msg, translate
 from gateway.pseudonym import case_pseudonym
 from gateway.workspace.local_form import FormField, LocalForm, build_form, form_spec, formats_with_forms, input_name
@@ -174,7 +175,7 @@ def _blocks(fields: tuple[FormField, ...]) -> list[tuple[str | None, list[FormFi
     """A section's fields in blocks: each row of a list (a family contact) together under its caption."""
     out: list[tuple[str | None, list[FormField]]] = []
     for form_field in fields:
-        caption = form_field.row_label if form_field.row else None
+        caption = form_field.caption
         if out and out[-1][0] == caption and caption is not None:
             out[-1][1].append(form_field)
         elif out and caption is None and out[-1][0] is None:
@@ -201,7 +202,7 @@ def _field_label(form: LocalForm, local_field: str) -> str:
     if found is None:
         return local_field
     if found.name == name:
-        return f"{found.row_label} — {found.label}" if found.row_label else found.label
+        return f"{found.caption} — {found.label}" if found.caption else found.label
     # A group (lieu_origine, contacts_famille): the form's label for the group itself.
     labels = form_spec(form.format_id).get("labels", {})
     generic = ".".join(p for p in name.split(".") if not p.isdigit())
@@ -273,6 +274,12 @@ def _new_case_ref(request: web.Request, recipient: str) -> str:
 
 # --- what leaves, what was dropped --------------------------------------------------------------
 
+_CODE = re.compile(r"[a-z][a-z0-9_]*")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+#: Shared fields holding a country code (a country, a nationality, the countries of exploitation).
+_COUNTRY_KEY = re.compile(r"(country|nationality|countries(\[\d+\])?)$")
+
+
 def leaving_rows(payload: Any, lang: str, path: str = "") -> Any:
     """(shared path, value, label of a coded value or "") for every leaf of the payload, in order."""
     if isinstance(payload, dict):
@@ -283,8 +290,11 @@ def leaving_rows(payload: Any, lang: str, path: str = "") -> Any:
             yield from leaving_rows(value, lang, f"{path}[{i}]")
     else:
         shown = json.dumps(payload) if isinstance(payload, bool) else str(payload)
-        label = code_label("code", payload, lang) if isinstance(payload, str) and re.fullmatch(r"[a-z_]+", payload) \
-            else None
+        label = None
+        if isinstance(payload, str) and _CODE.fullmatch(payload):
+            label = code_label("code", payload, lang)
+        elif isinstance(payload, str) and _COUNTRY.fullmatch(payload) and _COUNTRY_KEY.search(path):
+            label = country_label("country_code", payload, lang)  # CLDR names
         yield path, shown, label or ""
 
 
