@@ -321,8 +321,16 @@ async def test_a_form_without_its_csrf_token_is_refused_in_the_browser(tmp_path:
                                                                        recorder: Recorder) -> None:
     async with workspace_pair(tmp_path) as (ne, _ng):
         person = await Person.open(chromium, ne, "caseworker", "fr", recorder)
-        # Sign-in form with its token removed: refused, no session.
+        # The visible language switch (a form with its token) works, and back.
         await person.goto("/workspace/sign-in")
+        assert await person.page.evaluate("document.documentElement.lang") == "fr"
+        for lang in ("en", "fr"):
+            async with person.page.expect_navigation():
+                await person.page.click(f'form.lang-switch button[name=lang][value="{lang}"]')
+            assert person.page.url.endswith("/workspace/sign-in")
+            assert await person.page.evaluate("document.documentElement.lang") == lang
+            assert await person.page.get_attribute(f'form.lang-switch button[value="{lang}"]', "aria-pressed") == "true"
+        # Sign-in form with its token removed: refused, no session.
         await person.page.evaluate("document.querySelector('form#sign-in input[name=csrf]').remove()")
         await person.page.fill("input[name=username]", name_for("caseworker", NIGER))
         await person.page.fill("input[name=password]", password_for("caseworker", NIGER))
