@@ -1,11 +1,13 @@
-# Quick start: `make demo` runs the two-agency demo, `make test` runs the tests.
-# Both create .venv and install the project into it on first use.
+# Quick start: `make demo` runs the two-agency demo, `make test` runs the tests;
+# `make serve` keeps the two demo gateways and their workspaces running until Ctrl-C
+# (`gateway demo --serve`, docs/workspace.md).
+# Each creates .venv and installs the project into it on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test typecheck bench clean
+.PHONY: demo serve test typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/gateway demo
+
+serve: $(STAMP)
+	$(BIN)/gateway demo --serve
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

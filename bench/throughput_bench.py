@@ -8,16 +8,18 @@ Gateway: NE (this process) submits ``--n`` referral.requests, ``--batch`` at a t
 concurrently, to NG (its own process, ``testkit/ng_process.py``). Timed from the first
 submit until NG's inbox holds all of them and every NE outbox status is ``delivered`` (NG's
 signed receipt came back), counted from the two SQLite stores. Each referral is two broker
-messages (request + delivered receipt) and about fifteen fsync'd SQLite commits.
+messages (request + delivered receipt); the SQLite writes of concurrent handlers share
+fsync'd group commits.
 
 Raw: the same number of messages of the same size (the sealed envelope's size) through a
 durable topic exchange into a quorum queue: persistent, mandatory, publisher confirms
 (batches of ``outbox_batch`` awaited together, as the outbox does), consumed with manual
 acks at the gateway's prefetch, in one process. Timed from first publish to last ack.
 
-Also measured: the SQLite store's commit latency on this disk, and NE's store operations
-per referral, which give the store's ceiling (one writer thread per gateway, each write a
-transaction that waits for fsync). ``--profile`` adds cProfile of both gateways.
+Also measured: the SQLite store's commit latency on this disk, NE's store operations per
+referral, and for each gateway its process CPU time per referral (target 1 of issue 14),
+the store thread's group commits, writes, reads and CPU. ``--profile`` adds cProfile of
+both gateways.
 """
 
 from __future__ import annotations
@@ -63,11 +65,14 @@ WRITES = {"add_outgoing", "mark_sent", "mark_retry", "mark_failed", "set_status"
 
 
 class CountingStore:
-    """Counts calls per store method (to report store operations per referral)."""
+    """Counts calls per store method (to report store operations per referral), and keeps
+    the size of the sealed referral envelopes as they enter the outbox (once delivered,
+    the outbox keeps only a digest record of the body)."""
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self.calls: Counter[str] = Counter()
+        self.envelope_bytes = 0
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._inner, name)
@@ -76,17 +81,27 @@ class CountingStore:
 
         async def counted(*args: Any, **kwargs: Any) -> Any:
             self.calls[name] += 1
+            if name == "add_outgoing" and args[0].message_type == "referral.request":
+                self.envelope_bytes = len(args[0].envelope)
             return await attr(*args, **kwargs)
 
         return counted
 
 
+#: CPU seconds the benchmark's own progress counting took (in this process, beside NE's
+#: gateway): subtracted from this process's CPU to give NE's.
+_counting_cpu = 0.0
+
+
 def _count(path: Path, sql: str) -> int:
+    global _counting_cpu
+    began = time.thread_time()
     conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
     try:
         return conn.execute(sql).fetchone()[0]
     finally:
         conn.close()
+        _counting_cpu += time.thread_time() - began
 
 
 async def _wait_counts(ne_db: Path, ng_db: Path, n: int, started: float, timeout: float) -> tuple[float, float]:
@@ -128,6 +143,7 @@ async def gateway_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             ne.store = counting  # type: ignore[assignment]
             await _ng_busy(ng, busy_out)  # resets NG's meter
             meter.reset()
+            counting_cpu_before = _counting_cpu
             if profiler:
                 profiler.enable()
             started = time.perf_counter()
@@ -137,7 +153,9 @@ async def gateway_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             if profiler:
                 profiler.disable()
             ne_busy, ng_busy = meter.snapshot(), await _ng_busy(ng, busy_out)
-            envelope_bytes = len((await ne.store.get_outgoing(ids[0])).envelope)
+            ne_busy["process_cpu_seconds"] = round(
+                ne_busy["process_cpu_seconds"] - (_counting_cpu - counting_cpu_before), 3)
+            envelope_bytes = counting.envelope_bytes
             ne.store = counting._inner
         assert await ng.stop() == 0
     finally:
@@ -160,6 +178,9 @@ async def gateway_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         "ne_store_calls_per_referral": round(sum(calls.values()) / args.n, 2),
         "ne_busy": ne_busy,
         "ng_busy": ng_busy,
+        # Target 1 of issue 14: gateway CPU per referral per side (all threads of the process).
+        "ne_cpu_ms_per_referral": round(ne_busy["process_cpu_seconds"] * 1000 / args.n, 2),
+        "ng_cpu_ms_per_referral": round(ng_busy["process_cpu_seconds"] * 1000 / args.n, 2),
     }
     if profiler:
         result["profile_ne"] = _top(pstats.Stats(profiler))
@@ -212,7 +233,7 @@ async def raw_run(args: argparse.Namespace, size: int) -> dict[str, Any]:
                 done.set()
 
         await con_queue.consume(on_message, no_ack=False)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for first in range(0, args.n, defaults.outbox_batch):
             await asyncio.gather(*(
                 exchange.publish(
@@ -224,7 +245,7 @@ async def raw_run(args: argparse.Namespace, size: int) -> dict[str, Any]:
             ))
         published = time.perf_counter() - started
         await asyncio.wait_for(done.wait(), 300)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         await con_channel.close()
         await pub_channel.queue_delete(name)
         await pub_channel.exchange_delete(name)
@@ -237,6 +258,8 @@ async def raw_run(args: argparse.Namespace, size: int) -> dict[str, Any]:
         "publish_confirmed_seconds": round(published, 3),
         "all_acked_seconds": round(elapsed, 3),
         "messages_per_second": round(args.n / elapsed, 1),
+        # Publisher and consumer together, in this one process.
+        "cpu_ms_per_message": round(cpu * 1000 / args.n, 3),
         "prefetch": defaults.prefetch,
         "publish_batch": defaults.outbox_batch,
     }
@@ -295,17 +318,21 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"store: {result['store_commit_ms']:.2f} ms per fsync'd commit; NE does "
           f"{g['ne_store_writes_per_referral']:.1f} writes ({g['ne_store_calls_per_referral']:.1f} calls) per referral "
           f"on one writer thread -> ceiling ~{result['ne_store_ceiling_referrals_per_second']:.0f} referrals/s")
-    print(f"{'busy seconds during the gateway run':<40}{'wall':>8}{'loop':>8}{'store':>8}{'txns':>7}")
+    print(f"CPU per referral (process CPU time / referrals): NE {g['ne_cpu_ms_per_referral']:.2f} ms, "
+          f"NG {g['ng_cpu_ms_per_referral']:.2f} ms; raw aio-pika {r['cpu_ms_per_message']:.2f} ms per message "
+          "(publish + consume)")
+    print(f"{'during the gateway run (seconds; counts)':<40}{'wall':>7}{'loop':>7}{'store':>7}{'st.cpu':>7}"
+          f"{'commits':>8}{'w.jobs':>8}{'reads':>7}")
     for side in ("ne", "ng"):
         b = g[f"{side}_busy"]
         print(f"  {side.upper() + (' (in-process, submits)' if side == 'ne' else ' (subprocess)'):<38}"
-              f"{b['wall_seconds']:>8.2f}{b['loop_busy_seconds']:>8.2f}{b['store_thread_busy_seconds']:>8.2f}"
-              f"{b['store_transactions']:>7}")
+              f"{b['wall_seconds']:>7.2f}{b['loop_busy_seconds']:>7.2f}{b['store_thread_busy_seconds']:>7.2f}"
+              f"{b['store_thread_cpu_seconds']:>7.2f}{b['store_commits']:>8}{b['store_write_jobs']:>8}{b['store_reads']:>7}")
     for side in ("ne", "ng"):
         b = g[f"{side}_busy"]
-        per_txn = b["store_thread_busy_seconds"] / max(b["store_transactions"], 1)
-        print(f"  {side.upper()} store under load: {per_txn * 1000:.2f} ms/transaction, "
-              f"{b['store_transactions'] / g['n']:.1f} per referral -> ceiling "
+        print(f"  {side.upper()} store per referral: {b['store_commits'] / g['n']:.2f} group commits "
+              f"({b['store_write_jobs'] / g['n']:.1f} writes), {b['store_reads'] / g['n']:.1f} reads, "
+              f"{b['store_thread_cpu_seconds'] * 1000 / g['n']:.2f} ms store-thread CPU; ceiling "
               f"~{g['n'] / max(b['store_thread_busy_seconds'], 1e-9):.0f} referrals/s "
               f"(store busy {b['store_thread_busy_seconds'] / b['wall_seconds']:.0%} of wall)")
     if "profile_ne" in g:

@@ -130,7 +130,8 @@ class AtRest:
                 raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
             raise AtRestError(f"message key {message_id} belongs to another case key")
         # A redelivery reuses the key stored the first time (add_data_key is idempotent).
-        message_key = self._unwrap_message_key(stored, case_key.key, message_id)
+        if stored.wrapped != wrapped:
+            message_key = self._unwrap_message_key(stored, case_key.key, message_id)
         prefix = KEYED if plaintext is None else KEYED_WITH_PLAINTEXT
         return prefix + digest + bytes(Aead(message_key).encrypt(content, message_id.encode("ascii")))
 
@@ -199,6 +200,9 @@ class AtRest:
             wrapped = kid.encode("ascii") + SealedBox(public).encrypt(fresh)
             live = await self.store.add_data_key(DataKey(
                 key_id=f"case-{uuid.uuid4()}", case_ref=case_ref, kind="case", wrapped=wrapped, created_at=at))
+            if live.wrapped == wrapped:
+                # Ours was stored (no concurrent writer won): no need to unwrap what we just wrapped.
+                return _CaseKey(live.key_id, fresh)
         return _CaseKey(live.key_id, await self._unwrap_case_key(live))
 
     def _wrapping_key(self) -> tuple[str, PublicKey]:

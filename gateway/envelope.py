@@ -19,6 +19,7 @@ H is the RFC 8785 bytes of the header; lengths are 4-byte big-endian unsigned in
 
 from __future__ import annotations
 
+import base64
 import re
 import struct
 import uuid
@@ -31,8 +32,8 @@ from nacl.exceptions import CryptoError
 from nacl.public import PublicKey, SealedBox
 from nacl.signing import VerifyKey
 
-from gateway.b64 import b64url_decode, b64url_encode
-from gateway.canonical import canonical_bytes, strict_loads
+from gateway.b64 import b64url_decode
+from gateway.canonical import canonical_bytes, loads_canonical, strict_loads
 from gateway.clock import format_ts, parse_ts, utcnow
 from gateway.directory import AGENCY_ID, KID, Directory
 from gateway.errors import (
@@ -231,32 +232,44 @@ def seal(
         case=case_ref,
         in_reply_to=in_reply_to,
     )
-    _check_header(header.to_json())  # never emit what we would refuse to open
-    header_bytes = canonical_bytes(header.to_json())
+    header_json = header.to_json()
+    _check_header(header_json)  # never emit what we would refuse to open
+    header_bytes = canonical_bytes(header_json)
     payload_bytes = canonical_bytes(dict(payload))
     if len(payload_bytes) > policy.max_payload_bytes:
         raise OversizeEnvelopeError(f"payload is {len(payload_bytes)} bytes; limit {policy.max_payload_bytes}")
     inner = sender.signing_key.sign(payload_signing_input(header_bytes, payload_bytes)).signature
     ciphertext = SealedBox(PublicKey(enc_key.public_key)).encrypt(inner + payload_bytes)
     outer = sender.signing_key.sign(envelope_signing_input(header_bytes, ciphertext)).signature
-    envelope = {
-        "format": FORMAT,
-        "header": header.to_json(),
-        "ciphertext": b64url_encode(ciphertext),
-        "signature": b64url_encode(outer),
-    }
-    return header, canonical_bytes(envelope)
+    return header, envelope_bytes(header_bytes, ciphertext, outer)
+
+
+def envelope_bytes(header_bytes: bytes, ciphertext: bytes, signature: bytes) -> bytes:
+    """The RFC 8785 bytes of ``{"format", "header", "ciphertext", "signature"}``, written
+    directly: members in RFC 8785 order, the header's canonical bytes as they were signed,
+    and base64url text, which needs no escaping (tests check it equals ``canonical_bytes``)."""
+    return b"".join((
+        b'{"ciphertext":"', _b64url_bytes(ciphertext), b'","format":"', FORMAT.encode("ascii"), b'","header":',
+        header_bytes, b',"signature":"', _b64url_bytes(signature), b'"}',
+    ))
+
+
+def _b64url_bytes(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
 
 
 # --- opening -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class ParsedEnvelope:
+    """An envelope parsed and checked for structure (no crypto yet): ``open_sealed`` takes
+    it instead of the bytes, so a receiver that looked at the header first parses once."""
+
     header: Header
-    header_bytes: bytes
-    ciphertext: bytes
-    signature: bytes
+    header_bytes: bytes = field(repr=False)
+    ciphertext: bytes = field(repr=False)
+    signature: bytes = field(repr=False)
 
 
 def parse_envelope(data: bytes, policy: EnvelopePolicy = DEFAULT_POLICY) -> tuple[Header, bytes, bytes]:
@@ -265,7 +278,12 @@ def parse_envelope(data: bytes, policy: EnvelopePolicy = DEFAULT_POLICY) -> tupl
     return parsed.header, parsed.ciphertext, parsed.signature
 
 
-def _parse(data: bytes, policy: EnvelopePolicy) -> _Parsed:
+def parse_sealed(data: bytes, policy: EnvelopePolicy = DEFAULT_POLICY) -> ParsedEnvelope:
+    """Parse envelope bytes strictly, as ``parse_envelope``; the result opens with ``open_sealed``."""
+    return _parse(data, policy)
+
+
+def _parse(data: bytes, policy: EnvelopePolicy) -> ParsedEnvelope:
     if not isinstance(data, (bytes, bytearray)):
         raise MalformedEnvelopeError("envelope must be bytes")
     if len(data) > policy.max_envelope_bytes:
@@ -284,7 +302,7 @@ def _parse(data: bytes, policy: EnvelopePolicy) -> _Parsed:
         raise MalformedEnvelopeError(f"$.signature: must decode to {SIGNATURE_BYTES} bytes")
     if not SEAL_OVERHEAD + SIGNATURE_BYTES < len(ciphertext) <= SEAL_OVERHEAD + SIGNATURE_BYTES + policy.max_payload_bytes:
         raise MalformedEnvelopeError("$.ciphertext: length outside the allowed range")
-    return _Parsed(header, canonical_bytes(doc["header"]), ciphertext, signature)
+    return ParsedEnvelope(header, canonical_bytes(doc["header"]), ciphertext, signature)
 
 
 def parse_header(raw: Any) -> Header:
@@ -322,7 +340,7 @@ def _check_header(raw: Any) -> Header:
     )
 
 
-def _verify_outer(parsed: _Parsed, directory: Directory, now: datetime, stored_at: datetime | None = None) -> VerifyKey:
+def _verify_outer(parsed: ParsedEnvelope, directory: Directory, now: datetime, stored_at: datetime | None = None) -> VerifyKey:
     header = parsed.header
     verify_key = directory.sender_key(header.sender, header.sig_kid, created=header.created, now=now,
                                       stored_at=stored_at)
@@ -343,7 +361,7 @@ def verify_origin(
 
 
 def open_sealed(
-    data: bytes,
+    data: bytes | ParsedEnvelope,
     *,
     recipient: AgencyIdentity,
     directory: Directory,
@@ -362,10 +380,11 @@ def open_sealed(
     every check then runs as of that moment (see Directory.sender_key). ``plaintext`` is
     the ``inner signature || payload`` the recipient kept at rest when it first opened the
     envelope (gateway/at_rest.py): given, no private key is needed (it may be destroyed by
-    now) and every signature is still checked.
+    now) and every signature is still checked. ``data`` may be the envelope already parsed
+    by ``parse_sealed`` (with the same ``policy``).
     """
     now = now or utcnow()
-    parsed = _parse(data, policy)
+    parsed = data if isinstance(data, ParsedEnvelope) else _parse(data, policy)
     header = parsed.header
     verify_key = _verify_outer(parsed, directory, now, stored_at)
     if header.recipient != recipient.agency_id:
@@ -417,9 +436,8 @@ def open_sealed(
 
 def _decode_payload(payload_bytes: bytes, message_id: str) -> dict[str, Any]:
     try:
-        payload = strict_loads(payload_bytes)
         # One byte string per payload: what was signed is exactly what is re-serialised and stored.
-        canonical = isinstance(payload, dict) and canonical_bytes(payload) == payload_bytes
+        payload, canonical = loads_canonical(payload_bytes)
     except (ValueError, RecursionError):  # includes rfc8785's out-of-range numbers
         raise MalformedEnvelopeError(f"payload of message {message_id} is not valid JSON") from None
     if not isinstance(payload, dict):
@@ -460,6 +478,6 @@ def _b64(value: Any, path: str) -> bytes:
 
 __all__ = [
     "DEFAULT_POLICY", "EnvelopeError", "EnvelopePolicy", "FORMAT", "Header", "MemoryReplayGuard",
-    "OpenedMessage", "RecipientRefusesError", "ReplayGuard", "open_sealed", "parse_envelope", "parse_header", "seal",
-    "verify_origin",
+    "OpenedMessage", "ParsedEnvelope", "RecipientRefusesError", "ReplayGuard", "envelope_bytes", "open_sealed",
+    "parse_envelope", "parse_header", "parse_sealed", "seal", "verify_origin",
 ]

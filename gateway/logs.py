@@ -46,6 +46,9 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[^\s'\"\\,;]+")
 _URL_CREDENTIALS = re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^\s/@'\"\\]+@")
 _QUERY = re.compile(r"\?[^\s'\"\\#]+")
 _HEADER_LINE = re.compile(r"(?i)\b(authorization|cookie|x-api-key)\s*[:=]\s*[^\r\n'\"\\]*")
+#: Something each of the four patterns above needs in order to match (a superset: a text
+#: without any of these is left unchanged by all of them).
+_MAY_NEED_SCRUB = re.compile(r"(?i)bearer|basic|authorization|cookie|x-api-key|@|\?")
 _SITE_PACKAGES = re.compile(r".*[/\\](?:site|dist)-packages[/\\]")
 _PROJECT_ROOT = str(Path(__file__).resolve().parent.parent) + "/"
 
@@ -201,9 +204,26 @@ def redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Mu
     return event_dict
 
 
+def _secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered not in _SAFE_KEYS and any(p in lowered for p in SECRET_KEY_PARTS)
+
+
+#: Keys already decided (log keys are few, written in the code): the decision is made once
+#: per key, not once per log line. Bounded, in case keys ever came from data.
+_SECRET_KEYS: dict[str, bool] = {}
+_SECRET_KEYS_MAX = 4096
+
+
 def _redact_value(key: Any, value: Any) -> Any:
-    if isinstance(key, str) and key.lower() not in _SAFE_KEYS and any(p in key.lower() for p in SECRET_KEY_PARTS):
-        return REDACTED if value is not None else None
+    if isinstance(key, str):
+        secret = _SECRET_KEYS.get(key)
+        if secret is None:
+            secret = _secret_key(key)
+            if len(_SECRET_KEYS) < _SECRET_KEYS_MAX:
+                _SECRET_KEYS[key] = secret
+        if secret:
+            return REDACTED if value is not None else None
     if isinstance(value, str):
         return scrub(value)
     if isinstance(value, Mapping):
@@ -217,6 +237,8 @@ def _redact_value(key: Any, value: Any) -> Any:
 
 def scrub(text: str) -> str:
     """Remove bearer tokens, header values of credentials, URL credentials and query strings from a text."""
+    if not _MAY_NEED_SCRUB.search(text):
+        return text  # most values (ids, codes) hold nothing any pattern below could match
     text = _HEADER_LINE.sub(lambda m: f"{m.group(1)}: {REDACTED}", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)

@@ -23,9 +23,11 @@ DELETED = b"RGWD1"
 _DIGEST = 32
 
 
-def digest_record(envelope: bytes) -> bytes:
-    """The record that replaces a sealed envelope in the outbox (deterministic: deleting twice is a no-op)."""
-    header, _, _ = parse_envelope(envelope)
+def digest_record(envelope: bytes, header: Header | None = None) -> bytes:
+    """The record that replaces a sealed envelope in the outbox (deterministic: deleting twice
+    is a no-op). ``header``: the envelope's header, if the caller has parsed it already."""
+    if header is None:
+        header, _, _ = parse_envelope(envelope)
     return DELETED + hashlib.sha256(envelope).digest() + canonical_bytes(header.to_json())
 
 

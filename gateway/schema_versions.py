@@ -9,8 +9,10 @@ enumerations passes through unchanged and the output then fails validation).
   in v2), reporting each dropped field as a (path, reason) pair.
 * :func:`downgrade_to_v1` maps v2 codes to their v1 counterparts (a v2 code with no v1
   counterpart becomes v1 ``other`` where v1 has one) and raises :class:`DowngradeError`
-  listing every field v1 cannot carry (v2-only purposes, child_protection, criminal_justice,
-  the needs v1 has no place for, an uncoded language...).
+  listing every field v1 cannot carry (v2-only purposes, also a response's accepted ones,
+  child_protection, criminal_justice,
+  the needs v1 has no place for, an uncoded language...); :func:`convert` also reports
+  what the downgrade carries only coarsely (children's details, codes sent as ``other``).
 
 Paths and reasons name fields and codes only, never a value of the payload.
 docs/schema.md has the same mapping as a table.
@@ -105,7 +107,7 @@ class Dropped(NamedTuple):
 
 
 class Upgraded(NamedTuple):
-    """A v2 payload and the v1 fields it does not carry."""
+    """A converted payload and what it does not carry (or carries only coarsely), path and reason."""
 
     payload: dict[str, Any]
     dropped: tuple[Dropped, ...]
@@ -123,6 +125,23 @@ class DowngradeError(GatewayError):
         super().__init__(f"{message_type} cannot be carried in schema version 1: {listed}")
 
 
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value: dicts and lists rebuilt, scalars shared (they are
+    immutable); anything else goes through ``copy.deepcopy``. Several times faster than
+    ``copy.deepcopy`` on the payloads converted for every message sent or read."""
+    kind = type(value)
+    if kind is dict:
+        return {key: copy_json(item) for key, item in value.items()}
+    if kind is list:
+        return [copy_json(item) for item in value]
+    if kind in _IMMUTABLE:
+        return value
+    return copy.deepcopy(value)
+
+
 # --- v1 → v2 --------------------------------------------------------------------------
 
 
@@ -135,8 +154,8 @@ def upgrade_to_v2(
     consent that covers it (by agency or by country) becomes a v2 consent entry for it.
     """
     if payload_version(payload) == "2":
-        return Upgraded(copy.deepcopy(dict(payload)), ())
-    body = copy.deepcopy(dict(payload))
+        return Upgraded(copy_json(dict(payload)), ())
+    body = copy_json(dict(payload))
     dropped: list[Dropped] = []
     if message_type == "referral.request":
         _upgrade_request(body, dropped, recipient, recipient_country)
@@ -147,9 +166,13 @@ def upgrade_to_v2(
     return Upgraded({"schema_version": "2", **body}, tuple(dropped))
 
 
-def normalise_to_v2(payload: Mapping[str, Any], message_type: str, *, recipient: str | None = None) -> dict[str, Any]:
-    """The v2 form of a stored payload of either version, for readers (stats, exports, views)."""
-    return upgrade_to_v2(payload, message_type, recipient=recipient).payload
+def normalise_to_v2(payload: Mapping[str, Any], message_type: str, *, recipient: str | None = None,
+                    recipient_country: str | None = None) -> dict[str, Any]:
+    """The v2 form of a stored payload of either version, for readers (stats, exports, views).
+
+    Give the recipient's country with the recipient: a v1 consent that covered it by country
+    becomes a consent entry for it (without, such a consent names no agency in v2)."""
+    return upgrade_to_v2(payload, message_type, recipient=recipient, recipient_country=recipient_country).payload
 
 
 def _upgrade_request(body: dict[str, Any], dropped: list[Dropped], recipient: str | None, country: str | None) -> None:
@@ -239,15 +262,22 @@ def downgrade_to_v1(payload: Mapping[str, Any], message_type: str, *, recipient:
     ``recipient``: the agency the message goes to; the v1 consent then covers that agency
     with the purposes the v2 consent grants it (never more). A v1 payload is returned as is.
     """
+    return _downgrade(payload, message_type, recipient).payload
+
+
+def _downgrade(payload: Mapping[str, Any], message_type: str, recipient: str | None) -> Upgraded:
+    # The v1 payload, and what it carries only coarsely (reported like an upgrade's drops).
     if payload_version(payload) != "2":
-        return copy.deepcopy(dict(payload))
-    body = copy.deepcopy(dict(payload))
+        return Upgraded(copy_json(dict(payload)), ())
+    body = copy_json(dict(payload))
     del body["schema_version"]
     refused: list[Dropped] = []
+    lost: list[Dropped] = []
     if message_type == "referral.request":
-        _downgrade_request(body, refused, recipient)
+        _downgrade_request(body, refused, recipient, lost)
     elif message_type == "referral.response":
         _refuse_member(body, "best_interests", "$.best_interests", refused)
+        _refuse_purposes(body.get("accepted_purposes"), "$.accepted_purposes", refused)
     elif message_type == "safety_assessment.result":
         _downgrade_organisation(body, "assessed_by", "$.assessed_by", refused)
     elif message_type == "return.plan":
@@ -260,10 +290,11 @@ def downgrade_to_v1(payload: Mapping[str, Any], message_type: str, *, recipient:
         _downgrade_decision_maker(body)
     if refused:
         raise DowngradeError(message_type, refused)
-    return body
+    return Upgraded(body, tuple(lost))
 
 
-def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: str | None) -> None:
+def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: str | None,
+                       lost: list[Dropped]) -> None:
     _refuse_purposes(body.get("purposes"), "$.purposes", refused)
     _refuse_member(body, "child_protection", "$.child_protection", refused)
     _refuse_member(body, "criminal_justice", "$.criminal_justice", refused)
@@ -286,8 +317,13 @@ def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: 
             person["languages"] = _downgrade_languages(person["languages"], "$.person.languages", refused)
         children = person.get("accompanying_children")
         if isinstance(children, list):
-            # v1 counts the children; their details (age band, documents, escort) stay behind.
+            # v1 counts the children; their details (age band, documents, escort) stay behind,
+            # and the recipient reads each as v1's default child: say so unless each is one.
             person["accompanying_children"] = len(children)
+            if any(child != _V1_CHILD for child in children):
+                lost.append(Dropped("$.person.accompanying_children",
+                                    "v1 carries the number of children only; their age band, documents, escort need "
+                                    "and relationship are left out"))
     for index, item in enumerate(body.get("exploitation") or []):
         if isinstance(item, dict):
             kind = item.get("type")
@@ -295,9 +331,19 @@ def _downgrade_request(body: dict[str, Any], refused: list[Dropped], recipient: 
                 item["type"] = "child_soldiering" if minor else "other"
             elif isinstance(kind, str):
                 item["type"] = EXPLOITATION_TYPE_V2_TO_V1.get(kind, kind)
-            if isinstance(item.get("labour_sectors"), list):
-                item["labour_sectors"] = _mapped(item["labour_sectors"], LABOUR_SECTOR_V2_TO_V1, default="other")
+            if item.get("type") == "other" and kind != "other":
+                lost.append(Dropped(f"$.exploitation[{index}].type", f"v1 has no code for {kind}; sent as other"))
+            sectors = item.get("labour_sectors")
+            if isinstance(sectors, list):
+                item["labour_sectors"] = _mapped(sectors, LABOUR_SECTOR_V2_TO_V1, default="other")
+                coarse = sorted(s for s in sectors if isinstance(s, str) and s not in LABOUR_SECTOR_V2_TO_V1)
+                if coarse:
+                    lost.append(Dropped(f"$.exploitation[{index}].labour_sectors",
+                                        f"v1 has no code for {', '.join(coarse)}; sent as other"))
     if isinstance(body.get("methods_of_control"), list):
+        if "threatens_children_family" in body["methods_of_control"]:
+            lost.append(Dropped("$.methods_of_control",
+                                "v1 has no code for threatens_children_family; sent as threats"))
         body["methods_of_control"] = _mapped(body["methods_of_control"], METHOD_OF_CONTROL_V2_TO_V1)
     needs = body.get("needs")
     if isinstance(needs, dict):
@@ -317,20 +363,23 @@ def _downgrade_consent(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {k: consent[k] for k in ("decision_maker", "given_at", "expires_at") if k in consent}
     _downgrade_decision_maker(out)
-    entries = [e for e in consent.get("recipients") or [] if isinstance(e, dict)]
-    if recipient is not None:
-        entries = [e for e in entries if e.get("agency") == recipient]
-    grants = {tuple(sorted(e.get("purposes") or [])) for e in entries}
+    # Several entries for one agency add up (as the consent policy reads them): one grant per agency.
+    by_agency: dict[str, list[str]] = {}
+    for entry in consent.get("recipients") or []:
+        if isinstance(entry, dict) and (recipient is None or entry.get("agency") == recipient):
+            granted_to = by_agency.setdefault(entry.get("agency"), [])  # type: ignore[arg-type]
+            granted_to.extend(p for p in entry.get("purposes") or [] if p not in granted_to)
+    grants = {tuple(sorted(purposes)) for purposes in by_agency.values()}
     if len(grants) > 1:
         refused.append(Dropped("$.consent.recipients",
                                "purposes differ by recipient agency; a v1 consent grants the same purposes to all "
                                "(convert for one recipient)"))
-    elif entries:
+    elif by_agency:
         # Narrowing a consent is safe: v2-only purposes granted but not requested are left out.
-        granted = [p for p in entries[0].get("purposes") or [] if p not in V2_ONLY_PURPOSES]
+        granted = [p for p in next(iter(by_agency.values())) if p not in V2_ONLY_PURPOSES]
         if granted:
             out["purposes"] = granted
-        out["recipient_agencies"] = [e["agency"] for e in entries]
+        out["recipient_agencies"] = list(by_agency)
     # else: the consent does not cover the recipient; v1 validation and the consent check say so.
     if "form" in consent:
         out["form"] = consent["form"]
@@ -386,11 +435,12 @@ def convert(
     payload: Mapping[str, Any], message_type: str, version: str, *, recipient: str | None = None,
     recipient_country: str | None = None,
 ) -> Upgraded:
-    """The payload in ``version`` (upgraded or downgraded as needed) and what an upgrade dropped."""
+    """The payload in ``version`` (upgraded or downgraded as needed) and what the conversion
+    left out or carried only coarsely (paths and codes)."""
     if version == "2":
         return upgrade_to_v2(payload, message_type, recipient=recipient, recipient_country=recipient_country)
     if version == "1":
-        return Upgraded(downgrade_to_v1(payload, message_type, recipient=recipient), ())
+        return _downgrade(payload, message_type, recipient)
     raise ValueError(f"unknown schema version {version!r}")
 
 
@@ -417,14 +467,18 @@ def _set_or_drop(node: dict[str, Any], member: str, values: list[Any]) -> None:
         del node[member]
 
 
-def for_adapter(adapter: Any, payload: Mapping[str, Any], *, recipient: str | None = None) -> dict[str, Any]:
+def for_adapter(adapter: Any, payload: Mapping[str, Any], *, recipient: str | None = None,
+                recipient_country: str | None = None) -> dict[str, Any]:
     """A referral.request in the schema version a local-format adapter reads.
 
     An adapter class declares ``schema_version = "2"`` to read v2 payloads; one without the
     attribute reads v1 and gets the v1 form (DowngradeError when v1 cannot carry it).
+    ``recipient_country``: as for :func:`upgrade_to_v2`, so that a received v1 consent given
+    for the recipient's country still covers the recipient in the v2 form.
     """
     version = str(getattr(adapter, "schema_version", "1"))
-    return convert(payload, "referral.request", version, recipient=recipient).payload
+    return convert(payload, "referral.request", version, recipient=recipient,
+                   recipient_country=recipient_country).payload
 
 
 def negotiate(ours: Iterable[str], theirs: Iterable[str]) -> str | None:

@@ -23,7 +23,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Callable, cast
+from typing import Any, AsyncIterator, Awaitable, Callable, cast
 
 import structlog
 
@@ -60,6 +60,7 @@ from gateway.envelope import (
     RecipientRefusesError,
     open_sealed,
     parse_envelope,
+    parse_sealed,
     seal,
 )
 from gateway.errors import (
@@ -127,6 +128,14 @@ FINAL_DECISIONS = ("accepted", "declined")
 #: Failures that say nothing about the message: requeued with back-off, never counted
 #: towards quarantine (the store or the broker is away; every message would fail).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailableError, TransportError)
+
+
+async def _together(*steps: Awaitable[Any]) -> None:
+    """Run independent steps concurrently; once all have ended, raise the first failure."""
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 @dataclass(frozen=True)
@@ -347,6 +356,14 @@ class Gateway:
         """
         now = self.clock()
         payload = self.for_recipient(message_type, payload, recipient).payload
+        if (message_type == "referral.request"
+                and payload_version(payload) not in self.directory.schema_versions(recipient)):
+            # A v1 referral whose consent does not cover the recipient is left in v1
+            # (for_recipient); for a recipient that takes only v2, the consent check must
+            # refuse it by its cause (audited consent.refused) before sealing refuses the version.
+            async with self.case_locks.hold(case_ref):
+                await self._check_case_consent(message_type, payload, recipient=recipient, case_ref=case_ref,
+                                               actor=actor, now=now)
         header, envelope = seal(
             payload, message_type=message_type, sender=self.identity, recipient=recipient,
             directory=self.directory, case_ref=case_ref, now=now,
@@ -624,10 +641,10 @@ class Gateway:
             except AtRestError as exc:
                 return await self._quarantine(delivery, exc, None)
         try:
-            header, _, _ = parse_envelope(delivery.body)
+            parsed = parse_sealed(delivery.body)
         except EnvelopeError as exc:
             return await self._quarantine(delivery, exc, None)
-        progress.header = header
+        header = progress.header = parsed.header
         existing = await self.store.get_incoming(header.id)
         if existing is not None:
             if stored_digest(existing.envelope) != envelope_digest(delivery.body):
@@ -643,7 +660,7 @@ class Gateway:
             log.info("message.duplicate", message_id=header.id, sender=header.sender)
             return Disposition.ACK
         try:
-            opened = open_sealed(delivery.body, recipient=self.identity, directory=self.directory,
+            opened = open_sealed(parsed, recipient=self.identity, directory=self.directory,
                                  replay_guard=None, now=now)
         except EnvelopeError as exc:
             return await self._quarantine(delivery, exc, header)
@@ -756,10 +773,15 @@ class Gateway:
             # with a consistency proof from exactly that one.
             await self._ensure_receipt(header, "delivered", received_at)
             return
-        await self.store.upsert_case(Case(header.case, header.sender, f"received:{header.type}", received_at))
+        case = Case(header.case, header.sender, f"received:{header.type}", received_at)
         if header.type == "consent.withdrawal":
+            await self.store.upsert_case(case)
             await self._withdrawals().apply(opened)
-        await self._ensure_receipt(header, "delivered", received_at)
+            await self._ensure_receipt(header, "delivered", received_at)
+            return
+        # Two independent writes (neither audits): issued together they share one group
+        # commit, instead of a commit (and its fsync) each, one after the other.
+        await _together(self.store.upsert_case(case), self._ensure_receipt(header, "delivered", received_at))
 
     async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
         try:
@@ -783,7 +805,8 @@ class Gateway:
         header = outbox_header(record.envelope)
         entry = self.entry("message.body_deleted", SYSTEM_ACTOR, header,
                            {"reason": reason, "digest": body_sha256(record.envelope)})
-        deleted = await self.store.replace_outgoing_body(message_id, digest_record(record.envelope), audit=entry)
+        deleted = await self.store.replace_outgoing_body(message_id, digest_record(record.envelope, header),
+                                                         audit=entry)
         if deleted:
             log.info("message.body_deleted", message_id=message_id, reason=reason)
         return deleted

@@ -28,16 +28,27 @@ class SettingsError(GatewayError):
 
 @dataclass(frozen=True)
 class User:
-    """An API user: a name for the audit log, a role, and the SHA-256 of their bearer token."""
+    """A user: a name for the audit log, a role, and how they prove who they are.
+
+    ``token_sha256`` (the SHA-256 of a bearer token) is for machines and the API;
+    ``password_argon2`` (an argon2 PHC string, ``gateway users hash-password``) is for
+    staff signing in to the workspace. A user has at least one of the two.
+    """
 
     name: str
     role: str
-    token_sha256: str
+    token_sha256: str | None = None
+    password_argon2: str | None = field(default=None, repr=False)
 
     def matches(self, token: str) -> bool:
         """True if ``token`` is this user's token (constant-time comparison)."""
         digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        return hmac.compare_digest(digest, self.token_sha256)
+        # A user without a token still costs one comparison, so timing does not tell who has one.
+        return hmac.compare_digest(digest, self.token_sha256 or _NO_TOKEN) and self.token_sha256 is not None
+
+
+#: Compared against when a user has no token: no SHA-256 output is 64 "x".
+_NO_TOKEN = "x" * 64
 
 
 @dataclass(frozen=True)
@@ -113,13 +124,32 @@ class Settings:
     audit_partners: tuple[str, ...] = ()
     #: Smallest count published in aggregate statistics (small-cell suppression).
     stats_min_cell: int = 11
+    #: Workspace sessions (docs/workspace.md): signed out after this many idle minutes, and
+    #: at the latest this many hours after signing in.
+    workspace_idle_minutes: int = 30
+    workspace_session_hours: float = 10.0
+    #: Mark the session cookie Secure even when the request reached us over plain HTTP (a
+    #: TLS-terminating proxy in front); HTTPS requests always get Secure.
+    workspace_secure_cookies: bool = False
 
     def __post_init__(self) -> None:
         for user in self.users:
             if user.role not in ROLES:
                 raise SettingsError(f"users: role {user.role!r} of {user.name!r} must be one of {list(ROLES)}")
-            if len(user.token_sha256) != 64:
+            if user.token_sha256 is None and user.password_argon2 is None:
+                raise SettingsError(f"users: {user.name!r} needs token_sha256 or password_argon2 (or both)")
+            if user.token_sha256 is not None and (len(user.token_sha256) != 64
+                                                  or any(c not in "0123456789abcdef" for c in user.token_sha256)):
                 raise SettingsError(f"users: token_sha256 of {user.name!r} must be 64 hex digits")
+            if user.password_argon2 is not None and not user.password_argon2.startswith("$argon2"):
+                raise SettingsError(f"users: password_argon2 of {user.name!r} must be an argon2 hash "
+                                    "(gateway users hash-password)")
+        if len({user.name for user in self.users}) != len(self.users):
+            raise SettingsError("users: each name may appear once")
+        if self.workspace_idle_minutes < 1 or self.workspace_session_hours <= 0:
+            raise SettingsError("workspace_idle_minutes must be at least 1 and workspace_session_hours positive")
+        if self.workspace_idle_minutes > self.workspace_session_hours * 60:
+            raise SettingsError("workspace_idle_minutes must not be longer than workspace_session_hours")
         if self.transport not in ("amqp", "memory"):
             raise SettingsError("transport must be 'amqp' or 'memory'")
         if not 1 <= self.message_lifetime_days <= 30:
@@ -214,9 +244,14 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
 
 
 def _user(entry: Any) -> User:
-    if not isinstance(entry, Mapping) or set(entry) != {"name", "role", "token_sha256"}:
-        raise SettingsError("each [[users]] entry needs exactly name, role and token_sha256")
-    return User(str(entry["name"]), str(entry["role"]), str(entry["token_sha256"]).lower())
+    if (not isinstance(entry, Mapping) or not {"name", "role"} <= set(entry)
+            or not set(entry) <= {"name", "role", "token_sha256", "password_argon2"}
+            or not {"token_sha256", "password_argon2"} & set(entry)):
+        raise SettingsError("each [[users]] entry needs name, role, and token_sha256 or password_argon2 (or both)")
+    token = entry.get("token_sha256")
+    password = entry.get("password_argon2")
+    return User(str(entry["name"]), str(entry["role"]), None if token is None else str(token).lower(),
+                None if password is None else str(password))
 
 
 def _coerce(name: str, value: Any, base: Path) -> Any:
@@ -353,9 +388,11 @@ SETTING_DOCS: dict[str, str] = {
     "outbox_poll_seconds": "How often the outbox looks for due messages when no new submission wakes it "
                            "(retries that came due, messages left by another process).",
     "outbox_batch": "Most outbox messages taken and published in one round. At least 1.",
-    "users": "API users: `[[users]]` tables with `name` (recorded in the audit log), `role` (`caseworker`, "
-             "`supervisor`, `auditor`, `admin`; see docs/api.md) and `token_sha256`, the SHA-256 hex of the "
-             "bearer token (never the token). Settings file only, not from the environment.",
+    "users": "Users: `[[users]]` tables with `name` (recorded in the audit log), `role` (`caseworker`, "
+             "`supervisor`, `auditor`, `admin`; see docs/api.md) and at least one of `token_sha256`, the SHA-256 "
+             "hex of an API bearer token (never the token), and `password_argon2`, the argon2 hash of a "
+             "workspace password written by `gateway users hash-password` (docs/workspace.md). Settings file "
+             "only, not from the environment.",
     "log_level": "Level of the gateway's own JSON log lines on stderr: `debug`, `info`, `warning`, `error`. "
                  "Libraries log warnings and up whatever this says.",
     "retention_days": "Days a received message stays readable, per message type (TOML table "
@@ -381,4 +418,11 @@ SETTING_DOCS: dict[str, str] = {
                       "messages); environment: comma-separated. Empty: checkpoints are signed and kept only.",
     "stats_min_cell": "Smallest count published by `/stats` (small-cell suppression, docs/stats.md); a caller "
                       "may ask for more, never less. At least 1.",
+    "workspace_idle_minutes": "A workspace session ends after this many minutes without a page request; the "
+                              "user signs in again (docs/workspace.md). At least 1.",
+    "workspace_session_hours": "A workspace session ends this many hours after signing in, however active "
+                               "(a shared office computer left signed in). At least the idle timeout.",
+    "workspace_secure_cookies": "Mark the workspace session cookie `Secure` on every answer. Set it when a "
+                                "TLS-terminating proxy forwards plain HTTP to the gateway; requests that "
+                                "arrive over HTTPS always get a `Secure` cookie.",
 }

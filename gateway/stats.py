@@ -16,7 +16,8 @@ How it works:
 * :func:`aggregate` counts them into linked tables (period × category for each dimension,
   the one-way period table, the cross-tab) and suppresses: **primary**, every count ``0 < n <
   threshold`` (cells and totals); **complementary**, more counts, until no suppressed
-  value can be recomputed from the published ones and the tables' sums.
+  value can be recomputed from the published ones and the tables' sums, nor a small count
+  of the referrals outside the acts/means population (period total minus population total).
 * :func:`is_protected` is the attacker: it solves the published tables' linear equations
   and says whether any suppressed value comes out exactly.
 """
@@ -735,18 +736,41 @@ def _skeletons(records: Sequence[AnyRecord], rows: Sequence[str], periods: tuple
     return tables
 
 
+def _outside(tables: Sequence[Table]) -> tuple[dict[Key, int], list[Line]]:
+    """The referrals outside each restricted population, per period and in all: never
+    published, but the period total minus the population's total, so a small one must be
+    protected like a small cell (12 of 20 referrals carry acts: 8 did not)."""
+    period_table = tables[0]
+    counts: dict[Key, int] = {}
+    lines: list[Line] = []
+    for table in tables:
+        if table.base is None or ("outside", table.base) in counts:
+            continue
+        for row in table.rows:
+            outside: Key = ("outside", table.base, row)
+            counts[outside] = (period_table.row_totals[row] or 0) - (table.row_totals[row] or 0)
+            lines.append((_month_key(row), (table.row_key(row), outside)))
+        outside = ("outside", table.base)
+        counts[outside] = (period_table.total or 0) - (table.total or 0)
+        lines.append((GRAND, (table.total_key, outside)))
+    return counts, lines
+
+
 def _complete_lines(counts: Mapping[Key, int], lines: Sequence[Line], suppressed: set[Key],
-                    order: Mapping[Key, int]) -> None:
-    """Complementary suppression: until no line has exactly one suppressed value, suppress
-    the smallest other nonzero part of such a line (the line's total if there is none)."""
+                    order: Mapping[Key, int], hidden: Mapping[Key, int], protected: set[Key]) -> None:
+    """Complementary suppression: until no line has exactly one unknown value that must be
+    protected, suppress the smallest other nonzero part of such a line (the line's total if
+    there is none). ``hidden`` values are never published (always unknown); those in
+    ``protected`` must stay unknown, the others may follow from the published ones."""
     changed = True
     while changed:
         changed = False
         for total, parts in lines:
-            if sum(k in suppressed for k in (total, *parts)) != 1:
+            unknown = [k for k in (total, *parts) if k in suppressed or k in hidden]
+            if len(unknown) != 1 or not (unknown[0] in suppressed or unknown[0] in protected):
                 continue
-            candidates = [k for k in parts if k not in suppressed and counts[k] > 0]
-            if not candidates and total not in suppressed and counts[total] > 0:
+            candidates = [k for k in parts if k not in suppressed and k not in hidden and counts[k] > 0]
+            if not candidates and total not in suppressed and total not in hidden and counts[total] > 0:
                 candidates = [total]
             if candidates:  # none: the single value is a total whose parts are all 0, so 0
                 suppressed.add(min(candidates, key=lambda k: (counts[k], order[k])))
@@ -754,12 +778,16 @@ def _complete_lines(counts: Mapping[Key, int], lines: Sequence[Line], suppressed
 
 
 def _suppress(counts: Mapping[Key, int], lines: Sequence[Line], threshold: int,
-              base: Iterable[Key], order: Mapping[Key, int]) -> set[Key]:
+              base: Iterable[Key], order: Mapping[Key, int], hidden: Mapping[Key, int] | None = None) -> set[Key]:
+    hidden = hidden or {}
+    # A never-published value below the threshold must not follow from the published ones either.
+    protected = {k for k, v in hidden.items() if 0 < v < threshold}
     suppressed = {k for k, v in counts.items() if 0 < v < threshold}
     suppressed.update(k for k in base if counts[k] > 0)
     while True:
-        _complete_lines(counts, lines, suppressed, order)
-        exposed = _determined(sorted(suppressed, key=order.__getitem__), lines)
+        _complete_lines(counts, lines, suppressed, order, hidden, protected)
+        unknown = sorted(suppressed | set(hidden), key=order.__getitem__)
+        exposed = _determined(unknown, lines) & (suppressed | protected)
         if not exposed:
             return suppressed
         # A value pinned down only by combining lines: open one more value on a line
@@ -768,7 +796,7 @@ def _suppress(counts: Mapping[Key, int], lines: Sequence[Line], threshold: int,
         target = min(exposed, key=order.__getitem__)
         through = [line for line in lines if target in (line[0], *line[1])] or list(lines)
         candidates = {k for total, parts in through for k in (total, *parts)
-                      if k not in suppressed and counts[k] > 0}
+                      if k not in suppressed and k not in hidden and counts[k] > 0}
         if not candidates:
             candidates = {k for k in counts if k not in suppressed and counts[k] > 0}
         suppressed.add(min(candidates, key=lambda k: (counts[k], order[k])))
@@ -837,14 +865,16 @@ def aggregate(records: Iterable[AnyRecord], *, threshold: int = DEFAULT_THRESHOL
     for table in skeletons:
         counts.update((k, v) for k, v in table.values() if v is not None)
     _, lines = _published(skeletons)
+    hidden, outside_lines = _outside(skeletons)
+    lines += outside_lines
     # A fixed order for ties, so the same data always gives the same report.
-    order = {key: i for i, key in enumerate(counts)}
+    order = {key: i for i, key in enumerate((*counts, *hidden))}
     base: set[Key] = set()
     if base_threshold is not None:
         base_threshold = check_threshold(base_threshold, name="base_threshold")
         if base_threshold > threshold:
             raise InvalidThresholdError("base_threshold must not be above threshold")
-        base = _suppress(counts, lines, base_threshold, (), order)
-    suppressed = _suppress(counts, lines, threshold, base, order)
+        base = _suppress(counts, lines, base_threshold, (), order, hidden)
+    suppressed = _suppress(counts, lines, threshold, base, order, hidden)
     return StatsReport(threshold, all_months, tuple(_publish(t, suppressed) for t in skeletons),
                        interval, periods)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from types import MappingProxyType
 
 from adapters import get_adapter
+from gateway.schema import load_example
 from gateway.schema_versions import downgrade_to_v1, upgrade_to_v2
 
 from testkit.gateway_pair import NIGERIA, ROOT, eventually
@@ -111,3 +114,28 @@ async def test_a_mali_record_to_a_v2_recipient_keeps_the_child_protection_block(
         status, shared = await ng.call("GET", f"/inbox/{mid}", params={"purpose": purpose})
         assert shared["payload"]["schema_version"] == "2"
         assert shared["payload"]["child_protection"]["guardian"]["role"] == "child_protection_social_worker"
+
+
+async def test_a_v1_referral_consented_by_country_reads_in_a_v2_local_format(tmp_path: Path) -> None:
+    """A referral that arrived as v1 (its sender's directory says the recipient takes v1)
+    with a consent naming the recipient's country: a local format that reads v2 (HTCDS)
+    gets the v2 form, whose consent names this agency (the country covered it), instead of
+    a v2 payload without recipients that fails its own schema."""
+    async with api_pair(tmp_path) as (ne, ng):
+        directory = ne.gateway.directory
+        v1_only = dataclasses.replace(directory.agency(NIGERIA), schema_versions=frozenset({"1"}))
+        ne.gateway.directory = dataclasses.replace(
+            directory, agencies=MappingProxyType({**directory.agencies, NIGERIA: v1_only}))
+        payload = load_example("referral.request")
+        assert payload["consent"]["recipient_countries"] == ["NG"] and "recipient_agencies" not in payload["consent"]
+        status, queued = await ne.call("POST", "/referrals", json={
+            "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00009", "payload": payload})
+        assert status == 202 and queued["schema_version"] == "1", queued
+        mid = queued["message_id"]
+
+        async def arrived() -> bool:
+            return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"}))[0] == 200
+        await eventually(arrived)
+        status, local = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "htcds"})
+        assert status == 200, local
+        assert local["format"] == "htcds"

@@ -122,6 +122,27 @@ async def test_crash_between_store_and_answer_still_creates_once(tmp_path) -> No
         assert len(await _outbox(ne)) == 1
 
 
+async def test_a_retry_after_a_crash_still_reports_the_conversion(tmp_path) -> None:
+    """The first attempt's answer (with what the upgrade left out) was lost: the retry's
+    answer, made from the stored message, must say the same, not drop the report."""
+    async with api_pair(tmp_path) as (ne, _):
+        status, fresh, _ = await _post(ne, "/referrals", _referral(case_ref="ne-ng-idemcase00003"), None)
+        assert status == 202 and fresh["converted"] and fresh["schema_version"] == "2"
+        store = ne.gateway.store
+        real = store.complete_idempotency_key
+
+        async def lost(record):
+            raise StoreUnavailableError("simulated")
+        store.complete_idempotency_key = lost
+        try:
+            assert (await _post(ne, "/referrals", _referral(), "lost-answer"))[0] == 503
+        finally:
+            store.complete_idempotency_key = real
+        status, body, _ = await _post(ne, "/referrals", _referral(), "lost-answer")
+        assert status == 202
+        assert (body.get("schema_version"), body.get("converted")) == (fresh["schema_version"], fresh["converted"])
+
+
 async def test_concurrent_requests_with_one_key_create_one_message(tmp_path) -> None:
     async with api_pair(tmp_path) as (ne, _):
         results = await asyncio.gather(*(_post(ne, "/referrals", _referral(), "race") for _ in range(12)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -27,3 +27,18 @@ def test_refused(text: str) -> None:
 def test_naive_datetimes_are_not_formatted() -> None:
     with pytest.raises(ValueError):
         format_ts(datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize("moment", [
+    datetime(2026, 11, 23, 12, 0, 5, 999_999, tzinfo=timezone.utc),
+    datetime(1000, 1, 1, tzinfo=timezone.utc),
+    datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc),
+    datetime(2026, 3, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),  # the day before, in UTC
+    datetime(2026, 3, 1, 23, 30, tzinfo=timezone(timedelta(hours=-2))),  # the day after, in UTC
+])
+def test_format_matches_strftime(moment: datetime) -> None:
+    assert format_ts(moment) == moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_years_before_1000_have_four_digits() -> None:
+    assert format_ts(datetime(999, 5, 6, 7, 8, 9, tzinfo=timezone.utc)) == "0999-05-06T07:08:09Z"

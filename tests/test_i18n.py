@@ -37,7 +37,7 @@ def _extracted() -> set[tuple[str | None, str]]:
     """(context, msgid) of every message the code and the schemas hold now (babel.cfg, keyword msg)."""
     with open(ROOT / "babel.cfg", encoding="utf-8") as f:
         method_map, options_map = parse_mapping_cfg(f)
-    keywords = {"msg": None, "pgettext": ((1, "c"), 2)}
+    keywords = {"msg": None, "pgettext": ((1, "c"), 2), "_": None}  # _(): the workspace templates
     found: set[tuple[str | None, str]] = set()
     for _file, _line, message, _comments, context in extract_from_dir(
             str(ROOT), method_map, options_map, keywords=keywords):

@@ -20,6 +20,7 @@ from gateway.schema_versions import (
     V2_ONLY_PURPOSES,
     V2_ONLY_REFERRAL_SOURCES,
     DowngradeError,
+    convert,
     Dropped,
     downgrade_to_v1,
     for_adapter,
@@ -201,6 +202,21 @@ def test_downgrade_narrows_a_consent_to_v1_purposes() -> None:
     assert schema.find_violations("referral.request", v1) == []
 
 
+def test_downgrade_adds_up_several_entries_for_one_agency() -> None:
+    """docs/schema.md: several entries for one agency add up. Two entries for the recipient
+    (one per purpose) are one grant, not "purposes differ by recipient agency", and the v1
+    consent names the agency once (recipient_agencies is uniqueItems)."""
+    payload = schema.load_example("referral.request", "safety_assessment_only", "2")
+    payload["consent"]["recipients"] = [{"agency": "NG-NAPTIP", "purposes": ["safety_assessment"]},
+                                        {"agency": "NG-NAPTIP", "purposes": ["assistance"]}]
+    assert schema.find_violations("referral.request", payload) == []
+    for recipient in ("NG-NAPTIP", None):
+        v1 = downgrade_to_v1(payload, "referral.request", recipient=recipient)
+        assert v1["consent"]["recipient_agencies"] == ["NG-NAPTIP"]
+        assert sorted(v1["consent"]["purposes"]) == ["assistance", "safety_assessment"]
+        assert schema.find_violations("referral.request", v1) == []
+
+
 @pytest.mark.parametrize(("minor", "expected"), [(True, "child_soldiering"), (False, "other")])
 def test_forced_military_goes_back_to_child_soldiering_for_a_child_only(minor: bool, expected: str) -> None:
     payload = schema.load_example("referral.request", "interpreter_uncoded_language", "2")
@@ -216,6 +232,51 @@ def test_forced_military_goes_back_to_child_soldiering_for_a_child_only(minor: b
     assert v1["exploitation"] == [{"type": expected, "intended": False}]
     assert v1["person"]["languages"] == ["bm"] and v1["consent"]["explained_in"] == "bm"
     assert schema.find_violations("referral.request", v1) == []
+
+
+def test_a_response_accepting_a_v2_only_purpose_is_refused_by_name() -> None:
+    """A v2 answer accepting criminal_justice_cooperation cannot go to a v1-only agency:
+    the downgrade says which field (not_representable_in_v1), instead of handing on a v1
+    payload that fails its schema with an enum error."""
+    payload = schema.load_example("referral.response", None, "2")
+    payload["accepted_purposes"] = ["assistance", "criminal_justice_cooperation"]
+    assert schema.find_violations("referral.response", payload) == []
+    with pytest.raises(DowngradeError) as info:
+        downgrade_to_v1(payload, "referral.response")
+    assert [f.path for f in info.value.fields] == ["$.accepted_purposes"]
+
+
+def _v1_able_request() -> dict[str, Any]:
+    payload = schema.load_example("referral.request", "interpreter_uncoded_language", "2")
+    payload["person"]["languages"] = ["bam"]
+    payload["needs"] = {"services": ["medical"]}
+    payload["identification"]["referral_source"] = "ngo"
+    payload["identification"]["identified_by"] = "ngo"
+    payload["consent"]["explained_in"] = "bam"
+    return payload
+
+
+def test_a_downgrade_reports_what_it_leaves_out_or_coarsens() -> None:
+    """v1 counts accompanying children and has coarser codes: the details and the exact
+    codes are lost on the way to a v1 recipient, so the conversion says so (the 202's
+    ``converted``), as an upgrade does; paths and codes only."""
+    payload = _v1_able_request()
+    payload["person"]["accompanying_children"] = [
+        {"age_band": "0-8", "documents": "missing", "needs_escort": True, "relationship": "child"}]
+    payload["exploitation"] = [{"type": "child_labour", "intended": False,
+                                "labour_sectors": ["education"]}]
+    assert schema.find_violations("referral.request", payload) == []
+    converted = convert(payload, "referral.request", "1", recipient="ML-DNPEF")
+    assert schema.find_violations("referral.request", converted.payload) == []
+    assert converted.payload["person"]["accompanying_children"] == 1
+    paths = {d.path for d in converted.dropped}
+    assert paths == {"$.person.accompanying_children", "$.exploitation[0].type", "$.exploitation[0].labour_sectors"}
+    assert all("Testfixture" not in d.reason for d in converted.dropped)
+    # What v1 carries as it is: nothing to report (the v1 default child comes back the same).
+    plain = _v1_able_request()
+    plain["person"]["accompanying_children"] = [
+        {"age_band": "unknown", "documents": "unknown", "needs_escort": True, "relationship": "child"}]
+    assert convert(plain, "referral.request", "1", recipient="ML-DNPEF").dropped == ()
 
 
 def test_return_plan_and_response_keep_v2_only_data_from_a_v1_recipient() -> None:
@@ -297,3 +358,15 @@ def test_readers_normalise_and_adapters_get_their_version() -> None:
     v2 = schema.load_example("referral.request", None, "2")
     assert for_adapter(_V2Adapter(), v2) == v2
     assert "schema_version" not in for_adapter(_V1Adapter(), v2, recipient="NG-NAPTIP")
+
+
+def test_copy_json_is_a_deep_copy() -> None:
+    from gateway.schema_versions import copy_json
+
+    original = {"a": [1, {"b": "c"}], "d": {"e": [True, None, 1.5]}, "t": (1, [2])}
+    copied = copy_json(original)
+    assert copied == original
+    copied["a"][1]["b"] = "changed"
+    copied["d"]["e"].append(0)
+    copied["t"][1].append(3)
+    assert original == {"a": [1, {"b": "c"}], "d": {"e": [True, None, 1.5]}, "t": (1, [2])}

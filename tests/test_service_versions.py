@@ -8,9 +8,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from gateway import errors, schema
-from gateway.consent import ConsentRecipientError
+from gateway.consent import ConsentRecipientError, ConsentRefusedError
 from gateway.schema_versions import DowngradeError, downgrade_to_v1
 from gateway.service import Actor
+from gateway.store import AuditQuery
 
 from testkit.gateway_pair import NIGERIA, eventually, gateway_pair
 
@@ -103,3 +104,25 @@ async def test_v1_submission_to_a_v2_recipient_drops_what_v2_forbids(tmp_path) -
         opened = await _received(ng)
         assert not {"narrative", "acts", "means", "methods_of_control"} & set(opened.payload)
         assert opened.payload["needs"] == {"services": payload["needs"]}
+
+
+def _v2_only(gateway, agency_id: str) -> None:
+    """Make the sender's directory say ``agency_id`` takes version 2 only."""
+    directory = gateway.directory
+    agency = directory.agency(agency_id)
+    gateway.directory = replace(directory, agencies={**directory.agencies,
+                                                     agency_id: replace(agency, schema_versions=frozenset({"2"}))})
+
+
+async def test_v1_consent_not_covering_a_v2_only_recipient_is_refused_as_consent_and_audited(tmp_path) -> None:
+    # The refusal names its cause (consent) and is audited, not "convert the payload first".
+    async with gateway_pair(tmp_path) as (ne, _):
+        _v2_only(ne, NIGERIA)
+        payload = schema.load_example("referral.request")
+        payload["consent"]["recipient_countries"] = ["ML"]
+        with pytest.raises(ConsentRefusedError):
+            await ne.submit("referral.request", payload, recipient=NIGERIA, case_ref="ne-ng-versions-v2only",
+                            actor=WORKER)
+        refused = await ne.store.query_audit(AuditQuery(event_types=("consent.refused",)), 10)
+        assert [r.case_ref for r in refused] == ["ne-ng-versions-v2only"]
+        assert await ne.store.query_audit(AuditQuery(event_types=("message.created",)), 10) == []

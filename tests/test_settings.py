@@ -59,7 +59,7 @@ def test_passphrase_never_in_repr(tmp_path) -> None:
         ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\ntransport = "carrier-pigeon"\n', {}, "transport must be"),
         ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\n[[users]]\nname = "x"\nrole = "god"\n'
          f'token_sha256 = "{TOKEN_HASH}"\n', {}, "role 'god'"),
-        ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\n[[users]]\nname = "x"\nrole = "admin"\n', {}, "exactly name, role"),
+        ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\n[[users]]\nname = "x"\nrole = "admin"\n', {}, "needs name, role, and token_sha256 or password_argon2"),
         ('agency_id = = "x"', {}, "cannot read settings file"),
         ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\nmessage_lifetime_days = 31\n', {}, "between 1 and 30"),
         ('agency_id = "NE-ANLTP-TIM"\nkey_dir = "k"\nretry_initial_seconds = 0\n', {}, "retry_initial_seconds"),

@@ -154,6 +154,30 @@ def rank_leaks(values: dict[tuple, int | None], sums: list[list[tuple]]) -> set[
     return {k for i, k in enumerate(unknown) if i not in moves}
 
 
+def small_outside_leaks(doc: dict[str, Any], values: dict[tuple, int | None], sums: list[list[tuple]],
+                        truth: dict[tuple, int], threshold: int) -> set[tuple]:
+    """Counts of referrals *outside* a restricted population (period total minus the
+    population's) that are small and follow from the published numbers.
+
+    Never published, so ``equations`` does not list them; but the period table and the
+    acts table give both terms, and a small difference is a small count all the same."""
+    values, sums = dict(values), list(sums)
+    pops = {t["population"] for t in doc["tables"] if "population" in t}
+    for pop in pops:
+        values[("R", pop)] = None
+        sums.append([("T",), ("P", pop), ("R", pop)])
+        for p in doc["periods"]:
+            values[("R", pop, p)] = None
+            sums.append([("M", p), ("P", pop, p), ("R", pop, p)])
+    small = set()
+    for key in rank_leaks(values, sums):
+        if key[0] == "R":
+            outside = truth.get(("T",) if len(key) == 2 else ("M", key[2]), 0) - truth.get(("P", *key[1:]), 0)
+            if 0 < outside < threshold:
+                small.add(key)
+    return small
+
+
 MINOR_OF = {"0-8": "minor", "9-17": "minor", "under_18_unspecified": "minor", "unknown": "unknown"}
 
 
@@ -197,6 +221,7 @@ def check_report(records: list[StatsRecord], threshold: int, **kw: Any) -> dict[
             assert truth.get(key, 0) > 0, key  # zeros are never suppressed
     assert not single_unknown_leaks(values, sums)
     assert not rank_leaks(values, sums)
+    assert not small_outside_leaks(doc, values, sums, truth, threshold)
     assert is_protected(report.tables)
     assert is_protected([Table.from_json(t) for t in doc["tables"]])
     assert doc["threshold"] == threshold
@@ -345,15 +370,29 @@ def test_v1_payloads_acts_with_assistance_and_renamed_types() -> None:
 def test_acts_table_counts_its_population_only() -> None:
     """20 referrals, 12 of them with a purpose carrying acts: the acts table's totals are
     12, not 20; acts and means with the same population share its totals."""
-    records = ([rec(acts=("recruitment",), means=("deception",))] * 12 + [rec()] * 8)
+    records = ([rec(acts=("recruitment",), means=("deception",))] * 12 + [rec()] * 11)
     doc = check_report(records, 11)
     tables = {t["dimension"]: t for t in doc["tables"]}
     assert tables["acts"]["population"] == tables["means"]["population"] == "acts"
-    assert tables["acts"]["total"]["count"] == 12 and doc["records"]["count"] == 20
+    assert tables["acts"]["total"]["count"] == 12 and doc["records"]["count"] == 23
     assert tables["acts"]["column_totals"]["recruitment"]["count"] == 12
     assert tables["means"]["column_totals"]["deception"]["count"] == 12
     minor = tables["minor"]
-    assert minor["sums_of"]["dimension"] == "age_band" and minor["column_totals"]["adult"]["count"] == 20
+    assert minor["sums_of"]["dimension"] == "age_band" and minor["column_totals"]["adult"]["count"] == 23
+
+
+def test_referrals_outside_the_acts_population_are_not_given_away() -> None:
+    """12 referrals for criminal-justice cooperation (they carry acts) and 8 for assistance
+    only: publishing the month total 20 and the acts population 12 would say that 8
+    persons, fewer than the threshold, were not referred to an investigation."""
+    records = [rec(acts=("recruitment",), means=("deception",))] * 12 + [rec()] * 8
+    doc = check_report(records, 11)
+    month = next(t for t in doc["tables"] if t["dimension"] == "month")
+    acts = next(t for t in doc["tables"] if t["dimension"] == "acts")
+    shown = (doc["records"]["count"], acts["total"]["count"])
+    assert None in shown, shown
+    january = (month["rows"][0]["total"]["count"], acts["rows"][0]["total"]["count"])
+    assert None in january, january
 
 
 def test_cross_tab_margins_are_the_sex_and_age_totals() -> None:

@@ -305,20 +305,20 @@ async def _assert_nodes_match_leaves(store: Store) -> None:
     assert await store.audit_nodes([(1, len(leaves) // 2), (0, len(leaves))]) == {}  # nothing beyond the log
 
 
-async def test_a_version_4_database_gets_its_subtrees_on_upgrade_then_proves(tmp_path: Path) -> None:
+async def test_a_version_5_database_gets_its_subtrees_on_upgrade_then_proves(tmp_path: Path) -> None:
     from gateway.audit import merkle
     from gateway.audit.log import AuditLog
     from gateway.demo_identities import demo_identity
 
-    path = tmp_path / "v4.db"
+    path = tmp_path / "v5.db"
     store = await open_store(f"sqlite:///{path}")
     for i in range(45):
         await store.append_audit(audit(i, entry_hash=None))
     await store.close()
-    # What release 4 left: the same tables without audit_nodes (migration 6 only adds it).
+    # What version 5 left: the same tables without audit_nodes (migration 6 only adds it).
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("DROP TABLE audit_nodes")
-    raw.execute("PRAGMA user_version = 4")
+    raw.execute("PRAGMA user_version = 5")
     raw.close()
 
     store = await open_store(f"sqlite:///{path}")

@@ -4,7 +4,8 @@ One module per concern: ``auth`` (bearer tokens, roles, audited refusals), ``rol
 role matrix), ``errors`` (errors → JSON), ``parse`` (input at the edge), ``access_log``;
 resources ``referrals``, ``inbox``, ``messages``, ``codes``, ``health``, ``metrics``, ``quarantine``
 and ``openapi`` (built from the operations the handlers carry: ``operation``), whose
-request body schemas validate the bodies (``bodies``). See docs/api.md.
+request body schemas validate the bodies (``bodies``). See docs/api.md. The caseworker
+workspace (``gateway.workspace``, docs/workspace.md) is served by the same app.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.api.parse import MAX_BODY_BYTES, query_middleware
 from gateway.api.roles import ROLE_PERMISSIONS, Permission
 from gateway.service import Gateway
 from gateway.settings import Settings
+from gateway import workspace
 
 RESOURCES = (referrals, inbox, messages, cases, codes, health, metrics, quarantine, audit, stats, openapi)
 # Each route's OpenAPI operation travels with its handler (gateway/api/operation.py):
@@ -42,6 +44,7 @@ def create_app(gateway: Gateway, settings: Settings) -> web.Application:
     for resource in RESOURCES:
         app.add_routes(resource.routes)
     openapi.install(app)
+    workspace.install(app)  # after openapi: pages are not part of the API document
     gateway.metrics.describe("http_requests_total", "HTTP requests, by route name, method and status")
     gateway.metrics.describe("auth_refusals_total", "Refused API requests (auth.failed, auth.forbidden)")
     return app

@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.actors import Actor
 from gateway.api.context import GATEWAY, USER, route_template
 from gateway.api.errors import Handler, Middleware, error_response
-from gateway.api.roles import Access, allowed, policy_of
+from gateway.api.roles import Access, allowed, page_policy_of, policy_of
 from gateway.errors import GatewayError
 from gateway.settings import User
 from gateway.i18n import msg
@@ -64,6 +64,9 @@ def auth_middleware(users: tuple[User, ...]) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.match_info.http_exception is not None:
             return await handler(request)  # 404/405 from the router: nothing to protect
+        if page_policy_of(request.match_info.handler) is not None:
+            # A workspace page: sessions, not bearer tokens (gateway/workspace/session.py enforces it).
+            return await handler(request)
         access = policy_of(request.match_info.handler)
         if access is None:
             # Fail closed: a route added without @requires/@public is reachable by nobody.

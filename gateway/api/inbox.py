@@ -248,7 +248,10 @@ async def read_message(request: web.Request) -> web.Response:
         raise ApiError(409, "conflict", msg("only a referral.request can be read in a local format, not a "
                                             "{message_type}", message_type=opened.header.type))
     adapter = get_adapter(local_format)
-    shared = for_adapter(adapter, opened.payload, recipient=gateway_of(request).agency_id)
+    gateway = gateway_of(request)
+    # With our country: a v1 consent given for it covers us in the v2 form a v2 adapter reads.
+    shared = for_adapter(adapter, opened.payload, recipient=gateway.agency_id,
+                         recipient_country=gateway.directory.agency(gateway.agency_id).country)
     record = await asyncio.to_thread(lambda: adapter.from_shared(shared))
     return json_body({"header": opened.header.to_json(), "format": local_format, "record": record})
 

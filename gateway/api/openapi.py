@@ -29,7 +29,7 @@ from gateway.api.operation import documentation_of, documented, error_content as
 from gateway.api.operation import schema_ref as _ref
 from gateway.api.parse import MAX_BODY_BYTES, QUERY_RULES
 from gateway.api.responses import NO_STORE
-from gateway.api.roles import policy_of, public, roles_with
+from gateway.api.roles import page_policy_of, policy_of, public, roles_with
 from gateway.schema import SCHEMA_BASE_URIS, SCHEMA_VERSIONS, version_dir
 
 routes = web.RouteTableDef()
@@ -181,8 +181,8 @@ def build_document(app_routes: Iterable[web.AbstractRoute], *, agency_id: str) -
     schemas: dict[str, Any] = dict(SCHEMAS)
     for route in app_routes:
         resource = route.resource
-        if resource is None or route.method == "*":
-            continue
+        if resource is None or route.method == "*" or page_policy_of(route.handler) is not None:
+            continue  # workspace pages (gateway/workspace) are not the API
         name = resource.name or ""
         if route.method == "HEAD":
             heads.append((resource.canonical, name))

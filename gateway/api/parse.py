@@ -14,6 +14,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from gateway.api.errors import ApiError
+from gateway.api.roles import page_policy_of
 from gateway.envelope import CASE_REF
 from gateway.canonical import MAX_JSON_DEPTH, strict_loads
 from gateway.errors import DuplicateKeyError, NestingTooDeepError
@@ -161,7 +162,8 @@ QUERY_RULES = web.AppKey("query_rules", dict)
 @web.middleware
 async def query_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse unknown and repeated query parameters on every route, as documented (400)."""
-    if request.match_info.http_exception is None and request.query:
+    if (request.match_info.http_exception is None and request.query
+            and page_policy_of(request.match_info.handler) is None):  # pages check their own (gateway/workspace)
         resource = getattr(request.match_info.route, "resource", None)
         rules = request.app[QUERY_RULES].get(getattr(resource, "name", None))
         allowed, repeatable = rules if rules is not None else ((), ())

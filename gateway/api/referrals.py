@@ -9,7 +9,6 @@ answer and the same message (gateway/api/idempotency.py).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import dataclass, field
@@ -19,19 +18,19 @@ from typing import Any
 from aiohttp import web
 
 import adapters
-from adapters.base import AdaptResult
-from adapters.registry import available_formats, get_adapter
+from adapters.results import DroppedField
+from adapters.registry import available_formats
 from gateway.api.operation import (
     AGENCY_SCHEMA as _AGENCY, CASE_REF_SCHEMA as _CASE_REF, LOCATION_HEADER as _LOCATION,
     RETRY_HEADER as _RETRY, UUID_SCHEMA as _UUID, documented, error_content as _error, json_content as _json,
     json_request, schema_ref as _ref, versioned_payload,
 )
 from gateway.api.context import actor_of, gateway_of, settings_of
-from gateway.api.dates import date_violations
 from gateway.api.errors import ApiError, invalid_request
 from gateway.api.idempotency import Answer, idempotent
 from gateway.api.bodies import payload_invalid, request_body
 from gateway.api.parse import MAX_BODY_BYTES
+from gateway.api.submission import leaving, shared_payload, submit as submit_outgoing
 from gateway.api.roles import Permission, requires
 from gateway.errors import GatewayError, Violation
 from gateway.pseudonym import case_pseudonym
@@ -162,7 +161,9 @@ QUEUED: dict[str, Any] = {
                                           "entries list (docs/schema.md)"},
         "converted": {
             "type": "array",
-            "description": "Fields of a v1 payload left out when it was upgraded for a v2 recipient (path and reason)",
+            "description": "Fields of a v1 payload left out when it was upgraded for a v2 recipient, or of a v2 "
+                           "payload a v1 recipient gets only coarsely (children's details, codes sent as "
+                           "other): path and reason",
             "items": {"type": "object", "required": ["path", "reason"],
                       "properties": {"path": {"type": "string"}, "reason": {"type": "string"}}},
         },
@@ -264,34 +265,28 @@ async def submit(request: web.Request) -> web.Response:
     case_ref = case_ref_for(submission, gateway, settings_of(request))
 
     async def create(seed: str | None) -> Answer:
-        payload, dropped = submission.payload, None
-        if submission.local_format is not None:
-            # Loading a mapping reads files and mapping is CPU work: both off the event loop.
-            v2_for = _v2_recipient(gateway, submission.recipient)
-            result = await asyncio.to_thread(_to_shared, submission.local_format, submission.record,
-                                             submission.purposes, v2_for)
-            payload = result.payload
-            dropped = [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason}
-                       for d in result.dropped]
-        assert payload is not None
-        out_of_range = date_violations(payload, gateway.clock(), ("payload",))
-        if out_of_range:
-            raise invalid_request(out_of_range)  # dates before 1900 or ahead of now (gateway/api/dates.py)
+        # The path the workspace's compose pages take too (gateway/api/submission.py).
+        payload, dropped = await shared_payload(gateway, recipient=submission.recipient, payload=submission.payload,
+                                                local_format=submission.local_format, record=submission.record,
+                                                purposes=submission.purposes)
         # With an Idempotency-Key the id is derived from the key's claim: a retry after a
         # crash finds the message the first attempt stored instead of making a second one.
         message_id = None if seed is None else derived_message_id("referral", seed)
         if message_id is not None and (existing := await gateway.store.get_outgoing(message_id)) is not None:
-            return _answer(_same(existing, submission, case_ref), case_ref, dropped)
+            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped),
+                           *_conversion(gateway, submission, payload, dropped))
         # Converted here to report what an upgrade left out; submit finds it in the right version.
-        converted = gateway.for_recipient(submission.message_type, payload, submission.recipient)
+        outgoing = leaving(gateway, submission.message_type, payload, submission.recipient, dropped)
         try:
-            header = await gateway.submit(submission.message_type, converted.payload, recipient=submission.recipient,
-                                          case_ref=case_ref, actor=actor_of(request), message_id=message_id)
+            header = await submit_outgoing(gateway, outgoing, case_ref=case_ref, actor=actor_of(request),
+                                           message_id=message_id)
         except MessageConflictError:
             if message_id is None or (existing := await gateway.store.get_outgoing(message_id)) is None:
                 raise
-            return _answer(_same(existing, submission, case_ref), case_ref, dropped)  # a concurrent retry won
-        return _answer((header.id, header.type), case_ref, dropped, header.schema, converted.dropped)
+            # A concurrent retry won.
+            return _answer(_same(existing, submission, case_ref), case_ref, _dropped_body(dropped),
+                           *_conversion(gateway, submission, payload, dropped))
+        return _answer((header.id, header.type), case_ref, _dropped_body(dropped), header.schema, outgoing.converted)
 
     return await idempotent(request, path={}, body=body, create=create)
 
@@ -304,6 +299,19 @@ def _same(existing: OutboxRecord, submission: Submission, case_ref: str) -> tupl
                        msg("this Idempotency-Key already created a different message; send a new key for a new "
                            "request"))
     return existing.message_id, existing.message_type
+
+
+def _conversion(gateway: Gateway, submission: Submission, payload: dict[str, Any],
+                dropped: tuple[DroppedField, ...] | None) -> tuple[str | None, tuple[Dropped, ...]]:
+    """(schema version, what the conversion reports) for an answer made from a message an
+    earlier attempt stored: its answer was lost, and with it the report of what the
+    conversion left out, which must not go unsaid. The conversion is deterministic; if it
+    no longer succeeds (the directory changed), the message is queued all the same."""
+    try:
+        outgoing = leaving(gateway, submission.message_type, payload, submission.recipient, dropped)
+    except GatewayError:
+        return None, ()
+    return outgoing.schema_version, outgoing.converted
 
 
 def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | None]] | None,
@@ -321,25 +329,8 @@ def _answer(made: tuple[str, str], case_ref: str, dropped: list[dict[str, str | 
     return Answer(202, body, link)
 
 
-def _v2_recipient(gateway: Any, recipient: str) -> tuple[str, str] | None:
-    """(recipient, its country) when the recipient negotiates schema v2, else None.
-
-    An unknown recipient or one with no common version is left to the submission, which
-    refuses it by its cause after the record has been checked.
-    """
-    try:
-        if gateway.schema_version_for(recipient) != "2":
-            return None
-        return recipient, gateway.directory.agency(recipient).country
-    except GatewayError:
+def _dropped_body(dropped: tuple[DroppedField, ...] | None) -> list[dict[str, str | None]] | None:
+    """The ``dropped`` member of the answer (local-record submissions only)."""
+    if dropped is None:
         return None
-
-
-def _to_shared(format_id: str, record: Any, purposes: list[str] | None,
-               v2_for: tuple[str, str] | None = None) -> AdaptResult:
-    """The local record as a shared payload: v2 (with what only v2 says) when the recipient takes v2."""
-    adapter = get_adapter(format_id)
-    to_v2 = getattr(adapter, "to_shared_v2", None)
-    if v2_for is not None and to_v2 is not None:
-        return to_v2(record, purposes, recipient=v2_for[0], recipient_country=v2_for[1])
-    return adapter.to_shared(record, purposes)
+    return [{"local_field": d.local_field, "shared_path": d.shared_path, "reason": d.reason} for d in dropped]

@@ -3,6 +3,10 @@
 Pure: no I/O. The auth middleware asks :func:`policy_of` which policy a handler carries;
 a handler without one is refused (fail closed), so a new route cannot be reachable by
 accident. The same policies feed the OpenAPI document (``x-roles``).
+
+Workspace pages (gateway/workspace) carry a :class:`PageAccess` instead (``@page``,
+``@page_public``): the bearer middleware lets them through and the workspace's session
+middleware enforces them with the same role matrix.
 """
 
 from __future__ import annotations
@@ -85,3 +89,37 @@ def public(handler: H) -> H:
 def policy_of(handler: Any) -> Access | None:
     """The policy a handler was marked with, or None if it was never marked."""
     return getattr(handler, _ATTR, None)
+
+
+@dataclass(frozen=True)
+class PageAccess:
+    """The access policy of one workspace page: public, any signed-in user, or a permission."""
+
+    permission: Permission | None  # None: any signed-in user (or anyone, if public)
+    public: bool = False
+
+    def allows(self, role: str) -> bool:
+        """True if a signed-in user with ``role`` may see the page."""
+        return self.public or self.permission is None or allowed(role, self.permission)
+
+
+_PAGE_ATTR = "__gateway_page_access__"
+
+
+def page(permission: Permission | None) -> Callable[[H], H]:
+    """Mark a workspace page as needing a session whose role holds ``permission`` (None: any role)."""
+    def mark(handler: H) -> H:
+        setattr(handler, _PAGE_ATTR, PageAccess(permission))
+        return handler
+    return mark
+
+
+def page_public(handler: H) -> H:
+    """Mark a workspace page as reachable without a session (sign-in, language switch, static files)."""
+    setattr(handler, _PAGE_ATTR, PageAccess(None, public=True))
+    return handler
+
+
+def page_policy_of(handler: Any) -> PageAccess | None:
+    """The page policy a handler was marked with, or None if it is not a workspace page."""
+    return getattr(handler, _PAGE_ATTR, None)

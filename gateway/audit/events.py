@@ -136,6 +136,17 @@ EVENTS: Mapping[str, EventType] = _events(
     EventType("inbox.unrestorable", "Before an encryption key was destroyed, a stored message in the older "
               "at-rest format could not be opened to re-store it: it stays unreadable",
               {"reason": "error code (e.g. `at_rest_corrupt`, `malformed`)"}),
+    EventType("workspace.signed_in", "A user signed in to the workspace (a new session)",
+              {"role": "role of the user"}),
+    EventType("workspace.sign_in_failed", "A workspace sign-in was refused",
+              {"reason": "`unknown_user`, `wrong_password`, `no_password` (the user has only an API token) "
+                         "or `throttled` (too many failures for the name)",
+               "user": "the configured user's name (absent when the name matches no user)"}),
+    EventType("workspace.signed_out", "A workspace session ended",
+              {"reason": "`sign_out`, `idle`, `lifetime` or `user_changed` (removed from the settings, "
+                         "role or password changed)"}),
+    EventType("workspace.csrf_refused", "A workspace form was refused: its CSRF token was missing or wrong",
+              {"path": "route template", "method": "HTTP method", "reason": "`missing` or `mismatch`"}),
     EventType("message.body_deleted", "The sealed body of an outgoing message was deleted; its SHA-256 stays",
               {"reason": "`delivered` (signed receipt or answer) or `consent_withdrawn`",
                "digest": "hex SHA-256 of the deleted envelope"}),

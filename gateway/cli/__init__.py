@@ -51,13 +51,13 @@ def package_version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level parser with every command group registered."""
-    from gateway.cli import adapt, audit, demo, keys, quarantine, serve
+    from gateway.cli import adapt, audit, demo, keys, quarantine, serve, users
 
     parser = Parser(prog="gateway", description="Referral gateway for cross-border anti-trafficking referrals.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}",
                         help="print the gateway's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, serve, keys, quarantine, adapt, audit):
+    for module in (demo, serve, keys, quarantine, adapt, audit, users):
         module.register(sub)
     return parser
 

@@ -5,6 +5,10 @@ inbox, reads the referral (audited with a purpose) and accepts it; the demo prin
 sender's status trail. RabbitMQ at AMQP_URL is used when reachable, otherwise an
 in-process broker stand-in; the demo says which. It prints ids, codes and field names,
 never the person's data.
+
+``gateway demo --serve`` instead keeps both gateways (API and workspace) running on fixed
+local ports until Ctrl-C, with a caseworker and an auditor at each agency whose generated
+passwords it prints once (the settings hold only their argon2 hashes).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import secrets
+import signal
 import tempfile
 import uuid
 from contextlib import AsyncExitStack
@@ -30,21 +36,43 @@ from gateway.schema import load_example
 from gateway.service import Gateway
 from gateway.settings import Settings, User, load_amqp_url
 from gateway.transport import MemoryBroker, WireMessage, delete_topology
+from gateway.workspace.passwords import hash_password
 
 DEMO_KEYS = Path(__file__).resolve().parents[2] / "keys" / "demo"
 SENDER, RECIPIENT = "NE-ANLTP-TIM", "NG-NAPTIP"
+#: ``--serve``: the workspace users of each agency (role, the start of the user name).
+SERVE_USERS = (("caseworker", "caseworker"), ("auditor", "auditor"))
+#: ``--serve``: the short suffix of each agency's user names (``caseworker.ne``).
+SHORT = {SENDER: "ne", RECIPIENT: "ng"}
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the ``demo`` command."""
     parser = sub.add_parser("demo", help="two demo gateways exchange a referral (RabbitMQ if reachable)")
     parser.add_argument("--memory", action="store_true", help="use the in-process broker even if RabbitMQ is reachable")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep both gateways and their workspaces running until Ctrl-C, with demo logins")
+    parser.add_argument("--host", default="127.0.0.1", help="--serve: address to listen on (default 127.0.0.1)")
+    parser.add_argument("--ne-port", type=_port, default=8081,
+                        help=f"--serve: port of {SENDER}'s gateway (default 8081; 0: any free port)")
+    parser.add_argument("--ng-port", type=_port, default=8082,
+                        help=f"--serve: port of {RECIPIENT}'s gateway (default 8082; 0: any free port)")
     parser.set_defaults(func=run)
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is between 0 and 65535")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the demo and print what happened at each step."""
+    """Run the demo and print what happened at each step (or, with --serve, serve until Ctrl-C)."""
     configure_logging("error")  # the demo narrates on stdout; JSON errors would go to stderr
+    if args.serve:
+        ports = {SENDER: args.ne_port, RECIPIENT: args.ng_port}
+        return asyncio.run(_serve_until_stopped(force_memory=args.memory, host=args.host, ports=ports))
     return asyncio.run(_demo(force_memory=args.memory))
 
 
@@ -58,8 +86,8 @@ async def _broker_reachable(url: str) -> bool:
     return True
 
 
-async def _demo(*, force_memory: bool) -> int:
-    say = _Printer()
+async def _choose_broker(say: "_Printer", force_memory: bool) -> tuple[str, bool, str]:
+    """The AMQP URL, whether to use it (else the in-process stand-in), and this run's id; says which."""
     amqp_url = load_amqp_url()
     use_amqp = not force_memory and await _broker_reachable(amqp_url)
     run_id = uuid.uuid4().hex[:8]
@@ -69,6 +97,12 @@ async def _demo(*, force_memory: bool) -> int:
     else:
         why = "--memory given" if force_memory else f"RabbitMQ not reachable at {URL(amqp_url).host}"
         say.step(f"Broker: in-process stand-in ({why}); same semantics, nothing leaves this process")
+    return amqp_url, use_amqp, run_id
+
+
+async def _demo(*, force_memory: bool) -> int:
+    say = _Printer()
+    amqp_url, use_amqp, run_id = await _choose_broker(say, force_memory)
     broker = None if use_amqp else MemoryBroker()
     tokens = {agency: secrets.token_urlsafe(24) for agency in (SENDER, RECIPIENT)}
 
@@ -95,7 +129,63 @@ async def _demo(*, force_memory: bool) -> int:
     return 0
 
 
-def _settings(agency: str, tmp: Path, token: str, use_amqp: bool, amqp_url: str, run_id: str) -> Settings:
+async def _serve_until_stopped(*, force_memory: bool, host: str, ports: dict[str, int]) -> int:
+    """Both gateways with their workspaces on ``host``:``ports`` until SIGINT or SIGTERM."""
+    say = _Printer()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    amqp_url, use_amqp, run_id = await _choose_broker(say, force_memory)
+    broker = None if use_amqp else MemoryBroker()
+    # Generated at each start and printed once: a demo must not ship a known password.
+    logins = {agency: [(role, f"{prefix}.{SHORT[agency]}", secrets.token_urlsafe(12)) for role, prefix in SERVE_USERS]
+              for agency in (SENDER, RECIPIENT)}
+    with tempfile.TemporaryDirectory(prefix="gateway-demo-") as tmp:
+        async with AsyncExitStack() as stack:
+            gateways: dict[str, Gateway] = {}
+            if use_amqp:  # registered first so it runs last, after the gateways stopped
+                stack.push_async_callback(_cleanup_amqp, amqp_url, gateways)
+            urls: dict[str, str] = {}
+            for agency in (SENDER, RECIPIENT):
+                hashed = await asyncio.to_thread(_workspace_users, logins[agency])
+                settings = _settings(agency, Path(tmp), "", use_amqp, amqp_url, run_id, users=hashed)
+                gw = await open_gateway(settings, broker=broker)
+                stack.push_async_callback(gw.store.close)
+                await gw.start()
+                stack.push_async_callback(gw.stop)
+                await gw.wait_ready(30)
+                gateways[agency] = gw
+                try:
+                    urls[agency] = await _serve(stack, gw, settings, host=host, port=ports[agency])
+                except OSError as exc:
+                    why = os.strerror(exc.errno) if exc.errno else "refused"
+                    print(f"demo: cannot listen on {host}:{ports[agency]} ({why}); "
+                          f"choose another port with --{SHORT[agency]}-port", flush=True)
+                    return 1
+            if host == "127.0.0.1":
+                # Cookies are per host, not per port: the same browser signed in at both
+                # agencies under one host name would have one session cookie overwrite the
+                # other. "localhost" is another host name for the same address.
+                urls[RECIPIENT] = urls[RECIPIENT].replace("//127.0.0.1:", "//localhost:", 1)
+            for agency in (SENDER, RECIPIENT):
+                say.step(f"{agency} workspace: {urls[agency]}/workspace/  (API: {urls[agency]}/)")
+                for role, name, password in logins[agency]:
+                    say.detail(f"{role + ':':<12} name {name:<16} password {password}")
+            say.step("The passwords above are shown only now. Sign in at NE-ANLTP-TIM to compose a referral, "
+                     "at NG-NAPTIP to read and answer it. Stores are temporary. Press Ctrl-C to stop.")
+            await stop.wait()
+            say.step("Stopping: both gateways shut down, their temporary stores are deleted.")
+    return 0
+
+
+def _workspace_users(logins: list[tuple[str, str, str]]) -> tuple[User, ...]:
+    """Workspace users (role, name, password) with only the argon2 hash of each password kept."""
+    return tuple(User(name, role, password_argon2=hash_password(password)) for role, name, password in logins)
+
+
+def _settings(agency: str, tmp: Path, token: str, use_amqp: bool, amqp_url: str, run_id: str,
+              users: tuple[User, ...] | None = None) -> Settings:
     role = "caseworker"
     return Settings(
         agency_id=agency,
@@ -115,20 +205,23 @@ def _settings(agency: str, tmp: Path, token: str, use_amqp: bool, amqp_url: str,
         outbox_poll_seconds=0.2,
         checkpoint_interval_seconds=0,  # the demo checkpoints explicitly, at the end
         audit_partners=(RECIPIENT,) if agency == SENDER else (SENDER,),
-        users=(User(f"demo.{role}.{agency.lower()}", role, hashlib.sha256(token.encode()).hexdigest()),),
+        users=users if users is not None else (
+            User(f"demo.{role}.{agency.lower()}", role, hashlib.sha256(token.encode()).hexdigest()),),
     )
 
 
-async def _serve(stack: AsyncExitStack, gw: Gateway, settings: Settings) -> str:
+async def _serve(stack: AsyncExitStack, gw: Gateway, settings: Settings, *, host: str = "127.0.0.1",
+                 port: int = 0) -> str:
     from gateway.api import create_app
 
     runner = web.AppRunner(create_app(gw, settings), access_log=None)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, port)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return f"http://127.0.0.1:{port}"
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
 
 
 async def _exchange(say: "_Printer", session: ClientSession, urls: dict[str, str], tokens: dict[str, str],

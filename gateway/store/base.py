@@ -470,6 +470,32 @@ class IdempotencyRecord:
 
 
 @dataclass(frozen=True)
+class WebSession:
+    """A signed-in workspace session (docs/workspace.md): who, and when it ends.
+
+    Holds the SHA-256 of the session id, never the id itself (the browser's cookie), so a
+    copy of the store cannot be used to sign in. ``last_seen_at`` moves on every page; the
+    session ends ``idle`` after it or at ``expires_at``, whichever comes first.
+    """
+
+    id_hash: str  # SHA-256 hex of the 32 random bytes in the cookie
+    user_name: str
+    role: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime  # absolute end (workspace_session_hours after sign-in)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id_hash, str) or not SHA256_HEX.fullmatch(self.id_hash):
+            raise StoreArgumentError("id_hash must be a lower-case hex SHA-256")
+        _require_text("user_name", self.user_name)
+        _require_text("role", self.role)
+        _utc_fields(self, "created_at", "last_seen_at", "expires_at")
+        if self.expires_at <= self.created_at:
+            raise StoreArgumentError("expires_at must be after created_at")
+
+
+@dataclass(frozen=True)
 class AuditQuery:
     """Filters for :meth:`Store.query_audit`; every given filter must match (AND)."""
 
@@ -873,6 +899,31 @@ class Store(ABC):
         """Forget keys whose ``expires_at`` is before ``now``; return how many."""
         return await self._prune_idempotency_keys(require_aware("now", now))
 
+    # --- workspace sessions ---------------------------------------------------------------
+
+    async def add_web_session(self, session: WebSession) -> None:
+        """Record a new session (sign-in). Its ``id_hash`` must be new."""
+        _require_instance("session", session, WebSession)
+        await self._add_web_session(session)
+
+    async def get_web_session(self, id_hash: str) -> WebSession | None:
+        """The session with this id hash, or None (signed out, pruned, never existed).
+        Expiry is the caller's rule: a returned session may be past its end."""
+        return await self._get_web_session(_require_sha256("id_hash", id_hash))
+
+    async def touch_web_session(self, id_hash: str, at: datetime) -> bool:
+        """Move ``last_seen_at`` forward to ``at`` (never back); True if the session exists."""
+        return await self._touch_web_session(_require_sha256("id_hash", id_hash), require_aware("at", at))
+
+    async def delete_web_session(self, id_hash: str) -> bool:
+        """Forget a session (sign-out, expiry); True if it existed."""
+        return await self._delete_web_session(_require_sha256("id_hash", id_hash))
+
+    async def prune_web_sessions(self, idle_before: datetime, now: datetime) -> int:
+        """Forget sessions last seen before ``idle_before`` or whose ``expires_at`` is before
+        ``now``; return how many."""
+        return await self._prune_web_sessions(require_aware("idle_before", idle_before), require_aware("now", now))
+
     # --- audit checkpoints (ours and partners') -------------------------------------------
 
     async def add_checkpoint(self, checkpoint: CheckpointRecord) -> bool:
@@ -1052,6 +1103,21 @@ class Store(ABC):
 
     @abstractmethod
     async def _prune_idempotency_keys(self, now: datetime) -> int: ...
+
+    @abstractmethod
+    async def _add_web_session(self, session: WebSession) -> None: ...
+
+    @abstractmethod
+    async def _get_web_session(self, id_hash: str) -> WebSession | None: ...
+
+    @abstractmethod
+    async def _touch_web_session(self, id_hash: str, at: datetime) -> bool: ...
+
+    @abstractmethod
+    async def _delete_web_session(self, id_hash: str) -> bool: ...
+
+    @abstractmethod
+    async def _prune_web_sessions(self, idle_before: datetime, now: datetime) -> int: ...
 
     @abstractmethod
     async def _add_checkpoint(self, checkpoint: CheckpointRecord) -> bool: ...

@@ -52,6 +52,7 @@ from gateway.store.base import (
     StoreError,
     StoreUnavailableError,
     UnsupportedStoreURLError,
+    WebSession,
     Withdrawal,
     incoming_moves_forward,
     outgoing_moves_forward,
@@ -314,7 +315,25 @@ MIGRATIONS += (
 )
 MIGRATIONS += (
     (
-        # 5, not 4: the web-sessions migration of the same release is 4 (docs/store.md).
+        4,
+        (
+            # Workspace sessions (docs/workspace.md): the SHA-256 of the session id (never the
+            # id), who signed in and the session's times. Deleted at sign-out and expiry.
+            """
+            CREATE TABLE web_sessions (
+                id_hash      text PRIMARY KEY,
+                user_name    text NOT NULL,
+                role         text NOT NULL,
+                created_at   timestamptz NOT NULL,
+                last_seen_at timestamptz NOT NULL,
+                expires_at   timestamptz NOT NULL
+            )""",
+            "CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen_at)",
+        ),
+    ),
+)
+MIGRATIONS += (
+    (
         5,
         (
             # The hash of every perfect Merkle subtree of the audit log above the leaves
@@ -1259,6 +1278,50 @@ class PostgresStore(Store):
             return int(status.split()[-1])
 
         return await self._one("prune_idempotency_keys", run)
+
+    # --- workspace sessions ---------------------------------------------------------------
+
+    async def _add_web_session(self, session: WebSession) -> None:
+        async def run(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                session.id_hash, session.user_name, session.role, session.created_at, session.last_seen_at,
+                session.expires_at,
+            )
+
+        await self._one("add_web_session", run)
+
+    async def _get_web_session(self, id_hash: str) -> WebSession | None:
+        async def run(conn: Conn) -> WebSession | None:
+            row = await conn.fetchrow("SELECT * FROM web_sessions WHERE id_hash = $1", id_hash)
+            return None if row is None else rows.web_session(row, _utc)
+
+        return await self._one("get_web_session", run)
+
+    async def _touch_web_session(self, id_hash: str, at: datetime) -> bool:
+        async def run(conn: Conn) -> bool:
+            # GREATEST: a slower request finishing after a newer one never moves the time back.
+            status = await conn.execute(
+                "UPDATE web_sessions SET last_seen_at = GREATEST(last_seen_at, $2) WHERE id_hash = $1", id_hash, at)
+            return int(status.split()[-1]) == 1
+
+        return await self._one("touch_web_session", run)
+
+    async def _delete_web_session(self, id_hash: str) -> bool:
+        async def run(conn: Conn) -> bool:
+            status = await conn.execute("DELETE FROM web_sessions WHERE id_hash = $1", id_hash)
+            return int(status.split()[-1]) == 1
+
+        return await self._one("delete_web_session", run)
+
+    async def _prune_web_sessions(self, idle_before: datetime, now: datetime) -> int:
+        async def run(conn: Conn) -> int:
+            status = await conn.execute(
+                "DELETE FROM web_sessions WHERE last_seen_at < $1 OR expires_at < $2", idle_before, now)
+            return int(status.split()[-1])
+
+        return await self._one("prune_web_sessions", run)
 
     # --- cases ----------------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any, Callable, Protocol
 
 from gateway.store.base import (
-    AuditRecord, CheckpointRecord, DataKey, DirectoryRecord, IdempotencyRecord, InboxRecord, OutboxRecord, Withdrawal,
+    AuditRecord, CheckpointRecord, DataKey, DirectoryRecord, IdempotencyRecord, InboxRecord, OutboxRecord, WebSession,
+    Withdrawal,
 )
 
 
@@ -97,4 +98,12 @@ def idempotency_record(row: Row, when: When) -> IdempotencyRecord:
         key_hash=row["key_hash"], route=row["route"], request_hash=row["request_hash"],
         created_at=when(row["created_at"]), expires_at=when(row["expires_at"]), status_code=row["status_code"],
         response_json=row["response_json"], completed_at=_maybe(row["completed_at"], when),
+    )
+
+
+def web_session(row: Row, when: When) -> WebSession:
+    """A ``web_sessions`` row as a WebSession."""
+    return WebSession(
+        id_hash=row["id_hash"], user_name=row["user_name"], role=row["role"], created_at=when(row["created_at"]),
+        last_seen_at=when(row["last_seen_at"]), expires_at=when(row["expires_at"]),
     )

@@ -52,6 +52,7 @@ from gateway.store.base import (
     Store,
     StoreError,
     StoreUnavailableError,
+    WebSession,
     Withdrawal,
     incoming_moves_forward,
     outgoing_moves_forward,
@@ -270,7 +271,26 @@ MIGRATIONS += (
 
 MIGRATIONS += (
     (
-        # 6, not 5: the web-sessions migration of the same release is 5 (docs/store.md).
+        5,
+        (
+            # Workspace sessions (docs/workspace.md): the SHA-256 of the session id (never the
+            # id), who signed in and the session's times. Deleted at sign-out and expiry.
+            """
+            CREATE TABLE web_sessions (
+                id_hash      TEXT PRIMARY KEY,
+                user_name    TEXT NOT NULL,
+                role         TEXT NOT NULL,
+                created_at   TEXT NOT NULL,
+                last_seen_at TEXT NOT NULL,
+                expires_at   TEXT NOT NULL
+            )""",
+            "CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen_at)",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    (
         6,
         (
             # The hash of every perfect Merkle subtree of the audit log above the leaves
@@ -363,13 +383,17 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def _ts(moment: datetime) -> str:
-    utc = moment.astimezone(timezone.utc)
-    # The year is padded by hand: glibc's %Y writes 999 as "999", which is neither fixed
-    # width (ordering) nor read back by strptime.
-    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S.%f}Z"
+    utc = moment if moment.tzinfo is timezone.utc else moment.astimezone(timezone.utc)
+    # Integer fields, not strftime: glibc's %Y writes 999 as "999", which is neither fixed
+    # width (ordering) nor read back by strptime, and several of these run per message.
+    return (f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}"
+            f".{utc.microsecond:06d}Z")
 
 
 def _dt(text: str) -> datetime:
+    if len(text) == 27 and text[4] == "-" and text[10] == "T" and text[26] == "Z":
+        # What _ts writes: fromisoformat reads it several times faster than strptime.
+        return datetime.fromisoformat(text[:26]).replace(tzinfo=timezone.utc)
     year, _, rest = text.partition("-")
     # Rows written before the padding fix may hold a short year ("999-01-01..."): still read.
     return datetime.strptime(f"{int(year):04d}-{rest}", _TS_FORMAT).replace(tzinfo=timezone.utc)
@@ -493,6 +517,7 @@ def _migrate(conn: sqlite3.Connection, path: Path, read_only: bool) -> None:
 
 
 _WriteJob = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]"]
+_ReadJob = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 
 
 def _write_batch(conn: sqlite3.Connection, where: str, jobs: list[_WriteJob]) -> list[tuple[bool, Any]]:
@@ -554,6 +579,9 @@ class SQLiteStore(Store):
         self._pending: list[_WriteJob] = []
         self._pending_lock = threading.Lock()
         self._flush_queued = False
+        # Reads waiting for the worker, and whether a job to run them is already queued.
+        self._reads: list[_ReadJob] = []
+        self._reads_queued = False
 
     @classmethod
     async def open(
@@ -580,10 +608,37 @@ class SQLiteStore(Store):
         return self._path
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(conn, *args)`` on the worker thread (a read, outside any transaction).
+
+        Reads issued together share one trip to the worker and back: a thread hop and its
+        wake-ups cost several times more CPU than a point read, and every message needs a
+        few reads. Order is kept: each batch is one executor job, like a write flush.
+        """
         if self._closed:
             raise StoreUnavailableError(f"sqlite store {self._path} is closed")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, _guarded, str(self._path), fn, self._conn, *args)
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._reads.append((fn, args, future))
+            queue_run = not self._reads_queued
+            self._reads_queued = True
+        if queue_run:
+            self._executor.submit(self._run_reads, loop)
+        return await future
+
+    def _run_reads(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: run every queued read in order, then settle their futures at once."""
+        with self._pending_lock:
+            jobs, self._reads = self._reads, []
+            self._reads_queued = False
+        where = str(self._path)
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        for fn, args, future in jobs:
+            try:
+                outcomes.append((future, True, _guarded(where, fn, self._conn, *args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to that read's caller
+                outcomes.append((future, False, exc))
+        loop.call_soon_threadsafe(_settle_all, outcomes)
 
     async def _in_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; resolves once it is committed (durable).
@@ -600,7 +655,7 @@ class SQLiteStore(Store):
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
-            loop.run_in_executor(self._executor, self._flush, loop)
+            self._executor.submit(self._flush, loop)
         return await future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -615,8 +670,8 @@ class SQLiteStore(Store):
         except BaseException as exc:  # noqa: BLE001 - e.g. the connection was closed under us
             error = StoreUnavailableError(f"sqlite store {self._path} unavailable: {type(exc).__name__}")
             outcomes = [(False, error) for _ in jobs]
-        for (_, future), (ok, value) in zip(jobs, outcomes):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+        # One wake-up of the event loop for the whole batch, not one per write.
+        loop.call_soon_threadsafe(_settle_all, [(future, ok, value) for (_, future), (ok, value) in zip(jobs, outcomes)])
 
     # --- outbox ---------------------------------------------------------------------------
 
@@ -881,6 +936,52 @@ class SQLiteStore(Store):
 
         def run(conn: sqlite3.Connection) -> int:
             return conn.execute("DELETE FROM idempotency_keys WHERE expires_at < ?", (cutoff,)).rowcount
+
+        return await self._in_write(run)
+
+    # --- workspace sessions ---------------------------------------------------------------
+
+    async def _add_web_session(self, session: WebSession) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (session.id_hash, session.user_name, session.role, _ts(session.created_at),
+                 _ts(session.last_seen_at), _ts(session.expires_at)),
+            )
+
+        await self._in_write(run)
+
+    async def _get_web_session(self, id_hash: str) -> WebSession | None:
+        def run(conn: sqlite3.Connection) -> WebSession | None:
+            row = conn.execute("SELECT * FROM web_sessions WHERE id_hash = ?", (id_hash,)).fetchone()
+            return None if row is None else rows.web_session(row, _dt)
+
+        return await self._call(run)
+
+    async def _touch_web_session(self, id_hash: str, at: datetime) -> bool:
+        when = _ts(at)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            found = conn.execute("SELECT 1 FROM web_sessions WHERE id_hash = ?", (id_hash,)).fetchone()
+            conn.execute("UPDATE web_sessions SET last_seen_at = ? WHERE id_hash = ? AND last_seen_at < ?",
+                         (when, id_hash, when))
+            return found is not None
+
+        return await self._in_write(run)
+
+    async def _delete_web_session(self, id_hash: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM web_sessions WHERE id_hash = ?", (id_hash,)).rowcount == 1
+
+        return await self._in_write(run)
+
+    async def _prune_web_sessions(self, idle_before: datetime, now: datetime) -> int:
+        idle, cutoff = _ts(idle_before), _ts(now)
+
+        def run(conn: sqlite3.Connection) -> int:
+            return conn.execute("DELETE FROM web_sessions WHERE last_seen_at < ? OR expires_at < ?",
+                                (idle, cutoff)).rowcount
 
         return await self._in_write(run)
 
@@ -1251,13 +1352,14 @@ class SQLiteStore(Store):
             self._executor.shutdown(wait=False)
 
 
-def _settle(future: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
-    if future.done():  # the caller was cancelled; the write itself was still committed
-        return
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def _settle_all(outcomes: list[tuple["asyncio.Future[Any]", bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.done():  # the caller was cancelled; the write itself was still committed
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:

@@ -498,36 +498,39 @@ async def settle(
     codes and the code location of a failure only: never the body, and never exception
     text from outside the gateway's own hierarchy (it may quote the payload).
     """
-    bound = log.bind(message_id=delivery.message_id, sender=delivery.sender, recipient=delivery.recipient)
+    def bound() -> Any:
+        # Bound only when there is something to log: binding costs on every delivery.
+        return log.bind(message_id=delivery.message_id, sender=delivery.sender, recipient=delivery.recipient)
+
     try:
         disposition = await handler(delivery)
     except asyncio.CancelledError:
         raise
     except GatewayError as exc:
-        bound.warning("transport.handler_failed", error=type(exc).__name__, code=exc.code,
-                      where=failure_site(exc), reason=str(exc)[:MAX_DETAIL_CHARS])
+        bound().warning("transport.handler_failed", error=type(exc).__name__, code=exc.code,
+                        where=failure_site(exc), reason=str(exc)[:MAX_DETAIL_CHARS])
         disposition = None
     except Exception as exc:  # noqa: BLE001 - any handler bug: requeue, never lose
-        bound.error("transport.handler_failed", error=type(exc).__name__, code=failure_code(exc),
-                    where=failure_site(exc))
+        bound().error("transport.handler_failed", error=type(exc).__name__, code=failure_code(exc),
+                      where=failure_site(exc))
         disposition = None
 
     if disposition is Disposition.ACK:
         returns.forget_delivery(delivery.message_id, delivery.body)
         return True
     if disposition is Disposition.RETRY:
-        bound.info("transport.retried")
+        bound().info("transport.retried")
         return False
     if disposition is Disposition.QUARANTINE:
         try:
             await transport.quarantine(delivery, HANDLER_REJECTED, "handler returned QUARANTINE")
         except TransportError as exc:
-            bound.warning("transport.quarantine_failed", code=exc.code)
+            bound().warning("transport.quarantine_failed", code=exc.code)
         else:
             returns.forget_delivery(delivery.message_id, delivery.body)
             return True
     elif disposition is not Disposition.REQUEUE and disposition is not None:
-        bound.error("transport.handler_bad_result", result=type(disposition).__name__)
+        bound().error("transport.handler_bad_result", result=type(disposition).__name__)
 
     key = delivery_key(delivery.message_id, delivery.body)
     previous = returns.get(key)
@@ -537,5 +540,5 @@ async def settle(
         # back-pressure while e.g. the store is down. Poison messages take RETRY instead.
         await asyncio.sleep(delay)
     returns.bump(key)
-    bound.info("transport.requeued", previous_returns=previous)
+    bound().info("transport.requeued", previous_returns=previous)
     return False

@@ -43,6 +43,7 @@ from gateway.store import (
     StoreArgumentError,
     StoreError,
     StoreUnavailableError,
+    WebSession,
     Withdrawal,
 )
 from gateway.audit import merkle
@@ -801,6 +802,57 @@ class StoreConformance:
             await store.accept_directory(directory_record(1), audit=audit(1, event_type="directory.invented"))
         assert await store.current_directory() is None
 
+    # --- workspace sessions ---------------------------------------------------------------
+
+    async def test_web_session_add_get_touch_delete(self, store: Store) -> None:
+        session = web_session("s1")
+        await store.add_web_session(session)
+        assert await store.get_web_session(session.id_hash) == session
+        assert await store.touch_web_session(session.id_hash, T0 + timedelta(minutes=5)) is True
+        # last_seen_at never moves back (a slow request finishing after a newer one).
+        assert await store.touch_web_session(session.id_hash, T0 + timedelta(minutes=1)) is True
+        seen = await store.get_web_session(session.id_hash)
+        assert seen is not None and seen.last_seen_at == T0 + timedelta(minutes=5)
+        assert (seen.user_name, seen.role, seen.created_at, seen.expires_at) == (
+            "alice", "caseworker", session.created_at, session.expires_at)
+        assert await store.delete_web_session(session.id_hash) is True
+        assert await store.get_web_session(session.id_hash) is None
+        assert await store.delete_web_session(session.id_hash) is False
+        assert await store.touch_web_session(session.id_hash, T0) is False
+
+    async def test_web_session_ids_are_unique(self, store: Store) -> None:
+        await store.add_web_session(web_session("s2"))
+        with pytest.raises(StoreError):
+            await store.add_web_session(web_session("s2", user="mallory"))
+        kept = await store.get_web_session(web_session("s2").id_hash)
+        assert kept is not None and kept.user_name == "alice"
+
+    async def test_web_sessions_pruned_when_idle_or_past_their_end(self, store: Store) -> None:
+        idle = web_session("idle")
+        busy = web_session("busy")
+        old = web_session("old", created_at=T0 - timedelta(hours=11), hours=10)
+        for s in (idle, busy, old):
+            await store.add_web_session(s)
+        await store.touch_web_session(busy.id_hash, T0 + timedelta(minutes=40))
+        await store.touch_web_session(old.id_hash, T0 + timedelta(minutes=40))
+        removed = await store.prune_web_sessions(T0 + timedelta(minutes=10), T0 + timedelta(minutes=41))
+        assert removed == 2
+        assert await store.get_web_session(idle.id_hash) is None
+        assert await store.get_web_session(old.id_hash) is None
+        assert await store.get_web_session(busy.id_hash) is not None
+
+    async def test_web_session_rules(self, store: Store) -> None:
+        with pytest.raises(StoreArgumentError):
+            dataclasses.replace(web_session("r"), id_hash="not-a-hash")
+        with pytest.raises(StoreArgumentError):
+            dataclasses.replace(web_session("r"), created_at=NAIVE)
+        with pytest.raises(StoreArgumentError):
+            dataclasses.replace(web_session("r"), expires_at=T0 - timedelta(seconds=1))
+        with pytest.raises(StoreArgumentError):
+            await store.get_web_session("secret-cookie-value")
+        with pytest.raises(StoreArgumentError):
+            await store.touch_web_session(web_session("r").id_hash, NAIVE)
+
     # --- API idempotency keys -------------------------------------------------------------
 
     async def test_idempotency_claim_then_complete_then_replay(self, store: Store) -> None:
@@ -1064,3 +1116,11 @@ class StoreConformance:
         assert len(await store.list_incoming(limit=written + 1)) == written
         assert max(gaps) < 0.25, f"event loop stalled {max(gaps):.3f}s during a {elapsed:.2f}s batch"
         assert len(gaps) >= 20
+
+
+def web_session(name: str, *, user: str = "alice", created_at: datetime = T0, hours: int = 10) -> WebSession:
+    """A workspace session whose id hash is derived from ``name``."""
+    return WebSession(
+        id_hash=hashlib.sha256(name.encode()).hexdigest(), user_name=user, role="caseworker",
+        created_at=created_at, last_seen_at=created_at, expires_at=created_at + timedelta(hours=hours),
+    )
