@@ -452,6 +452,7 @@ APP_GRANTS = (
     "GRANT SELECT, INSERT ON message_events, withdrawals, checkpoints, audit_entries, audit_nodes, directories TO {role}",
     "GRANT SELECT, INSERT, DELETE ON seen_message_ids TO {role}",
     "GRANT SELECT, UPDATE ON audit_head TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON idempotency_keys, web_sessions TO {role}",
 )
 
 
@@ -483,6 +484,18 @@ async def test_runs_as_an_application_role_that_cannot_rewrite_the_audit_log(pg:
             assert await store.accept_directory(directory_record(3), audit=audit(5, event_type="directory.updated"))
             assert not await store.accept_directory(directory_record(2))
             assert (await store.current_directory()).serial == 3
+            # The API's Idempotency-Key and the workspace's sessions work as the application role.
+            from dataclasses import replace as _replace
+            from gateway.store import IdempotencyRecord, WebSession
+            claim = IdempotencyRecord("a" * 64, "referrals.submit", "b" * 64, T0, T0 + timedelta(days=1))
+            await store.claim_idempotency_key(claim)
+            await store.complete_idempotency_key(_replace(claim, status_code=202, response_json="{}", completed_at=T0))
+            assert await store.prune_idempotency_keys(T0 + timedelta(days=2)) == 1
+            session = WebSession("c" * 64, "amina.caseworker", "caseworker", T0, T0, T0 + timedelta(hours=10))
+            await store.add_web_session(session)
+            assert await store.touch_web_session(session.id_hash, T0 + timedelta(minutes=1))
+            assert await store.delete_web_session(session.id_hash)
+            assert await store.prune_web_sessions(T0, T0) == 0
         finally:
             await store.close()
         conn = await asyncpg.connect(app_dsn, server_settings={"search_path": pg.schema})
