@@ -167,3 +167,21 @@ def test_publish_directory_cli_reaches_a_bound_queue_and_says_when_none_is(
         assert asyncio.run(take()) == signed.read_bytes()
     finally:
         asyncio.run(clean())
+
+
+async def test_deleting_the_topology_removes_the_directory_feed_too(tmp_path, amqp_url: str) -> None:
+    # `gateway demo` and the test harness clean up with delete_topology: the feed's queues and
+    # exchange used to be left on the broker after every run.
+    async with gateway_pair(tmp_path, transport="amqp", amqp_url=amqp_url) as (ne, ng):
+        names = [gw.directory_feed.names for gw in (ne, ng)]
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        for queue in [n.queue for n in names]:
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+                await channel.declare_queue(queue, passive=True)
+        channel = await connection.channel()
+        with pytest.raises(aio_pika.exceptions.ChannelNotFoundEntity):
+            await channel.get_exchange(names[0].exchange, ensure=True)
+    finally:
+        await connection.close()

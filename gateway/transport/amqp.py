@@ -33,6 +33,7 @@ from aio_pika.abc import (
 from yarl import URL
 
 from gateway.transport.attempts import AttemptCounter
+from gateway.transport.directory_feed import FeedNames
 from gateway.transport.base import (
     H_RECIPIENT,
     H_SENDER,
@@ -431,8 +432,11 @@ async def delete_topology(url: str, config: TransportConfig) -> None:
     connection = await aio_pika.connect(url, timeout=config.connect_timeout)
     async with connection:
         channel = await connection.channel()
+        # The directory feed's names share the queue prefix the inbox names carry.
+        queue_prefix = config.inbox_prefix.removesuffix("inbox.")
         for agency in config.topology_agencies():
             await channel.queue_delete(config.inbox(agency))
             await channel.queue_delete(config.quarantine_queue(agency))
-        for exchange in (config.exchange, config.dead_letter_exchange):
+            await channel.queue_delete(FeedNames.for_agency(config.exchange, queue_prefix, agency, declare=False).queue)
+        for exchange in (config.exchange, config.dead_letter_exchange, config.exchange + ".directory"):
             await channel.exchange_delete(exchange)
