@@ -163,6 +163,29 @@ async def test_session_ends_after_its_lifetime_however_active(tmp_path) -> None:
         assert [_d(e) for e in await _audit(ne, "workspace.signed_out")] == [{"reason": "lifetime"}]
 
 
+async def test_a_password_changed_in_the_settings_ends_the_users_sessions(tmp_path) -> None:
+    # A caseworker's password leaked: the admin changes it (and restarts); the session that
+    # was signed in with the old one must not live on for the rest of its 10 hours.
+    from dataclasses import replace
+    from gateway.api.context import SETTINGS
+    from gateway.settings import with_overrides
+    from tests.support.workspace import FAST_HASHER
+    async with workspace_pair(tmp_path) as (ne, _):
+        browser = await ne.browser("caseworker")
+        assert (await browser.get("/workspace/inbox"))[0] == 200
+        app = ne.server.app
+        name = name_for("caseworker", ne.gateway.agency_id)
+        users = tuple(replace(u, password_argon2=FAST_HASHER.hash("a brand new passphrase")) if u.name == name else u
+                      for u in app[SETTINGS].users)
+        app._state[SETTINGS] = with_overrides(app[SETTINGS], users=users)  # the restarted settings
+        status, _, headers = await browser.get("/workspace/inbox")
+        assert status == 303 and headers["Location"] == "/workspace/sign-in?ended=1"
+        assert [_d(e) for e in await _audit(ne, "workspace.signed_out")] == [{"reason": "user_changed"}]
+        again = await ne.browser()
+        status, _, _ = await again.sign_in(name, "a brand new passphrase")
+        assert status == 303
+
+
 async def test_sign_out_forgets_the_session(tmp_path) -> None:
     async with workspace_pair(tmp_path) as (ne, _):
         browser = await ne.browser("admin")

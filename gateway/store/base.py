@@ -484,12 +484,17 @@ class WebSession:
     created_at: datetime
     last_seen_at: datetime
     expires_at: datetime  # absolute end (workspace_session_hours after sign-in)
+    #: A digest of the password hash the user signed in with (never the hash itself): a
+    #: password changed in the settings ends the session.
+    credential: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id_hash, str) or not SHA256_HEX.fullmatch(self.id_hash):
             raise StoreArgumentError("id_hash must be a lower-case hex SHA-256")
         _require_text("user_name", self.user_name)
         _require_text("role", self.role)
+        if not isinstance(self.credential, str) or len(self.credential) > 64:
+            raise StoreArgumentError("credential must be a digest of at most 64 characters")
         _utc_fields(self, "created_at", "last_seen_at", "expires_at")
         if self.expires_at <= self.created_at:
             raise StoreArgumentError("expires_at must be after created_at")

@@ -326,7 +326,8 @@ MIGRATIONS += (
                 role         text NOT NULL,
                 created_at   timestamptz NOT NULL,
                 last_seen_at timestamptz NOT NULL,
-                expires_at   timestamptz NOT NULL
+                expires_at   timestamptz NOT NULL,
+                credential   text NOT NULL DEFAULT ''
             )""",
             "CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen_at)",
         ),
@@ -1284,10 +1285,10 @@ class PostgresStore(Store):
     async def _add_web_session(self, session: WebSession) -> None:
         async def run(conn: Conn) -> None:
             await conn.execute(
-                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at)"
-                " VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at, credential)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 session.id_hash, session.user_name, session.role, session.created_at, session.last_seen_at,
-                session.expires_at,
+                session.expires_at, session.credential,
             )
 
         await self._one("add_web_session", run)

@@ -105,5 +105,5 @@ def web_session(row: Row, when: When) -> WebSession:
     """A ``web_sessions`` row as a WebSession."""
     return WebSession(
         id_hash=row["id_hash"], user_name=row["user_name"], role=row["role"], created_at=when(row["created_at"]),
-        last_seen_at=when(row["last_seen_at"]), expires_at=when(row["expires_at"]),
+        last_seen_at=when(row["last_seen_at"]), expires_at=when(row["expires_at"]), credential=row["credential"],
     )

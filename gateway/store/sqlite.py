@@ -282,7 +282,8 @@ MIGRATIONS += (
                 role         TEXT NOT NULL,
                 created_at   TEXT NOT NULL,
                 last_seen_at TEXT NOT NULL,
-                expires_at   TEXT NOT NULL
+                expires_at   TEXT NOT NULL,
+                credential   TEXT NOT NULL DEFAULT ''
             )""",
             "CREATE INDEX web_sessions_by_last_seen ON web_sessions (last_seen_at)",
         ),
@@ -944,10 +945,10 @@ class SQLiteStore(Store):
     async def _add_web_session(self, session: WebSession) -> None:
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO web_sessions (id_hash, user_name, role, created_at, last_seen_at, expires_at, credential)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (session.id_hash, session.user_name, session.role, _ts(session.created_at),
-                 _ts(session.last_seen_at), _ts(session.expires_at)),
+                 _ts(session.last_seen_at), _ts(session.expires_at), session.credential),
             )
 
         await self._in_write(run)

@@ -10,6 +10,8 @@ page's permission: a 403 page, audited ``auth.forbidden`` like the API.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime, timedelta
 
 import structlog
@@ -121,10 +123,17 @@ async def current_session(request: web.Request) -> tuple[User, str] | None:
     return user, session_id
 
 
+def credential_digest(password_hash: str) -> str:
+    """What a session keeps of the password hash it signed in with: 16 bytes of its SHA-256."""
+    return hashlib.sha256(password_hash.encode("utf-8")).hexdigest()[:32]
+
+
 def _ended(session: WebSession, user: User | None, now: datetime, settings: Settings) -> str | None:
     """Why the session is over (a reason code), or None while it is valid."""
     if user is None or user.role != session.role or user.password_argon2 is None:
         return "user_changed"
+    if not hmac.compare_digest(session.credential, credential_digest(user.password_argon2)):
+        return "user_changed"  # the password was changed in the settings
     if now >= session.expires_at:
         return "lifetime"
     if now - session.last_seen_at >= timedelta(minutes=settings.workspace_idle_minutes):
@@ -144,7 +153,8 @@ async def start_session(request: web.Request, response: web.StreamResponse, user
     session_id = new_secret()
     await gateway.store.add_web_session(WebSession(
         id_hash=session_hash(session_id), user_name=user.name, role=user.role, created_at=now, last_seen_at=now,
-        expires_at=now + timedelta(hours=settings.workspace_session_hours)))
+        expires_at=now + timedelta(hours=settings.workspace_session_hours),
+        credential=credential_digest(user.password_argon2 or "")))
     set_cookie(request, response, SESSION_COOKIE, session_id)
     response.del_cookie(ANON_COOKIE, path=COOKIE_PATH)
 
