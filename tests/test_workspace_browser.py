@@ -200,7 +200,7 @@ async def test_referral_from_niger_to_nigeria_and_back_in_the_browser(tmp_path: 
         await amina.check("compose-preview", payload_allowed=True, both=False)
 
         async with amina.page.expect_navigation():
-            await amina.page.click("form#send button#send")
+            await amina.page.click("form#send button#send-button")
         sent_path = amina.page.url.split(str(ne.server.make_url("")).rstrip("/"), 1)[1]
         assert sent_path.startswith("/workspace/sent/")
         message_id = sent_path.rsplit("/", 1)[1]

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from gateway.store import AuditQuery
 from gateway.workspace.local_form import build_form
 
 from testkit.gateway_pair import NIGERIA, ROOT, eventually
@@ -22,6 +23,7 @@ EN = {"Accept-Language": "en"}
 #: Values of the fiche that are personal data: never in a URL or a page title.
 CANARIES = ("Amaka", "Testfixture", "Ngozi", "+234 800", "ANLTP-2026-TEST-0001", "Fiche de test")
 _RECORD = re.compile(r'name="record" value="([^"]*)"')
+_SEND_KEY = re.compile(r'name="send_key" value="([^"]+)"')
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
@@ -66,8 +68,9 @@ async def preview(browser: Browser, record: dict[str, Any], recipient: str = NIG
 async def send(browser: Browser, page: str, recipient: str = NIGERIA) -> str:
     """Send what a preview page carries; the sent message's id."""
     record = html.unescape(_RECORD.search(page).group(1))
+    key = _SEND_KEY.search(page).group(1)
     status, _, headers = await browser.post("/workspace/compose/niger/send",
-                                            {"record": record, "recipient": recipient})
+                                            {"record": record, "recipient": recipient, "send_key": key})
     assert status == 303, status
     found = re.fullmatch(rf"/workspace/sent/({_UUID})", headers["Location"])
     assert found, headers["Location"]
@@ -119,7 +122,7 @@ async def test_compose_the_niger_fiche_in_french_preview_send_and_follow_the_tra
         assert 'data-local-field="besoins"' in dropped and "ne le permettent pas" in dropped
         assert "Recherche familiale" in dropped  # the purposes named by their French labels
         assert "ANLTP-2026-TEST-0001" not in leaving  # the local case number stays in Niger
-        assert 'data-schema-version="2"' in section and 'id="send"' in section
+        assert 'data-schema-version="2"' in section and 'id="send"' in section and 'id="send-button"' in section
 
         message_id = await send(browser, page)
         status, page, _ = await browser.get(f"/workspace/sent/{message_id}")
@@ -320,3 +323,20 @@ async def test_naptip_composes_its_own_record_in_english_for_niger(tmp_path: Pat
         status, _, headers = await browser.post("/workspace/compose/nigeria/send", {
             "record": html.unescape(_RECORD.search(page).group(1)), "recipient": "NE-ANLTP-TIM"})
         assert status == 303 and headers["Location"].startswith("/workspace/sent/")
+
+
+async def test_sending_the_same_preview_twice_sends_one_referral(tmp_path: Path) -> None:
+    # A double click, a reload of the POST or "back and send again": one message, and the
+    # second attempt lands on the first one's status page.
+    async with workspace_pair(tmp_path) as (ne, _):
+        browser = await ne.browser("caseworker")
+        status, page = await preview(browser, FICHE)
+        assert status == 200
+        first = await send(browser, page)
+        again = await send(browser, page)
+        assert again == first
+        sent = await ne.gateway.store.query_audit(AuditQuery(event_types=("message.created",)), 10)
+        assert [e.message_id for e in sent] == [first]
+        # A new preview is a new message.
+        status, page = await preview(browser, FICHE)
+        assert await send(browser, page) != first

@@ -23,9 +23,11 @@ from gateway.api.context import gateway_of, settings_of
 from gateway.api.roles import Permission, page
 from gateway.api.submission import Outgoing, Problem, general_problem, preview, submit
 from gateway.errors import GatewayError
+from gateway.message_ids import derived_message_id
 from gateway.code_lists import label as country_label
 from gateway.i18n import code_label, msg, translate
 from gateway.pseudonym import case_pseudonym
+from gateway.store import MessageConflictError
 from gateway.workspace.local_form import FormField, LocalForm, build_form, form_spec, formats_with_forms, input_name
 from gateway.workspace.render import page_context, render
 
@@ -33,6 +35,8 @@ routes = web.RouteTableDef()
 
 #: The form an agency fills in by default, by its country (others stay selectable).
 DEFAULT_FORMAT = {"NE": "niger", "NG": "nigeria", "ML": "mali"}
+#: A preview's one-time send key (secrets.token_urlsafe(16)).
+SEND_KEY = re.compile(r"[A-Za-z0-9_-]{22}")
 #: Largest record accepted back from the preview page (the form's own limits are far smaller).
 MAX_RECORD_CHARS = 200_000
 
@@ -111,6 +115,7 @@ async def show_preview(request: web.Request) -> web.StreamResponse:
         "converted": [(c.path.removeprefix("$."), dropped_text(c.reason, ctx.lang)) for c in found.outgoing.converted],
         "purposes": [_code(ctx.lang, "purpose", p) for p in found.outgoing.payload.get("purposes", [])],
         "record_json": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
+        "send_key": secrets.token_urlsafe(16),
         "no_case_number": case_ref is None,
     })
 
@@ -127,13 +132,23 @@ async def send(request: web.Request) -> web.StreamResponse:
     fitted = form.fit(record)
     if recipient not in _recipients(ctx.gateway):
         raise web.HTTPSeeOther("/workspace/compose")
+    # A second click, a reload or "back and send again" on the same preview sends nothing
+    # more: the preview's one-time key gives the message its id, and a stored one is shown.
+    message_id = _message_id_for(ctx.gateway.agency_id, ctx.actor.name, posted.get("send_key"))
+    if message_id is not None and await ctx.gateway.store.get_outgoing(message_id) is not None:
+        raise web.HTTPSeeOther(f"/workspace/sent/{message_id}")
     case_ref = _case_ref(request, form, record, recipient) or _new_case_ref(request, recipient)
     found = await preview(ctx.gateway, recipient=recipient, local_format=form.format_id, record=record,
                           case_ref=case_ref)
     if found.outgoing is None:
         return _form_page(request, fitted, recipient, fitted.values(record), found.problems, status=422)
     try:
-        header = await submit(ctx.gateway, found.outgoing, case_ref=case_ref, actor=ctx.actor)
+        header = await submit(ctx.gateway, found.outgoing, case_ref=case_ref, actor=ctx.actor,
+                              message_id=message_id)
+    except MessageConflictError:
+        if message_id is None:
+            raise
+        raise web.HTTPSeeOther(f"/workspace/sent/{message_id}") from None  # a concurrent click won
     except GatewayError as exc:
         # The consent check at submission (a withdrawal in between) or the directory: shown, not lost.
         return _form_page(request, fitted, recipient, fitted.values(record),
@@ -223,6 +238,13 @@ def _agencies_field(form: LocalForm) -> str | None:
     """The consent's list of recipient agencies on this form (``consentement.agences_destinataires``)."""
     return next((f.name for f in form.fields() if f.name.startswith(form.consent_field + ".")
                  and f.multiple and not f.choices), None)
+
+
+def _message_id_for(agency_id: str, user: str, key: object) -> str | None:
+    """The message id a preview's one-time send key gives (None for a missing or odd key)."""
+    if not isinstance(key, str) or not SEND_KEY.fullmatch(key):
+        return None
+    return derived_message_id("workspace.send", agency_id, user, key)
 
 
 def _posted_record(posted: Any) -> dict[str, Any]:
