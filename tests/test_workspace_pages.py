@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from gateway.store import AuditQuery
 from gateway.actors import Actor
 from gateway.clock import format_ts
 from gateway.schema import load_example, load_schema
@@ -333,3 +334,27 @@ def test_every_example_is_shown_with_labels_in_both_languages(version: str) -> N
             # A code is shown by its label, never as the bare code (labels exist for every code).
             raw = [v for _, v in shown if v in codes and v not in {"NG", "NE", "ML"} and "-" not in v]
             assert raw == [], (name, lang, raw)
+
+
+async def test_a_follow_up_posted_twice_with_its_form_key_is_sent_once(tmp_path) -> None:
+    # A reloaded POST or a second click on the same form: one message, the same queued page.
+    async with workspace_pair(tmp_path) as (ne, ng):
+        await _referral(ne, ng)
+        worker = await ng.browser("caseworker")
+        _, page, _ = await worker.get(f"/workspace/cases/{CASE}/send/case.closure")
+        key = re.search(r'name="send_key" value="([^"]+)"', page).group(1)
+        fields = [("closed_on", "2026-06-01"), ("status", "closed"), ("reason", "reintegration_completed"),
+                  ("send_key", key)]
+        ids = []
+        for _ in range(2):
+            status, page, _ = await worker.post(f"/workspace/cases/{CASE}/send/case.closure", fields)
+            assert status == 200 and 'id="queued"' in page
+            ids.append(re.search(r'id="sent-message-id">([0-9a-f-]{36})<', page).group(1))
+        assert ids[0] == ids[1]
+        created = await ng.gateway.store.query_audit(AuditQuery(event_types=("message.created",)), 50)
+        assert [e.message_id for e in created if e.message_id == ids[0]] == [ids[0]]
+        # A fresh form is a fresh message.
+        _, page, _ = await worker.get(f"/workspace/cases/{CASE}/send/case.closure")
+        fields[-1] = ("send_key", re.search(r'name="send_key" value="([^"]+)"', page).group(1))
+        _, page, _ = await worker.post(f"/workspace/cases/{CASE}/send/case.closure", fields)
+        assert re.search(r'id="sent-message-id">([0-9a-f-]{36})<', page).group(1) != ids[0]

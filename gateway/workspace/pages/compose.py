@@ -23,20 +23,18 @@ from gateway.api.context import gateway_of, settings_of
 from gateway.api.roles import Permission, page
 from gateway.api.submission import Outgoing, Problem, general_problem, preview, submit
 from gateway.errors import GatewayError
-from gateway.message_ids import derived_message_id
 from gateway.code_lists import label as country_label
 from gateway.i18n import code_label, msg, translate
 from gateway.pseudonym import case_pseudonym
 from gateway.store import MessageConflictError
 from gateway.workspace.local_form import FormField, LocalForm, build_form, form_spec, formats_with_forms, input_name
 from gateway.workspace.render import page_context, render
+from gateway.workspace.send_keys import FIELD as SEND_KEY_FIELD, message_id_for, new_send_key
 
 routes = web.RouteTableDef()
 
 #: The form an agency fills in by default, by its country (others stay selectable).
 DEFAULT_FORMAT = {"NE": "niger", "NG": "nigeria", "ML": "mali"}
-#: A preview's one-time send key (secrets.token_urlsafe(16)).
-SEND_KEY = re.compile(r"[A-Za-z0-9_-]{22}")
 #: Largest record accepted back from the preview page (the form's own limits are far smaller).
 MAX_RECORD_CHARS = 200_000
 
@@ -115,7 +113,7 @@ async def show_preview(request: web.Request) -> web.StreamResponse:
         "converted": [(c.path.removeprefix("$."), dropped_text(c.reason, ctx.lang)) for c in found.outgoing.converted],
         "purposes": [_code(ctx.lang, "purpose", p) for p in found.outgoing.payload.get("purposes", [])],
         "record_json": json.dumps(record, ensure_ascii=False, separators=(",", ":")),
-        "send_key": secrets.token_urlsafe(16),
+        "send_key": new_send_key(),
         "no_case_number": case_ref is None,
     })
 
@@ -134,7 +132,7 @@ async def send(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther("/workspace/compose")
     # A second click, a reload or "back and send again" on the same preview sends nothing
     # more: the preview's one-time key gives the message its id, and a stored one is shown.
-    message_id = _message_id_for(ctx.gateway.agency_id, ctx.actor.name, posted.get("send_key"))
+    message_id = message_id_for("compose", ctx.gateway.agency_id, ctx.actor.name, posted.get(SEND_KEY_FIELD))
     if message_id is not None and await ctx.gateway.store.get_outgoing(message_id) is not None:
         raise web.HTTPSeeOther(f"/workspace/sent/{message_id}")
     case_ref = _case_ref(request, form, record, recipient) or _new_case_ref(request, recipient)
@@ -238,13 +236,6 @@ def _agencies_field(form: LocalForm) -> str | None:
     """The consent's list of recipient agencies on this form (``consentement.agences_destinataires``)."""
     return next((f.name for f in form.fields() if f.name.startswith(form.consent_field + ".")
                  and f.multiple and not f.choices), None)
-
-
-def _message_id_for(agency_id: str, user: str, key: object) -> str | None:
-    """The message id a preview's one-time send key gives (None for a missing or odd key)."""
-    if not isinstance(key, str) or not SEND_KEY.fullmatch(key):
-        return None
-    return derived_message_id("workspace.send", agency_id, user, key)
 
 
 def _posted_record(posted: Any) -> dict[str, Any]:

@@ -23,10 +23,12 @@ from gateway.errors import SchemaInvalidError
 from gateway.i18n import msg
 from gateway.schema_versions import DowngradeError
 from gateway.service import Gateway
+from gateway.store import MessageConflictError
 from gateway.workspace.cases import case_messages, counterpart
 from gateway.workspace.fields import message_type_label
 from gateway.workspace.forms import AGENCY_CHOICES, all_names, build, field_errors, parse
 from gateway.workspace.render import PageContext, page_context, render
+from gateway.workspace.send_keys import FIELD as SEND_KEY_FIELD, message_id_for, new_send_key
 
 routes = web.RouteTableDef()
 
@@ -66,12 +68,13 @@ async def _choices(ctx: PageContext, case_ref: str) -> dict[str, list[tuple[str,
 
 
 def _page(request: web.Request, ctx: PageContext, case_ref: str, message_type: str, recipient: str,
-          fields: list[Any], general: list[str], status: int = 200) -> web.Response:
+          fields: list[Any], general: list[str], status: int = 200, send_key: str | None = None) -> web.Response:
     return render(request, "followup.html", {
         "case_ref": case_ref, "message_type": message_type,
         "type_label": message_type_label(message_type, ctx.lang), "recipient": recipient,
         "fields": fields, "general": general,
         "action": f"/workspace/cases/{case_ref}/send/{message_type}",
+        "send_key": send_key or new_send_key(),
     }, status=status)
 
 
@@ -90,7 +93,12 @@ async def follow_up_send(request: web.Request) -> web.StreamResponse:
     """Build the payload from the form and send it; the form again with errors if it is refused."""
     ctx, case_ref, message_type, recipient = await _case(request)
     form = await request.post()
-    values: MultiDict[str] = MultiDict((k, str(v)) for k, v in form.items() if k != "csrf")
+    values: MultiDict[str] = MultiDict((k, str(v)) for k, v in form.items() if k not in ("csrf", SEND_KEY_FIELD))
+    # The form's one-time key: a reloaded POST or a second click sends nothing more.
+    key = form.get(SEND_KEY_FIELD)
+    message_id = message_id_for(message_type, ctx.gateway.agency_id, ctx.actor.name, key)
+    if message_id is not None and await ctx.gateway.store.get_outgoing(message_id) is not None:
+        return _queued(request, ctx, message_id, message_type, recipient, case_ref)
     choices = await _choices(ctx, case_ref)
     fields = build(message_type, VERSION, ctx.lang, choices=choices, values=values)
     payload = {"schema_version": VERSION, **parse(fields, values)}
@@ -100,7 +108,11 @@ async def follow_up_send(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest()  # a message id that is not one of this case's
     try:
         header = await ctx.gateway.submit(message_type, payload, recipient=recipient, case_ref=case_ref,
-                                          actor=ctx.actor, in_reply_to=reply_to)
+                                          actor=ctx.actor, in_reply_to=reply_to, message_id=message_id)
+    except MessageConflictError:
+        if message_id is None:
+            raise
+        return _queued(request, ctx, message_id, message_type, recipient, case_ref)  # a concurrent click won
     except SchemaInvalidError as exc:
         errors, general = field_errors(exc.violations)
         names = all_names(fields)
@@ -108,13 +120,20 @@ async def follow_up_send(request: web.Request) -> web.StreamResponse:
                     if name not in names]
         fields = build(message_type, VERSION, ctx.lang, choices=choices, values=values,
                        errors={k: v for k, v in errors.items() if k in names})
-        return _page(request, ctx, case_ref, message_type, recipient, fields, general, status=422)
+        return _page(request, ctx, case_ref, message_type, recipient, fields, general, status=422,
+                     send_key=key if isinstance(key, str) else None)
     except (ConsentRefusedError, DowngradeError, RecipientRefusesError, UnknownAgencyError,
             NoValidKeyError) as exc:
-        return _page(request, ctx, case_ref, message_type, recipient, fields, [safe_detail(exc)], status=422)
-    sent_page = next((f"/workspace/sent/{header.id}" for r in request.app.router.routes()
+        return _page(request, ctx, case_ref, message_type, recipient, fields, [safe_detail(exc)], status=422,
+                     send_key=key if isinstance(key, str) else None)
+    return _queued(request, ctx, header.id, message_type, recipient, case_ref)
+
+
+def _queued(request: web.Request, ctx: PageContext, message_id: str, message_type: str, recipient: str,
+            case_ref: str) -> web.Response:
+    sent_page = next((f"/workspace/sent/{message_id}" for r in request.app.router.routes()
                       if getattr(r.resource, "canonical", None) == "/workspace/sent/{id}"), None)
     return render(request, "queued.html", {
-        "message_id": header.id, "message_type": message_type_label(header.type, ctx.lang), "decision": None,
+        "message_id": message_id, "message_type": message_type_label(message_type, ctx.lang), "decision": None,
         "recipient": recipient, "case_ref": case_ref, "sent_page": sent_page,
     })
