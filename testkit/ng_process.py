@@ -2,7 +2,7 @@
 
     python -m testkit.ng_process --tmp DIR --run-id ID --amqp-url URL
         [--agency NG-NAPTIP] [--crash-marker PATH] [--metrics-out PATH] [--prefetch N]
-        [--log-level info] [--busy-out PATH] [--http-port N] [--die-with-parent]
+        [--log-level info] [--busy-out PATH] [--http-port N] [--die-with-parent] [--store-url URL]
 
 Prints ``READY <pid>`` on stdout once consuming. SIGTERM (or SIGINT) stops it gracefully:
 ``Gateway.stop()`` (unacked deliveries go back to the broker), metrics to ``--metrics-out``,
@@ -93,6 +93,8 @@ async def run(args: argparse.Namespace) -> None:
         extra["declare_topology"] = False  # the broker's definitions (and shovels) own the topology
     settings = settings_for(args.agency, Path(args.tmp), transport="amqp", amqp_url=args.amqp_url,
                             run_id=args.run_id, **extra)
+    if args.store_url:  # several processes of one agency on one shared (PostgreSQL) store
+        settings = dataclasses.replace(settings, store_url=args.store_url)
     gateway = await open_gateway(settings)
     if args.crash_marker and args.crash_after_outbox:
         gateway.store = CrashAfterOutbox(gateway.store, Path(args.crash_marker),  # type: ignore[assignment]
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--crash-after-outbox", type=int, default=0,
                         help="with --crash-marker: die after the Nth referral committed to the outbox instead")
     parser.add_argument("--http-port", type=int, default=0, help="also serve the HTTP API on 127.0.0.1:PORT")
+    parser.add_argument("--store-url", help="store URL instead of the SQLite file under --tmp (bench/scaleout_bench.py)")
     parser.add_argument("--busy-out", help="benchmark: on SIGUSR1 write loop/store busy seconds (JSON) here")
     parser.add_argument("--die-with-parent", action="store_true",
                         help="stdin is a pipe from the parent: die (SIGKILL) when it closes")
