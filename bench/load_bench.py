@@ -95,8 +95,8 @@ class TimingStore:
         self._events.write(f"{'stored' if stored else 'dup'} {msg.message_type} {msg.message_id} {time.monotonic():.6f}\n")
         return stored
 
-    async def set_status(self, message_id: str, status: str, at: datetime) -> bool:
-        applied = await self._inner.set_status(message_id, status, at)
+    async def set_status(self, message_id: str, status: str, at: datetime, **kwargs: Any) -> bool:
+        applied = await self._inner.set_status(message_id, status, at, **kwargs)
         if applied:
             self._events.write(f"status {status} {message_id} {time.monotonic():.6f}\n")
         return applied

@@ -784,12 +784,15 @@ class Gateway:
         await _together(self.store.upsert_case(case), self._ensure_receipt(header, "delivered", received_at))
 
     async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
+        # The status and its audit entry are one write: one commit instead of two, and a
+        # crash cannot leave a status applied without its entry (a redelivery would not
+        # re-audit it, since the status no longer moves).
+        entry = self.entry("message.status", SYSTEM_ACTOR, header, {"of": message_id, "status": status})
         try:
-            applied = await self.store.set_status(message_id, status, self.clock())
+            applied = await self.store.set_status(message_id, status, self.clock(), audit=entry)
         except MessageNotFoundError:
             return  # checked in _check_reference; only a deleted row could get here
         if applied:
-            await self._audit("message.status", SYSTEM_ACTOR, header, {"of": message_id, "status": status})
             log.info("message.status", message_id=message_id, status=status, via=header.id)
         # A signed receipt or answer from the recipient proves the envelope arrived: nothing
         # re-sends it any more, so the sealed body goes (its digest stays). Also on a redelivered

@@ -626,13 +626,18 @@ class Store(ABC):
             None if at is None else require_aware("at", at),
         )
 
-    async def set_status(self, message_id: str, status: OutgoingStatus, at: datetime) -> bool:
+    async def set_status(
+        self, message_id: str, status: OutgoingStatus, at: datetime, *, audit: AuditEntry | None = None
+    ) -> bool:
         """Apply a business receipt (``delivered``, ``read``, ``accepted``, ...) if it moves
-        the message forward in :data:`OUTGOING_RANK`; stale receipts are ignored."""
+        the message forward in :data:`OUTGOING_RANK`; stale receipts are ignored.
+        ``audit`` is appended in the same transaction, only when the status moves."""
+        _require_entry("audit", audit, optional=True)
         return await self._set_status(
             require_message_id("message_id", message_id),
             require_status("status", status, OUTGOING_STATUSES),
             require_aware("at", at),
+            audit,
         )
 
     async def get_outgoing(self, message_id: str) -> OutboxRecord | None:
@@ -1015,7 +1020,7 @@ class Store(ABC):
     async def _mark_failed(self, message_id: str, error_code: str, at: datetime | None) -> bool: ...
 
     @abstractmethod
-    async def _set_status(self, message_id: str, status: str, at: datetime) -> bool: ...
+    async def _set_status(self, message_id: str, status: str, at: datetime, audit: AuditEntry | None) -> bool: ...
 
     @abstractmethod
     async def _get_outgoing(self, message_id: str) -> OutboxRecord | None: ...

@@ -998,7 +998,8 @@ class PostgresStore(Store):
         return await self._one("due_outgoing", run)
 
     async def _move_outgoing(
-        self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False
+        self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False,
+        audit: AuditEntry | None = None,
     ) -> bool:
         when = at
 
@@ -1018,6 +1019,8 @@ class PostgresStore(Store):
                 "INSERT INTO message_events (outbox_id, status, at, error_code) VALUES ($1, $2, $3, $4)",
                 message_id, status, when, error_code,
             )
+            if audit is not None:
+                await _insert_audit(conn, audit)
             return True
 
         return await self._tx("set_status", run)
@@ -1029,8 +1032,8 @@ class PostgresStore(Store):
         when = at or require_aware("clock", self._clock())
         return await self._move_outgoing(message_id, "failed", when, error_code=error_code, attempt=True)
 
-    async def _set_status(self, message_id: str, status: str, at: datetime) -> bool:
-        return await self._move_outgoing(message_id, status, at)
+    async def _set_status(self, message_id: str, status: str, at: datetime, audit: AuditEntry | None) -> bool:
+        return await self._move_outgoing(message_id, status, at, audit=audit)
 
     async def _mark_retry(
         self, message_id: str, next_attempt_at: datetime, error_code: str, at: datetime | None

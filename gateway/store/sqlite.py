@@ -716,7 +716,8 @@ class SQLiteStore(Store):
         return await self._call(run)
 
     async def _move_outgoing(
-        self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False
+        self, message_id: str, status: str, at: datetime, *, error_code: str | None = None, attempt: bool = False,
+        audit: AuditEntry | None = None,
     ) -> bool:
         when = _ts(at)
 
@@ -735,6 +736,8 @@ class SQLiteStore(Store):
                 "INSERT INTO message_events (outbox_id, status, at, error_code) VALUES (?, ?, ?, ?)",
                 (message_id, status, when, error_code),
             )
+            if audit is not None:
+                _insert_audit(conn, audit)
             return True
 
         return await self._in_write(run)
@@ -746,8 +749,8 @@ class SQLiteStore(Store):
         when = at or require_aware("clock", self._clock())
         return await self._move_outgoing(message_id, "failed", when, error_code=error_code, attempt=True)
 
-    async def _set_status(self, message_id: str, status: str, at: datetime) -> bool:
-        return await self._move_outgoing(message_id, status, at)
+    async def _set_status(self, message_id: str, status: str, at: datetime, audit: AuditEntry | None) -> bool:
+        return await self._move_outgoing(message_id, status, at, audit=audit)
 
     async def _mark_retry(
         self, message_id: str, next_attempt_at: datetime, error_code: str, at: datetime | None

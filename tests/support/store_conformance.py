@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import sys
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -507,6 +508,43 @@ class StoreConformance:
         assert [(r.detail_json, r.message_id) for r in records] == [
             ('{"n":1}', out.message_id), ('{"n":3}', inc.message_id),
         ]
+
+    async def test_set_status_audits_in_its_transaction_only_when_it_moves(self, store: Store) -> None:
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        assert await store.set_status(msg.message_id, "read", T0 + timedelta(seconds=1),
+                                      audit=audit(1, event_type="message.status", message_id=msg.message_id))
+        # Stale (a late "delivered") and repeated receipts write no entry.
+        assert not await store.set_status(msg.message_id, "delivered", T0 + timedelta(seconds=2), audit=audit(2))
+        assert not await store.set_status(msg.message_id, "read", T0 + timedelta(seconds=3), audit=audit(3))
+        with pytest.raises(MessageNotFoundError):
+            await store.set_status(new_id(), "read", T0, audit=audit(4))
+        records = await store.read_audit(1, 10)
+        assert [(r.detail_json, r.message_id) for r in records] == [('{"n":1}', msg.message_id)]
+        assert [s for s, _ in await store.status_trail(msg.message_id)] == ["queued", "read"]
+
+    async def test_set_status_and_its_audit_entry_fail_together(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # A crash or error between the two (once separate) writes must leave neither: the
+        # receipt's redelivery then applies the status and writes its entry.
+        msg = outgoing()
+        await store.add_outgoing(msg)
+        before = await store.audit_size()
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("crash while writing the audit entry")
+
+        backend = sys.modules[type(store).__module__]
+        monkeypatch.setattr(backend, "_insert_audit", broken)
+        with pytest.raises(Exception):
+            await store.set_status(msg.message_id, "delivered", T0 + timedelta(seconds=1), audit=audit(1))
+        monkeypatch.undo()
+        assert (await store.get_outgoing(msg.message_id)).status == "queued"
+        assert [s for s, _ in await store.status_trail(msg.message_id)] == ["queued"]
+        assert await store.audit_size() == before
+        assert await store.set_status(msg.message_id, "delivered", T0 + timedelta(seconds=2), audit=audit(2))
+        assert await store.audit_size() == before + 1
 
     async def test_conflicting_add_writes_no_audit(self, store: Store) -> None:
         out = outgoing()
