@@ -285,7 +285,7 @@ async def test_the_form_speaks_its_own_language_whatever_the_page_language(tmp_p
         assert '<div lang="fr">' in page and "Prénom(s)" in page and "Lieu d'origine" in html.unescape(page)
         french_ui = await ng.browser("caseworker", headers=FR)
         _, page, _ = await french_ui.get("/workspace/compose/nigeria?recipient=NE-ANLTP-TIM")
-        assert '<html lang="fr">' in page and "Rédiger un référencement" in page
+        assert '<html lang="fr">' in page and "Rédiger une orientation" in page
         assert '<div lang="en">' in page and "First name" in page and 'name="family_contacts.1.location.town"' in page
         assert '<option value="nigeria" selected>' in (await french_ui.get("/workspace/compose"))[1]
 
