@@ -25,6 +25,7 @@ from gateway.i18n import Message, code_label, msg, translate
 from gateway.message_ids import uuid_or_none
 from gateway.schema import SCHEMA_DIR
 from gateway.store import MessageConflictError
+from gateway.workspace.fields import message_type_label
 from gateway.workspace.render import page_context, render
 
 routes = web.RouteTableDef()
@@ -44,22 +45,6 @@ STATUS_TEXT: dict[str, Message] = {
     "failed": msg("failed"),
 }
 
-#: The message types this agency sends, in the reader's language.
-TYPE_TEXT: dict[str, Message] = {
-    "referral.request": msg("referral"),
-    "referral.response": msg("answer to a referral"),
-    "consent.withdrawal": msg("consent withdrawal"),
-    "consent.withdrawal.ack": msg("acknowledgement of a withdrawal"),
-    "safety_assessment.result": msg("safety assessment result"),
-    "family_tracing.result": msg("family tracing result"),
-    "return.plan": msg("return plan"),
-    "return.arrival": msg("arrival"),
-    "case.followup": msg("follow-up"),
-    "case.closure": msg("case closure"),
-    "receipt": msg("receipt"),
-    "audit.checkpoint": msg("audit checkpoint"),
-}
-
 
 def status_text(status: str, lang: str) -> str:
     """An outgoing status in the reader's language (the code itself if unknown)."""
@@ -68,9 +53,8 @@ def status_text(status: str, lang: str) -> str:
 
 
 def type_text(message_type: str, lang: str) -> str:
-    """A message type in the reader's language (the type itself if unknown)."""
-    text = TYPE_TEXT.get(message_type)
-    return translate(text, lang) if text is not None else message_type
+    """A message type in the reader's language: the same label as the inbox and read pages."""
+    return message_type_label(message_type, lang)
 
 
 @routes.get("/workspace/sent", name="workspace.sent")
