@@ -3,7 +3,7 @@ gateways (NE-ANLTP-TIM and NG-NAPTIP, in-process broker as ``gateway demo --memo
 
 NE's caseworker signs in in French, composes a referral from the Niger fiche (fields filled
 by their names), sees the minimal-data preview and sends it; NG's caseworker signs in in
-English, reads it with a purpose and accepts it; NE's trail shows "acceptée"; NE withdraws
+English, reads it with a purpose and accepts it; NE's trail shows "Acceptée"; NE withdraws
 consent (with its confirmation step) and NG's inbox then shows the referral as erased.
 
 Every page is screenshot in French and English into test-artifacts/ (workspace-<page>-<lang>.png),
@@ -253,7 +253,7 @@ async def test_referral_from_niger_to_nigeria_and_back_in_the_browser(tmp_path: 
         # NE sees the answer in the trail, in French.
         await amina.goto(sent_path)
         await wait_for(amina.page, 'ol#trail li[data-status="accepted"]')
-        assert "acceptée" in await amina.page.inner_text('ol#trail li[data-status="accepted"]')
+        assert "Acceptée" in await amina.page.inner_text('ol#trail li[data-status="accepted"]')
         await amina.check("sent-trail-accepted")
 
         # The preview in English too (before the withdrawal: afterwards this case's consent refuses it).

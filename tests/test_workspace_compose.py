@@ -128,7 +128,7 @@ async def test_compose_the_niger_fiche_in_french_preview_send_and_follow_the_tra
         status, page, _ = await browser.get(f"/workspace/sent/{message_id}")
         assert status == 200
         trail = element(page, "ol", "trail")
-        assert 'data-status="queued"' in trail and "en attente d’envoi" in trail
+        assert 'data-status="queued"' in trail and "En attente d’envoi" in trail
         status, listing, _ = await browser.get("/workspace/sent")
         assert f'data-message-id="{message_id}"' in element(listing, "table", "sent")
         assert "Amaka" not in listing  # metadata only
@@ -143,7 +143,7 @@ async def test_compose_the_niger_fiche_in_french_preview_send_and_follow_the_tra
         trail = element(page, "ol", "trail")
         statuses = re.findall(r'data-status="([a-z_]+)"', trail)
         assert statuses[0] == "queued" and statuses[-1] == "accepted" and "delivered" in statuses
-        assert re.search(r'data-status="accepted"><span class="status">acceptée</span>', trail)
+        assert re.search(r'data-status="accepted"><span class="status status-accepted">Acceptée</span>', trail)
         assert_no_canary_in_urls_or_titles(browser)
 
 

@@ -128,7 +128,7 @@ async def test_inbox_read_answer_and_no_personal_data_outside_the_read(tmp_path)
             french = await ng.browser(headers={"Accept-Language": "fr"})
             await french.sign_in("caseworker.ng-naptip", "pw-caseworker-ng-naptip-long-enough")
             _, page, _ = await french.get("/workspace/inbox")
-            assert '<html lang="fr">' in page and "Répondu" in page and "Évaluation de la sécurité" in page
+            assert '<html lang="fr">' in page and "Réponse envoyée" in page and "Évaluation de la sécurité" in page
             _, page, _ = await french.post(f"/workspace/inbox/{mid}/read", {"purpose": "family_tracing"})
             assert "Féminin" in page and "Mère" in page and "Lieu d’origine" in page and "Écrit" in page
             browsers: list[Browser] = [*ng.browsers, *ne.browsers]

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 from functools import cache
 from typing import Any, Mapping
 
 from babel import Locale
+from babel.dates import format_date, format_datetime
 
 from gateway.code_lists import COUNTRY_LISTS
 from gateway.code_lists import label as code_list_label
@@ -209,6 +211,47 @@ def message_type_label(message_type: str, lang: str) -> str:
     return translate(text, lang) if text is not None else message_type
 
 
+#: Message statuses as people name them: a received message's (the inbox: ``IncomingStatus``
+#: of gateway/store/base.py, plus ``erased``) and a sent one's (the trail: ``OutgoingStatus``).
+#: One table, so the inbox, read, sent and trail pages say the same thing the same way
+#: (``read`` is the same word on both sides). French agrees with "orientation" (feminine).
+STATUS_LABELS: dict[str, Message] = {
+    "received": msg("New"),
+    "read": msg("Read"),
+    "responded": msg("Answered"),
+    "erased": msg("Erased"),
+    "queued": msg("Queued"),
+    "sent": msg("Sent"),
+    "delivered": msg("Delivered"),
+    "accepted": msg("Accepted"),
+    "declined": msg("Declined"),
+    "more_info_requested": msg("More information requested"),
+    "failed": msg("Failed"),
+}
+
+
+def status_label(status: str, lang: str) -> str:
+    """A message status in ``lang`` (the code itself if it has no label)."""
+    text = STATUS_LABELS.get(status)
+    return translate(text, lang) if text is not None else status
+
+
+def moment_text(moment: datetime, lang: str) -> str:
+    """A time as every page shows it: medium length, in ``lang``, in UTC (said so)."""
+    return format_datetime(moment.astimezone(timezone.utc), "medium", tzinfo=timezone.utc, locale=lang) + " UTC"
+
+
+def date_text(value: str, kind: str, lang: str) -> str:
+    """A schema date (``format: date``) or date-time (``date-time``, UTC) in ``lang``; the value
+    itself if it does not parse."""
+    try:
+        if kind == "date":
+            return format_date(date.fromisoformat(value), "medium", locale=lang)
+        return moment_text(datetime.fromisoformat(value.replace("Z", "+00:00")), lang)
+    except ValueError:
+        return value
+
+
 def field_label(name: str | int, lang: str) -> str:
     """The label of a field (a list position as "1", "2", ...)."""
     if isinstance(name, int):
@@ -293,6 +336,8 @@ def code_text(node: Node, value: Any, lang: str) -> str:
         return translate(YES if value else NO, lang)
     if not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else str(value)
+    if node.schema.get("format") in ("date", "date-time"):
+        return date_text(value, node.schema["format"], lang)
     if node.def_name in ("language", "language_code") or (node.list_name is None and node.def_name == "iso639_3"):
         return language_label(value, lang)
     if node.list_name is not None:
@@ -343,3 +388,46 @@ def _row(key: str, value: Any, node: Node, version: str, lang: str) -> Row:
     else:
         row.value = code_text(node, value, lang)
     return row
+
+
+# --- what leaves: one row per value -------------------------------------------------------
+
+#: Between the labels of a nested field ("Personne › Noms › Prénom").
+PATH_SEPARATOR = " › "
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One value of a payload as the compose preview lists it."""
+
+    path: str  # the shared field: person.family_contacts[0].names.given
+    label: str  # its labels from the root: Personne › Contacts familiaux 1 › Noms › Prénom
+    text: str  # the value as people read it (a code's label, a date in the reader's language)
+    raw: str  # the value as it is sent, when it reads differently ("" otherwise)
+
+
+def leaves(payload: Mapping[str, Any], message_type: str, version: str, lang: str) -> list[Leaf]:
+    """Every value of the payload, in schema order, labelled as on the read page."""
+    out: list[Leaf] = []
+    _leaves(payload, message_node(message_type, version), version, lang, "", (), out)
+    return out
+
+
+def _leaves(value: Any, node: Node, version: str, lang: str, path: str, labels: tuple[str, ...],
+            out: list[Leaf]) -> None:
+    if isinstance(value, Mapping):
+        order = list(node.schema.get("properties", {}))
+        for key in sorted(value, key=lambda k: order.index(k) if k in order else len(order)):
+            sub = child(node, key, version) or Node({}, None, (*node.base, key))
+            _leaves(value[key], sub, version, lang, f"{path}.{key}" if path else key,
+                    (*labels, field_label(key, lang)), out)
+    elif isinstance(value, list):
+        item = items(node, version)
+        for i, one in enumerate(value):
+            # A list position goes with the list's own label: "Contacts familiaux 2".
+            numbered = (*labels[:-1], f"{labels[-1]} {i + 1}") if labels else (str(i + 1),)
+            _leaves(one, item, version, lang, f"{path}[{i}]", numbered, out)
+    else:
+        text = code_text(node, value, lang)
+        raw = value if isinstance(value, str) else json.dumps(value)
+        out.append(Leaf(path, PATH_SEPARATOR.join(labels), text, "" if raw == text else raw))

@@ -11,13 +11,12 @@ Every template gets ``_`` (translate into the page's language), ``label(list, co
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Mapping
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
-from babel.dates import format_datetime
 from markupsafe import Markup, escape
 
 from gateway.actors import Actor
@@ -28,6 +27,7 @@ from gateway.code_lists import label as code_list_label
 from gateway.i18n import LANGUAGES, Message, msg, negotiate, translate
 from gateway.service import Gateway
 from gateway.settings import Settings, User
+from gateway.workspace.fields import moment_text
 from gateway.workspace.tokens import ANON_COOKIE, LANG_COOKIE, SESSION_COOKIE, csrf_token, well_formed
 
 
@@ -50,7 +50,7 @@ CONTEXT = web.RequestKey("workspace_context", PageContext)
 NAV: tuple[tuple[str, Message, Permission], ...] = (
     ("/workspace/inbox", msg("Inbox"), Permission.INBOX_LIST),
     ("/workspace/compose", msg("Compose"), Permission.SUBMIT),
-    ("/workspace/sent", msg("Sent"), Permission.STATUS),
+    ("/workspace/sent", msg("Sent messages"), Permission.STATUS),
     ("/workspace/admin", msg("Service"), Permission.OPERATE),
 )
 
@@ -130,7 +130,7 @@ def layout_values(request: web.Request, ctx: PageContext) -> dict[str, Any]:
     def when(moment: datetime | None) -> str:
         if moment is None:
             return ""
-        return format_datetime(moment.astimezone(timezone.utc), "medium", tzinfo=timezone.utc, locale=lang) + " UTC"
+        return moment_text(moment, lang)
 
     routes = {getattr(r.resource, "canonical", None) for r in request.app.router.routes()}
     nav = [{"href": path, "text": translate(text, lang), "current": request.path.startswith(path)}

@@ -23,10 +23,10 @@ from gateway.api.context import gateway_of, settings_of
 from gateway.api.roles import Permission, page
 from gateway.api.submission import Outgoing, Problem, general_problem, preview, submit
 from gateway.errors import GatewayError
-from gateway.code_lists import label as country_label
 from gateway.i18n import code_label, msg, translate
 from gateway.pseudonym import case_pseudonym
 from gateway.store import MessageConflictError
+from gateway.workspace.fields import leaves
 from gateway.workspace.local_form import FormField, LocalForm, build_form, form_spec, formats_with_forms, input_name
 from gateway.workspace.render import page_context, render
 from gateway.workspace.send_keys import FIELD as SEND_KEY_FIELD, message_id_for, new_send_key
@@ -107,7 +107,8 @@ async def show_preview(request: web.Request) -> web.StreamResponse:
         "form": form,
         "recipient": recipient,
         "outgoing": found.outgoing,
-        "leaving": list(leaving_rows(found.outgoing.payload, ctx.lang)),
+        "leaving": leaves(found.outgoing.payload, found.outgoing.message_type, found.outgoing.schema_version,
+                          ctx.lang),
         "dropped": [(_field_label(form, d.local_field), d.local_field, dropped_text(d.reason, ctx.lang))
                     for d in found.outgoing.dropped or ()],
         "converted": [(c.path.removeprefix("$."), dropped_text(c.reason, ctx.lang)) for c in found.outgoing.converted],
@@ -287,30 +288,6 @@ def _new_case_ref(request: web.Request, recipient: str) -> str:
 
 # --- what leaves, what was dropped --------------------------------------------------------------
 
-_CODE = re.compile(r"[a-z][a-z0-9_]*")
-_COUNTRY = re.compile(r"[A-Z]{2}")
-#: Shared fields holding a country code (a country, a nationality, the countries of exploitation).
-_COUNTRY_KEY = re.compile(r"(country|nationality|countries(\[\d+\])?)$")
-
-
-def leaving_rows(payload: Any, lang: str, path: str = "") -> Any:
-    """(shared path, value, label of a coded value or "") for every leaf of the payload, in order."""
-    if isinstance(payload, dict):
-        for key, value in payload.items():
-            yield from leaving_rows(value, lang, f"{path}.{key}" if path else key)
-    elif isinstance(payload, list):
-        for i, value in enumerate(payload):
-            yield from leaving_rows(value, lang, f"{path}[{i}]")
-    else:
-        shown = json.dumps(payload) if isinstance(payload, bool) else str(payload)
-        label = None
-        if isinstance(payload, str) and _CODE.fullmatch(payload):
-            label = code_label("code", payload, lang)
-        elif isinstance(payload, str) and _COUNTRY.fullmatch(payload) and _COUNTRY_KEY.search(path):
-            label = country_label("country_code", payload, lang)  # CLDR names
-        yield path, shown, label or ""
-
-
 _DROPPED: tuple[tuple[re.Pattern[str], Any], ...] = (
     (re.compile(r"not allowed for purposes \[(?P<purposes>[^\]]*)\](?P<age>; age in years sent instead)?"),
      lambda m, lang: translate(
@@ -351,4 +328,4 @@ def _code(lang: str, code_list: str, code: str) -> str:
     return code_label(code_list, code, lang) or code
 
 
-__all__ = ["Outgoing", "dropped_text", "leaving_rows", "routes"]
+__all__ = ["Outgoing", "dropped_text", "routes"]

@@ -20,12 +20,12 @@ from gateway.api.roles import Permission, allowed, page
 from gateway.at_rest import PayloadShreddedError
 from gateway.code_lists import label as code_list_label
 from gateway.errors import ConflictError, SchemaInvalidError
-from gateway.i18n import Message, msg, translate
+from gateway.i18n import msg, translate
 from gateway.schema import load_schema, payload_version
 from gateway.service import FINAL_DECISIONS, READ_PURPOSES, derived_message_id
 from gateway.store import InboxRecord
 from gateway.workspace.cases import is_erased, referral_purposes
-from gateway.workspace.fields import describe, message_type_label
+from gateway.workspace.fields import describe, message_type_label, status_label
 from gateway.workspace.forms import field_errors
 from gateway.workspace.pages.followup import FOLLOW_UP_TYPES, sendable_types
 from gateway.workspace.render import PageContext, page_context, render
@@ -34,10 +34,9 @@ routes = web.RouteTableDef()
 
 #: Received message types a caseworker works with (control messages stay out of the inbox).
 INBOX_TYPES = ("referral.request", "referral.response", *FOLLOW_UP_TYPES, "consent.withdrawal")
-#: Statuses of the list: the store's, plus ``erased`` when the data keys are gone.
-STATUS_LABELS: dict[str, Message] = {
-    "received": msg("New"), "read": msg("Read"), "responded": msg("Answered"), "erased": msg("Erased"),
-}
+#: Statuses of the list: the store's, plus ``erased`` when the data keys are gone (labels:
+#: fields.STATUS_LABELS, shared with the sent pages).
+STATUSES = ("received", "read", "responded", "erased")
 #: How many rows the list shows (newest first).
 MAX_ROWS = 200
 #: Stored rows read at a time while looking for the newest matches.
@@ -82,7 +81,7 @@ async def _row(ctx: PageContext, record: InboxRecord) -> dict[str, Any]:
         "id": record.message_id, "sender": record.sender, "sender_name": _agency_name(ctx, record.sender),
         "type": record.message_type, "type_label": message_type_label(record.message_type, ctx.lang),
         "purposes": purposes, "received_at": record.received_at, "status": status,
-        "status_label": translate(STATUS_LABELS[status], ctx.lang), "case_ref": record.case_ref,
+        "status_label": status_label(status, ctx.lang), "case_ref": record.case_ref,
     }
 
 
@@ -93,7 +92,7 @@ async def inbox(request: web.Request) -> web.StreamResponse:
     ctx = page_context(request)
     senders = sorted(a for a in ctx.gateway.directory.agencies if a != ctx.gateway.agency_id)
     wanted_type = _choice(request.query, "type", INBOX_TYPES)
-    wanted_status = _choice(request.query, "status", tuple(STATUS_LABELS))
+    wanted_status = _choice(request.query, "status", STATUSES)
     wanted_sender = _choice(request.query, "sender", set(senders))
     store_status = wanted_status if wanted_status in ("received", "read", "responded") else None
     newest: deque[InboxRecord] = deque(maxlen=MAX_ROWS)
@@ -112,7 +111,7 @@ async def inbox(request: web.Request) -> web.StreamResponse:
     return render(request, "inbox.html", {
         "rows": rows, "more": len(newest) == MAX_ROWS, "max_rows": MAX_ROWS,
         "types": [(t, message_type_label(t, ctx.lang)) for t in INBOX_TYPES],
-        "statuses": [(s, translate(text, ctx.lang)) for s, text in STATUS_LABELS.items()],
+        "statuses": [(s, status_label(s, ctx.lang)) for s in STATUSES],
         "senders": [(a, _agency_name(ctx, a)) for a in senders],
         "chosen": {"type": wanted_type, "status": wanted_status, "sender": wanted_sender},
         "can_open": ctx.user is not None and allowed(ctx.user.role, Permission.INBOX_READ),

@@ -21,11 +21,11 @@ from gateway.api.roles import Permission, allowed, page
 from gateway.clock import format_ts
 from gateway.envelope import CASE_REF
 from gateway.errors import NotFoundError
-from gateway.i18n import Message, code_label, msg, translate
+from gateway.i18n import code_label, msg, translate
 from gateway.message_ids import uuid_or_none
 from gateway.schema import SCHEMA_DIR
 from gateway.store import MessageConflictError
-from gateway.workspace.fields import message_type_label
+from gateway.workspace.fields import STATUS_LABELS, message_type_label, status_label
 from gateway.workspace.render import page_context, render
 
 routes = web.RouteTableDef()
@@ -33,23 +33,9 @@ routes = web.RouteTableDef()
 #: Sent messages listed on one page.
 PAGE_SIZE = 100
 
-#: The outgoing statuses in the reader's language (``OutgoingStatus`` of gateway/store/base.py).
-STATUS_TEXT: dict[str, Message] = {
-    "queued": msg("queued"),
-    "sent": msg("sent"),
-    "delivered": msg("delivered"),
-    "read": msg("read"),
-    "accepted": msg("accepted"),
-    "declined": msg("declined"),
-    "more_info_requested": msg("more information requested"),
-    "failed": msg("failed"),
-}
-
-
 def status_text(status: str, lang: str) -> str:
-    """An outgoing status in the reader's language (the code itself if unknown)."""
-    text = STATUS_TEXT.get(status)
-    return translate(text, lang) if text is not None else status
+    """An outgoing status in the reader's language: the same label as the inbox (fields.STATUS_LABELS)."""
+    return status_label(status, lang)
 
 
 def type_text(message_type: str, lang: str) -> str:
@@ -83,7 +69,7 @@ async def sent_one(request: web.Request) -> web.StreamResponse:
     return render(request, "sent_one.html", {
         "message": {"id": record.message_id, "recipient": record.recipient, "case_ref": record.case_ref,
                     "type": type_text(record.message_type, ctx.lang), "message_type": record.message_type,
-                    "status_text": status_text(record.status, ctx.lang), "created": _when(record.created_at)},
+                    "status": record.status, "status_text": status_text(record.status, ctx.lang), "created": _when(record.created_at)},
         "trail": _trail(trail, ctx.lang),
         "final": record.status in ("accepted", "declined", "failed"),
         "may_withdraw": record.message_type == "referral.request" and _may(ctx, Permission.WITHDRAW),
@@ -202,7 +188,7 @@ async def _acks(gateway: Any, case_ref: str, lang: str) -> list[dict[str, Any]]:
         elif status == "failed":
             text = msg("not delivered: follow up with the agency")
         else:
-            text = msg("waiting for the acknowledgement ({status})", status=STATUS_TEXT.get(status, status))
+            text = msg("waiting for the acknowledgement ({status})", status=STATUS_LABELS.get(status, status))
         out.append({"recipient": record.counterpart, "message_id": record.message_id, "status": status,
                     "acknowledged": acknowledged, "text": translate(text, lang),
                     "withdrawn": _when(record.withdrawn_at)})
