@@ -117,6 +117,7 @@ async def test_compose_the_niger_fiche_in_french_preview_send_and_follow_the_tra
         leaving = element(section, "table", "leaving")
         dropped = element(section, "table", "dropped")
         assert "person.names.given" in leaving and "Amaka" in leaving  # what leaves, field by field
+        assert "Personne › Noms › Prénom" in leaving and "4 mars 2026" in leaving  # labelled, dates readable
         assert "consent.recipients[0].agency" in leaving and NIGERIA in leaving
         assert 'data-local-field="numero_dossier"' in dropped and "reste ici" in dropped
         assert 'data-local-field="besoins"' in dropped and "ne le permettent pas" in dropped
