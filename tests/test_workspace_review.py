@@ -1,0 +1,42 @@
+"""Regressions found reviewing the workspace as an attacker and as a caseworker on a shared
+office computer (issue 13 review): each test names the defect it keeps fixed."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from gateway.workspace.local_form import MAX_ROWS, build_form
+
+from testkit.gateway_pair import NIGERIA, ROOT
+from tests.support.workspace import workspace_pair
+
+
+def _row_numbers(page: str, list_name: str) -> set[int]:
+    return {int(n) for n in re.findall(rf'name="{re.escape(list_name)}\.(\d+)\b', page)}
+
+
+async def test_a_posted_record_with_thousands_of_rows_does_not_build_thousands_of_rows(tmp_path: Path) -> None:
+    """Defect: ``LocalForm.fit`` built one row per item of a posted record's list, and
+    ``build_form`` cached every such form forever: a 60 kB record ``[{}] * 20000`` held the
+    event loop for a minute and kept gigabytes. Rows are capped, and the cache is bounded."""
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        worker = await ne.browser("caseworker")
+        await worker.get(f"/workspace/compose/niger?recipient={NIGERIA}")
+        record = json.dumps({"contacts_famille": [{}] * 3000, "autres_noms": ["x"] * 3000})
+        status, page, _ = await worker.post("/workspace/compose/niger", {"record": record, "recipient": NIGERIA})
+        assert status == 200
+        assert max(_row_numbers(page, "contacts_famille")) == MAX_ROWS - 1
+        assert max(_row_numbers(page, "autres_noms")) == MAX_ROWS - 1
+        status, page, _ = await worker.post("/workspace/compose/niger/send", {"record": record, "recipient": NIGERIA})
+        assert status == 422 and max(_row_numbers(page, "contacts_famille")) == MAX_ROWS - 1
+    assert build_form.cache_info().maxsize is not None
+
+
+def test_the_row_cap_holds_every_list_a_local_schema_allows() -> None:
+    """A record that the adapter accepts always fits the capped form (nothing typed is lost)."""
+    for path in ("adapters/niger/fiche.schema.json", "adapters/nigeria/naptip.schema.json",
+                 "adapters/mali/fiche.schema.json"):
+        text = (ROOT / path).read_text(encoding="utf-8")
+        assert max(int(n) for n in re.findall(r'"maxItems":\s*(\d+)', text)) <= MAX_ROWS, path
