@@ -40,3 +40,18 @@ def test_the_row_cap_holds_every_list_a_local_schema_allows() -> None:
                  "adapters/mali/fiche.schema.json"):
         text = (ROOT / path).read_text(encoding="utf-8")
         assert max(int(n) for n in re.findall(r'"maxItems":\s*(\d+)', text)) <= MAX_ROWS, path
+
+
+async def test_the_preview_record_is_parsed_as_strictly_as_an_api_body(tmp_path: Path) -> None:
+    """Defect: the preview's hidden ``record`` went through plain ``json.loads``: 70,000 nested
+    brackets raised RecursionError (a 500 page, logged as unhandled), and NaN or a duplicate
+    member name, which POST /referrals refuses, passed. Now gateway.canonical.strict_loads: 400."""
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        worker = await ne.browser("caseworker")
+        await worker.get(f"/workspace/compose/niger?recipient={NIGERIA}")
+        for record in ("[" * 70_000, '{"a":' * 40 + "1" + "}" * 40, '{"prenom": NaN}',
+                       '{"prenom": "A", "prenom": "B"}'):
+            for path in ("/workspace/compose/niger", "/workspace/compose/niger/send"):
+                status, page, headers = await worker.post(path, {"record": record, "recipient": NIGERIA})
+                assert status == 400, (path, record[:20], status)
+                assert "Content-Security-Policy" in headers
