@@ -55,3 +55,23 @@ async def test_the_preview_record_is_parsed_as_strictly_as_an_api_body(tmp_path:
                 status, page, headers = await worker.post(path, {"record": record, "recipient": NIGERIA})
                 assert status == 400, (path, record[:20], status)
                 assert "Content-Security-Policy" in headers
+
+
+async def test_the_language_switch_returns_only_to_a_plain_workspace_path(tmp_path: Path) -> None:
+    """Defect: the switch's ``next`` was checked for "//", "\\\\" and "?" only: a CR/LF in it made
+    aiohttp drop the connection (no answer at all: header injection refused, but no page), and
+    a tab or non-ASCII went into the Location header. Now only a plain workspace path returns."""
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        browser = await ne.browser("caseworker")
+        kept = ("/workspace/inbox", "/workspace/inbox/0b0e0c4e-5a1b-4c3d-9e8f-0123456789ab",
+                "/workspace/cases/ne-ng-wspages0001/send/case.closure")
+        for path in kept:
+            status, _, headers = await browser.post("/workspace/language", {"lang": "fr", "next": path})
+            assert status == 303 and headers["Location"] == path
+        refused = ("/workspace/\r\nSet-Cookie: rgw_session=x", "/workspace/\nX: y", "/workspace/\tinbox",
+                   "/workspace/é", "/workspace/inbox#x", "/workspace/../api", "https://example.org/workspace/",
+                   "/workspace/%0d%0a", "/workspace/ inbox")
+        for path in refused:
+            status, _, headers = await browser.post("/workspace/language", {"lang": "en", "next": path})
+            assert status == 303 and headers["Location"] == "/workspace/", path
+            assert "Set-Cookie: rgw_session=x" not in str(headers)

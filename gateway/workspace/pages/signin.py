@@ -8,6 +8,8 @@ configured user's, never what else was typed).
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from gateway.actors import Actor
@@ -28,6 +30,10 @@ HOME = "/workspace/"
 #: The language cookie lasts a year: it is a preference of the computer, not a secret.
 LANG_MAX_AGE = 365 * 24 * 3600
 MAX_NAME_CHARS = 200
+#: Where the language switch may return: /workspace/ and segments of letters, digits, ``._~-``,
+#: none starting with a dot (so no ``..``) and no empty one (so no ``//``).
+_SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+_BACK = re.compile(rf"/workspace/(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?")
 
 
 @routes.get("/workspace/sign-in", name="workspace.sign_in")
@@ -93,8 +99,9 @@ async def choose_language(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     lang = str(form.get("lang", ""))
     back = str(form.get("next", HOME))
-    # Only a workspace path: never an open redirect to another site ("//host", "/\\host").
-    if not back.startswith("/workspace/") or "//" in back or "\\" in back or "?" in back:
+    # Only a plain workspace path: never an open redirect ("//host", "/\\host"), never a
+    # header break (CR/LF) or anything else that is not a page's own path.
+    if not _BACK.fullmatch(back):
         back = HOME
     response = see_other(back)
     if lang in LANGUAGES:
