@@ -3,14 +3,16 @@ office computer (issue 13 review): each test names the defect it keeps fixed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
 
 from gateway.workspace.local_form import MAX_ROWS, build_form
+from gateway.workspace.passwords import MAX_FAILURES
 
 from testkit.gateway_pair import NIGERIA, ROOT
-from tests.support.workspace import workspace_pair
+from tests.support.workspace import name_for, password_for, workspace_pair
 
 
 def _row_numbers(page: str, list_name: str) -> set[int]:
@@ -75,3 +77,29 @@ async def test_the_language_switch_returns_only_to_a_plain_workspace_path(tmp_pa
             status, _, headers = await browser.post("/workspace/language", {"lang": "en", "next": path})
             assert status == 303 and headers["Location"] == "/workspace/", path
             assert "Set-Cookie: rgw_session=x" not in str(headers)
+
+
+async def _sign_in_failures(site) -> list[dict]:
+    return [json.loads(e.detail_json) for e in await site.gateway.store.read_audit(1, 100_000)
+            if e.event_type == "workspace.sign_in_failed"]
+
+
+async def test_concurrent_guesses_cannot_pass_the_sign_in_throttle(tmp_path: Path) -> None:
+    """Defect: the throttle was asked before the password check and told after it, so guesses
+    sent at once all passed the check while the first ones were still hashing: 30 parallel
+    guesses were all checked. Now an attempt counts from its start: at most five are checked."""
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        name = name_for("caseworker", ne.gateway.agency_id)
+        browser = await ne.browser()
+        await browser.get("/workspace/sign-in")
+        results = await asyncio.gather(*[
+            browser.post("/workspace/sign-in", {"username": name, "password": f"guess-{i}-long-enough"})
+            for i in range(30)])
+        statuses = sorted(status for status, _, _ in results)
+        assert statuses == [401] * MAX_FAILURES + [429] * (30 - MAX_FAILURES)
+        reasons = [d["reason"] for d in await _sign_in_failures(ne)]
+        assert reasons.count("wrong_password") == MAX_FAILURES and reasons.count("throttled") == 30 - MAX_FAILURES
+        # The right password is refused too while the name is locked.
+        status, _, _ = await browser.post("/workspace/sign-in", {
+            "username": name, "password": password_for("caseworker", ne.gateway.agency_id)})
+        assert status == 429

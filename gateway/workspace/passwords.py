@@ -52,10 +52,16 @@ async def verify_password(phc: str | None, password: str) -> bool:
 @dataclass
 class Throttle:
     """Failed sign-ins per configured user name, in this process (each process of an agency
-    counts its own; the limit per process still stops guessing at any useful speed)."""
+    counts its own; the limit per process still stops guessing at any useful speed).
+
+    An attempt counts from the moment its password check starts (:meth:`begin`), not only once
+    it has failed: guesses sent all at once would otherwise all pass the check while the first
+    ones were still hashing."""
 
     failures: dict[str, deque[datetime]] = field(default_factory=dict)
     locked_until: dict[str, datetime] = field(default_factory=dict)
+    #: Attempts of a name whose password is being checked right now.
+    checking: dict[str, int] = field(default_factory=dict)
 
     def locked(self, name: str, now: datetime) -> bool:
         """True while ``name`` is refused without checking its password."""
@@ -67,12 +73,31 @@ class Throttle:
             return False
         return True
 
+    def begin(self, name: str, now: datetime) -> bool:
+        """Start an attempt for ``name``: False (refuse it unchecked) while the name is locked,
+        or while the failures so far and the attempts under way could reach MAX_FAILURES.
+        Every True must be followed by :meth:`end`."""
+        if self.locked(name, now):
+            return False
+        under_way = self.checking.get(name, 0)
+        if len(self._recent(name, now)) + under_way >= MAX_FAILURES:
+            return False
+        self.checking[name] = under_way + 1
+        return True
+
+    def end(self, name: str) -> None:
+        """The password check that :meth:`begin` started is over (count it with failed/succeeded)."""
+        left = self.checking.get(name, 0) - 1
+        if left > 0:
+            self.checking[name] = left
+        else:
+            self.checking.pop(name, None)
+
     def failed(self, name: str, now: datetime) -> None:
         """Count a failed sign-in; the MAX_FAILURES-th within WINDOW locks the name."""
-        recent = self.failures.setdefault(name, deque())
+        recent = self._recent(name, now)
         recent.append(now)
-        while recent and now - recent[0] > WINDOW:
-            recent.popleft()
+        self.failures[name] = recent
         if len(recent) >= MAX_FAILURES:
             self.locked_until[name] = now + LOCKOUT
             recent.clear()
@@ -80,3 +105,10 @@ class Throttle:
     def succeeded(self, name: str) -> None:
         """A successful sign-in clears the name's count."""
         self.failures.pop(name, None)
+
+    def _recent(self, name: str, now: datetime) -> deque[datetime]:
+        """The name's failures within WINDOW (older ones forgotten)."""
+        recent = self.failures.get(name, deque())
+        while recent and now - recent[0] > WINDOW:
+            recent.popleft()
+        return recent

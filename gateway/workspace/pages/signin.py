@@ -57,13 +57,18 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     throttle = request.app[THROTTLE]
     now = gateway.clock()
     user = next((u for u in settings.users if u.name == name), None)
-    if user is not None and throttle.locked(user.name, now):
+    if user is not None and not throttle.begin(user.name, now):
         await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": "throttled", "user": user.name})
         return render(request, "sign_in.html", {
             "error": msg("Too many failed attempts for this name. Wait 15 minutes, or ask your administrator."),
             "username": name, "ended": False}, status=429)
     phc = user.password_argon2 if user is not None else None
-    ok = bool(name) and bool(password) and len(password) <= MAX_PASSWORD_CHARS and await verify_password(phc, password)
+    try:
+        ok = (bool(name) and bool(password) and len(password) <= MAX_PASSWORD_CHARS
+              and await verify_password(phc, password))
+    finally:
+        if user is not None:
+            throttle.end(user.name)
     if not ok or user is None:
         if user is None:
             reason, detail = "unknown_user", {}
