@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from gateway.workspace.local_form import MAX_ROWS, build_form
-from gateway.workspace.passwords import MAX_FAILURES
+from gateway.workspace.passwords import MAX_FAILURES, Throttle
 
 from testkit.gateway_pair import NIGERIA, ROOT
 from tests.support.workspace import name_for, password_for, workspace_pair
@@ -103,3 +104,36 @@ async def test_concurrent_guesses_cannot_pass_the_sign_in_throttle(tmp_path: Pat
         status, _, _ = await browser.post("/workspace/sign-in", {
             "username": name, "password": password_for("caseworker", ne.gateway.agency_id)})
         assert status == 429
+
+
+async def test_the_lockout_does_not_tell_which_names_exist(tmp_path: Path) -> None:
+    """Defect: only configured names were ever locked, so six wrong passwords told an outsider
+    whether a name exists (the sixth answered 429 "too many attempts" for a user, 401 for any
+    other name). Every name is now counted, the others under a keyed digest (what was typed
+    is not kept) in a bounded table; the audit still names configured users only."""
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        browser = await ne.browser()
+        await browser.get("/workspace/sign-in")
+        answers = {}
+        for name in (name_for("caseworker", ne.gateway.agency_id), "mallory.nobody"):
+            for _ in range(MAX_FAILURES):
+                status, _, _ = await browser.post("/workspace/sign-in", {"username": name, "password": "wrong-guess-x"})
+                assert status == 401
+            status, page, _ = await browser.post("/workspace/sign-in", {"username": name, "password": "wrong-guess-x"})
+            answers[name] = (status, re.search(r'id="sign-in-error">([^<]*)<', page).group(1))
+        assert len(set(answers.values())) == 1 and answers["mallory.nobody"][0] == 429
+        failures = await _sign_in_failures(ne)
+        assert failures[-1] == {"reason": "throttled"}  # no name: mallory.nobody is no user
+        assert "mallory" not in repr(await ne.gateway.store.read_audit(1, 100_000))
+
+
+def test_the_table_of_unknown_names_is_bounded() -> None:
+    throttle = Throttle(max_names=100, secret=b"k" * 32)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for i in range(1000):
+        key = throttle.key(f"name-{i}")
+        assert "name-" not in key
+        assert throttle.begin(key, now)
+        throttle.end(key)
+        throttle.failed(key, now)
+    assert len(throttle.names) <= 100

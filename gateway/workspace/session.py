@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from datetime import datetime, timedelta
 
 import structlog
@@ -26,7 +27,7 @@ from gateway.errors import GatewayError
 from gateway.i18n import CURRENT, msg
 from gateway.settings import Settings, User
 from gateway.store import WebSession
-from gateway.workspace.passwords import Throttle
+from gateway.workspace.passwords import MAX_OTHER_NAMES, Throttle
 from gateway.workspace.render import CONTEXT, PageContext, error_page, language_of
 from gateway.workspace.tokens import (
     ANON_COOKIE, COOKIE_PATH, SESSION_COOKIE, csrf_token, new_secret, session_hash, well_formed,
@@ -37,6 +38,8 @@ log = structlog.get_logger("gateway.workspace")
 SIGN_IN = "/workspace/sign-in"
 STATIC_ROUTE = "workspace.static"
 THROTTLE = web.AppKey("workspace_throttle", Throttle)
+#: The throttle of names that are no configured user's (bounded, keyed digests).
+OTHER_NAMES_THROTTLE = web.AppKey("workspace_other_names_throttle", Throttle)
 #: The id of the request's session (set when one is valid): sign-out needs it.
 SESSION_ID = web.RequestKey("workspace_session_id", str)
 #: A fresh ``rgw_csrf`` secret this request handed out (set on the answer as a cookie).
@@ -44,8 +47,9 @@ NEW_ANON_SECRET = web.RequestKey("workspace_new_anon_secret", str)
 
 
 def setup(app: web.Application) -> None:
-    """Per-app state of the sign-in throttle."""
+    """Per-app state of the sign-in throttles."""
     app[THROTTLE] = Throttle()
+    app[OTHER_NAMES_THROTTLE] = Throttle(max_names=MAX_OTHER_NAMES, secret=secrets.token_bytes(32))
 
 
 @web.middleware

@@ -20,7 +20,7 @@ from gateway.i18n import LANGUAGES, msg
 from gateway.workspace.passwords import MAX_PASSWORD_CHARS, verify_password
 from gateway.workspace.render import page_context, render, see_other
 from gateway.workspace.session import (
-    SESSION_ID, THROTTLE, audit_event, end_session, set_cookie, start_session,
+    OTHER_NAMES_THROTTLE, SESSION_ID, THROTTLE, audit_event, end_session, set_cookie, start_session,
 )
 from gateway.workspace.tokens import LANG_COOKIE
 
@@ -54,11 +54,14 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     name = str(form.get("username", "")).strip()[:MAX_NAME_CHARS]
     password = str(form.get("password", ""))
     gateway, settings = request.app[GATEWAY], request.app[SETTINGS]
-    throttle = request.app[THROTTLE]
     now = gateway.clock()
     user = next((u for u in settings.users if u.name == name), None)
-    if user is not None and not throttle.begin(user.name, now):
-        await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": "throttled", "user": user.name})
+    # Every name is throttled alike, so the lockout does not tell which names exist.
+    throttle = request.app[THROTTLE] if user is not None else request.app[OTHER_NAMES_THROTTLE]
+    key = user.name if user is not None else throttle.key(name)
+    detail = {"user": user.name} if user is not None else {}  # a name only if it is a user's
+    if not throttle.begin(key, now):
+        await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": "throttled", **detail})
         return render(request, "sign_in.html", {
             "error": msg("Too many failed attempts for this name. Wait 15 minutes, or ask your administrator."),
             "username": name, "ended": False}, status=429)
@@ -67,19 +70,17 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         ok = (bool(name) and bool(password) and len(password) <= MAX_PASSWORD_CHARS
               and await verify_password(phc, password))
     finally:
-        if user is not None:
-            throttle.end(user.name)
+        throttle.end(key)
     if not ok or user is None:
         if user is None:
-            reason, detail = "unknown_user", {}
+            reason = "unknown_user"
         else:
             reason = "no_password" if user.password_argon2 is None else "wrong_password"
-            detail = {"user": user.name}
-            throttle.failed(user.name, now)
+        throttle.failed(key, now)
         await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": reason, **detail})
         return render(request, "sign_in.html", {
             "error": msg("The name or the password is not right."), "username": name, "ended": False}, status=401)
-    throttle.succeeded(user.name)
+    throttle.succeeded(key)
     response = see_other(HOME)
     await start_session(request, response, user)
     await audit_event(request, "workspace.signed_in", Actor(user.name, user.role), {"role": user.role})
