@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gateway.workspace.local_form import MAX_ROWS, build_form
@@ -14,6 +14,7 @@ from gateway.workspace.passwords import MAX_FAILURES, Throttle
 
 from testkit.gateway_pair import NIGERIA, ROOT
 from tests.support.workspace import name_for, password_for, workspace_pair
+from tests.test_workspace_pages import _referral
 
 
 def _row_numbers(page: str, list_name: str) -> set[int]:
@@ -137,3 +138,51 @@ def test_the_table_of_unknown_names_is_bounded() -> None:
         throttle.end(key)
         throttle.failed(key, now)
     assert len(throttle.names) <= 100
+
+
+class _Clock:
+    def __init__(self, gateway) -> None:
+        self.now = gateway.clock()
+        gateway.clock = lambda: self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+#: What htmx sends when ol#trail / ul#acks poll (hx-trigger="every 5s"): HX-Trigger is the element's id.
+POLL_TRAIL = {"HX-Request": "true", "HX-Trigger": "trail", "HX-Target": "trail"}
+POLL_ACKS = {"HX-Request": "true", "HX-Trigger": "acks", "HX-Target": "acks"}
+
+
+async def test_a_polling_status_page_does_not_keep_the_session_alive(tmp_path: Path) -> None:
+    """Defect: the sent page's trail (and the withdrawal's acknowledgements) poll every 5 s
+    until a final status, and every poll counted as activity: a status page left open on a
+    shared computer kept the session signed in for its whole 10-hour lifetime. Polls now
+    neither extend the idle deadline nor survive it; a poll after the session ended tells
+    htmx to load the sign-in page (HX-Redirect) instead of swapping it into the list."""
+    async with workspace_pair(tmp_path) as (ne, ng):
+        mid = await _referral(ne, ng)
+        clock = _Clock(ne.gateway)
+        worker = await ne.browser("caseworker")
+        assert (await worker.get(f"/workspace/sent/{mid}"))[0] == 200
+        for _ in range(5):  # 25 minutes of polls: the trail still answers
+            clock.advance(minutes=5)
+            status, page, _ = await worker.get(f"/workspace/sent/{mid}/trail", headers=POLL_TRAIL)
+            assert status == 200 and 'id="trail"' in page
+        clock.advance(minutes=5, seconds=1)  # 30 minutes since the last page the person asked for
+        status, page, headers = await worker.get(f"/workspace/sent/{mid}/trail", headers=POLL_TRAIL)
+        assert headers.get("HX-Redirect") == "/workspace/sign-in?ended=1"
+        assert 'id="sign-in"' not in page
+        status, _, headers = await worker.get(f"/workspace/sent/{mid}")
+        assert status == 303 and headers["Location"] == "/workspace/sign-in?ended=1"
+
+
+async def test_a_person_using_the_inbox_filters_is_active(tmp_path: Path) -> None:
+    """The inbox filter (htmx on a change the person made) still counts as activity."""
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        clock = _Clock(ne.gateway)
+        worker = await ne.browser("caseworker")
+        for _ in range(3):
+            clock.advance(minutes=20)
+            status, _, _ = await worker.get("/workspace/inbox?type=&status=&sender=", headers={"HX-Request": "true"})
+            assert status == 200
