@@ -186,3 +186,31 @@ async def test_a_person_using_the_inbox_filters_is_active(tmp_path: Path) -> Non
             clock.advance(minutes=20)
             status, _, _ = await worker.get("/workspace/inbox?type=&status=&sender=", headers={"HX-Request": "true"})
             assert status == 200
+
+
+FOLLOW_UP_TYPES = ("safety_assessment.result", "family_tracing.result", "return.plan", "return.arrival",
+                   "case.followup", "case.closure")
+
+
+def _typed_inputs(page: str) -> list[str]:
+    """Every input a person types into (text, number, date) and every text area."""
+    tags = re.findall(r"<input\b[^>]*>|<textarea\b[^>]*>", page)
+    return [t for t in tags if t.startswith("<textarea") or re.search(r'type="(text|number|date|datetime-local)"', t)]
+
+
+async def test_case_data_typed_into_a_form_is_not_kept_by_the_browser(tmp_path: Path) -> None:
+    """Defect: the follow-up forms (a family's region in family_tracing.result, the return's
+    entry point and locality, comments) and the compose form's text areas had no
+    autocomplete="off": a shared office computer's browser offered one person's case data
+    to the next user of the same field."""
+    async with workspace_pair(tmp_path) as (ne, ng):
+        await _referral(ne, ng)
+        worker = await ng.browser("caseworker")
+        pages = [(await worker.get(f"/workspace/cases/ne-ng-wspages0001/send/{t}"))[1] for t in FOLLOW_UP_TYPES]
+        sender = await ne.browser("caseworker")
+        pages.append((await sender.get(f"/workspace/compose/niger?recipient={NIGERIA}"))[1])
+        for page in pages:
+            inputs = _typed_inputs(page)
+            assert inputs
+            missing = [t for t in inputs if 'autocomplete="off"' not in t]
+            assert not missing, missing[:3]
