@@ -214,3 +214,35 @@ async def test_case_data_typed_into_a_form_is_not_kept_by_the_browser(tmp_path: 
             assert inputs
             missing = [t for t in inputs if 'autocomplete="off"' not in t]
             assert not missing, missing[:3]
+
+
+async def test_htmx_may_reach_the_gateway_under_the_content_security_policy(tmp_path: Path) -> None:
+    """Defect: the CSP had no connect-src, so default-src 'none' blocked every htmx request in
+    a real browser (Chromium: "Connecting to … violates … default-src 'none'", htmx:sendError):
+    the inbox filter never refreshed in place and the status trail and the withdrawal's
+    acknowledgements never updated. connect-src 'self' lets htmx talk to its own gateway only."""
+    from playwright.async_api import async_playwright
+
+    from tests.support.chromium import LAUNCH_ARGS, chromium_binary
+
+    binary = chromium_binary()
+    async with workspace_pair(tmp_path) as (ne, _ng):
+        async with async_playwright() as driver:
+            browser = await driver.chromium.launch(executable_path=binary, args=LAUNCH_ARGS)
+            try:
+                page = await browser.new_page()
+                console: list[str] = []
+                page.on("console", lambda message: console.append(message.text))
+                base = str(ne.server.make_url("/workspace/"))
+                await page.goto(base + "sign-in")
+                await page.fill("input[name=username]", name_for("caseworker", ne.gateway.agency_id))
+                await page.fill("input[name=password]", password_for("caseworker", ne.gateway.agency_id))
+                await page.click("#sign-in button[type=submit]")
+                await page.wait_for_url("**/workspace/inbox")
+                async with page.expect_response(lambda r: "status=read" in r.url, timeout=5000) as answered:
+                    await page.select_option("#filter-status", "read")  # htmx: hx-trigger="change"
+                assert (await answered.value).status == 200
+                await page.wait_for_url("**/workspace/inbox?*status=read*", timeout=5000)  # hx-push-url after the swap
+                assert not [text for text in console if "Content Security Policy" in text], console
+            finally:
+                await browser.close()
