@@ -246,3 +246,20 @@ async def test_htmx_may_reach_the_gateway_under_the_content_security_policy(tmp_
                 assert not [text for text in console if "Content Security Policy" in text], console
             finally:
                 await browser.close()
+
+
+async def test_an_error_in_a_later_relative_stands_next_to_that_relative(tmp_path: Path) -> None:
+    """Defect: blank slots of a list (relatives found) are left out of the payload, so the
+    schema's ``relatives_found[0]`` was the second slot when the first was left blank, yet its
+    error was shown next to the first, empty, slot."""
+    async with workspace_pair(tmp_path) as (ne, ng):
+        mid = await _referral(ne, ng)
+        worker = await ng.browser("caseworker")
+        path = "/workspace/cases/ne-ng-wspages0001/send/family_tracing.result"
+        await worker.get(path)
+        status, page, _ = await worker.post(path, [
+            ("request_message_id", mid), ("outcome", "family_found"), ("family_location.country", "NG"),
+            ("relatives_found.1.willing_to_receive", "true")])  # the second relative, without a relationship
+        assert status == 422
+        errors = re.findall(r'class="error" id="([^"]+)"', page)
+        assert errors == ["f-relatives_found-1-relationship-error"], errors
