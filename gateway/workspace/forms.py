@@ -188,6 +188,32 @@ def field_errors(violations: Iterable[Violation]) -> tuple[dict[str, str], list[
     return by_name, general
 
 
+def typed_slots(fields: Iterable[FormField], form: MultiMapping[str]) -> dict[str, str]:
+    """Where each item of a list of objects was typed: the payload's ``relatives_found.0`` →
+    the input prefix ``relatives_found.1`` when the first slot was left blank (blank slots are
+    left out of the payload, so the schema's item numbers are not the form's)."""
+    out: dict[str, str] = {}
+    for f in fields:
+        if f.kind == "group":
+            out |= typed_slots(f.fields, form)
+        elif f.kind == "repeat":
+            filled = [i for i, slot in enumerate(f.slots) if parse(slot, form)]
+            out |= {f"{f.name}.{k}": f"{f.name}.{i}" for k, i in enumerate(filled) if k != i}
+    return out
+
+
+def at_inputs(errors: Mapping[str, str], slots: Mapping[str, str]) -> dict[str, str]:
+    """``errors`` (by payload path, from :func:`field_errors`) by the input they belong next to."""
+    out: dict[str, str] = {}
+    for name, text in errors.items():
+        for sent, typed in slots.items():
+            if name == sent or name.startswith(sent + "."):
+                name = typed + name[len(sent):]
+                break
+        out.setdefault(name, text)
+    return out
+
+
 def all_names(fields: Iterable[FormField]) -> set[str]:
     """Every input name of a form (groups and slots included)."""
     names: set[str] = set()

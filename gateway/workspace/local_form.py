@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,11 @@ from adapters.registry import get_adapter
 MAX_CHECKBOXES = 30
 #: Rows shown for a list of objects (family contacts, documents) or of free texts (other names).
 DEFAULT_ROWS = 2
+#: The most rows a list is ever shown with: no local schema allows a longer list (maxItems), and a
+#: posted record with thousands of items must not build thousands of rows (CPU, memory).
+MAX_ROWS = 20
+#: Forms kept built (one per format and row counts): bounded, as the row counts come from posted records.
+FORMS_CACHED = 64
 #: A text field at least this long is a text area (a narrative, notes).
 TEXTAREA_FROM = 1000
 _WHOLE = re.compile(r"^-?[0-9]{1,9}$")
@@ -176,9 +181,9 @@ class LocalForm:
         return record if out is None else out
 
     def fit(self, record: Mapping[str, Any]) -> LocalForm:
-        """This form with enough rows for the record's lists, and its values among the choices
+        """This form with enough rows for the record's lists (at most MAX_ROWS), and its values among the choices
         (a spelling the code list knows but does not prefer is kept, not lost)."""
-        rows = {name: max(DEFAULT_ROWS, len(v)) for name in (r.name for r in self.lists)
+        rows = {name: min(MAX_ROWS, max(DEFAULT_ROWS, len(v))) for name in (r.name for r in self.lists)
                 if isinstance(v := _get(record, name.split(".")), list)}
         form = build_form(self.format_id, rows=tuple(sorted(rows.items()))) if rows else self
         filled = form.values(record)
@@ -220,7 +225,7 @@ def formats_with_forms() -> tuple[str, ...]:
     return tuple(f for f in available_formats() if form_spec(f) and _local_schema(f) is not None)
 
 
-@cache
+@lru_cache(maxsize=FORMS_CACHED)
 def build_form(format_id: str, rows: tuple[tuple[str, int], ...] = ()) -> LocalForm:
     """The form of a format (``rows``: more rows for some lists than :data:`DEFAULT_ROWS`)."""
     schema = _local_schema(format_id)

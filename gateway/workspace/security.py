@@ -20,8 +20,10 @@ log = structlog.get_logger("gateway.workspace")
 PREFIX = "/workspace/"
 
 #: No inline script or style anywhere: everything the pages use is a file under /workspace/static/.
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
+#: connect-src 'self': htmx's requests (inbox filter, trail and acknowledgement refreshes) go to
+#: this gateway only; without it default-src 'none' blocks them all.
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 #: Set on every workspace answer. Pages may hold case data: no cache keeps them, no other
 #: site frames them, and no Referer tells another site which page (or message id) was open.
 SECURITY_HEADERS = {

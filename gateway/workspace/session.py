@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 from datetime import datetime, timedelta
 
 import structlog
@@ -26,7 +27,7 @@ from gateway.errors import GatewayError
 from gateway.i18n import CURRENT, msg
 from gateway.settings import Settings, User
 from gateway.store import WebSession
-from gateway.workspace.passwords import Throttle
+from gateway.workspace.passwords import MAX_OTHER_NAMES, Throttle
 from gateway.workspace.render import CONTEXT, PageContext, error_page, language_of
 from gateway.workspace.tokens import (
     ANON_COOKIE, COOKIE_PATH, SESSION_COOKIE, csrf_token, new_secret, session_hash, well_formed,
@@ -37,15 +38,22 @@ log = structlog.get_logger("gateway.workspace")
 SIGN_IN = "/workspace/sign-in"
 STATIC_ROUTE = "workspace.static"
 THROTTLE = web.AppKey("workspace_throttle", Throttle)
+#: The throttle of names that are no configured user's (bounded, keyed digests).
+OTHER_NAMES_THROTTLE = web.AppKey("workspace_other_names_throttle", Throttle)
 #: The id of the request's session (set when one is valid): sign-out needs it.
 SESSION_ID = web.RequestKey("workspace_session_id", str)
+#: Ids of the elements htmx refreshes on a timer (hx-trigger="every 5s": ol#trail in
+#: sent_trail.html, ul#acks in withdrawal_acks.html); htmx names the element in HX-Trigger.
+#: Their refreshes are not activity: a status page left open must not keep a session alive.
+POLLED = frozenset({"trail", "acks"})
 #: A fresh ``rgw_csrf`` secret this request handed out (set on the answer as a cookie).
 NEW_ANON_SECRET = web.RequestKey("workspace_new_anon_secret", str)
 
 
 def setup(app: web.Application) -> None:
-    """Per-app state of the sign-in throttle."""
+    """Per-app state of the sign-in throttles."""
     app[THROTTLE] = Throttle()
+    app[OTHER_NAMES_THROTTLE] = Throttle(max_names=MAX_OTHER_NAMES, secret=secrets.token_bytes(32))
 
 
 @web.middleware
@@ -62,9 +70,15 @@ async def session_middleware(request: web.Request, handler: Handler) -> web.Stre
         CURRENT.reset(token)
 
 
+def is_poll(request: web.Request) -> bool:
+    """True for htmx's timed refresh of a status list: not something the person did."""
+    return (request.method == "GET" and request.headers.get("HX-Request") == "true"
+            and request.headers.get("HX-Trigger") in POLLED)
+
+
 async def _serve(request: web.Request, handler: Handler, access: PageAccess, lang: str) -> web.StreamResponse:
     gateway, settings = request.app[GATEWAY], request.app[SETTINGS]
-    found = await current_session(request)
+    found = await current_session(request, touch=not is_poll(request))
     if found is not None:
         user, session_id = found
         request[USER] = user
@@ -80,7 +94,12 @@ async def _serve(request: web.Request, handler: Handler, access: PageAccess, lan
         request[CONTEXT] = PageContext(None, ANONYMOUS, lang, csrf_token(secret), gateway, settings)
         if not access.public:
             # A session cookie that no longer works: the sign-in page says the session ended.
-            raise web.HTTPSeeOther(SIGN_IN + ("?ended=1" if SESSION_COOKIE in request.cookies else ""))
+            target = SIGN_IN + ("?ended=1" if SESSION_COOKIE in request.cookies else "")
+            if request.headers.get("HX-Request") == "true":
+                # htmx would follow a 303 and swap the sign-in page into the list it refreshes:
+                # it loads the whole page instead (and swaps nothing from a 401).
+                return web.Response(status=401, headers={"HX-Redirect": target})
+            raise web.HTTPSeeOther(target)
     if found is not None and not access.allows(found[0].role):
         user = found[0]
         assert access.permission is not None
@@ -99,9 +118,10 @@ async def _serve(request: web.Request, handler: Handler, access: PageAccess, lan
     return response
 
 
-async def current_session(request: web.Request) -> tuple[User, str] | None:
+async def current_session(request: web.Request, *, touch: bool = True) -> tuple[User, str] | None:
     """The signed-in user and session id of the request, or None; an ended session is deleted
-    (and its end audited) on the way."""
+    (and its end audited) on the way. ``touch``: the request is activity (it moves the idle
+    deadline); a poll is not."""
     session_id = request.cookies.get(SESSION_COOKIE)
     if not well_formed(session_id):
         return None
@@ -119,7 +139,8 @@ async def current_session(request: web.Request) -> tuple[User, str] | None:
         await audit_event(request, "workspace.signed_out", Actor(session.user_name, session.role), {"reason": ended})
         return None
     assert user is not None
-    await gateway.store.touch_web_session(id_hash, now)
+    if touch:
+        await gateway.store.touch_web_session(id_hash, now)
     return user, session_id
 
 

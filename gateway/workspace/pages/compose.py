@@ -22,6 +22,7 @@ from adapters.errors import UnknownFormatError
 from gateway.api.context import gateway_of, settings_of
 from gateway.api.roles import Permission, page
 from gateway.api.submission import Outgoing, Problem, general_problem, preview, submit
+from gateway.canonical import strict_loads
 from gateway.errors import GatewayError
 from gateway.i18n import code_label, msg, translate
 from gateway.pseudonym import case_pseudonym
@@ -240,13 +241,16 @@ def _agencies_field(form: LocalForm) -> str | None:
 
 
 def _posted_record(posted: Any) -> dict[str, Any]:
-    """The record the preview page carried in its POST body (JSON); 400 if it is not one."""
+    """The record the preview page carried in its POST body (JSON); 400 if it is not one.
+
+    Parsed as strictly as a POST /referrals body (no NaN, no member named twice, nested at most
+    MAX_JSON_DEPTH levels): the page may have been edited before it came back."""
     text = posted.get("record", "")
     if not isinstance(text, str) or len(text) > MAX_RECORD_CHARS:
         raise web.HTTPBadRequest()
     try:
-        record = json.loads(text)
-    except ValueError:
+        record = strict_loads(text.encode("utf-8"))  # a lone surrogate fails to encode: ValueError
+    except ValueError:  # NestingTooDeepError and DuplicateKeyError included
         raise web.HTTPBadRequest() from None
     if not isinstance(record, dict):
         raise web.HTTPBadRequest()

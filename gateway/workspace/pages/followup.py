@@ -26,7 +26,9 @@ from gateway.service import Gateway
 from gateway.store import MessageConflictError
 from gateway.workspace.cases import case_messages, counterpart
 from gateway.workspace.fields import message_type_label
-from gateway.workspace.forms import AGENCY_CHOICES, all_names, build, field_errors, parse
+from gateway.workspace.forms import (
+    AGENCY_CHOICES, all_names, at_inputs, build, field_errors, parse, typed_slots,
+)
 from gateway.workspace.render import PageContext, page_context, render
 from gateway.workspace.send_keys import FIELD as SEND_KEY_FIELD, message_id_for, new_send_key
 
@@ -115,6 +117,7 @@ async def follow_up_send(request: web.Request) -> web.StreamResponse:
         return _queued(request, ctx, message_id, message_type, recipient, case_ref)  # a concurrent click won
     except SchemaInvalidError as exc:
         errors, general = field_errors(exc.violations)
+        errors = at_inputs(errors, typed_slots(fields, values))
         names = all_names(fields)
         general += [msg("{path}: {message}", path=name, message=text) for name, text in errors.items()
                     if name not in names]

@@ -8,6 +8,8 @@ configured user's, never what else was typed).
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from gateway.actors import Actor
@@ -18,7 +20,7 @@ from gateway.i18n import LANGUAGES, msg
 from gateway.workspace.passwords import MAX_PASSWORD_CHARS, verify_password
 from gateway.workspace.render import page_context, render, see_other
 from gateway.workspace.session import (
-    SESSION_ID, THROTTLE, audit_event, end_session, set_cookie, start_session,
+    OTHER_NAMES_THROTTLE, SESSION_ID, THROTTLE, audit_event, end_session, set_cookie, start_session,
 )
 from gateway.workspace.tokens import LANG_COOKIE
 
@@ -28,6 +30,10 @@ HOME = "/workspace/"
 #: The language cookie lasts a year: it is a preference of the computer, not a secret.
 LANG_MAX_AGE = 365 * 24 * 3600
 MAX_NAME_CHARS = 200
+#: Where the language switch may return: /workspace/ and segments of letters, digits, ``._~-``,
+#: none starting with a dot (so no ``..``) and no empty one (so no ``//``).
+_SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+_BACK = re.compile(rf"/workspace/(?:{_SEGMENT}(?:/{_SEGMENT})*/?)?")
 
 
 @routes.get("/workspace/sign-in", name="workspace.sign_in")
@@ -48,27 +54,33 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     name = str(form.get("username", "")).strip()[:MAX_NAME_CHARS]
     password = str(form.get("password", ""))
     gateway, settings = request.app[GATEWAY], request.app[SETTINGS]
-    throttle = request.app[THROTTLE]
     now = gateway.clock()
     user = next((u for u in settings.users if u.name == name), None)
-    if user is not None and throttle.locked(user.name, now):
-        await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": "throttled", "user": user.name})
+    # Every name is throttled alike, so the lockout does not tell which names exist.
+    throttle = request.app[THROTTLE] if user is not None else request.app[OTHER_NAMES_THROTTLE]
+    key = user.name if user is not None else throttle.key(name)
+    detail = {"user": user.name} if user is not None else {}  # a name only if it is a user's
+    if not throttle.begin(key, now):
+        await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": "throttled", **detail})
         return render(request, "sign_in.html", {
             "error": msg("Too many failed attempts for this name. Wait 15 minutes, or ask your administrator."),
             "username": name, "ended": False}, status=429)
     phc = user.password_argon2 if user is not None else None
-    ok = bool(name) and bool(password) and len(password) <= MAX_PASSWORD_CHARS and await verify_password(phc, password)
+    try:
+        ok = (bool(name) and bool(password) and len(password) <= MAX_PASSWORD_CHARS
+              and await verify_password(phc, password))
+    finally:
+        throttle.end(key)
     if not ok or user is None:
         if user is None:
-            reason, detail = "unknown_user", {}
+            reason = "unknown_user"
         else:
             reason = "no_password" if user.password_argon2 is None else "wrong_password"
-            detail = {"user": user.name}
-            throttle.failed(user.name, now)
+        throttle.failed(key, now)
         await audit_event(request, "workspace.sign_in_failed", ANONYMOUS, {"reason": reason, **detail})
         return render(request, "sign_in.html", {
             "error": msg("The name or the password is not right."), "username": name, "ended": False}, status=401)
-    throttle.succeeded(user.name)
+    throttle.succeeded(key)
     response = see_other(HOME)
     await start_session(request, response, user)
     await audit_event(request, "workspace.signed_in", Actor(user.name, user.role), {"role": user.role})
@@ -93,8 +105,9 @@ async def choose_language(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     lang = str(form.get("lang", ""))
     back = str(form.get("next", HOME))
-    # Only a workspace path: never an open redirect to another site ("//host", "/\\host").
-    if not back.startswith("/workspace/") or "//" in back or "\\" in back or "?" in back:
+    # Only a plain workspace path: never an open redirect ("//host", "/\\host"), never a
+    # header break (CR/LF) or anything else that is not a page's own path.
+    if not _BACK.fullmatch(back):
         back = HOME
     response = see_other(back)
     if lang in LANGUAGES:
