@@ -207,8 +207,7 @@ MESSAGE_TYPE_LABELS: dict[str, Message] = {
 
 def message_type_label(message_type: str, lang: str) -> str:
     """A message type's name in ``lang`` (the type itself if it has none)."""
-    text = MESSAGE_TYPE_LABELS.get(message_type)
-    return translate(text, lang) if text is not None else message_type
+    return _label(MESSAGE_TYPE_LABELS, message_type, lang)
 
 
 #: Message statuses as people name them: a received message's (the inbox: ``IncomingStatus``
@@ -232,8 +231,12 @@ STATUS_LABELS: dict[str, Message] = {
 
 def status_label(status: str, lang: str) -> str:
     """A message status in ``lang`` (the code itself if it has no label)."""
-    text = STATUS_LABELS.get(status)
-    return translate(text, lang) if text is not None else status
+    return _label(STATUS_LABELS, status, lang)
+
+
+def _label(table: dict[str, Message], code: str, lang: str) -> str:
+    text = table.get(code)
+    return translate(text, lang) if text is not None else code
 
 
 def moment_text(moment: datetime, lang: str) -> str:

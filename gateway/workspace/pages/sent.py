@@ -60,6 +60,10 @@ async def sent_list(request: web.Request) -> web.StreamResponse:
     })
 
 
+#: Statuses after which the trail no longer changes (the page and its htmx refresh agree).
+FINAL_STATUSES = frozenset({"accepted", "declined", "failed"})
+
+
 @routes.get("/workspace/sent/{id}", name="workspace.sent.one")
 @page(Permission.STATUS)
 async def sent_one(request: web.Request) -> web.StreamResponse:
@@ -71,7 +75,7 @@ async def sent_one(request: web.Request) -> web.StreamResponse:
                     "type": type_text(record.message_type, ctx.lang), "message_type": record.message_type,
                     "status": record.status, "status_text": status_text(record.status, ctx.lang), "created": _when(record.created_at)},
         "trail": _trail(trail, ctx.lang),
-        "final": record.status in ("accepted", "declined", "failed"),
+        "final": record.status in FINAL_STATUSES,
         "may_withdraw": record.message_type == "referral.request" and _may(ctx, Permission.WITHDRAW),
     })
 
@@ -85,7 +89,7 @@ async def sent_trail(request: web.Request) -> web.StreamResponse:
     return render(request, "sent_trail.html", {
         "message": {"id": record.message_id},
         "trail": _trail(trail, ctx.lang),
-        "final": record.status in ("accepted", "declined", "failed"),
+        "final": record.status in FINAL_STATUSES,
     })
 
 
