@@ -66,10 +66,11 @@ import aio_pika  # noqa: E402
 import aiohttp  # noqa: E402
 from aio_pika import DeliveryMode, ExchangeType  # noqa: E402
 
+from gateway import event_loop  # noqa: E402
 from gateway.bootstrap import read_directory  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.schema import load_example  # noqa: E402
-from gateway.settings import Settings, User, with_overrides  # noqa: E402
+from gateway.settings import EVENT_LOOPS, Settings, User, with_overrides  # noqa: E402
 from testkit.gateway_pair import NIGER, NIGERIA, delete_broker_names, settings_for  # noqa: E402
 from testkit.lifeline import die_with_parent  # noqa: E402
 
@@ -148,7 +149,7 @@ class GatewayProc:
     """A gateway subprocess (this script with ``--gateway-process``)."""
 
     def __init__(self, agency: str, tmp: Path, run_id: str, amqp_url: str, port: int, log_level: str,
-                 declare_topology: bool = True) -> None:
+                 declare_topology: bool = True, loop: str = "auto") -> None:
         self.agency, self.tmp, self.port = agency, tmp, port
         self.events_path = tmp / f"{agency}.events"
         self.metrics_path = tmp / f"{agency}.metrics.txt"
@@ -156,7 +157,7 @@ class GatewayProc:
         self.args = [sys.executable, str(Path(__file__).resolve()), "--gateway-process", "--agency", agency,
                      "--tmp", str(tmp), "--run-id", run_id, "--amqp-url", amqp_url, "--http-port", str(port),
                      "--events-out", str(self.events_path), "--metrics-out", str(self.metrics_path),
-                     "--log-level", log_level] + ([] if declare_topology else ["--no-declare"])
+                     "--log-level", log_level, "--event-loop", loop] + ([] if declare_topology else ["--no-declare"])
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -233,7 +234,7 @@ def machine_info() -> dict[str, Any]:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
-    for name in ("aio-pika", "aiormq", "aiohttp", "pynacl", "jsonschema-rs"):
+    for name in ("aio-pika", "aiormq", "aiohttp", "pynacl", "jsonschema-rs", "uvloop"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -848,7 +849,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     env = {TOKEN_ENV: token, SECRET_ENV: secret}
     result: dict[str, Any] = {
         "benchmark": "load_bench", "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine_info(), "versions": versions(),
+        "machine": machine_info(), "versions": versions(), "event_loop": event_loop.loop_name(),
         "parameters": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                        if k not in {"gateway_process", "agency", "tmp", "run_id", "events_out", "metrics_out",
                                     "http_port", "no_declare"}},
@@ -873,8 +874,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 stack.push_async_callback(clean_gateway_names)
             if found.prepare is not None:  # two brokers: the country topology under this run's names
                 await found.prepare(run_id)
-            ng = GatewayProc(NIGERIA, tmp, run_id, found.ng_url, free_port(), args.log_level, found.declare_topology)
-            ne = GatewayProc(NIGER, tmp, run_id, found.ne_url, free_port(), args.log_level, found.declare_topology)
+            ng = GatewayProc(NIGERIA, tmp, run_id, found.ng_url, free_port(), args.log_level, found.declare_topology,
+                             args.event_loop)
+            ne = GatewayProc(NIGER, tmp, run_id, found.ne_url, free_port(), args.log_level, found.declare_topology,
+                             args.event_loop)
 
             async def stop_gateways() -> None:
                 for proc in (ne, ng):
@@ -1028,7 +1031,8 @@ def print_table(result: dict[str, Any]) -> None:
     print()
     print(f"load_bench {result['started_utc']}: {result['topology']['description']}")
     print(f"{m['cpus']} CPUs ({m['cpu_model']}), load avg start {m['loadavg_start'][0]:.2f} end "
-          f"{m['loadavg_end'][0]:.2f}; envelope {result['envelope_bytes']} B; Python {result['versions']['python']}")
+          f"{m['loadavg_end'][0]:.2f}; envelope {result['envelope_bytes']} B; Python {result['versions']['python']} "
+          f"({result['event_loop']} loop)")
     print("deliv/s: saturation = receipts back at NE per second over the last 75% of the phase; open loop = all "
           "of the phase's referrals / (phase start -> last receipt)")
     print("gw cpu ms/ref: CPU of the NE + NG gateway processes per referral; others: share of the machine's CPU "
@@ -1087,6 +1091,8 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=256)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--log-level", default="warning", help="gateways' log level (info costs throughput)")
+    parser.add_argument("--event-loop", default="auto", choices=EVENT_LOOPS,
+                        help="event loop of the gateways and of this script (the event_loop setting)")
     # Internal: run one gateway (started by the benchmark itself).
     parser.add_argument("--gateway-process", action="store_true", help=argparse.SUPPRESS)
     for name in ("--agency", "--tmp", "--run-id", "--events-out", "--metrics-out"):
@@ -1097,7 +1103,7 @@ def main() -> None:
     configure_logging(args.log_level)
     if args.gateway_process:
         die_with_parent()  # stdin is the benchmark's pipe: end with it, even if it is SIGKILLed
-        asyncio.run(gateway_process(args))
+        event_loop.run(gateway_process(args), args.event_loop)
         return
     if args.quick:
         explicit = {a.split("=")[0] for a in sys.argv[1:] if a.startswith("--")}
@@ -1106,7 +1112,7 @@ def main() -> None:
         for name, value in quick.items():
             if f"--{name.replace('_', '-')}" not in explicit:
                 setattr(args, name, value)
-    result = asyncio.run(run(args))
+    result = event_loop.run(run(args), args.event_loop)
     print_table(result)
     out = args.out or ROOT / "bench" / "results" / f"load-{result['started_utc'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

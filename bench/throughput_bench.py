@@ -47,9 +47,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aio_pika  # noqa: E402
 from aio_pika import DeliveryMode, ExchangeType  # noqa: E402
 
+from gateway import event_loop  # noqa: E402
 from gateway.bootstrap import read_directory  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
+from gateway.settings import EVENT_LOOPS, Settings  # noqa: E402
 from gateway.store import AuditEntry, open_store  # noqa: E402
 from testkit.harness import (  # noqa: E402
     BusyMeter,
@@ -128,7 +129,8 @@ async def gateway_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:10]
     busy_out = tmp / "ng.busy.json"
     ng = GatewayProcess(tmp, run_id, args.amqp_url, profile_out=tmp / "ng.prof" if args.profile else None,
-                        extra_args=("--log-level", "warning", "--busy-out", str(busy_out)))
+                        extra_args=("--log-level", "warning", "--busy-out", str(busy_out),
+                                    "--event-loop", args.event_loop))
     meter = BusyMeter().install(asyncio.get_running_loop())
     ne_db, ng_db = db_path(tmp, NIGER), db_path(tmp, NIGERIA)
     profiler = cProfile.Profile() if args.profile else None
@@ -289,6 +291,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     writes = gateway["ne_store_writes_per_referral"]
     return {
         "python": platform.python_version(),
+        "event_loop": event_loop.loop_name(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "store_commit_ms": round(latency * 1000, 3),
@@ -303,7 +306,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_table(result: dict[str, Any]) -> None:
     g, r = result["gateway"], result["raw"]
-    print(f"{g['n']} messages of {r['message_bytes']} B; Python {result['python']}, {result['cpus']} CPUs")
+    print(f"{g['n']} messages of {r['message_bytes']} B; Python {result['python']} ({result['event_loop']} loop), "
+          f"{result['cpus']} CPUs")
     print(f"{'path':<52}{'seconds':>9}{'per s':>9}")
     rows = [
         ("raw aio-pika: confirmed publish -> manual ack", r["all_acked_seconds"], r["messages_per_second"]),
@@ -350,9 +354,11 @@ def main() -> None:
     parser.add_argument("--amqp-url", default=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"))
     parser.add_argument("--profile", action="store_true", help="cProfile both gateways (slower)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--event-loop", default="auto", choices=EVENT_LOOPS,
+                        help="event loop of both gateways and of the raw baseline (the event_loop setting)")
     args = parser.parse_args()
     configure_logging("warning")  # JSON lines on stderr, as in production; info would cost time
-    result = asyncio.run(main_async(args))
+    result = event_loop.run(main_async(args), args.event_loop)
     print_table(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

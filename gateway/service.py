@@ -19,6 +19,7 @@ Nothing here logs, audits or raises with personal data: ids, codes and agency id
 from __future__ import annotations
 
 import asyncio
+import functools
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -182,6 +183,10 @@ class Gateway:
         self.agency_id = identity.agency_id
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Outbox messages being published now (message id -> task), and whether more were
+        #: due than ``outbox_batch`` allows in flight (a finished publish wakes the loop).
+        self._publishing: dict[str, asyncio.Task[bool]] = {}
+        self._publishing_full = False
         self._transport_ready = asyncio.Event()
         self._stopping = False
         #: Where encryption keys generated ahead come from and where destroyed ones are
@@ -255,9 +260,10 @@ class Gateway:
             pass
         if self.directory_feed is not None:
             await self.directory_feed.close()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._publishing.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
         await self.transport.close()
 
@@ -371,7 +377,7 @@ class Gateway:
             in_reply_to=in_reply_to, message_id=message_id,
         )
         outgoing = OutboxEntry(header.id, case_ref, recipient, message_type, envelope, now)
-        # The audit entry commits with the outbox row: no message without its entry, and
+        # The audit entries commit with the outbox row: no message without its entries, and
         # no failure answered after the message is already durable.
         created = self.entry("message.created", actor, header, {"type": message_type, "recipient": recipient},
                              agency=recipient)
@@ -379,9 +385,9 @@ class Gateway:
             # Consent decision and storing under the case lock, so a withdrawal of the case
             # is either seen here or sees this message (gateway/withdrawal.py).
             async with self.case_locks.hold(case_ref):
-                await self._check_case_consent(message_type, payload, recipient=recipient, case_ref=case_ref,
-                                               actor=actor, now=now)
-                await self.store.add_outgoing(outgoing, audit=created)
+                checked = await self._check_case_consent(message_type, payload, recipient=recipient,
+                                                         case_ref=case_ref, actor=actor, now=now)
+                await self.store.add_outgoing(outgoing, audit=[*checked, created])
         else:
             await self.store.add_outgoing(outgoing, audit=created)
         self.metrics.inc("messages_submitted_total", type=message_type)
@@ -415,17 +421,45 @@ class Gateway:
         return convert(payload, message_type, version, recipient=recipient, recipient_country=country)
 
     async def publish_due(self, *, include_backoff: bool = False) -> int:
-        """Publish every due outbox message once; return how many the broker confirmed.
+        """Publish every due outbox message once (those not being published already) and
+        wait for them; return how many the broker confirmed.
 
         ``include_backoff``: also those waiting out a retry back-off (the broker just came
         back). Every back-off is at most ``retry_max_seconds``, so that horizon covers them."""
+        tasks, _ = await self._start_publishing(include_backoff=include_backoff)
+        results = await asyncio.gather(*tasks)
+        return sum(results)
+
+    async def _start_publishing(self, *, include_backoff: bool) -> tuple[list[asyncio.Task[bool]], bool]:
+        """Start publishing due messages, up to ``outbox_batch`` in flight; return the tasks
+        started and whether more were due than there was room for."""
+        room = self.settings.outbox_batch - len(self._publishing)
+        if room <= 0:
+            return [], True
         now = self.clock()
         horizon = now + timedelta(seconds=self.settings.retry_max_seconds) if include_backoff else now
-        due = await self.store.due_outgoing(horizon, self.settings.outbox_batch)
-        if not due:
-            return 0
-        results = await asyncio.gather(*(self._publish_one(record, now) for record in due))
-        return sum(results)
+        # Rows being published are still queued (until their confirm is recorded): asked
+        # for as well and skipped, so they are neither published twice nor crowd out new ones.
+        wanted = room + len(self._publishing)
+        due = await self.store.due_outgoing(horizon, wanted)
+        fresh = [record for record in due if record.message_id not in self._publishing][:room]
+        tasks = []
+        for record in fresh:
+            task = asyncio.create_task(self._publish_one(record, now), name="gateway-publish")
+            self._publishing[record.message_id] = task
+            task.add_done_callback(functools.partial(self._published, record.message_id))
+            tasks.append(task)
+        return tasks, len(due) == wanted
+
+    def _published(self, message_id: str, task: asyncio.Task[bool]) -> None:
+        self._publishing.pop(message_id, None)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # Store unavailable, or a bug: the row stays queued and is tried again. The kind
+            # only (texts could quote data). publish_due's caller sees the exception too.
+            log.warning("outbox.publish_failed", message_id=message_id,
+                        error=getattr(exc, "code", type(exc).__name__))
+        if self._publishing_full:
+            self._wake.set()  # a slot is free for what is still due
 
     async def _publish_one(self, record: Any, now: datetime) -> bool:
         if is_deleted(record.envelope):
@@ -451,12 +485,16 @@ class Gateway:
             log.warning("message.publish_retry", message_id=record.message_id, error=exc.code,
                         attempts=record.attempts + 1, retry_in=delay)
             return False
-        if await self.store.mark_sent(record.message_id, self.clock()):
-            await self._audit("message.sent", SYSTEM_ACTOR, header, {"attempts": record.attempts + 1})
+        # The status and its audit entry are one write (the entry only if the status moved:
+        # a receipt may have moved it past "sent" already).
+        await self.store.mark_sent(record.message_id, self.clock(), audit=self.entry(
+            "message.sent", SYSTEM_ACTOR, header, {"attempts": record.attempts + 1}))
         self.metrics.inc("messages_published_total", type=record.message_type)
         return True
 
     async def _outbox_loop(self) -> None:
+        # Publishing is continuous: a message submitted while others wait for their broker
+        # confirm starts at once, instead of after the whole previous round.
         catching_up = False
         while not self._stopping:
             self._wake.clear()
@@ -464,14 +502,16 @@ class Gateway:
                 self._retry_backoff_now, catching_up = False, True
                 log.info("outbox.retry_after_reconnect")
             try:
-                sent = await self.publish_due(include_backoff=catching_up)
+                _, more = await self._start_publishing(include_backoff=catching_up)
             except Exception as exc:  # noqa: BLE001 - the publisher must outlive any one bad pass
                 # Store unavailable, or a bug: log the kind only (texts could quote data) and retry.
                 log.warning("outbox.pass_failed", error=getattr(exc, "code", type(exc).__name__))
-                sent = 0
-            if sent:
-                continue  # there may be more due right away (or still in back-off, when catching up)
-            catching_up = False
+                more = False
+            self._publishing_full = more
+            if not more:
+                catching_up = False
+            if more and len(self._publishing) < self.settings.outbox_batch:
+                continue  # more are due and there is room for them
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_seconds)
             except asyncio.TimeoutError:
@@ -886,11 +926,13 @@ class Gateway:
 
     async def _check_case_consent(
         self, message_type: str, payload: dict[str, Any], *, recipient: str, case_ref: str, actor: Actor, now: datetime
-    ) -> None:
+    ) -> list[AuditEntry]:
+        """Refuse (audited) a message the case's consent does not allow; else the audit
+        entries of the decision, to be written with the outbox row."""
         # After sealing, so schema and directory refusals come first and name their cause.
         if message_type == "referral.request":
-            await self._check_consent_to_send(payload, recipient=recipient, case_ref=case_ref, actor=actor, now=now)
-            return
+            return [await self._check_consent_to_send(payload, recipient=recipient, case_ref=case_ref,
+                                                      actor=actor, now=now)]
         try:
             await self._withdrawals().refuse_if_closed(message_type, case_ref, recipient)
         except ConsentRefusedError as exc:
@@ -898,10 +940,11 @@ class Gateway:
                                    case_ref=case_ref, agency=recipient)
             self.metrics.inc("consent_refusals_total", reason=exc.code)
             raise
+        return []
 
     async def _check_consent_to_send(
         self, payload: dict[str, Any], *, recipient: str, case_ref: str, actor: Actor, now: datetime
-    ) -> None:
+    ) -> AuditEntry:
         country = self.directory.agency(recipient).country
         # Our own withdrawals for the case: the person withdrew consent, whoever it went to.
         withdrawals = [w for w in await self.store.withdrawals_for_case(case_ref)
@@ -914,8 +957,10 @@ class Gateway:
                                    case_ref=case_ref, agency=recipient)
             self.metrics.inc("consent_refusals_total", reason=exc.code)
             raise
-        await self.audit_event("consent.checked", actor, {"purposes": sorted(payload.get("purposes", []))},
-                               case_ref=case_ref, agency=recipient)
+        # Not appended here: it commits with the outbox row (one write, and no "checked"
+        # entry for a message that was never stored).
+        return self.entry("consent.checked", actor, None, {"purposes": sorted(payload.get("purposes", []))},
+                          agency=recipient, case_ref=case_ref)
 
     async def _check_consent_received(self, opened: OpenedMessage, now: datetime) -> None:
         header = opened.header

@@ -38,9 +38,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import event_loop
 from gateway.bootstrap import open_gateway
 from gateway.logs import configure_logging
-from gateway.settings import User
+from gateway.settings import EVENT_LOOPS, User
 from gateway.store import IncomingMessage, Store
 
 from testkit.harness import BusyMeter
@@ -150,6 +151,8 @@ def main() -> None:
                         help="with --crash-marker: die after the Nth referral committed to the outbox instead")
     parser.add_argument("--http-port", type=int, default=0, help="also serve the HTTP API on 127.0.0.1:PORT")
     parser.add_argument("--store-url", help="store URL instead of the SQLite file under --tmp (bench/scaleout_bench.py)")
+    parser.add_argument("--event-loop", default="auto", choices=EVENT_LOOPS,
+                        help="the event loop (the event_loop setting of gateway serve)")
     parser.add_argument("--busy-out", help="benchmark: on SIGUSR1 write loop/store busy seconds (JSON) here")
     parser.add_argument("--die-with-parent", action="store_true",
                         help="stdin is a pipe from the parent: die (SIGKILL) when it closes")
@@ -157,7 +160,7 @@ def main() -> None:
     if args.die_with_parent:
         die_with_parent()
     configure_logging(args.log_level)
-    asyncio.run(run(args))
+    event_loop.run(run(args), args.event_loop)
     sys.exit(0)
 
 

@@ -493,3 +493,49 @@ def test_delivery_health_needs_a_streak_and_forgets_it_after_the_window() -> Non
     assert health.degraded  # the streak was never broken by a success
     health.succeeded()
     assert not health.degraded and health.streak == 0
+
+
+def _held_publishes(gw):
+    """Make ``gw``'s publishes wait for a release per message; returns (started ids, release)."""
+    started: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+    original = gw.transport.publish
+
+    async def publish(message):
+        started.append(message.message_id)
+        gate = gates.setdefault(message.message_id, asyncio.Event())
+        await gate.wait()  # a broker confirm that is slow to come
+        await original(message)
+
+    def release(message_id: str) -> None:
+        gates.setdefault(message_id, asyncio.Event()).set()
+
+    gw.transport.publish = publish
+    return started, release
+
+
+async def test_a_message_is_published_at_once_while_earlier_ones_await_their_confirm(tmp_path) -> None:
+    async with gateway_pair(tmp_path, outbox_batch=2) as (ne, ng):
+        started, release = _held_publishes(ne)
+        submitted = []
+        for n in range(3):
+            header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                     case_ref=f"ne-ng-continuous0{n}", actor=WORKER)
+            submitted.append(header.id)
+            if n < 2:  # each starts publishing while the earlier one still waits
+                await eventually(lambda: asyncio.sleep(0, result=len(started) == n + 1))
+        await asyncio.sleep(0.3)
+        # outbox_batch in flight at most: the third waits for a free slot, not for a poll round.
+        assert started == submitted[:2]
+        release(submitted[1])
+        await _reaches(ne, submitted[1], "delivered")
+        await eventually(lambda: asyncio.sleep(0, result=len(started) == 3))
+        assert started[2] == submitted[2]
+        release(submitted[2])
+        await _reaches(ne, submitted[2], "delivered")
+        assert (await ne.store.get_outgoing(submitted[0])).status == "queued"  # still awaiting its confirm
+        release(submitted[0])
+        await _reaches(ne, submitted[0], "delivered")
+        assert sorted(started) == sorted(submitted)  # each published once
+        sent = [e.message_id for e in await _audit_of(ne, "message.sent")]
+        assert sorted(sent) == sorted(submitted)

@@ -17,6 +17,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from gateway import event_loop
 from gateway.bootstrap import StartupError, check_broker, open_gateway
 from gateway.logs import configure_logging, install_loop_exception_handler
 from gateway.settings import Settings, load_settings
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Load settings and serve until SIGINT/SIGTERM."""
     settings = load_settings(args.config)
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    event_loop.run(serve(settings), settings.event_loop)
     return 0
 
 
@@ -100,7 +101,7 @@ async def serve(settings: Settings) -> None:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
             log.info("gateway.serving", agency_id=settings.agency_id, host=settings.http_host,
-                     port=sockets[0].getsockname()[1])
+                     port=sockets[0].getsockname()[1], event_loop=event_loop.loop_name())
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):

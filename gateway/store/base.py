@@ -588,21 +588,30 @@ class Store(ABC):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def add_outgoing(self, msg: OutboxEntry, *, audit: AuditEntry | None = None) -> None:
+    async def add_outgoing(
+        self, msg: OutboxEntry, *, audit: AuditEntry | Sequence[AuditEntry] | None = None
+    ) -> None:
         """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
         id and content; MessageConflictError if the id is stored with other content.
-        ``audit`` is appended in the same transaction, only when the row is new."""
+        ``audit`` (one entry, or several in order) is appended in the same transaction,
+        only when the row is new."""
         _require_instance("msg", msg, OutboxEntry)
-        _require_entry("audit", audit, optional=True)
-        await self._add_outgoing(msg, audit)
+        if audit is None or isinstance(audit, AuditEntry):
+            _require_entry("audit", audit, optional=True)
+            entries: tuple[AuditEntry, ...] = () if audit is None else (audit,)
+        else:
+            entries = _require_audit_entries(audit)
+        await self._add_outgoing(msg, entries)
 
     async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Queued messages with ``next_attempt_at <= now``, oldest (``created_at``) first."""
         return await self._due_outgoing(require_aware("now", now), _require_count("limit", limit))
 
-    async def mark_sent(self, message_id: str, at: datetime) -> bool:
-        """The broker confirmed the publish: ``queued`` -> ``sent``; counts one attempt."""
-        return await self._mark_sent(require_message_id("message_id", message_id), require_aware("at", at))
+    async def mark_sent(self, message_id: str, at: datetime, *, audit: AuditEntry | None = None) -> bool:
+        """The broker confirmed the publish: ``queued`` -> ``sent``; counts one attempt.
+        ``audit`` is appended in the same transaction, only when the status moves."""
+        _require_entry("audit", audit, optional=True)
+        return await self._mark_sent(require_message_id("message_id", message_id), require_aware("at", at), audit)
 
     async def mark_retry(
         self, message_id: str, next_attempt_at: datetime, error_code: str, *, at: datetime | None = None
@@ -985,7 +994,7 @@ class Store(ABC):
     # --- what a backend implements (arguments already checked) ----------------------------
 
     @abstractmethod
-    async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None: ...
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> None: ...
 
     @abstractmethod
     async def _accept_directory(self, record: DirectoryRecord, audit: AuditEntry | None) -> bool: ...
@@ -1009,7 +1018,7 @@ class Store(ABC):
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]: ...
 
     @abstractmethod
-    async def _mark_sent(self, message_id: str, at: datetime) -> bool: ...
+    async def _mark_sent(self, message_id: str, at: datetime, audit: AuditEntry | None) -> bool: ...
 
     @abstractmethod
     async def _mark_retry(

@@ -927,7 +927,7 @@ class PostgresStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> None:
         at = msg.created_at
 
         async def run(conn: Conn) -> None:
@@ -953,8 +953,8 @@ class PostgresStore(Store):
             await conn.execute(
                 "INSERT INTO message_events (outbox_id, status, at) VALUES ($1, 'queued', $2)", msg.message_id, at
             )
-            if audit is not None:
-                await _insert_audit(conn, audit)
+            for entry in audit:
+                await _insert_audit(conn, entry)
 
         await self._tx("add_outgoing", run)
 
@@ -1025,8 +1025,8 @@ class PostgresStore(Store):
 
         return await self._tx("set_status", run)
 
-    async def _mark_sent(self, message_id: str, at: datetime) -> bool:
-        return await self._move_outgoing(message_id, "sent", at, attempt=True)
+    async def _mark_sent(self, message_id: str, at: datetime, audit: AuditEntry | None) -> bool:
+        return await self._move_outgoing(message_id, "sent", at, attempt=True, audit=audit)
 
     async def _mark_failed(self, message_id: str, error_code: str, at: datetime | None) -> bool:
         when = at or require_aware("clock", self._clock())

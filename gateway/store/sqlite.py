@@ -676,7 +676,7 @@ class SQLiteStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutboxEntry, audit: AuditEntry | None) -> None:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> None:
         at = _ts(msg.created_at)
 
         def run(conn: sqlite3.Connection) -> None:
@@ -697,8 +697,8 @@ class SQLiteStore(Store):
             conn.execute(
                 "INSERT INTO message_events (outbox_id, status, at) VALUES (?, 'queued', ?)", (msg.message_id, at)
             )
-            if audit is not None:
-                _insert_audit(conn, audit)
+            for entry in audit:
+                _insert_audit(conn, entry)
 
         await self._in_write(run)
 
@@ -742,8 +742,8 @@ class SQLiteStore(Store):
 
         return await self._in_write(run)
 
-    async def _mark_sent(self, message_id: str, at: datetime) -> bool:
-        return await self._move_outgoing(message_id, "sent", at, attempt=True)
+    async def _mark_sent(self, message_id: str, at: datetime, audit: AuditEntry | None) -> bool:
+        return await self._move_outgoing(message_id, "sent", at, attempt=True, audit=audit)
 
     async def _mark_failed(self, message_id: str, error_code: str, at: datetime | None) -> bool:
         when = at or require_aware("clock", self._clock())

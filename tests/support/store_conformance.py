@@ -509,6 +509,33 @@ class StoreConformance:
             ('{"n":1}', out.message_id), ('{"n":3}', inc.message_id),
         ]
 
+    async def test_add_outgoing_writes_several_entries_in_order_only_when_new(self, store: Store) -> None:
+        out = outgoing()
+        checked = audit(1, event_type="consent.checked", message_id=None)
+        await store.add_outgoing(out, audit=[checked, audit(2, event_type="message.created", message_id=out.message_id)])
+        await store.add_outgoing(out, audit=[audit(3), audit(4)])  # idempotent retry: no entries
+        with pytest.raises(MessageConflictError):
+            await store.add_outgoing(outgoing(message_id=out.message_id, envelope=b"other"), audit=[audit(5)])
+        records = await store.read_audit(1, 10)
+        assert [(r.event_type, r.detail_json) for r in records] == [
+            ("consent.checked", '{"n":1}'), ("message.created", '{"n":2}')]
+        with pytest.raises(StoreArgumentError):
+            await store.add_outgoing(outgoing(), audit=["not an entry"])  # type: ignore[list-item]
+
+    async def test_mark_sent_audits_in_its_transaction_only_when_it_moves(self, store: Store) -> None:
+        late, prompt = outgoing(), outgoing()
+        for msg in (late, prompt):
+            await store.add_outgoing(msg)
+        # A receipt can overtake the confirm: "sent" no longer moves the row, and no entry is written.
+        await store.set_status(late.message_id, "delivered", T0 + timedelta(seconds=1))
+        assert not await store.mark_sent(late.message_id, T0 + timedelta(seconds=2),
+                                         audit=audit(1, message_id=late.message_id))
+        assert await store.mark_sent(prompt.message_id, T0 + timedelta(seconds=2),
+                                     audit=audit(2, message_id=prompt.message_id))
+        assert not await store.mark_sent(prompt.message_id, T0 + timedelta(seconds=3), audit=audit(3))
+        records = await store.read_audit(1, 10)
+        assert [(r.detail_json, r.message_id) for r in records] == [('{"n":2}', prompt.message_id)]
+
     async def test_set_status_audits_in_its_transaction_only_when_it_moves(self, store: Store) -> None:
         msg = outgoing()
         await store.add_outgoing(msg)
