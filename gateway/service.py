@@ -94,6 +94,7 @@ from gateway.store import (
     MessageNotFoundError,
     CheckpointRecord as CheckpointRecordT,
     OutboxEntry,
+    OutboxRecord,
     OutgoingStatus,
     Store,
     StoreError,
@@ -828,22 +829,37 @@ class Gateway:
         # crash cannot leave a status applied without its entry (a redelivery would not
         # re-audit it, since the status no longer moves).
         entry = self.entry("message.status", SYSTEM_ACTOR, header, {"of": message_id, "status": status})
-        try:
-            applied = await self.store.set_status(message_id, status, self.clock(), audit=entry)
-        except MessageNotFoundError:
+        record = await self.store.get_outgoing(message_id)
+        if record is None:
             return  # checked in _check_reference; only a deleted row could get here
-        if applied:
-            log.info("message.status", message_id=message_id, status=status, via=header.id)
+        applied = False
+
+        async def move() -> None:
+            nonlocal applied
+            try:
+                applied = await self.store.set_status(message_id, status, self.clock(), audit=entry)
+            except MessageNotFoundError:
+                pass
+
         # A signed receipt or answer from the recipient proves the envelope arrived: nothing
         # re-sends it any more, so the sealed body goes (its digest stays). Also on a redelivered
-        # receipt, so a crash between the status and the deletion is repaired.
-        await self.delete_outgoing_body(message_id, "delivered")
+        # receipt, so a crash between the status and the deletion is repaired. The two writes
+        # are independent: issued together, they share one commit.
+        await _together(move(), self._delete_body(record, "delivered"))
+        if applied:
+            log.info("message.status", message_id=message_id, status=status, via=header.id)
 
     async def delete_outgoing_body(self, message_id: str, reason: str) -> bool:
         """Replace the sealed body of an outbox message by its digest record
         (gateway/outbox_body.py); audited once. False if already deleted or unknown."""
         record = await self.store.get_outgoing(message_id)
-        if record is None or is_deleted(record.envelope):
+        if record is None:
+            return False
+        return await self._delete_body(record, reason)
+
+    async def _delete_body(self, record: OutboxRecord, reason: str) -> bool:
+        message_id = record.message_id
+        if is_deleted(record.envelope):
             return False
         header = outbox_header(record.envelope)
         entry = self.entry("message.body_deleted", SYSTEM_ACTOR, header,
