@@ -388,12 +388,16 @@ class Gateway:
             async with self.case_locks.hold(case_ref):
                 checked = await self._check_case_consent(message_type, payload, recipient=recipient,
                                                          case_ref=case_ref, actor=actor, now=now)
-                await self.store.add_outgoing(outgoing, audit=[*checked, created])
+                queued = await self.store.add_outgoing(outgoing, audit=[*checked, created])
         else:
-            await self.store.add_outgoing(outgoing, audit=created)
+            queued = await self.store.add_outgoing(outgoing, audit=created)
         self.metrics.inc("messages_submitted_total", type=message_type)
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
-        self._wake.set()
+        if queued:  # not a retry of a message queued before (that one is the loop's)
+            self._publish_new(OutboxRecord(header.id, case_ref, recipient, message_type, envelope, "queued",
+                                           0, now, None, now, now))
+        else:
+            self._wake.set()
         return header
 
     def schema_version_for(self, recipient: str) -> str:
@@ -444,13 +448,22 @@ class Gateway:
         wanted = room + len(self._publishing)
         due = await self.store.due_outgoing(horizon, wanted)
         fresh = [record for record in due if record.message_id not in self._publishing][:room]
-        tasks = []
-        for record in fresh:
-            task = asyncio.create_task(self._publish_one(record, now), name="gateway-publish")
-            self._publishing[record.message_id] = task
-            task.add_done_callback(functools.partial(self._published, record.message_id))
-            tasks.append(task)
-        return tasks, len(due) == wanted
+        return [self._start_publish(record, now) for record in fresh], len(due) == wanted
+
+    def _start_publish(self, record: OutboxRecord, now: datetime) -> asyncio.Task[bool]:
+        task = asyncio.create_task(self._publish_one(record, now), name="gateway-publish")
+        self._publishing[record.message_id] = task
+        task.add_done_callback(functools.partial(self._published, record.message_id))
+        return task
+
+    def _publish_new(self, record: OutboxRecord) -> None:
+        """Hand a message just queued to the publisher: published now if there is room
+        (no wake-up and no store read on the way), else by the loop when a slot frees."""
+        if (self._stopping or record.message_id in self._publishing
+                or len(self._publishing) >= self.settings.outbox_batch):
+            self._wake.set()
+            return
+        self._start_publish(record, record.created_at)
 
     def _published(self, message_id: str, task: asyncio.Task[bool]) -> None:
         self._publishing.pop(message_id, None)
@@ -462,7 +475,7 @@ class Gateway:
         if self._publishing_full:
             self._wake.set()  # a slot is free for what is still due
 
-    async def _publish_one(self, record: Any, now: datetime) -> bool:
+    async def _publish_one(self, record: OutboxRecord, now: datetime) -> bool:
         if is_deleted(record.envelope):
             # Only a withdrawal deletes a body before delivery, and it gives the message up
             # first; a queued digest record can only be a race with it: nothing to publish.

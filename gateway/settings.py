@@ -393,7 +393,8 @@ SETTING_DOCS: dict[str, str] = {
     "retry_max_seconds": "Upper bound of the outbox back-off delay. At least `retry_initial_seconds`.",
     "outbox_poll_seconds": "How often the outbox looks for due messages when no new submission wakes it "
                            "(retries that came due, messages left by another process).",
-    "outbox_batch": "Most outbox messages taken and published in one round. At least 1.",
+    "outbox_batch": "Most outbox messages being published at once (each waits for its broker confirm); a message "
+    "queued while that many are in flight waits for one of them to end. At least 1.",
     "users": "Users: `[[users]]` tables with `name` (recorded in the audit log), `role` (`caseworker`, "
              "`supervisor`, `auditor`, `admin`; see docs/api.md) and at least one of `token_sha256`, the SHA-256 "
              "hex of an API bearer token (never the token), and `password_argon2`, the argon2 hash of a "

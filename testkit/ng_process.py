@@ -74,13 +74,14 @@ class CrashAfterOutbox:
     def __init__(self, inner: Store, marker: Path, after: int) -> None:
         self._inner, self._marker, self._left = inner, marker, after
 
-    async def add_outgoing(self, msg: Any, **kwargs: Any) -> None:
-        await self._inner.add_outgoing(msg, **kwargs)
+    async def add_outgoing(self, msg: Any, **kwargs: Any) -> bool:
+        queued = await self._inner.add_outgoing(msg, **kwargs)
         if msg.message_type == "referral.request" and not self._marker.exists():
             self._left -= 1
             if self._left <= 0:
                 self._marker.write_text(msg.message_id)
                 os._exit(137)  # like kill -9: no answer, no cleanup
+        return queued
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

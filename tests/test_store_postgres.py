@@ -182,10 +182,12 @@ async def test_concurrent_first_case_keys_agree_across_processes(two_stores: tup
 async def test_due_outgoing_is_leased_to_one_process(two_stores: tuple[Store, Store]) -> None:
     a, b = two_stores
     msgs = [outgoing(T0 + timedelta(seconds=i)) for i in range(6)]
-    for m in msgs:
+    for m in msgs[:4]:
         await a.add_outgoing(m)
+    for m in msgs[4:]:
+        await b.add_outgoing(m)
     now = T0 + timedelta(minutes=1)
-    first = await a.due_outgoing(now, 4)
+    first = await a.due_outgoing(now, 10)
     assert [r.message_id for r in first] == [m.message_id for m in msgs[:4]]
     # The other process gets only what is not leased; the holder gets its own rows again.
     assert [r.message_id for r in await b.due_outgoing(now, 10)] == [m.message_id for m in msgs[4:]]
@@ -199,6 +201,20 @@ async def test_due_outgoing_is_leased_to_one_process(two_stores: tuple[Store, St
     assert [r.message_id for r in await b.due_outgoing(later, 10)] == [
         msgs[1].message_id, msgs[4].message_id, msgs[5].message_id,
     ]
+
+
+async def test_a_queued_row_is_leased_to_the_process_that_queued_it(two_stores: tuple[Store, Store]) -> None:
+    # That process publishes it at once (Gateway.submit); another must not take it meanwhile.
+    a, b = two_stores
+    msg = outgoing()
+    assert await a.add_outgoing(msg) is True
+    now = T0 + timedelta(minutes=1)
+    assert await b.due_outgoing(now, 10) == []
+    assert [r.message_id for r in await a.due_outgoing(now, 10)] == [msg.message_id]
+    assert await b.add_outgoing(msg) is False  # the same message again: not re-leased to b
+    assert await b.due_outgoing(now, 10) == []
+    await a.mark_retry(msg.message_id, now, "broker_unreachable", at=now)  # released: anyone may take it
+    assert [r.message_id for r in await b.due_outgoing(now, 10)] == [msg.message_id]
 
 
 async def test_concurrent_due_outgoing_hands_each_message_out_once(two_stores: tuple[Store, Store]) -> None:

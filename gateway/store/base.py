@@ -590,18 +590,18 @@ class Store(ABC):
 
     async def add_outgoing(
         self, msg: OutboxEntry, *, audit: AuditEntry | Sequence[AuditEntry] | None = None
-    ) -> None:
-        """Queue ``msg`` (status ``queued``, due at ``created_at``). Idempotent for the same
-        id and content; MessageConflictError if the id is stored with other content.
-        ``audit`` (one entry, or several in order) is appended in the same transaction,
-        only when the row is new."""
+    ) -> bool:
+        """Queue ``msg`` (status ``queued``, due at ``created_at``): True. Idempotent for the
+        same id and content (False: it was queued before); MessageConflictError if the id is
+        stored with other content. ``audit`` (one entry, or several in order) is appended in
+        the same transaction, only when the row is new."""
         _require_instance("msg", msg, OutboxEntry)
         if audit is None or isinstance(audit, AuditEntry):
             _require_entry("audit", audit, optional=True)
             entries: tuple[AuditEntry, ...] = () if audit is None else (audit,)
         else:
             entries = _require_audit_entries(audit)
-        await self._add_outgoing(msg, entries)
+        return await self._add_outgoing(msg, entries)
 
     async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Queued messages with ``next_attempt_at <= now``, oldest (``created_at``) first."""
@@ -994,7 +994,7 @@ class Store(ABC):
     # --- what a backend implements (arguments already checked) ----------------------------
 
     @abstractmethod
-    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> None: ...
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> bool: ...
 
     @abstractmethod
     async def _accept_directory(self, record: DirectoryRecord, audit: AuditEntry | None) -> bool: ...

@@ -927,18 +927,21 @@ class PostgresStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> None:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> bool:
         at = msg.created_at
 
-        async def run(conn: Conn) -> None:
+        async def run(conn: Conn) -> bool:
             # ON CONFLICT waits for a concurrent insert of the same id to commit, then the
             # SELECT (a new snapshot under READ COMMITTED) sees the winner's row.
+            # Leased to this instance from the start: the gateway that queued it publishes it
+            # at once (Gateway.submit), and another process must not pick it up meanwhile.
             new = await conn.fetchval(
                 "INSERT INTO outbox (message_id, case_ref, recipient, message_type, envelope, status, attempts,"
-                " next_attempt_at, last_error, created_at, updated_at)"
-                " VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, NULL, $6, $6)"
+                " next_attempt_at, last_error, created_at, updated_at, lease_owner, lease_until)"
+                " VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, NULL, $6, $6, $7, now() + $8::interval)"
                 " ON CONFLICT (message_id) DO NOTHING RETURNING true",
                 msg.message_id, msg.case_ref, msg.recipient, msg.message_type, msg.envelope, at,
+                self._lease_owner, self._lease,
             )
             if not new:
                 row = await conn.fetchrow(
@@ -948,15 +951,16 @@ class PostgresStore(Store):
                 if row is not None and (row[0], row[1], row[2], bytes(row[3])) == (
                     msg.case_ref, msg.recipient, msg.message_type, msg.envelope,
                 ):
-                    return  # the same request again (client retry): already queued
+                    return False  # the same request again (client retry): already queued
                 raise MessageConflictError(f"outbox already holds message {msg.message_id} with different content")
             await conn.execute(
                 "INSERT INTO message_events (outbox_id, status, at) VALUES ($1, 'queued', $2)", msg.message_id, at
             )
             for entry in audit:
                 await _insert_audit(conn, entry)
+            return True
 
-        await self._tx("add_outgoing", run)
+        return await self._tx("add_outgoing", run)
 
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         cutoff = now

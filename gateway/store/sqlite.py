@@ -676,17 +676,17 @@ class SQLiteStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> None:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> bool:
         at = _ts(msg.created_at)
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 "SELECT case_ref, recipient, message_type, envelope FROM outbox WHERE message_id = ?",
                 (msg.message_id,),
             ).fetchone()
             if row is not None:
                 if (row[0], row[1], row[2], bytes(row[3])) == (msg.case_ref, msg.recipient, msg.message_type, msg.envelope):
-                    return  # the same request again (client retry): already queued
+                    return False  # the same request again (client retry): already queued
                 raise MessageConflictError(f"outbox already holds message {msg.message_id} with different content")
             conn.execute(
                 "INSERT INTO outbox (message_id, case_ref, recipient, message_type, envelope, status, attempts,"
@@ -699,8 +699,9 @@ class SQLiteStore(Store):
             )
             for entry in audit:
                 _insert_audit(conn, entry)
+            return True
 
-        await self._in_write(run)
+        return await self._in_write(run)
 
     async def _due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         cutoff = _ts(now)

@@ -156,7 +156,7 @@ class StoreConformance:
 
     async def test_add_and_get_outgoing_round_trips(self, store: Store) -> None:
         msg = outgoing(T0.astimezone(WAT), envelope=bytes(range(256)))
-        assert await store.add_outgoing(msg) is None
+        assert await store.add_outgoing(msg) is True
         row = await store.get_outgoing(msg.message_id)
         assert row is not None
         assert (row.message_id, row.case_ref, row.recipient, row.message_type) == (
@@ -241,8 +241,8 @@ class StoreConformance:
 
     async def test_add_outgoing_is_idempotent(self, store: Store) -> None:
         msg = outgoing()
-        await store.add_outgoing(msg)
-        await store.add_outgoing(msg)
+        assert await store.add_outgoing(msg) is True
+        assert await store.add_outgoing(msg) is False  # queued before: the caller must not publish it again
         # Same content with a later created_at (a client retrying the POST) is still a no-op.
         await store.add_outgoing(outgoing(T0 + timedelta(seconds=9), message_id=msg.message_id))
         assert len(await store.due_outgoing(T0 + timedelta(days=1), 10)) == 1
@@ -590,7 +590,7 @@ class StoreConformance:
             *(store.add_outgoing(m, audit=audit(i, message_id=m.message_id)) for i, m in enumerate(fresh)),
             return_exceptions=True,
         )
-        assert isinstance(results[0], MessageConflictError) and results[1:] == [None] * 20
+        assert isinstance(results[0], MessageConflictError) and results[1:] == [True] * 20
         for m in fresh:
             assert (await store.get_outgoing(m.message_id)).status == "queued"
         entries = await store.read_audit(1, 100)
