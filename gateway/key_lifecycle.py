@@ -54,6 +54,17 @@ def next_key_missing(identity: AgencyIdentity, now: datetime, period: timedelta)
     return bool(ends) and max(ends) - now < period
 
 
+def current_key_long_lived(identity: AgencyIdentity, now: datetime, period: timedelta) -> bool:
+    """True when the encryption key valid now ends more than one ``period`` after ``now``: a
+    key off the short-lived schedule (``gateway keys generate --valid-days 365`` never followed
+    by ``enc-ahead --shorten-current``, or ``rotate --use enc``), so envelopes sealed to it stay
+    readable far longer than docs/consent.md promises."""
+    if not identity.encryption_keys:
+        return False
+    validity = identity.encryption_validity.get(identity.current_encryption_kid(now))
+    return validity is not None and validity[1] - now > period
+
+
 class KeySource(Protocol):
     """Where the gateway's private keys live (its key directory)."""
 

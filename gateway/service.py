@@ -44,7 +44,7 @@ from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent, v1_consent_covers
 from gateway.retention import Retention
-from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource, next_key_missing
+from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource, current_key_long_lived, next_key_missing
 from gateway.outbox_body import body_sha256, digest_record, is_deleted, outbox_header
 from gateway.quarantine_vault import KEY_HEADER, QuarantineBodyDestroyedError, QuarantineVault, sealed_key_id
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
@@ -219,6 +219,9 @@ class Gateway:
                            "Files in the key directory that could not be read (audited as keys.load_failed)")
         self.metrics.gauge("enc_key_next_missing", lambda: float(self.next_enc_key_missing()),
                            "1 while no held encryption key covers the next key period, else 0")
+        self.metrics.gauge("enc_key_long_lived", lambda: float(self.enc_key_long_lived()),
+                           "1 while the encryption key valid now ends more than enc_key_period_days from now, "
+                           "else 0")
         on_reconnect = getattr(transport, "on_reconnect", None)
         if on_reconnect is not None:
             on_reconnect(self._broker_back)
@@ -944,6 +947,11 @@ class Gateway:
         await self.quarantine_vault.destroy_expired(
             self.clock(), timedelta(days=self.settings.quarantine_retention_days))
         await self._encryption_keys().apply()
+        if self.enc_key_long_lived():
+            kid = self.identity.current_encryption_kid(self.clock())
+            log.warning("keys.long_lived", kid=kid, not_after=format_ts(self.identity.encryption_validity[kid][1]),
+                        period_days=self.settings.enc_key_period_days,
+                        hint="gateway keys enc-ahead --shorten-current, then publish (docs/keys.md)")
         return shredded
 
     async def checkpoint_and_share(self) -> CheckpointRecordT | None:
@@ -978,6 +986,13 @@ class Gateway:
     def next_enc_key_missing(self) -> bool:
         """True when no held encryption key covers the next key period (docs/keys.md)."""
         return next_key_missing(self.identity, self.clock(), timedelta(days=self.settings.enc_key_period_days))
+
+    def enc_key_long_lived(self) -> bool:
+        """True when the encryption key valid now is not short-lived (docs/keys.md); never for
+        a demo directory, whose keys anyone can derive anyway."""
+        if self.directory.demo:
+            return False
+        return current_key_long_lived(self.identity, self.clock(), timedelta(days=self.settings.enc_key_period_days))
 
     async def _restore_legacy_once(self) -> int:
         if self._legacy_restored:

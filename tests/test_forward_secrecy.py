@@ -613,3 +613,39 @@ async def test_readyz_and_metrics_warn_when_the_next_key_is_missing_or_a_key_fil
         assert_conforms(doc, "/readyz", "GET", 200, body)
         metrics = gw.metrics.render()
         assert "enc_key_next_missing 1" in metrics and "enc_key_files_unreadable 1" in metrics
+
+
+async def test_an_encryption_key_off_the_short_lived_schedule_is_warned_about(tmp_path, capsys) -> None:
+    """A key from ``generate --valid-days 365`` never cut by ``enc-ahead --shorten-current``
+    keeps every envelope sealed to it readable for a year: /readyz, /metrics and the log say so."""
+    from tests.test_api_world import api_pair, assert_conforms
+
+    async with api_pair(tmp_path) as (ne, _):
+        gw = ne.gateway
+        doc = (await ne.call("GET", "/openapi.json", role=None))[1]
+        # The demo keys end in 2030, but a demo directory's keys are public anyway: no warning.
+        now = gw.clock()
+        kid = gw.identity.current_encryption_kid(now)
+        gw.identity.encryption_validity[kid] = (now - timedelta(days=1), now + timedelta(days=365))
+        assert gw.directory.demo and not gw.enc_key_long_lived()
+        gw.directory = dataclasses.replace(gw.directory, demo=False)
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert status == 200 and "enc_key_long_lived" in body["warnings"]
+        assert_conforms(doc, "/readyz", "GET", 200, body)
+        assert "gateway_enc_key_long_lived 1" in gw.metrics.render()
+        await gw.apply_retention()
+        assert "keys.long_lived" in capsys.readouterr().out
+
+        # Cut to one period (what enc-ahead --shorten-current does): the warning goes.
+        gw.identity.encryption_validity[kid] = (gw.identity.encryption_validity[kid][0], now + PERIOD)
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert "enc_key_long_lived" not in body.get("warnings", [])
+        assert "gateway_enc_key_long_lived 0" in gw.metrics.render()
+
+
+async def test_short_lived_keys_published_ahead_raise_no_long_lived_warning(tmp_path) -> None:
+    async with short_key_world(tmp_path) as (ne, ng, enc, clock, _):
+        ng.directory = dataclasses.replace(ng.directory, demo=False)
+        assert not ng.enc_key_long_lived()
+        clock.offset = 3 * PERIOD  # later keys of the schedule: still one period each
+        assert not ng.enc_key_long_lived()
