@@ -34,6 +34,7 @@ import structlog
 from gateway.actors import SYSTEM_ACTOR
 from gateway.at_rest import AtRest
 from gateway.clock import format_ts
+from gateway.directory import Directory
 from gateway.errors import KeyFileError
 from gateway.keyfile import KEY_SUFFIX, KeyPair, read_key_file
 from gateway.keys import AgencyIdentity
@@ -52,6 +53,17 @@ def next_key_missing(identity: AgencyIdentity, now: datetime, period: timedelta)
     """True when the held encryption keys cover less than one ``period`` ahead of ``now``."""
     ends = [not_after for _, not_after in identity.encryption_validity.values()]
     return bool(ends) and max(ends) - now < period
+
+
+def next_key_unpublished(directory: Directory, agency_id: str, now: datetime, period: timedelta) -> bool:
+    """True when the directory in force lists no encryption key of ``agency_id`` (not revoked)
+    that is still valid one ``period`` from now: once the listed keys end, senders holding
+    this directory cannot seal to the agency at all (``no_valid_key``)."""
+    if agency_id not in directory.agencies:
+        return False
+    ends = [k.not_after for k in directory.agency(agency_id).keys
+            if k.use == "enc" and k.kid not in directory.revocations]
+    return not ends or max(ends) - now < period
 
 
 def current_key_long_lived(identity: AgencyIdentity, now: datetime, period: timedelta) -> bool:

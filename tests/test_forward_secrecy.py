@@ -649,3 +649,30 @@ async def test_short_lived_keys_published_ahead_raise_no_long_lived_warning(tmp_
         assert not ng.enc_key_long_lived()
         clock.offset = 3 * PERIOD  # later keys of the schedule: still one period each
         assert not ng.enc_key_long_lived()
+
+
+async def test_a_gateway_whose_next_keys_are_not_published_says_so(tmp_path, capsys) -> None:
+    """Keys generated ahead are useless until the authority publishes them: before the listed
+    keys run out (senders would get no_valid_key), /readyz, /metrics and the log warn."""
+    from gateway.directory import Revocation
+
+    async with short_key_world(tmp_path) as (ne, ng, enc, clock, _):
+        assert not ng.next_enc_key_unpublished()
+        assert "gateway_enc_key_next_unpublished 0" in ng.metrics.render()
+        # The directory in force lists only the first two keys (the authority never merged the rest).
+        agency = ng.directory.agency(NIGERIA)
+        listed = tuple(k for k in agency.keys if k.use == "sig" or k.kid in {enc[0].kid, enc[1].kid})
+        ng.directory = dataclasses.replace(ng.directory, agencies={**ng.directory.agencies,
+                                                                   NIGERIA: dataclasses.replace(agency, keys=listed)})
+        assert not ng.next_enc_key_unpublished()  # enc[1] still ends more than a period from now
+        clock.offset = enc[1].not_after - PERIOD - utcnow() + timedelta(hours=1)
+        assert ng.next_enc_key_unpublished() and not ng.next_enc_key_missing()  # held, not published
+        assert "gateway_enc_key_next_unpublished 1" in ng.metrics.render()
+        await ng.apply_retention()
+        assert "keys.none_published_ahead" in capsys.readouterr().out
+        # A revoked key does not count as published.
+        clock.offset = timedelta(0)
+        assert not ng.next_enc_key_unpublished()
+        ng.directory = dataclasses.replace(ng.directory, revocations={
+            **ng.directory.revocations, enc[1].kid: Revocation(enc[1].kid, clock(), "test")})
+        assert ng.next_enc_key_unpublished()
