@@ -55,13 +55,16 @@ def next_key_missing(identity: AgencyIdentity, now: datetime, period: timedelta)
     return bool(ends) and max(ends) - now < period
 
 
-def next_key_unpublished(directory: Directory, agency_id: str, now: datetime, period: timedelta) -> bool:
-    """True when the directory in force lists no encryption key of ``agency_id`` (not revoked)
+def next_key_unpublished(directory: Directory, identity: AgencyIdentity, now: datetime, period: timedelta) -> bool:
+    """True when the directory in force lists no encryption key of this agency (not revoked)
     that is still valid one ``period`` from now: once the listed keys end, senders holding
-    this directory cannot seal to the agency at all (``no_valid_key``)."""
-    if agency_id not in directory.agencies:
+    this directory cannot seal to the agency at all (``no_valid_key``). A listed key this
+    gateway holds ends when its own record says (a key cut by ``enc-ahead --shorten-current``
+    but listed uncut is refused as ``enc_key_expired`` after the cut)."""
+    if identity.agency_id not in directory.agencies:
         return False
-    ends = [k.not_after for k in directory.agency(agency_id).keys
+    ends = [min(k.not_after, identity.encryption_validity.get(k.kid, (k.not_before, k.not_after))[1])
+            for k in directory.agency(identity.agency_id).keys
             if k.use == "enc" and k.kid not in directory.revocations]
     return not ends or max(ends) - now < period
 

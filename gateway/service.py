@@ -998,7 +998,7 @@ class Gateway:
     def next_enc_key_unpublished(self) -> bool:
         """True when the directory in force lists none of this agency's encryption keys valid
         one key period from now (docs/keys.md): senders will soon have nothing to seal to."""
-        return next_key_unpublished(self.directory, self.agency_id, self.clock(),
+        return next_key_unpublished(self.directory, self.identity, self.clock(),
                                     timedelta(days=self.settings.enc_key_period_days))
 
     def enc_key_long_lived(self) -> bool:

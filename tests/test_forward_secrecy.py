@@ -676,3 +676,12 @@ async def test_a_gateway_whose_next_keys_are_not_published_says_so(tmp_path, cap
         ng.directory = dataclasses.replace(ng.directory, revocations={
             **ng.directory.revocations, enc[1].kid: Revocation(enc[1].kid, clock(), "test")})
         assert ng.next_enc_key_unpublished()
+
+        # The directory lists the current key uncut (a year), but the gateway cut it to one
+        # period and the keys ahead were never merged: after the cut senders would be refused.
+        uncut = dataclasses.replace(next(k for k in agency.keys if k.kid == enc[0].kid),
+                                    not_after=enc[0].not_after + timedelta(days=365))
+        ng.directory = dataclasses.replace(ng.directory, revocations={}, agencies={
+            **ng.directory.agencies, NIGERIA: dataclasses.replace(agency, keys=tuple(
+                k for k in agency.keys if k.use == "sig") + (uncut,))})
+        assert ng.next_enc_key_unpublished()
