@@ -34,6 +34,7 @@ import structlog
 from gateway.actors import SYSTEM_ACTOR
 from gateway.at_rest import AtRest
 from gateway.clock import format_ts
+from gateway.directory import Directory
 from gateway.errors import KeyFileError
 from gateway.keyfile import KEY_SUFFIX, KeyPair, read_key_file
 from gateway.keys import AgencyIdentity
@@ -52,6 +53,31 @@ def next_key_missing(identity: AgencyIdentity, now: datetime, period: timedelta)
     """True when the held encryption keys cover less than one ``period`` ahead of ``now``."""
     ends = [not_after for _, not_after in identity.encryption_validity.values()]
     return bool(ends) and max(ends) - now < period
+
+
+def next_key_unpublished(directory: Directory, identity: AgencyIdentity, now: datetime, period: timedelta) -> bool:
+    """True when the directory in force lists no encryption key of this agency (not revoked)
+    that is still valid one ``period`` from now: once the listed keys end, senders holding
+    this directory cannot seal to the agency at all (``no_valid_key``). A listed key this
+    gateway holds ends when its own record says (a key cut by ``enc-ahead --shorten-current``
+    but listed uncut is refused as ``enc_key_expired`` after the cut)."""
+    if identity.agency_id not in directory.agencies:
+        return False
+    ends = [min(k.not_after, identity.encryption_validity.get(k.kid, (k.not_before, k.not_after))[1])
+            for k in directory.agency(identity.agency_id).keys
+            if k.use == "enc" and k.kid not in directory.revocations]
+    return not ends or max(ends) - now < period
+
+
+def current_key_long_lived(identity: AgencyIdentity, now: datetime, period: timedelta) -> bool:
+    """True when the encryption key valid now ends more than one ``period`` after ``now``: a
+    key off the short-lived schedule (``gateway keys generate --valid-days 365`` never followed
+    by ``enc-ahead --shorten-current``, or ``rotate --use enc``), so envelopes sealed to it stay
+    readable far longer than docs/consent.md promises."""
+    if not identity.encryption_keys:
+        return False
+    validity = identity.encryption_validity.get(identity.current_encryption_kid(now))
+    return validity is not None and validity[1] - now > period
 
 
 class KeySource(Protocol):

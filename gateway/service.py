@@ -45,7 +45,8 @@ from gateway.case_locks import CaseLocks
 from gateway.clock import format_ts, utcnow
 from gateway.consent import ConsentRefusedError, check_referral_consent, v1_consent_covers
 from gateway.retention import Retention
-from gateway.key_lifecycle import EncryptionKeyLifecycle, KeySource, next_key_missing
+from gateway.key_lifecycle import (EncryptionKeyLifecycle, KeySource, current_key_long_lived, next_key_missing,
+                                   next_key_unpublished)
 from gateway.outbox_body import body_sha256, digest_record, is_deleted, outbox_header
 from gateway.quarantine_vault import KEY_HEADER, QuarantineBodyDestroyedError, QuarantineVault, sealed_key_id
 from gateway.withdrawal import CASE_DATA_TYPES, WithdrawalFlow, WithdrawalResult, blocks_referral, check_withdrawn_at
@@ -225,6 +226,12 @@ class Gateway:
                            "Files in the key directory that could not be read (audited as keys.load_failed)")
         self.metrics.gauge("enc_key_next_missing", lambda: float(self.next_enc_key_missing()),
                            "1 while no held encryption key covers the next key period, else 0")
+        self.metrics.gauge("enc_key_next_unpublished", lambda: float(self.next_enc_key_unpublished()),
+                           "1 while the directory in force lists no encryption key of this agency valid one key "
+                           "period from now, else 0")
+        self.metrics.gauge("enc_key_long_lived", lambda: float(self.enc_key_long_lived()),
+                           "1 while the encryption key valid now ends more than enc_key_period_days from now, "
+                           "else 0")
         on_reconnect = getattr(transport, "on_reconnect", None)
         if on_reconnect is not None:
             on_reconnect(self._broker_back)
@@ -1018,6 +1025,15 @@ class Gateway:
         await self.quarantine_vault.destroy_expired(
             self.clock(), timedelta(days=self.settings.quarantine_retention_days))
         await self._encryption_keys().apply()
+        if self.next_enc_key_unpublished():
+            log.warning("keys.none_published_ahead", serial=self.directory.serial,
+                        period_days=self.settings.enc_key_period_days,
+                        hint="send the agency's next encryption keys (gateway keys enc-ahead) to the authority")
+        if self.enc_key_long_lived():
+            kid = self.identity.current_encryption_kid(self.clock())
+            log.warning("keys.long_lived", kid=kid, not_after=format_ts(self.identity.encryption_validity[kid][1]),
+                        period_days=self.settings.enc_key_period_days,
+                        hint="gateway keys enc-ahead --shorten-current, then publish (docs/keys.md)")
         return shredded
 
     async def checkpoint_and_share(self) -> CheckpointRecordT | None:
@@ -1052,6 +1068,19 @@ class Gateway:
     def next_enc_key_missing(self) -> bool:
         """True when no held encryption key covers the next key period (docs/keys.md)."""
         return next_key_missing(self.identity, self.clock(), timedelta(days=self.settings.enc_key_period_days))
+
+    def next_enc_key_unpublished(self) -> bool:
+        """True when the directory in force lists none of this agency's encryption keys valid
+        one key period from now (docs/keys.md): senders will soon have nothing to seal to."""
+        return next_key_unpublished(self.directory, self.identity, self.clock(),
+                                    timedelta(days=self.settings.enc_key_period_days))
+
+    def enc_key_long_lived(self) -> bool:
+        """True when the encryption key valid now is not short-lived (docs/keys.md); never for
+        a demo directory, whose keys anyone can derive anyway."""
+        if self.directory.demo:
+            return False
+        return current_key_long_lived(self.identity, self.clock(), timedelta(days=self.settings.enc_key_period_days))
 
     async def _restore_legacy_once(self) -> int:
         if self._legacy_restored:

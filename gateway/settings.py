@@ -413,7 +413,8 @@ SETTING_DOCS: dict[str, str] = {
                               "At least 1.",
     "retention_poll_seconds": "How often the retention task looks for expired messages to shred.",
     "enc_key_period_days": "Days each short-lived encryption key is valid; `gateway keys enc-ahead` generates "
-                           "keys of this period ahead, and the gateway warns when it holds none starting later "
+                           "keys of this period ahead, and the gateway warns when it holds none starting later, "
+                           "or when the key valid now ends more than this many days from now "
                            "(docs/keys.md, \"Short-lived encryption keys\"). 1 to 365.",
     "enc_key_grace_days": "Days after the last moment a message sealed to an encryption key can be valid "
                           "(its `not_after` + 30 days lifetime + 5 minutes skew) before the retention task "

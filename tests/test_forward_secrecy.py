@@ -613,3 +613,75 @@ async def test_readyz_and_metrics_warn_when_the_next_key_is_missing_or_a_key_fil
         assert_conforms(doc, "/readyz", "GET", 200, body)
         metrics = gw.metrics.render()
         assert "enc_key_next_missing 1" in metrics and "enc_key_files_unreadable 1" in metrics
+
+
+async def test_an_encryption_key_off_the_short_lived_schedule_is_warned_about(tmp_path, capsys) -> None:
+    """A key from ``generate --valid-days 365`` never cut by ``enc-ahead --shorten-current``
+    keeps every envelope sealed to it readable for a year: /readyz, /metrics and the log say so."""
+    from tests.test_api_world import api_pair, assert_conforms
+
+    async with api_pair(tmp_path) as (ne, _):
+        gw = ne.gateway
+        doc = (await ne.call("GET", "/openapi.json", role=None))[1]
+        # The demo keys end in 2030, but a demo directory's keys are public anyway: no warning.
+        now = gw.clock()
+        kid = gw.identity.current_encryption_kid(now)
+        gw.identity.encryption_validity[kid] = (now - timedelta(days=1), now + timedelta(days=365))
+        assert gw.directory.demo and not gw.enc_key_long_lived()
+        gw.directory = dataclasses.replace(gw.directory, demo=False)
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert status == 200 and "enc_key_long_lived" in body["warnings"]
+        assert_conforms(doc, "/readyz", "GET", 200, body)
+        assert "gateway_enc_key_long_lived 1" in gw.metrics.render()
+        await gw.apply_retention()
+        assert "keys.long_lived" in capsys.readouterr().out
+
+        # Cut to one period (what enc-ahead --shorten-current does): the warning goes.
+        gw.identity.encryption_validity[kid] = (gw.identity.encryption_validity[kid][0], now + PERIOD)
+        status, body = await ne.call("GET", "/readyz", role=None)
+        assert "enc_key_long_lived" not in body.get("warnings", [])
+        assert "gateway_enc_key_long_lived 0" in gw.metrics.render()
+
+
+async def test_short_lived_keys_published_ahead_raise_no_long_lived_warning(tmp_path) -> None:
+    async with short_key_world(tmp_path) as (ne, ng, enc, clock, _):
+        ng.directory = dataclasses.replace(ng.directory, demo=False)
+        assert not ng.enc_key_long_lived()
+        clock.offset = 3 * PERIOD  # later keys of the schedule: still one period each
+        assert not ng.enc_key_long_lived()
+
+
+async def test_a_gateway_whose_next_keys_are_not_published_says_so(tmp_path, capsys) -> None:
+    """Keys generated ahead are useless until the authority publishes them: before the listed
+    keys run out (senders would get no_valid_key), /readyz, /metrics and the log warn."""
+    from gateway.directory import Revocation
+
+    async with short_key_world(tmp_path) as (ne, ng, enc, clock, _):
+        assert not ng.next_enc_key_unpublished()
+        assert "gateway_enc_key_next_unpublished 0" in ng.metrics.render()
+        # The directory in force lists only the first two keys (the authority never merged the rest).
+        agency = ng.directory.agency(NIGERIA)
+        listed = tuple(k for k in agency.keys if k.use == "sig" or k.kid in {enc[0].kid, enc[1].kid})
+        ng.directory = dataclasses.replace(ng.directory, agencies={**ng.directory.agencies,
+                                                                   NIGERIA: dataclasses.replace(agency, keys=listed)})
+        assert not ng.next_enc_key_unpublished()  # enc[1] still ends more than a period from now
+        clock.offset = enc[1].not_after - PERIOD - utcnow() + timedelta(hours=1)
+        assert ng.next_enc_key_unpublished() and not ng.next_enc_key_missing()  # held, not published
+        assert "gateway_enc_key_next_unpublished 1" in ng.metrics.render()
+        await ng.apply_retention()
+        assert "keys.none_published_ahead" in capsys.readouterr().out
+        # A revoked key does not count as published.
+        clock.offset = timedelta(0)
+        assert not ng.next_enc_key_unpublished()
+        ng.directory = dataclasses.replace(ng.directory, revocations={
+            **ng.directory.revocations, enc[1].kid: Revocation(enc[1].kid, clock(), "test")})
+        assert ng.next_enc_key_unpublished()
+
+        # The directory lists the current key uncut (a year), but the gateway cut it to one
+        # period and the keys ahead were never merged: after the cut senders would be refused.
+        uncut = dataclasses.replace(next(k for k in agency.keys if k.kid == enc[0].kid),
+                                    not_after=enc[0].not_after + timedelta(days=365))
+        ng.directory = dataclasses.replace(ng.directory, revocations={}, agencies={
+            **ng.directory.agencies, NIGERIA: dataclasses.replace(agency, keys=tuple(
+                k for k in agency.keys if k.use == "sig") + (uncut,))})
+        assert ng.next_enc_key_unpublished()

@@ -23,7 +23,8 @@ CHECK_TIMEOUT_SECONDS = 2.0
 # --- OpenAPI: the operations of this module's routes (see gateway/api/operation.py) ---------
 
 #: Warnings ``/readyz`` may add without changing its status (docs/api.md).
-READY_WARNINGS = ["directory_stale", "enc_key_next_missing", "key_files_unreadable"]
+READY_WARNINGS = ["directory_stale", "enc_key_next_missing", "enc_key_next_unpublished", "enc_key_long_lived",
+                  "key_files_unreadable"]
 
 _SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}},
@@ -105,6 +106,8 @@ async def readyz(request: web.Request) -> web.Response:
     extra: dict[str, Any] = {"directory": directory}
     warnings = [name for name, on in (("directory_stale", directory["stale"]),
                                        ("enc_key_next_missing", gateway.next_enc_key_missing()),
+                                       ("enc_key_next_unpublished", gateway.next_enc_key_unpublished()),
+                                       ("enc_key_long_lived", gateway.enc_key_long_lived()),
                                        ("key_files_unreadable", bool(gateway.key_load_failures))) if on]
     if warnings:
         extra["warnings"] = warnings
