@@ -1,6 +1,6 @@
 """The embedded default store: one SQLite file in WAL mode, ``synchronous=FULL``.
 
-All sqlite3 work runs on ONE dedicated worker thread (a single-thread executor owned by
+All sqlite3 work runs on ONE dedicated worker thread (gateway/store/worker.py, owned by
 the store), never on the event loop. Each public method is one function run on that
 thread and one transaction, so statements of two coroutines can never interleave inside
 one transaction: atomicity follows from the structure, with no asyncio lock to forget.
@@ -20,7 +20,6 @@ import os
 import sqlite3
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -30,6 +29,7 @@ import structlog
 from gateway.audit import merkle
 from gateway.audit.leaf import leaf_hash
 from gateway.store import rows
+from gateway.store.worker import WorkerThread
 from gateway.store.base import (
     INCOMING_STATUSES,
     OUTGOING_STATUSES,
@@ -570,7 +570,7 @@ class SQLiteStore(Store):
     Arguments arrive checked (the public methods of :class:`Store` check them).
     """
 
-    def __init__(self, path: Path, executor: ThreadPoolExecutor, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
+    def __init__(self, path: Path, executor: WorkerThread, conn: sqlite3.Connection, clock: Callable[[], datetime]) -> None:
         self._path = path
         self._executor = executor
         self._conn = conn
@@ -595,12 +595,11 @@ class SQLiteStore(Store):
     ) -> SQLiteStore:
         """Open (creating and migrating if needed) the database file at ``path``."""
         path = Path(path)
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-sqlite")
-        loop = asyncio.get_running_loop()
+        executor = WorkerThread("store-sqlite")
         try:
-            conn = await loop.run_in_executor(executor, _guarded, str(path), _connect, path, read_only, busy_timeout_ms)
+            conn = await executor.call(_guarded, str(path), _connect, path, read_only, busy_timeout_ms)
         except BaseException:
-            executor.shutdown(wait=False)
+            executor.shutdown()
             raise
         return cls(path, executor, conn, clock or _utcnow)
 
@@ -1350,11 +1349,10 @@ class SQLiteStore(Store):
         if self._closed:
             return
         self._closed = True  # refuse new work; work already queued runs first (FIFO)
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(self._executor, self._conn.close)
+            await self._executor.call(self._conn.close)
         finally:
-            self._executor.shutdown(wait=False)
+            self._executor.shutdown()
 
 
 def _settle_all(outcomes: list[tuple["asyncio.Future[Any]", bool, Any]]) -> None:
