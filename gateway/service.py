@@ -762,7 +762,7 @@ class Gateway:
             return Disposition.ACK
         self.metrics.inc("messages_received_total", type=header.type)
         log.info("message.received", message_id=header.id, type=header.type, sender=header.sender, case=header.case)
-        await self._after_store(opened, now)
+        await self._after_store(opened, now, first=True)
         return Disposition.ACK
 
     async def _store_received(self, opened: OpenedMessage, envelope: bytes, now: datetime) -> bool:
@@ -812,8 +812,9 @@ class Gateway:
         if header.type == "consent.withdrawal.ack" and original.message_type != "consent.withdrawal":
             raise ReferenceMismatchError(f"consent.withdrawal.ack {header.id} does not answer a consent.withdrawal")
 
-    async def _after_store(self, opened: OpenedMessage, received_at: datetime) -> None:
-        """Effects of a stored message; idempotent, so a redelivery can safely re-run them."""
+    async def _after_store(self, opened: OpenedMessage, received_at: datetime, *, first: bool = False) -> None:
+        """Effects of a stored message; idempotent, so a redelivery can safely re-run them.
+        ``first``: the message was stored just now, so no receipt for it can exist yet."""
         header, payload = opened.header, opened.payload
         if header.type == "receipt":
             await self._apply_status(payload["message_id"], payload["status"], header)
@@ -842,7 +843,8 @@ class Gateway:
             return
         # Two independent writes (neither audits): issued together they share one group
         # commit, instead of a commit (and its fsync) each, one after the other.
-        await _together(self.store.upsert_case(case), self._ensure_receipt(header, "delivered", received_at))
+        await _together(self.store.upsert_case(case),
+                        self._ensure_receipt(header, "delivered", received_at, look_first=not first))
 
     async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
         # The status and its audit entry are one write: one commit instead of two, and a
@@ -890,9 +892,11 @@ class Gateway:
             log.info("message.body_deleted", message_id=message_id, reason=reason)
         return deleted
 
-    async def _ensure_receipt(self, about: Header, status: str, at: datetime) -> None:
+    async def _ensure_receipt(self, about: Header, status: str, at: datetime, *, look_first: bool = True) -> None:
         receipt_id = derived_message_id("receipt", about.id, status, self.agency_id)
-        if await self.store.get_outgoing(receipt_id) is not None:
+        # Looking first saves sealing a receipt made before; without the look, a second one
+        # would only meet MessageConflictError below (its id is derived, its bytes differ).
+        if look_first and await self.store.get_outgoing(receipt_id) is not None:
             return
         payload = {"message_id": about.id, "status": status, "status_at": format_ts(at)}
         try:
