@@ -107,6 +107,24 @@ class AtRest:
         #: agency may have wrapped a case key under a key this one has not loaded yet).
         self.reload_keys = reload_keys
 
+    async def seal_new(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
+                       plaintext: bytes | None = None) -> tuple[bytes, DataKey | None]:
+        """The blob to store for a message seen for the first time, and its new message key
+        (None for types kept without one), which the caller stores in the same write as the
+        blob (``Store.add_incoming(data_key=)``). If that write finds a key already stored
+        (DataKeyExistsError), :meth:`seal` makes the blob under the stored key instead."""
+        digest = envelope_digest(envelope)
+        content = envelope if plaintext is None else _frame(envelope, plaintext)
+        if message_type in CONTROL_TYPES:
+            return (UNKEYED if plaintext is None else UNKEYED_WITH_PLAINTEXT) + digest + content, None
+        case_key = await self._case_key(case_ref, at)
+        message_key = secrets.token_bytes(Aead.KEY_SIZE)
+        key = DataKey(key_id=message_id, case_ref=case_ref, kind="message",
+                      wrapped=bytes(Aead(case_key.key).encrypt(message_key, _key_aad(message_id))),
+                      created_at=at, parent_key_id=case_key.key_id)
+        prefix = KEYED if plaintext is None else KEYED_WITH_PLAINTEXT
+        return prefix + digest + bytes(Aead(message_key).encrypt(content, message_id.encode("ascii"))), key
+
     async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
                    plaintext: bytes | None = None) -> bytes:
         """The blob to store for ``envelope`` (and its decrypted ``plaintext``, if given);

@@ -94,6 +94,7 @@ from gateway.store import (
     MessageConflictError,
     MessageNotFoundError,
     CheckpointRecord as CheckpointRecordT,
+    DataKeyExistsError,
     OutboxEntry,
     OutboxRecord,
     OutgoingStatus,
@@ -508,8 +509,8 @@ class Gateway:
             return False
         # The status and its audit entry are one write (the entry only if the status moved:
         # a receipt may have moved it past "sent" already).
-        await self.store.mark_sent(record.message_id, self.clock(), audit=self.entry(
-            "message.sent", SYSTEM_ACTOR, header, {"attempts": record.attempts + 1}))
+        sent = self.entry("message.sent", SYSTEM_ACTOR, header, {"attempts": record.attempts + 1})
+        await self.store.mark_sent(record.message_id, self.clock(), audit=sent)
         self.metrics.inc("messages_published_total", type=record.message_type)
         return True
 
@@ -769,13 +770,22 @@ class Gateway:
         header = opened.header
         # The decrypted inner part is kept (under the message key) so the message stays
         # readable for its retention period after the short-lived transport key is destroyed.
-        blob = await self.at_rest.seal(header.id, header.case, header.type, envelope, now,
-                                       opened.payload_signature + opened.payload_bytes)
+        plaintext = opened.payload_signature + opened.payload_bytes
+        audit = self.entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
+                           agency=header.sender)
+        blob, key = await self.at_rest.seal_new(header.id, header.case, header.type, envelope, now, plaintext)
+        if key is not None:
+            # The message key and the inbox row in one write.
+            try:
+                return await self.store.add_incoming(
+                    IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
+                    audit=audit, data_key=key)
+            except DataKeyExistsError:
+                # An earlier attempt stored a key (or the message itself): seal under that key
+                # (or learn that it was shredded), then store as before.
+                blob = await self.at_rest.seal(header.id, header.case, header.type, envelope, now, plaintext)
         return await self.store.add_incoming(
-            IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
-            audit=self.entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
-                             agency=header.sender),
-        )
+            IncomingMessage(header.id, header.sender, header.type, header.case, blob, now), audit=audit)
 
     def _check_accepts(self, opened: OpenedMessage) -> None:
         # The sender's gateway checks this too; a non-conforming sender must not get data

@@ -539,3 +539,22 @@ async def test_a_message_is_published_at_once_while_earlier_ones_await_their_con
         assert sorted(started) == sorted(submitted)  # each published once
         sent = [e.message_id for e in await _audit_of(ne, "message.sent")]
         assert sorted(sent) == sorted(submitted)
+
+
+async def test_a_message_key_left_by_an_earlier_attempt_is_reused(tmp_path) -> None:
+    # Before the key and the inbox row were one write, a crash between them left the key
+    # alone; the message must then be stored under that key, not fail or get a second one.
+    async with gateway_pair(tmp_path) as (ne, ng):
+        case = "ne-ng-leftkey0001"
+        header, envelope = seal(load_example("referral.request"), message_type="referral.request",
+                                sender=ne.identity, recipient=NIGERIA, directory=ne.directory, case_ref=case,
+                                now=ne.clock())
+        await ng.at_rest.seal(header.id, case, header.type, envelope, ng.clock())  # writes the keys only
+        left = await ng.store.get_data_key(header.id)
+        assert left is not None and await ng.store.get_incoming(header.id) is None
+        disposition = await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        assert disposition == Disposition.ACK
+        assert (await ng.store.get_data_key(header.id)).wrapped == left.wrapped
+        opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
+        assert opened.header.id == header.id
+        assert [e.message_id for e in await _audit_of(ng, "message.received")] == [header.id]

@@ -41,6 +41,14 @@ class MessageConflictError(StoreError):
     code = "message_conflict"
 
 
+class DataKeyExistsError(StoreError):
+    """``add_incoming(..., data_key=)``: a key with that id is already stored (an earlier
+    attempt at the message made one), or the message is already in the inbox. Nothing was
+    written: the caller seals the message under the stored key instead (gateway/at_rest.py)."""
+
+    code = "data_key_exists"
+
+
 class MessageNotFoundError(StoreError):
     """No stored message has this id."""
 
@@ -687,14 +695,27 @@ class Store(ABC):
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def add_incoming(self, msg: IncomingMessage, *, audit: AuditEntry | None = None) -> bool:
+    async def add_incoming(
+        self, msg: IncomingMessage, *, audit: AuditEntry | None = None, data_key: DataKey | None = None
+    ) -> bool:
         """Store ``msg`` unless its id is already in the inbox. True if stored now, False if
         the id was already there (the first copy wins; it is never overwritten). Atomic:
         of any number of concurrent calls for one id, exactly one returns True.
-        ``audit`` is appended in the same transaction, only when the row is new."""
+        ``audit`` is appended in the same transaction, only when the row is new.
+
+        ``data_key``: the message's own new key (kind ``message``, ``key_id`` the message
+        id), stored in the same transaction (one write instead of :meth:`add_data_key` and
+        then this). If a key with that id is stored already, or the id is already in the
+        inbox, nothing is written and DataKeyExistsError is raised."""
         _require_instance("msg", msg, IncomingMessage)
         _require_entry("audit", audit, optional=True)
-        return await self._add_incoming(msg, audit)
+        if data_key is not None:
+            _require_instance("data_key", data_key, DataKey)
+            if (data_key.kind != "message" or data_key.key_id != msg.message_id or data_key.wrapped is None
+                    or data_key.case_ref != msg.case_ref or not data_key.parent_key_id):
+                raise StoreArgumentError("data_key must be the message's own new key: kind 'message', key_id the "
+                                         "message id, the message's case, a parent case key and a wrapped key")
+        return await self._add_incoming(msg, audit, data_key)
 
     async def list_incoming(
         self, limit: int, offset: int = 0, status: IncomingStatus | None = None
@@ -1044,7 +1065,7 @@ class Store(ABC):
     async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]: ...
 
     @abstractmethod
-    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None) -> bool: ...
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None) -> bool: ...
 
     @abstractmethod
     async def _list_incoming(self, limit: int, offset: int, status: str | None) -> list[InboxRecord]: ...

@@ -43,6 +43,7 @@ from gateway.store.base import (
     IncomingMessage,
     InboxRecord,
     MessageConflictError,
+    DataKeyExistsError,
     MessageNotFoundError,
     OutboxRecord,
     OutboxEntry,
@@ -1123,7 +1124,7 @@ class PostgresStore(Store):
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None) -> bool:
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None) -> bool:
         at = msg.received_at
 
         args: list[Any] = [msg.message_id, msg.sender, msg.message_type, msg.case_ref, msg.envelope, at]
@@ -1140,7 +1141,23 @@ class PostgresStore(Store):
             # by the same statement only when the row is new.
             return bool(await conn.fetchval(sql, *args))
 
-        return await self._one("add_incoming", run)
+        if data_key is None:
+            return await self._one("add_incoming", run)
+
+        async def keyed(conn: Conn) -> bool:
+            key = data_key
+            assert key is not None
+            if not await conn.fetchval(
+                "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
+                " VALUES ($1, $2, 'message', $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
+                key.key_id, key.case_ref, key.parent_key_id, key.wrapped, key.created_at,
+            ):
+                raise DataKeyExistsError(f"data key {key.key_id} is already stored")
+            if not await run(conn):  # raising rolls the key back
+                raise DataKeyExistsError(f"message {msg.message_id} is already in the inbox")
+            return True
+
+        return await self._tx("add_incoming", keyed)
 
     async def _list_incoming(self, limit: int, offset: int, status: str | None) -> list[InboxRecord]:
 

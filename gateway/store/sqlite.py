@@ -44,6 +44,7 @@ from gateway.store.base import (
     IncomingMessage,
     InboxRecord,
     MessageConflictError,
+    DataKeyExistsError,
     MessageNotFoundError,
     OutboxRecord,
     OutboxEntry,
@@ -818,10 +819,19 @@ class SQLiteStore(Store):
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None) -> bool:
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None) -> bool:
         at = _ts(msg.received_at)
 
         def run(conn: sqlite3.Connection) -> bool:
+            if data_key is not None:
+                cur = conn.execute(
+                    "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
+                    " VALUES (?, ?, 'message', ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (data_key.key_id, data_key.case_ref, data_key.parent_key_id, data_key.wrapped,
+                     _ts(data_key.created_at)),
+                )
+                if cur.rowcount != 1:
+                    raise DataKeyExistsError(f"data key {data_key.key_id} is already stored")
             # One statement decides "new or duplicate" under the write lock: atomic across
             # coroutines, threads and processes alike.
             cur = conn.execute(
@@ -830,6 +840,8 @@ class SQLiteStore(Store):
                 (msg.message_id, msg.sender, msg.message_type, msg.case_ref, msg.envelope, at, at),
             )
             if cur.rowcount != 1:
+                if data_key is not None:  # the job's savepoint undoes the key too
+                    raise DataKeyExistsError(f"message {msg.message_id} is already in the inbox")
                 return False
             conn.execute("INSERT INTO message_events (inbox_id, status, at) VALUES (?, 'received', ?)", (msg.message_id, at))
             if audit is not None:

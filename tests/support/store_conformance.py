@@ -34,6 +34,7 @@ from gateway.store import (
     Case,
     CheckpointRecord,
     DataKey,
+    DataKeyExistsError,
     DirectoryRecord,
     IdempotencyRecord,
     IncomingMessage,
@@ -698,6 +699,46 @@ class StoreConformance:
         assert await store.audit_hashes(1, 10) == []
 
     # --- data keys --------------------------------------------------------------------------
+
+    async def test_add_incoming_stores_the_message_key_in_the_same_write(self, store: Store) -> None:
+        case = await store.add_data_key(data_key("case-key-1", "case-7f3a9c01"))
+        msg = incoming()
+        key = data_key(msg.message_id, msg.case_ref, parent=case.key_id, wrapped=b"w1")
+        assert await store.add_incoming(msg, audit=audit(1, message_id=msg.message_id), data_key=key)
+        assert (await store.get_data_key(msg.message_id)).wrapped == b"w1"
+        assert (await store.get_incoming(msg.message_id)) is not None
+
+        # The message is in already: nothing written, whatever the key says.
+        with pytest.raises(DataKeyExistsError):
+            await store.add_incoming(msg, audit=audit(2), data_key=data_key(msg.message_id, msg.case_ref,
+                                                                               parent=case.key_id, wrapped=b"w2"))
+        assert (await store.get_data_key(msg.message_id)).wrapped == b"w1"
+
+        # A key left by an earlier attempt (no inbox row): neither the row nor the entry is written.
+        left = incoming()
+        await store.add_data_key(data_key(left.message_id, left.case_ref, parent=case.key_id, wrapped=b"old"))
+        with pytest.raises(DataKeyExistsError):
+            await store.add_incoming(left, audit=audit(3), data_key=data_key(left.message_id, left.case_ref,
+                                                                              parent=case.key_id, wrapped=b"new"))
+        assert await store.get_incoming(left.message_id) is None
+        assert (await store.get_data_key(left.message_id)).wrapped == b"old"
+        assert [r.detail_json for r in await store.read_audit(1, 10)] == ['{"n":1}']
+
+        # A duplicate id in the inbox leaves no key behind either.
+        taken = incoming()
+        assert await store.add_incoming(taken)
+        with pytest.raises(DataKeyExistsError):
+            await store.add_incoming(taken, data_key=data_key(taken.message_id, taken.case_ref, parent=case.key_id))
+        assert await store.get_data_key(taken.message_id) is None
+
+    async def test_add_incoming_refuses_a_key_that_is_not_the_messages_own(self, store: Store) -> None:
+        msg = incoming()
+        for wrong in (data_key(msg.message_id, msg.case_ref),  # a case key
+                      data_key(new_id(), msg.case_ref, parent="case-key-1"),  # another message's id
+                      data_key(msg.message_id, "case-other", parent="case-key-1")):  # another case
+            with pytest.raises(StoreArgumentError):
+                await store.add_incoming(msg, data_key=wrong)
+        assert await store.get_incoming(msg.message_id) is None
 
     async def test_one_live_case_key_per_case_even_under_races(self, store: Store) -> None:
         keys = [data_key(f"k{i}", "case-a") for i in range(10)]
