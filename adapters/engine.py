@@ -761,7 +761,8 @@ def _describe_local(rule: str, expected: Any, hint: str | None = None,
     if rule == "pattern":
         if hint is None:
             return "is not written the way the form expects", "bad_format", {}
-        if isinstance(instance, str) and _YEAR_FIRST.match(instance):
+        # "written year first" helps a day-first form only (HTCDS dates are year first: "2003-4-9" is just malformed)
+        if isinstance(instance, str) and _YEAR_FIRST.match(instance) and not hint.startswith(("YYYY", "AAAA")):
             return f"is written year first: write the date as {hint}", "date_year_first", {"hint": hint}
         return f"must be written as {hint}", "bad_format", {"hint": hint}
     if rule in ("maxLength", "minLength"):
