@@ -97,6 +97,11 @@ class CodeList:
             return value
         raise KeyError(value)
 
+    def accepts_unsent(self, spelling: str) -> bool:
+        """True if ``spelling`` is a local spelling the shared schema cannot say (value null: accepted, not sent)."""
+        key = normalise(spelling)
+        return key in self._index and self._index[key] is None
+
     def to_local(self, code: Any) -> str:
         """The preferred local spelling of a shared code (the code itself if ``accept_codes``); KeyError if none."""
         if _hashable(code) in self._reverse:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
+from gateway.languages import UNCODED
 from gateway.schema import (PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, payload_version,
                             validate_payload, version_dir)
 from gateway.schema_versions import (
@@ -66,7 +67,7 @@ from adapters.errors import (
 )
 from adapters.paths import _MISSING, _join, delete_path, get_path, set_path
 from adapters.results import AdaptResult, DroppedField
-from adapters.table import _UNSET, MESSAGE_TYPE, MappingTable, Rule
+from adapters.table import _UNSET, MESSAGE_TYPE, MappingTable, Rule, _walk_rules
 from adapters.transforms import _YEAR_FIRST, TRANSFORMS, Transform, TransformFailed
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -247,9 +248,65 @@ class MappingAdapter:
                                         reason_code="consent_not_covering_recipient", params={"recipient": recipient})
             raise MissingFieldError(where, "is required for a schema v2 referral (v2 consent names the recipient "
                                            "agencies) unless the recipient agency is given", reason_code="required_for_v2")
+        self._add_uncoded_languages(local_record, payload, dropped)
         self.extend_v2(self.prepare_local(copy.deepcopy(local_record)), payload, dropped)
         validate_payload(MESSAGE_TYPE, payload)
         return AdaptResult(payload, tuple(dropped))
+
+    #: Shared paths that hold a language: where ``uncoded_languages`` apply.
+    _LANGUAGE_PATHS = ("person.languages", "consent.explained_in")
+
+    def _add_uncoded_languages(self, record: Any, payload: dict[str, Any], dropped: list[DroppedField]) -> None:
+        """A language the form names and ISO 639-3 has no one code for ("dogon": a cluster of languages) is
+        not sent in v1 (its code-list value is null); v2 carries it by name (``{"code": "mis", "name": "Dogon"}``)."""
+        names = {normalise(spelling): name for spelling, name in self.table.uncoded_languages.items()}
+        if not names or not isinstance(record, dict):
+            return
+        for rule, local, shared in _walk_rules(self.table.rules):
+            if shared not in self._LANGUAGE_PATHS:
+                continue
+            raw = get_path(record, local)
+            if raw is _MISSING or self.table.is_missing(raw):
+                continue
+            listed = shared == "person.languages"
+            items = self._items(rule, raw if isinstance(raw, list) else [raw]) if listed else [(None, raw)]
+            carried: set[str] = set()
+            for index, item in items:
+                name = names.get(normalise(item)) if isinstance(item, str) else None
+                if name is None:
+                    continue
+                language = {"code": UNCODED, "name": name}
+                if listed:
+                    languages = payload.setdefault("person", {}).setdefault("languages", [])
+                    if language not in languages:
+                        languages.append(language)
+                elif isinstance(payload.get("consent"), dict):
+                    payload["consent"]["explained_in"] = language
+                carried.add(local if index is None else f"{local}[{index}]")
+            dropped[:] = [d for d in dropped if not (d.local_field in carried and (d.shared_path or "").startswith(shared))]
+
+    def _write_uncoded_languages(self, payload: dict[str, Any], local: dict[str, Any]) -> None:
+        """Back to the form: an uncoded v2 language the form has a spelling for (by name) is written in that spelling."""
+        spellings: dict[str, str] = {}
+        for spelling, name in self.table.uncoded_languages.items():
+            spellings.setdefault(normalise(name), spelling)
+        if not spellings:
+            return
+        for rule, where, shared in _walk_rules(self.table.rules):
+            if shared not in self._LANGUAGE_PATHS:
+                continue
+            value = get_path(payload, shared)
+            values = value if isinstance(value, list) else [value]
+            found = [spellings[normalise(v["name"])] for v in values
+                     if isinstance(v, dict) and isinstance(v.get("name"), str) and normalise(v["name"]) in spellings]
+            if not found:
+                continue
+            if shared == "person.languages":
+                current = get_path(local, where)
+                current = current if isinstance(current, list) else [] if current is _MISSING else [current]
+                set_path(local, where, current + [s for s in found if s not in current])
+            else:
+                set_path(local, where, found[0])
 
     def _v2_spelled(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """Values spelled as a v2-only code (``v2_spellings``: "juge des mineurs" -> juvenile_judge) and
@@ -613,6 +670,8 @@ class MappingAdapter:
                 raise UnmappableValueError(shared_path, f"'{code}' has no local spelling (schema v2 code)",
                                            reason_code="no_local_spelling", params={"label": shared_path})
             set_path(local, where, spelling)
+        if v2:
+            self._write_uncoded_languages(payload, local)
         local = self.finish_local(local)
         return self.finish_local_v2(local, payload) if v2 else local
 
