@@ -392,6 +392,11 @@ def test_meaning_is_kept_on_the_way_back(niger: MappingAdapter) -> None:
     assert local["consentement"]["donne_par"] == "parent ou tuteur"
     assert local["source_referencement"] == "forces de l'ordre"
     assert local["contacts_famille"][0]["lien"] == "tuteur légal"
+    # the minors' brigade as the identifying organisation too (it was refused there)
+    minors = sample("mineure_retour_tuteur") | {"identifie_par": "Brigade des mineurs"}
+    result = niger.to_shared(minors)
+    assert result.payload["identification"]["identified_by"] == "law_enforcement"
+    assert niger.from_shared(result.payload)["identifie_par"] == "forces de l'ordre"
     record, _ = handwritten("niger_04_garcon_talibe")
     result = niger.to_shared(record)
     assert "estimated" not in result.payload["person"]["age"]  # "déclaré" is not "estimé"
