@@ -512,3 +512,29 @@ def test_uncoded_languages_must_be_spellings_the_code_list_does_not_send() -> No
     spec["uncoded_languages"] = {"bambara": "Bambara"}  # has a code: it is not uncoded
     with pytest.raises(MappingDefinitionError, match="uncoded_languages.bambara"):
         MappingTable.from_dict(spec, FOLDER)
+
+
+@pytest.mark.parametrize(("situation", "care_status", "written_back"), [
+    ("non accompagnée", "unaccompanied", "non accompagné"),
+    ("Enfant séparé", "separated", "séparé"),
+    ("avec ses parents", "with_parent_or_legal_guardian", "avec parent ou tuteur légal"),
+])
+def test_the_childs_care_status(mali: MappingAdapter, situation: str, care_status: str, written_back: str) -> None:
+    """Unaccompanied or separated: the form says it, v2 carries it, v1 cannot (reported)."""
+    record = sample("fillette_recherche_retour") | {"situation_enfant": situation}
+    result = mali.to_shared_v2(record, None, recipient="NG-NAPTIP", recipient_country="NG")
+    assert result.payload["child_protection"]["care_status"] == care_status
+    assert not any(d.local_field == "situation_enfant" for d in result.dropped)
+    back = mali.from_shared(result.payload)
+    assert back["situation_enfant"] == written_back
+    assert mali.to_shared_v2(back, None, recipient="NG-NAPTIP", recipient_country="NG").payload == result.payload
+    v1 = mali.to_shared(record, None)
+    assert "child_protection" not in v1.payload
+    assert any(d.local_field == "situation_enfant" and d.shared_path is None for d in v1.dropped)
+    assert "situation_enfant" not in mali.from_shared(v1.payload)
+
+
+def test_an_unknown_care_status_is_refused_with_the_accepted_values(mali: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError, match=r"situation_enfant: 'perdu' is not in the code list .*"
+                                                   r"\(accepted: non accompagné, séparé, avec parent ou tuteur légal\)"):
+        mali.to_shared(sample("fillette_recherche_retour") | {"situation_enfant": "perdu"})

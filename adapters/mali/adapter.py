@@ -49,10 +49,14 @@ class MaliAdapter(MappingAdapter):
         return payload, trace, failed
 
     def extend_v2(self, local: dict[str, Any], payload: dict[str, Any], dropped: list[DroppedField]) -> None:
-        """A child's guardian role (a DNPEF social worker is not a family contact) and best-interests determination."""
+        """A child's care status, guardian role (a DNPEF social worker is not a family contact) and best-interests determination."""
         if get_path(payload, "person.age.minor") is not True:
             return
         protection: dict[str, Any] = {"care_status": "unknown"}
+        situation = local.get("situation_enfant")
+        if isinstance(situation, str) and not self.table.is_missing(situation):
+            protection["care_status"] = self.table.code_lists["situation_enfant"].to_shared(situation)  # checked before
+            dropped[:] = [d for d in dropped if d.local_field != "situation_enfant"]
         guardians = local.get("tuteur") if isinstance(local.get("tuteur"), list) else []
         lien = guardians[0].get("lien") if guardians and isinstance(guardians[0], dict) else None
         if isinstance(lien, str) and not self.table.is_missing(lien):
@@ -75,12 +79,14 @@ class MaliAdapter(MappingAdapter):
             else:
                 dropped.append(DroppedField("evaluation_interet_superieur.conclusion", "child_protection.best_interests",
                                             "v2 needs the chosen solution of a completed determination: not sent"))
-        if len(protection) > 1:
+        if len(protection) > 1 or protection["care_status"] != "unknown":
             payload["child_protection"] = protection
 
     def finish_local_v2(self, record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        """The guardian's role and the best-interests conclusion, from a v2 payload."""
+        """The care status, the guardian's role and the best-interests conclusion, from a v2 payload."""
         protection = payload.get("child_protection") or {}
+        if protection.get("care_status") not in (None, "unknown"):
+            record["situation_enfant"] = self.table.code_lists["situation_enfant"].to_local(protection["care_status"])
         role = get_path(protection, "guardian.role")
         # parent / legal guardian: the relationship on the form already says it (mère stays mère)
         if isinstance(role, str) and role not in ("parent", "legal_guardian"):
