@@ -381,7 +381,10 @@ def reason_text(reason: str) -> str:
     for pattern, template in _REASONS:
         found = pattern.fullmatch(reason)
         if found:
-            return msg(template.template, **found.groupdict())
+            params: dict[str, Any] = dict(found.groupdict())
+            if isinstance(params.get("codes"), str):
+                params["codes"] = msg(params["codes"])  # a code list's label (adapters.codes.extract_labels)
+            return msg(template.template, **params)
     return reason
 
 

@@ -111,3 +111,22 @@ def test_every_error_of_a_broken_record_reads_in_french(fmt: str, sample: str,
         assert CANARY not in english and CANARY not in french, english
         if error.local_field:
             assert french.startswith(error.local_field), french
+
+
+@pytest.mark.parametrize("fmt", ["niger", "nigeria", "mali", "htcds"])
+def test_every_code_list_label_an_error_names_reads_in_french(fmt: str) -> None:
+    """'ne figure pas dans la liste de codes « sexe »', not « sex »: the labels are in the catalogues
+    (babel.cfg extracts them from the mapping tables)."""
+    from gateway.i18n import msg
+    table = get_adapter(fmt).table  # type: ignore[attr-defined]
+    for name, codes in table.code_lists.items():
+        assert translate(msg(codes.label), "fr") != codes.label, f"{fmt}: no French label for code list {name}"
+
+
+def test_a_code_list_error_names_the_list_in_french() -> None:
+    record = _sample("nigeria", NG) | {"gender": "Q"}
+    with pytest.raises(AdapterError) as info:
+        get_adapter("nigeria").to_shared(record)
+    assert translate(adapter_detail(info.value), "fr") == \
+        "gender : ne figure pas dans la liste de codes « sexe » (valeurs acceptées : F, M, O, U)"
+    assert translate(adapter_detail(info.value), "en") == "gender: is not in the code list for sex (accepted: F, M, O, U)"
