@@ -107,6 +107,10 @@ class MappingAdapter:
     transforms: ClassVar[Mapping[str, Transform]] = TRANSFORMS
     #: The shared schema version this adapter writes ("1", or "2": payloads then carry ``schema_version``).
     schema_version: ClassVar[str] = "1"
+    #: ``from_shared`` reads a v2 payload itself, whatever it writes: what v1 cannot carry but the form can
+    #: (v2_spellings, uncoded languages, ``finish_local_v2``) is kept, the rest left out
+    #: (``gateway.schema_versions.for_adapter`` then hands it the v2 payload, not a v1 downgrade).
+    reads_v2_payloads: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.table = MappingTable.load(self.folder / self.mapping_file, self.transforms)
