@@ -253,6 +253,7 @@ class MappingAdapter:
             raise MissingFieldError(where, "is required for a schema v2 referral (v2 consent names the recipient "
                                            "agencies) unless the recipient agency is given", reason_code="required_for_v2")
         self._add_uncoded_languages(local_record, payload, dropped)
+        self._add_care_status(local_record, payload, dropped)
         self.extend_v2(self.prepare_local(copy.deepcopy(local_record)), payload, dropped)
         validate_payload(MESSAGE_TYPE, payload)
         return AdaptResult(payload, tuple(dropped))
@@ -288,6 +289,25 @@ class MappingAdapter:
                     payload["consent"]["explained_in"] = language
                 carried.add(local if index is None else f"{local}[{index}]")
             dropped[:] = [d for d in dropped if not (d.local_field in carried and (d.shared_path or "").startswith(shared))]
+
+    def _add_care_status(self, record: Any, payload: dict[str, Any], dropped: list[DroppedField]) -> None:
+        """A child's care status (unaccompanied, separated...): a local-only field in v1, ``child_protection.care_status``
+        in v2 (``care_status`` in the table; checked against its code list by ``local_checks``)."""
+        where = self.table.care_status.get("local")
+        if where is None or not isinstance(record, dict) or get_path(payload, "person.age.minor") is not True:
+            return
+        value = get_path(record, where)
+        if value is _MISSING or self.table.is_missing(value):
+            return
+        status = self.table.code_lists[self.table.care_status["codes"]].to_shared(value)
+        payload.setdefault("child_protection", {})["care_status"] = status
+        dropped[:] = [d for d in dropped if d.local_field != where]
+
+    def _write_care_status(self, payload: dict[str, Any], local: dict[str, Any]) -> None:
+        where = self.table.care_status.get("local")
+        status = get_path(payload, "child_protection.care_status")
+        if where is not None and isinstance(status, str) and status != "unknown":
+            set_path(local, where, self.table.code_lists[self.table.care_status["codes"]].to_local(status))
 
     def _write_uncoded_languages(self, payload: dict[str, Any], local: dict[str, Any]) -> None:
         """Back to the form: an uncoded v2 language the form has a spelling for (by name) is written in that spelling."""
@@ -676,6 +696,7 @@ class MappingAdapter:
             set_path(local, where, spelling)
         if v2:
             self._write_uncoded_languages(payload, local)
+            self._write_care_status(payload, local)
         local = self.finish_local(local)
         return self.finish_local_v2(local, payload) if v2 else local
 

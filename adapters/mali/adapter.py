@@ -52,11 +52,8 @@ class MaliAdapter(MappingAdapter):
         """A child's care status, guardian role (a DNPEF social worker is not a family contact) and best-interests determination."""
         if get_path(payload, "person.age.minor") is not True:
             return
-        protection: dict[str, Any] = {"care_status": "unknown"}
-        situation = local.get("situation_enfant")
-        if isinstance(situation, str) and not self.table.is_missing(situation):
-            protection["care_status"] = self.table.code_lists["situation_enfant"].to_shared(situation)  # checked before
-            dropped[:] = [d for d in dropped if d.local_field != "situation_enfant"]
+        # the care status (situation_enfant) is the table's ``care_status``, already in the payload
+        protection: dict[str, Any] = dict(payload.get("child_protection") or {"care_status": "unknown"})
         guardians = local.get("tuteur") if isinstance(local.get("tuteur"), list) else []
         lien = guardians[0].get("lien") if guardians and isinstance(guardians[0], dict) else None
         if isinstance(lien, str) and not self.table.is_missing(lien):
@@ -83,10 +80,8 @@ class MaliAdapter(MappingAdapter):
             payload["child_protection"] = protection
 
     def finish_local_v2(self, record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        """The care status, the guardian's role and the best-interests conclusion, from a v2 payload."""
+        """The guardian's role and the best-interests conclusion, from a v2 payload."""
         protection = payload.get("child_protection") or {}
-        if protection.get("care_status") not in (None, "unknown"):
-            record["situation_enfant"] = self.table.code_lists["situation_enfant"].to_local(protection["care_status"])
         role = get_path(protection, "guardian.role")
         # parent / legal guardian: the relationship on the form already says it (mère stays mère)
         if isinstance(role, str) and role not in ("parent", "legal_guardian"):
