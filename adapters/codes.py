@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -97,6 +97,11 @@ class CodeList:
             return value
         raise KeyError(value)
 
+    def accepts_unsent(self, spelling: str) -> bool:
+        """True if ``spelling`` is a local spelling the shared schema cannot say (value null: accepted, not sent)."""
+        key = normalise(spelling)
+        return key in self._index and self._index[key] is None
+
     def to_local(self, code: Any) -> str:
         """The preferred local spelling of a shared code (the code itself if ``accept_codes``); KeyError if none."""
         if _hashable(code) in self._reverse:
@@ -119,3 +124,12 @@ class CodeList:
 
 def _hashable(value: Any) -> Any:
     return json.dumps(value, sort_keys=True)
+
+
+def extract_labels(fileobj: Any, keywords: Any, comment_tags: Any, options: Any) -> Iterator[tuple[int, str, str, list[str]]]:
+    """Babel extraction method for mapping tables (babel.cfg): each code list's ``label``, which errors
+    name ("is not in the code list for {codes}") and a French answer translates."""
+    table = json.loads(fileobj.read().decode("utf-8"))
+    for name, spec in table.get("code_lists", {}).items():
+        if isinstance(spec, dict) and isinstance(spec.get("label"), str):
+            yield 1, "msg", spec["label"], [f"label of the code list {name}"]  # shown as msg(label)

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 from jsonschema import Draft202012Validator
 
+from gateway.languages import UNCODED
 from gateway.schema import (PURPOSES_BY_VERSION, disallowed_person_fields, load_schema, payload_version,
                             validate_payload, version_dir)
 from gateway.schema_versions import (
@@ -66,7 +67,7 @@ from adapters.errors import (
 )
 from adapters.paths import _MISSING, _join, delete_path, get_path, set_path
 from adapters.results import AdaptResult, DroppedField
-from adapters.table import _UNSET, MESSAGE_TYPE, MappingTable, Rule
+from adapters.table import _UNSET, MESSAGE_TYPE, MappingTable, Rule, _walk_rules
 from adapters.transforms import _YEAR_FIRST, TRANSFORMS, Transform, TransformFailed
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -106,6 +107,10 @@ class MappingAdapter:
     transforms: ClassVar[Mapping[str, Transform]] = TRANSFORMS
     #: The shared schema version this adapter writes ("1", or "2": payloads then carry ``schema_version``).
     schema_version: ClassVar[str] = "1"
+    #: ``from_shared`` reads a v2 payload itself, whatever it writes: what v1 cannot carry but the form can
+    #: (v2_spellings, uncoded languages, ``finish_local_v2``) is kept, the rest left out
+    #: (``gateway.schema_versions.for_adapter`` then hands it the v2 payload, not a v1 downgrade).
+    reads_v2_payloads: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.table = MappingTable.load(self.folder / self.mapping_file, self.transforms)
@@ -247,9 +252,85 @@ class MappingAdapter:
                                         reason_code="consent_not_covering_recipient", params={"recipient": recipient})
             raise MissingFieldError(where, "is required for a schema v2 referral (v2 consent names the recipient "
                                            "agencies) unless the recipient agency is given", reason_code="required_for_v2")
+        self._add_uncoded_languages(local_record, payload, dropped)
+        self._add_care_status(local_record, payload, dropped)
         self.extend_v2(self.prepare_local(copy.deepcopy(local_record)), payload, dropped)
         validate_payload(MESSAGE_TYPE, payload)
         return AdaptResult(payload, tuple(dropped))
+
+    #: Shared paths that hold a language: where ``uncoded_languages`` apply.
+    _LANGUAGE_PATHS = ("person.languages", "consent.explained_in")
+
+    def _add_uncoded_languages(self, record: Any, payload: dict[str, Any], dropped: list[DroppedField]) -> None:
+        """A language the form names and ISO 639-3 has no one code for ("dogon": a cluster of languages) is
+        not sent in v1 (its code-list value is null); v2 carries it by name (``{"code": "mis", "name": "Dogon"}``)."""
+        names = {normalise(spelling): name for spelling, name in self.table.uncoded_languages.items()}
+        if not names or not isinstance(record, dict):
+            return
+        for rule, local, shared in _walk_rules(self.table.rules):
+            if shared not in self._LANGUAGE_PATHS:
+                continue
+            raw = get_path(record, local)
+            if raw is _MISSING or self.table.is_missing(raw):
+                continue
+            listed = shared == "person.languages"
+            items = self._items(rule, raw if isinstance(raw, list) else [raw]) if listed else [(None, raw)]
+            carried: set[str] = set()
+            for index, item in items:
+                name = names.get(normalise(item)) if isinstance(item, str) else None
+                if name is None:
+                    continue
+                language = {"code": UNCODED, "name": name}
+                if listed:
+                    languages = payload.setdefault("person", {}).setdefault("languages", [])
+                    if language not in languages:
+                        languages.append(language)
+                elif isinstance(payload.get("consent"), dict):
+                    payload["consent"]["explained_in"] = language
+                carried.add(local if index is None else f"{local}[{index}]")
+            dropped[:] = [d for d in dropped if not (d.local_field in carried and (d.shared_path or "").startswith(shared))]
+
+    def _add_care_status(self, record: Any, payload: dict[str, Any], dropped: list[DroppedField]) -> None:
+        """A child's care status (unaccompanied, separated...): a local-only field in v1, ``child_protection.care_status``
+        in v2 (``care_status`` in the table; checked against its code list by ``local_checks``)."""
+        where = self.table.care_status.get("local")
+        if where is None or not isinstance(record, dict) or get_path(payload, "person.age.minor") is not True:
+            return
+        value = get_path(record, where)
+        if value is _MISSING or self.table.is_missing(value):
+            return
+        status = self.table.code_lists[self.table.care_status["codes"]].to_shared(value)
+        payload.setdefault("child_protection", {})["care_status"] = status
+        dropped[:] = [d for d in dropped if d.local_field != where]
+
+    def _write_care_status(self, payload: dict[str, Any], local: dict[str, Any]) -> None:
+        where = self.table.care_status.get("local")
+        status = get_path(payload, "child_protection.care_status")
+        if where is not None and isinstance(status, str) and status != "unknown":
+            set_path(local, where, self.table.code_lists[self.table.care_status["codes"]].to_local(status))
+
+    def _write_uncoded_languages(self, payload: dict[str, Any], local: dict[str, Any]) -> None:
+        """Back to the form: an uncoded v2 language the form has a spelling for (by name) is written in that spelling."""
+        spellings: dict[str, str] = {}
+        for spelling, name in self.table.uncoded_languages.items():
+            spellings.setdefault(normalise(name), spelling)
+        if not spellings:
+            return
+        for rule, where, shared in _walk_rules(self.table.rules):
+            if shared not in self._LANGUAGE_PATHS:
+                continue
+            value = get_path(payload, shared)
+            values = value if isinstance(value, list) else [value]
+            found = [spellings[normalise(v["name"])] for v in values
+                     if isinstance(v, dict) and isinstance(v.get("name"), str) and normalise(v["name"]) in spellings]
+            if not found:
+                continue
+            if shared == "person.languages":
+                current = get_path(local, where)
+                current = current if isinstance(current, list) else [] if current is _MISSING else [current]
+                set_path(local, where, current + [s for s in found if s not in current])
+            else:
+                set_path(local, where, found[0])
 
     def _v2_spelled(self, record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
         """Values spelled as a v2-only code (``v2_spellings``: "juge des mineurs" -> juvenile_judge) and
@@ -613,6 +694,9 @@ class MappingAdapter:
                 raise UnmappableValueError(shared_path, f"'{code}' has no local spelling (schema v2 code)",
                                            reason_code="no_local_spelling", params={"label": shared_path})
             set_path(local, where, spelling)
+        if v2:
+            self._write_uncoded_languages(payload, local)
+            self._write_care_status(payload, local)
         local = self.finish_local(local)
         return self.finish_local_v2(local, payload) if v2 else local
 
@@ -761,7 +845,8 @@ def _describe_local(rule: str, expected: Any, hint: str | None = None,
     if rule == "pattern":
         if hint is None:
             return "is not written the way the form expects", "bad_format", {}
-        if isinstance(instance, str) and _YEAR_FIRST.match(instance):
+        # "written year first" helps a day-first form only (HTCDS dates are year first: "2003-4-9" is just malformed)
+        if isinstance(instance, str) and _YEAR_FIRST.match(instance) and not hint.startswith(("YYYY", "AAAA")):
             return f"is written year first: write the date as {hint}", "date_year_first", {"hint": hint}
         return f"must be written as {hint}", "bad_format", {"hint": hint}
     if rule in ("maxLength", "minLength"):

@@ -238,6 +238,13 @@ _REASONS: tuple[tuple[re.Pattern[str], Message], ...] = (
      msg("is not an international phone number (+ country code, 7-15 digits)")),
     (re.compile(r"is not an ISO 3166-1 alpha-2 country code"),
      msg("is not an ISO 3166-1 alpha-2 country code")),
+    (re.compile(r".* is not in the code list for (?P<codes>.+?) \(accepted: (?P<accepted>[^)]*)\)"),
+     msg("is not in the code list for {codes} (accepted: {accepted})")),
+    (re.compile(r".* is not in the code list for (?P<codes>.+?) \(see the code list '(?P<name>[^']+)' in "
+                r"docs/adapters\.md\)"),
+     msg("is not in the code list for {codes} (see the code list '{name}' in docs/adapters.md)")),
+    (re.compile(r"\[(?P<index>\d+)\]\.(?P<key>\w+): .* is not in the code list for (?P<codes>.+)"),
+     msg("[{index}].{key}: is not in the code list for {codes}")),
     (re.compile(r".* is not in the code list for (?P<codes>.+)"),
      msg("is not in the code list for {codes}")),
     (re.compile(r".* has no local spelling in the code list for (?P<codes>.+)"),
@@ -294,6 +301,76 @@ _REASONS: tuple[tuple[re.Pattern[str], Message], ...] = (
          "agency is given")),
     (re.compile(r"is not an HTCDS 2\.0 field: use (?P<use>\S+)"),
      msg("is not an HTCDS 2.0 field: use {use}")),
+    # the local schema's other rules (engine._describe_local)
+    (re.compile(r"must be one of: (?P<accepted>.+)"),
+     msg("must be one of: {accepted}")),
+    (re.compile(r"must be >= (?P<limit>-?[\d.]+)"),
+     msg("must be at least {limit}")),
+    (re.compile(r"must be <= (?P<limit>-?[\d.]+)"),
+     msg("must be at most {limit}")),
+    (re.compile(r"breaks the local format's '(?P<rule>\w+)' rule"),
+     msg("breaks the local format's '{rule}' rule")),
+    # the consent and the purposes (engine)
+    (re.compile(r"is required: the consent names the recipient agencies and their purposes"),
+     msg("is required: the consent names the recipient agencies and their purposes")),
+    (re.compile(r"(?P<purposes>'\w+'(, '\w+')*) not consented for any recipient"),
+     msg("{purposes} not consented for any recipient")),
+    (re.compile(r"(?P<purposes>'\w+'(, '\w+')*) not consented"),
+     msg("{purposes} not consented")),
+    # Nigeria and Mali: the place of origin
+    (re.compile(r"is required when state_of_origin is given \(unless the state of origin is a Nigerian state\)"),
+     msg("is required when state_of_origin is given (unless the state of origin is a Nigerian state)")),
+    (re.compile(r"is required when region_origine, cercle or commune is given"),
+     msg("is required when region_origine, cercle or commune is given")),
+    # HTCDS (adapters/htcds/)
+    (re.compile(r".* is not in the HTCDS 2\.0 picklist for (?P<field>\S+)"),
+     msg("is not in the HTCDS 2.0 picklist for {field}")),
+    (re.compile(r"must be a checkbox value \(true or false\)"),
+     msg("must be a checkbox value (true or false)")),
+    (re.compile(r"is false: without the person's consent nothing can be referred"),
+     msg("is false: without the person's consent nothing can be referred")),
+    (re.compile(r"give the consent either as (?P<recipients>\S+) or as (?P<agencies>\S+) with (?P<purposes>\S+), not both"),
+     msg("give the consent either as {recipients} or as {agencies} with {purposes}, not both")),
+    (re.compile(r"is required when (?P<other>\S+) is given \(or use (?P<alternative>\S+)\)"),
+     msg("is required when {other} is given (or use {alternative})")),
+    (re.compile(r"is required when any of (?P<fields>.+) is given"),
+     msg("is required when any of {fields} is given")),
+    (re.compile(r"disagrees with (?P<other>\S+): list the same values in both"),
+     msg("disagrees with {other}: list the same values in both")),
+    (re.compile(r"child protection fields are for a minor only \(x_rgw_IsMinor, prs_Birthdate or the age say the "
+                r"person is an adult\)"),
+     msg("child protection fields are for a minor only (x_rgw_IsMinor, prs_Birthdate or the age say the person is "
+         "an adult)")),
+    (re.compile(r"must be other than None when (?P<other>\S+) is given"),
+     msg("must be other than None when {other} is given")),
+    (re.compile(r"is required when (?P<other>\S+) is Yes"),
+     msg("is required when {other} is Yes")),
+    (re.compile(r"is required \(and not Pending\) when the determination is completed"),
+     msg("is required (and not Pending) when the determination is completed")),
+    (re.compile(r"is given only once (?P<other>\S+) is Completed"),
+     msg("is given only once {other} is Completed")),
+    (re.compile(r"is required for the purpose (?P<purpose>\w+)"),
+     msg("is required for the purpose {purpose}")),
+    (re.compile(r"criminal_justice_cooperation needs the person's agreement \(the person keeps every assistance "
+                r"purpose without it\)"),
+     msg("criminal_justice_cooperation needs the person's agreement (the person keeps every assistance purpose "
+         "without it)")),
+    (re.compile(r"must be a date-time (?P<form>.+)"),
+     msg("must be a date-time {form}")),
+    (re.compile(r"has an impossible UTC offset"),
+     msg("has an impossible UTC offset")),
+    (re.compile(r"is not an ISO 639 language code \(ISO 639-2, e\.g\. hau, fre/fra, eng; mis:<name> for a "
+                r"language without a code\)"),
+     msg("is not an ISO 639 language code (ISO 639-2, e.g. hau, fre/fra, eng; mis:<name> for a language without "
+         "a code)")),
+    (re.compile(r"has a language name longer than (?P<limit>\d+) characters"),
+     msg("has a language name longer than {limit} characters")),
+    (re.compile(r"must be a list of children \(AgeBand, Documents, NeedsEscort, Relationship\) or a number"),
+     msg("must be a list of children (AgeBand, Documents, NeedsEscort, Relationship) or a number")),
+    (re.compile(r"\[(?P<index>\d+)\]\.(?P<key>\w+) is required"),
+     msg("[{index}].{key} is required")),
+    (re.compile(r"\[(?P<index>\d+)\] must be an object"),
+     msg("[{index}] must be an object")),
 )
 
 
@@ -304,7 +381,10 @@ def reason_text(reason: str) -> str:
     for pattern, template in _REASONS:
         found = pattern.fullmatch(reason)
         if found:
-            return msg(template.template, **found.groupdict())
+            params: dict[str, Any] = dict(found.groupdict())
+            if isinstance(params.get("codes"), str):
+                params["codes"] = msg(params["codes"])  # a code list's label (adapters.codes.extract_labels)
+            return msg(template.template, **params)
     return reason
 
 
@@ -314,6 +394,10 @@ def adapter_detail(exc: AdapterError) -> str:
     A :class:`FieldError` is rendered as "<local field>: <reason>", with coded values left
     out; an unknown field's name is not echoed either.
     """
+    if isinstance(exc, PurposesError) and exc.local_field and str(exc).startswith(f"{exc.local_field}: "):
+        # "<consent field>: 'assistance' not consented": a field and a reason like a FieldError's
+        return msg("{field}: {reason}", field=exc.local_field,
+                   reason=reason_text(str(exc).removeprefix(f"{exc.local_field}: ")))
     if not isinstance(exc, FieldError):
         return str(exc)
     if isinstance(exc, LocalRecordInvalidError) and exc.reason.startswith("is not a field"):

@@ -12,6 +12,8 @@ from adapters.codes import CodeList, normalise
 from adapters.errors import MappingDefinitionError, _check_keys
 from adapters.transforms import TRANSFORMS, Transform
 
+#: Schema v2 ``$defs/care_status`` (a child's care status).
+CARE_STATUSES = ("unaccompanied", "separated", "with_parent_or_legal_guardian", "unknown")
 MESSAGE_TYPE = "referral.request"
 
 _UNSET: Any = object()
@@ -99,6 +101,8 @@ class MappingTable:
     country: str | None = None
     local_checks: Mapping[str, str] = field(default_factory=dict)
     v2_spellings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    uncoded_languages: Mapping[str, str] = field(default_factory=dict)
+    care_status: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, transforms: Mapping[str, Transform] = TRANSFORMS) -> MappingTable:
@@ -110,7 +114,7 @@ class MappingTable:
     def from_dict(cls, spec: Mapping[str, Any], folder: Path, transforms: Mapping[str, Transform] = TRANSFORMS) -> MappingTable:
         _check_keys("mapping", spec, {"format_id", "description", "message_type", "missing_values", "missing_local",
                                       "local_only", "local_checks", "code_lists", "fields", "date_hint", "country",
-                                      "v2_spellings"})
+                                      "v2_spellings", "uncoded_languages", "care_status"})
         if spec.get("message_type", MESSAGE_TYPE) != MESSAGE_TYPE:
             raise MappingDefinitionError(f"mapping: only {MESSAGE_TYPE} is supported")
         lists = {name: CodeList.build(name, s, folder) for name, s in spec.get("code_lists", {}).items()}
@@ -126,7 +130,22 @@ class MappingTable:
             country=spec.get("country"),
             local_checks=dict(spec.get("local_checks", {})),
             v2_spellings={k: dict(v) for k, v in spec.get("v2_spellings", {}).items()},
+            uncoded_languages=dict(spec.get("uncoded_languages", {})),
+            care_status=dict(spec.get("care_status", {})),
         )
+        if table.care_status:
+            # {"local": <local-only field>, "codes": <code list>}: a child's care status, sent in v2 only
+            _check_keys("care_status", table.care_status, {"local", "codes"})
+            codes = lists.get(table.care_status.get("codes", ""))
+            if codes is None or table.care_status.get("local") not in table.local_only:
+                raise MappingDefinitionError("care_status: needs a code list and a local field listed in local_only")
+            unknown = set(codes.codes.values()) - set(CARE_STATUSES)
+            if unknown:
+                raise MappingDefinitionError(f"care_status: {sorted(unknown)} are not care statuses")
+        for spelling in table.uncoded_languages:
+            # accepted by a code list and not sent in v1 (value null), carried by name in v2
+            if not any(codes.accepts_unsent(spelling) for codes in lists.values()):
+                raise MappingDefinitionError(f"uncoded_languages.{spelling}: not a spelling with the value null in a code list")
         for local, name in table.local_checks.items():
             if name not in lists:
                 raise MappingDefinitionError(f"local_checks.{local}: unknown code list {name!r}")

@@ -477,8 +477,28 @@ def for_adapter(adapter: Any, payload: Mapping[str, Any], *, recipient: str | No
     for the recipient's country still covers the recipient in the v2 form.
     """
     version = str(getattr(adapter, "schema_version", "1"))
+    if version == "1" and getattr(adapter, "reads_v2_payloads", False) and payload_version(payload) == "2":
+        # A mapping adapter reads v2 itself and writes what its form can say (a downgrade would refuse
+        # the whole referral for one v2-only field); the consent as the recipient holds it.
+        return _consent_for(copy_json(payload), recipient)
     return convert(payload, "referral.request", version, recipient=recipient,
                    recipient_country=recipient_country).payload
+
+
+def _consent_for(payload: dict[str, Any], recipient: str | None) -> dict[str, Any]:
+    """A v2 request whose consent names only ``recipient``, with every purpose granted to it (as the
+    v1 form of the consent would): a local form has one list of agencies and one of purposes."""
+    consent = payload.get("consent")
+    if recipient is None or not isinstance(consent, dict) or not isinstance(consent.get("recipients"), list):
+        return payload
+    entries = consent["recipients"]
+    purposes: list[str] = []
+    for entry in entries:
+        if isinstance(entry, dict) and entry.get("agency") == recipient:
+            purposes += [p for p in entry.get("purposes") or [] if p not in purposes]
+    if purposes:
+        consent["recipients"] = [{"agency": recipient, "purposes": purposes}]
+    return payload
 
 
 def negotiate(ours: Iterable[str], theirs: Iterable[str]) -> str | None:

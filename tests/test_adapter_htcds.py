@@ -562,6 +562,11 @@ def test_gender_picklist(htcds: MappingAdapter, spelling: str, code: str) -> Non
           "x_rgw_BestInterestsDecidedBy": "ML-DNPEF", "x_rgw_ConsentDecisionMaker": "ParentGuardian"}, UnmappableValueError,
          "x_rgw_BestInterestsDecidedBy: is given only once x_rgw_BestInterestsStatus is Completed"),
         ({"colour": "blue"}, AdapterError, "colour: is not a field of the local format"),
+        # the hint is the standard's own way of writing a date; a year-first date is not told "year first"
+        ({"prs_Birthdate": "09/04/2003"}, AdapterError, "prs_Birthdate: must be written as YYYY-MM-DD"),
+        ({"prs_Birthdate": "2003-4-9"}, AdapterError, "prs_Birthdate: must be written as YYYY-MM-DD"),
+        ({"x_rgw_ConsentGivenAt": "12/02/2026 09:00"}, AdapterError,
+         "x_rgw_ConsentGivenAt: must be written as YYYY-MM-DD[THH:MM[:SS]][Z|+HH:MM]"),
     ],
 )
 def test_errors_name_the_local_field_and_why(htcds: MappingAdapter, change: dict[str, Any], error: type, message: str) -> None:

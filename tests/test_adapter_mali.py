@@ -464,3 +464,77 @@ def test_a_v2_only_code_reads_back_in_the_forms_words(mali: MappingAdapter) -> N
     again = mali.to_shared_v2(local, payload["purposes"], recipient="ML-DNPEF").payload
     assert again["identification"]["referral_source"] == "juvenile_judge"
     assert again["identification"]["identified_by"] == "court_or_prosecution"
+
+
+@pytest.mark.parametrize(
+    ("langues", "v2_languages"),
+    [
+        (["malinké"], ["man"]),  # the Manding macrolanguage: Kita, Western and Eastern Maninkakan
+        (["Maninka"], ["man"]),
+        (["bobo"], ["bbo"]),  # Northern Bobo Madaré (Mali, Burkina Faso)
+        (["bambara et dogon"], ["bam", {"code": "mis", "name": "Dogon"}]),
+        (["tommo so"], ["dto"]),
+        (["Sénoufo", "supyiré"], [{"code": "mis", "name": "Senufo"}, "spp"]),
+        (["senoufo"], [{"code": "mis", "name": "Senufo"}]),
+    ],
+)
+def test_languages_of_mali_are_expressible(mali: MappingAdapter, langues: list[str], v2_languages: list[Any]) -> None:
+    """Dogon and Sénoufo are clusters of languages with no one ISO 639-3 code: v2 carries them by name
+    (``mis``), v1 cannot and reports them; the coded ones (Malinké, Bobo, Tommo So...) travel as codes."""
+    record = sample("fillette_recherche_retour") | {"langues": langues}
+    payload = mali.to_shared_v2(record, None, recipient="NG-NAPTIP", recipient_country="NG").payload
+    assert sorted(map(json.dumps, payload["person"]["languages"])) == sorted(map(json.dumps, v2_languages))
+    back = mali.from_shared(payload)
+    assert mali.to_shared_v2(back, None, recipient="NG-NAPTIP", recipient_country="NG").payload == payload
+    uncoded = [lang for lang in v2_languages if isinstance(lang, dict)]
+    v1 = mali.to_shared(record, None)
+    assert all(isinstance(code, str) for code in v1.payload["person"].get("languages", []))
+    assert bool(uncoded) == any(d.local_field.startswith("langues") for d in v1.dropped)
+
+
+def test_an_uncoded_language_of_the_consent_and_back(mali: MappingAdapter) -> None:
+    record = sample("fillette_recherche_retour")
+    record["consentement"]["langue_explication"] = "dogon"
+    result = mali.to_shared_v2(record, None, recipient="NG-NAPTIP", recipient_country="NG")
+    assert result.payload["consent"]["explained_in"] == {"code": "mis", "name": "Dogon"}
+    assert not any(d.local_field == "consentement.langue_explication" for d in result.dropped)
+    assert mali.from_shared(result.payload)["consentement"]["langue_explication"] == "dogon"
+    # v1 cannot name it: not sent, and said so
+    v1 = mali.to_shared(record, None)
+    assert "explained_in" not in v1.payload["consent"]
+    assert any(d.local_field == "consentement.langue_explication" for d in v1.dropped)
+
+
+def test_uncoded_languages_must_be_spellings_the_code_list_does_not_send() -> None:
+    from adapters.errors import MappingDefinitionError
+    from adapters.table import MappingTable
+    spec = json.loads((FOLDER / "mapping.json").read_text(encoding="utf-8"))
+    spec["uncoded_languages"] = {"bambara": "Bambara"}  # has a code: it is not uncoded
+    with pytest.raises(MappingDefinitionError, match="uncoded_languages.bambara"):
+        MappingTable.from_dict(spec, FOLDER)
+
+
+@pytest.mark.parametrize(("situation", "care_status", "written_back"), [
+    ("non accompagnée", "unaccompanied", "non accompagné"),
+    ("Enfant séparé", "separated", "séparé"),
+    ("avec ses parents", "with_parent_or_legal_guardian", "avec parent ou tuteur légal"),
+])
+def test_the_childs_care_status(mali: MappingAdapter, situation: str, care_status: str, written_back: str) -> None:
+    """Unaccompanied or separated: the form says it, v2 carries it, v1 cannot (reported)."""
+    record = sample("fillette_recherche_retour") | {"situation_enfant": situation}
+    result = mali.to_shared_v2(record, None, recipient="NG-NAPTIP", recipient_country="NG")
+    assert result.payload["child_protection"]["care_status"] == care_status
+    assert not any(d.local_field == "situation_enfant" for d in result.dropped)
+    back = mali.from_shared(result.payload)
+    assert back["situation_enfant"] == written_back
+    assert mali.to_shared_v2(back, None, recipient="NG-NAPTIP", recipient_country="NG").payload == result.payload
+    v1 = mali.to_shared(record, None)
+    assert "child_protection" not in v1.payload
+    assert any(d.local_field == "situation_enfant" and d.shared_path is None for d in v1.dropped)
+    assert "situation_enfant" not in mali.from_shared(v1.payload)
+
+
+def test_an_unknown_care_status_is_refused_with_the_accepted_values(mali: MappingAdapter) -> None:
+    with pytest.raises(UnmappableValueError, match=r"situation_enfant: 'perdu' is not in the code list .*"
+                                                   r"\(accepted: non accompagné, séparé, avec parent ou tuteur légal\)"):
+        mali.to_shared(sample("fillette_recherche_retour") | {"situation_enfant": "perdu"})

@@ -392,6 +392,11 @@ def test_meaning_is_kept_on_the_way_back(niger: MappingAdapter) -> None:
     assert local["consentement"]["donne_par"] == "parent ou tuteur"
     assert local["source_referencement"] == "forces de l'ordre"
     assert local["contacts_famille"][0]["lien"] == "tuteur légal"
+    # the minors' brigade as the identifying organisation too (it was refused there)
+    minors = sample("mineure_retour_tuteur") | {"identifie_par": "Brigade des mineurs"}
+    result = niger.to_shared(minors)
+    assert result.payload["identification"]["identified_by"] == "law_enforcement"
+    assert niger.from_shared(result.payload)["identifie_par"] == "forces de l'ordre"
     record, _ = handwritten("niger_04_garcon_talibe")
     result = niger.to_shared(record)
     assert "estimated" not in result.payload["person"]["age"]  # "déclaré" is not "estimé"
@@ -401,3 +406,14 @@ def test_meaning_is_kept_on_the_way_back(niger: MappingAdapter) -> None:
 @pytest.mark.parametrize("name", handwritten_names("niger"))
 def test_hand_written_record_as_schema_v2(niger: MappingAdapter, name: str) -> None:
     converts_to_v2_and_back(niger, name)
+
+
+def test_languages_of_malian_migrants_in_one_field(niger: MappingAdapter) -> None:
+    """A person from Mali met in Niger: Malinké has a code (Manding), Dogon is carried by name in v2."""
+    record = sample("mineure_retour_tuteur") | {"langues": "bambara, dogon et malinké"}
+    payload = niger.to_shared_v2(record, None, recipient="NG-NAPTIP", recipient_country="NG").payload
+    assert payload["person"]["languages"] == ["bam", "man", {"code": "mis", "name": "Dogon"}]
+    assert niger.from_shared(payload)["langues"] == ["bambara", "malinké", "dogon"]
+    v1 = niger.to_shared(record, None)
+    assert v1.payload["person"]["languages"] == ["bm", "man"]
+    assert [d.local_field for d in v1.dropped if d.local_field.startswith("langues")] == ["langues[0]"]

@@ -139,3 +139,30 @@ async def test_a_v1_referral_consented_by_country_reads_in_a_v2_local_format(tmp
         status, local = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "htcds"})
         assert status == 200, local
         assert local["format"] == "htcds"
+
+
+async def test_a_v2_referral_reads_in_a_v1_form_with_what_the_form_can_say(tmp_path: Path) -> None:
+    """A v2 child referral (child protection, needs beyond services, a juvenile judge as source) read
+    in the NAPTIP and DNPEF forms: the v1 downgrade would refuse it whole (422
+    not_representable_in_v1); the form gets what it has fields for, in its own words."""
+    async with api_pair(tmp_path) as (ne, ng):
+        payload = load_example("referral.request", "minor_guardian", "2")
+        assert "child_protection" in payload and payload["identification"]["referral_source"] == "juvenile_judge"
+        status, queued = await ne.call("POST", "/referrals", json={
+            "recipient": NIGERIA, "case_ref": "ne-ng-apiadapt00010", "payload": payload})
+        assert status == 202 and queued["schema_version"] == "2", queued
+        mid = queued["message_id"]
+
+        async def arrived() -> bool:
+            return (await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing"}))[0] == 200
+        await eventually(arrived)
+        status, naptip = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "nigeria"})
+        assert status == 200, naptip
+        assert naptip["record"]["referral_source"] == "juvenile judge"
+        assert naptip["record"]["consent"]["recipient_agencies"] == [NIGERIA]  # the consent as NAPTIP holds it
+        status, dnpef = await ng.call("GET", f"/inbox/{mid}", params={"purpose": "family_tracing", "format": "mali"})
+        assert status == 200, dnpef
+        record = dnpef["record"]
+        assert record["situation_enfant"] == "non accompagné"
+        assert record["tuteur"]["lien"] == "service social"
+        assert record["evaluation_interet_superieur"]["conclusion"] == "retour recommandé"

@@ -370,3 +370,21 @@ def test_copy_json_is_a_deep_copy() -> None:
     copied["d"]["e"].append(0)
     copied["t"][1].append(3)
     assert original == {"a": [1, {"b": "c"}], "d": {"e": [True, None, 1.5]}, "t": (1, [2])}
+
+
+class _MappingLikeAdapter:
+    reads_v2_payloads = True  # like adapters.engine.MappingAdapter: reads v2 itself, writes v1 forms
+
+
+def test_an_adapter_that_reads_v2_gets_the_v2_payload_with_the_recipients_consent() -> None:
+    v2 = schema.load_example("referral.request", "minor_guardian", "2")
+    assert len(v2["consent"]["recipients"]) == 2
+    given = for_adapter(_MappingLikeAdapter(), v2, recipient="NG-NAPTIP")
+    assert given["child_protection"] == v2["child_protection"]  # not refused as a v1 downgrade would
+    naptip = [e for e in v2["consent"]["recipients"] if e["agency"] == "NG-NAPTIP"]
+    assert given["consent"]["recipients"] == naptip
+    schema.validate_payload("referral.request", given)
+    assert len(v2["consent"]["recipients"]) == 2  # the input is not changed
+    assert for_adapter(_MappingLikeAdapter(), v2) == v2  # no recipient: the consent as it is
+    v1 = schema.load_example("referral.request")
+    assert for_adapter(_MappingLikeAdapter(), v1) == v1

@@ -49,10 +49,11 @@ class MaliAdapter(MappingAdapter):
         return payload, trace, failed
 
     def extend_v2(self, local: dict[str, Any], payload: dict[str, Any], dropped: list[DroppedField]) -> None:
-        """A child's guardian role (a DNPEF social worker is not a family contact) and best-interests determination."""
+        """A child's care status, guardian role (a DNPEF social worker is not a family contact) and best-interests determination."""
         if get_path(payload, "person.age.minor") is not True:
             return
-        protection: dict[str, Any] = {"care_status": "unknown"}
+        # the care status (situation_enfant) is the table's ``care_status``, already in the payload
+        protection: dict[str, Any] = dict(payload.get("child_protection") or {"care_status": "unknown"})
         guardians = local.get("tuteur") if isinstance(local.get("tuteur"), list) else []
         lien = guardians[0].get("lien") if guardians and isinstance(guardians[0], dict) else None
         if isinstance(lien, str) and not self.table.is_missing(lien):
@@ -75,7 +76,7 @@ class MaliAdapter(MappingAdapter):
             else:
                 dropped.append(DroppedField("evaluation_interet_superieur.conclusion", "child_protection.best_interests",
                                             "v2 needs the chosen solution of a completed determination: not sent"))
-        if len(protection) > 1:
+        if len(protection) > 1 or protection["care_status"] != "unknown":
             payload["child_protection"] = protection
 
     def finish_local_v2(self, record: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
