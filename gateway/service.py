@@ -707,7 +707,13 @@ class Gateway:
         except EnvelopeError as exc:
             return await self._quarantine(delivery, exc, None)
         header = progress.header = parsed.header
-        existing = await self.store.get_incoming(header.id)
+        referenced: OutboxRecord | None = None
+        if header.type == "receipt" and header.in_reply_to:
+            # The outbox row a receipt is about, looked up together with the inbox.
+            existing, referenced = await asyncio.gather(self.store.get_incoming(header.id),
+                                                        self.store.get_outgoing(header.in_reply_to))
+        else:
+            existing = await self.store.get_incoming(header.id)
         if existing is not None:
             if stored_digest(existing.envelope) != envelope_digest(delivery.body):
                 return await self._quarantine_other_content(delivery, header)
@@ -729,12 +735,26 @@ class Gateway:
         progress.verified = True
         try:
             self._check_accepts(opened)
-            await self._check_reference(opened)
+            referenced = await self._check_reference(opened, referenced)
             if header.type == "consent.withdrawal":
                 check_withdrawn_at(opened.payload, max(now, header.created))
         except (EnvelopeError, ReferenceMismatchError, RecipientRefusesError, ConsentRefusedError) as exc:
             return await self._quarantine(delivery, exc, header, verified=True)
-        if header.type in CONTROL_TYPES:
+        if header.type == "receipt":
+            # Storing a receipt and moving its message's status are independent writes, and
+            # the move is idempotent (re-run on a redelivery): issued together they share one
+            # commit. The receipt was verified, so a copy that loses the race below (or has
+            # other content and is quarantined) moved the status no further than it says.
+            stored = False
+
+            async def store_receipt() -> None:
+                nonlocal stored
+                stored = await self._store_received(opened, delivery.body, now)
+
+            assert referenced is not None  # _check_reference found it
+            await _together(store_receipt(), self._apply_status(
+                opened.payload["message_id"], opened.payload["status"], header, record=referenced))
+        elif header.type in CONTROL_TYPES:
             stored = await self._store_received(opened, delivery.body, now)
         else:
             # Consent decision, encryption and storing under the case lock (gateway/withdrawal.py).
@@ -763,7 +783,8 @@ class Gateway:
             return Disposition.ACK
         self.metrics.inc("messages_received_total", type=header.type)
         log.info("message.received", message_id=header.id, type=header.type, sender=header.sender, case=header.case)
-        await self._after_store(opened, now, first=True)
+        if header.type != "receipt":  # a receipt's effect ran with its storing
+            await self._after_store(opened, now, first=True)
         return Disposition.ACK
 
     async def _store_received(self, opened: OpenedMessage, envelope: bytes, now: datetime) -> bool:
@@ -802,7 +823,10 @@ class Gateway:
         return open_sealed(stored.envelope, recipient=self.identity, directory=self.directory,
                            replay_guard=None, now=received_at, stored_at=received_at, plaintext=stored.plaintext)
 
-    async def _check_reference(self, opened: OpenedMessage) -> None:
+    async def _check_reference(self, opened: OpenedMessage,
+                               looked_up: OutboxRecord | None = None) -> OutboxRecord | None:
+        """The outbox row an answer refers to (``looked_up`` if it is that row), checked to be
+        ours, sent to the answer's sender and of the type answered; None for other types."""
         header, payload = opened.header, opened.payload
         if header.type == "receipt":
             referenced = payload["message_id"]
@@ -811,16 +835,18 @@ class Gateway:
         elif header.type == "consent.withdrawal.ack":
             referenced = payload["withdrawal_message_id"]
         else:
-            return
+            return None
         if header.in_reply_to != referenced:
             raise ReferenceMismatchError(f"{header.type} {header.id}: in_reply_to does not match the payload reference")
-        original = await self.store.get_outgoing(referenced)
+        original = (looked_up if looked_up is not None and looked_up.message_id == referenced
+                    else await self.store.get_outgoing(referenced))
         if original is None or original.recipient != header.sender:
             raise ReferenceMismatchError(f"{header.type} {header.id} refers to a message we did not send to {header.sender}")
         if header.type == "referral.response" and original.message_type != "referral.request":
             raise ReferenceMismatchError(f"referral.response {header.id} does not answer a referral.request")
         if header.type == "consent.withdrawal.ack" and original.message_type != "consent.withdrawal":
             raise ReferenceMismatchError(f"consent.withdrawal.ack {header.id} does not answer a consent.withdrawal")
+        return original
 
     async def _after_store(self, opened: OpenedMessage, received_at: datetime, *, first: bool = False) -> None:
         """Effects of a stored message; idempotent, so a redelivery can safely re-run them.
@@ -856,12 +882,14 @@ class Gateway:
         await _together(self.store.upsert_case(case),
                         self._ensure_receipt(header, "delivered", received_at, look_first=not first))
 
-    async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header) -> None:
+    async def _apply_status(self, message_id: str, status: OutgoingStatus, header: Header, *,
+                            record: OutboxRecord | None = None) -> None:
         # The status and its audit entry are one write: one commit instead of two, and a
         # crash cannot leave a status applied without its entry (a redelivery would not
         # re-audit it, since the status no longer moves).
         entry = self.entry("message.status", SYSTEM_ACTOR, header, {"of": message_id, "status": status})
-        record = await self.store.get_outgoing(message_id)
+        if record is None or record.message_id != message_id:
+            record = await self.store.get_outgoing(message_id)
         if record is None:
             return  # checked in _check_reference; only a deleted row could get here
         applied = False
