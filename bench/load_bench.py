@@ -67,6 +67,7 @@ import aiohttp  # noqa: E402
 from aio_pika import DeliveryMode, ExchangeType  # noqa: E402
 
 from gateway import event_loop  # noqa: E402
+from gateway.heap import settle_heap  # noqa: E402
 from gateway.bootstrap import read_directory  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.schema import load_example  # noqa: E402
@@ -132,6 +133,8 @@ async def gateway_process(args: argparse.Namespace) -> None:
     runner = web.AppRunner(create_app(gateway, settings), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
+    if args.heap == "settled":
+        settle_heap()  # as gateway serve does
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -149,15 +152,16 @@ class GatewayProc:
     """A gateway subprocess (this script with ``--gateway-process``)."""
 
     def __init__(self, agency: str, tmp: Path, run_id: str, amqp_url: str, port: int, log_level: str,
-                 declare_topology: bool = True, loop: str = "auto") -> None:
+                 declare_topology: bool = True, loop: str = "auto", heap: str = "settled") -> None:
         self.agency, self.tmp, self.port = agency, tmp, port
         self.events_path = tmp / f"{agency}.events"
         self.metrics_path = tmp / f"{agency}.metrics.txt"
         self.log_path = tmp / f"{agency}.log"
-        self.args = [sys.executable, str(Path(__file__).resolve()), "--gateway-process", "--agency", agency,
-                     "--tmp", str(tmp), "--run-id", run_id, "--amqp-url", amqp_url, "--http-port", str(port),
-                     "--events-out", str(self.events_path), "--metrics-out", str(self.metrics_path),
-                     "--log-level", log_level, "--event-loop", loop] + ([] if declare_topology else ["--no-declare"])
+        self.args = ([sys.executable, str(Path(__file__).resolve()), "--gateway-process", "--agency", agency,
+                      "--tmp", str(tmp), "--run-id", run_id, "--amqp-url", amqp_url, "--http-port", str(port),
+                      "--events-out", str(self.events_path), "--metrics-out", str(self.metrics_path),
+                      "--log-level", log_level, "--event-loop", loop, "--heap", heap]
+                     + ([] if declare_topology else ["--no-declare"]))
         self.process: asyncio.subprocess.Process | None = None
 
     @property
@@ -875,9 +879,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if found.prepare is not None:  # two brokers: the country topology under this run's names
                 await found.prepare(run_id)
             ng = GatewayProc(NIGERIA, tmp, run_id, found.ng_url, free_port(), args.log_level, found.declare_topology,
-                             args.event_loop)
+                             args.event_loop, args.heap)
             ne = GatewayProc(NIGER, tmp, run_id, found.ne_url, free_port(), args.log_level, found.declare_topology,
-                             args.event_loop)
+                             args.event_loop, args.heap)
 
             async def stop_gateways() -> None:
                 for proc in (ne, ng):
@@ -1093,6 +1097,9 @@ def main() -> None:
     parser.add_argument("--log-level", default="warning", help="gateways' log level (info costs throughput)")
     parser.add_argument("--event-loop", default="auto", choices=EVENT_LOOPS,
                         help="event loop of the gateways and of this script (the event_loop setting)")
+    parser.add_argument("--heap", default="settled", choices=("settled", "default"),
+                        help="settled: the gateways freeze their start-up heap as gateway serve does "
+                             "(gateway/heap.py); default: Python's collector settings")
     # Internal: run one gateway (started by the benchmark itself).
     parser.add_argument("--gateway-process", action="store_true", help=argparse.SUPPRESS)
     for name in ("--agency", "--tmp", "--run-id", "--events-out", "--metrics-out"):

@@ -40,6 +40,7 @@ from aiohttp import web
 
 from gateway import event_loop
 from gateway.bootstrap import open_gateway
+from gateway.heap import settle_heap
 from gateway.logs import configure_logging
 from gateway.settings import EVENT_LOOPS, User
 from gateway.store import IncomingMessage, Store
@@ -116,6 +117,7 @@ async def run(args: argparse.Namespace) -> None:
     await gateway.start()
     await gateway.wait_ready(30)
     runner = await _serve_api(gateway, settings, args.http_port) if args.http_port else None
+    settle_heap()  # as gateway serve does
     print(f"READY {os.getpid()}", flush=True)
     await stop.wait()
     if runner is not None:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from gateway import event_loop
 from gateway.bootstrap import StartupError, check_broker, open_gateway
+from gateway.heap import settle_heap
 from gateway.logs import configure_logging, install_loop_exception_handler
 from gateway.settings import Settings, load_settings
 
@@ -100,6 +101,7 @@ async def serve(settings: Settings) -> None:
             await runner.setup()
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
+            settle_heap()
             log.info("gateway.serving", agency_id=settings.agency_id, host=settings.http_host,
                      port=sockets[0].getsockname()[1], event_loop=event_loop.loop_name())
             stop = asyncio.Event()
