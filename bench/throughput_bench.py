@@ -49,6 +49,7 @@ from aio_pika import DeliveryMode, ExchangeType  # noqa: E402
 
 from gateway import event_loop  # noqa: E402
 from gateway.bootstrap import read_directory  # noqa: E402
+from gateway.heap import settle_heap  # noqa: E402
 from gateway.logs import configure_logging  # noqa: E402
 from gateway.settings import EVENT_LOOPS, Settings  # noqa: E402
 from gateway.store import AuditEntry, open_store  # noqa: E402
@@ -141,6 +142,7 @@ async def gateway_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             warm = args.warmup
             await submit_referrals(ne, warm, batch=args.batch, tag="warmup")
             await _wait_counts(ne_db, ng_db, warm, time.perf_counter(), 120)
+            settle_heap()  # as gateway serve does once it is up (NG's process does the same)
             counting = CountingStore(ne.store)
             ne.store = counting  # type: ignore[assignment]
             await _ng_busy(ng, busy_out)  # resets NG's meter
