@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -22,6 +23,9 @@ log = structlog.get_logger("gateway.store")
 
 _Job = tuple[Callable[..., Any], tuple[Any, ...]]
 
+#: At interpreter exit, how long the jobs handed over may still take.
+_DRAIN_SECONDS = 30.0
+
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.done():
@@ -32,6 +36,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+def _drain(jobs: queue.SimpleQueue[_Job | None], thread: threading.Thread) -> None:
+    jobs.put(None)
+    thread.join(_DRAIN_SECONDS)
+
+
 class WorkerThread:
     """One daemon thread that runs submitted jobs one at a time, first in first out."""
 
@@ -39,6 +48,9 @@ class WorkerThread:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
+        # A daemon thread, so a store nobody closed cannot keep the process alive; but at
+        # exit the jobs already handed over (a write whose caller gave up) still run.
+        self._at_exit = weakref.finalize(self, _drain, self._jobs, self._thread)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)``; it must report its own outcome (it settles futures itself)."""
@@ -62,6 +74,7 @@ class WorkerThread:
 
     def shutdown(self) -> None:
         """Let the thread end once the jobs queued so far have run."""
+        self._at_exit.detach()
         self._jobs.put(None)
 
     def _run(self) -> None:
