@@ -128,13 +128,13 @@ async def gateway_process(args: argparse.Namespace) -> None:
     events = open(args.events_out, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
     gateway = await open_gateway(settings)
     gateway.store = TimingStore(gateway.store, events)  # type: ignore[assignment]
+    if args.heap == "settled":
+        settle_heap()  # as gateway serve does, before the first delivery
     await gateway.start()
     await gateway.wait_ready(30)
     runner = web.AppRunner(create_app(gateway, settings), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, settings.http_host, settings.http_port).start()
-    if args.heap == "settled":
-        settle_heap()  # as gateway serve does
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

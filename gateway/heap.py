@@ -4,8 +4,10 @@ A gateway builds a large, permanent heap at start (JSON Schemas and their valida
 lists, ISO 639-3 and country tables, translation catalogues, FHIR models). Every full
 collection walked all of it: 45–60 ms with the event loop stopped, a few times a minute
 under load, which is where the slowest 1–2% of referrals spent most of their time
-(bench/README.md, issue 14). Freezing what exists once the service is up keeps those
-objects out of every later collection; they live as long as the process anyway.
+(bench/README.md, issue 14). Freezing what exists once the service is built keeps those
+objects out of every later collection; they live as long as the process anyway. It must
+happen before the first delivery or request: a frozen object is never freed, so nothing of
+a case may be in the heap when it is frozen.
 """
 
 from __future__ import annotations

@@ -114,10 +114,10 @@ async def run(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signal.SIGUSR1, dump)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    settle_heap()  # as gateway serve does, before the first delivery
     await gateway.start()
     await gateway.wait_ready(30)
     runner = await _serve_api(gateway, settings, args.http_port) if args.http_port else None
-    settle_heap()  # as gateway serve does
     print(f"READY {os.getpid()}", flush=True)
     await stop.wait()
     if runner is not None:

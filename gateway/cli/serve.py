@@ -96,12 +96,14 @@ async def serve(settings: Settings) -> None:
         gateway = await open_gateway(settings)
         try:
             await check_broker(gateway.transport, settings)
-            await gateway.start()
             runner = GatewayAppRunner(create_app(gateway, settings), access_log=None)
             await runner.setup()
+            # Before the first delivery or request: nothing of a case is in memory yet (a
+            # frozen object is never freed, so no message may be in the heap it freezes).
+            settle_heap()
+            await gateway.start()
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
-            settle_heap()
             log.info("gateway.serving", agency_id=settings.agency_id, host=settings.http_host,
                      port=sockets[0].getsockname()[1], event_loop=event_loop.loop_name())
             stop = asyncio.Event()
