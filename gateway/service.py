@@ -190,6 +190,9 @@ class Gateway:
         #: due than ``outbox_batch`` allows in flight (a finished publish wakes the loop).
         self._publishing: dict[str, asyncio.Task[bool]] = {}
         self._publishing_full = False
+        #: Messages whose last attempt failed unexpectedly, and the loop time before which
+        #: they are not tried again.
+        self._cooling: dict[str, float] = {}
         self._transport_ready = asyncio.Event()
         self._stopping = False
         #: Where encryption keys generated ahead come from and where destroyed ones are
@@ -396,14 +399,16 @@ class Gateway:
             async with self.case_locks.hold(case_ref):
                 checked = await self._check_case_consent(message_type, payload, recipient=recipient,
                                                          case_ref=case_ref, actor=actor, now=now)
-                queued = await self.store.add_outgoing(outgoing, audit=[*checked, created])
+                claimed = self._publish_room()
+                queued = await self.store.add_outgoing(outgoing, audit=[*checked, created], claim=claimed)
         else:
-            queued = await self.store.add_outgoing(outgoing, audit=created)
+            claimed = self._publish_room()
+            queued = await self.store.add_outgoing(outgoing, audit=created, claim=claimed)
         self.metrics.inc("messages_submitted_total", type=message_type)
         log.info("message.queued", message_id=header.id, type=message_type, recipient=recipient, case=case_ref)
         if queued:  # not a retry of a message queued before (that one is the loop's)
             self._publish_new(OutboxRecord(header.id, case_ref, recipient, message_type, envelope, "queued",
-                                           0, now, None, now, now))
+                                           0, now, None, now, now), claimed)
         else:
             self._wake.set()
         return header
@@ -451,11 +456,15 @@ class Gateway:
             return [], True
         now = self.clock()
         horizon = now + timedelta(seconds=self.settings.retry_max_seconds) if include_backoff else now
-        # Rows being published are still queued (until their confirm is recorded): asked
+        clock = asyncio.get_running_loop().time()
+        self._cooling = {mid: until for mid, until in self._cooling.items() if until > clock}
+        # Rows being published, or resting after a failed attempt, are still queued: asked
         # for as well and skipped, so they are neither published twice nor crowd out new ones.
-        wanted = room + len(self._publishing)
+        wanted = room + len(self._publishing) + len(self._cooling)
         due = await self.store.due_outgoing(horizon, wanted)
-        fresh = [record for record in due if record.message_id not in self._publishing][:room]
+        room = self.settings.outbox_batch - len(self._publishing)  # submits may have started some meanwhile
+        fresh = [record for record in due
+                 if record.message_id not in self._publishing and record.message_id not in self._cooling][:max(room, 0)]
         return [self._start_publish(record, now) for record in fresh], len(due) == wanted
 
     def _start_publish(self, record: OutboxRecord, now: datetime) -> asyncio.Task[bool]:
@@ -464,11 +473,14 @@ class Gateway:
         task.add_done_callback(functools.partial(self._published, record.message_id))
         return task
 
-    def _publish_new(self, record: OutboxRecord) -> None:
-        """Hand a message just queued to the publisher: published now if there is room
-        (no wake-up and no store read on the way), else by the loop when a slot frees."""
-        if (self._stopping or record.message_id in self._publishing
-                or len(self._publishing) >= self.settings.outbox_batch):
+    def _publish_room(self) -> bool:
+        """True if a message queued now can be published at once."""
+        return not self._stopping and len(self._publishing) < self.settings.outbox_batch
+
+    def _publish_new(self, record: OutboxRecord, claimed: bool) -> None:
+        """Hand a message just queued to the publisher: published now if it was queued as
+        ``claimed`` (no wake-up and no store read on the way), else by the loop."""
+        if not claimed or self._stopping or record.message_id in self._publishing:
             self._wake.set()
             return
         self._start_publish(record, record.created_at)
@@ -476,10 +488,13 @@ class Gateway:
     def _published(self, message_id: str, task: asyncio.Task[bool]) -> None:
         self._publishing.pop(message_id, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
-            # Store unavailable, or a bug: the row stays queued and is tried again. The kind
-            # only (texts could quote data). publish_due's caller sees the exception too.
+            # Store unavailable, or a bug: the row stays queued and is tried again, after
+            # outbox_poll_seconds (a store that reads but cannot write must not make the
+            # loop republish it at once, over and over). The kind only: texts could quote data.
+            self._cooling[message_id] = asyncio.get_running_loop().time() + self.settings.outbox_poll_seconds
             log.warning("outbox.publish_failed", message_id=message_id,
                         error=getattr(exc, "code", type(exc).__name__))
+            return
         if self._publishing_full:
             self._wake.set()  # a slot is free for what is still due
 

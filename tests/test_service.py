@@ -558,3 +558,29 @@ async def test_a_message_key_left_by_an_earlier_attempt_is_reused(tmp_path) -> N
         opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
         assert opened.header.id == header.id
         assert [e.message_id for e in await _audit_of(ng, "message.received")] == [header.id]
+
+
+async def test_a_store_that_reads_but_cannot_write_does_not_make_the_outbox_republish_in_a_loop(tmp_path) -> None:
+    # The confirm arrives but mark_sent fails (disk full: reads work, writes do not), with more
+    # due than outbox_batch: each message is tried again after outbox_poll_seconds, not at once.
+    async with gateway_pair(tmp_path, outbox_batch=2, outbox_poll_seconds=0.5) as (ne, ng):
+        started, release = _held_publishes(ne)
+        ids = []
+        for n in range(6):
+            header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                     case_ref=f"ne-ng-diskfull0{n}", actor=WORKER)
+            ids.append(header.id)
+
+        async def disk_full(*args, **kwargs):
+            raise StoreUnavailableError("disk full (simulated)")
+        ne.store.mark_sent = disk_full
+        with capture_logs() as logs:
+            for message_id in ids:
+                release(message_id)
+            await asyncio.sleep(2.0)
+        # Without the rest, a held-then-released row was republished as fast as it failed
+        # (thousands of times in 2 s); with it, about once per poll interval per slot.
+        assert 2 <= len(started) <= 2 * (1 + 2.0 / 0.5) + 2
+        warnings = [e for e in logs if e["log_level"] == "warning"]
+        assert warnings and all(e["event"] == "outbox.publish_failed" for e in warnings)
+        assert len(warnings) <= len(started)

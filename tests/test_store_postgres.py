@@ -182,12 +182,10 @@ async def test_concurrent_first_case_keys_agree_across_processes(two_stores: tup
 async def test_due_outgoing_is_leased_to_one_process(two_stores: tuple[Store, Store]) -> None:
     a, b = two_stores
     msgs = [outgoing(T0 + timedelta(seconds=i)) for i in range(6)]
-    for m in msgs[:4]:
+    for m in msgs:
         await a.add_outgoing(m)
-    for m in msgs[4:]:
-        await b.add_outgoing(m)
     now = T0 + timedelta(minutes=1)
-    first = await a.due_outgoing(now, 10)
+    first = await a.due_outgoing(now, 4)
     assert [r.message_id for r in first] == [m.message_id for m in msgs[:4]]
     # The other process gets only what is not leased; the holder gets its own rows again.
     assert [r.message_id for r in await b.due_outgoing(now, 10)] == [m.message_id for m in msgs[4:]]
@@ -203,18 +201,19 @@ async def test_due_outgoing_is_leased_to_one_process(two_stores: tuple[Store, St
     ]
 
 
-async def test_a_queued_row_is_leased_to_the_process_that_queued_it(two_stores: tuple[Store, Store]) -> None:
+async def test_a_claimed_row_is_leased_to_the_process_that_queued_it(two_stores: tuple[Store, Store]) -> None:
     # That process publishes it at once (Gateway.submit); another must not take it meanwhile.
     a, b = two_stores
-    msg = outgoing()
-    assert await a.add_outgoing(msg) is True
+    msg, free = outgoing(), outgoing()
+    assert await a.add_outgoing(msg, claim=True) is True
+    assert await a.add_outgoing(free) is True  # not claimed (no room to publish it now): anyone's
     now = T0 + timedelta(minutes=1)
-    assert await b.due_outgoing(now, 10) == []
+    assert [r.message_id for r in await b.due_outgoing(now, 10)] == [free.message_id]
     assert [r.message_id for r in await a.due_outgoing(now, 10)] == [msg.message_id]
-    assert await b.add_outgoing(msg) is False  # the same message again: not re-leased to b
-    assert await b.due_outgoing(now, 10) == []
+    assert await b.add_outgoing(msg, claim=True) is False  # the same message again: not re-leased to b
+    assert [r.message_id for r in await b.due_outgoing(now, 10)] == [free.message_id]
     await a.mark_retry(msg.message_id, now, "broker_unreachable", at=now)  # released: anyone may take it
-    assert [r.message_id for r in await b.due_outgoing(now, 10)] == [msg.message_id]
+    assert sorted(r.message_id for r in await b.due_outgoing(now, 10)) == sorted([msg.message_id, free.message_id])
 
 
 async def test_concurrent_due_outgoing_hands_each_message_out_once(two_stores: tuple[Store, Store]) -> None:

@@ -597,19 +597,20 @@ class Store(ABC):
     # --- outbox ---------------------------------------------------------------------------
 
     async def add_outgoing(
-        self, msg: OutboxEntry, *, audit: AuditEntry | Sequence[AuditEntry] | None = None
+        self, msg: OutboxEntry, *, audit: AuditEntry | Sequence[AuditEntry] | None = None, claim: bool = False
     ) -> bool:
         """Queue ``msg`` (status ``queued``, due at ``created_at``): True. Idempotent for the
         same id and content (False: it was queued before); MessageConflictError if the id is
         stored with other content. ``audit`` (one entry, or several in order) is appended in
-        the same transaction, only when the row is new."""
+        the same transaction, only when the row is new. ``claim``: the caller publishes the
+        new row at once, so no other process may take it meanwhile (the PostgreSQL lease)."""
         _require_instance("msg", msg, OutboxEntry)
         if audit is None or isinstance(audit, AuditEntry):
             _require_entry("audit", audit, optional=True)
             entries: tuple[AuditEntry, ...] = () if audit is None else (audit,)
         else:
             entries = _require_audit_entries(audit)
-        return await self._add_outgoing(msg, entries)
+        return await self._add_outgoing(msg, entries, claim)
 
     async def due_outgoing(self, now: datetime, limit: int) -> list[OutboxRecord]:
         """Queued messages with ``next_attempt_at <= now``, oldest (``created_at``) first."""
@@ -1015,7 +1016,7 @@ class Store(ABC):
     # --- what a backend implements (arguments already checked) ----------------------------
 
     @abstractmethod
-    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> bool: ...
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...], claim: bool) -> bool: ...
 
     @abstractmethod
     async def _accept_directory(self, record: DirectoryRecord, audit: AuditEntry | None) -> bool: ...

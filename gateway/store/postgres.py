@@ -928,21 +928,23 @@ class PostgresStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> bool:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...], claim: bool) -> bool:
         at = msg.created_at
 
         async def run(conn: Conn) -> bool:
             # ON CONFLICT waits for a concurrent insert of the same id to commit, then the
             # SELECT (a new snapshot under READ COMMITTED) sees the winner's row.
-            # Leased to this instance from the start: the gateway that queued it publishes it
-            # at once (Gateway.submit), and another process must not pick it up meanwhile.
+            # A claimed row is leased to this instance from the start: the gateway that queued
+            # it publishes it at once (Gateway.submit), and another process must not pick it
+            # up meanwhile. An unclaimed one is free for any process's publisher.
             new = await conn.fetchval(
                 "INSERT INTO outbox (message_id, case_ref, recipient, message_type, envelope, status, attempts,"
                 " next_attempt_at, last_error, created_at, updated_at, lease_owner, lease_until)"
-                " VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, NULL, $6, $6, $7, now() + $8::interval)"
+                " VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, NULL, $6, $6,"
+                " CASE WHEN $9::boolean THEN $7::text END, CASE WHEN $9::boolean THEN now() + $8::interval END)"
                 " ON CONFLICT (message_id) DO NOTHING RETURNING true",
                 msg.message_id, msg.case_ref, msg.recipient, msg.message_type, msg.envelope, at,
-                self._lease_owner, self._lease,
+                self._lease_owner, self._lease, claim,
             )
             if not new:
                 row = await conn.fetchrow(
@@ -980,7 +982,7 @@ class PostgresStore(Store):
             # Lease: rows leased by ANOTHER store instance until a time still in the future
             # (database clock) are skipped, and so are rows another transaction holds
             # locked right now (SKIP LOCKED: no waiting, no double hand-out). Rows leased by
-            # this instance come back to it (its own publisher loop is sequential).
+            # this instance come back to it (the gateway skips those it is publishing).
             rows = await conn.fetch(
                 """
                 WITH picked AS (

@@ -676,7 +676,8 @@ class SQLiteStore(Store):
 
     # --- outbox ---------------------------------------------------------------------------
 
-    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...]) -> bool:
+    async def _add_outgoing(self, msg: OutboxEntry, audit: tuple[AuditEntry, ...], claim: bool) -> bool:
+        # One process per SQLite file: there is no one to keep a claimed row from.
         at = _ts(msg.created_at)
 
         def run(conn: sqlite3.Connection) -> bool:
