@@ -366,14 +366,19 @@ class Gateway:
         actor: Actor,
         in_reply_to: str | None = None,
         message_id: str | None = None,
+        negotiated: bool = False,
     ) -> Header:
         """Validate, seal and store a message in the outbox; it is published in the background.
 
         The payload (v1 or v2) is sent in the schema version negotiated with the recipient
-        (:meth:`for_recipient`).
+        (:meth:`for_recipient`). ``negotiated``: the payload is already what
+        :meth:`for_recipient` made of it for this recipient (the API's submission path), so it
+        is not validated and converted a second time; sealing still validates it and checks
+        the recipient's directory entry.
         """
         now = self.clock()
-        payload = self.for_recipient(message_type, payload, recipient).payload
+        if not negotiated:
+            payload = self.for_recipient(message_type, payload, recipient).payload
         if (message_type == "referral.request"
                 and payload_version(payload) not in self.directory.schema_versions(recipient)):
             # A v1 referral whose consent does not cover the recipient is left in v1

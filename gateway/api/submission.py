@@ -101,7 +101,8 @@ async def submit(gateway: Gateway, outgoing: Outgoing, *, case_ref: str, actor: 
                  message_id: str | None = None) -> Header:
     """Seal and store the message in the outbox (consent checked and audited by ``Gateway.submit``)."""
     return await gateway.submit(outgoing.message_type, outgoing.payload, recipient=outgoing.recipient,
-                                case_ref=case_ref, actor=actor, message_id=message_id)
+                                case_ref=case_ref, actor=actor, message_id=message_id,
+                                negotiated=True)  # leaving() made it: validated and converted once
 
 
 async def preview(gateway: Gateway, *, recipient: str, local_format: str, record: dict[str, Any],
