@@ -956,10 +956,16 @@ class Gateway:
         # would only meet MessageConflictError below (its id is derived, its bytes differ).
         if look_first and await self.store.get_outgoing(receipt_id) is not None:
             return
-        payload = {"message_id": about.id, "status": status, "status_at": format_ts(at)}
+        payload: dict[str, Any] = {"message_id": about.id, "status": status, "status_at": format_ts(at)}
         try:
+            # Written in the version negotiated with the sender (a v2 receipt only adds the
+            # version member), so submit need not validate and convert it before sealing does.
+            version = self.schema_version_for(about.sender)
+            if version == "2":
+                payload = {"schema_version": version, **payload}
             await self.submit("receipt", payload, recipient=about.sender, case_ref=about.case,
-                              actor=SYSTEM_ACTOR, in_reply_to=about.id, message_id=receipt_id)
+                              actor=SYSTEM_ACTOR, in_reply_to=about.id, message_id=receipt_id,
+                              negotiated=version in ("1", "2"))
         except MessageConflictError:
             pass  # a concurrent redelivery queued the same receipt first
         except StoreError:
