@@ -29,7 +29,7 @@ import structlog
 from gateway.audit import merkle
 from gateway.audit.leaf import leaf_hash
 from gateway.store import rows
-from gateway.store.worker import WorkerThread
+from gateway.store.worker import WorkerThread, settle_all
 from gateway.store.base import (
     INCOMING_STATUSES,
     OUTGOING_STATUSES,
@@ -639,7 +639,7 @@ class SQLiteStore(Store):
                 outcomes.append((future, True, _guarded(where, fn, self._conn, *args)))
             except BaseException as exc:  # noqa: BLE001 - handed to that read's caller
                 outcomes.append((future, False, exc))
-        loop.call_soon_threadsafe(_settle_all, outcomes)
+        loop.call_soon_threadsafe(settle_all, outcomes)
 
     async def _in_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in a write transaction; resolves once it is committed (durable).
@@ -672,7 +672,7 @@ class SQLiteStore(Store):
             error = StoreUnavailableError(f"sqlite store {self._path} unavailable: {type(exc).__name__}")
             outcomes = [(False, error) for _ in jobs]
         # One wake-up of the event loop for the whole batch, not one per write.
-        loop.call_soon_threadsafe(_settle_all, [(future, ok, value) for (_, future), (ok, value) in zip(jobs, outcomes)])
+        loop.call_soon_threadsafe(settle_all, [(future, ok, value) for (_, future), (ok, value) in zip(jobs, outcomes)])
 
     # --- outbox ---------------------------------------------------------------------------
 
@@ -1366,16 +1366,6 @@ class SQLiteStore(Store):
             await self._executor.call(self._conn.close)
         finally:
             self._executor.shutdown()
-
-
-def _settle_all(outcomes: list[tuple["asyncio.Future[Any]", bool, Any]]) -> None:
-    for future, ok, value in outcomes:
-        if future.done():  # the caller was cancelled; the write itself was still committed
-            continue
-        if ok:
-            future.set_result(value)
-        else:
-            future.set_exception(value)
 
 
 def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:

@@ -27,13 +27,15 @@ _Job = tuple[Callable[..., Any], tuple[Any, ...]]
 _DRAIN_SECONDS = 30.0
 
 
-def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
-    if future.done():
-        return  # the caller was cancelled meanwhile
-    if ok:
-        future.set_result(value)
-    else:
-        future.set_exception(value)
+def settle_all(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """Event loop: hand each job's outcome (ok, result or exception) to its caller's future."""
+    for future, ok, value in outcomes:
+        if future.done():  # the caller was cancelled; the job itself still ran (a write still committed)
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def _drain(jobs: queue.SimpleQueue[_Job | None], thread: threading.Thread) -> None:
@@ -65,9 +67,9 @@ class WorkerThread:
             try:
                 result = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                loop.call_soon_threadsafe(_settle, future, False, exc)
+                loop.call_soon_threadsafe(settle_all, [(future, False, exc)])
             else:
-                loop.call_soon_threadsafe(_settle, future, True, result)
+                loop.call_soon_threadsafe(settle_all, [(future, True, result)])
 
         self.submit(job)
         return await future
