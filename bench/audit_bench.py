@@ -53,6 +53,7 @@ from gateway.audit.leaf import leaf_hash  # noqa: E402
 from gateway.audit.log import AuditLog  # noqa: E402
 from gateway.demo_identities import demo_identity  # noqa: E402
 from gateway.store import AuditEntry, open_store  # noqa: E402
+from testkit.pg_schemas import create_schema, drop_schema  # noqa: E402
 
 DETAIL = json.dumps({"type": "referral.request", "recipient": "NG-NAPTIP"}, sort_keys=True)
 
@@ -204,21 +205,6 @@ async def proof_runs(backend: str, url: str, sizes: list[int], args: argparse.Na
     return results
 
 
-async def _pg_schema(url: str, drop: str | None = None) -> str:
-    import asyncpg  # only with --pg-url
-
-    conn = await asyncpg.connect(url)
-    try:
-        if drop:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{drop}" CASCADE')
-            return drop
-        schema = f"audit_bench_{os.getpid()}_{int(time.time())}"
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-        return schema
-    finally:
-        await conn.close()
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -253,12 +239,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         sizes = sorted(int(x) for x in args.sizes.split(",") if x)
         proofs = await proof_runs("sqlite", f"sqlite:///{tmp / 'proofs.db'}", sizes, args) if sizes else []
     if sizes and args.pg_url:
-        schema = await _pg_schema(args.pg_url)
+        schema = await create_schema(args.pg_url, "audit_bench_")
         try:
             sep = "&" if "?" in args.pg_url else "?"
             proofs += await proof_runs("postgresql", f"{args.pg_url}{sep}search_path={schema}", sizes, args)
         finally:
-            await _pg_schema(args.pg_url, drop=schema)
+            await drop_schema(args.pg_url, schema)
     return {
         "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
         "n": args.n, "concurrency": args.concurrency,

@@ -45,6 +45,7 @@ from gateway.logs import configure_logging  # noqa: E402
 from gateway.store import open_store  # noqa: E402
 from testkit.gateway_pair import NIGER, NIGERIA, delete_broker_names, settings_for  # noqa: E402
 from testkit.harness import GatewayProcess, in_process_gateway, submit_referrals  # noqa: E402
+from testkit.pg_schemas import create_schema, drop_schema  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -53,24 +54,6 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-async def _fresh_schema(dsn: str) -> str:
-    schema = f"scaleout_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    return schema
-
-
-async def _drop_schema(dsn: str, schema: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
-    finally:
-        await conn.close()
 
 
 async def _stored(dsn: str, schema: str) -> int:
@@ -98,7 +81,7 @@ async def _queue_referrals(tmp: Path, run_id: str, amqp_url: str, n: int) -> Non
 async def one_count(args: argparse.Namespace, processes: int) -> dict[str, Any]:
     """Referrals/s and CPU of ``processes`` NG processes on one shared store."""
     run_id = uuid.uuid4().hex[:10]
-    schema = await _fresh_schema(args.pg_dsn)
+    schema = await create_schema(args.pg_dsn, "scaleout_")
     store_url = f"{args.pg_dsn}?search_path={schema}"
     with tempfile.TemporaryDirectory(prefix="scaleout-") as tmp_name:
         tmp = Path(tmp_name)
@@ -132,7 +115,7 @@ async def one_count(args: argparse.Namespace, processes: int) -> dict[str, Any]:
             directory = read_directory(settings_for(NIGER, tmp, transport="amqp", amqp_url=args.amqp_url,
                                                     run_id=run_id))
             await delete_broker_names(args.amqp_url, run_id, directory.agencies)
-            await _drop_schema(args.pg_dsn, schema)
+            await drop_schema(args.pg_dsn, schema)
     handled = args.n - first
     return {"processes": processes, "measured_referrals": handled, "seconds": round(seconds, 3),
             "referrals_per_second": round(handled / seconds, 1),

@@ -25,6 +25,7 @@ from gateway.store import (
     open_store,
 )
 from gateway.store.postgres import SCHEMA_VERSION, PostgresStore, map_postgres_error, parse_postgres_url
+from testkit.pg_schemas import create_schema, drop_schema
 
 pytestmark = pytest.mark.postgres
 
@@ -62,31 +63,13 @@ class PostgresHarness:
             await conn.close()
 
 
-async def _create_schema(dsn: str) -> str:
-    schema = f"t_{uuid.uuid4().hex}"
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{schema}"')
-    finally:
-        await conn.close()
-    return schema
-
-
-async def _drop_schema(dsn: str, schema: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    finally:
-        await conn.close()
-
-
 @pytest.fixture
 async def pg(postgres_dsn: str) -> AsyncIterator[PostgresHarness]:
-    schema = await _create_schema(postgres_dsn)
+    schema = await create_schema(postgres_dsn, "t_")
     try:
         yield PostgresHarness(postgres_dsn, schema)
     finally:
-        await _drop_schema(postgres_dsn, schema)
+        await drop_schema(postgres_dsn, schema)
 
 
 class TestPostgresStore(StoreConformance):
