@@ -13,7 +13,8 @@ from typing import AsyncIterator
 import asyncpg
 import pytest
 from tests.support.store_conformance import (
-    T0, StoreConformance, audit, directory_record, idem_answer, idem_claim, incoming, new_id, outgoing,
+    T0, StoreConformance, assert_nodes_match_leaves, audit, directory_record, idem_answer, idem_claim, incoming,
+    new_id, outgoing,
 )
 
 from gateway.store import (
@@ -616,18 +617,6 @@ async def test_complete_idempotency_key_survives_a_claim_released_in_between(
 # --- stored Merkle subtrees: migration 5 and rollbacks ---------------------------------------
 
 
-async def _assert_nodes_match_leaves(store: Store) -> None:
-    from gateway.audit import merkle
-
-    leaves = await store.audit_hashes(1, 100_000)
-    ids = [(level, idx) for level in range(len(leaves).bit_length()) for idx in range(len(leaves) >> level)]
-    nodes = await store.audit_nodes(ids)
-    assert set(nodes) == set(ids)
-    for (level, idx), h in nodes.items():
-        assert h == merkle.root(leaves[idx << level:(idx + 1) << level]), (level, idx)
-    assert await store.audit_nodes([(1, len(leaves) // 2), (0, len(leaves))]) == {}
-
-
 async def test_a_version_4_schema_gets_its_subtrees_on_upgrade_then_proves(pg: PostgresHarness) -> None:
     from gateway.audit import merkle
     from gateway.audit.log import AuditLog
@@ -645,14 +634,14 @@ async def test_a_version_4_schema_gets_its_subtrees_on_upgrade_then_proves(pg: P
 
     store = await pg.open()
     try:
-        await _assert_nodes_match_leaves(store)
+        await assert_nodes_match_leaves(store)
         log = AuditLog(store, demo_identity("NE-ANLTP-TIM"), lambda: T0)
         leaves = await store.audit_hashes(1, 100)
         assert await log.inclusion_proof(17, 45) == (leaves[16], merkle.inclusion_proof(leaves, 16))
         assert await log.consistency_proof(13, 45) == merkle.consistency_proof(leaves, 13)
         for i in range(45, 64):
             await store.append_audit(audit(i, entry_hash=None))
-        await _assert_nodes_match_leaves(store)
+        await assert_nodes_match_leaves(store)
         for sql in ("UPDATE audit_nodes SET hash = hash", "DELETE FROM audit_nodes", "TRUNCATE audit_nodes"):
             with pytest.raises(asyncpg.PostgresError, match="append-only"):
                 await pg.sql(sql)
@@ -678,7 +667,7 @@ async def test_a_rolled_back_append_leaves_no_subtree(pg: PostgresHarness) -> No
         assert await store.audit_nodes([(0, 3), (1, 1), (2, 0)]) == {}
         for i in range(3, 9):
             await store.append_audit(audit(i, entry_hash=None))
-        await _assert_nodes_match_leaves(store)
+        await assert_nodes_match_leaves(store)
     finally:
         await store.close()
 
@@ -687,7 +676,7 @@ async def test_two_processes_appending_keep_the_subtrees_right(two_stores: tuple
     a, b = two_stores
     await asyncio.gather(*((a if i % 2 else b).append_audit(audit(i, entry_hash=None)) for i in range(80)))
     assert await a.audit_size() == 80
-    await _assert_nodes_match_leaves(b)
+    await assert_nodes_match_leaves(b)
 
 
 async def test_a_role_without_the_audit_nodes_grant_is_refused_at_open(pg: PostgresHarness) -> None:

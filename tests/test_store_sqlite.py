@@ -11,7 +11,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.support.store_conformance import T0, StoreConformance, audit, directory_record, incoming, outgoing
+from tests.support.store_conformance import (
+    T0, StoreConformance, assert_nodes_match_leaves, audit, directory_record, incoming, outgoing,
+)
 
 from gateway.errors import GatewayError
 from gateway.store import (
@@ -289,22 +291,6 @@ async def test_version_1_audit_entries_get_leaf_hashes_on_upgrade(tmp_path: Path
 # --- stored Merkle subtrees: migration 6 and rollbacks ---------------------------------------
 
 
-def _complete_subtrees(size: int) -> list[tuple[int, int]]:
-    return [(level, idx) for level in range(size.bit_length()) for idx in range(size >> level)]
-
-
-async def _assert_nodes_match_leaves(store: Store) -> None:
-    from gateway.audit import merkle
-
-    leaves = await store.audit_hashes(1, 100_000)
-    ids = _complete_subtrees(len(leaves))
-    nodes = await store.audit_nodes(ids)
-    assert set(nodes) == set(ids)
-    for (level, idx), h in nodes.items():
-        assert h == merkle.root(leaves[idx << level:(idx + 1) << level]), (level, idx)
-    assert await store.audit_nodes([(1, len(leaves) // 2), (0, len(leaves))]) == {}  # nothing beyond the log
-
-
 async def test_a_version_5_database_gets_its_subtrees_on_upgrade_then_proves(tmp_path: Path) -> None:
     from gateway.audit import merkle
     from gateway.audit.log import AuditLog
@@ -323,14 +309,14 @@ async def test_a_version_5_database_gets_its_subtrees_on_upgrade_then_proves(tmp
 
     store = await open_store(f"sqlite:///{path}")
     try:
-        await _assert_nodes_match_leaves(store)
+        await assert_nodes_match_leaves(store)
         log = AuditLog(store, demo_identity("NE-ANLTP-TIM"), lambda: T0)
         leaves = await store.audit_hashes(1, 100)
         assert await log.inclusion_proof(17, 45) == (leaves[16], merkle.inclusion_proof(leaves, 16))
         assert await log.consistency_proof(13, 45) == merkle.consistency_proof(leaves, 13)
         for i in range(45, 64):  # appends after the backfill complete the trees it started
             await store.append_audit(audit(i, entry_hash=None))
-        await _assert_nodes_match_leaves(store)
+        await assert_nodes_match_leaves(store)
         raw = sqlite3.connect(path)
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             raw.execute("UPDATE audit_nodes SET hash = zeroblob(32)")
@@ -357,7 +343,7 @@ async def test_a_rolled_back_append_leaves_no_subtree(sqlite_store: SQLiteStore)
     assert await sqlite_store.audit_nodes([(0, 3), (1, 1), (2, 0)]) == {}
     for i in range(3, 9):
         await sqlite_store.append_audit(audit(i, entry_hash=None))
-    await _assert_nodes_match_leaves(sqlite_store)
+    await assert_nodes_match_leaves(sqlite_store)
 
 
 def _append_and_die(path: str) -> None:  # a child process killed mid-transaction
@@ -394,6 +380,6 @@ async def test_a_process_killed_mid_append_leaves_no_orphan_subtree(tmp_path: Pa
         assert await store.audit_size() == 7
         assert await store.audit_nodes([(0, 7), (1, 3), (2, 1), (3, 0)]) == {}
         await store.append_audit(audit(8, entry_hash=None))
-        await _assert_nodes_match_leaves(store)
+        await assert_nodes_match_leaves(store)
     finally:
         await store.close()

@@ -108,6 +108,18 @@ def audit(n: int = 0, **overrides: object) -> AuditEntry:
     return AuditEntry(**fields)  # type: ignore[arg-type]
 
 
+async def assert_nodes_match_leaves(store: Store) -> None:
+    """Every complete subtree of the stored audit log is stored, and is the hash of its leaves
+    (the backends' migrations backfill them; appends add them)."""
+    leaves = await store.audit_hashes(1, 100_000)
+    ids = [(level, idx) for level in range(len(leaves).bit_length()) for idx in range(len(leaves) >> level)]
+    nodes = await store.audit_nodes(ids)
+    assert set(nodes) == set(ids)
+    for (level, idx), h in nodes.items():
+        assert h == merkle.root(leaves[idx << level:(idx + 1) << level]), (level, idx)
+    assert await store.audit_nodes([(1, len(leaves) // 2), (0, len(leaves))]) == {}  # nothing beyond the log
+
+
 def data_key(key_id: str, case_ref: str, *, parent: str | None = None, wrapped: bytes = b"wrapped-key") -> DataKey:
     return DataKey(key_id=key_id, case_ref=case_ref, kind="message" if parent else "case",
                    wrapped=wrapped, created_at=T0, parent_key_id=parent)
