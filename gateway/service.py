@@ -134,12 +134,14 @@ FINAL_DECISIONS = ("accepted", "declined")
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (StoreUnavailableError, TransportError)
 
 
-async def _together(*steps: Awaitable[Any]) -> None:
-    """Run independent steps concurrently; once all have ended, raise the first failure."""
+async def _together(*steps: Awaitable[Any]) -> list[Any]:
+    """Run independent steps concurrently; once all have ended, raise the first failure,
+    else return their results in order."""
     outcomes = await asyncio.gather(*steps, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -765,14 +767,8 @@ class Gateway:
             # the move is idempotent (re-run on a redelivery): issued together they share one
             # commit. The receipt was verified, so a copy that loses the race below (or has
             # other content and is quarantined) moved the status no further than it says.
-            stored = False
-
-            async def store_receipt() -> None:
-                nonlocal stored
-                stored = await self._store_received(opened, delivery.body, now)
-
             assert referenced is not None  # _check_reference found it
-            await _together(store_receipt(), self._apply_status(
+            stored, _ = await _together(self._store_received(opened, delivery.body, now), self._apply_status(
                 opened.payload["message_id"], opened.payload["status"], header, record=referenced))
         elif header.type in CONTROL_TYPES:
             stored = await self._store_received(opened, delivery.body, now)
@@ -815,18 +811,17 @@ class Gateway:
         audit = self.entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
                            agency=header.sender)
         blob, key = await self.at_rest.seal_new(header.id, header.case, header.type, envelope, now, plaintext)
+        incoming = IncomingMessage(header.id, header.sender, header.type, header.case, blob, now)
         if key is not None:
             # The message key and the inbox row in one write.
             try:
-                return await self.store.add_incoming(
-                    IncomingMessage(header.id, header.sender, header.type, header.case, blob, now),
-                    audit=audit, data_key=key)
+                return await self.store.add_incoming(incoming, audit=audit, data_key=key)
             except DataKeyExistsError:
                 # An earlier attempt stored a key (or the message itself): seal under that key
                 # (or learn that it was shredded), then store as before.
-                blob = await self.at_rest.seal(header.id, header.case, header.type, envelope, now, plaintext)
-        return await self.store.add_incoming(
-            IncomingMessage(header.id, header.sender, header.type, header.case, blob, now), audit=audit)
+                incoming = dataclasses.replace(incoming, envelope=await self.at_rest.seal(
+                    header.id, header.case, header.type, envelope, now, plaintext))
+        return await self.store.add_incoming(incoming, audit=audit)
 
     def _check_accepts(self, opened: OpenedMessage) -> None:
         # The sender's gateway checks this too; a non-conforming sender must not get data
@@ -912,20 +907,18 @@ class Gateway:
             record = await self.store.get_outgoing(message_id)
         if record is None:
             return  # checked in _check_reference; only a deleted row could get here
-        applied = False
 
-        async def move() -> None:
-            nonlocal applied
+        async def move() -> bool:
             try:
-                applied = await self.store.set_status(message_id, status, self.clock(), audit=entry)
+                return await self.store.set_status(message_id, status, self.clock(), audit=entry)
             except MessageNotFoundError:
-                pass
+                return False
 
         # A signed receipt or answer from the recipient proves the envelope arrived: nothing
         # re-sends it any more, so the sealed body goes (its digest stays). Also on a redelivered
         # receipt, so a crash between the status and the deletion is repaired. The two writes
         # are independent: issued together, they share one commit.
-        await _together(move(), self._delete_body(record, "delivered"))
+        applied, _ = await _together(move(), self._delete_body(record, "delivered"))
         if applied:
             log.info("message.status", message_id=message_id, status=status, via=header.id)
 
