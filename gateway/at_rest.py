@@ -95,6 +95,27 @@ def stored_digest(blob: bytes) -> bytes:
     return blob[5 : 5 + _DIGEST]
 
 
+def _unkeyed_blob(envelope: bytes, plaintext: bytes | None) -> bytes:
+    """A control message's blob: digest and content, no key (nothing personal in it)."""
+    content = envelope if plaintext is None else _frame(envelope, plaintext)
+    return (UNKEYED if plaintext is None else UNKEYED_WITH_PLAINTEXT) + envelope_digest(envelope) + content
+
+
+def _keyed_blob(message_key: bytes, message_id: str, envelope: bytes, plaintext: bytes | None) -> bytes:
+    """A message's blob: digest, then the content encrypted under its message key."""
+    content = envelope if plaintext is None else _frame(envelope, plaintext)
+    prefix = KEYED if plaintext is None else KEYED_WITH_PLAINTEXT
+    return prefix + envelope_digest(envelope) + bytes(Aead(message_key).encrypt(content, message_id.encode("ascii")))
+
+
+def _new_message_key(case_key: "_CaseKey", message_id: str, case_ref: str, at: datetime) -> tuple[bytes, DataKey]:
+    """A fresh message key, and its row wrapped under ``case_key``."""
+    message_key = secrets.token_bytes(Aead.KEY_SIZE)
+    wrapped = bytes(Aead(case_key.key).encrypt(message_key, _key_aad(message_id)))
+    return message_key, DataKey(key_id=message_id, case_ref=case_ref, kind="message", wrapped=wrapped,
+                                created_at=at, parent_key_id=case_key.key_id)
+
+
 class AtRest:
     """Encrypts envelopes for the inbox and opens them again while their keys live."""
 
@@ -113,32 +134,20 @@ class AtRest:
         (None for types kept without one), which the caller stores in the same write as the
         blob (``Store.add_incoming(data_key=)``). If that write finds a key already stored
         (DataKeyExistsError), :meth:`seal` makes the blob under the stored key instead."""
-        digest = envelope_digest(envelope)
-        content = envelope if plaintext is None else _frame(envelope, plaintext)
         if message_type in CONTROL_TYPES:
-            return (UNKEYED if plaintext is None else UNKEYED_WITH_PLAINTEXT) + digest + content, None
-        case_key = await self._case_key(case_ref, at)
-        message_key = secrets.token_bytes(Aead.KEY_SIZE)
-        key = DataKey(key_id=message_id, case_ref=case_ref, kind="message",
-                      wrapped=bytes(Aead(case_key.key).encrypt(message_key, _key_aad(message_id))),
-                      created_at=at, parent_key_id=case_key.key_id)
-        prefix = KEYED if plaintext is None else KEYED_WITH_PLAINTEXT
-        return prefix + digest + bytes(Aead(message_key).encrypt(content, message_id.encode("ascii"))), key
+            return _unkeyed_blob(envelope, plaintext), None
+        message_key, key = _new_message_key(await self._case_key(case_ref, at), message_id, case_ref, at)
+        return _keyed_blob(message_key, message_id, envelope, plaintext), key
 
     async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
                    plaintext: bytes | None = None) -> bytes:
         """The blob to store for ``envelope`` (and its decrypted ``plaintext``, if given);
         creates (or reuses) the case and message keys."""
-        digest = envelope_digest(envelope)
-        content = envelope if plaintext is None else _frame(envelope, plaintext)
         if message_type in CONTROL_TYPES:
-            return (UNKEYED if plaintext is None else UNKEYED_WITH_PLAINTEXT) + digest + content
+            return _unkeyed_blob(envelope, plaintext)
         case_key = await self._case_key(case_ref, at)
-        message_key = secrets.token_bytes(Aead.KEY_SIZE)
-        wrapped = Aead(case_key.key).encrypt(message_key, _key_aad(message_id))
-        stored = await self.store.add_data_key(DataKey(
-            key_id=message_id, case_ref=case_ref, kind="message", wrapped=bytes(wrapped),
-            created_at=at, parent_key_id=case_key.key_id))
+        message_key, key = _new_message_key(case_key, message_id, case_ref, at)
+        stored = await self.store.add_data_key(key)
         if stored.wrapped is None:
             raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
         if stored.parent_key_id != case_key.key_id:
@@ -148,10 +157,9 @@ class AtRest:
                 raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
             raise AtRestError(f"message key {message_id} belongs to another case key")
         # A redelivery reuses the key stored the first time (add_data_key is idempotent).
-        if stored.wrapped != wrapped:
+        if stored.wrapped != key.wrapped:
             message_key = self._unwrap_message_key(stored, case_key.key, message_id)
-        prefix = KEYED if plaintext is None else KEYED_WITH_PLAINTEXT
-        return prefix + digest + bytes(Aead(message_key).encrypt(content, message_id.encode("ascii")))
+        return _keyed_blob(message_key, message_id, envelope, plaintext)
 
     async def open(self, record: InboxRecord) -> StoredEnvelope:
         """The stored envelope of ``record``; PayloadShreddedError if its keys were destroyed."""
