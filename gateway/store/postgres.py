@@ -669,6 +669,16 @@ _AUDIT_NODES = """
 """
 
 
+async def _insert_data_key(conn: Conn, key: DataKey) -> Any:
+    """Insert ``key`` unless its id (or, for a case key, a live key of its case) is taken:
+    the new row, or None."""
+    return await conn.fetchrow(
+        "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING *",
+        key.key_id, key.case_ref, key.kind, key.parent_key_id, key.wrapped, key.created_at,
+    )
+
+
 async def _insert_audit(conn: Conn, entry: AuditEntry) -> int:
     """Append one entry inside the caller's transaction; return its seq."""
     return int(
@@ -1149,11 +1159,7 @@ class PostgresStore(Store):
         async def keyed(conn: Conn) -> bool:
             key = data_key
             assert key is not None
-            if not await conn.fetchval(
-                "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
-                " VALUES ($1, $2, 'message', $3, $4, $5) ON CONFLICT DO NOTHING RETURNING true",
-                key.key_id, key.case_ref, key.parent_key_id, key.wrapped, key.created_at,
-            ):
+            if await _insert_data_key(conn, key) is None:
                 raise DataKeyExistsError(f"data key {key.key_id} is already stored")
             if not await run(conn):  # raising rolls the key back
                 raise DataKeyExistsError(f"message {msg.message_id} is already in the inbox")
@@ -1450,11 +1456,7 @@ class PostgresStore(Store):
                 # No conflict target: a clash on the key id OR on "one live case key per
                 # case" does nothing, after waiting for a concurrent insert to commit; the
                 # next statement (a new snapshot under READ COMMITTED) sees the winner.
-                row = await conn.fetchrow(
-                    "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING *",
-                    key.key_id, key.case_ref, key.kind, key.parent_key_id, key.wrapped, key.created_at,
-                )
+                row = await _insert_data_key(conn, key)
                 if row is not None:
                     return _data_key(row)
                 if key.kind == "case":

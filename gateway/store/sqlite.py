@@ -825,13 +825,7 @@ class SQLiteStore(Store):
 
         def run(conn: sqlite3.Connection) -> bool:
             if data_key is not None:
-                cur = conn.execute(
-                    "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
-                    " VALUES (?, ?, 'message', ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (data_key.key_id, data_key.case_ref, data_key.parent_key_id, data_key.wrapped,
-                     _ts(data_key.created_at)),
-                )
-                if cur.rowcount != 1:
+                if _insert_data_key(conn, data_key) != 1:
                     raise DataKeyExistsError(f"data key {data_key.key_id} is already stored")
             # One statement decides "new or duplicate" under the write lock: atomic across
             # coroutines, threads and processes alike.
@@ -1109,11 +1103,7 @@ class SQLiteStore(Store):
     async def _add_data_key(self, key: DataKey) -> DataKey:
 
         def run(conn: sqlite3.Connection) -> DataKey:
-            conn.execute(
-                "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (key.key_id, key.case_ref, key.kind, key.parent_key_id, key.wrapped, _ts(key.created_at)),
-            )
+            _insert_data_key(conn, key)
             if key.kind == "case":
                 row = conn.execute(
                     "SELECT * FROM data_keys WHERE case_ref = ? AND kind = 'case' AND wrapped IS NOT NULL",
@@ -1366,6 +1356,15 @@ class SQLiteStore(Store):
             await self._executor.call(self._conn.close)
         finally:
             self._executor.shutdown()
+
+
+def _insert_data_key(conn: sqlite3.Connection, key: DataKey) -> int:
+    """Insert ``key`` unless its id (or, for a case key, a live key of its case) is taken: rows inserted."""
+    return conn.execute(
+        "INSERT INTO data_keys (key_id, case_ref, kind, parent_key_id, wrapped, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (key.key_id, key.case_ref, key.kind, key.parent_key_id, key.wrapped, _ts(key.created_at)),
+    ).rowcount
 
 
 def _guarded(where: str, fn: Callable[..., T], *args: Any) -> T:
