@@ -142,4 +142,4 @@ async def test_poison_messages_do_not_delay_a_genuine_referral(tmp_path, run_id,
             assert (detail["verified"], detail["claimed_sender"], entry.agency) == (False, NIGER, None)
         else:
             assert (detail["verified"], entry.agency) == (True, MALI)
-    assert not degraded_after  # the genuine referral succeeded since
+    assert not degraded_after  # a genuine referral succeeded after the last failure
