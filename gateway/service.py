@@ -195,6 +195,9 @@ class Gateway:
         #: Messages whose last attempt failed unexpectedly, and the loop time before which
         #: they are not tried again.
         self._cooling: dict[str, float] = {}
+        #: One set per outbox read in progress: the messages whose publish ended while it
+        #: ran, so that its (older) answer does not start them again.
+        self._ended_during_reads: list[set[str]] = []
         self._transport_ready = asyncio.Event()
         self._stopping = False
         #: Where encryption keys generated ahead come from and where destroyed ones are
@@ -468,10 +471,17 @@ class Gateway:
         # Rows being published, or resting after a failed attempt, are still queued: asked
         # for as well and skipped, so they are neither published twice nor crowd out new ones.
         wanted = room + len(self._publishing) + len(self._cooling)
-        due = await self.store.due_outgoing(horizon, wanted)
+        ended: set[str] = set()
+        self._ended_during_reads.append(ended)
+        try:
+            due = await self.store.due_outgoing(horizon, wanted)
+        finally:
+            self._ended_during_reads.remove(ended)
         room = self.settings.outbox_batch - len(self._publishing)  # submits may have started some meanwhile
-        fresh = [record for record in due
-                 if record.message_id not in self._publishing and record.message_id not in self._cooling][:max(room, 0)]
+        # A row whose publish ended during the read may be answered as still queued (read
+        # before its mark_sent): it was published, and is not published twice.
+        fresh = [record for record in due if record.message_id not in self._publishing
+                 and record.message_id not in self._cooling and record.message_id not in ended][:max(room, 0)]
         return [self._start_publish(record, now) for record in fresh], len(due) == wanted
 
     def _start_publish(self, record: OutboxRecord, now: datetime) -> asyncio.Task[bool]:
@@ -494,6 +504,8 @@ class Gateway:
 
     def _published(self, message_id: str, task: asyncio.Task[bool]) -> None:
         self._publishing.pop(message_id, None)
+        for ended in self._ended_during_reads:
+            ended.add(message_id)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Store unavailable, or a bug: the row stays queued and is tried again, after
             # outbox_poll_seconds (a store that reads but cannot write must not make the

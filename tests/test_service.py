@@ -541,6 +541,36 @@ async def test_a_message_is_published_at_once_while_earlier_ones_await_their_con
         assert sorted(sent) == sorted(submitted)
 
 
+async def test_an_outbox_read_answered_before_a_publish_ended_does_not_publish_it_again(tmp_path) -> None:
+    # The loop reads the due rows while a message submitted just now is being published; that
+    # publish ends (confirm, mark_sent) before the read's answer is used: the answer still
+    # lists the row as queued, and it must not be published a second time.
+    async with gateway_pair(tmp_path) as (ne, ng):
+        started, release = _held_publishes(ne)
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-staleread01", actor=WORKER)
+        await eventually(lambda: asyncio.sleep(0, result=started == [header.id]))
+        real_due = ne.store.due_outgoing
+
+        async def answered_late(*args, **kwargs):
+            due = await real_due(*args, **kwargs)
+            assert header.id in [record.message_id for record in due]  # read while still queued
+            release(header.id)
+
+            async def sent() -> bool:
+                return (await ne.store.get_outgoing(header.id)).status != "queued"
+            await eventually(sent)
+            return due
+
+        ne.store.due_outgoing = answered_late
+        assert await ne.publish_due() == 0
+        ne.store.due_outgoing = real_due
+        await _reaches(ne, header.id, "delivered")
+        await asyncio.sleep(0.2)
+        assert started == [header.id]
+        assert [e.message_id for e in await _audit_of(ne, "message.sent")] == [header.id]
+
+
 async def test_a_message_key_left_by_an_earlier_attempt_is_reused(tmp_path) -> None:
     # Before the key and the inbox row were one write, a crash between them left the key
     # alone; the message must then be stored under that key, not fail or get a second one.
