@@ -129,15 +129,22 @@ class AtRest:
         self.reload_keys = reload_keys
 
     async def seal_new(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
-                       plaintext: bytes | None = None) -> tuple[bytes, DataKey | None]:
-        """The blob to store for a message seen for the first time, and its new message key
-        (None for types kept without one), which the caller stores in the same write as the
-        blob (``Store.add_incoming(data_key=)``). If that write finds a key already stored
-        (DataKeyExistsError), :meth:`seal` makes the blob under the stored key instead."""
+                       plaintext: bytes | None = None) -> tuple[bytes, DataKey | None, DataKey | None]:
+        """The blob to store for a message seen for the first time, its new message key
+        (None for types kept without one) and, for a case with no live case key, the new
+        case key (else None): the caller stores the keys in the same write as the blob
+        (``Store.add_incoming(data_key=, case_key=)``). If that write finds a key already
+        stored (DataKeyExistsError), :meth:`seal` makes the blob under the stored keys instead."""
         if message_type in CONTROL_TYPES:
-            return _unkeyed_blob(envelope, plaintext), None
-        message_key, key = _new_message_key(await self._case_key(case_ref, at), message_id, case_ref, at)
-        return _keyed_blob(message_key, message_id, envelope, plaintext), key
+            return _unkeyed_blob(envelope, plaintext), None, None
+        live = await self.store.live_case_key(case_ref)
+        if live is None:
+            # Not stored here: the message's write stores it, so a new case costs one write.
+            case_key, new_case_key = self._new_case_key(case_ref, at)
+        else:
+            case_key, new_case_key = _CaseKey(live.key_id, await self._unwrap_case_key(live)), None
+        message_key, key = _new_message_key(case_key, message_id, case_ref, at)
+        return _keyed_blob(message_key, message_id, envelope, plaintext), key, new_case_key
 
     async def seal(self, message_id: str, case_ref: str, message_type: str, envelope: bytes, at: datetime,
                    plaintext: bytes | None = None) -> bytes:
@@ -221,15 +228,20 @@ class AtRest:
     async def _case_key(self, case_ref: str, at: datetime) -> "_CaseKey":
         live = await self.store.live_case_key(case_ref)
         if live is None:
-            fresh = secrets.token_bytes(Aead.KEY_SIZE)
-            kid, public = self._wrapping_key()
-            wrapped = kid.encode("ascii") + SealedBox(public).encrypt(fresh)
-            live = await self.store.add_data_key(DataKey(
-                key_id=f"case-{uuid.uuid4()}", case_ref=case_ref, kind="case", wrapped=wrapped, created_at=at))
-            if live.wrapped == wrapped:
+            fresh, row = self._new_case_key(case_ref, at)
+            live = await self.store.add_data_key(row)
+            if live.wrapped == row.wrapped:
                 # Ours was stored (no concurrent writer won): no need to unwrap what we just wrapped.
-                return _CaseKey(live.key_id, fresh)
+                return fresh
         return _CaseKey(live.key_id, await self._unwrap_case_key(live))
+
+    def _new_case_key(self, case_ref: str, at: datetime) -> tuple["_CaseKey", DataKey]:
+        """A fresh case key, and its row wrapped under our encryption key valid now (not stored)."""
+        fresh = secrets.token_bytes(Aead.KEY_SIZE)
+        kid, public = self._wrapping_key()
+        row = DataKey(key_id=f"case-{uuid.uuid4()}", case_ref=case_ref, kind="case",
+                      wrapped=kid.encode("ascii") + SealedBox(public).encrypt(fresh), created_at=at)
+        return _CaseKey(row.key_id, fresh), row
 
     def _wrapping_key(self) -> tuple[str, PublicKey]:
         # The key valid now wraps new case keys, not one generated ahead: every process of

@@ -822,15 +822,17 @@ class Gateway:
         plaintext = opened.payload_signature + opened.payload_bytes
         audit = self.entry("message.received", SYSTEM_ACTOR, header, {"type": header.type, "sender": header.sender},
                            agency=header.sender)
-        blob, key = await self.at_rest.seal_new(header.id, header.case, header.type, envelope, now, plaintext)
+        blob, key, case_key = await self.at_rest.seal_new(header.id, header.case, header.type, envelope, now,
+                                                          plaintext)
         incoming = IncomingMessage(header.id, header.sender, header.type, header.case, blob, now)
         if key is not None:
-            # The message key and the inbox row in one write.
+            # The message key (and a new case's key) and the inbox row in one write.
             try:
-                return await self.store.add_incoming(incoming, audit=audit, data_key=key)
+                return await self.store.add_incoming(incoming, audit=audit, data_key=key, case_key=case_key)
             except DataKeyExistsError:
-                # An earlier attempt stored a key (or the message itself): seal under that key
-                # (or learn that it was shredded), then store as before.
+                # An earlier attempt stored a key (or the message itself), or another process
+                # of the agency gave the case its key first: seal under the stored keys (or
+                # learn that the message was shredded), then store as before.
                 incoming = dataclasses.replace(incoming, envelope=await self.at_rest.seal(
                     header.id, header.case, header.type, envelope, now, plaintext))
         return await self.store.add_incoming(incoming, audit=audit)

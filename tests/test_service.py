@@ -590,6 +590,45 @@ async def test_a_message_key_left_by_an_earlier_attempt_is_reused(tmp_path) -> N
         assert [e.message_id for e in await _audit_of(ng, "message.received")] == [header.id]
 
 
+async def test_a_new_case_gets_its_key_in_the_messages_write_and_yields_to_a_key_made_meanwhile(tmp_path) -> None:
+    async with gateway_pair(tmp_path) as (ne, ng):
+        writes: list[str] = []
+        real_add_data_key, real_add_incoming = ng.store.add_data_key, ng.store.add_incoming
+
+        async def add_data_key(key):
+            writes.append(f"key:{key.kind}")
+            return await real_add_data_key(key)
+
+        async def add_incoming(msg, **kwargs):
+            writes.append("inbox+case" if kwargs.get("case_key") else "inbox")
+            return await real_add_incoming(msg, **kwargs)
+
+        ng.store.add_data_key, ng.store.add_incoming = add_data_key, add_incoming
+        first, second = "ne-ng-onewrite01", "ne-ng-onewrite02"
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref=first, actor=WORKER)
+        await _reaches(ne, header.id, "delivered")
+        assert writes == ["inbox+case"]  # no separate case-key write
+        live = await ng.store.live_case_key(first)
+        assert (await ng.store.get_data_key(header.id)).parent_key_id == live.key_id
+
+        # Another process of NG gives the second case its key between the look-up and the write.
+        async def raced(msg, **kwargs):
+            if kwargs.get("case_key") is not None:
+                await real_add_data_key(dataclasses.replace(kwargs["case_key"], key_id="case-other-process"))
+            return await add_incoming(msg, **kwargs)
+
+        ng.store.add_incoming, writes[:] = raced, []
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref=second, actor=WORKER)
+        await _reaches(ne, header.id, "delivered")
+        assert writes == ["inbox+case", "key:message", "inbox"]  # refused whole, then under the winner's key
+        assert (await ng.store.live_case_key(second)).key_id == "case-other-process"
+        assert (await ng.store.get_data_key(header.id)).parent_key_id == "case-other-process"
+        opened = await ng.read_incoming(header.id, actor=OFFICER, purpose="safety_assessment")
+        assert opened.header.case == second
+
+
 async def test_a_store_that_reads_but_cannot_write_does_not_make_the_outbox_republish_in_a_loop(tmp_path) -> None:
     # The confirm arrives but mark_sent fails (disk full: reads work, writes do not), with more
     # due than outbox_batch: each message is tried again after outbox_poll_seconds, not at once.

@@ -697,7 +697,8 @@ class Store(ABC):
     # --- inbox ----------------------------------------------------------------------------
 
     async def add_incoming(
-        self, msg: IncomingMessage, *, audit: AuditEntry | None = None, data_key: DataKey | None = None
+        self, msg: IncomingMessage, *, audit: AuditEntry | None = None, data_key: DataKey | None = None,
+        case_key: DataKey | None = None,
     ) -> bool:
         """Store ``msg`` unless its id is already in the inbox. True if stored now, False if
         the id was already there (the first copy wins; it is never overwritten). Atomic:
@@ -707,7 +708,12 @@ class Store(ABC):
         ``data_key``: the message's own new key (kind ``message``, ``key_id`` the message
         id), stored in the same transaction (one write instead of :meth:`add_data_key` and
         then this). If a key with that id is stored already, or the id is already in the
-        inbox, nothing is written and DataKeyExistsError is raised."""
+        inbox, nothing is written and DataKeyExistsError is raised.
+
+        ``case_key`` (with ``data_key`` only): the case's new case key, the message key's
+        parent, stored first in the same transaction (a new case's first message: one write
+        instead of three). If the case has a live case key already (another writer's), or
+        that key id is taken, nothing is written and DataKeyExistsError is raised."""
         _require_instance("msg", msg, IncomingMessage)
         _require_entry("audit", audit, optional=True)
         if data_key is not None:
@@ -716,7 +722,13 @@ class Store(ABC):
                     or data_key.case_ref != msg.case_ref or not data_key.parent_key_id):
                 raise StoreArgumentError("data_key must be the message's own new key: kind 'message', key_id the "
                                          "message id, the message's case, a parent case key and a wrapped key")
-        return await self._add_incoming(msg, audit, data_key)
+        if case_key is not None:
+            _require_instance("case_key", case_key, DataKey)
+            if (data_key is None or case_key.kind != "case" or case_key.key_id != data_key.parent_key_id
+                    or case_key.case_ref != msg.case_ref or case_key.wrapped is None or case_key.parent_key_id):
+                raise StoreArgumentError("case_key must be the new case key data_key is wrapped under: kind 'case', "
+                                         "key_id data_key's parent, the message's case, a wrapped key, no parent")
+        return await self._add_incoming(msg, audit, data_key, case_key)
 
     async def list_incoming(
         self, limit: int, offset: int = 0, status: IncomingStatus | None = None
@@ -1066,7 +1078,8 @@ class Store(ABC):
     async def _list_outgoing_for_case(self, case_ref: str) -> list[OutboxRecord]: ...
 
     @abstractmethod
-    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None) -> bool: ...
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None,
+                            case_key: DataKey | None) -> bool: ...
 
     @abstractmethod
     async def _list_incoming(self, limit: int, offset: int, status: str | None) -> list[InboxRecord]: ...

@@ -1136,7 +1136,8 @@ class PostgresStore(Store):
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None) -> bool:
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None,
+                            case_key: DataKey | None) -> bool:
         at = msg.received_at
 
         args: list[Any] = [msg.message_id, msg.sender, msg.message_type, msg.case_ref, msg.envelope, at]
@@ -1159,6 +1160,10 @@ class PostgresStore(Store):
         async def keyed(conn: Conn) -> bool:
             key = data_key
             assert key is not None
+            # A concurrent writer's live case key (any process) makes the insert wait for its
+            # commit, then do nothing: the caller then seals under that key.
+            if case_key is not None and await _insert_data_key(conn, case_key) is None:
+                raise DataKeyExistsError(f"case {case_key.case_ref} has a live case key, or {case_key.key_id} is taken")
             if await _insert_data_key(conn, key) is None:
                 raise DataKeyExistsError(f"data key {key.key_id} is already stored")
             if not await run(conn):  # raising rolls the key back

@@ -820,10 +820,13 @@ class SQLiteStore(Store):
 
     # --- inbox ----------------------------------------------------------------------------
 
-    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None) -> bool:
+    async def _add_incoming(self, msg: IncomingMessage, audit: AuditEntry | None, data_key: DataKey | None,
+                            case_key: DataKey | None) -> bool:
         at = _ts(msg.received_at)
 
         def run(conn: sqlite3.Connection) -> bool:
+            if case_key is not None and _insert_data_key(conn, case_key) != 1:
+                raise DataKeyExistsError(f"case {case_key.case_ref} has a live case key, or {case_key.key_id} is taken")
             if data_key is not None:
                 if _insert_data_key(conn, data_key) != 1:
                     raise DataKeyExistsError(f"data key {data_key.key_id} is already stored")
@@ -835,7 +838,7 @@ class SQLiteStore(Store):
                 (msg.message_id, msg.sender, msg.message_type, msg.case_ref, msg.envelope, at, at),
             )
             if cur.rowcount != 1:
-                if data_key is not None:  # the job's savepoint undoes the key too
+                if data_key is not None:  # the job's savepoint undoes the keys too
                     raise DataKeyExistsError(f"message {msg.message_id} is already in the inbox")
                 return False
             conn.execute("INSERT INTO message_events (inbox_id, status, at) VALUES (?, 'received', ?)", (msg.message_id, at))

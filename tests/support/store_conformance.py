@@ -743,6 +743,41 @@ class StoreConformance:
             await store.add_incoming(taken, data_key=data_key(taken.message_id, taken.case_ref, parent=case.key_id))
         assert await store.get_data_key(taken.message_id) is None
 
+    async def test_add_incoming_stores_a_new_cases_key_in_the_same_write(self, store: Store) -> None:
+        msg = incoming()
+        case = data_key("case-key-new", msg.case_ref, wrapped=b"case-w")
+        key = data_key(msg.message_id, msg.case_ref, parent=case.key_id, wrapped=b"msg-w")
+        assert await store.add_incoming(msg, audit=audit(1, message_id=msg.message_id), data_key=key, case_key=case)
+        live = await store.live_case_key(msg.case_ref)
+        assert live is not None and (live.key_id, live.wrapped) == ("case-key-new", b"case-w")
+        assert (await store.get_data_key(msg.message_id)).parent_key_id == "case-key-new"
+        assert await store.get_incoming(msg.message_id) is not None
+
+        # Another writer gave the case its key first: nothing of this write is kept.
+        other = incoming()
+        late = data_key("case-key-late", other.case_ref, wrapped=b"late")
+        with pytest.raises(DataKeyExistsError):
+            await store.add_incoming(other, audit=audit(2), data_key=data_key(other.message_id, other.case_ref,
+                                                                              parent=late.key_id), case_key=late)
+        assert await store.get_incoming(other.message_id) is None
+        assert await store.get_data_key(other.message_id) is None
+        assert await store.get_data_key("case-key-late") is None
+        assert (await store.live_case_key(msg.case_ref)).key_id == "case-key-new"
+        assert [r.detail_json for r in await store.read_audit(1, 10)] == ['{"n":1}']
+
+    async def test_add_incoming_refuses_a_case_key_that_is_not_the_message_keys_parent(self, store: Store) -> None:
+        msg = incoming()
+        case = data_key("case-key-p", msg.case_ref)
+        key = data_key(msg.message_id, msg.case_ref, parent=case.key_id)
+        for data, wrong in ((None, case),  # no message key to be the parent of
+                            (key, data_key("case-key-q", msg.case_ref)),  # not the message key's parent
+                            (key, data_key("case-key-p", "case-other")),  # another case
+                            (key, key)):  # a message key
+            with pytest.raises(StoreArgumentError):
+                await store.add_incoming(msg, data_key=data, case_key=wrong)
+        assert await store.get_incoming(msg.message_id) is None
+        assert await store.live_case_key(msg.case_ref) is None
+
     async def test_add_incoming_refuses_a_key_that_is_not_the_messages_own(self, store: Store) -> None:
         msg = incoming()
         for wrong in (data_key(msg.message_id, msg.case_ref),  # a case key
