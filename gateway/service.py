@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import dataclasses
 import json
 from dataclasses import dataclass, field
@@ -197,7 +198,8 @@ class Gateway:
         self._cooling: dict[str, float] = {}
         #: One set per outbox read in progress: the messages whose publish ended while it
         #: ran, so that its (older) answer does not start them again.
-        self._ended_during_reads: list[set[str]] = []
+        self._ended_during_reads: dict[int, set[str]] = {}
+        self._read_tokens = itertools.count()
         self._transport_ready = asyncio.Event()
         self._stopping = False
         #: Where encryption keys generated ahead come from and where destroyed ones are
@@ -472,11 +474,12 @@ class Gateway:
         # for as well and skipped, so they are neither published twice nor crowd out new ones.
         wanted = room + len(self._publishing) + len(self._cooling)
         ended: set[str] = set()
-        self._ended_during_reads.append(ended)
+        token = next(self._read_tokens)
+        self._ended_during_reads[token] = ended
         try:
             due = await self.store.due_outgoing(horizon, wanted)
         finally:
-            self._ended_during_reads.remove(ended)
+            del self._ended_during_reads[token]
         room = self.settings.outbox_batch - len(self._publishing)  # submits may have started some meanwhile
         # A row whose publish ended during the read may be answered as still queued (read
         # before its mark_sent): it was published, and is not published twice.
@@ -504,7 +507,7 @@ class Gateway:
 
     def _published(self, message_id: str, task: asyncio.Task[bool]) -> None:
         self._publishing.pop(message_id, None)
-        for ended in self._ended_during_reads:
+        for ended in self._ended_during_reads.values():
             ended.add(message_id)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # Store unavailable, or a bug: the row stays queued and is tried again, after

@@ -590,6 +590,45 @@ async def test_a_message_key_left_by_an_earlier_attempt_is_reused(tmp_path) -> N
         assert [e.message_id for e in await _audit_of(ng, "message.received")] == [header.id]
 
 
+async def test_overlapping_outbox_reads_each_skip_the_publishes_that_ended_during_them(tmp_path) -> None:
+    # publish_due() may read while the loop reads too: each read keeps its own record of the
+    # publishes that ended meanwhile, and none is left behind once both are answered.
+    async with gateway_pair(tmp_path) as (ne, ng):
+        started, release = _held_publishes(ne)
+        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                                 case_ref="ne-ng-overlap001", actor=WORKER)
+        await eventually(lambda: asyncio.sleep(0, result=started == [header.id]))
+        real_due = ne.store.due_outgoing
+        gates = [asyncio.Event(), asyncio.Event()]
+        calls = 0
+
+        async def held(*args, **kwargs):
+            nonlocal calls
+            gate = gates[min(calls, 1)]
+            calls += 1
+            due = await real_due(*args, **kwargs)
+            await gate.wait()
+            return due
+
+        ne.store.due_outgoing = held
+        first = asyncio.create_task(ne.publish_due())
+        second = asyncio.create_task(ne.publish_due())
+        await eventually(lambda: asyncio.sleep(0, result=calls >= 2))
+        gates[1].set()  # the later read is answered first, while the publish is still held
+        assert await asyncio.wait_for(second, 5) == 0
+        release(header.id)
+
+        async def sent() -> bool:
+            return (await ne.store.get_outgoing(header.id)).status != "queued"
+        await eventually(sent)
+        gates[0].set()  # the earlier read's answer still lists the row as queued
+        assert await asyncio.wait_for(first, 5) == 0
+        ne.store.due_outgoing = real_due
+        assert not ne._ended_during_reads
+        await _reaches(ne, header.id, "delivered")
+        assert started == [header.id]
+
+
 async def test_a_new_case_gets_its_key_in_the_messages_write_and_yields_to_a_key_made_meanwhile(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
         writes: list[str] = []

@@ -43,8 +43,9 @@ class MessageConflictError(StoreError):
 
 class DataKeyExistsError(StoreError):
     """``add_incoming(..., data_key=)``: a key with that id is already stored (an earlier
-    attempt at the message made one), or the message is already in the inbox. Nothing was
-    written: the caller seals the message under the stored key instead (gateway/at_rest.py)."""
+    attempt at the message made one), or the message is already in the inbox, or
+    (``case_key=``) the case has a live case key already (another process made it). Nothing
+    was written: the caller seals the message under the stored keys instead (gateway/at_rest.py)."""
 
     code = "data_key_exists"
 
