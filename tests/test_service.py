@@ -14,7 +14,7 @@ from gateway import errors
 from gateway.envelope import seal
 from gateway.schema import load_example
 from gateway.schema_versions import upgrade_to_v2
-from gateway.service import Actor, ConflictError, InvalidPurposeError, NotFoundError, derived_message_id
+from gateway.service import Actor, ConflictError, Gateway, InvalidPurposeError, NotFoundError, derived_message_id
 from gateway.store import StoreUnavailableError, Withdrawal
 from gateway.transport import Delivery, Disposition
 from gateway.transport.memory import _Message
@@ -541,25 +541,34 @@ async def test_a_message_is_published_at_once_while_earlier_ones_await_their_con
         assert sorted(sent) == sorted(submitted)
 
 
+async def _one_publish_held(ne: Gateway, case: str):
+    """A referral submitted and being published, its broker confirm held: (started, release, header)."""
+    started, release = _held_publishes(ne)
+    header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                             case_ref=case, actor=WORKER)
+    await eventually(lambda: asyncio.sleep(0, result=started == [header.id]))
+    return started, release, header
+
+
+async def _left_the_queue(gateway: Gateway, message_id: str) -> None:
+    async def moved() -> bool:
+        return (await gateway.store.get_outgoing(message_id)).status != "queued"
+    await eventually(moved)
+
+
 async def test_an_outbox_read_answered_before_a_publish_ended_does_not_publish_it_again(tmp_path) -> None:
     # The loop reads the due rows while a message submitted just now is being published; that
     # publish ends (confirm, mark_sent) before the read's answer is used: the answer still
     # lists the row as queued, and it must not be published a second time.
     async with gateway_pair(tmp_path) as (ne, ng):
-        started, release = _held_publishes(ne)
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-staleread01", actor=WORKER)
-        await eventually(lambda: asyncio.sleep(0, result=started == [header.id]))
+        started, release, header = await _one_publish_held(ne, "ne-ng-staleread01")
         real_due = ne.store.due_outgoing
 
         async def answered_late(*args, **kwargs):
             due = await real_due(*args, **kwargs)
             assert header.id in [record.message_id for record in due]  # read while still queued
             release(header.id)
-
-            async def sent() -> bool:
-                return (await ne.store.get_outgoing(header.id)).status != "queued"
-            await eventually(sent)
+            await _left_the_queue(ne, header.id)
             return due
 
         ne.store.due_outgoing = answered_late
@@ -594,10 +603,7 @@ async def test_overlapping_outbox_reads_each_skip_the_publishes_that_ended_durin
     # publish_due() may read while the loop reads too: each read keeps its own record of the
     # publishes that ended meanwhile, and none is left behind once both are answered.
     async with gateway_pair(tmp_path) as (ne, ng):
-        started, release = _held_publishes(ne)
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-overlap001", actor=WORKER)
-        await eventually(lambda: asyncio.sleep(0, result=started == [header.id]))
+        started, release, header = await _one_publish_held(ne, "ne-ng-overlap001")
         real_due = ne.store.due_outgoing
         gates = [asyncio.Event(), asyncio.Event()]
         calls = 0
@@ -617,10 +623,7 @@ async def test_overlapping_outbox_reads_each_skip_the_publishes_that_ended_durin
         gates[1].set()  # the later read is answered first, while the publish is still held
         assert await asyncio.wait_for(second, 5) == 0
         release(header.id)
-
-        async def sent() -> bool:
-            return (await ne.store.get_outgoing(header.id)).status != "queued"
-        await eventually(sent)
+        await _left_the_queue(ne, header.id)
         gates[0].set()  # the earlier read's answer still lists the row as queued
         assert await asyncio.wait_for(first, 5) == 0
         ne.store.due_outgoing = real_due
