@@ -152,6 +152,11 @@ class AtRest:
         creates (or reuses) the case and message keys."""
         if message_type in CONTROL_TYPES:
             return _unkeyed_blob(envelope, plaintext)
+        left = await self.store.get_data_key(message_id)
+        if left is not None:
+            # An earlier attempt stored this message's key: seal under it, or learn that a
+            # withdrawal shredded it, without making a case key for a case withdrawn since.
+            return _keyed_blob(await self._left_message_key(left, case_ref), message_id, envelope, plaintext)
         case_key = await self._case_key(case_ref, at)
         message_key, key = _new_message_key(case_key, message_id, case_ref, at)
         stored = await self.store.add_data_key(key)
@@ -167,6 +172,21 @@ class AtRest:
         if stored.wrapped != key.wrapped:
             message_key = self._unwrap_message_key(stored, case_key.key, message_id)
         return _keyed_blob(message_key, message_id, envelope, plaintext)
+
+    async def _left_message_key(self, key: DataKey, case_ref: str) -> bytes:
+        """The message key an earlier attempt stored, unwrapped; PayloadShreddedError if it
+        or its case key was destroyed since."""
+        message_id = key.key_id
+        if key.kind != "message" or key.case_ref != case_ref:
+            raise AtRestError(f"data key {message_id} is not a message key of this case")
+        if key.wrapped is None:
+            raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
+        parent = await self.store.get_data_key(key.parent_key_id or "")
+        if parent is None or parent.kind != "case" or parent.case_ref != case_ref:
+            raise AtRestError(f"message key {message_id} has no case key of its case")
+        if parent.wrapped is None:
+            raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
+        return self._unwrap_message_key(key, await self._unwrap_case_key(parent), message_id)
 
     async def open(self, record: InboxRecord) -> StoredEnvelope:
         """The stored envelope of ``record``; PayloadShreddedError if its keys were destroyed."""

@@ -671,6 +671,25 @@ async def test_a_new_case_gets_its_key_in_the_messages_write_and_yields_to_a_key
         assert opened.header.case == second
 
 
+async def test_a_key_left_under_a_case_key_destroyed_since_drops_the_message_and_makes_no_case_key(tmp_path) -> None:
+    # A crash left the message's key; a withdrawal then destroyed its case key. The redelivery
+    # is dropped (payload_shredded), and no new case key is made for the withdrawn case.
+    async with gateway_pair(tmp_path) as (ne, ng):
+        case = "ne-ng-leftshred01"
+        header, envelope = seal(load_example("referral.request"), message_type="referral.request",
+                                sender=ne.identity, recipient=NIGERIA, directory=ne.directory, case_ref=case,
+                                now=ne.clock())
+        await ng.at_rest.seal(header.id, case, header.type, envelope, ng.clock())  # writes the keys only
+        case_key = await ng.store.live_case_key(case)
+        assert await ng.store.shred_data_keys([case_key.key_id], "consent_withdrawn", ng.clock()) == [case_key.key_id]
+        disposition = await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
+        assert disposition == Disposition.ACK
+        assert await ng.store.get_incoming(header.id) is None
+        assert await ng.store.live_case_key(case) is None
+        dropped = await _audit_of(ng, "message.dropped")
+        assert [(e.message_id, json.loads(e.detail_json)["reason"]) for e in dropped] == [(header.id, "payload_shredded")]
+
+
 async def test_a_store_that_reads_but_cannot_write_does_not_make_the_outbox_republish_in_a_loop(tmp_path) -> None:
     # The confirm arrives but mark_sent fails (disk full: reads work, writes do not), with more
     # due than outbox_batch: each message is tried again after outbox_poll_seconds, not at once.
