@@ -580,15 +580,20 @@ async def test_an_outbox_read_answered_before_a_publish_ended_does_not_publish_i
         assert [e.message_id for e in await _audit_of(ne, "message.sent")] == [header.id]
 
 
+async def _keys_left_by_an_earlier_attempt(ne: Gateway, ng: Gateway, case: str):
+    """A referral sealed by NE, and NG's case and message keys for it stored without the message."""
+    header, envelope = seal(load_example("referral.request"), message_type="referral.request",
+                            sender=ne.identity, recipient=NIGERIA, directory=ne.directory, case_ref=case,
+                            now=ne.clock())
+    await ng.at_rest.seal(header.id, case, header.type, envelope, ng.clock())  # writes the keys only
+    return header, envelope
+
+
 async def test_a_message_key_left_by_an_earlier_attempt_is_reused(tmp_path) -> None:
     # Before the key and the inbox row were one write, a crash between them left the key
     # alone; the message must then be stored under that key, not fail or get a second one.
     async with gateway_pair(tmp_path) as (ne, ng):
-        case = "ne-ng-leftkey0001"
-        header, envelope = seal(load_example("referral.request"), message_type="referral.request",
-                                sender=ne.identity, recipient=NIGERIA, directory=ne.directory, case_ref=case,
-                                now=ne.clock())
-        await ng.at_rest.seal(header.id, case, header.type, envelope, ng.clock())  # writes the keys only
+        header, envelope = await _keys_left_by_an_earlier_attempt(ne, ng, "ne-ng-leftkey0001")
         left = await ng.store.get_data_key(header.id)
         assert left is not None and await ng.store.get_incoming(header.id) is None
         disposition = await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
@@ -676,10 +681,7 @@ async def test_a_key_left_under_a_case_key_destroyed_since_drops_the_message_and
     # is dropped (payload_shredded), and no new case key is made for the withdrawn case.
     async with gateway_pair(tmp_path) as (ne, ng):
         case = "ne-ng-leftshred01"
-        header, envelope = seal(load_example("referral.request"), message_type="referral.request",
-                                sender=ne.identity, recipient=NIGERIA, directory=ne.directory, case_ref=case,
-                                now=ne.clock())
-        await ng.at_rest.seal(header.id, case, header.type, envelope, ng.clock())  # writes the keys only
+        header, envelope = await _keys_left_by_an_earlier_attempt(ne, ng, case)
         case_key = await ng.store.live_case_key(case)
         assert await ng.store.shred_data_keys([case_key.key_id], "consent_withdrawn", ng.clock()) == [case_key.key_id]
         disposition = await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, envelope, {}, False))
