@@ -160,17 +160,10 @@ class AtRest:
         case_key = await self._case_key(case_ref, at)
         message_key, key = _new_message_key(case_key, message_id, case_ref, at)
         stored = await self.store.add_data_key(key)
-        if stored.wrapped is None:
-            raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
-        if stored.parent_key_id != case_key.key_id:
-            # Made before a crash, under a case key destroyed since (a withdrawal covered it).
-            parent = await self.store.get_data_key(stored.parent_key_id or "")
-            if parent is None or parent.wrapped is None:
-                raise PayloadShreddedError(f"message {message_id} was shredded before it was stored")
-            raise AtRestError(f"message key {message_id} belongs to another case key")
-        # A redelivery reuses the key stored the first time (add_data_key is idempotent).
         if stored.wrapped != key.wrapped:
-            message_key = self._unwrap_message_key(stored, case_key.key, message_id)
+            # A concurrent attempt stored the message's key between the look and this write
+            # (add_data_key keeps the first): the same as a key left before.
+            return _keyed_blob(await self._left_message_key(stored, case_ref), message_id, envelope, plaintext)
         return _keyed_blob(message_key, message_id, envelope, plaintext)
 
     async def _left_message_key(self, key: DataKey, case_ref: str) -> bytes:
