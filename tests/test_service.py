@@ -42,10 +42,15 @@ async def _inbox_not_empty(gw):
     await eventually(not_empty)
 
 
+async def _refer(ne: Gateway, case: str):
+    """NE's example referral for ``case``, submitted to NG: its header."""
+    return await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
+                           case_ref=case, actor=WORKER)
+
+
 async def test_referral_round_trip_with_receipts_and_acceptance(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase01", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase01")
         assert await _status(ne, header.id) in {"queued", "sent", "delivered"}
 
         await _reaches(ne, header.id, "delivered")
@@ -69,8 +74,7 @@ async def test_referral_round_trip_with_receipts_and_acceptance(tmp_path) -> Non
 
 async def test_redelivered_message_is_delivered_once(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase02", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase02")
 
         await _reaches(ne, header.id, "delivered")
         # The sender deleted its sealed copy once the receipt arrived; the broker's copy is
@@ -86,8 +90,7 @@ async def test_redelivered_message_is_delivered_once(tmp_path) -> None:
 
 async def test_tampered_delivery_is_quarantined_and_audited(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase03", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase03")
         record = await ne.store.get_outgoing(header.id)
         doc = json.loads(record.envelope)
         doc["header"]["case"] = "ne-ng-othercase0003"
@@ -120,8 +123,7 @@ async def test_read_and_respond_errors(tmp_path) -> None:
             await ng.read_incoming("5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4", actor=OFFICER, purpose="looking")
         with pytest.raises(NotFoundError):
             await ng.respond("5b0f8c1e-2d3a-4b5c-9d6e-7f8091a2b3c4", {"decision": "accepted"}, actor=OFFICER)
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase05", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase05")
 
         await _inbox_not_empty(ne)
         receipt = (await ne.list_inbox())[0]
@@ -153,8 +155,7 @@ async def test_control_types_are_implied_whatever_the_entry_lists(tmp_path) -> N
     async with gateway_pair(tmp_path) as (ne, ng):
         # An entry that forgot receipts (as copying an old docs/keys.md example did) still takes them.
         ng.directory = _without(ng.directory, NIGER, message_type="receipt")
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase06", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase06")
         await _reaches(ne, header.id, "delivered")
         assert not await _audited(ng, "receipt.failed")
 
@@ -163,8 +164,7 @@ async def test_a_receipt_that_cannot_be_sealed_is_retried_once_the_directory_all
     async with gateway_pair(tmp_path) as (ne, ng):
         good = ng.directory
         ng.directory = _without_encryption_keys(good, NIGER)  # NG cannot seal anything to NE
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase16", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase16")
 
         await _inbox_not_empty(ng)
         await eventually(lambda: _audited(ng, "receipt.failed"))
@@ -184,8 +184,7 @@ async def _audited(gw, event):
 
 async def test_same_id_with_other_content_is_quarantined_not_acked_as_duplicate(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase07", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase07")
 
         await _reaches(ne, header.id, "delivered")
         other = await ne.submit("case.followup", load_example("case.followup"), recipient=NIGERIA,
@@ -201,8 +200,7 @@ async def test_same_id_with_other_content_is_quarantined_not_acked_as_duplicate(
 async def test_receiver_refuses_purposes_its_directory_entry_does_not_accept(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
         ng.directory = _without(ng.directory, NIGERIA, purpose="family_tracing")
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase08", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase08")
 
         async def quarantined():
             return [q.reason_code for q in await ng.transport.list_quarantine(10)] == ["recipient_refuses"]
@@ -212,8 +210,7 @@ async def test_receiver_refuses_purposes_its_directory_entry_does_not_accept(tmp
 
 async def test_respond_is_idempotent_and_final(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-servicecase09", actor=WORKER)
+        header = await _refer(ne, "ne-ng-servicecase09")
 
         await _inbox_not_empty(ng)
         more = await ng.respond(header.id, {"decision": "more_information_needed", "information_needed": ["identity"]},
@@ -260,10 +257,8 @@ async def test_poison_delivery_is_quarantined_after_bounded_attempts_and_good_on
         # A stored value the handler cannot read (like the 0999 withdrawal did): every attempt fails.
         raised = _failing_for(ng, "withdrawals_for_case", "ne-ng-poison", lambda: ValueError(CANARY))
         with capture_logs() as logs:
-            poison = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                     case_ref="ne-ng-poison000001", actor=WORKER)
-            good = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                   case_ref="ne-ng-goodcase0001", actor=WORKER)
+            poison = await _refer(ne, "ne-ng-poison000001")
+            good = await _refer(ne, "ne-ng-goodcase0001")
 
             async def quarantined():
                 return [q.message_id for q in await ng.transport.list_quarantine(10)] == [poison.id]
@@ -293,8 +288,7 @@ async def test_transient_store_failure_is_requeued_never_quarantined(tmp_path) -
     async with gateway_pair(tmp_path) as (ne, ng):
         ng.transport.config = dataclasses.replace(ng.transport.config, requeue_backoff_initial=0.01)
         raised = _failing_for(ng, "withdrawals_for_case", "ne-ng-storedown", lambda: StoreUnavailableError("down"))
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-storedown001", actor=WORKER)
+        header = await _refer(ne, "ne-ng-storedown001")
 
         async def failed_often():
             return len(raised) >= 6  # twice the attempt limit: still not quarantined
@@ -319,8 +313,7 @@ WITHDRAWN_0999 = {"withdrawn_at": "0999-01-01T00:00:00Z", "decision_maker": "sel
 async def test_withdrawals_dated_0999_never_make_the_handler_fail(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
         case = "ne-ng-year0999case"
-        first = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                case_ref=case, actor=WORKER)
+        first = await _refer(ne, case)
         await _inbox_not_empty(ng)
         dispositions = []
         for _ in range(3):  # a non-conforming sender; the second one used to fail forever
@@ -383,8 +376,7 @@ async def test_quarantine_is_routed_by_the_inbox_and_audits_unverified_senders_a
 
 async def test_forged_header_sender_is_a_claim_in_the_audit(tmp_path) -> None:
     async with gateway_pair(tmp_path) as (ne, ng):
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-forgedsig001", actor=WORKER)
+        header = await _refer(ne, "ne-ng-forgedsig001")
         doc = json.loads((await ne.store.get_outgoing(header.id)).envelope)
         doc["header"]["case"] = "ne-ng-othercase0099"  # breaks the signature
         await ng.handle_delivery(Delivery(header.id, NIGER, NIGERIA, json.dumps(doc).encode(), {}, False))
@@ -438,8 +430,7 @@ async def test_concurrent_byte_identical_copies_are_one_message_and_a_duplicate(
 async def test_broker_back_retries_the_outbox_at_once_not_after_its_back_off(tmp_path) -> None:
     async with gateway_pair(tmp_path, retry_initial_seconds=30.0, retry_max_seconds=60.0) as (ne, ng):
         ne.transport.broker.available = False
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref="ne-ng-reconnect001", actor=WORKER)
+        header = await _refer(ne, "ne-ng-reconnect001")
 
         async def backing_off():
             record = await ne.store.get_outgoing(header.id)
@@ -519,8 +510,7 @@ async def test_a_message_is_published_at_once_while_earlier_ones_await_their_con
         started, release = _held_publishes(ne)
         submitted = []
         for n in range(3):
-            header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                     case_ref=f"ne-ng-continuous0{n}", actor=WORKER)
+            header = await _refer(ne, f"ne-ng-continuous0{n}")
             submitted.append(header.id)
             if n < 2:  # each starts publishing while the earlier one still waits
                 await eventually(lambda: asyncio.sleep(0, result=len(started) == n + 1))
@@ -544,8 +534,7 @@ async def test_a_message_is_published_at_once_while_earlier_ones_await_their_con
 async def _one_publish_held(ne: Gateway, case: str):
     """A referral submitted and being published, its broker confirm held: (started, release, header)."""
     started, release = _held_publishes(ne)
-    header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                             case_ref=case, actor=WORKER)
+    header = await _refer(ne, case)
     await eventually(lambda: asyncio.sleep(0, result=started == [header.id]))
     return started, release, header
 
@@ -652,8 +641,7 @@ async def test_a_new_case_gets_its_key_in_the_messages_write_and_yields_to_a_key
 
         ng.store.add_data_key, ng.store.add_incoming = add_data_key, add_incoming
         first, second = "ne-ng-onewrite01", "ne-ng-onewrite02"
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref=first, actor=WORKER)
+        header = await _refer(ne, first)
         await _reaches(ne, header.id, "delivered")
         assert writes == ["inbox+case"]  # no separate case-key write
         live = await ng.store.live_case_key(first)
@@ -666,8 +654,7 @@ async def test_a_new_case_gets_its_key_in_the_messages_write_and_yields_to_a_key
             return await add_incoming(msg, **kwargs)
 
         ng.store.add_incoming, writes[:] = raced, []
-        header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                 case_ref=second, actor=WORKER)
+        header = await _refer(ne, second)
         await _reaches(ne, header.id, "delivered")
         assert writes == ["inbox+case", "key:message", "inbox"]  # refused whole, then under the winner's key
         assert (await ng.store.live_case_key(second)).key_id == "case-other-process"
@@ -699,8 +686,7 @@ async def test_a_store_that_reads_but_cannot_write_does_not_make_the_outbox_repu
         started, release = _held_publishes(ne)
         ids = []
         for n in range(6):
-            header = await ne.submit("referral.request", load_example("referral.request"), recipient=NIGERIA,
-                                     case_ref=f"ne-ng-diskfull0{n}", actor=WORKER)
+            header = await _refer(ne, f"ne-ng-diskfull0{n}")
             ids.append(header.id)
 
         async def disk_full(*args, **kwargs):
