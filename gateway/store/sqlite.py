@@ -827,9 +827,8 @@ class SQLiteStore(Store):
         def run(conn: sqlite3.Connection) -> bool:
             if case_key is not None and _insert_data_key(conn, case_key) != 1:
                 raise DataKeyExistsError(f"case {case_key.case_ref} has a live case key, or {case_key.key_id} is taken")
-            if data_key is not None:
-                if _insert_data_key(conn, data_key) != 1:
-                    raise DataKeyExistsError(f"data key {data_key.key_id} is already stored")
+            if data_key is not None and _insert_data_key(conn, data_key) != 1:
+                raise DataKeyExistsError(f"data key {data_key.key_id} is already stored")
             # One statement decides "new or duplicate" under the write lock: atomic across
             # coroutines, threads and processes alike.
             cur = conn.execute(
